@@ -1,0 +1,1 @@
+"""Progress store in PostgreSQL (exactly-once effect), metrics, reports, reconcile."""

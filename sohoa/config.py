@@ -1,0 +1,256 @@
+"""The one typed configuration of sohoa.
+
+Precedence, highest first: values passed in code > ``SOHOA_*`` environment variables
+(nested with ``__``, e.g. ``SOHOA_KAFKA__BOOTSTRAP=host:9092``) > the TOML file > defaults.
+The TOML file is ``--config PATH``, else ``$SOHOA_CONFIG``, else ``./sohoa.toml`` when present.
+Every threshold lives here; code never carries its own literal.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG_FILE = Path("sohoa.toml")
+_config_file: Path | None = None
+
+
+class KafkaConfig(BaseModel):
+    bootstrap: str = "127.0.0.1:19092"
+    client_id: str = "sohoa"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Connection settings in kafka-python's (and aiokafka's) spelling."""
+        kw: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap.split(","),
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            kw["sasl_mechanism"] = self.sasl_mechanism
+            kw["sasl_plain_username"] = self.sasl_username
+            kw["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if getattr(self, name):
+                kw[name] = str(getattr(self, name))
+        return kw
+
+
+class TopicsConfig(BaseModel):
+    """Topic names; partitions, retention and compaction live in infra/topics.toml."""
+
+    site_events: str = "sohoa.site-events"
+    file_events: str = "sohoa.file-events"
+    dead_letters: str = "sohoa.dead-letters"
+    spec: Path | None = Field(default=None, description="Override of infra/topics.toml")
+
+
+class PostgresConfig(BaseModel):
+    dsn: SecretStr = SecretStr("postgresql://sohoa@127.0.0.1:15432/sohoa")
+    reader_dsn: SecretStr | None = None
+    connect_timeout_s: float = 5.0
+
+    @property
+    def url(self) -> str:
+        return self.dsn.get_secret_value()
+
+
+class StackConfig(BaseModel):
+    """The local stack that `sohoa up` runs on this machine."""
+
+    state_dir: Path = Path(".state")
+    host: str = "127.0.0.1"
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    kafka_version: str = "3.9.1"
+    kafka_heap: str = "512m"
+    kafka_home: Path | None = Field(default=None, description="Use an existing Kafka install")
+    postgres_port: int = 15432
+    components: list[Literal["watch", "streams", "consume"]] = ["watch", "streams", "consume"]
+    start_timeout_s: float = 90.0
+
+
+class WatcherConfig(BaseModel):
+    site_id: str = "demo"
+    roots: list[Path] = [Path(".state/hotfolder")]
+    layout: str = "{fonds}/{file}/{page}"
+    extensions: list[str] = [".tif", ".tiff", ".jpg", ".jpeg", ".png", ".pdf"]
+    ignore_names: list[str] = ["thumbs.db", ".ds_store", "desktop.ini"]
+    ignore_prefixes: list[str] = ["~$", "._", "."]
+    polling: bool = Field(default=False, description="Poll instead of inotify (SMB/NFS shares)")
+    poll_interval_s: float = 2.0
+    stability_window_s: float = 2.0
+    reconcile_interval_s: float = 300.0
+    idle_timeout_s: float = 3600.0
+    close_marker: str = "DONE"
+    manifest_name: str = "hoso.json"
+    max_file_bytes: int = 512 * 1024 * 1024
+    outbox_path: Path = Path(".state/outbox.sqlite3")
+    heartbeat_interval_s: float = 30.0
+    send_batch: int = 500
+    metrics_port: int | None = None
+    quarantine_dir: Path | None = None
+
+
+class QcConfig(BaseModel):
+    """TT 02/2019/TT-BNV floor and the image checks' thresholds."""
+
+    min_dpi: int = 200
+    require_colour: bool = True
+    min_width_mm: float = 140.0    # a little under A5's short side
+    max_width_mm: float = 440.0    # a little over A3's long side
+    blank_max_ink: float = 0.002   # share of dark pixels under which a page is blank
+    max_skew_deg: float = 3.0
+    min_mean_luma: float = 40.0
+    max_mean_luma: float = 250.0
+    min_sharpness: float = 20.0
+    analysis_max_px: int = 1200
+    workers: int = 0               # 0 = one per core
+
+
+class OcrConfig(BaseModel):
+    enabled: bool = True
+    languages: str = "vie+eng"
+    output_dir: Path = Path(".state/ocr")
+    output_type: Literal["pdfa-2", "pdf"] = "pdfa-2"
+    deskew: bool = False
+    rotate_pages: bool = True
+    concurrency: int = 1
+    tesseract_threads: int = 1     # OMP_THREAD_LIMIT per Tesseract
+    jobs_per_file: int = 2
+    timeout_s_per_page: float = 60.0
+    timeout_s_min: float = 120.0
+    retries: int = 2
+    backoff_s: float = 5.0
+    allow_classified: bool = False
+
+
+class StreamsConfig(BaseModel):
+    app_id: str = "sohoa-assembly"
+    ocr_app_id: str = "sohoa-ocr"
+    web_port: int = 16066
+    ocr_web_port: int = 16067
+    data_dir: Path = Path(".state/faust")
+    table_partitions: int = 6
+    idle_timeout_s: float = 3600.0
+    idle_check_interval_s: float = 60.0
+    qc_enabled: bool = True
+
+
+class VerdictConfig(BaseModel):
+    max_failed_pages_share_for_reject: float = 0.5
+    min_mean_ocr_confidence: float = 0.0
+
+
+class ConsumerConfig(BaseModel):
+    group_id: str = "sohoa-progress"
+    batch_max_events: int = 2000
+    batch_max_ms: int = 500
+    metrics_port: int = 19100
+    metrics_host: str = "127.0.0.1"
+    gauge_cache_s: float = 10.0
+
+
+class CampaignConfig(BaseModel):
+    name: str = "Số hóa tài liệu lưu trữ"
+    timezone: str = "Asia/Ho_Chi_Minh"
+    workdays: list[int] = [0, 1, 2, 3, 4]  # Monday=0
+    work_start: time = time(7, 30)
+    work_end: time = time(17, 0)
+    lunch_start: time = time(11, 30)
+    lunch_end: time = time(13, 30)
+    forecast_window_days: int = 10
+
+
+class LoggingConfig(BaseModel):
+    level: str = "INFO"
+    json_format: bool = Field(default=True, alias="json")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SOHOA_", env_nested_delimiter="__", extra="ignore",
+    )
+
+    kafka: KafkaConfig = KafkaConfig()
+    topics: TopicsConfig = TopicsConfig()
+    postgres: PostgresConfig = PostgresConfig()
+    stack: StackConfig = StackConfig()
+    watcher: WatcherConfig = WatcherConfig()
+    qc: QcConfig = QcConfig()
+    ocr: OcrConfig = OcrConfig()
+    streams: StreamsConfig = StreamsConfig()
+    verdict: VerdictConfig = VerdictConfig()
+    consumer: ConsumerConfig = ConsumerConfig()
+    campaign: CampaignConfig = CampaignConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_file()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration with every secret (and DSN password) masked."""
+        data = self.model_dump(mode="json", by_alias=True)
+        data["postgres"]["dsn"] = _mask_dsn(self.postgres.url)
+        if self.postgres.reader_dsn:
+            data["postgres"]["reader_dsn"] = _mask_dsn(self.postgres.reader_dsn.get_secret_value())
+        return data
+
+
+def _mask_dsn(dsn: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":******@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return dsn
+
+
+def config_file() -> Path | None:
+    if _config_file is not None:
+        return _config_file
+    env = os.environ.get("SOHOA_CONFIG")
+    if env:
+        return Path(env)
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None
+
+
+def load_config(path: Path | None = None, **overrides: Any) -> Settings:
+    """Build the effective settings; ``path`` wins over ``$SOHOA_CONFIG``."""
+    global _config_file
+    if path is not None:
+        if not path.exists():
+            raise FileNotFoundError(f"config file not found: {path}")
+        _config_file = path
+    return Settings(**overrides)

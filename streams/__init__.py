@@ -1,0 +1,1 @@
+"""The centre's Faust applications: assembly, page QC, OCR, verdicts."""
