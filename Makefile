@@ -1,0 +1,59 @@
+# sohoa — the two commands a new user needs:
+#   make run    install, start the local stack, drop Vietnamese sample pages, show their progress
+#   make test   install, start a throw-away Kafka + PostgreSQL on free ports, run every test, stop them
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SOHOA := $(VENV)/bin/sohoa
+STAMP := $(VENV)/.sohoa-installed
+PYTEST_ARGS ?=
+
+.PHONY: help install system-deps run demo down status test test-faults bench lint clean
+
+help:
+	@echo "make run     — cài đặt, khởi động Kafka + PostgreSQL + các thành phần, chạy thử trang mẫu"
+	@echo "make test    — cài đặt và chạy toàn bộ kiểm thử trên Kafka/PostgreSQL thật (tạm thời)"
+	@echo "make bench   — đo hiệu năng (bench/), ghi báo cáo vào bench/results/"
+	@echo "make down    — dừng hệ thống cục bộ"
+
+system-deps:
+	bash infra/install-system-deps.sh
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: system-deps $(STAMP)
+
+run: install
+	$(SOHOA) up
+	$(PY) -m infra.demo
+	@echo "Dừng hệ thống: make down"
+
+demo: $(STAMP)
+	$(PY) -m infra.demo
+
+status: $(STAMP)
+	$(SOHOA) status
+
+down: $(STAMP)
+	$(SOHOA) down
+
+test: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-faults: install
+	$(PY) -m pytest -m faults $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m bench $(BENCH_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,104 @@
+"""Config precedence: code > SOHOA_* environment > TOML file > defaults; secrets masked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sohoa import config as cfgmod
+from sohoa.cli import main
+from sohoa.config import load_config
+
+
+@pytest.fixture(autouse=True)
+def _isolate(monkeypatch, tmp_path):
+    for key in list(__import__("os").environ):
+        if key.startswith("SOHOA_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cfgmod, "_config_file", None)
+
+
+def _toml(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "site.toml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_defaults_without_any_file() -> None:
+    s = load_config()
+    assert s.qc.min_dpi == 200
+    assert s.campaign.timezone == "Asia/Ho_Chi_Minh"
+
+
+def test_toml_overrides_defaults(tmp_path) -> None:
+    p = _toml(tmp_path, '[qc]\nmin_dpi = 300\n[watcher]\nsite_id = "xa-an-binh"\n')
+    s = load_config(p)
+    assert s.qc.min_dpi == 300
+    assert s.watcher.site_id == "xa-an-binh"
+    assert s.qc.max_skew_deg == 3.0  # untouched keys keep defaults
+
+
+def test_environment_overrides_toml(tmp_path, monkeypatch) -> None:
+    p = _toml(tmp_path, '[qc]\nmin_dpi = 300\n[kafka]\nbootstrap = "file:1"\n')
+    monkeypatch.setenv("SOHOA_QC__MIN_DPI", "400")
+    s = load_config(p)
+    assert s.qc.min_dpi == 400
+    assert s.kafka.bootstrap == "file:1"
+
+
+def test_code_overrides_environment(monkeypatch) -> None:
+    monkeypatch.setenv("SOHOA_QC__MIN_DPI", "400")
+    s = load_config(qc={"min_dpi": 250})
+    assert s.qc.min_dpi == 250
+
+
+def test_sohoa_config_env_names_the_file(tmp_path, monkeypatch) -> None:
+    p = _toml(tmp_path, "[stack]\nkafka_port = 29999\n")
+    monkeypatch.setenv("SOHOA_CONFIG", str(p))
+    assert load_config().stack.kafka_port == 29999
+
+
+def test_sohoa_toml_in_working_directory_is_picked_up(tmp_path) -> None:
+    (tmp_path / "sohoa.toml").write_text("[consumer]\nbatch_max_events = 7\n", encoding="utf-8")
+    assert load_config().consumer.batch_max_events == 7
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError):
+        load_config(tmp_path / "nope.toml")
+    result = CliRunner().invoke(main, ["--config", str(tmp_path / "nope.toml"), "config", "show"])
+    assert result.exit_code != 0
+    assert "Không tìm thấy tệp cấu hình" in result.output
+
+
+def test_invalid_value_is_rejected_with_its_field(tmp_path) -> None:
+    p = _toml(tmp_path, '[qc]\nmin_dpi = "lots"\n')
+    with pytest.raises(ValueError, match="min_dpi"):
+        load_config(p)
+
+
+def test_config_show_masks_secrets(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SOHOA_POSTGRES__DSN", "postgresql://w:hunter2@db:5432/sohoa")
+    monkeypatch.setenv("SOHOA_KAFKA__SASL_PASSWORD", "s3cret")
+    for args in (["config", "show"], ["config", "show", "--json"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        assert "hunter2" not in result.output and "s3cret" not in result.output
+        assert "db:5432" in result.output
+    data = json.loads(CliRunner().invoke(main, ["config", "show", "--json"]).output)
+    assert data["postgres"]["dsn"] == "postgresql://w:******@db:5432/sohoa"
+
+
+def test_kafka_client_kwargs_pass_sasl_and_tls_through(tmp_path) -> None:
+    p = _toml(tmp_path, '[kafka]\nbootstrap = "a:9093,b:9093"\nsecurity_protocol = "SASL_SSL"\n'
+                        'sasl_mechanism = "SCRAM-SHA-512"\nsasl_username = "site"\n'
+                        'sasl_password = "pw"\nssl_cafile = "/etc/ca.pem"\n')
+    kw = load_config(p).kafka.client_kwargs()
+    assert kw["bootstrap_servers"] == ["a:9093", "b:9093"]
+    assert kw["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert kw["sasl_plain_password"] == "pw"
+    assert kw["ssl_cafile"] == "/etc/ca.pem"
