@@ -1,0 +1,237 @@
+"""Page events per second through the spine (Kafka → Faust assembly → consumer → PostgreSQL),
+beside kafka-python's raw produce and consume rates measured in the same run.
+
+    python -m bench.bench_spine --events 20000
+
+Starts its own throw-away stack (Kafka + PostgreSQL on free ports, temp state dir), so it never
+touches `sohoa up`'s data. QC and OCR are off: this measures the event path, not image work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+from sohoa.config import load_config
+from sohoa.events import FileClosed, PageScanned
+from sohoa.kafka_clients import make_admin, make_consumer, make_producer
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_events(n: int, sites: int = 20, pages_per_file: int = 50) -> list[tuple[str, bytes]]:
+    out: list[tuple[str, bytes]] = []
+    for i in range(n):
+        site = f"xa-{i % sites:03d}"
+        per_site = i // sites
+        file_code = f"HS-{per_site // pages_per_file:05d}"
+        page_no = per_site % pages_per_file + 1
+        sha = f"{i:064x}"
+        ev = PageScanned.make(site_id=site, fonds="UBND", file_code=file_code, page_no=page_no,
+                              uri=f"file:///scan/{site}/{file_code}/{page_no:03d}.tif",
+                              sha256=sha, size_bytes=100_000, media_type="image/tiff")
+        out.append((ev.key(), ev.to_json()))
+        if page_no == pages_per_file:
+            closed = FileClosed(site_id=site, fonds="UBND", file_code=file_code,
+                                expected_pages=pages_per_file, pages_seen=pages_per_file)
+            out.append((closed.key(), closed.to_json()))
+    return out
+
+
+def produce(kafka, topic: str, events: list[tuple[str, bytes]]) -> float:
+    producer = make_producer(kafka, linger_ms=20, batch_size=256 * 1024)
+    t0 = time.perf_counter()
+    for key, value in events:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    elapsed = time.perf_counter() - t0
+    producer.close()
+    return elapsed
+
+
+def consume_all(kafka, topic: str, n: int) -> float:
+    consumer = make_consumer(kafka, topic, group_id=None, consumer_timeout_ms=10_000,
+                             max_poll_records=5000, fetch_max_bytes=64 * 1024 * 1024)
+    t0 = time.perf_counter()
+    seen = 0
+    for _ in consumer:
+        seen += 1
+        if seen >= n:
+            break
+    elapsed = time.perf_counter() - t0
+    consumer.close()
+    if seen < n:
+        raise RuntimeError(f"raw consume saw {seen} of {n}")
+    return elapsed
+
+
+def _pages_in_metrics(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return 0
+    return int(sum(float(v) for v in re.findall(
+        r"^sohoa_pages_scanned_total\{[^}]*\} ([0-9.e+]+)$", text, re.M)))
+
+
+def _group_done(kafka, group: str, topic: str, end: dict[int, int]) -> bool:
+    admin = make_admin(kafka)
+    try:
+        offsets = admin.list_consumer_group_offsets(group)
+    finally:
+        admin.close()
+    got = {tp.partition: om.offset for tp, om in offsets.items() if tp.topic == topic}
+    return all(got.get(p, 0) >= off for p, off in end.items())
+
+
+def _end_offsets(kafka, topic: str) -> dict[int, int]:
+    from kafka import TopicPartition
+
+    c = make_consumer(kafka, group_id=None)
+    try:
+        parts = [TopicPartition(topic, p) for p in c.partitions_for_topic(topic)]
+        return {tp.partition: off for tp, off in c.end_offsets(parts).items()}
+    finally:
+        c.close()
+
+
+def run(n_events: int, keep: bool = False) -> dict:
+    from infra.stack import LocalStack, settings_for_stack, stack_env
+
+    state = Path(tempfile.mkdtemp(prefix="sohoa-bench-spine-"))
+    base = load_config()
+    settings = settings_for_stack(base, state, kafka_port=_free_port(),
+                                  kafka_controller_port=_free_port(),
+                                  postgres_port=_free_port())
+    stack = LocalStack(settings)
+    procs: list[subprocess.Popen] = []
+    print(f"starting a throw-away stack in {state} …", file=sys.stderr)
+    stack.start_services(progress=lambda m: print(m, file=sys.stderr))
+    try:
+        stack.apply_topics()
+        kafka = settings.kafka
+        events = make_events(n_events)
+        pages = sum(1 for _, v in events if b'"PageScanned"' in v)
+
+        raw_topic = f"bench.raw-{uuid.uuid4().hex[:6]}"
+        stack.apply_topics(settings.topics.model_copy(update={
+            "site_events": raw_topic, "file_events": raw_topic + "-f",
+            "dead_letters": raw_topic + "-d"}))
+        raw_produce_s = produce(kafka, raw_topic, events)
+        raw_consume_s = consume_all(kafka, raw_topic, len(events))
+
+        run_id = uuid.uuid4().hex[:6]
+        metrics_port = _free_port()
+        env = {**os.environ, **stack_env(settings),
+               "SOHOA_LOGGING__LEVEL": "WARNING",
+               "SOHOA_STREAMS__APP_ID": f"bench-asm-{run_id}",
+               "SOHOA_STREAMS__OCR_APP_ID": f"bench-ocr-{run_id}",
+               "SOHOA_STREAMS__WEB_PORT": str(_free_port()),
+               "SOHOA_STREAMS__OCR_WEB_PORT": str(_free_port()),
+               "SOHOA_STREAMS__DATA_DIR": str(state / "faust"),
+               "SOHOA_STREAMS__QC_ENABLED": "false",
+               "SOHOA_OCR__ENABLED": "false",
+               "SOHOA_CONSUMER__GROUP_ID": f"bench-progress-{run_id}",
+               "SOHOA_CONSUMER__METRICS_PORT": str(metrics_port),
+               "SOHOA_CONSUMER__GAUGE_CACHE_S": "0.2"}
+        subprocess.run([sys.executable, "-m", "sohoa.cli", "db", "migrate"], env=env, check=True,
+                       capture_output=True)
+        logs = state / "logs"
+        logs.mkdir(exist_ok=True)
+        for args in (["consume"], ["streams", "--role", "assembly"]):
+            fh = (logs / f"{args[0]}.log").open("ab")
+            procs.append(subprocess.Popen([sys.executable, "-m", "sohoa.cli", *args], env=env,
+                                          stdout=fh, stderr=subprocess.STDOUT))
+        # Let both join their groups before the clock starts: we measure the event path,
+        # not process start-up.
+        warm = make_events(1, sites=1)
+        warm = [(k.replace("xa-000", "warmup"), v.replace(b"xa-000", b"warmup"))
+                for k, v in warm]
+        produce(kafka, settings.topics.site_events, warm)
+        deadline = time.monotonic() + 180
+        while _pages_in_metrics(metrics_port) < 1:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"consumer never counted the warm-up page; see {logs}")
+            time.sleep(0.5)
+
+        t0 = time.perf_counter()
+        produce(kafka, settings.topics.site_events, events)
+        end = _end_offsets(kafka, settings.topics.site_events)
+        consumer_done = faust_done = None
+        deadline = time.monotonic() + max(300, n_events / 50)
+        while consumer_done is None or faust_done is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"spine did not finish; logs in {logs}")
+            now = time.perf_counter() - t0
+            if consumer_done is None and _pages_in_metrics(metrics_port) >= pages + 1:
+                consumer_done = now
+            if faust_done is None and _group_done(kafka, env["SOHOA_STREAMS__APP_ID"],
+                                                  settings.topics.site_events, end):
+                faust_done = now
+            time.sleep(0.2)
+        spine_s = max(consumer_done, faust_done)
+        result = {
+            "name": "spine",
+            "events": len(events),
+            "pages": pages,
+            "figures": [
+                {"name": "spine events/s (Kafka → Faust + consumer → PostgreSQL)",
+                 "value": round(len(events) / spine_s), "unit": "events/s"},
+                {"name": "consumer to PostgreSQL done after", "value": round(consumer_done, 2),
+                 "unit": "s"},
+                {"name": "Faust assembly done after", "value": round(faust_done, 2), "unit": "s"},
+                {"name": "raw kafka-python produce (acks=all, idempotent)",
+                 "value": round(len(events) / raw_produce_s), "unit": "events/s"},
+                {"name": "raw kafka-python consume",
+                 "value": round(len(events) / raw_consume_s), "unit": "events/s"},
+            ],
+        }
+        slowest_raw = min(len(events) / raw_produce_s, len(events) / raw_consume_s)
+        result["figures"].append({"name": "spine / slower raw client rate",
+                                  "value": round(len(events) / spine_s / slowest_raw, 3),
+                                  "unit": "ratio"})
+        return result
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        stack.stop_services()
+        if not keep:
+            subprocess.run(["rm", "-rf", str(state)], check=False)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--events", type=int, default=20_000, help="page events to send")
+    ap.add_argument("--keep", action="store_true", help="keep the temp state dir (logs)")
+    ap.add_argument("--json", type=Path, help="also write the result here")
+    args = ap.parse_args(argv)
+    result = run(args.events, keep=args.keep)
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n", encoding="utf-8")
+    return result
+
+
+if __name__ == "__main__":
+    main()
