@@ -95,6 +95,8 @@ class WatcherConfig(BaseModel):
     extensions: list[str] = [".tif", ".tiff", ".jpg", ".jpeg", ".png", ".pdf"]
     ignore_names: list[str] = ["thumbs.db", ".ds_store", "desktop.ini"]
     ignore_prefixes: list[str] = ["~$", "._", "."]
+    # Temp names of write-then-rename (scanner software, rsync, browsers): never pages.
+    ignore_suffixes: list[str] = [".tmp", ".part", ".partial", ".crdownload", "~"]
     polling: bool = Field(default=False, description="Poll instead of inotify (SMB/NFS shares)")
     poll_interval_s: float = 2.0
     stability_window_s: float = 2.0
@@ -107,7 +109,14 @@ class WatcherConfig(BaseModel):
     heartbeat_interval_s: float = 30.0
     send_batch: int = 500
     metrics_port: int | None = None
+    metrics_addr: str = "0.0.0.0"
     quarantine_dir: Path | None = None
+    hash_workers: int = 0               # 0 = min(4, cores): hashing releases the GIL
+    kafka_block_s: float = 10.0         # longest a send or connect may block on a missing broker
+    delivery_timeout_s: float = 120.0   # then the record is re-sent from the outbox
+    once_timeout_s: float = 60.0        # --once: give up draining (exit 75) after this long
+    shutdown_flush_s: float = 10.0      # SIGTERM: try this long to send what is queued
+    outbox_retain_sent_s: float = 30 * 86400.0  # sent events kept for audit, then pruned
 
 
 class QcConfig(BaseModel):
@@ -148,11 +157,18 @@ class StreamsConfig(BaseModel):
     ocr_app_id: str = "sohoa-ocr"
     web_port: int = 16066
     ocr_web_port: int = 16067
+    web_host: str = "127.0.0.1"
     data_dir: Path = Path(".state/faust")
-    table_partitions: int = 6
+    # 0 = as many as the source topic has (internal topics must be co-partitioned with it)
+    table_partitions: int = 0
+    replication_factor: int = 1    # of the internal topics (changelog, notes)
     idle_timeout_s: float = 3600.0
     idle_check_interval_s: float = 60.0
+    late_page_settle_s: float = 60.0  # a reopened file is re-assembled after this quiet time
     qc_enabled: bool = True
+    commit_every: int = 1000
+    commit_interval_s: float = 2.0
+    loglevel: str = "WARNING"      # of Faust's own worker logging
 
 
 class VerdictConfig(BaseModel):

@@ -1,0 +1,120 @@
+"""The assembly app: site events -> per-file state in a changelog-backed table ->
+FileAssembled on the file-events topic.
+
+Table ``files`` (changelog ``<app_id>-files-changelog``) maps ``site_id/file_code`` to a
+:class:`~streams.assembly.FileState` as JSON. The idle timeout is driven by a timer that sends
+a tick, keyed by the file, to the internal ``<app_id>-ticks`` topic; the ticks agent owns the
+same partition as the file, so only the file's owner changes the file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import faust
+
+from sohoa.config import Settings
+from sohoa.events import FileEvent, InvalidEvent, SiteHeartbeat, parse_event
+from streams import metrics
+from streams.assembly import FileState
+from streams.faustapp import dead_letter, make_app, publish, raw_topic, source_partitions
+
+log = logging.getLogger(__name__)
+
+
+def build(settings: Settings, partitions: int | None = None) -> faust.App:
+    cfg = settings.streams
+    if partitions is None and not cfg.table_partitions:
+        partitions = source_partitions(settings, settings.topics.site_events)
+    app = make_app(settings, cfg.app_id, cfg.web_port, partitions or cfg.table_partitions)
+    n = app.conf.topic_partitions
+    site_events = raw_topic(app, settings.topics.site_events)
+    file_events = raw_topic(app, settings.topics.file_events)
+    dead_letters = raw_topic(app, settings.topics.dead_letters)
+    ticks = raw_topic(app, f"{cfg.app_id}-ticks", partitions=n, internal=True,
+                      retention=86400.0)
+    files = app.Table("files", default=None, partitions=n, key_type=str, value_type=None,
+                      help="Assembly state of each file, keyed site_id/file_code")
+    idle, settle = cfg.idle_timeout_s, cfg.late_page_settle_s
+
+    async def emit_assembled(state: FileState, ev: Any) -> None:
+        await publish(file_events, ev)
+        metrics.FILES_ASSEMBLED.labels(state.site_id).inc()
+        log.info("file assembled", extra={
+            "site_id": state.site_id, "file_code": state.file_code,
+            "revision": ev.revision, "trigger": ev.trigger, "pages": len(ev.pages),
+            "gaps": len(ev.gaps)})
+
+    @app.agent(site_events)
+    async def assemble(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            msg = event.message
+            try:
+                ev = parse_event(msg.value)
+            except InvalidEvent as exc:
+                metrics.EVENTS.labels("assembly", "invalid").inc()
+                dl = dead_letter("assembly", exc.reason, msg.value, topic=msg.topic,
+                                 partition=msg.partition, offset=msg.offset,
+                                 site_id=_site_of(msg.key))
+                await publish(dead_letters, dl)
+                log.warning("invalid site event", extra={
+                    "reason": exc.reason, "partition": msg.partition, "offset": msg.offset})
+                continue
+            metrics.EVENTS.labels("assembly", ev.NAME).inc()
+            if isinstance(ev, SiteHeartbeat) or not isinstance(ev, FileEvent):
+                continue
+            key = ev.key()
+            raw = files.get(key)
+            state = FileState.from_dict(raw) if raw else FileState(ev.site_id, ev.file_code)
+            try:
+                changed, out = state.apply(ev, time.time(), idle, settle)
+            except Exception as exc:  # a bug must not stop the partition; the event is kept
+                log.exception("assembly failed", extra={"key": key})
+                await publish(dead_letters, dead_letter(
+                    "assembly", f"internal error: {exc!r}", msg.value, topic=msg.topic,
+                    partition=msg.partition, offset=msg.offset, site_id=ev.site_id))
+                continue
+            if changed or raw is None:
+                files[key] = state.to_dict()
+            if out is not None:
+                await emit_assembled(state, out)
+
+    @app.agent(ticks)
+    async def on_tick(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            key = event.message.key.decode("utf-8", "replace") if event.message.key else ""
+            raw = files.get(key)
+            if not raw:
+                continue
+            state = FileState.from_dict(raw)
+            out = state.tick(time.time(), idle, settle)
+            if out is not None:
+                files[key] = state.to_dict()
+                await emit_assembled(state, out)
+
+    @app.timer(interval=cfg.idle_check_interval_s)
+    async def idle_check() -> None:
+        now = time.time()
+        for key, raw in list(files.items()):
+            if raw and FileState.from_dict(raw).due(now, idle, settle):
+                await ticks.send(key=key.encode(), value=b"tick")
+
+    @app.page("/files/{site_id}/{file_code}")
+    async def file_state(web: Any, request: Any, site_id: str, file_code: str) -> Any:
+        raw = files.get(f"{site_id}/{file_code}")
+        if raw is None:
+            return web.json({"error": "not found"}, status=404)
+        return web.bytes(json.dumps(raw, ensure_ascii=False).encode(),
+                         content_type="application/json")
+
+    app.sohoa_files = files  # type: ignore[attr-defined]  # for tests and tools
+    return app
+
+
+def _site_of(key: bytes | None) -> str:
+    if not key:
+        return "unknown"
+    return key.decode("utf-8", "replace").split("/", 1)[0][:200] or "unknown"

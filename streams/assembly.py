@@ -1,0 +1,212 @@
+"""Assembly state of one archival file (hồ sơ): pure logic, no Faust.
+
+The Faust agent keeps one :class:`FileState` per ``site_id/file_code`` in a changelog-backed
+table (as a plain JSON dict, see :meth:`FileState.to_dict`), feeds it every site event, and
+publishes the :class:`~sohoa.events.FileAssembled` that :meth:`FileState.apply` returns.
+
+Rules:
+- a file is assembled on its closing marker, when its distinct pages reach the manifest's
+  expected count, or after an idle timeout;
+- a page that arrives (or changes) after assembly reopens the file as the next revision; the
+  reopened file is assembled again when the count is reached, on a marker, or after a short
+  settle time (trigger ``late_page``); nothing is dropped;
+- replaying an event that the state already reflects changes nothing (the table may be ahead of
+  the committed offsets after a crash); a replayed marker re-emits the same FileAssembled,
+  whose event id is stable, so a FileAssembled lost in the crash is never missing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from sohoa.events import (
+    Classification,
+    Event,
+    FileAssembled,
+    FileClosed,
+    FileManifest,
+    PageRef,
+    PageRemoved,
+    PageScanned,
+    stable_event_id,
+)
+
+
+@dataclass
+class PageEntry:
+    uri: str
+    sha256: str
+    revision: int
+    size: int = 0
+
+    def to_list(self) -> list[Any]:
+        return [self.uri, self.sha256, self.revision, self.size]
+
+    @classmethod
+    def from_list(cls, v: list[Any]) -> PageEntry:
+        return cls(uri=v[0], sha256=v[1], revision=int(v[2]), size=int(v[3]))
+
+
+@dataclass
+class FileState:
+    site_id: str
+    file_code: str
+    fonds: str = ""
+    # page_no -> path (relative to the hot folder, or the URI when absent) -> entry
+    pages: dict[int, dict[str, PageEntry]] = field(default_factory=dict)
+    expected_pages: int | None = None
+    classification: str = Classification.PUBLIC.value
+    revision: int = 1
+    assembled: bool = False      # the current revision has been published
+    closed: bool = False         # the site sent its closing marker at some point
+    last_activity: float = 0.0   # wall clock (s) of the last change, for the idle timeout
+    assembled_at: float | None = None
+
+    # --- (de)serialisation: compact JSON for the table's changelog -----------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "s": self.site_id, "f": self.file_code, "fo": self.fonds,
+            "p": {str(n): {k: e.to_list() for k, e in by.items()} for n, by in self.pages.items()},
+            "e": self.expected_pages, "c": self.classification, "r": self.revision,
+            "a": self.assembled, "cl": self.closed, "t": self.last_activity,
+            "at": self.assembled_at,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FileState:
+        return cls(
+            site_id=d["s"], file_code=d["f"], fonds=d.get("fo", ""),
+            pages={int(n): {k: PageEntry.from_list(v) for k, v in by.items()}
+                   for n, by in d.get("p", {}).items()},
+            expected_pages=d.get("e"), classification=d.get("c", "public"),
+            revision=int(d.get("r", 1)), assembled=bool(d.get("a")), closed=bool(d.get("cl")),
+            last_activity=float(d.get("t", 0.0)), assembled_at=d.get("at"),
+        )
+
+    # --- event handling ------------------------------------------------------------------
+    def apply(self, event: Event, now: float, idle_timeout_s: float = 3600.0,
+              late_settle_s: float = 60.0) -> tuple[bool, FileAssembled | None]:
+        """Fold one event in. Returns (state changed, FileAssembled to publish or None)."""
+        if isinstance(event, PageScanned):
+            changed = self._add_page(event)
+            if not changed:
+                return False, None
+            self.last_activity = now
+            self._reopen_if_assembled()
+            if self._count_reached():
+                trigger = "late_page" if self.revision > 1 else "expected_count"
+                return True, self._assemble(trigger, now)
+            return True, None
+        if isinstance(event, PageRemoved):
+            by = self.pages.get(event.page_no, {})
+            gone = [k for k, e in by.items() if e.sha256 == event.sha256]
+            if not gone:
+                return False, None
+            for k in gone:
+                del by[k]
+            if not by:
+                self.pages.pop(event.page_no, None)
+            self.last_activity = now
+            self._reopen_if_assembled()
+            return True, None
+        if isinstance(event, FileManifest):
+            changed = False
+            if event.fonds and event.fonds != self.fonds:
+                self.fonds, changed = event.fonds, True
+            if event.expected_pages is not None and event.expected_pages != self.expected_pages:
+                self.expected_pages, changed = event.expected_pages, True
+            if event.classification.value != self.classification:
+                self.classification, changed = event.classification.value, True
+            if changed and not self.assembled and self._count_reached():
+                return True, self._assemble("expected_count", now)
+            return changed, None
+        if isinstance(event, FileClosed):
+            if event.fonds and not self.fonds:
+                self.fonds = event.fonds
+            if event.expected_pages is not None and self.expected_pages is None:
+                self.expected_pages = event.expected_pages
+            self.closed = True
+            if self.assembled:
+                # Replay or repeated marker: the same revision again, same event id.
+                return False, self.assembled_event("marker")
+            trigger = "late_page" if self.revision > 1 else (
+                "idle" if event.reason == "idle" else "marker")
+            return True, self._assemble(trigger, now)
+        return False, None
+
+    def tick(self, now: float, idle_timeout_s: float,
+             late_settle_s: float) -> FileAssembled | None:
+        """Idle check, driven by a timer: assemble a file nobody closed."""
+        if self.assembled or not self.pages:
+            return None
+        if self.revision > 1 and now - self.last_activity >= late_settle_s:
+            return self._assemble("late_page", now)
+        if now - self.last_activity >= idle_timeout_s:
+            return self._assemble("idle", now)
+        return None
+
+    def due(self, now: float, idle_timeout_s: float, late_settle_s: float) -> bool:
+        if self.assembled or not self.pages:
+            return False
+        limit = late_settle_s if self.revision > 1 else idle_timeout_s
+        return now - self.last_activity >= limit
+
+    # --- internals -----------------------------------------------------------------------
+    def _add_page(self, ev: PageScanned) -> bool:
+        slot = ev.path or ev.uri
+        by = self.pages.setdefault(ev.page_no, {})
+        old = by.get(slot)
+        if old is not None and old.sha256 == ev.sha256 and old.uri == ev.uri:
+            if ev.revision > old.revision:
+                old.revision = ev.revision
+            return False
+        if old is not None and ev.revision < old.revision:
+            return False  # an older re-send arriving late never replaces the newer scan
+        by[slot] = PageEntry(uri=ev.uri, sha256=ev.sha256, revision=ev.revision,
+                             size=ev.size_bytes)
+        if ev.fonds and not self.fonds:
+            self.fonds = ev.fonds
+        return True
+
+    def _reopen_if_assembled(self) -> None:
+        if self.assembled:
+            self.assembled = False
+            self.revision += 1
+
+    def _count_reached(self) -> bool:
+        return self.expected_pages is not None and len(self.pages) >= self.expected_pages
+
+    def _assemble(self, trigger: str, now: float) -> FileAssembled:
+        self.assembled = True
+        self.assembled_at = now
+        return self.assembled_event(trigger)
+
+    def assembled_event(self, trigger: str) -> FileAssembled:
+        refs: list[PageRef] = []
+        by_sha: dict[str, list[int]] = defaultdict(list)
+        dup_nos: list[int] = []
+        for page_no in sorted(self.pages):
+            entries = self.pages[page_no]
+            if len(entries) > 1:
+                dup_nos.append(page_no)
+            for _slot, e in sorted(entries.items()):
+                refs.append(PageRef(page_no=page_no, uri=e.uri, sha256=e.sha256,
+                                    revision=e.revision))
+                by_sha[e.sha256].append(page_no)
+        nos = sorted(self.pages)
+        top = max([*nos, self.expected_pages or 0])
+        start = 0 if nos and nos[0] == 0 else 1
+        gaps = [n for n in range(start, top + 1) if n not in self.pages]
+        dup_content = [sorted(v) for v in by_sha.values() if len(v) > 1]
+        mismatch = self.expected_pages is not None and len(nos) != self.expected_pages
+        return FileAssembled(
+            event_id=stable_event_id("FileAssembled", self.site_id, self.file_code,
+                                     self.revision),
+            site_id=self.site_id, fonds=self.fonds, file_code=self.file_code,
+            revision=self.revision, trigger=trigger, pages=refs, gaps=gaps,
+            duplicate_page_nos=dup_nos, duplicate_content=sorted(dup_content),
+            expected_pages=self.expected_pages, count_mismatch=mismatch,
+            classification=Classification(self.classification),
+        )

@@ -1,0 +1,114 @@
+"""What both Faust apps share: construction from Settings, raw topics, dead letters, and
+running a worker from a click command."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from sohoa.config import Settings
+from sohoa.events import DeadLetter, Event, stable_event_id
+from streams import metrics
+
+log = logging.getLogger(__name__)
+
+
+def source_partitions(settings: Settings, topic: str) -> int | None:
+    """Partition count of an existing topic, so internal topics (changelog, notes) match the
+    source topic and stay co-partitioned with it."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(**settings.kafka.client_kwargs(),
+                             client_id=f"{settings.kafka.client_id}-streams-probe")
+    try:
+        parts = consumer.partitions_for_topic(topic)
+    finally:
+        consumer.close()
+    return len(parts) if parts else None
+
+
+def make_app(settings: Settings, app_id: str, web_port: int, partitions: int | None) -> faust.App:
+    n = partitions or settings.streams.table_partitions or 12
+    datadir = Path(settings.streams.data_dir) / app_id
+    datadir.mkdir(parents=True, exist_ok=True)
+    kw: dict[str, Any] = {}
+    if settings.kafka.security_protocol != "PLAINTEXT":
+        kw["broker_credentials"] = _credentials(settings)
+    app = faust.App(
+        app_id,
+        broker=[f"kafka://{b}" for b in settings.kafka.bootstrap.split(",")],
+        datadir=str(datadir),
+        store="memory://",               # tables rebuild from their changelog: no local state
+        topic_partitions=n,
+        topic_replication_factor=settings.streams.replication_factor,
+        topic_disable_leader=True,
+        table_standby_replicas=0,
+        web_enabled=True,
+        web_port=web_port,
+        web_bind=settings.streams.web_host,
+        web_host=settings.streams.web_host,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_commit_every=settings.streams.commit_every,
+        broker_commit_interval=settings.streams.commit_interval_s,
+        stream_wait_empty=False,
+        **kw,
+    )
+
+    @app.page("/metrics")
+    async def _metrics(web: Any, request: Any) -> Any:
+        body, ctype = metrics.exposition()
+        # aiohttp wants the charset apart from the content type
+        return web.bytes(body, content_type=ctype.replace("; charset=utf-8", ""))
+
+    return app
+
+
+def _credentials(settings: Settings) -> Any:
+    k = settings.kafka
+    import ssl
+
+    ctx = None
+    if k.security_protocol in ("SSL", "SASL_SSL"):
+        ctx = ssl.create_default_context(cafile=str(k.ssl_cafile) if k.ssl_cafile else None)
+        if k.ssl_certfile:
+            ctx.load_cert_chain(str(k.ssl_certfile), str(k.ssl_keyfile) if k.ssl_keyfile else None)
+    if k.sasl_mechanism:
+        pw = k.sasl_password.get_secret_value() if k.sasl_password else ""
+        return faust.SASLCredentials(username=k.sasl_username, password=pw,
+                                     mechanism=k.sasl_mechanism, ssl_context=ctx)
+    return faust.SSLCredentials(ctx)
+
+
+def raw_topic(app: faust.App, name: str, **kw: Any) -> faust.TopicT:
+    """Bytes in, bytes out: we parse with sohoa.events ourselves, so a bad payload becomes a
+    dead letter instead of a crashed agent."""
+    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                     value_serializer="raw", **kw)
+
+
+async def publish(topic: faust.TopicT, event: Event, key: str | None = None) -> None:
+    await topic.send(key=(key or event.key()).encode(), value=event.to_json())
+
+
+def dead_letter(stage: str, reason: str, payload: bytes | str | None, *, topic: str | None,
+                partition: int | None, offset: int | None, site_id: str = "unknown") -> DeadLetter:
+    metrics.DEAD_LETTERS.labels(stage, metrics.reason_label(reason)).inc()
+    text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else (payload or "")
+    return DeadLetter(
+        event_id=stable_event_id("DeadLetter", "streams", stage, topic, partition, offset, reason),
+        site_id=site_id, source="streams", topic=topic, partition=partition, offset=offset,
+        reason=f"{stage}: {reason}", payload=text[:100_000],
+    )
+
+
+def run_worker(app: faust.App, loglevel: str = "WARNING") -> None:
+    """Run one Faust worker in this process until SIGTERM/SIGINT (handled by mode.Worker)."""
+    from faust.worker import Worker
+
+    worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False,
+                    override_logging=False)
+    worker.execute_from_commandline()

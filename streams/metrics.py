@@ -1,0 +1,30 @@
+"""Streams metrics (names as docs/architecture.md lists them), served at the Faust web
+server's ``/metrics``. Each process (assembly, OCR) has its own registry and port."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+EVENTS = Counter("sohoa_stream_events_total", "Events handled by a stream stage",
+                 ["stage", "type"])
+FILES_ASSEMBLED = Counter("sohoa_files_assembled_total", "FileAssembled events published",
+                          ["site"])
+QC_PAGES = Counter("sohoa_qc_pages_checked_total", "Pages checked", ["site"])
+QC_FAILURES = Counter("sohoa_qc_failures_total", "Failed page checks", ["site", "check"])
+OCR_FILES = Counter("sohoa_ocr_files_total", "Files through OCR", ["site", "result"])
+OCR_BACKLOG = Gauge("sohoa_ocr_backlog_files", "Files waiting for or in OCR")
+OCR_SECONDS = Histogram("sohoa_ocr_seconds", "Wall time of one file's OCR",
+                        buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600))
+DEAD_LETTERS = Counter("sohoa_dead_letters_total", "Dead letters sent by the streams",
+                       ["stage", "reason"])
+VERDICTS = Counter("sohoa_verdicts_total", "File verdicts published", ["site", "state"])
+
+
+def exposition() -> tuple[bytes, str]:
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def reason_label(reason: str) -> str:
+    """A short, low-cardinality label from a free-text reason."""
+    head = reason.split(":", 1)[0].strip().lower().replace(" ", "_")
+    return head[:40] or "unknown"

