@@ -1,0 +1,783 @@
+"""The site agent's event loop: watch, wait for stable files, check and hash, record in the outbox.
+
+One thread owns the loop and the outbox writes. watchdog threads only enqueue paths; a thread pool
+checks and hashes pages (hashlib and file reads release the GIL); the sender thread drains the
+outbox. Every detection is written to SQLite before anything is produced, and a periodic
+reconcile walk catches whatever the inotify events missed (queue overflow, network shares).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import logging
+import os
+import queue
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from producers.layout import Layout, NameMismatch, nfc
+from producers.metrics import AgentMetrics
+from producers.outbox import Known, Outbox, enqueue
+from producers.pagecheck import Changed, PageFacts, Rejected, inspect_page
+from sohoa.config import Settings
+from sohoa.events import (
+    Classification,
+    DeadLetter,
+    FileClosed,
+    FileManifest,
+    PageRemoved,
+    PageScanned,
+    stable_event_id,
+)
+
+log = logging.getLogger(__name__)
+
+SCAN_SLICE = 2000          # directory entries walked per loop turn, so events keep flowing
+MANIFEST_MAX_BYTES = 1 << 20
+
+
+@dataclass(order=True)
+class _Due:
+    due: float
+    seq: int
+    key: str = field(compare=False)
+
+
+@dataclass(slots=True)
+class Candidate:
+    root: int
+    path: Path
+    rel: str              # NFC, '/'-joined
+    size: int
+    mtime_ns: int
+    kind: str             # page | manifest | marker | other
+
+
+class _OverflowSpy(logging.Handler):
+    """watchdog only logs an inotify queue overflow; turn that log line into a reconcile."""
+
+    def __init__(self, flag: threading.Event) -> None:
+        super().__init__(logging.WARNING)
+        self.flag = flag
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self.flag.set()
+
+
+class Agent:
+    def __init__(self, settings: Settings, metrics: AgentMetrics) -> None:
+        self.settings = settings
+        self.cfg = cfg = settings.watcher
+        self.metrics = metrics
+        self.site = cfg.site_id
+        self.layout = Layout(cfg.layout)
+        self.roots = [Path(os.path.abspath(r)) for r in cfg.roots]
+        self.root_keys = [r.as_posix() for r in self.roots]
+        self.ob = Outbox(cfg.outbox_path)
+        self.inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self.candidates: dict[str, Candidate] = {}
+        self.removals: dict[str, tuple[int, str]] = {}
+        self.hashing: dict[str, Future[PageFacts]] = {}
+        self.busy_dirs: dict[tuple[int, str], int] = {}
+        self._heap: list[_Due] = []
+        self._seq = itertools.count()
+        self._scans: list[Iterator[None]] = []
+        self._writes: list[tuple[str, tuple[Any, ...]]] = []
+        self.overflow = threading.Event()
+        self.stop_event = threading.Event()
+        self.wake_sender: threading.Event | None = None
+        self.sender: threading.Thread | None = None
+        workers = cfg.hash_workers or min(4, os.cpu_count() or 1)
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hash")
+        self._ignore_names = {n.casefold() for n in cfg.ignore_names}
+        self._ignore_prefixes = tuple(cfg.ignore_prefixes)
+        self._ignore_suffixes = tuple(s.casefold() for s in cfg.ignore_suffixes)
+        self._exts = {e.casefold() for e in cfg.extensions}
+        self._observer: Any = None
+        self.missing_roots: set[int] = set()
+
+    # --- names ----------------------------------------------------------------------------
+
+    def _litter(self, name: str) -> bool:
+        folded = name.casefold()
+        return (folded in self._ignore_names or name.startswith(self._ignore_prefixes)
+                or folded.endswith(self._ignore_suffixes))
+
+    def _kind(self, name: str) -> str:
+        folded = nfc(name).casefold()
+        if folded == self.cfg.manifest_name.casefold():
+            return "manifest"
+        if folded == self.cfg.close_marker.casefold():
+            return "marker"
+        if os.path.splitext(folded)[1] in self._exts:
+            return "page"
+        return "other"
+
+    def _rel(self, root: int, path: Path) -> str | None:
+        try:
+            rel = path.relative_to(self.roots[root])
+        except ValueError:
+            return None
+        return nfc(rel.as_posix())
+
+    def _root_of(self, path: Path) -> int | None:
+        for i, r in enumerate(self.roots):
+            if path == r or r in path.parents:
+                return i
+        return None
+
+    # --- watching ---------------------------------------------------------------------------
+
+    def start_watching(self) -> None:
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+        from watchdog.observers.polling import PollingObserver
+
+        inbox = self.inbox
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                if event.event_type in ("opened", "closed_no_write"):
+                    return
+                if event.event_type == "moved":
+                    inbox.put(("gone", (os.fsdecode(event.src_path), event.is_directory)))
+                    inbox.put(("seen", (os.fsdecode(event.dest_path), event.is_directory)))
+                elif event.event_type == "deleted":
+                    inbox.put(("gone", (os.fsdecode(event.src_path), event.is_directory)))
+                else:
+                    inbox.put(("seen", (os.fsdecode(event.src_path), event.is_directory)))
+
+        spy = _OverflowSpy(self.overflow)
+        for name in ("watchdog.observers.inotify", "watchdog.observers.inotify_c"):
+            logging.getLogger(name).addHandler(spy)
+        if self.cfg.polling:
+            self._observer = PollingObserver(timeout=self.cfg.poll_interval_s)
+        else:
+            self._observer = Observer()
+        handler = Handler()
+        for i, root in enumerate(self.roots):
+            if i in self.missing_roots:
+                continue
+            self._observer.schedule(handler, str(root), recursive=True)
+        self._observer.daemon = True
+        self._observer.start()
+        log.info("watching", extra={"roots": self.root_keys, "polling": self.cfg.polling})
+
+    def stop_watching(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=10)
+            self._observer = None
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def check_roots(self) -> None:
+        for i, r in enumerate(self.roots):
+            if r.is_dir():
+                if i in self.missing_roots:
+                    log.info("root is back", extra={"root": str(r)})
+                    self.missing_roots.discard(i)
+                    if self._observer is not None:
+                        self.stop_watching()
+                        self.start_watching()
+            elif i not in self.missing_roots:
+                log.error("root is missing or not a folder; retrying at each reconcile",
+                          extra={"root": str(r)})
+                self.missing_roots.add(i)
+
+    def reconcile(self) -> None:
+        self.check_roots()
+        for i in range(len(self.roots)):
+            if i not in self.missing_roots:
+                self._scans.append(self._scan_root(i))
+
+    def idle(self) -> bool:
+        return not (self.candidates or self.hashing or self.removals or self._scans
+                    or self._writes)
+
+    def run(self, once: bool = False) -> None:
+        """Loop until :attr:`stop_event` (or, with ``once``, until everything seen is recorded)."""
+        self.check_roots()
+        if not once:
+            self.start_watching()
+        self.reconcile()
+        next_reconcile = time.monotonic() + self.cfg.reconcile_interval_s
+        next_idle_check = time.monotonic() + 60
+        try:
+            while not self.stop_event.is_set():
+                self._drain_inbox()
+                self._pump_scans()
+                self._process_due()
+                self._flush_writes()
+                now = time.monotonic()
+                if self.overflow.is_set():
+                    self.overflow.clear()
+                    log.warning("inotify events were lost; reconciling the roots now")
+                    self.reconcile()
+                if now >= next_reconcile:
+                    self.reconcile()
+                    next_reconcile = now + self.cfg.reconcile_interval_s
+                if now >= next_idle_check:
+                    self._close_idle_files()
+                    next_idle_check = now + 60
+                if once and self.idle():
+                    break
+                if self.sender is not None and not self.sender.is_alive():
+                    raise RuntimeError("the outbox sender thread died")
+                self._wait()
+        finally:
+            self.stop_watching()
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self._drain_results_only()
+            self._flush_writes()
+
+    def close(self) -> None:
+        self.ob.close()
+
+    def _wait(self) -> None:
+        if self._scans or self._writes:
+            return
+        timeout = 0.5
+        if self._heap:
+            timeout = max(0.0, min(timeout, self._heap[0].due - time.monotonic()))
+        if timeout <= 0:
+            return
+        try:
+            item = self.inbox.get(timeout=timeout)
+        except queue.Empty:
+            return
+        self._handle(item)
+
+    def _drain_inbox(self) -> None:
+        for _ in range(50_000):
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(item)
+
+    def _drain_results_only(self) -> None:
+        while True:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            if item[0] == "hashed":
+                self._handle(item)
+
+    def _handle(self, item: tuple[str, Any]) -> None:
+        kind, payload = item
+        if kind == "hashed":
+            self._on_hashed(*payload)
+            return
+        path_s, is_dir = payload
+        path = Path(path_s)
+        root = self._root_of(path)
+        if root is None or path == self.roots[root]:
+            return
+        if kind == "gone":
+            if is_dir:
+                rel = self._rel(root, path)
+                if rel is not None:
+                    self._schedule_removals_under(root, rel)
+            else:
+                self._schedule_removal(root, path)
+        elif is_dir:
+            if not path.is_symlink():
+                self._scans.append(self._scan_dir(root, path))
+        else:
+            self.observe(root, path)
+
+    # --- observation and stability --------------------------------------------------------
+
+    def observe(self, root: int, path: Path, st: os.stat_result | None = None,
+                known: Known | bool | None = False) -> None:
+        """A path may have appeared or changed: start (or keep) waiting for it to be stable."""
+        name = path.name
+        if self._litter(name):
+            return
+        rel = self._rel(root, path)
+        if rel is None:
+            return
+        key = f"{root}\x00{rel}"
+        if key in self.hashing:
+            return  # being read right now; the result re-checks size and mtime
+        if st is None:
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                self._schedule_removal(root, path)
+                return
+            except OSError as exc:
+                self._reject_once(root, path, rel, 0, 0, "unreadable", f"cannot stat: {exc}")
+                return
+        if stat.S_ISDIR(st.st_mode):
+            return
+        cand = self.candidates.get(key)
+        if cand is not None:
+            return  # already waiting; its due check re-stats
+        if known is False:
+            known = self.ob.known(self.root_keys[root], rel)
+        if isinstance(known, Known) and known.size == st.st_size and \
+                known.mtime_ns == st.st_mtime_ns and known.state != "removed":
+            return  # unchanged since we last dealt with it
+        self.removals.pop(key, None)
+        if stat.S_ISLNK(st.st_mode):
+            self._reject_once(root, path, rel, st.st_size, st.st_mtime_ns, "symlink",
+                              "symbolic link: never followed (it may point outside the root)")
+            return
+        if not stat.S_ISREG(st.st_mode):
+            return  # sockets, fifos, devices: not scanner output
+        self.candidates[key] = Candidate(root, path, rel, st.st_size, st.st_mtime_ns,
+                                         self._kind(name))
+        self._busy(root, rel, +1)
+        self._push(time.monotonic() + self.cfg.stability_window_s, key)
+
+    def _busy(self, root: int, rel: str, delta: int) -> None:
+        d = (root, rel.rpartition("/")[0])
+        n = self.busy_dirs.get(d, 0) + delta
+        if n <= 0:
+            self.busy_dirs.pop(d, None)
+        else:
+            self.busy_dirs[d] = n
+
+    def _push(self, due: float, key: str) -> None:
+        heapq.heappush(self._heap, _Due(due, next(self._seq), key))
+
+    def _process_due(self) -> None:
+        now = time.monotonic()
+        while self._heap and self._heap[0].due <= now:
+            key = heapq.heappop(self._heap).key
+            if key in self.candidates:
+                self._check_candidate(key, now)
+            elif key in self.removals:
+                self._check_removal(key)
+
+    def _check_candidate(self, key: str, now: float) -> None:
+        c = self.candidates[key]
+        try:
+            st = c.path.lstat()
+        except FileNotFoundError:
+            # Renamed away or deleted before it settled (write-to-temp-then-rename).
+            del self.candidates[key]
+            self._busy(c.root, c.rel, -1)
+            self._schedule_removal(c.root, c.path)
+            return
+        except OSError as exc:
+            del self.candidates[key]
+            self._busy(c.root, c.rel, -1)
+            self._reject_once(c.root, c.path, c.rel, c.size, c.mtime_ns, "unreadable",
+                              f"cannot stat: {exc}")
+            return
+        if st.st_size != c.size or st.st_mtime_ns != c.mtime_ns or not stat.S_ISREG(st.st_mode):
+            c.size, c.mtime_ns = st.st_size, st.st_mtime_ns
+            if not stat.S_ISREG(st.st_mode):
+                del self.candidates[key]
+                self._busy(c.root, c.rel, -1)
+                self.observe(c.root, c.path)
+                return
+            self._push(now + self.cfg.stability_window_s, key)
+            return
+        # Stable for the whole window.
+        if c.kind == "marker" and self.busy_dirs.get((c.root, c.rel.rpartition("/")[0]), 0) > 1:
+            self._push(now + self.cfg.stability_window_s, key)  # close after its pages
+            return
+        del self.candidates[key]
+        self._busy(c.root, c.rel, -1)
+        self._settled(key, c)
+
+    def _settled(self, key: str, c: Candidate) -> None:
+        parts = tuple(c.rel.split("/"))
+        if c.kind == "manifest":
+            self._on_manifest(c, parts)
+        elif c.kind == "marker":
+            self._on_marker(c, parts)
+        elif c.kind == "page":
+            try:
+                self.layout.parse(parts)
+            except NameMismatch as exc:
+                self._reject_once(c.root, c.path, c.rel, c.size, c.mtime_ns, exc.reason, str(exc))
+                return
+            fut = self.pool.submit(inspect_page, c.path, c.size, c.mtime_ns,
+                                   self.cfg.max_file_bytes)
+            self.hashing[key] = fut
+            self._busy(c.root, c.rel, +1)
+            fut.add_done_callback(lambda f, k=key, cc=c: self.inbox.put(("hashed", (k, cc, f))))
+        else:
+            self._reject_once(c.root, c.path, c.rel, c.size, c.mtime_ns, "not_image",
+                              f"not a page: extension not in {sorted(self._exts)}")
+
+    # --- results ----------------------------------------------------------------------------
+
+    def _on_hashed(self, key: str, c: Candidate, fut: Future[PageFacts]) -> None:
+        self.hashing.pop(key, None)
+        self._busy(c.root, c.rel, -1)
+        try:
+            facts = fut.result()
+        except Changed:
+            self.observe(c.root, c.path)
+            return
+        except Rejected as exc:
+            self._reject_once(c.root, c.path, c.rel, c.size, c.mtime_ns, exc.reason, exc.detail)
+            return
+        except Exception as exc:  # a bug or an odd file: report it, never stop the agent
+            log.exception("page check failed", extra={"path": str(c.path)})
+            self._reject_once(c.root, c.path, c.rel, c.size, c.mtime_ns, "corrupt",
+                              f"check failed: {type(exc).__name__}: {exc}")
+            return
+        name = self.layout.parse(tuple(c.rel.split("/")))
+        rootk = self.root_keys[c.root]
+        known = self.ob.known(rootk, c.rel)
+        pending = self._pending_page(rootk, c.rel)
+        if pending is not None:
+            known = pending
+        if isinstance(known, Known) and known.sha256 == facts.sha256 and \
+                known.state in ("sent", "rejected") and known.revision >= 1:
+            # Touched or copied over with the same bytes: nothing new to count.
+            self._write_page(rootk, c, name, facts, known.revision, "sent", None)
+            return
+        revision = (known.revision + 1) if isinstance(known, Known) and known.revision else 1
+        ev = PageScanned.make(
+            site_id=self.site, fonds=name.fonds, file_code=name.file_code, page_no=name.page_no,
+            uri=c.path.as_uri(), sha256=facts.sha256, size_bytes=facts.size,
+            media_type=facts.media_type, revision=revision, path=c.rel,
+        )
+        self._write_page(rootk, c, name, facts, revision, "sent", ev)
+        self.metrics.detected.inc()
+        self.metrics.last_page.set(time.time())
+        if revision > 1:
+            log.info("page changed: new revision", extra={"path": str(c.path),
+                                                          "revision": revision})
+
+    def _pending_page(self, rootk: str, rel: str) -> Known | None:
+        """A page row written in this turn but not yet committed."""
+        for op, args in reversed(self._writes):
+            if op == "page" and args[0] == rootk and args[1] == rel:
+                return Known(rel, args[3], args[4], args[5], args[6], args[10], args[7],
+                             args[8], args[9])
+        return None
+
+    def _write_page(self, rootk: str, c: Candidate, name: Any, facts: PageFacts, revision: int,
+                    state: str, ev: PageScanned | None) -> None:
+        self._writes.append(("page", (
+            rootk, c.rel, c.rel.rpartition("/")[0], facts.size, facts.mtime_ns, facts.sha256,
+            revision, name.fonds, name.file_code, name.page_no, state, None,
+            ev.event_id if ev else None)))
+        self._writes.append(("file_touch", (rootk, name.file_dir, time.time())))
+        if ev is not None:
+            self._writes.append(("event", ("site_events", ev)))
+
+    def _flush_writes(self) -> None:
+        if not self._writes:
+            return
+        writes, self._writes = self._writes, []
+        with self.ob.transaction() as db:
+            for op, args in writes:
+                if op == "page":
+                    db.execute(
+                        "INSERT INTO pages (root, path, dir, size, mtime_ns, sha256, revision, "
+                        "fonds, file_code, page_no, state, reason, event_id) "
+                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (root, path) DO UPDATE "
+                        "SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
+                        "sha256=coalesce(excluded.sha256, pages.sha256), "
+                        "revision=excluded.revision, fonds=coalesce(excluded.fonds, pages.fonds), "
+                        "file_code=coalesce(excluded.file_code, pages.file_code), "
+                        "page_no=coalesce(excluded.page_no, pages.page_no), "
+                        "state=excluded.state, reason=excluded.reason, "
+                        "event_id=coalesce(excluded.event_id, pages.event_id)", args)
+                elif op == "file_touch":
+                    db.execute(
+                        "INSERT INTO files (root, file_dir, last_page) VALUES (?,?,?) "
+                        "ON CONFLICT (root, file_dir) DO UPDATE SET last_page=excluded.last_page",
+                        args)
+                elif op == "file_set":
+                    rootk, file_dir, column, value = args
+                    db.execute(
+                        f"INSERT INTO files (root, file_dir, {column}) VALUES (?,?,?) "
+                        f"ON CONFLICT (root, file_dir) DO UPDATE SET {column}=excluded.{column}",
+                        (rootk, file_dir, value))
+                elif op == "event":
+                    enqueue(db, args[0], args[1])
+        if self.wake_sender is not None:
+            self.wake_sender.set()
+
+    # --- rejections -------------------------------------------------------------------------
+
+    def _reject_once(self, root: int, path: Path, rel: str, size: int, mtime_ns: int,
+                     reason: str, detail: str) -> None:
+        rootk = self.root_keys[root]
+        known = self._pending_page(rootk, rel) or self.ob.known(rootk, rel)
+        if known is not None and known.state == "rejected" and known.size == size and \
+                known.mtime_ns == mtime_ns:
+            return
+        log.warning("file rejected", extra={"path": str(path), "reason": reason,
+                                            "detail": detail})
+        self.metrics.rejected(reason)
+        # The row keeps the last sent sha and revision, so a fixed file is a new revision.
+        self._writes.append(("page", (
+            rootk, rel, rel.rpartition("/")[0], size, mtime_ns, None,
+            known.revision if known else 0, None, None, None, "rejected", reason, None)))
+        dl = DeadLetter(
+            event_id=stable_event_id("DeadLetter", self.site, rootk, rel, size, mtime_ns, reason),
+            site_id=self.site, source="watcher", reason=f"{reason}: {detail}",
+            payload=json.dumps({"path": rel, "uri": path.as_uri(), "size_bytes": size},
+                               ensure_ascii=False),
+        )
+        self._writes.append(("event", ("dead_letters", dl)))
+
+    # --- removals ---------------------------------------------------------------------------
+
+    def _schedule_removal(self, root: int, path: Path) -> None:
+        rel = self._rel(root, path)
+        if rel is None:
+            return
+        key = f"{root}\x00{rel}"
+        if key in self.candidates:
+            return
+        if key not in self.removals:
+            self.removals[key] = (root, rel)
+            # Wait a window: a replace-by-delete-and-create must not look like a removal.
+            self._push(time.monotonic() + self.cfg.stability_window_s, key)
+
+    def _schedule_removals_under(self, root: int, rel_dir: str) -> None:
+        rows = self.ob.db.execute(
+            "SELECT path FROM pages WHERE root = ? AND state = 'sent' AND "
+            "(dir = ? OR substr(dir, 1, ?) = ?)",
+            (self.root_keys[root], rel_dir, len(rel_dir) + 1, rel_dir + "/"))
+        for (rel,) in rows.fetchall():
+            self._schedule_removal(root, self.roots[root] / rel)
+
+    def _check_removal(self, key: str) -> None:
+        root, rel = self.removals.pop(key)
+        path = self.roots[root] / rel
+        if os.path.lexists(path) or self._exists_any_form(root, rel):
+            return
+        self._flush_writes()
+        rootk = self.root_keys[root]
+        known = self.ob.known(rootk, rel)
+        if known is None or known.state != "sent" or known.sha256 is None \
+                or known.file_code is None or known.page_no is None:
+            if known is not None and known.state == "rejected":
+                self.ob.db.execute("DELETE FROM pages WHERE root = ? AND path = ?", (rootk, rel))
+            return
+        ev = PageRemoved(
+            event_id=stable_event_id("PageRemoved", self.site, known.file_code, known.page_no,
+                                     known.sha256, known.revision),
+            site_id=self.site, fonds=known.fonds or "", file_code=known.file_code,
+            page_no=known.page_no, sha256=known.sha256, path=rel,
+        )
+        log.info("page removed by the operator", extra={"path": str(path)})
+        self.ob.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.ob.db.execute("UPDATE pages SET state='removed' WHERE root = ? AND path = ?",
+                               (rootk, rel))
+            enqueue(self.ob.db, "site_events", ev)
+            self.ob.db.execute("COMMIT")
+        except BaseException:
+            self.ob.db.execute("ROLLBACK")
+            raise
+        if self.wake_sender is not None:
+            self.wake_sender.set()
+
+    def _exists_any_form(self, root: int, rel: str) -> bool:
+        """The NFC key may name an NFD file on disk: look for any spelling in the folder."""
+        parent = (self.roots[root] / rel).parent
+        target = rel.rpartition("/")[2]
+        try:
+            return any(nfc(n) == target for n in os.listdir(parent))
+        except OSError:
+            return False
+
+    # --- manifests, markers, idle files ---------------------------------------------------
+
+    def _file_of(self, c: Candidate, parts: tuple[str, ...]) -> tuple[str, str, str] | None:
+        try:
+            fonds, file_code = self.layout.parse_file_dir(parts[:-1])
+        except NameMismatch as exc:
+            self._reject_once(c.root, c.path, c.rel, c.size, c.mtime_ns, exc.reason, str(exc))
+            return None
+        return fonds, file_code, "/".join(parts[:-1])
+
+    def _mark_aux(self, c: Candidate, file_code: str, fonds: str) -> None:
+        self._writes.append(("page", (
+            self.root_keys[c.root], c.rel, c.rel.rpartition("/")[0], c.size, c.mtime_ns, None,
+            0, fonds, file_code, None, "aux", None, None)))
+
+    def _on_manifest(self, c: Candidate, parts: tuple[str, ...]) -> None:
+        where = self._file_of(c, parts)
+        if where is None:
+            return
+        fonds, file_code, file_dir = where
+        try:
+            raw = c.path.read_bytes()[:MANIFEST_MAX_BYTES + 1]
+        except OSError as exc:
+            self._reject_once(c.root, c.path, c.rel, c.size, c.mtime_ns, "unreadable", str(exc))
+            return
+        try:
+            ev = manifest_event(raw, self.site, fonds, file_code)
+        except ValueError as exc:
+            self._reject_once(c.root, c.path, c.rel, c.size, c.mtime_ns, "bad_manifest", str(exc))
+            return
+        self._mark_aux(c, file_code, fonds)
+        self._writes.append(("file_set", (self.root_keys[c.root], file_dir, "manifest",
+                                          ev.model_dump_json())))
+        self._writes.append(("event", ("site_events", ev)))
+        log.info("manifest read", extra={"path": str(c.path), "file_code": file_code})
+
+    def _on_marker(self, c: Candidate, parts: tuple[str, ...]) -> None:
+        where = self._file_of(c, parts)
+        if where is None:
+            return
+        fonds, file_code, file_dir = where
+        self._mark_aux(c, file_code, fonds)
+        self._close_file(c.root, file_dir, fonds, file_code, "marker")
+
+    def _close_file(self, root: int, file_dir: str, fonds: str, file_code: str,
+                    reason: str) -> None:
+        self._flush_writes()
+        rootk = self.root_keys[root]
+        row = self.ob.file_row(rootk, file_dir)
+        expected = None
+        if row and row[1]:
+            expected = json.loads(row[1]).get("expected_pages")
+        seen = self.ob.pages_in_file(rootk, file_dir)
+        ev = FileClosed(
+            event_id=stable_event_id("FileClosed", self.site, file_code, reason, seen, expected),
+            site_id=self.site, fonds=fonds, file_code=file_code, reason=reason,  # type: ignore[arg-type]
+            expected_pages=expected, pages_seen=seen,
+        )
+        self._writes.append(("file_set", (rootk, file_dir, "closed", 1)))
+        self._writes.append(("event", ("site_events", ev)))
+        log.info("file closed", extra={"file_code": file_code, "reason": reason,
+                                       "pages_seen": seen, "expected_pages": expected})
+        self._flush_writes()
+
+    def _close_idle_files(self) -> None:
+        cutoff = time.time() - self.cfg.idle_timeout_s
+        for rootk, file_dir in self.ob.open_files_idle_since(cutoff):
+            if rootk not in self.root_keys:
+                continue
+            root = self.root_keys.index(rootk)
+            if self.busy_dirs.get((root, file_dir)):
+                continue
+            try:
+                fonds, file_code = self.layout.parse_file_dir(tuple(file_dir.split("/")))
+            except NameMismatch:
+                continue
+            self._close_file(root, file_dir, fonds, file_code, "idle")
+
+    # --- walking ----------------------------------------------------------------------------
+
+    def _pump_scans(self) -> None:
+        budget = SCAN_SLICE
+        while self._scans and budget > 0:
+            try:
+                next(self._scans[0])
+                budget -= 1
+            except StopIteration:
+                self._scans.pop(0)
+
+    def _scan_root(self, root: int) -> Iterator[None]:
+        visited: set[str] = set()
+        yield from self._scan_dir(root, self.roots[root], visited)
+        # Folders we knew pages in that are gone altogether.
+        for d in self.ob.dirs_with_present(self.root_keys[root]):
+            if d not in visited:
+                yield from self._vanished_in(root, d, set())
+
+    def _scan_dir(self, root: int, top: Path, visited: set[str] | None = None) -> Iterator[None]:
+        stack = [top]
+        rootk = self.root_keys[root]
+        while stack:
+            d = stack.pop()
+            rel_dir = self._rel(root, d)
+            if rel_dir is None:
+                continue
+            rel_dir = "" if rel_dir == "." else rel_dir
+            if visited is not None:
+                visited.add(rel_dir)
+            known = self.ob.known_in_dir(rootk, rel_dir)
+            names: set[str] = set()
+            try:
+                it = os.scandir(d)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("cannot list folder", extra={"path": str(d), "error": str(exc)})
+                continue
+            with it:
+                for entry in it:
+                    yield
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(Path(entry.path))
+                            continue
+                        if self._litter(entry.name):
+                            continue
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    rel = f"{rel_dir}/{nfc(entry.name)}" if rel_dir else nfc(entry.name)
+                    names.add(rel)
+                    self.observe(root, Path(entry.path), st, known.get(rel))
+            for rel, k in known.items():
+                if rel not in names and k.state in ("sent", "rejected"):
+                    self._schedule_removal(root, self.roots[root] / rel)
+
+    def _vanished_in(self, root: int, rel_dir: str, _seen: set[str]) -> Iterator[None]:
+        for rel, k in self.ob.known_in_dir(self.root_keys[root], rel_dir).items():
+            yield
+            if k.state in ("sent", "rejected"):
+                self._schedule_removal(root, self.roots[root] / rel)
+
+
+def manifest_event(raw: bytes, site: str, fonds: str, file_code: str) -> FileManifest:
+    """Validate a ``hoso.json``; raise ValueError naming the field at fault."""
+    if len(raw) > MANIFEST_MAX_BYTES:
+        raise ValueError(f"manifest is larger than {MANIFEST_MAX_BYTES} bytes")
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not valid UTF-8 JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    fields = {k: data[k] for k in ("title", "expected_pages", "classification", "priority",
+                                   "start_date", "end_date", "metadata") if k in data}
+    extra = {k: v for k, v in data.items() if k not in fields}
+    metadata = dict(fields.get("metadata") or {}) if isinstance(fields.get("metadata"),
+                                                                dict) else fields.get("metadata")
+    if isinstance(metadata, dict):
+        for k, v in extra.items():
+            if isinstance(v, str | int | float) and not isinstance(v, bool):
+                metadata.setdefault(k, str(v))
+            else:
+                raise ValueError(f"field '{k}': expected text or a number")
+        metadata = {k: (str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v)
+                    for k, v in metadata.items()}
+        fields["metadata"] = metadata
+    try:
+        ev = FileManifest(site_id=site, fonds=fonds, file_code=file_code, **fields)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        loc = ".".join(str(x) for x in e["loc"])
+        raise ValueError(f"field '{loc}': {e['msg']}") from None
+    if ev.classification.is_classified and ev.title is not None:
+        # A classified file's title never leaves the site.
+        ev = ev.model_copy(update={"title": None})
+    sha = stable_event_id("FileManifest", site, file_code,
+                          ev.model_dump_json(exclude={"event_id", "occurred_at"}))
+    return ev.model_copy(update={"event_id": sha})
+
+
+__all__ = ["Agent", "Classification", "manifest_event"]

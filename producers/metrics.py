@@ -1,0 +1,43 @@
+"""The agent's Prometheus metrics (names as docs/architecture.md lists them)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+
+class AgentMetrics:
+    def __init__(self, site: str) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.site = site
+        self._detected = Counter("sohoa_watcher_pages_detected", "Pages detected (new or new "
+                                 "revision) and recorded in the outbox", ["site"], registry=r)
+        self._sent = Counter("sohoa_watcher_pages_sent", "PageScanned events acknowledged by "
+                             "Kafka", ["site"], registry=r)
+        self._rejected = Counter("sohoa_watcher_rejected", "Files refused, by reason",
+                                 ["site", "reason"], registry=r)
+        self._depth = Gauge("sohoa_watcher_outbox_depth", "Events waiting in the outbox",
+                            ["site"], registry=r)
+        self._oldest = Gauge("sohoa_watcher_oldest_unsent_seconds", "Age of the oldest unsent "
+                             "event", ["site"], registry=r)
+        self._last_page = Gauge("sohoa_watcher_last_page_timestamp_seconds", "When the last "
+                                "page was detected (unix time)", ["site"], registry=r)
+        self._events_sent = Counter("sohoa_watcher_events_sent", "Events acknowledged by "
+                                    "Kafka, by type", ["site", "type"], registry=r)
+        self.detected = self._detected.labels(site)
+        self.sent = self._sent.labels(site)
+        self.depth = self._depth.labels(site)
+        self.oldest = self._oldest.labels(site)
+        self.last_page = self._last_page.labels(site)
+
+    def rejected(self, reason: str) -> None:
+        self._rejected.labels(self.site, reason).inc()
+
+    def rejected_count(self, reason: str) -> float:
+        return self._rejected.labels(self.site, reason)._value.get()
+
+    def event_sent(self, type_: str, n: int = 1) -> None:
+        self._events_sent.labels(self.site, type_).inc(n)
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+        start_http_server(port, addr=addr, registry=self.registry)

@@ -1,0 +1,248 @@
+"""Drains the outbox to Kafka: acks=all, idempotent producer, a row is marked sent only on ack.
+
+Runs in its own thread with its own SQLite connection. Records handed to the producer stay
+"in flight" until their future resolves; they are never handed over twice by this process, so
+the idempotent producer's own retries cover a broker that comes back. A record whose delivery
+failed (timeout, broker gone for longer than ``delivery_timeout_ms``) is re-sent from the outbox
+with its original bytes, hence its original ``event_id``. Heartbeats go straight to Kafka: a
+stale heartbeat is worth nothing, so they are never queued.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from producers.metrics import AgentMetrics
+from producers.outbox import Outbox
+from sohoa.config import Settings
+from sohoa.events import SiteHeartbeat
+
+log = logging.getLogger(__name__)
+
+
+class Sender(threading.Thread):
+    def __init__(self, settings: Settings, metrics: AgentMetrics, agent_version: str,
+                 roots: list[Path]) -> None:
+        super().__init__(name="outbox-sender", daemon=True)
+        self.settings = settings
+        self.cfg = settings.watcher
+        self.metrics = metrics
+        self.agent_version = agent_version
+        self.roots = roots
+        self.wake = threading.Event()
+        self._stop_at: float | None = None  # monotonic deadline once asked to stop
+        self._stop_when_drained = False
+        self._lock = threading.Lock()
+        self._acked: collections.deque[int] = collections.deque()
+        self._failed: collections.deque[tuple[int, str]] = collections.deque()
+        self.inflight: dict[int, str] = {}
+        self.drained = threading.Event()
+        self.kafka_ok = False
+        self.last_error: str | None = None
+        self.depth = 0
+        self.oldest_s = 0.0
+        self.error: BaseException | None = None
+
+    # --- control from the main thread ---------------------------------------------------
+
+    def stop(self, flush_s: float) -> None:
+        """Stop after trying for ``flush_s`` seconds to send what is queued."""
+        self._stop_at = time.monotonic() + flush_s
+        self.wake.set()
+
+    def stop_when_drained(self, timeout_s: float) -> None:
+        """(--once) Stop when the outbox is empty, or after ``timeout_s`` without Kafka."""
+        self._stop_when_drained = True
+        self._stop_at = time.monotonic() + timeout_s
+        self.wake.set()
+
+    # --- the thread -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # surfaced by the main thread, which exits non-zero
+            log.exception("outbox sender crashed")
+            self.error = exc
+
+    def _run(self) -> None:
+        ob = Outbox(self.cfg.outbox_path)
+        producer: Any = None
+        cursor = 0
+        next_connect = 0.0
+        next_hb = 0.0
+        next_depth = 0.0
+        next_prune = time.monotonic() + 60
+        backoff = 1.0
+        topics = {"site_events": self.settings.topics.site_events,
+                  "dead_letters": self.settings.topics.dead_letters}
+        try:
+            while True:
+                now = time.monotonic()
+                failed_any = self._settle(ob)
+                if failed_any and producer is not None:
+                    # Let everything already handed over resolve, then start again from the
+                    # outbox with a fresh producer: nothing is handed over twice meanwhile.
+                    self.kafka_ok = False
+                    if not self.inflight:
+                        self._close(producer)
+                        producer, cursor = None, 0
+                        self._failed.clear()
+                        next_connect = now + backoff
+                        backoff = min(backoff * 2, 30.0)
+                if now >= next_depth:
+                    self.depth, self.oldest_s = ob.depth()
+                    self.metrics.depth.set(self.depth)
+                    self.metrics.oldest.set(self.oldest_s)
+                    next_depth = now + 1.0
+                    if self.depth == 0 and not self.inflight:
+                        self.drained.set()
+                    else:
+                        self.drained.clear()
+                if self._stop_at is not None:
+                    done = self.depth == 0 and not self.inflight
+                    if (not self._stop_when_drained and (done or now >= self._stop_at)) or (
+                            self._stop_when_drained and (done or now >= self._stop_at)):
+                        if done:
+                            self.drained.set()
+                        break
+                if producer is None and now >= next_connect:
+                    producer = self._connect()
+                    if producer is None:
+                        next_connect = time.monotonic() + backoff
+                        backoff = min(backoff * 2, 30.0)
+                        continue
+                    cursor = 0
+                if producer is not None and now >= next_hb:
+                    self._heartbeat(producer)
+                    next_hb = now + self.cfg.heartbeat_interval_s
+                if now >= next_prune:
+                    ob.prune_sent(self.cfg.outbox_retain_sent_s)
+                    next_prune = now + 3600
+                sent_some = False
+                if producer is not None and not self._failed and \
+                        len(self.inflight) < self.cfg.send_batch * 8:
+                    rows = ob.unsent(cursor, self.cfg.send_batch)
+                    for row in rows:
+                        try:
+                            fut = producer.send(topics[row.kind], value=row.value, key=row.key)
+                        except Exception as exc:  # metadata timeout, buffer full: broker away
+                            self._note_error(exc)
+                            self._failed.append((row.seq, row.etype))
+                            break
+                        with self._lock:
+                            self.inflight[row.seq] = row.etype
+                        fut.add_callback(self._on_ack, row.seq)
+                        fut.add_errback(self._on_error, row.seq, row.etype)
+                        cursor = row.seq
+                        sent_some = True
+                    if sent_some:
+                        next_depth = 0.0
+                if not sent_some:
+                    self.wake.wait(0.05 if self.inflight else 0.5)
+                    self.wake.clear()
+        finally:
+            self._settle(ob)
+            if producer is not None:
+                self._close(producer)
+                self._settle(ob)
+            self.depth, self.oldest_s = ob.depth()
+            self.metrics.depth.set(self.depth)
+            if self.depth == 0:
+                self.drained.set()
+            ob.close()
+
+    def _on_ack(self, _metadata: Any, seq: int) -> None:
+        self._acked.append(seq)
+        self.wake.set()
+
+    def _on_error(self, exc: BaseException, seq: int, etype: str) -> None:
+        self._note_error(exc)
+        self._failed.append((seq, etype))
+        self.wake.set()
+
+    def _note_error(self, exc: BaseException) -> None:
+        msg = f"{type(exc).__name__}: {exc}"
+        if msg != self.last_error:
+            log.warning("kafka delivery failed; events stay in the outbox",
+                        extra={"error": msg})
+        self.last_error = msg
+
+    def _settle(self, ob: Outbox) -> bool:
+        """Mark acked rows sent (one transaction); return whether any delivery failed."""
+        acked: list[int] = []
+        while self._acked:
+            acked.append(self._acked.popleft())
+        failed = bool(self._failed)
+        if failed:
+            with self._lock:
+                for seq, _ in list(self._failed):
+                    self.inflight.pop(seq, None)
+        if acked:
+            ob.mark_sent(acked)
+            types: collections.Counter[str] = collections.Counter()
+            with self._lock:
+                for seq in acked:
+                    types[self.inflight.pop(seq, "?")] += 1
+            for etype, n in types.items():
+                self.metrics.event_sent(etype, n)
+                if etype == "PageScanned":
+                    self.metrics.sent.inc(n)
+            if not self.kafka_ok:
+                log.info("kafka reachable; outbox draining")
+            self.kafka_ok = True
+            self.last_error = None
+        return failed
+
+    def _connect(self) -> Any:
+        from sohoa.kafka_clients import make_producer
+
+        try:
+            producer = make_producer(
+                self.settings.kafka, linger_ms=20, batch_size=256 * 1024,
+                max_block_ms=int(self.cfg.kafka_block_s * 1000),
+                delivery_timeout_ms=int(self.cfg.delivery_timeout_s * 1000),
+                request_timeout_ms=min(30000, int(self.cfg.delivery_timeout_s * 1000) - 1000),
+                bootstrap_timeout_ms=int(self.cfg.kafka_block_s * 1000),
+                reconnect_backoff_max_ms=5000,
+            )
+        except Exception as exc:
+            self._note_error(exc)
+            return None
+        log.info("kafka producer connected", extra={"bootstrap": self.settings.kafka.bootstrap})
+        return producer
+
+    def _close(self, producer: Any) -> None:
+        try:
+            producer.close(timeout=self.cfg.kafka_block_s)
+        except Exception as exc:
+            log.warning("kafka producer close failed", extra={"error": str(exc)})
+
+    def _heartbeat(self, producer: Any) -> None:
+        depth, oldest = self.depth, self.oldest_s
+        hb = SiteHeartbeat(
+            site_id=self.cfg.site_id, agent_version=self.agent_version, outbox_depth=depth,
+            oldest_unsent_age_s=round(oldest, 3), disk_free_bytes=disk_free(self.roots),
+            roots=[str(r) for r in self.roots],
+        )
+        try:
+            producer.send(self.settings.topics.site_events, value=hb.to_json(), key=hb.key())
+        except Exception as exc:
+            self._note_error(exc)
+
+
+def disk_free(roots: list[Path]) -> int:
+    """Free bytes on the emptiest disk holding a root (0 when none is reachable)."""
+    free = []
+    for r in roots:
+        try:
+            free.append(shutil.disk_usage(r).free)
+        except OSError:
+            continue
+    return min(free) if free else 0
