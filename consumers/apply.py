@@ -1,0 +1,640 @@
+"""Apply a batch of events to PostgreSQL in one transaction, with exactly-once effect.
+
+How a batch is written (all inside the caller's transaction):
+1. every record is parsed; valid events are COPYed into a temporary staging table, invalid
+   ones become dead-letter rows (keyed by a stable id derived from topic/partition/offset);
+2. duplicates inside the batch and events already in ``audit_log`` are dropped (the audit row
+   of an applied event doubles as its dedup record);
+3. set-based statements merge the rest into the tables. Every merge is commutative (highest
+   revision wins, then the latest ``occurred_at``, then the larger ``event_id``; first-seen
+   times take the least), and derived columns (file state, page counts, daily progress) are
+   recomputed from the stored facts for the keys the batch touched, so any order of arrival,
+   replays and duplicates end in the same rows as an orderly stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time
+from typing import Any
+
+import psycopg
+
+from sohoa.events import (
+    DeadLetter,
+    Event,
+    FileEvent,
+    InvalidEvent,
+    PageChecked,
+    PageRemoved,
+    PageScanned,
+    parse_event,
+    stable_event_id,
+)
+
+log = logging.getLogger(__name__)
+
+CONSUMER_SOURCE = "consumer"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One Kafka record as the applier needs it (kafka-python's ConsumerRecord fits)."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    key: bytes | None = None
+
+
+@dataclass
+class DeadLetterRow:
+    dedup_key: str
+    site_id: str
+    source: str
+    topic: str | None
+    partition: int | None
+    offset: int | None
+    reason: str
+    payload: str
+    occurred_at: datetime
+
+    def to_event(self) -> DeadLetter:
+        return DeadLetter(event_id=self.dedup_key, site_id=self.site_id[:200] or "unknown",
+                          source=self.source, topic=self.topic, partition=self.partition,
+                          offset=self.offset, reason=self.reason, payload=self.payload,
+                          occurred_at=self.occurred_at)
+
+
+@dataclass
+class BatchResult:
+    applied: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+    dead_letters: list[DeadLetterRow] = field(default_factory=list)
+    sites_created: list[str] = field(default_factory=list)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+def reason_class(reason: str) -> str:
+    """A short, low-cardinality label for a dead-letter reason (the full text is stored)."""
+    r = reason.strip()
+    if r.startswith("not JSON") or r.startswith("not a JSON"):
+        return "invalid_json"
+    if r.startswith("field 'schema"):
+        return "unknown_schema"
+    m = re.match(r"^([A-Za-z]+): field '([A-Za-z_.0-9]+)'", r)
+    if m:
+        return f"invalid_{m.group(2).split('.')[0]}"[:40]
+    head = re.split(r"[:(\[]", r, maxsplit=1)[0].strip().lower()
+    head = re.sub(r"[^a-z0-9]+", "_", head).strip("_")
+    return (head or "other")[:40]
+
+
+def _lenient(value: bytes | None) -> str:
+    if value is None:
+        return ""
+    return value.decode("utf-8", errors="replace")[:100_000]
+
+
+def _site_guess(value: bytes | None) -> str:
+    try:
+        data = json.loads(value or b"")
+        site = data.get("site_id") if isinstance(data, dict) else None
+        return site if isinstance(site, str) and site else "unknown"
+    except (ValueError, UnicodeDecodeError):
+        return "unknown"
+
+
+STAGE_COLUMNS = ("seq", "event_id", "etype", "site_id", "file_code", "fonds", "page_no",
+                 "revision", "sha256", "occurred_at", "topic", "part", "off", "uri", "path",
+                 "size_bytes", "media_type", "doc")
+
+_CREATE_TEMP = """
+CREATE TEMP TABLE IF NOT EXISTS stage (
+    seq integer NOT NULL, event_id text NOT NULL, etype text NOT NULL, site_id text NOT NULL,
+    file_code text, fonds text, page_no integer, revision integer, sha256 text,
+    occurred_at timestamptz NOT NULL, topic text, part integer, off bigint,
+    uri text, path text, size_bytes bigint, media_type text, doc jsonb
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS touched_days (site_id text NOT NULL, day date NOT NULL)
+    ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS touched_files (site_id text NOT NULL, file_code text NOT NULL,
+    PRIMARY KEY (site_id, file_code)) ON COMMIT DELETE ROWS;
+"""
+
+# --- the statements, in order ------------------------------------------------------------
+
+_DEDUP_IN_BATCH = """
+DELETE FROM stage a USING stage b WHERE a.event_id = b.event_id AND a.seq > b.seq
+"""
+
+_DEDUP_APPLIED = """
+WITH ins AS (
+    INSERT INTO audit_log (event_id, action, site_id, file_code, page_no, occurred_at,
+                           topic, part, "offset")
+    SELECT event_id, etype, site_id, file_code, page_no, occurred_at, topic, part, off
+    FROM stage
+    ON CONFLICT (event_id, action) DO NOTHING
+    RETURNING event_id
+)
+DELETE FROM stage s WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.event_id = s.event_id)
+"""
+
+_NEW_SITES = """
+WITH new AS (
+    INSERT INTO sites (site_id, auto_created, timezone, work_start, work_end, workdays)
+    SELECT DISTINCT site_id, true, %(tz)s, %(ws)s, %(we)s, %(wd)s FROM stage
+    WHERE etype <> 'DeadLetter'
+    ON CONFLICT (site_id) DO NOTHING
+    RETURNING site_id
+), audit AS (
+    INSERT INTO audit_log (event_id, action, site_id, detail)
+    SELECT (SELECT min(event_id) FROM stage s WHERE s.site_id = new.site_id),
+           'site_auto_created', new.site_id,
+           'site not in any campaign plan: created without a target'
+    FROM new
+    ON CONFLICT DO NOTHING
+)
+SELECT site_id FROM new
+"""
+
+_TOUCHED_FILES = """
+INSERT INTO touched_files (site_id, file_code)
+SELECT DISTINCT site_id, file_code FROM stage WHERE file_code IS NOT NULL
+ON CONFLICT DO NOTHING
+"""
+
+_UPSERT_FILES = """
+INSERT INTO files (site_id, file_code, fonds, opened, first_seen_at)
+SELECT site_id, file_code, max(COALESCE(fonds, '')),
+       bool_or(etype IN ('PageScanned', 'FileManifest')), min(occurred_at)
+FROM stage WHERE file_code IS NOT NULL
+GROUP BY site_id, file_code
+ON CONFLICT (site_id, file_code) DO UPDATE SET
+    fonds = GREATEST(files.fonds, excluded.fonds),
+    opened = files.opened OR excluded.opened,
+    first_seen_at = LEAST(files.first_seen_at, excluded.first_seen_at)
+"""
+
+# An event about a file that no PageScanned/FileManifest has opened yet is kept (it may simply
+# be early), and the audit log says so.
+_AUDIT_UNOPENED = """
+INSERT INTO audit_log (event_id, action, site_id, file_code, page_no, detail, occurred_at)
+SELECT s.event_id, 'file_not_opened', s.site_id, s.file_code, s.page_no,
+       s.etype || ' for a file with no scanned page yet: kept, counted when pages arrive',
+       s.occurred_at
+FROM stage s JOIN files f USING (site_id, file_code)
+WHERE NOT f.opened AND s.etype NOT IN ('PageScanned', 'FileManifest')
+ON CONFLICT DO NOTHING
+"""
+
+# Days whose counts may change: the days pages and verdicts sit on before this batch…
+_DAYS_BEFORE = """
+INSERT INTO touched_days (site_id, day)
+SELECT p.site_id, p.scan_day FROM pages p
+JOIN (SELECT DISTINCT site_id, file_code, page_no FROM stage
+      WHERE etype IN ('PageScanned', 'PageRemoved')) k USING (site_id, file_code, page_no)
+UNION
+SELECT f.site_id, (f.verdict_at AT TIME ZONE st.timezone)::date
+FROM files f JOIN touched_files t USING (site_id, file_code) JOIN sites st USING (site_id)
+WHERE f.verdict_at IS NOT NULL
+"""
+
+_PAGE_REVISIONS = """
+INSERT INTO page_revisions (site_id, file_code, page_no, revision, sha256, uri, path,
+                            size_bytes, media_type, scanned_at, event_id)
+SELECT DISTINCT ON (site_id, file_code, page_no, revision)
+       site_id, file_code, page_no, revision, sha256, uri, path, size_bytes, media_type,
+       occurred_at, event_id
+FROM stage WHERE etype = 'PageScanned'
+ORDER BY site_id, file_code, page_no, revision, occurred_at DESC, sha256 DESC
+ON CONFLICT (site_id, file_code, page_no, revision) DO UPDATE SET
+    sha256 = excluded.sha256, uri = excluded.uri, path = excluded.path,
+    size_bytes = excluded.size_bytes, media_type = excluded.media_type,
+    scanned_at = excluded.scanned_at, event_id = excluded.event_id
+WHERE (excluded.scanned_at, excluded.sha256) > (page_revisions.scanned_at, page_revisions.sha256)
+"""
+
+_PAGE_REMOVALS = """
+INSERT INTO page_removals (site_id, file_code, page_no, sha256, removed_at, event_id)
+SELECT DISTINCT ON (site_id, file_code, page_no, sha256)
+       site_id, file_code, page_no, sha256, occurred_at, event_id
+FROM stage WHERE etype = 'PageRemoved'
+ORDER BY site_id, file_code, page_no, sha256, occurred_at DESC, event_id DESC
+ON CONFLICT (site_id, file_code, page_no, sha256) DO UPDATE SET
+    removed_at = excluded.removed_at, event_id = excluded.event_id
+WHERE (excluded.removed_at, excluded.event_id) > (page_removals.removed_at, page_removals.event_id)
+"""
+
+_UPSERT_PAGES = """
+INSERT INTO pages (site_id, file_code, page_no, revision, sha256, uri, path, size_bytes,
+                   media_type, scanned_at, first_scanned_at, scan_day)
+SELECT c.site_id, c.file_code, c.page_no, c.revision, c.sha256, c.uri, c.path, c.size_bytes,
+       c.media_type, c.occurred_at, c.first_at, (c.first_at AT TIME ZONE st.timezone)::date
+FROM (
+    SELECT DISTINCT ON (site_id, file_code, page_no) *,
+           min(occurred_at) OVER (PARTITION BY site_id, file_code, page_no) AS first_at
+    FROM stage WHERE etype = 'PageScanned'
+    ORDER BY site_id, file_code, page_no, revision DESC, occurred_at DESC, sha256 DESC
+) c JOIN sites st USING (site_id)
+ON CONFLICT (site_id, file_code, page_no) DO UPDATE SET
+    revision = CASE WHEN n.newer THEN excluded.revision ELSE pages.revision END,
+    sha256 = CASE WHEN n.newer THEN excluded.sha256 ELSE pages.sha256 END,
+    uri = CASE WHEN n.newer THEN excluded.uri ELSE pages.uri END,
+    path = CASE WHEN n.newer THEN excluded.path ELSE pages.path END,
+    size_bytes = CASE WHEN n.newer THEN excluded.size_bytes ELSE pages.size_bytes END,
+    media_type = CASE WHEN n.newer THEN excluded.media_type ELSE pages.media_type END,
+    scanned_at = CASE WHEN n.newer THEN excluded.scanned_at ELSE pages.scanned_at END,
+    first_scanned_at = LEAST(pages.first_scanned_at, excluded.first_scanned_at),
+    scan_day = CASE WHEN excluded.first_scanned_at < pages.first_scanned_at
+                    THEN excluded.scan_day ELSE pages.scan_day END
+"""
+# (`n.newer` is spelled out below: ON CONFLICT cannot join, so the comparison is inlined.)
+_NEWER = ("((excluded.revision, excluded.scanned_at, excluded.sha256)"
+          " > (pages.revision, pages.scanned_at, pages.sha256))")
+_UPSERT_PAGES = _UPSERT_PAGES.replace("n.newer", _NEWER)
+
+_PAGES_REMOVED = """
+UPDATE pages p SET removed_at = (
+    SELECT max(r.removed_at) FROM page_removals r
+    WHERE r.site_id = p.site_id AND r.file_code = p.file_code AND r.page_no = p.page_no
+      AND r.sha256 = p.sha256 AND r.removed_at >= p.scanned_at)
+FROM (SELECT DISTINCT site_id, file_code, page_no FROM stage
+      WHERE etype IN ('PageScanned', 'PageRemoved')) k
+WHERE p.site_id = k.site_id AND p.file_code = k.file_code AND p.page_no = k.page_no
+"""
+
+_PAGE_CHECKS = """
+INSERT INTO page_checks (site_id, file_code, page_no, revision, sha256, passed, failed, checks,
+                         checked_at, event_id)
+SELECT DISTINCT ON (site_id, file_code, page_no, revision)
+       site_id, file_code, page_no, revision, sha256, (doc->>'passed')::boolean,
+       ARRAY(SELECT x->>'check' FROM jsonb_array_elements(doc->'checks') x
+             WHERE NOT (x->>'passed')::boolean ORDER BY 1),
+       doc->'checks', occurred_at, event_id
+FROM stage WHERE etype = 'PageChecked'
+ORDER BY site_id, file_code, page_no, revision, occurred_at DESC, event_id DESC
+ON CONFLICT (site_id, file_code, page_no, revision) DO UPDATE SET
+    sha256 = excluded.sha256, passed = excluded.passed, failed = excluded.failed,
+    checks = excluded.checks, checked_at = excluded.checked_at, event_id = excluded.event_id
+WHERE (excluded.checked_at, excluded.event_id) > (page_checks.checked_at, page_checks.event_id)
+"""
+
+_ASSEMBLIES = """
+INSERT INTO file_assemblies (site_id, file_code, revision, trigger, pages, page_list, gaps,
+                             duplicate_page_nos, duplicate_content, expected_pages,
+                             count_mismatch, classification, assembled_at, event_id)
+SELECT DISTINCT ON (site_id, file_code, revision)
+       site_id, file_code, revision, doc->>'trigger', jsonb_array_length(doc->'pages'),
+       doc->'pages',
+       ARRAY(SELECT jsonb_array_elements_text(doc->'gaps')::integer),
+       ARRAY(SELECT jsonb_array_elements_text(doc->'duplicate_page_nos')::integer),
+       COALESCE(doc->'duplicate_content', '[]'::jsonb),
+       (doc->>'expected_pages')::integer, COALESCE((doc->>'count_mismatch')::boolean, false),
+       doc->>'classification', occurred_at, event_id
+FROM stage WHERE etype = 'FileAssembled'
+ORDER BY site_id, file_code, revision, occurred_at DESC, event_id DESC
+ON CONFLICT (site_id, file_code, revision) DO UPDATE SET
+    trigger = excluded.trigger, pages = excluded.pages, page_list = excluded.page_list,
+    gaps = excluded.gaps, duplicate_page_nos = excluded.duplicate_page_nos,
+    duplicate_content = excluded.duplicate_content, expected_pages = excluded.expected_pages,
+    count_mismatch = excluded.count_mismatch, classification = excluded.classification,
+    assembled_at = excluded.assembled_at, event_id = excluded.event_id
+WHERE (excluded.assembled_at, excluded.event_id)
+    > (file_assemblies.assembled_at, file_assemblies.event_id)
+"""
+
+# A retried OCR of the same revision: a completion beats a failure, then the latest wins.
+_OCR = """
+INSERT INTO ocr_results (site_id, file_code, revision, status, output_uri, output_sha256,
+                         text_uri, pages, mean_confidence, seconds, reason, attempts,
+                         occurred_at, event_id)
+SELECT DISTINCT ON (site_id, file_code, revision)
+       site_id, file_code, revision,
+       CASE etype WHEN 'OcrCompleted' THEN 'completed' ELSE 'failed' END,
+       doc->>'output_uri', doc->>'output_sha256', doc->>'text_uri', doc->'pages',
+       (SELECT avg((x->>'mean_confidence')::double precision)
+          FROM jsonb_array_elements(COALESCE(doc->'pages', '[]'::jsonb)) x),
+       (doc->>'seconds')::double precision, doc->>'reason', (doc->>'attempts')::integer,
+       occurred_at, event_id
+FROM stage WHERE etype IN ('OcrCompleted', 'OcrFailed')
+ORDER BY site_id, file_code, revision, (etype = 'OcrCompleted') DESC, occurred_at DESC,
+         event_id DESC
+ON CONFLICT (site_id, file_code, revision) DO UPDATE SET
+    status = excluded.status, output_uri = excluded.output_uri,
+    output_sha256 = excluded.output_sha256, text_uri = excluded.text_uri,
+    pages = excluded.pages, mean_confidence = excluded.mean_confidence,
+    seconds = excluded.seconds, reason = excluded.reason, attempts = excluded.attempts,
+    occurred_at = excluded.occurred_at, event_id = excluded.event_id
+WHERE (excluded.status = 'completed', excluded.occurred_at, excluded.event_id)
+    > (ocr_results.status = 'completed', ocr_results.occurred_at, ocr_results.event_id)
+"""
+
+_VERDICTS = """
+INSERT INTO verdicts (event_id, site_id, file_code, revision, verdict, reasons, pages_total,
+                      pages_accepted, occurred_at)
+SELECT event_id, site_id, file_code, revision, doc->>'verdict',
+       COALESCE(doc->'reasons', '[]'::jsonb), COALESCE((doc->>'pages_total')::integer, 0),
+       COALESCE((doc->>'pages_accepted')::integer, 0), occurred_at
+FROM stage WHERE etype = 'FileVerdict'
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+_MANIFEST = """
+UPDATE files f SET
+    title = m.doc->>'title', expected_pages = (m.doc->>'expected_pages')::integer,
+    classification = m.doc->>'classification', priority = (m.doc->>'priority')::smallint,
+    start_date = m.doc->>'start_date', end_date = m.doc->>'end_date',
+    metadata = COALESCE(m.doc->'metadata', '{}'::jsonb), manifest_at = m.occurred_at
+FROM (SELECT DISTINCT ON (site_id, file_code) * FROM stage WHERE etype = 'FileManifest'
+      ORDER BY site_id, file_code, occurred_at DESC, event_id DESC) m
+WHERE f.site_id = m.site_id AND f.file_code = m.file_code
+  AND (f.manifest_at IS NULL OR m.occurred_at > f.manifest_at)
+"""
+
+# The earliest close counts (a marker after an idle close does not move the time back).
+_CLOSED = """
+UPDATE files f SET closed_at = c.occurred_at, closed_reason = c.doc->>'reason'
+FROM (SELECT DISTINCT ON (site_id, file_code) * FROM stage WHERE etype = 'FileClosed'
+      ORDER BY site_id, file_code, occurred_at, event_id) c
+WHERE f.site_id = c.site_id AND f.file_code = c.file_code
+  AND (f.closed_at IS NULL OR c.occurred_at < f.closed_at)
+"""
+
+_HEARTBEATS = """
+INSERT INTO site_heartbeats (site_id, last_heartbeat_at, agent_version, outbox_depth,
+                             oldest_unsent_age_s, disk_free_bytes, roots, event_id)
+SELECT DISTINCT ON (site_id) site_id, occurred_at, doc->>'agent_version',
+       (doc->>'outbox_depth')::integer, COALESCE((doc->>'oldest_unsent_age_s')::float8, 0),
+       COALESCE((doc->>'disk_free_bytes')::bigint, 0), COALESCE(doc->'roots', '[]'::jsonb),
+       event_id
+FROM stage WHERE etype = 'SiteHeartbeat'
+ORDER BY site_id, occurred_at DESC, event_id DESC
+ON CONFLICT (site_id) DO UPDATE SET
+    last_heartbeat_at = excluded.last_heartbeat_at, agent_version = excluded.agent_version,
+    outbox_depth = excluded.outbox_depth, oldest_unsent_age_s = excluded.oldest_unsent_age_s,
+    disk_free_bytes = excluded.disk_free_bytes, roots = excluded.roots,
+    event_id = excluded.event_id
+WHERE (excluded.last_heartbeat_at, excluded.event_id)
+    > (site_heartbeats.last_heartbeat_at, site_heartbeats.event_id)
+"""
+
+_DEAD_LETTER_EVENTS = """
+INSERT INTO dead_letters (dedup_key, site_id, source, topic, part, "offset", reason,
+                          reason_class, payload, occurred_at)
+SELECT event_id, site_id, doc->>'source', doc->>'topic', (doc->>'partition')::integer,
+       (doc->>'offset')::bigint, doc->>'reason', path, COALESCE(doc->>'payload', ''),
+       occurred_at
+FROM stage WHERE etype = 'DeadLetter'
+ON CONFLICT (dedup_key) DO NOTHING
+"""
+
+# Current assembly, OCR and verdict of every touched file, recomputed from the history tables.
+_FILE_CURRENT = """
+UPDATE files f SET
+    assembled_revision = a.revision, assembled_at = a.assembled_at, assembled_pages = a.pages,
+    gaps = a.gaps, count_mismatch = a.count_mismatch,
+    ocr_revision = o.revision, ocr_status = o.status, ocr_at = o.occurred_at,
+    verdict_revision = v.revision, verdict = v.verdict, verdict_at = v.occurred_at,
+    verdict_event_id = v.event_id, pages_total = v.pages_total,
+    pages_accepted = v.pages_accepted
+FROM touched_files t
+LEFT JOIN LATERAL (
+    SELECT * FROM file_assemblies x WHERE x.site_id = t.site_id AND x.file_code = t.file_code
+    ORDER BY revision DESC, assembled_at DESC, event_id DESC LIMIT 1) a ON true
+LEFT JOIN LATERAL (
+    SELECT * FROM ocr_results x WHERE x.site_id = t.site_id AND x.file_code = t.file_code
+    ORDER BY revision DESC LIMIT 1) o ON true
+LEFT JOIN LATERAL (
+    SELECT * FROM verdicts x WHERE x.site_id = t.site_id AND x.file_code = t.file_code
+    ORDER BY revision DESC, occurred_at DESC, event_id DESC LIMIT 1) v ON true
+WHERE f.site_id = t.site_id AND f.file_code = t.file_code
+"""
+
+_FILE_PAGES = """
+UPDATE files f SET pages = a.n, last_page_at = a.last_at, checked_pages = a.checked,
+                   qc_failed_pages = a.failed
+FROM (
+    SELECT t.site_id, t.file_code,
+           count(p.page_no) FILTER (WHERE NOT p.removed) AS n,
+           max(p.scanned_at) FILTER (WHERE NOT p.removed) AS last_at,
+           count(c.page_no) FILTER (WHERE NOT p.removed) AS checked,
+           count(c.page_no) FILTER (WHERE NOT p.removed AND NOT c.passed) AS failed
+    FROM touched_files t
+    LEFT JOIN pages p ON p.site_id = t.site_id AND p.file_code = t.file_code
+    LEFT JOIN page_checks c ON c.site_id = p.site_id AND c.file_code = p.file_code
+         AND c.page_no = p.page_no AND c.revision = p.revision
+    GROUP BY t.site_id, t.file_code
+) a
+WHERE f.site_id = a.site_id AND f.file_code = a.file_code
+"""
+
+# The state is a function of the stored facts, never of the order they came in: a verdict of
+# the current (or a newer) assembly wins, then OCR of it, then page checks, then assembly.
+_FILE_STATE = """
+UPDATE files f SET state = CASE
+    WHEN f.verdict IS NOT NULL AND f.verdict_revision >= COALESCE(f.assembled_revision, 0)
+        THEN f.verdict
+    WHEN f.ocr_status IS NOT NULL AND f.ocr_revision >= COALESCE(f.assembled_revision, 0)
+        THEN CASE f.ocr_status WHEN 'completed' THEN 'ocr_done' ELSE 'ocr_failed' END
+    WHEN f.assembled_revision IS NOT NULL AND f.pages > 0 AND f.checked_pages >= f.pages
+        THEN 'checked'
+    WHEN f.assembled_revision IS NOT NULL THEN 'assembled'
+    WHEN f.closed_at IS NOT NULL THEN 'closed'
+    ELSE 'scanning' END
+FROM touched_files t
+WHERE f.site_id = t.site_id AND f.file_code = t.file_code
+"""
+
+# …and the days they sit on after it.
+_DAYS_AFTER = """
+INSERT INTO touched_days (site_id, day)
+SELECT p.site_id, p.scan_day FROM pages p
+JOIN (SELECT DISTINCT site_id, file_code, page_no FROM stage
+      WHERE etype IN ('PageScanned', 'PageRemoved')) k USING (site_id, file_code, page_no)
+UNION
+SELECT f.site_id, (f.verdict_at AT TIME ZONE st.timezone)::date
+FROM files f JOIN touched_files t USING (site_id, file_code) JOIN sites st USING (site_id)
+WHERE f.verdict_at IS NOT NULL
+"""
+
+_DAILY = """
+INSERT INTO daily_progress AS d (site_id, day, pages_scanned, pages_accepted, files_accepted)
+SELECT t.site_id, t.day,
+       (SELECT count(*) FROM pages p
+         WHERE p.site_id = t.site_id AND p.scan_day = t.day AND NOT p.removed),
+       COALESCE(acc.pages, 0), COALESCE(acc.files, 0)
+FROM (SELECT DISTINCT site_id, day FROM touched_days) t
+JOIN sites st ON st.site_id = t.site_id
+LEFT JOIN LATERAL (
+    SELECT sum(COALESCE(f.pages_accepted, 0)) AS pages, count(*) AS files FROM files f
+    WHERE f.site_id = t.site_id AND f.state = 'accepted'
+      AND (f.verdict_at AT TIME ZONE st.timezone)::date = t.day) acc ON true
+ON CONFLICT (site_id, day) DO UPDATE SET
+    pages_scanned = excluded.pages_scanned, pages_accepted = excluded.pages_accepted,
+    files_accepted = excluded.files_accepted
+"""
+
+# Keep the table canonical: a day with nothing left on it has no row, whatever the history.
+_DAILY_PRUNE = """
+DELETE FROM daily_progress d USING (SELECT DISTINCT site_id, day FROM touched_days) t
+WHERE d.site_id = t.site_id AND d.day = t.day
+  AND d.pages_scanned = 0 AND d.pages_accepted = 0 AND d.files_accepted = 0
+"""
+
+_OFFSETS = """
+INSERT INTO consumer_offsets (group_id, topic, part, next_offset, updated_at)
+VALUES (%s, %s, %s, %s, now())
+ON CONFLICT (group_id, topic, part) DO UPDATE SET
+    next_offset = excluded.next_offset, updated_at = excluded.updated_at
+"""
+
+_DEAD_LETTER_ROW = """
+INSERT INTO dead_letters (dedup_key, site_id, source, topic, part, "offset", reason,
+                          reason_class, payload, occurred_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (dedup_key) DO NOTHING
+"""
+
+
+@dataclass
+class SiteDefaults:
+    timezone: str = "Asia/Ho_Chi_Minh"
+    work_start: time = time(7, 30)
+    work_end: time = time(17, 0)
+    workdays: tuple[int, ...] = (0, 1, 2, 3, 4)
+
+    @classmethod
+    def from_campaign(cls, c: Any) -> SiteDefaults:
+        return cls(timezone=c.timezone, work_start=c.work_start, work_end=c.work_end,
+                   workdays=tuple(c.workdays))
+
+
+class BatchApplier:
+    """Writes batches on one connection; the caller owns the transaction."""
+
+    def __init__(self, conn: psycopg.Connection, group_id: str,
+                 site_defaults: SiteDefaults | None = None) -> None:
+        self.conn = conn
+        self.group_id = group_id
+        self.site_defaults = site_defaults or SiteDefaults()
+        with conn.transaction():
+            conn.execute(_CREATE_TEMP)
+
+    # --- parsing ------------------------------------------------------------------------
+
+    def stage_rows(self, records: list[Record], result: BatchResult) -> list[tuple]:
+        rows: list[tuple] = []
+        for seq, rec in enumerate(records):
+            key = (rec.topic, rec.partition)
+            result.offsets[key] = max(result.offsets.get(key, -1), rec.offset + 1)
+            try:
+                if rec.value is None:
+                    raise InvalidEvent("empty record (tombstone)", b"")
+                ev = parse_event(rec.value)
+            except InvalidEvent as exc:
+                result.dead_letters.append(self._dead_letter(rec, exc.reason))
+                continue
+            rows.append(self._row(seq, ev, rec))
+        return rows
+
+    @staticmethod
+    def _dead_letter(rec: Record, reason: str) -> DeadLetterRow:
+        return DeadLetterRow(
+            dedup_key=stable_event_id("DeadLetter", CONSUMER_SOURCE, rec.topic, rec.partition,
+                                      rec.offset),
+            site_id=_site_guess(rec.value), source=CONSUMER_SOURCE, topic=rec.topic,
+            partition=rec.partition, offset=rec.offset, reason=reason,
+            payload=_lenient(rec.value), occurred_at=datetime.now(UTC))
+
+    @staticmethod
+    def _row(seq: int, ev: Event, rec: Record) -> tuple:
+        file_code = fonds = page_no = revision = sha = None
+        uri = path = size = media = doc = None
+        if isinstance(ev, FileEvent):
+            file_code, fonds = ev.file_code, ev.fonds
+        if isinstance(ev, PageScanned):
+            page_no, revision, sha = ev.page_no, ev.revision, ev.sha256
+            uri, path, size, media = ev.uri, ev.path, ev.size_bytes, ev.media_type
+        else:
+            if isinstance(ev, PageRemoved | PageChecked):
+                page_no, sha = ev.page_no, ev.sha256
+            revision = getattr(ev, "revision", None)
+            doc = ev.to_json().decode()
+            if isinstance(ev, DeadLetter):
+                # The label class rides in `path` (unused by DeadLetter) to keep one stage table.
+                path = reason_class(ev.reason)
+        return (seq, ev.event_id, ev.NAME, ev.site_id, file_code, fonds, page_no, revision, sha,
+                ev.occurred_at, rec.topic, rec.partition, rec.offset, uri, path, size, media,
+                doc)
+
+    # --- writing ------------------------------------------------------------------------
+
+    def apply(self, records: list[Record], *, commit_offsets: bool = True) -> BatchResult:
+        """Apply ``records`` and (optionally) their offsets; call inside a transaction."""
+        result = BatchResult()
+        rows = self.stage_rows(records, result)
+        cur = self.conn.cursor()
+        if rows:
+            with cur.copy(f"COPY stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as cp:
+                for row in rows:
+                    cp.write_row(row)
+            self._merge(cur, result, len(rows))
+        if result.dead_letters:
+            result.dead_letters = self.store_dead_letters(result.dead_letters)
+        if commit_offsets and result.offsets:
+            self.store_offsets(result.offsets)
+        return result
+
+    def store_dead_letters(self, rows: list[DeadLetterRow]) -> list[DeadLetterRow]:
+        """Insert dead-letter rows; return those not stored before (replays are not news)."""
+        fresh = []
+        cur = self.conn.cursor()
+        for d in rows:  # rare: one round trip each keeps replays uncounted
+            cur.execute(_DEAD_LETTER_ROW, (
+                d.dedup_key, d.site_id, d.source, d.topic, d.partition, d.offset, d.reason,
+                reason_class(d.reason), d.payload, d.occurred_at))
+            if cur.rowcount:
+                fresh.append(d)
+        return fresh
+
+    def store_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
+        self.conn.cursor().executemany(
+            _OFFSETS, [(self.group_id, t, p, o) for (t, p), o in sorted(offsets.items())])
+
+    def _merge(self, cur: psycopg.Cursor, result: BatchResult, staged: int) -> None:
+        cur.execute("ANALYZE stage")
+        cur.execute(_DEDUP_IN_BATCH)
+        cur.execute(_DEDUP_APPLIED)
+        cur.execute("SELECT etype, count(*) FROM stage GROUP BY etype")
+        result.applied.update({t: n for t, n in cur.fetchall()})
+        fresh = sum(result.applied.values())
+        result.duplicates = staged - fresh
+        if not fresh:
+            return
+        d = self.site_defaults
+        cur.execute(_NEW_SITES, {"tz": d.timezone, "ws": d.work_start, "we": d.work_end,
+                                 "wd": list(d.workdays)})
+        result.sites_created = [r[0] for r in cur.fetchall()]
+        for sql in (_TOUCHED_FILES, _UPSERT_FILES, _AUDIT_UNOPENED, _DAYS_BEFORE,
+                    _PAGE_REVISIONS, _PAGE_REMOVALS, _UPSERT_PAGES, _PAGES_REMOVED, _PAGE_CHECKS,
+                    _ASSEMBLIES, _OCR, _VERDICTS, _MANIFEST, _CLOSED, _HEARTBEATS,
+                    _DEAD_LETTER_EVENTS, _FILE_CURRENT, _FILE_PAGES, _FILE_STATE, _DAYS_AFTER,
+                    _DAILY, _DAILY_PRUNE):
+            cur.execute(sql)
+        if result.sites_created:
+            log.warning("sites auto-created (not in a campaign plan)",
+                        extra={"sites": result.sites_created[:20],
+                               "count": len(result.sites_created)})
+
+
+def stored_offsets(conn: psycopg.Connection, group_id: str) -> dict[tuple[str, int], int]:
+    rows = conn.execute(
+        "SELECT topic, part, next_offset FROM consumer_offsets WHERE group_id = %s",
+        (group_id,)).fetchall()
+    return {(t, p): o for t, p, o in rows}

@@ -1,0 +1,307 @@
+"""Commands of the progress store: consume, status, db, campaign, report, reconcile."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import date, datetime
+from pathlib import Path
+
+import click
+
+log = logging.getLogger(__name__)
+
+
+def _settings(ctx: click.Context):
+    from sohoa.config import load_config
+
+    obj = ctx.find_root().obj
+    return obj if obj is not None else load_config()
+
+
+def _connect(settings, *, reader: bool = False):
+    import psycopg
+
+    from consumers.db import connect
+
+    try:
+        return connect(settings.postgres, autocommit=True, reader=reader)
+    except psycopg.OperationalError as exc:
+        raise click.ClickException(
+            f"Không kết nối được PostgreSQL ({str(exc).strip().splitlines()[0]}). "
+            "Kiểm tra postgres.dsn / SOHOA_POSTGRES__DSN và `sohoa up`.") from None
+
+
+# --- consume --------------------------------------------------------------------------------
+
+@click.command("consume")
+@click.option("--migrate/--no-migrate", default=True, show_default=True,
+              help="Apply pending database migrations before consuming.")
+@click.pass_context
+def consume(ctx: click.Context, migrate: bool) -> None:
+    """Ghi tiến độ vào PostgreSQL (progress store consumer).
+
+    Reads the site-events, file-events and dead-letters topics and applies every event to
+    PostgreSQL exactly once (batch + offsets in one transaction); serves /metrics on
+    consumer.metrics_host:consumer.metrics_port.
+    """
+    from consumers.consumer import ProgressConsumer
+    from consumers.db import connect_retry
+    from consumers.db import migrate as run_migrations
+    from consumers.metrics import ConsumerMetrics, start_metrics_server
+
+    settings = _settings(ctx)
+    if migrate:
+        with connect_retry(settings.postgres, deadline_s=120) as conn:
+            run_migrations(conn)
+    metrics = ConsumerMetrics()
+    server = start_metrics_server(settings, metrics)
+    pc = ProgressConsumer(settings, metrics)
+    pc.install_signal_handlers()
+    try:
+        pc.run()
+    finally:
+        server.shutdown()
+
+
+# --- status ---------------------------------------------------------------------------------
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="JSON: {sites: [...], files: [...]}.")
+@click.option("--site", help="Only this site.")
+@click.option("--state", help="Only files in this state (scanning, accepted, needs_rescan…).")
+@click.option("--files/--no-files", "with_files", default=None,
+              help="List files too (default: with --json or --site).")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, site: str | None, state: str | None,
+           with_files: bool | None) -> None:
+    """Tiến độ theo điểm số hóa và theo hồ sơ (progress per site and per file)."""
+    from consumers.status import collect, render
+
+    settings = _settings(ctx)
+    if with_files is None:
+        with_files = as_json or site is not None or state is not None
+    with _connect(settings, reader=True) as conn:
+        data = collect(conn, settings.campaign, site=site, state=state, with_files=with_files)
+        if as_json:
+            click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+            return
+        from rich.console import Console
+
+        from consumers.progress import load_sites
+
+        render(data, load_sites(conn, settings.campaign, site=site), Console())
+
+
+# --- db -------------------------------------------------------------------------------------
+
+@click.group("db")
+def db() -> None:
+    """Cơ sở dữ liệu tiến độ (progress database)."""
+
+
+@db.command("migrate")
+@click.pass_context
+def db_migrate(ctx: click.Context) -> None:
+    """Apply pending numbered migrations (idempotent, under an advisory lock).
+
+    Creates the roles sohoa_writer (consumer) and sohoa_reader (Grafana, reports) with LOGIN
+    and no password; set passwords or use certificate auth outside the local stack.
+    """
+    from consumers.db import migrate
+
+    settings = _settings(ctx)
+    with _connect(settings) as conn:
+        applied = migrate(conn)
+    if applied:
+        for name in applied:
+            click.echo(f"đã áp dụng {name}")
+    else:
+        click.echo("cơ sở dữ liệu đã ở phiên bản mới nhất (nothing to apply)")
+
+
+# --- campaign -------------------------------------------------------------------------------
+
+@click.group("campaign")
+def campaign() -> None:
+    """Kế hoạch số hóa (campaign plans)."""
+
+
+@campaign.command("import")
+@click.argument("plan", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--name", "campaign_name", help="Campaign name (default: campaign.name).")
+@click.option("--start", "start_date", help="Campaign start date dd/mm/yyyy or yyyy-mm-dd.")
+@click.option("--dry-run", is_flag=True, help="Validate only.")
+@click.pass_context
+def campaign_import(ctx: click.Context, plan: Path, campaign_name: str | None,
+                    start_date: str | None, dry_run: bool) -> None:
+    """Nhập kế hoạch từ PLAN.xlsx hoặc PLAN.csv (import a campaign plan).
+
+    \b
+    Columns (header row, any order; CSV in UTF-8, comma or semicolon):
+      site_id       mã điểm (slug: a-z 0-9 - _), required
+      unit          đơn vị, required
+      contractor    nhà thầu (may be empty)
+      target_pages  số trang kế hoạch, integer >= 0, required
+      target_files  số hồ sơ kế hoạch, integer >= 0, required
+      deadline      hạn hoàn thành, dd/mm/yyyy or yyyy-mm-dd, required
+    optional:
+      name          tên điểm
+      timezone      e.g. Asia/Ho_Chi_Minh (default campaign.timezone)
+      work_start    giờ bắt đầu làm việc HH:MM (default campaign.work_start)
+      work_end      giờ kết thúc HH:MM (default campaign.work_end)
+    Errors name the row and column; nothing is written unless every row is valid.
+    Re-importing updates the sites in place (pages already counted are kept).
+    """
+    from consumers.campaign import PlanError, import_plan, read_plan
+
+    settings = _settings(ctx)
+    try:
+        rows = read_plan(plan, settings.campaign)
+    except PlanError as exc:
+        click.echo("Kế hoạch không hợp lệ (invalid plan):", err=True)
+        for e in exc.errors:
+            click.echo(f"  - {e}", err=True)
+        sys.exit(2)
+    if dry_run:
+        click.echo(f"hợp lệ: {len(rows)} điểm (valid, nothing written)")
+        return
+    start = _parse_date_opt(start_date)
+    with _connect(settings) as conn:
+        n = import_plan(conn, rows, name=campaign_name or settings.campaign.name,
+                        source=str(plan), start_date=start)
+    click.echo(f"đã nhập {n} điểm từ {plan.name} (imported {n} sites)")
+
+
+def _parse_date_opt(value: str | None) -> date | None:
+    if not value:
+        return None
+    for fmt in ("%d/%m/%Y", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(value, fmt).date()
+        except ValueError:
+            continue
+    raise click.BadParameter(f"ngày không hợp lệ: {value!r} (dd/mm/yyyy)")
+
+
+@campaign.command("show")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def campaign_show(ctx: click.Context, as_json: bool) -> None:
+    """Các điểm trong kế hoạch (sites in the plan, with targets and deadlines)."""
+    from consumers.campaign import show_rows
+
+    settings = _settings(ctx)
+    with _connect(settings, reader=True) as conn:
+        rows = show_rows(conn)
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="Kế hoạch số hóa (campaign plan)")
+    for col in ("Chiến dịch", "Điểm", "Tên", "Đơn vị", "Nhà thầu", "Trang KH", "Hồ sơ KH",
+                "Hạn", "Giờ làm việc", "Ghi chú"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["campaign"] or "—", r["site_id"], r["name"] or "—", r["unit"] or "—",
+                  r["contractor"] or "—",
+                  f"{r['target_pages']:,}" if r["target_pages"] is not None else "—",
+                  f"{r['target_files']:,}" if r["target_files"] is not None else "—",
+                  r["deadline"].strftime("%d/%m/%Y") if r["deadline"] else "—",
+                  f"{r['work_start']:%H:%M}–{r['work_end']:%H:%M}",
+                  "tự tạo, chưa có kế hoạch" if r["auto_created"] else "")
+    Console().print(t)
+
+
+# --- report ---------------------------------------------------------------------------------
+
+@click.group("report")
+def report() -> None:
+    """Báo cáo (reports), tiếng Việt."""
+
+
+@report.command("monthly")
+@click.option("--month", required=True, help="YYYY-MM")
+@click.option("--format", "fmt", type=click.Choice(["xlsx", "pdf", "csv"]), default="xlsx",
+              show_default=True)
+@click.option("--out", "out", type=click.Path(path_type=Path, dir_okay=False),
+              help="Output file (default bao-cao-tien-do-YYYY-MM.<format>).")
+@click.pass_context
+def report_monthly(ctx: click.Context, month: str, fmt: str, out: Path | None) -> None:
+    """Báo cáo tiến độ số hóa tài liệu lưu trữ tháng MM/YYYY."""
+    from consumers.reports import build_monthly, parse_month, write_monthly
+
+    settings = _settings(ctx)
+    try:
+        year, mon = parse_month(month)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--month") from None
+    out = out or Path(f"bao-cao-tien-do-{year:04d}-{mon:02d}.{fmt}")
+    with _connect(settings, reader=True) as conn:
+        data = build_monthly(conn, settings.campaign, year, mon)
+    write_monthly(data, fmt, out)
+    click.echo(f"đã ghi {out} ({len(data.rows)} điểm)")
+
+
+@report.command("acceptance")
+@click.option("--contractor", required=True, help="Nhà thầu (as in the plan).")
+@click.option("--from", "date_from", required=True, help="dd/mm/yyyy or yyyy-mm-dd")
+@click.option("--to", "date_to", required=True, help="dd/mm/yyyy or yyyy-mm-dd (inclusive)")
+@click.option("--format", "fmt", type=click.Choice(["xlsx", "csv"]), default="xlsx",
+              show_default=True)
+@click.option("--out", "out", type=click.Path(path_type=Path, dir_okay=False))
+@click.pass_context
+def report_acceptance(ctx: click.Context, contractor: str, date_from: str, date_to: str,
+                      fmt: str, out: Path | None) -> None:
+    """Báo cáo nghiệm thu khối lượng (accepted volume per site, basis for payment)."""
+    from consumers.reports import build_acceptance, write_acceptance
+
+    settings = _settings(ctx)
+    d1, d2 = _parse_date_opt(date_from), _parse_date_opt(date_to)
+    assert d1 is not None and d2 is not None
+    if d2 < d1:
+        raise click.BadParameter("--to trước --from", param_hint="--to")
+    out = out or Path(f"nghiem-thu-{contractor}-{d1:%Y%m%d}-{d2:%Y%m%d}.{fmt}")
+    with _connect(settings, reader=True) as conn:
+        data = build_acceptance(conn, contractor, d1, d2)
+    if not data.rows:
+        click.echo(f"cảnh báo: nhà thầu {contractor!r} không có điểm nào trong kế hoạch",
+                   err=True)
+    write_acceptance(data, fmt, out)
+    click.echo(f"đã ghi {out} ({len(data.rows)} điểm)")
+
+
+# --- reconcile ------------------------------------------------------------------------------
+
+@click.command("reconcile")
+@click.option("--site", required=True, help="Site id.")
+@click.option("--root", required=True, type=click.Path(path_type=Path, exists=True,
+                                                       file_okay=False),
+              help="The site's hot-folder root as seen from here.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def reconcile(ctx: click.Context, site: str, root: Path, as_json: bool) -> None:
+    """Đối chiếu trang trên đĩa với cơ sở dữ liệu (disk vs. database).
+
+    Lists every page missing (in the database, not on disk), extra (on disk, not in the
+    database) or altered (SHA-256 differs). Exit code 0 only when they agree. Read-only.
+    """
+    from consumers.reconcile import reconcile_site
+
+    settings = _settings(ctx)
+    with _connect(settings, reader=True) as conn:
+        res = reconcile_site(conn, settings.watcher, site, root)
+    if as_json:
+        click.echo(json.dumps(res.to_json(), ensure_ascii=False, indent=2))
+    else:
+        for label, items in (("thiếu trên đĩa (missing)", res.missing),
+                             ("thừa, chưa có trong CSDL (extra)", res.extra),
+                             ("khác nội dung (altered)", res.altered)):
+            for item in items:
+                click.echo(f"{label}: {item.describe()}")
+        click.echo(f"{site}: {res.matched} trang khớp, {len(res.missing)} thiếu, "
+                   f"{len(res.extra)} thừa, {len(res.altered)} khác")
+    sys.exit(0 if res.ok else 1)

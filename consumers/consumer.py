@@ -1,0 +1,252 @@
+"""`sohoa consume`: the group consumer that writes progress to PostgreSQL exactly once.
+
+A batch closes at ``consumer.batch_max_events`` records or ``consumer.batch_max_ms``, whichever
+comes first. The batch and the offsets after it commit in one PostgreSQL transaction; Kafka's
+own committed offsets are never used. On (re)assignment the consumer seeks to the offsets stored
+in PostgreSQL, so a crash anywhere (even kill -9 mid-batch) replays exactly the uncommitted
+records, and the dedup in :mod:`consumers.apply` makes a replay harmless anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+import psycopg
+
+from consumers.apply import BatchApplier, BatchResult, DeadLetterRow, Record, SiteDefaults
+from consumers.apply import stored_offsets as read_offsets
+from consumers.db import connect_retry
+from consumers.metrics import ConsumerMetrics
+from sohoa.config import Settings
+from sohoa.kafka_clients import make_consumer, make_producer
+
+log = logging.getLogger(__name__)
+
+
+def _listener_base() -> type:
+    from kafka import ConsumerRebalanceListener
+
+    return ConsumerRebalanceListener
+
+
+class ProgressConsumer:
+    def __init__(self, settings: Settings, metrics: ConsumerMetrics | None = None) -> None:
+        self.settings = settings
+        self.cfg = settings.consumer
+        self.group_id = self.cfg.group_id
+        self.metrics = metrics or ConsumerMetrics()
+        self.stop_event = threading.Event()
+        self.topics = [settings.topics.site_events, settings.topics.file_events,
+                       settings.topics.dead_letters]
+        self.conn: psycopg.Connection | None = None
+        self.applier: BatchApplier | None = None
+        self.consumer: Any = None
+        self.producer: Any = None
+        self.pending: list[Any] = []
+        self.batches = 0
+
+    # --- PostgreSQL ---------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.close()
+        self.conn = connect_retry(self.settings.postgres)
+        self.applier = BatchApplier(self.conn, self.group_id,
+                                    SiteDefaults.from_campaign(self.settings.campaign))
+        log.info("postgres connected", extra={"group_id": self.group_id})
+
+    def _stored_offsets(self) -> dict[tuple[str, int], int]:
+        while True:
+            try:
+                assert self.conn is not None
+                with self.conn.transaction():
+                    return read_offsets(self.conn, self.group_id)
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                self._connect()
+
+    def seek_to_stored(self, partitions) -> None:
+        """Position each partition at the offset PostgreSQL says comes next."""
+        offsets = self._stored_offsets()
+        for tp in partitions:
+            off = offsets.get((tp.topic, tp.partition))
+            if off is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, off)
+        log.info("partitions positioned from postgres",
+                 extra={"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in partitions),
+                        "stored": len(offsets)})
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def _make_listener(self):
+        outer = self
+
+        class Listener(_listener_base()):
+            def on_partitions_revoked(self, revoked):
+                # Records of partitions we are losing must land before another member reads.
+                if outer.pending:
+                    outer.flush()
+
+            def on_partitions_assigned(self, assigned):
+                outer.pending = [r for r in outer.pending
+                                 if (r.topic, r.partition) not in
+                                 {(tp.topic, tp.partition) for tp in assigned}]
+                outer.seek_to_stored(assigned)
+
+        return Listener()
+
+    def run(self) -> None:
+        self._connect()
+        self.consumer = make_consumer(
+            self.settings.kafka, group_id=self.group_id,
+            max_poll_records=self.cfg.batch_max_events,
+            client_id=f"{self.settings.kafka.client_id}-consumer",
+        )
+        self.consumer.subscribe(self.topics, listener=self._make_listener())
+        log.info("consumer started", extra={"topics": self.topics, "group_id": self.group_id})
+        batch_started: float | None = None
+        max_s = self.cfg.batch_max_ms / 1000.0
+        try:
+            while not self.stop_event.is_set():
+                wait = max_s if batch_started is None else max(
+                    0.0, max_s - (time.monotonic() - batch_started))
+                polled = self.consumer.poll(
+                    timeout_ms=int(wait * 1000) or 1,
+                    max_records=max(1, self.cfg.batch_max_events - len(self.pending)))
+                for recs in polled.values():
+                    if recs and batch_started is None:
+                        batch_started = time.monotonic()
+                    self.pending.extend(recs)
+                if self.pending and (
+                        len(self.pending) >= self.cfg.batch_max_events
+                        or batch_started is None
+                        or time.monotonic() - batch_started >= max_s):
+                    self.flush()
+                    batch_started = None
+                elif not self.pending:
+                    batch_started = None
+            if self.pending:
+                self.flush()
+        finally:
+            self.close()
+
+    def flush(self) -> None:
+        records = [Record(r.topic, r.partition, r.offset, r.value, r.key) for r in self.pending]
+        self.pending = []
+        if not records:
+            return
+        started = time.perf_counter()
+        try:
+            result = self._apply(records)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            # PostgreSQL went away mid-batch: nothing of it committed (or all of it did). Wait
+            # for the database, then re-read from the offsets it holds.
+            log.warning("batch not committed: postgres connection lost; will re-read",
+                        extra={"error": str(exc).strip()[:200], "records": len(records)})
+            self._connect()
+            self.seek_to_stored(self.consumer.assignment())
+            return
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self._after_commit(result)
+
+    def _apply(self, records: list[Record]) -> BatchResult:
+        assert self.conn is not None and self.applier is not None
+        try:
+            with self.conn.transaction():
+                return self.applier.apply(records)
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            raise
+        except psycopg.Error as exc:
+            # The database refused something in the batch: apply record by record so the one
+            # at fault becomes a dead letter and the rest still count.
+            log.error("batch refused by postgres; applying one by one",
+                      extra={"error": str(exc).strip()[:300], "records": len(records)})
+            return self._apply_singly(records)
+
+    def _apply_singly(self, records: list[Record]) -> BatchResult:
+        assert self.conn is not None and self.applier is not None
+        total = BatchResult()
+        for rec in records:
+            try:
+                with self.conn.transaction():
+                    res = self.applier.apply([rec])
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                raise
+            except psycopg.Error as exc:
+                dl = BatchApplier._dead_letter(rec, f"database refused: {str(exc).strip()[:300]}")
+                with self.conn.transaction():
+                    res = self.applier.apply([], commit_offsets=False)
+                    self.applier.store_dead_letters([dl])
+                    self.applier.store_offsets({(rec.topic, rec.partition): rec.offset + 1})
+                res.dead_letters = [dl]
+            total.applied.update(res.applied)
+            total.duplicates += res.duplicates
+            total.dead_letters.extend(res.dead_letters)
+            total.sites_created.extend(res.sites_created)
+        return total
+
+    def _after_commit(self, result: BatchResult) -> None:
+        self.batches += 1
+        for etype, n in result.applied.items():
+            self.metrics.events_applied.labels(type=etype).inc(n)
+        if result.duplicates:
+            self.metrics.duplicates.inc(result.duplicates)
+        if result.dead_letters:
+            self._publish_dead_letters(result.dead_letters)
+        self._update_lag()
+        log.debug("batch committed", extra={"applied": sum(result.applied.values()),
+                                            "duplicates": result.duplicates})
+
+    def _publish_dead_letters(self, rows: list[DeadLetterRow]) -> None:
+        from consumers.apply import reason_class
+
+        for d in rows:
+            self.metrics.dead_letters.labels(reason=reason_class(d.reason)).inc()
+            log.warning("dead letter", extra={"topic": d.topic, "partition": d.partition,
+                                              "offset": d.offset, "reason": d.reason[:300]})
+        try:
+            if self.producer is None:
+                self.producer = make_producer(self.settings.kafka)
+            for d in rows:
+                ev = d.to_event()
+                self.producer.send(self.settings.topics.dead_letters, key=ev.site_id,
+                                   value=ev.to_json())
+            self.producer.flush(timeout=10)
+        except Exception as exc:  # the row is in PostgreSQL already; the topic copy is a courtesy
+            log.warning("dead letter not published to kafka",
+                        extra={"error": str(exc)[:200], "count": len(rows)})
+
+    def _update_lag(self) -> None:
+        lag = 0
+        try:
+            for tp in self.consumer.assignment():
+                hw = self.consumer.highwater(tp)
+                if hw is not None:
+                    lag += max(0, hw - self.consumer.position(tp))
+        except Exception:  # lag is informative only
+            return
+        self.metrics.lag.set(lag)
+
+    def close(self) -> None:
+        for closer in (self.consumer, self.producer, self.conn):
+            if closer is None:
+                continue
+            try:
+                closer.close()
+            except Exception as exc:
+                log.debug("close failed", extra={"error": str(exc)[:200]})
+
+    def install_signal_handlers(self) -> None:
+        def stop(signum, _frame):
+            log.info("stopping", extra={"signal": signum})
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)

@@ -1,0 +1,131 @@
+"""Working calendars and completion forecasts.
+
+A site works on its configured weekdays, inside its working hours, except Vietnamese public
+holidays, which come from the maintained ``holidays`` library (country VN: Tết, Giỗ Tổ Hùng
+Vương, 30/4, 1/5, Quốc khánh…), never from a hand-kept list.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+import holidays
+
+
+@lru_cache(maxsize=64)
+def _vn_holidays(year: int) -> frozenset[date]:
+    return frozenset(holidays.country_holidays("VN", years=year).keys())
+
+
+def is_holiday(day: date) -> bool:
+    return day in _vn_holidays(day.year)
+
+
+def holiday_name(day: date) -> str | None:
+    return holidays.country_holidays("VN", years=day.year).get(day)
+
+
+@dataclass(frozen=True)
+class WorkCalendar:
+    timezone: str = "Asia/Ho_Chi_Minh"
+    workdays: tuple[int, ...] = (0, 1, 2, 3, 4)  # Monday = 0
+    work_start: time = time(7, 30)
+    work_end: time = time(17, 0)
+
+    def is_working_day(self, day: date) -> bool:
+        return day.weekday() in self.workdays and not is_holiday(day)
+
+    def working_now(self, now: datetime) -> bool:
+        local = now.astimezone(ZoneInfo(self.timezone))
+        return (self.is_working_day(local.date())
+                and self.work_start <= local.time().replace(tzinfo=None) < self.work_end)
+
+    def local_today(self, now: datetime) -> date:
+        return now.astimezone(ZoneInfo(self.timezone)).date()
+
+    def working_days_before(self, day: date, n: int) -> list[date]:
+        """The ``n`` working days strictly before ``day``, newest first."""
+        out: list[date] = []
+        d = day
+        # 400 days of lookback is far beyond any run of holidays plus weekends.
+        for _ in range(400):
+            if len(out) >= n:
+                break
+            d -= timedelta(days=1)
+            if self.is_working_day(d):
+                out.append(d)
+        return out
+
+    def nth_working_day_from(self, start: date, n: int) -> date:
+        """The ``n``-th working day counting ``start`` itself when it is one (n >= 1)."""
+        d = start
+        count = 0
+        while True:
+            if self.is_working_day(d):
+                count += 1
+                if count >= n:
+                    return d
+            d += timedelta(days=1)
+
+    def working_days_between(self, start: date, end: date) -> int:
+        """Working days in [start, end]."""
+        if end < start:
+            return 0
+        return sum(1 for i in range((end - start).days + 1)
+                   if self.is_working_day(start + timedelta(days=i)))
+
+
+@dataclass(frozen=True)
+class Forecast:
+    throughput_per_day: float      # pages per working day over the window
+    remaining_pages: int | None
+    completion: date | None        # None: no target, or no throughput to forecast from
+    at_risk: bool                  # forecast after the deadline, or stalled with work left
+
+
+def forecast_site(
+    calendar: WorkCalendar, daily_pages: Mapping[date, int], *, today: date,
+    scanned: int, target: int | None, deadline: date | None, window_days: int,
+) -> Forecast:
+    """Throughput over the last ``window_days`` working days before ``today`` → completion date.
+
+    Today's partial count is left out of the rate (it would read low all morning) but counts
+    toward what is done.
+    """
+    window = calendar.working_days_before(today, max(1, window_days))
+    throughput = sum(daily_pages.get(d, 0) for d in window) / max(1, len(window))
+    if target is None:
+        return Forecast(throughput, None, None, False)
+    remaining = max(0, target - scanned)
+    if remaining == 0:
+        done_day = max((d for d, n in daily_pages.items() if n > 0), default=today)
+        return Forecast(throughput, 0, done_day, bool(deadline and done_day > deadline))
+    if throughput <= 0:
+        return Forecast(throughput, remaining, None, deadline is not None)
+    days_needed = math.ceil(remaining / throughput)
+    completion = calendar.nth_working_day_from(today, days_needed)
+    return Forecast(throughput, remaining, completion,
+                    bool(deadline is not None and completion > deadline))
+
+
+def planned_cumulative(calendar: WorkCalendar, *, start: date, deadline: date, target: int,
+                       day: date) -> float:
+    """The straight line: pages that should be done by the end of ``day`` (working days)."""
+    if day < start:
+        return 0.0
+    total = calendar.working_days_between(start, deadline)
+    if total <= 0 or day >= deadline:
+        return float(target)
+    return target * calendar.working_days_between(start, day) / total
+
+
+def daily_series(rows: Iterable[tuple[date, int]]) -> dict[date, int]:
+    out: dict[date, int] = {}
+    for d, n in rows:
+        out[d] = out.get(d, 0) + int(n)
+    return out

@@ -1,0 +1,167 @@
+"""The consumer's /metrics: process counters, and progress gauges read from PostgreSQL.
+
+Progress gauges are computed at scrape time from the tables (cached ``consumer.gauge_cache_s``)
+so they survive restarts and agree with `sohoa status`. Labels never carry a file or page id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from sohoa.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ConsumerMetrics:
+    """Process counters of one consumer process, on their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_applied = Counter("sohoa_consumer_events_applied", "Events applied to "
+                                      "PostgreSQL, by event type", ["type"], registry=r)
+        self.duplicates = Counter("sohoa_consumer_duplicates", "Events skipped because their "
+                                  "event_id was already applied", registry=r)
+        self.batch_seconds = Histogram(
+            "sohoa_consumer_batch_seconds", "Time to apply and commit one batch", registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.dead_letters = Counter("sohoa_consumer_dead_letters", "Records the consumer "
+                                    "could not apply, by reason", ["reason"], registry=r)
+        self.lag = Gauge("sohoa_consumer_lag_records", "Records behind the end of the "
+                         "assigned partitions", registry=r)
+
+
+class ProgressCollector(Collector):
+    """Gauges per site, read from PostgreSQL at scrape time and cached briefly."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.cache_s = settings.consumer.gauge_cache_s
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection | None = None
+        self._cached: list[Metric] = []
+        self._cached_at = 0.0
+
+    def describe(self) -> list[Metric]:
+        return []  # families depend on the data: keep registration free of a database call
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            if time.monotonic() - self._cached_at >= self.cache_s or not self._cached:
+                try:
+                    self._cached = self._read()
+                    self._cached_at = time.monotonic()
+                    up = 1.0
+                except psycopg.Error as exc:
+                    log.warning("metrics: postgres unavailable",
+                                extra={"error": str(exc).strip()[:200]})
+                    self._drop_conn()
+                    up = 0.0
+            else:
+                up = 1.0
+            yield from self._cached
+            g = GaugeMetricFamily("sohoa_consumer_store_up",
+                                  "1 when the last scrape could read PostgreSQL")
+            g.add_metric([], up)
+            yield g
+
+    def _drop_conn(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+        self._conn = None
+
+    def _connection(self) -> psycopg.Connection:
+        from consumers.db import connect
+
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.settings.postgres, autocommit=True, reader=True)
+        return self._conn
+
+    def _read(self) -> list[Metric]:
+        from consumers.progress import day_end_ts, load_sites
+
+        conn = self._connection()
+        sites = load_sites(conn, self.settings.campaign)
+        fam: dict[str, Any] = {}
+
+        def gauge(name: str, doc: str, labels=("site",)) -> GaugeMetricFamily:
+            return fam.setdefault(name, GaugeMetricFamily(name, doc, labels=list(labels)))
+
+        def counter(name: str, doc: str, labels=("site",)) -> CounterMetricFamily:
+            return fam.setdefault(name, CounterMetricFamily(name, doc, labels=list(labels)))
+
+        scanned = counter("sohoa_pages_scanned", "Distinct current pages scanned per site "
+                          "(removed pages leave the count)")
+        accepted = counter("sohoa_pages_accepted", "Pages in accepted files per site")
+        qc_failed = counter("sohoa_site_qc_failed_pages", "Current pages whose latest check "
+                            "failed")
+        target = gauge("sohoa_site_target_pages", "Planned pages per site")
+        remaining = gauge("sohoa_site_remaining_pages", "Planned pages not yet scanned")
+        deadline = gauge("sohoa_site_deadline_timestamp_seconds", "End of the deadline day")
+        forecast = gauge("sohoa_site_forecast_completion_timestamp_seconds",
+                         "End of the forecast completion day")
+        behind = gauge("sohoa_site_behind_schedule", "1 when the forecast misses the deadline")
+        last_page = gauge("sohoa_site_last_page_timestamp_seconds", "Time of the latest page")
+        heartbeat = gauge("sohoa_site_last_heartbeat_timestamp_seconds",
+                          "Time of the site agent's latest heartbeat")
+        outbox = gauge("sohoa_site_outbox_depth", "Events waiting in the site agent's outbox")
+        oldest = gauge("sohoa_site_oldest_unsent_seconds", "Age of the oldest unsent event")
+        working = gauge("sohoa_site_working_now", "1 inside the site's working hours on a "
+                        "working day (Vietnamese public holidays off)")
+        throughput = gauge("sohoa_site_throughput_pages_per_day",
+                           "Pages per working day over the forecast window")
+        for s in sites:
+            lab = [s.site_id]
+            scanned.add_metric(lab, s.pages_scanned)
+            accepted.add_metric(lab, s.pages_accepted)
+            qc_failed.add_metric(lab, s.qc_failed_pages)
+            working.add_metric(lab, 1.0 if s.working_now else 0.0)
+            throughput.add_metric(lab, s.throughput_per_day)
+            if s.target_pages is not None:
+                target.add_metric(lab, s.target_pages)
+                remaining.add_metric(lab, s.remaining_pages or 0)
+            if s.deadline is not None:
+                deadline.add_metric(lab, day_end_ts(s.deadline, s.timezone))
+                behind.add_metric(lab, 1.0 if s.at_risk else 0.0)
+            if s.forecast_completion is not None:
+                forecast.add_metric(lab, day_end_ts(s.forecast_completion, s.timezone))
+            if s.last_page_at is not None:
+                last_page.add_metric(lab, s.last_page_at.timestamp())
+            if s.last_heartbeat_at is not None:
+                heartbeat.add_metric(lab, s.last_heartbeat_at.timestamp())
+                outbox.add_metric(lab, s.outbox_depth or 0)
+                oldest.add_metric(lab, s.oldest_unsent_age_s or 0.0)
+        files = gauge("sohoa_files", "Files per site and state", ("site", "state"))
+        for site, state, n in conn.execute(
+                "SELECT site_id, state, files FROM v_files_by_state ORDER BY 1, 2"):
+            files.add_metric([site, state], n)
+        stored = counter("sohoa_dead_letters_stored", "Dead letters stored in PostgreSQL, "
+                         "by reason", ("reason",))
+        for reason, n in conn.execute(
+                "SELECT reason_class, count(*) FROM dead_letters GROUP BY 1 ORDER BY 1"):
+            stored.add_metric([reason], n)
+        return list(fam.values())
+
+
+def start_metrics_server(settings: Settings, metrics: ConsumerMetrics) -> Any:
+    from prometheus_client import start_http_server
+
+    metrics.registry.register(ProgressCollector(settings))
+    server, _thread = start_http_server(settings.consumer.metrics_port,
+                                        addr=settings.consumer.metrics_host,
+                                        registry=metrics.registry)
+    log.info("metrics listening", extra={"host": settings.consumer.metrics_host,
+                                         "port": settings.consumer.metrics_port})
+    return server

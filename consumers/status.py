@@ -1,0 +1,107 @@
+"""`sohoa status`: progress per site and per file, as a table or JSON."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from consumers.progress import SiteProgress, load_sites
+from sohoa.config import CampaignConfig
+
+_FILES = """
+SELECT site_id, file_code, fonds, state, pages, expected_pages, assembled_pages,
+       checked_pages, qc_failed_pages, verdict, pages_accepted, first_seen_at, last_page_at,
+       closed_at, verdict_at, title, classification
+FROM files
+WHERE (%(site)s::text IS NULL OR site_id = %(site)s::text)
+  AND (%(state)s::text IS NULL OR state = %(state)s::text)
+ORDER BY site_id, file_code
+"""
+
+
+def site_json(s: SiteProgress) -> dict[str, Any]:
+    out = {"site_id": s.site_id, "pages": s.pages_scanned, "files": s.files_total}
+    out.update(s.to_json())
+    return out
+
+
+def collect(conn: psycopg.Connection, campaign: CampaignConfig, *, site: str | None = None,
+            state: str | None = None, with_files: bool = True) -> dict[str, Any]:
+    sites = load_sites(conn, campaign, site=site)
+    files: list[dict[str, Any]] = []
+    if with_files:
+        rows = conn.cursor(row_factory=dict_row).execute(
+            _FILES, {"site": site, "state": state}).fetchall()
+        for r in rows:
+            for k, v in r.items():
+                if isinstance(v, datetime):
+                    r[k] = v.astimezone(UTC).isoformat()
+            files.append(r)
+    return {"generated_at": datetime.now(UTC).isoformat(),
+            "sites": [site_json(s) for s in sites], "files": files}
+
+
+def _d(value) -> str:
+    return value.strftime("%d/%m/%Y") if value else "—"
+
+
+def _ago(ts: datetime | None, now: datetime) -> str:
+    if ts is None:
+        return "—"
+    secs = int((now - ts).total_seconds())
+    if secs < 60:
+        return f"{max(secs, 0)} giây trước"
+    if secs < 3600:
+        return f"{secs // 60} phút trước"
+    if secs < 86400:
+        return f"{secs // 3600} giờ trước"
+    return f"{secs // 86400} ngày trước"
+
+
+def render(data: dict[str, Any], sites: list[SiteProgress], console) -> None:
+    from rich.table import Table
+
+    now = datetime.now(UTC)
+    t = Table(title="Tiến độ số hóa theo điểm (progress per site)", show_lines=False)
+    for col, just in (("Điểm", "left"), ("Đơn vị", "left"), ("Nhà thầu", "left"),
+                      ("Trang đã quét", "right"), ("Kế hoạch", "right"), ("Tỷ lệ", "right"),
+                      ("Nghiệm thu", "right"), ("Hồ sơ", "right"), ("Hạn", "left"),
+                      ("Dự kiến xong", "left"), ("Đánh giá", "left"), ("Trang gần nhất", "left"),
+                      ("Máy trạm", "left")):
+        t.add_column(col, justify=just)
+    for s in sites:
+        pct = (f"{100 * s.pages_scanned / s.target_pages:.1f}%"
+               if s.target_pages else "—")
+        if s.target_pages is None:
+            verdict = "[yellow]chưa có kế hoạch[/]"
+        elif s.at_risk:
+            verdict = "[red]chậm tiến độ[/]"
+        else:
+            verdict = "[green]đúng tiến độ[/]"
+        t.add_row(s.site_id, s.unit or "—", s.contractor or "—", f"{s.pages_scanned:,}",
+                  f"{s.target_pages:,}" if s.target_pages is not None else "—", pct,
+                  f"{s.pages_accepted:,}", f"{s.files_accepted}/{s.files_total}",
+                  _d(s.deadline), _d(s.forecast_completion), verdict,
+                  _ago(s.last_page_at, now), _ago(s.last_heartbeat_at, now))
+    console.print(t)
+    files = data["files"]
+    if files:
+        ft = Table(title="Hồ sơ (files)")
+        for col in ("Điểm", "Mã hồ sơ", "Trạng thái", "Trang", "Dự kiến", "QC lỗi",
+                    "Kết luận"):
+            ft.add_column(col)
+        for f in files:
+            ft.add_row(f["site_id"], f["file_code"], STATE_VI.get(f["state"], f["state"]),
+                       str(f["pages"]), str(f["expected_pages"] or "—"),
+                       str(f["qc_failed_pages"]), f["verdict"] or "—")
+        console.print(ft)
+
+
+STATE_VI = {
+    "scanning": "đang quét", "closed": "đã đóng", "assembled": "đã ghép",
+    "checked": "đã kiểm tra", "ocr_done": "đã OCR", "accepted": "đạt (nghiệm thu)",
+    "needs_rescan": "cần quét lại", "rejected": "không đạt", "ocr_failed": "OCR lỗi",
+}
