@@ -1,0 +1,297 @@
+"""The OCR app (its own consumer group, ``streams.ocr_app_id``): for each FileAssembled on the
+file-events topic, check every page (process pool), OCR the file into PDF/A (child
+processes), and publish PageChecked, OcrCompleted/OcrFailed and the FileVerdict.
+
+It keeps no table: everything it needs is in the FileAssembled event and in the output
+directory, so OCR machines can be added (more partitions served) or restarted freely. A
+replayed FileAssembled produces the same events (same ids) and reuses a finished PDF.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import multiprocessing
+import os
+import shutil
+import socket
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from sohoa.config import Settings
+from sohoa.events import (
+    CheckResult,
+    FileAssembled,
+    InvalidEvent,
+    OcrCompleted,
+    OcrFailed,
+    PageChecked,
+    PageText,
+    parse_event,
+    stable_event_id,
+)
+from streams import metrics
+from streams.faustapp import dead_letter, make_app, publish, raw_topic, source_partitions
+from streams.ocr import OcrPaths, inputs_digest, load_done, run_job
+from streams.qc import check_page
+from streams.verdict import decide
+
+log = logging.getLogger(__name__)
+
+
+class FileProcessor:
+    """QC + OCR + verdict of one FileAssembled; owns the pools."""
+
+    def __init__(self, settings: Settings, publish_event: Any) -> None:
+        self.settings = settings
+        self.publish = publish_event
+        self.qc_cfg = settings.qc.model_dump(mode="json")
+        self._qc_pool: ProcessPoolExecutor | None = None
+        self._threads = ThreadPoolExecutor(max_workers=max(2, settings.ocr.concurrency + 1),
+                                           thread_name_prefix="sohoa-ocr-wait")
+        self._ocr_slots = asyncio.Semaphore(max(1, settings.ocr.concurrency))
+        self.work_root = Path(settings.streams.data_dir) / settings.streams.ocr_app_id / "work"
+        self.host = socket.gethostname()
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def clean_scratch(self) -> None:
+        """Scratch space of jobs killed with this worker (kill -9, power cut)."""
+        shutil.rmtree(self.work_root, ignore_errors=True)
+        self.work_root.mkdir(parents=True, exist_ok=True)
+
+    def qc_pool(self) -> ProcessPoolExecutor:
+        if self._qc_pool is None:
+            n = self.settings.qc.workers or os.cpu_count() or 1
+            self._qc_pool = ProcessPoolExecutor(
+                max_workers=n, mp_context=multiprocessing.get_context("spawn"))
+        return self._qc_pool
+
+    def close(self) -> None:
+        if self._qc_pool is not None:
+            self._qc_pool.shutdown(wait=False, cancel_futures=True)
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    # --- QC -----------------------------------------------------------------------------
+    async def check_pages(self, fa: FileAssembled) -> dict[int, list[dict[str, Any]]]:
+        loop = asyncio.get_running_loop()
+
+        async def one(uri: str, sha: str) -> dict[str, Any]:
+            for _ in range(2):
+                try:
+                    return await loop.run_in_executor(self.qc_pool(), check_page, uri, sha,
+                                                      self.qc_cfg)
+                except BrokenProcessPool:
+                    # A checker died on a hostile file (crash, out of memory): new pool.
+                    self._qc_pool = None
+            return {"checks": [{"check": "decode", "value": "checker crashed on this file",
+                                "threshold": None, "passed": False}], "passed": False}
+
+        results = await asyncio.gather(*(one(p.uri, p.sha256) for p in fa.pages))
+        by_page: dict[int, list[dict[str, Any]]] = {}
+        for ref, res in zip(fa.pages, results, strict=True):
+            by_page.setdefault(ref.page_no, []).extend(res["checks"])
+            ev = PageChecked(
+                event_id=stable_event_id("PageChecked", fa.site_id, fa.file_code, fa.revision,
+                                         ref.page_no, ref.sha256),
+                site_id=fa.site_id, fonds=fa.fonds, file_code=fa.file_code,
+                page_no=ref.page_no, sha256=ref.sha256, revision=fa.revision,
+                checks=[CheckResult(**c) for c in res["checks"]], passed=res["passed"])
+            await self.publish(ev)
+            metrics.QC_PAGES.labels(fa.site_id).inc()
+            for c in res["checks"]:
+                if not c["passed"]:
+                    metrics.QC_FAILURES.labels(fa.site_id, c["check"]).inc()
+        return by_page
+
+    # --- OCR ----------------------------------------------------------------------------
+    def ocr_skip_reason(self, fa: FileAssembled, checks: dict[int, list[dict[str, Any]]]) -> (
+            str | None):
+        o = self.settings.ocr
+        if not o.enabled:
+            return "disabled"
+        if fa.classification.is_classified and not o.allow_classified:
+            return "classified"
+        if not fa.pages:
+            return "no_pages"
+        failed = any(not c["passed"] for cs in checks.values() for c in cs)
+        structural = fa.gaps or fa.duplicate_page_nos or fa.duplicate_content or fa.count_mismatch
+        if o.skip_when_rescan and (failed or structural):
+            return "needs_rescan"
+        if any(c["check"] in ("decode", "pixels") and not c["passed"]
+               for cs in checks.values() for c in cs):
+            return "unreadable_pages"
+        return None
+
+    def job_for(self, fa: FileAssembled) -> tuple[dict[str, Any], OcrPaths, float]:
+        o = self.settings.ocr
+        paths = OcrPaths.for_file(o.output_dir, fa.site_id, fa.fonds, fa.file_code, fa.revision)
+        pages = [{"page_no": p.page_no, "uri": p.uri, "sha256": p.sha256} for p in fa.pages]
+        options = {"languages": o.languages, "output_type": o.output_type,
+                   "rotate_pages": o.rotate_pages, "deskew": o.deskew, "jobs": o.jobs_per_file,
+                   "tesseract_threads": o.tesseract_threads}
+        digest = inputs_digest(pages, options)
+        job_id = stable_event_id("ocr-job", fa.site_id, fa.file_code, fa.revision, time.time())
+        job = {"pages": pages, "options": options, "inputs_digest": digest,
+               "pdf": str(paths.pdf), "text": str(paths.text), "result": str(paths.result),
+               "work_dir": str(self.work_root / job_id), "tmp_tag": self.host}
+        timeout = max(o.timeout_s_min, o.timeout_s_per_page * len(pages))
+        return job, paths, timeout
+
+    async def ocr(self, fa: FileAssembled) -> OcrCompleted | OcrFailed:
+        o = self.settings.ocr
+        job, paths, timeout = self.job_for(fa)
+        done = load_done(paths, job["inputs_digest"])
+        attempts = 0
+        result: dict[str, Any] | None = done
+        if done is None:
+            loop = asyncio.get_running_loop()
+            async with self._ocr_slots:
+                for attempt in range(1, o.retries + 2):
+                    attempts = attempt
+                    started = time.monotonic()
+                    result = await loop.run_in_executor(self._threads, run_job, job, timeout)
+                    metrics.OCR_SECONDS.observe(time.monotonic() - started)
+                    if result.get("ok") or result.get("kind") == "input":
+                        break
+                    log.warning("ocr attempt failed", extra={
+                        "site_id": fa.site_id, "file_code": fa.file_code, "attempt": attempt,
+                        "reason": result.get("reason")})
+                    if attempt <= o.retries:
+                        await asyncio.sleep(o.backoff_s * 2 ** (attempt - 1))
+        assert result is not None
+        common = {"site_id": fa.site_id, "fonds": fa.fonds, "file_code": fa.file_code,
+                  "revision": fa.revision}
+        if result.get("ok"):
+            return OcrCompleted(
+                event_id=stable_event_id("OcrCompleted", fa.site_id, fa.file_code,
+                                         fa.revision),
+                output_uri=paths.pdf.resolve().as_uri(), output_sha256=result["output_sha256"],
+                text_uri=paths.text.resolve().as_uri(),
+                pages=[PageText(**p) for p in result["pages"]],
+                seconds=result.get("seconds", 0.0), **common)
+        return OcrFailed(
+            event_id=stable_event_id("OcrFailed", fa.site_id, fa.file_code, fa.revision),
+            reason=f"{result.get('kind', 'error')}: {result.get('reason', 'unknown')}",
+            attempts=max(1, attempts), **common)
+
+    # --- one file -----------------------------------------------------------------------
+    async def handle(self, fa: FileAssembled, dead: Any) -> None:
+        metrics.OCR_BACKLOG.inc()
+        try:
+            checks: dict[int, list[dict[str, Any]]] = {}
+            if self.settings.streams.qc_enabled:
+                checks = await self.check_pages(fa)
+            skip = self.ocr_skip_reason(fa, checks)
+            ocr_ev: OcrCompleted | OcrFailed | None = None
+            if skip is None:
+                ocr_ev = await self.ocr(fa)
+                await self.publish(ocr_ev)
+                result = "completed" if isinstance(ocr_ev, OcrCompleted) else "failed"
+                metrics.OCR_FILES.labels(fa.site_id, result).inc()
+                if isinstance(ocr_ev, OcrFailed):
+                    await dead(fa, f"ocr failed: {ocr_ev.reason}")
+            else:
+                metrics.OCR_FILES.labels(fa.site_id, "skipped").inc()
+            verdict = decide(fa, checks, ocr_ev, skip, self.settings.verdict)
+            await self.publish(verdict)
+            metrics.VERDICTS.labels(fa.site_id, verdict.verdict.value).inc()
+            log.info("file verdict", extra={
+                "site_id": fa.site_id, "file_code": fa.file_code, "revision": fa.revision,
+                "verdict": verdict.verdict.value, "reasons": len(verdict.reasons),
+                "ocr": skip or ("completed" if isinstance(ocr_ev, OcrCompleted) else "failed")})
+        finally:
+            metrics.OCR_BACKLOG.dec()
+
+
+def clean_stale_temps(output_dir: Path) -> int:
+    """Temp outputs left by a child killed with the worker: ``.<name>.<pid>.tmp`` whose
+    process is gone (only this host's: the name carries no host, so only remove those older
+    than a day or whose pid is not running here)."""
+    removed = 0
+    if not output_dir.exists():
+        return 0
+    for tmp in output_dir.rglob(".*.tmp"):
+        parts = tmp.name.rsplit(".", 2)
+        pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+        try:
+            stale = time.time() - tmp.stat().st_mtime > 86400
+            if pid is not None and not stale:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    stale = True
+                except PermissionError:
+                    pass
+            if stale:
+                tmp.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
+def build(settings: Settings, partitions: int | None = None) -> faust.App:
+    cfg = settings.streams
+    if partitions is None and not cfg.table_partitions:
+        partitions = source_partitions(settings, settings.topics.file_events)
+    app = make_app(settings, cfg.ocr_app_id, cfg.ocr_web_port, partitions or cfg.table_partitions)
+    file_events = raw_topic(app, settings.topics.file_events)
+    dead_letters = raw_topic(app, settings.topics.dead_letters)
+
+    async def publish_event(ev: Any) -> None:
+        await publish(file_events, ev)
+
+    state: dict[str, FileProcessor] = {}
+
+    def processor() -> FileProcessor:
+        if "p" not in state:
+            state["p"] = FileProcessor(settings, publish_event)
+        return state["p"]
+
+    async def dead(fa: FileAssembled, reason: str) -> None:
+        await publish(dead_letters, dead_letter("ocr", reason, fa.to_json(),
+                                                topic=settings.topics.file_events,
+                                                partition=None, offset=None,
+                                                site_id=fa.site_id))
+
+    @app.agent(file_events, concurrency=max(1, settings.ocr.concurrency))
+    async def process(stream: faust.StreamT) -> None:
+        p = processor()
+        async for event in stream.events():
+            msg = event.message
+            try:
+                ev = parse_event(msg.value)
+            except InvalidEvent as exc:
+                metrics.EVENTS.labels("ocr", "invalid").inc()
+                await publish(dead_letters, dead_letter(
+                    "ocr", exc.reason, msg.value, topic=msg.topic, partition=msg.partition,
+                    offset=msg.offset))
+                continue
+            if not isinstance(ev, FileAssembled):
+                continue
+            metrics.EVENTS.labels("ocr", ev.NAME).inc()
+            try:
+                await p.handle(ev, dead)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never let one file stop the partition
+                log.exception("file processing failed", extra={
+                    "site_id": ev.site_id, "file_code": ev.file_code})
+                await publish(dead_letters, dead_letter(
+                    "ocr", f"internal error: {exc!r}", msg.value, topic=msg.topic,
+                    partition=msg.partition, offset=msg.offset, site_id=ev.site_id))
+
+    # Scratch of jobs killed with the previous worker on this machine, before anything runs.
+    processor().clean_scratch()
+    n = clean_stale_temps(Path(settings.ocr.output_dir))
+    if n:
+        log.info("removed stale OCR temp files", extra={"count": n})
+    atexit.register(lambda: state["p"].close() if "p" in state else None)
+
+    return app
