@@ -1,0 +1,121 @@
+"""Detached processes with pid files: start in their own session, signal the whole group."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+class StackError(RuntimeError):
+    """A part of the local stack could not be started or stopped; the message says how to fix."""
+
+
+def spawn_detached(
+    argv: Sequence[str], *, log_path: Path, pid_path: Path,
+    env: Mapping[str, str] | None = None, cwd: Path | None = None,
+    user: str | None = None, group: int | None = None,
+) -> int:
+    """Start ``argv`` in a new session (so it outlives us and can be signalled as a group)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    pid_path.parent.mkdir(parents=True, exist_ok=True)
+    # setuid in the child itself (no runuser wrapper), so the pid file holds the real server.
+    ids = {"user": user, "group": group, "extra_groups": []} if user is not None else {}
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
+            **ids,
+        )
+    pid_path.write_text(f"{proc.pid}\n")
+    # Kept so alive() can reap our own dead children instead of seeing zombies.
+    _CHILDREN[proc.pid] = proc
+    return proc.pid
+
+
+_CHILDREN: dict[int, subprocess.Popen] = {}
+
+
+def read_pid(pid_path: Path) -> int | None:
+    try:
+        return int(pid_path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        # Our own child: poll() reaps it, so a dead one does not linger as a zombie.
+        return child.poll() is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie answers signal 0 but is dead.
+    with contextlib.suppress(OSError):
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "Z":
+            return False
+    return True
+
+
+def signal_group(pid: int, sig: int) -> None:
+    """Signal the process group ``pid`` leads (it was started with start_new_session)."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def wait_dead(pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.1)
+    return not alive(pid)
+
+
+def terminate(pid: int, timeout_s: float = 30.0) -> bool:
+    """SIGTERM the group, then SIGKILL after ``timeout_s``. True if it stopped cleanly."""
+    if not alive(pid):
+        return True
+    signal_group(pid, signal.SIGTERM)
+    if wait_dead(pid, timeout_s):
+        return True
+    signal_group(pid, signal.SIGKILL)
+    wait_dead(pid, 10.0)
+    return False
+
+
+def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout_s)
+        return s.connect_ex((host, port)) == 0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def log_tail(path: Path, lines: int = 25) -> str:
+    try:
+        data = path.read_bytes()[-16384:].decode("utf-8", "replace")
+    except FileNotFoundError:
+        return f"(no log at {path})"
+    return "\n".join(data.splitlines()[-lines:])

@@ -1,0 +1,98 @@
+"""The local stack: Kafka + PostgreSQL (+ topics) with the same code for `sohoa up` and tests."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from infra.kafka import KafkaNode
+from infra.postgres import PostgresNode
+from infra.topics import ApplyResult, apply_spec, load_spec
+from sohoa.config import Settings, TopicsConfig
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+class LocalStack:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.state_dir = Path(settings.stack.state_dir).resolve()
+        self.kafka = KafkaNode(settings.stack)
+        self.pg = PostgresNode(settings.stack)
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    def start_services(self, progress: Progress = _quiet) -> None:
+        """Kafka and PostgreSQL, started together (PostgreSQL is ready while the JVM boots)."""
+        progress("Đang khởi động PostgreSQL…")
+        self.pg.start(wait=False)
+        progress("Đang khởi động Kafka (KRaft)…")
+        self.kafka.start(wait=True)
+        self.pg.wait_ready()
+        self.pg.ensure_app_database()
+
+    def apply_topics(self, topics: TopicsConfig | None = None, **overrides: int | None
+                     ) -> ApplyResult:
+        specs = load_spec(topics or self.settings.topics, **overrides)
+        return apply_spec(self.settings.kafka, specs)
+
+    def stop_services(self, progress: Progress = _quiet) -> dict[str, bool]:
+        """Stop both; returns which ones were running."""
+        progress("Đang dừng Kafka…")
+        kafka = self.kafka.stop()
+        progress("Đang dừng PostgreSQL…")
+        pg = self.pg.stop()
+        return {"kafka": kafka, "postgres": pg}
+
+
+def stack_env(settings: Settings) -> dict[str, str]:
+    """``SOHOA_*`` variables that point a child process at this stack."""
+    s = settings.stack
+    env = {
+        "SOHOA_KAFKA__BOOTSTRAP": settings.kafka.bootstrap,
+        "SOHOA_POSTGRES__DSN": settings.postgres.url,
+        "SOHOA_STACK__STATE_DIR": str(Path(s.state_dir).resolve()),
+        "SOHOA_STACK__HOST": s.host,
+        "SOHOA_STACK__KAFKA_PORT": str(s.kafka_port),
+        "SOHOA_STACK__KAFKA_CONTROLLER_PORT": str(s.kafka_controller_port),
+        "SOHOA_STACK__POSTGRES_PORT": str(s.postgres_port),
+    }
+    t = settings.topics
+    env.update({
+        "SOHOA_TOPICS__SITE_EVENTS": t.site_events,
+        "SOHOA_TOPICS__FILE_EVENTS": t.file_events,
+        "SOHOA_TOPICS__DEAD_LETTERS": t.dead_letters,
+    })
+    if settings.stack.kafka_home:
+        env["SOHOA_STACK__KAFKA_HOME"] = str(settings.stack.kafka_home)
+    return env
+
+
+def settings_for_stack(base: Settings, state_dir: Path, **stack_fields: object) -> Settings:
+    """``base`` with the stack's ports/state dir and the Kafka/PostgreSQL that follow from them."""
+    data = base.model_dump(by_alias=True)
+    data["postgres"]["dsn"] = base.postgres.url
+    if base.postgres.reader_dsn:
+        data["postgres"]["reader_dsn"] = base.postgres.reader_dsn.get_secret_value()
+    if base.kafka.sasl_password:
+        data["kafka"]["sasl_password"] = base.kafka.sasl_password.get_secret_value()
+    data["stack"].update(stack_fields)
+    data["stack"]["state_dir"] = Path(state_dir).resolve()
+    s = data["stack"]
+    data["kafka"]["bootstrap"] = f"{s['host']}:{s['kafka_port']}"
+    data["postgres"]["dsn"] = f"postgresql://sohoa@{s['host']}:{s['postgres_port']}/sohoa"
+    return Settings.model_validate(json.loads(json.dumps(data, default=str)))

@@ -1,0 +1,150 @@
+"""Shared fixtures. The session fixture ``stack`` runs a throw-away Kafka broker and PostgreSQL
+cluster on free ports, started by the same code as ``sohoa up`` (infra/stack.py).
+
+API (stable, other test files rely on it):
+    stack.settings          sohoa.config.Settings pointing at the throw-away services
+    stack.env               SOHOA_* variables for subprocesses (merge into a copy of os.environ)
+    stack.kafka_bootstrap   "127.0.0.1:PORT"
+    stack.pg_dsn            superuser DSN to database `postgres`
+    stack.new_database(name_prefix) -> DSN of a fresh empty database (owner: role sohoa)
+    stack.new_topics() -> TopicsConfig with unique names, created with the spec's partitions
+    stack.stop_kafka() / start_kafka() / kill_kafka() (SIGKILL) / pause_kafka() / resume_kafka()
+    stack.stop_postgres() / start_postgres()
+
+Set SOHOA_SKIP_INTEGRATION=1 to skip every integration test (quick unit runs only).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from infra.postgres import FALLBACK_ROOT
+from infra.procs import free_port
+from infra.stack import LocalStack, settings_for_stack, stack_env
+from infra.topics import apply_spec, load_spec
+from sohoa.config import Settings, TopicsConfig
+
+SKIP_INTEGRATION = os.environ.get("SOHOA_SKIP_INTEGRATION") == "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        # A test that uses the real services is an integration test, marked or not.
+        if "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+    if not SKIP_INTEGRATION:
+        return
+    skip = pytest.mark.skip(reason="SOHOA_SKIP_INTEGRATION=1")
+    for item in items:
+        if "integration" in item.keywords:
+            item.add_marker(skip)
+
+
+@dataclass
+class StackHandle:
+    """What tests see of the session stack."""
+
+    local: LocalStack
+    settings: Settings
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self.local.kafka.bootstrap
+
+    @property
+    def pg_dsn(self) -> str:
+        return self.local.pg.superuser_dsn("postgres")
+
+    def new_database(self, name_prefix: str = "t") -> str:
+        prefix = re.sub(r"[^a-z0-9_]", "_", name_prefix.lower())[:40] or "t"
+        return self.local.pg.create_database(f"{prefix}_{uuid.uuid4().hex[:10]}")
+
+    def new_topics(self) -> TopicsConfig:
+        suffix = uuid.uuid4().hex[:10]
+        base = TopicsConfig()
+        topics = TopicsConfig(
+            site_events=f"{base.site_events}.{suffix}",
+            file_events=f"{base.file_events}.{suffix}",
+            dead_letters=f"{base.dead_letters}.{suffix}",
+        )
+        apply_spec(self.settings.kafka, load_spec(topics))
+        return topics
+
+    def stop_kafka(self) -> None:
+        self.local.kafka.stop()
+
+    def start_kafka(self) -> None:
+        self.local.kafka.start(wait=True)
+
+    def kill_kafka(self) -> None:
+        self.local.kafka.kill()
+
+    def pause_kafka(self) -> None:
+        self.local.kafka.pause()
+
+    def resume_kafka(self) -> None:
+        self.local.kafka.resume()
+
+    def stop_postgres(self) -> None:
+        self.local.pg.stop()
+
+    def start_postgres(self) -> None:
+        self.local.pg.start(wait=True)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
+    if SKIP_INTEGRATION:
+        pytest.skip("SOHOA_SKIP_INTEGRATION=1")
+    state = tmp_path_factory.mktemp("stack")
+    ports = {"kafka_port": free_port(), "kafka_controller_port": free_port(),
+             "postgres_port": free_port()}
+    settings = settings_for_stack(Settings(), state, **ports)
+    # Component paths default to ./.state; keep the tests' out of the working tree.
+    settings.watcher.roots = [state / "hotfolder"]
+    settings.watcher.outbox_path = state / "outbox.sqlite3"
+    settings.ocr.output_dir = state / "ocr"
+    settings.streams.data_dir = state / "faust"
+    local = LocalStack(settings)
+    # `timeout` sends SIGTERM: turn it into an exception so the finalizer below still runs.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _sigterm_as_exit)
+    try:
+        _start_watchdog(local)
+        local.start_services()
+        yield StackHandle(local=local, settings=settings, env=stack_env(settings))
+    finally:
+        local.kafka.resume()
+        local.kafka.stop(timeout_s=20)
+        local.pg.stop(timeout_s=20)
+        pg_root = local.pg.root
+        if FALLBACK_ROOT in pg_root.parents:
+            shutil.rmtree(pg_root, ignore_errors=True)
+
+
+def _start_watchdog(local: LocalStack) -> None:
+    """Kill the stack if this pytest process dies without running finalizers (SIGKILL, timeout)."""
+    run, root = local.run_dir, local.pg.root
+    fallback = str(root) if FALLBACK_ROOT in root.parents else ""
+    script = (
+        f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 2; done; "
+        f"k=$(cat '{run}/kafka.pid' 2>/dev/null) && kill -KILL -- -$k 2>/dev/null; "
+        f"p=$(cat '{run}/postgres.pid' 2>/dev/null) && kill -QUIT $p 2>/dev/null && sleep 3; "
+        + (f"rm -rf '{fallback}'" if fallback else "true")
+    )
+    subprocess.Popen(["sh", "-c", script], start_new_session=True, stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _sigterm_as_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
