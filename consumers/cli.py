@@ -170,7 +170,8 @@ def campaign_import(ctx: click.Context, plan: Path, campaign_name: str | None,
     start = _parse_date_opt(start_date)
     with _connect(settings) as conn:
         n = import_plan(conn, rows, name=campaign_name or settings.campaign.name,
-                        source=str(plan), start_date=start)
+                        source=str(plan), start_date=start,
+                        workdays=list(settings.campaign.workdays))
     click.echo(f"đã nhập {n} điểm từ {plan.name} (imported {n} sites)")
 
 
@@ -266,7 +267,8 @@ def report_acceptance(ctx: click.Context, contractor: str, date_from: str, date_
         raise click.BadParameter("--to trước --from", param_hint="--to")
     out = out or Path(f"nghiem-thu-{contractor}-{d1:%Y%m%d}-{d2:%Y%m%d}.{fmt}")
     with _connect(settings, reader=True) as conn:
-        data = build_acceptance(conn, contractor, d1, d2)
+        data = build_acceptance(conn, contractor, d1, d2,
+                                timezone=settings.campaign.timezone)
     if not data.rows:
         click.echo(f"cảnh báo: nhà thầu {contractor!r} không có điểm nào trong kế hoạch",
                    err=True)

@@ -1,0 +1,535 @@
+"""The monthly progress report and the contractor acceptance report, in Vietnamese.
+
+Figures come from ``daily_progress`` (pages by the local day they were first scanned,
+accepted pages by the day of their file's verdict) and ``verdicts``; dates are dd/mm/yyyy.
+"""
+
+from __future__ import annotations
+
+import calendar as _calendar
+import csv
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import psycopg
+from psycopg.rows import dict_row
+
+from consumers.forecast import WorkCalendar, forecast_site
+from sohoa.config import CampaignConfig
+
+ON_TRACK = "đúng tiến độ"
+LATE = "chậm tiến độ"
+NO_PLAN = "chưa có kế hoạch"
+DONE = "đã hoàn thành"
+
+
+def parse_month(text: str) -> tuple[int, int]:
+    try:
+        d = datetime.strptime(text.strip(), "%Y-%m")
+    except ValueError:
+        raise ValueError(f"tháng không hợp lệ {text!r}: dùng YYYY-MM, ví dụ 2026-03") from None
+    return d.year, d.month
+
+
+def fmt_date(d: date | None) -> str:
+    return d.strftime("%d/%m/%Y") if d else ""
+
+
+# --- monthly --------------------------------------------------------------------------------
+
+@dataclass
+class MonthlyRow:
+    unit: str
+    site_id: str
+    name: str
+    contractor: str
+    target_pages: int | None
+    in_month: int
+    cumulative: int
+    accepted_in_month: int
+    accepted_cumulative: int
+    deadline: date | None
+    planned_to_date: float | None
+    forecast: date | None
+    assessment: str
+
+    @property
+    def completion(self) -> float | None:
+        if not self.target_pages:
+            return None
+        return self.cumulative / self.target_pages
+
+
+@dataclass
+class MonthlyReport:
+    year: int
+    month: int
+    generated: date
+    as_of: date
+    rows: list[MonthlyRow]
+    chart_days: list[date] = field(default_factory=list)
+    chart_actual: list[float | None] = field(default_factory=list)
+    chart_planned: list[float] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return f"Báo cáo tiến độ số hóa tài liệu lưu trữ tháng {self.month:02d}/{self.year}"
+
+    def units(self) -> list[tuple[str, list[MonthlyRow]]]:
+        groups: dict[str, list[MonthlyRow]] = defaultdict(list)
+        for r in self.rows:
+            groups[r.unit].append(r)
+        return sorted(groups.items())
+
+
+class _WorkdayIndex:
+    """Prefix counts of working days, so the straight line costs O(1) per site and day."""
+
+    def __init__(self, cal: WorkCalendar, start: date, end: date) -> None:
+        self.start = start
+        n = (end - start).days + 1
+        flags = np.fromiter((cal.is_working_day(start + timedelta(days=i)) for i in range(n)),
+                            dtype=np.int32, count=n)
+        self.prefix = np.concatenate([[0], np.cumsum(flags)])  # prefix[i] = workdays < start+i
+
+    def upto(self, d: date) -> int:
+        """Working days in [start, d]."""
+        i = (d - self.start).days + 1
+        return int(self.prefix[min(max(i, 0), len(self.prefix) - 1)])
+
+
+_SITES_SQL = """
+SELECT s.site_id, s.name, s.unit, s.contractor, s.target_pages, s.deadline, s.timezone,
+       s.workdays, s.work_start, s.work_end, c.start_date
+FROM sites s LEFT JOIN campaigns c USING (campaign_id)
+ORDER BY s.unit NULLS LAST, s.site_id
+"""
+
+
+def build_monthly(conn: psycopg.Connection, campaign: CampaignConfig, year: int, month: int,
+                  *, today: date | None = None) -> MonthlyReport:
+    today = today or datetime.now(ZoneInfo(campaign.timezone)).date()
+    first = date(year, month, 1)
+    last = date(year, month, _calendar.monthrange(year, month)[1])
+    # For the current month, figures and forecast are as of today; for a past one, month end.
+    as_of = min(last, today) if first <= today else last
+    cur = conn.cursor(row_factory=dict_row)
+    sites = cur.execute(_SITES_SQL).fetchall()
+    before: dict[str, tuple[int, int]] = {
+        sid: (int(p), int(a)) for sid, p, a in conn.execute(
+            "SELECT site_id, sum(pages_scanned), sum(pages_accepted) FROM daily_progress "
+            "WHERE day < %s GROUP BY site_id", (first,))}
+    lookback = first - timedelta(days=campaign.forecast_window_days * 3 + 21)
+    daily: dict[str, dict[date, tuple[int, int]]] = defaultdict(dict)
+    with conn.cursor() as c2:
+        c2.execute("SELECT site_id, day, pages_scanned, pages_accepted FROM daily_progress "
+                   "WHERE day >= %s AND day <= %s", (lookback, last))
+        for sid, day, ps, pa in c2:
+            daily[sid][day] = (ps, pa)
+    first_day = dict(conn.execute(
+        "SELECT site_id, min(day) FROM daily_progress GROUP BY site_id").fetchall())
+    totals_by_day = dict(conn.execute(
+        "SELECT day, sum(pages_scanned) FROM daily_progress WHERE day <= %s GROUP BY day",
+        (last,)).fetchall())
+
+    # Campaign start (for the straight line): the plan's start date, else the first page.
+    def start_of(s: dict[str, Any]) -> date:
+        return s["start_date"] or first_day.get(s["site_id"]) or first
+
+    chart_start = min([start_of(s) for s in sites if s["target_pages"]] + [first])
+    chart_end = max([s["deadline"] for s in sites if s["deadline"]] + [last])
+    indexes: dict[tuple, _WorkdayIndex] = {}
+    cals: dict[tuple, WorkCalendar] = {}
+
+    def cal_of(s: dict[str, Any]) -> tuple[WorkCalendar, _WorkdayIndex]:
+        key = (s["timezone"], tuple(s["workdays"]), s["work_start"], s["work_end"])
+        if key not in cals:
+            cals[key] = WorkCalendar(s["timezone"], tuple(s["workdays"]), s["work_start"],
+                                     s["work_end"])
+            lo = min(chart_start, lookback) - timedelta(days=1)
+            indexes[key] = _WorkdayIndex(cals[key], lo, max(chart_end, today) + timedelta(1))
+        return cals[key], indexes[key]
+
+    rows: list[MonthlyRow] = []
+    span = (chart_end - chart_start).days + 1
+    chart_days = [chart_start + timedelta(days=i) for i in range(span)]
+    planned = np.zeros(len(chart_days))
+    for s in sites:
+        sid = s["site_id"]
+        cal, idx = cal_of(s)
+        d = daily.get(sid, {})
+        p_before, a_before = before.get(sid, (0, 0))
+        in_month = sum(v[0] for k, v in d.items() if first <= k <= as_of)
+        acc_month = sum(v[1] for k, v in d.items() if first <= k <= as_of)
+        cumulative = p_before + in_month
+        target = s["target_pages"]
+        deadline = s["deadline"]
+        start = start_of(s)
+        planned_to_date = None
+        if target is not None and deadline is not None:
+            total_wd = idx.upto(deadline) - idx.upto(start - timedelta(days=1))
+            done_wd = idx.upto(as_of) - idx.upto(start - timedelta(days=1))
+            planned_to_date = (float(target) if total_wd <= 0
+                               else target * min(1.0, max(0.0, done_wd / total_wd)))
+            # The site's straight line, added to the campaign's over every chart day.
+            if total_wd > 0:
+                base = idx.upto(start - timedelta(days=1))
+                offs = (chart_days[0] - idx.start).days + 1
+                pref = idx.prefix[offs:offs + len(chart_days)]
+                frac = np.clip((pref - base) / total_wd, 0.0, 1.0)
+                planned += target * frac
+            else:
+                planned += float(target)
+        fc = forecast_site(cal, {k: v[0] for k, v in d.items() if k < as_of + timedelta(1)},
+                           today=as_of + timedelta(days=1) if as_of < today else today,
+                           scanned=cumulative, target=target, deadline=deadline,
+                           window_days=campaign.forecast_window_days)
+        if target is None:
+            assessment = NO_PLAN
+        elif cumulative >= target:
+            assessment = DONE if not (deadline and fc.completion and fc.completion > deadline) \
+                else LATE
+        else:
+            assessment = LATE if fc.at_risk else ON_TRACK
+        rows.append(MonthlyRow(
+            unit=s["unit"] or "(chưa có đơn vị)", site_id=sid, name=s["name"] or sid,
+            contractor=s["contractor"] or "", target_pages=target, in_month=in_month,
+            cumulative=cumulative, accepted_in_month=acc_month,
+            accepted_cumulative=a_before + acc_month, deadline=deadline,
+            planned_to_date=planned_to_date, forecast=fc.completion, assessment=assessment))
+    actual: list[float | None] = []
+    running = 0.0
+    for day in chart_days:
+        running += float(totals_by_day.get(day, 0))
+        actual.append(running if day <= as_of else None)
+    return MonthlyReport(year, month, today, as_of, rows, chart_days, actual,
+                         [float(x) for x in planned])
+
+
+MONTHLY_HEADERS = ["Đơn vị", "Mã điểm", "Tên điểm", "Nhà thầu", "Kế hoạch (trang)",
+                   "Số hóa trong tháng (trang)", "Lũy kế (trang)", "Tỷ lệ hoàn thành (%)",
+                   "Nghiệm thu trong tháng (trang)", "Nghiệm thu lũy kế (trang)",
+                   "Kế hoạch lũy kế đến kỳ (trang)", "Hạn hoàn thành", "Dự kiến hoàn thành",
+                   "Đánh giá"]
+
+
+def _row_values(r: MonthlyRow) -> list[Any]:
+    return [r.unit, r.site_id, r.name, r.contractor, r.target_pages, r.in_month, r.cumulative,
+            round(100 * r.completion, 1) if r.completion is not None else None,
+            r.accepted_in_month, r.accepted_cumulative,
+            round(r.planned_to_date) if r.planned_to_date is not None else None,
+            fmt_date(r.deadline), fmt_date(r.forecast) or "không dự báo được", r.assessment]
+
+
+def _subtotal(label: str, rows: list[MonthlyRow]) -> list[Any]:
+    target = sum(r.target_pages or 0 for r in rows)
+    cum = sum(r.cumulative for r in rows)
+    late = sum(1 for r in rows if r.assessment == LATE)
+    return [label, "", f"{len(rows)} điểm", "", target, sum(r.in_month for r in rows), cum,
+            round(100 * cum / target, 1) if target else None,
+            sum(r.accepted_in_month for r in rows), sum(r.accepted_cumulative for r in rows),
+            round(sum(r.planned_to_date or 0 for r in rows)), "", "",
+            f"{late} điểm chậm tiến độ" if late else ON_TRACK]
+
+
+def write_monthly(rep: MonthlyReport, fmt: str, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        return _monthly_csv(rep, out)
+    if fmt == "xlsx":
+        return _monthly_xlsx(rep, out)
+    if fmt == "pdf":
+        return _monthly_pdf(rep, out)
+    raise ValueError(f"unknown format {fmt}")
+
+
+def _monthly_csv(rep: MonthlyReport, out: Path) -> Path:
+    # UTF-8 with BOM: Excel on Windows opens Vietnamese text correctly only with it.
+    with out.open("w", encoding="utf-8-sig", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow([rep.title])
+        w.writerow([f"Số liệu đến ngày {fmt_date(rep.as_of)}; lập ngày {fmt_date(rep.generated)}"])
+        w.writerow(MONTHLY_HEADERS)
+        for unit, rows in rep.units():
+            for r in rows:
+                w.writerow(["" if v is None else v for v in _row_values(r)])
+            w.writerow(["" if v is None else v for v in _subtotal(f"Cộng {unit}", rows)])
+        w.writerow(["" if v is None else v for v in _subtotal("TỔNG CỘNG", rep.rows)])
+    return out
+
+
+def _monthly_xlsx(rep: MonthlyReport, out: Path) -> Path:
+    from openpyxl import Workbook
+    from openpyxl.chart import LineChart, Reference
+    from openpyxl.styles import Alignment, Font, PatternFill
+    from openpyxl.utils import get_column_letter
+
+    wb = Workbook(write_only=False)
+    ws = wb.active
+    ws.title = "Tiến độ"
+    ws.append([rep.title])
+    ws["A1"].font = Font(bold=True, size=14)
+    ws.append([f"Số liệu đến ngày {fmt_date(rep.as_of)}; lập ngày {fmt_date(rep.generated)}"])
+    ws.append([])
+    ws.append(MONTHLY_HEADERS)
+    header_row = ws.max_row
+    bold = Font(bold=True)
+    fill = PatternFill("solid", fgColor="DDEBF7")
+    for c in ws[header_row]:
+        c.font = bold
+        c.fill = fill
+        c.alignment = Alignment(wrap_text=True, vertical="center")
+    late_font = Font(color="C00000")
+    for unit, rows in rep.units():
+        for r in rows:
+            ws.append(_row_values(r))
+            if r.assessment == LATE:
+                ws.cell(ws.max_row, len(MONTHLY_HEADERS)).font = late_font
+        ws.append(_subtotal(f"Cộng {unit}", rows))
+        for c in ws[ws.max_row]:
+            c.font = bold
+    ws.append(_subtotal("TỔNG CỘNG", rep.rows))
+    for c in ws[ws.max_row]:
+        c.font = bold
+    widths = [22, 18, 24, 18, 12, 12, 12, 10, 12, 12, 12, 12, 14, 16]
+    for i, wdt in enumerate(widths, 1):
+        ws.column_dimensions[get_column_letter(i)].width = wdt
+    ws.freeze_panes = ws.cell(header_row + 1, 3)
+
+    cs = wb.create_sheet("Biểu đồ")
+    cs.append(["Ngày", "Lũy kế thực tế (trang)", "Kế hoạch (đường thẳng đến hạn)"])
+    for d, a, p in zip(rep.chart_days, rep.chart_actual, rep.chart_planned, strict=True):
+        cs.append([fmt_date(d), a, round(p)])
+    if rep.chart_days:
+        chart = LineChart()
+        chart.title = "Lũy kế số hóa so với kế hoạch"
+        chart.y_axis.title = "Trang"
+        chart.x_axis.title = "Ngày"
+        data = Reference(cs, min_col=2, max_col=3, min_row=1, max_row=cs.max_row)
+        chart.add_data(data, titles_from_data=True)
+        chart.set_categories(Reference(cs, min_col=1, min_row=2, max_row=cs.max_row))
+        chart.width, chart.height = 28, 14
+        cs.add_chart(chart, "E2")
+    wb.save(out)
+    return out
+
+
+def _chart(ax, rep: MonthlyReport) -> None:
+    import matplotlib.dates as mdates
+
+    days = rep.chart_days
+    actual = [np.nan if a is None else a for a in rep.chart_actual]
+    ax.plot(days, rep.chart_planned, "--", color="#888888", label="Kế hoạch (đường thẳng đến hạn)")
+    ax.plot(days, actual, "-", color="#1f77b4", linewidth=2, label="Lũy kế thực tế")
+    first = date(rep.year, rep.month, 1)
+    ax.axvspan(first, rep.as_of, color="#ffe9a8", alpha=0.4,
+               label=f"Tháng {rep.month:02d}/{rep.year}")
+    ax.set_title("Lũy kế số hóa so với kế hoạch (trang)")
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%d/%m/%Y"))
+    ax.yaxis.set_major_formatter(
+        __import__("matplotlib.ticker", fromlist=["FuncFormatter"]).FuncFormatter(
+            lambda v, _p: f"{v:,.0f}".replace(",", ".")))
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left")
+    for label in ax.get_xticklabels():
+        label.set_rotation(30)
+        label.set_horizontalalignment("right")
+
+
+def _monthly_pdf(rep: MonthlyReport, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    # DejaVu Sans carries every Vietnamese diacritic.
+    plt.rcParams["font.family"] = "DejaVu Sans"
+    a4 = (11.69, 8.27)
+    headers = ["Đơn vị", "Điểm", "Kế hoạch", "Trong tháng", "Lũy kế", "Tỷ lệ %", "Hạn",
+               "Dự kiến xong", "Đánh giá"]
+    lines: list[tuple[list[str], bool]] = []
+    for unit, rows in rep.units():
+        for r in rows:
+            lines.append(([r.unit, r.site_id, _n(r.target_pages), _n(r.in_month),
+                           _n(r.cumulative),
+                           f"{100 * r.completion:.1f}" if r.completion is not None else "",
+                           fmt_date(r.deadline), fmt_date(r.forecast) or "—", r.assessment],
+                          False))
+        st = _subtotal(f"Cộng {unit}", rows)
+        lines.append(([st[0], st[2], _n(st[4]), _n(st[5]), _n(st[6]),
+                       f"{st[7]}" if st[7] is not None else "", "", "", st[13]], True))
+    tot = _subtotal("TỔNG CỘNG", rep.rows)
+    lines.append(([tot[0], tot[2], _n(tot[4]), _n(tot[5]), _n(tot[6]),
+                   f"{tot[7]}" if tot[7] is not None else "", "", "", tot[13]], True))
+    per_page = 32
+    with PdfPages(out) as pdf:
+        fig = plt.figure(figsize=a4)
+        fig.text(0.5, 0.93, rep.title, ha="center", fontsize=15, weight="bold")
+        fig.text(0.5, 0.89, f"Số liệu đến ngày {fmt_date(rep.as_of)} — lập ngày "
+                 f"{fmt_date(rep.generated)}", ha="center", fontsize=10)
+        ax = fig.add_axes((0.08, 0.14, 0.86, 0.68))
+        _chart(ax, rep)
+        pdf.savefig(fig)
+        plt.close(fig)
+        pages = max(1, math.ceil(len(lines) / per_page))
+        for pno in range(pages):
+            chunk = lines[pno * per_page:(pno + 1) * per_page]
+            fig = plt.figure(figsize=a4)
+            fig.text(0.5, 0.96, f"{rep.title} — trang {pno + 2}/{pages + 1}", ha="center",
+                     fontsize=10, weight="bold")
+            ax = fig.add_axes((0.02, 0.02, 0.96, 0.9))
+            ax.axis("off")
+            tbl = ax.table(cellText=[c for c, _ in chunk] or [[""] * len(headers)],
+                           colLabels=headers, loc="upper center", cellLoc="left",
+                           colWidths=[0.16, 0.16, 0.09, 0.09, 0.09, 0.07, 0.09, 0.1, 0.15])
+            tbl.auto_set_font_size(False)
+            tbl.set_fontsize(7.5)
+            tbl.scale(1, 1.25)
+            for (ri, _ci), cell in tbl.get_celld().items():
+                if ri == 0 or (ri - 1 < len(chunk) and chunk[ri - 1][1]):
+                    cell.set_text_props(weight="bold")
+                if ri == 0:
+                    cell.set_facecolor("#DDEBF7")
+            pdf.savefig(fig)
+            plt.close(fig)
+        info = pdf.infodict()
+        info["Title"] = rep.title
+        info["Creator"] = "sohoa"
+    return out
+
+
+def _n(v: Any) -> str:
+    if v is None or v == "":
+        return ""
+    return f"{int(v):,}".replace(",", ".")
+
+
+# --- acceptance -----------------------------------------------------------------------------
+
+@dataclass
+class AcceptanceRow:
+    unit: str
+    site_id: str
+    name: str
+    files_accepted: int
+    pages_accepted: int
+    rescan_verdicts: int
+    rejected_verdicts: int
+    reasons: Counter[str]
+
+
+@dataclass
+class AcceptanceReport:
+    contractor: str
+    date_from: date
+    date_to: date
+    generated: date
+    rows: list[AcceptanceRow]
+    files: list[tuple[str, str, int, date]]  # site, file code, pages accepted, day accepted
+
+    @property
+    def title(self) -> str:
+        return (f"Báo cáo nghiệm thu khối lượng số hóa — nhà thầu {self.contractor}, "
+                f"từ {fmt_date(self.date_from)} đến {fmt_date(self.date_to)}")
+
+
+def build_acceptance(conn: psycopg.Connection, contractor: str, d1: date, d2: date,
+                     *, today: date | None = None,
+                     timezone: str = "Asia/Ho_Chi_Minh") -> AcceptanceReport:
+    today = today or datetime.now(ZoneInfo(timezone)).date()
+    sites = conn.execute(
+        "SELECT site_id, COALESCE(name, site_id), COALESCE(unit, '') FROM sites "
+        "WHERE contractor = %s ORDER BY unit, site_id", (contractor,)).fetchall()
+    ids = [s[0] for s in sites]
+    files = conn.execute("""
+        SELECT f.site_id, f.file_code, COALESCE(f.pages_accepted, 0),
+               (f.verdict_at AT TIME ZONE s.timezone)::date AS day
+        FROM files f JOIN sites s USING (site_id)
+        WHERE f.site_id = ANY(%s) AND f.state = 'accepted'
+          AND (f.verdict_at AT TIME ZONE s.timezone)::date BETWEEN %s AND %s
+        ORDER BY f.site_id, day, f.file_code""", (ids, d1, d2)).fetchall()
+    verdicts = conn.execute("""
+        SELECT v.site_id, v.verdict, v.reasons
+        FROM verdicts v JOIN sites s USING (site_id)
+        WHERE v.site_id = ANY(%s) AND v.verdict <> 'accepted'
+          AND (v.occurred_at AT TIME ZONE s.timezone)::date BETWEEN %s AND %s""",
+                            (ids, d1, d2)).fetchall()
+    acc_files: Counter[str] = Counter()
+    acc_pages: Counter[str] = Counter()
+    for sid, _fc, pages, _day in files:
+        acc_files[sid] += 1
+        acc_pages[sid] += pages
+    rescans: Counter[str] = Counter()
+    rejects: Counter[str] = Counter()
+    reasons: dict[str, Counter[str]] = defaultdict(Counter)
+    for sid, verdict, rs in verdicts:
+        (rescans if verdict == "needs_rescan" else rejects)[sid] += 1
+        for r in rs or [{}]:
+            reasons[sid][r.get("reason") or "(không rõ)"] += 1
+    rows = [AcceptanceRow(unit, sid, name, acc_files[sid], acc_pages[sid], rescans[sid],
+                          rejects[sid], reasons[sid]) for sid, name, unit in sites]
+    return AcceptanceReport(contractor, d1, d2, today, rows,
+                            [(s, f, p, d) for s, f, p, d in files])
+
+
+ACCEPT_HEADERS = ["Đơn vị", "Mã điểm", "Tên điểm", "Hồ sơ nghiệm thu", "Trang nghiệm thu",
+                  "Số lần yêu cầu quét lại", "Số lần không đạt", "Lý do (số lần)"]
+
+
+def _acc_values(r: AcceptanceRow) -> list[Any]:
+    return [r.unit, r.site_id, r.name, r.files_accepted, r.pages_accepted, r.rescan_verdicts,
+            r.rejected_verdicts,
+            "; ".join(f"{k} ({v})" for k, v in r.reasons.most_common())]
+
+
+def write_acceptance(rep: AcceptanceReport, fmt: str, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    total = ["TỔNG CỘNG", "", f"{len(rep.rows)} điểm",
+             sum(r.files_accepted for r in rep.rows), sum(r.pages_accepted for r in rep.rows),
+             sum(r.rescan_verdicts for r in rep.rows), sum(r.rejected_verdicts for r in rep.rows),
+             ""]
+    if fmt == "csv":
+        with out.open("w", encoding="utf-8-sig", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow([rep.title])
+            w.writerow([f"Lập ngày {fmt_date(rep.generated)}"])
+            w.writerow(ACCEPT_HEADERS)
+            for r in rep.rows:
+                w.writerow(_acc_values(r))
+            w.writerow(total)
+        return out
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "Nghiệm thu"
+    ws.append([rep.title])
+    ws["A1"].font = Font(bold=True, size=13)
+    ws.append([f"Lập ngày {fmt_date(rep.generated)}"])
+    ws.append([])
+    ws.append(ACCEPT_HEADERS)
+    for c in ws[ws.max_row]:
+        c.font = Font(bold=True)
+    for r in rep.rows:
+        ws.append(_acc_values(r))
+    ws.append(total)
+    for c in ws[ws.max_row]:
+        c.font = Font(bold=True)
+    for col, wdt in zip("ABCDEFGH", (20, 18, 24, 14, 14, 14, 14, 60), strict=True):
+        ws.column_dimensions[col].width = wdt
+    ds = wb.create_sheet("Hồ sơ nghiệm thu")
+    ds.append(["Mã điểm", "Mã hồ sơ", "Số trang nghiệm thu", "Ngày nghiệm thu"])
+    for c in ds[1]:
+        c.font = Font(bold=True)
+    for sid, fc, pages, day in rep.files:
+        ds.append([sid, fc, pages, fmt_date(day)])
+    wb.save(out)
+    return out

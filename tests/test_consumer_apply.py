@@ -1,0 +1,230 @@
+"""The batch applier against a real PostgreSQL: exactly-once effect, order independence,
+derived state and bad input."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import psycopg
+import pytest
+
+from consumers.apply import BatchApplier, Record, reason_class
+from consumers.synth import SynthConfig, generate, sha
+from sohoa.events import (
+    FileAssembled,
+    FileVerdict,
+    OcrCompleted,
+    PageRef,
+    PageRemoved,
+    PageScanned,
+    PageText,
+)
+from tests.test_consumer_support import (
+    apply_all,
+    apply_events,
+    assert_same_tables,
+    dump,
+    fresh_db,
+    pg,  # noqa: F401  (fixture)
+    records,
+    shuffle_within_keys,
+)
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 3, 3, 2, 0, tzinfo=UTC)  # 09:00 in Hà Nội, a Tuesday
+
+
+def page(site="xa-a", code="F1", no=1, rev=1, t=T0, content=None) -> PageScanned:
+    return PageScanned.make(site_id=site, file_code=code, page_no=no, revision=rev,
+                            uri=f"file:///hot/{code}/{no:03d}.tif",
+                            sha256=sha(content or (site, code, no, rev)), size_bytes=10,
+                            media_type="image/tiff", path=f"{code}/{no:03d}.tif", occurred_at=t)
+
+
+def one(conn, sql, *args):
+    return conn.execute(sql, args).fetchone()
+
+
+def test_replaying_a_batch_changes_nothing(pg) -> None:  # noqa: F811
+    _dsn, conn = pg
+    events = generate(SynthConfig(sites=2, files_per_site=3, pages_per_file=5))
+    recs = records(events)
+    applier = apply_all(conn, recs, batch=100)
+    before = dump(conn)
+    with conn.transaction():
+        res = applier.apply(recs)
+    assert sum(res.applied.values()) == 0
+    assert res.duplicates == len(recs)
+    assert dump(conn) == before
+
+
+def test_duplicated_and_shuffled_streams_end_in_the_same_tables(stack) -> None:
+    events = generate(SynthConfig(sites=3, files_per_site=5, pages_per_file=8, seed=11))
+    orderly = fresh_db(stack)
+    with psycopg.connect(orderly) as conn:
+        apply_events(conn, events, batch=50)
+    expected = dump(orderly)
+    assert expected["pages"], "the synthetic history must produce pages"
+
+    # Every event twice, shuffled within keys, in odd batch sizes.
+    within = fresh_db(stack)
+    twice = shuffle_within_keys(list(events) + list(events), seed=3)
+    with psycopg.connect(within) as conn:
+        apply_events(conn, twice, batch=37)
+    assert_same_tables(expected, dump(within))
+
+    # Harsher than Kafka ever is: a full shuffle, across keys and within them.
+    chaos = fresh_db(stack)
+    shuffled = list(events) * 2
+    random.Random(5).shuffle(shuffled)
+    with psycopg.connect(chaos) as conn:
+        apply_events(conn, shuffled, batch=64)
+    assert_same_tables(expected, dump(chaos))
+
+
+def test_counts_match_an_independent_tally_of_the_events(pg) -> None:  # noqa: F811
+    _dsn, conn = pg
+    events = generate(SynthConfig(sites=2, files_per_site=6, pages_per_file=10, seed=2,
+                                  removed_share=0.1))
+    apply_events(conn, events, batch=200)
+    tz = ZoneInfo("Asia/Ho_Chi_Minh")
+    current: dict[tuple, tuple[int, str, datetime]] = {}
+    first: dict[tuple, datetime] = {}
+    removed: set[tuple] = set()
+    for e in events:
+        if isinstance(e, PageScanned):
+            k = (e.site_id, e.file_code, e.page_no)
+            first[k] = min(first.get(k, e.occurred_at), e.occurred_at)
+            if k not in current or e.revision > current[k][0]:
+                current[k] = (e.revision, e.sha256, e.occurred_at)
+                removed.discard(k)
+        elif isinstance(e, PageRemoved):
+            k = (e.site_id, e.file_code, e.page_no)
+            if k in current and current[k][1] == e.sha256:
+                removed.add(k)
+    live = set(current) - removed
+    assert removed, "the history should remove a few pages"
+    per_site = defaultdict(int)
+    per_day = defaultdict(int)
+    for k in live:
+        per_site[k[0]] += 1
+        per_day[(k[0], first[k].astimezone(tz).date())] += 1
+    got_site = dict(conn.execute("SELECT site_id, pages_scanned FROM v_site_progress"))
+    assert got_site == dict(per_site)
+    got_day = {(s, d): n for s, d, n in conn.execute(
+        "SELECT site_id, day, pages_scanned FROM daily_progress WHERE pages_scanned > 0")}
+    assert got_day == dict(per_day)
+    # Accepted pages: the pages_accepted of each file's latest verdict, when it is 'accepted'.
+    latest: dict[tuple, FileVerdict] = {}
+    for e in events:
+        if isinstance(e, FileVerdict):
+            k = (e.site_id, e.file_code)
+            if k not in latest or e.revision > latest[k].revision:
+                latest[k] = e
+    acc = defaultdict(int)
+    for (s, _f), v in latest.items():
+        if v.verdict == "accepted":
+            acc[s] += v.pages_accepted
+    got_acc = dict(conn.execute("SELECT site_id, pages_accepted FROM v_site_progress"))
+    assert got_acc == dict(acc)
+
+
+def test_file_state_follows_revisions_not_arrival_order(pg) -> None:  # noqa: F811
+    _dsn, conn = pg
+    p1 = page(no=1)
+    ref = PageRef(page_no=1, uri=p1.uri, sha256=p1.sha256)
+    asm1 = FileAssembled(site_id="xa-a", file_code="F1", revision=1, pages=[ref],
+                         occurred_at=T0 + timedelta(minutes=1))
+    ocr1 = OcrCompleted(site_id="xa-a", file_code="F1", revision=1, output_uri="file:///o.pdf",
+                        output_sha256="b" * 64, pages=[PageText(page_no=1, chars=10)],
+                        occurred_at=T0 + timedelta(minutes=2))
+    ver1 = FileVerdict(site_id="xa-a", file_code="F1", revision=1, verdict="accepted",
+                       pages_total=1, pages_accepted=1, occurred_at=T0 + timedelta(minutes=3))
+    applier = BatchApplier(conn, "g")
+    # The verdict first, then OCR, then the assembly it judged, then the page: still accepted.
+    for ev in (ver1, ocr1, asm1, p1):
+        with conn.transaction():
+            applier.apply(records([ev]))
+    assert one(conn, "SELECT state, pages FROM files") == ("accepted", 1)
+    # Events about a file before any page of it are kept, and the audit log says so.
+    notes = conn.execute("SELECT action FROM audit_log WHERE action = 'file_not_opened'")
+    assert len(notes.fetchall()) == 3
+    # A newer assembly (a late page) reopens the file until its own verdict.
+    asm2 = FileAssembled(site_id="xa-a", file_code="F1", revision=2, trigger="late_page",
+                         pages=[ref], occurred_at=T0 + timedelta(minutes=10))
+    with conn.transaction():
+        applier.apply(records([asm2], start=10))
+    assert one(conn, "SELECT state FROM files")[0] == "assembled"
+    with conn.transaction():
+        applier.apply(records([ver1], start=20))  # a replay of the old verdict changes nothing
+    assert one(conn, "SELECT state FROM files")[0] == "assembled"
+
+
+def test_removed_page_leaves_the_count_and_a_rescan_brings_it_back(pg) -> None:  # noqa: F811
+    _dsn, conn = pg
+    p1 = page(no=1)
+    p2 = page(no=2, t=T0 + timedelta(seconds=30))
+    rm = PageRemoved(site_id="xa-a", file_code="F1", page_no=1, sha256=p1.sha256,
+                     occurred_at=T0 + timedelta(minutes=5))
+    apply_events(conn, [p1, p2, rm])
+    assert one(conn, "SELECT pages FROM files") == (2 - 1,)
+    assert one(conn, "SELECT removed FROM pages WHERE page_no = 1") == (True,)
+    assert one(conn, "SELECT count(*) FROM page_revisions") == (2,)  # history kept
+    again = page(no=1, rev=2, t=T0 + timedelta(minutes=9))
+    apply_events(conn, [again])
+    assert one(conn, "SELECT pages FROM files") == (2,)
+    assert one(conn, "SELECT revision, removed FROM pages WHERE page_no = 1") == (2, False)
+    assert one(conn, "SELECT pages_scanned FROM daily_progress") == (2,)
+
+
+def test_bad_records_become_dead_letters_and_the_rest_still_count(pg) -> None:  # noqa: F811
+    _dsn, conn = pg
+    good = page(no=1)
+    missing_sha = good.to_dict()
+    del missing_sha["sha256"]
+    recs = [
+        Record("site", 0, 0, b"\xff not json"),
+        Record("site", 0, 1, json.dumps(missing_sha).encode()),
+        Record("site", 0, 2, json.dumps({"schema": {"name": "Nope", "version": 1}}).encode()),
+        Record("site", 0, 3, None),
+        Record("site", 0, 4, good.to_json()),
+    ]
+    applier = BatchApplier(conn, "g")
+    with conn.transaction():
+        res = applier.apply(recs)
+    assert res.applied["PageScanned"] == 1
+    reasons = dict(conn.execute('SELECT "offset", reason FROM dead_letters'))
+    assert set(reasons) == {0, 1, 2, 3}
+    assert "not JSON" in reasons[0]
+    assert "sha256" in reasons[1]
+    assert "Nope" in reasons[2]
+    assert one(conn, "SELECT site_id FROM dead_letters WHERE \"offset\" = 1") == ("xa-a",)
+    assert one(conn, "SELECT next_offset FROM consumer_offsets") == (5,)
+    assert one(conn, "SELECT count(*) FROM pages") == (1,)
+    # A replay stores nothing twice and reports no new dead letter.
+    with conn.transaction():
+        again = applier.apply(recs)
+    assert again.dead_letters == []
+    assert one(conn, "SELECT count(*) FROM dead_letters") == (4,)
+
+
+def test_reason_classes_are_short_labels() -> None:
+    assert reason_class("not JSON: Expecting value") == "invalid_json"
+    assert reason_class("field 'schema': missing") == "unknown_schema"
+    assert reason_class("PageScanned: field 'sha256': bad") == "invalid_sha256"
+    assert reason_class("tesseract timeout after 3") == "tesseract_timeout_after_3"
+    assert len(reason_class("x" * 500)) <= 40
+
+
+def test_a_page_from_an_unplanned_site_is_kept_and_audited(pg) -> None:  # noqa: F811
+    _dsn, conn = pg
+    apply_events(conn, [page(site="xa-moi")])
+    assert one(conn, "SELECT auto_created, target_pages FROM sites") == (True, None)
+    assert one(conn, "SELECT count(*) FROM audit_log WHERE action = 'site_auto_created' "
+                     "AND site_id = 'xa-moi'") == (1,)
+    assert one(conn, "SELECT pages_scanned FROM v_site_progress") == (1,)
