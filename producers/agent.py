@@ -754,18 +754,18 @@ def manifest_event(raw: bytes, site: str, fonds: str, file_code: str) -> FileMan
         raise ValueError("not a JSON object")
     fields = {k: data[k] for k in ("title", "expected_pages", "classification", "priority",
                                    "start_date", "end_date", "metadata") if k in data}
-    extra = {k: v for k, v in data.items() if k not in fields}
-    metadata = dict(fields.get("metadata") or {}) if isinstance(fields.get("metadata"),
-                                                                dict) else fields.get("metadata")
+    metadata = fields.get("metadata", {})
     if isinstance(metadata, dict):
-        for k, v in extra.items():
-            if isinstance(v, str | int | float) and not isinstance(v, bool):
-                metadata.setdefault(k, str(v))
-            else:
+        # TT 02/2019 fields may sit at the top level or under "metadata": both are metadata.
+        metadata = dict(metadata)
+        for k, v in data.items():
+            if k in fields:
+                continue
+            if isinstance(v, bool) or not isinstance(v, str | int | float):
                 raise ValueError(f"field '{k}': expected text or a number")
-        metadata = {k: (str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v)
-                    for k, v in metadata.items()}
-        fields["metadata"] = metadata
+            metadata.setdefault(k, v)
+        fields["metadata"] = {k: (str(v) if isinstance(v, int | float) and not isinstance(
+            v, bool) else v) for k, v in metadata.items()}
     try:
         ev = FileManifest(site_id=site, fonds=fonds, file_code=file_code, **fields)
     except ValidationError as exc:

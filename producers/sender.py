@@ -106,9 +106,10 @@ class Sender(threading.Thread):
                     else:
                         self.drained.clear()
                 if self._stop_at is not None:
+                    # Fresh count: the last events may have been queued a moment ago.
+                    self.depth, self.oldest_s = ob.depth()
                     done = self.depth == 0 and not self.inflight
-                    if (not self._stop_when_drained and (done or now >= self._stop_at)) or (
-                            self._stop_when_drained and (done or now >= self._stop_at)):
+                    if done or now >= self._stop_at:
                         if done:
                             self.drained.set()
                         break
@@ -158,11 +159,11 @@ class Sender(threading.Thread):
                 self.drained.set()
             ob.close()
 
-    def _on_ack(self, _metadata: Any, seq: int) -> None:
+    def _on_ack(self, seq: int, _metadata: Any) -> None:
         self._acked.append(seq)
         self.wake.set()
 
-    def _on_error(self, exc: BaseException, seq: int, etype: str) -> None:
+    def _on_error(self, seq: int, etype: str, exc: BaseException) -> None:
         self._note_error(exc)
         self._failed.append((seq, etype))
         self.wake.set()
