@@ -1,0 +1,152 @@
+"""Alert rules, recording rules, scrape config and Alertmanager routing, checked by the real
+Prometheus tools (promtool, amtool) so `make test` covers them."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PROM = ROOT / "monitoring" / "prometheus"
+ALERTS = PROM / "rules" / "alerts.yml"
+RECORDING = PROM / "rules" / "recording.yml"
+AM = ROOT / "monitoring" / "alertmanager" / "alertmanager.yml"
+RUNBOOK = ROOT / "docs" / "runbook.md"
+ARCH = ROOT / "docs" / "architecture.md"
+
+promtool = shutil.which("promtool")
+amtool = shutil.which("amtool")
+needs_promtool = pytest.mark.skipif(promtool is None, reason="promtool not installed")
+needs_amtool = pytest.mark.skipif(amtool is None, reason="amtool (prometheus-alertmanager) missing")
+
+EXPECTED_ALERTS = {
+    "SohoaSiteStalled", "SohoaSiteAgentDown", "SohoaSiteOffline", "SohoaSiteBehindSchedule",
+    "SohoaQcFailureRateHigh", "SohoaOcrBacklogGrowing", "SohoaOcrFailing", "SohoaDeadLetters",
+    "SohoaConsumerLagHigh",
+}
+VIETNAMESE = re.compile(r"[ăâđêôơưạảấầẩẫậắằẳẵặẹẻẽếềểễệỉịọỏốồổỗộớờởỡợụủứừửữựỳỵỷỹ]", re.I)
+
+
+def _run(*argv: str, cwd: Path = PROM) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def _alert_blocks() -> dict[str, str]:
+    text = ALERTS.read_text(encoding="utf-8")
+    parts = re.split(r"^      - alert: ", text, flags=re.M)[1:]
+    return {p.split("\n", 1)[0].strip(): p for p in parts}
+
+
+@needs_promtool
+def test_rules_pass_promtool_check() -> None:
+    res = _run("promtool", "check", "rules", str(RECORDING), str(ALERTS))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "SUCCESS: 9 rules found" in res.stdout
+
+
+@needs_promtool
+def test_scrape_config_is_valid() -> None:
+    res = _run("promtool", "check", "config", "prometheus.yml")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@needs_promtool
+def test_promtool_unit_tests_pass() -> None:
+    files = sorted(str(p.relative_to(PROM)) for p in (PROM / "tests").glob("*.yml"))
+    assert files, "no promtool tests"
+    res = _run("promtool", "test", "rules", *files)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.count("SUCCESS") == len(files)
+
+
+def test_every_alert_is_defined_and_documented() -> None:
+    blocks = _alert_blocks()
+    assert set(blocks) == EXPECTED_ALERTS
+    runbook = RUNBOOK.read_text(encoding="utf-8")
+    anchors = {re.sub(r"[^a-z0-9]", "", h.lower())
+               for h in re.findall(r"^#+ (.+)$", runbook, flags=re.M)}
+    for name, block in blocks.items():
+        summary = re.search(r'summary: "(.+)"', block)
+        description = re.search(r"description: >-\n((?:\s{12}.+\n)+)", block)
+        assert summary and VIETNAMESE.search(summary.group(1)), f"{name}: Vietnamese summary"
+        assert description and VIETNAMESE.search(description.group(1)), f"{name}: description"
+        url = re.search(r'runbook_url: "docs/runbook.md#(\w+)"', block)
+        assert url and url.group(1) == name.lower(), f"{name}: runbook_url"
+        assert name.lower() in anchors, f"{name}: no section in docs/runbook.md"
+
+
+def test_every_alert_has_a_firing_and_a_silent_test_case() -> None:
+    fires: set[str] = set()
+    silent: set[str] = set()
+    for path in (PROM / "tests").glob("*.yml"):
+        text = path.read_text(encoding="utf-8")
+        for m in re.finditer(r"alertname: (\w+)\n\s+exp_alerts:( \[\])?", text):
+            (silent if m.group(2) else fires).add(m.group(1))
+    assert fires >= EXPECTED_ALERTS, EXPECTED_ALERTS - fires
+    assert silent >= EXPECTED_ALERTS, EXPECTED_ALERTS - silent
+
+
+def test_rules_use_only_documented_metrics() -> None:
+    documented = set(re.findall(r"sohoa_[a-z_]+", ARCH.read_text(encoding="utf-8")))
+    used = set()
+    for path in (ALERTS, RECORDING):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip().startswith("#") or "summary" in line or "runbook" in line:
+                continue
+            used |= set(re.findall(r"\bsohoa_[a-z_]+", line))
+    assert used - documented == set()
+
+
+@needs_promtool
+@pytest.mark.parametrize(("gate", "weakened", "why"), [
+    ("max by (site) (min_over_time(sohoa_site_working_now[2h])) == 1",
+     "max by (site) (min_over_time(sohoa_site_working_now[2h])) >= 0", "lunch/weekend/Tết gate"),
+    ("max by (site) (sohoa_site_remaining_pages) > 0",
+     "max by (site) (sohoa_site_remaining_pages) >= 0", "finished-site gate"),
+])
+def test_unit_tests_catch_a_missing_gate(tmp_path: Path, gate: str, weakened: str,
+                                         why: str) -> None:
+    """The silent cases have teeth: weakening a gate of SohoaSiteStalled fails promtool."""
+    text = ALERTS.read_text(encoding="utf-8")
+    assert text.index(gate) < text.index("alert: SohoaSiteAgentDown"), why
+    mutated = text.replace(gate, weakened, 1)
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "rules" / "alerts.yml").write_text(mutated, encoding="utf-8")
+    shutil.copy(RECORDING, tmp_path / "rules" / "recording.yml")
+    shutil.copy(PROM / "tests" / "sites_test.yml", tmp_path / "tests" / "sites_test.yml")
+    assert _run("promtool", "check", "rules", "rules/alerts.yml", cwd=tmp_path).returncode == 0
+    res = _run("promtool", "test", "rules", "tests/sites_test.yml", cwd=tmp_path)
+    assert res.returncode != 0, f"weakening the {why} went unnoticed"
+    assert "SohoaSiteStalled" in res.stdout + res.stderr
+
+
+@needs_amtool
+def test_alertmanager_config_is_valid() -> None:
+    res = _run("amtool", "check-config", str(AM))
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@needs_amtool
+@pytest.mark.parametrize(("labels", "receiver"), [
+    (["alertname=SohoaSiteStalled", "unit=huyen-a", "site=xa-a"], "huyen-a"),
+    (["alertname=SohoaSiteBehindSchedule", "unit=so-noi-vu", "site=kho"], "so-noi-vu"),
+    (["alertname=SohoaSiteOffline", "unit=van-phong-tinh-uy", "site=vp"], "van-phong-tinh-uy"),
+    (["alertname=SohoaSiteStalled", "unit=chua-ro", "site=xa-b"], "trung-tam"),
+    (["alertname=SohoaOcrFailing", "site=xa-a", "unit=huyen-a"], "trung-tam"),
+    (["alertname=SohoaConsumerLagHigh"], "trung-tam"),
+])
+def test_alertmanager_routes_by_unit(labels: list[str], receiver: str) -> None:
+    res = _run("amtool", "config", "routes", "test", f"--config.file={AM}",
+               f"--verify.receivers={receiver}", *labels)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_alertmanager_groups_by_unit_and_site() -> None:
+    route = AM.read_text(encoding="utf-8").split("\nroute:\n", 1)[1]
+    top = route.split("  routes:", 1)[0]
+    assert "group_by: [unit, site]" in top
