@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -134,16 +135,35 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
 
 def _start_watchdog(local: LocalStack) -> None:
     """Kill the stack if this pytest process dies without running finalizers (SIGKILL, timeout)."""
-    run, root = local.run_dir, local.pg.root
+    root = local.pg.root
     fallback = str(root) if FALLBACK_ROOT in root.parents else ""
-    script = (
-        f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 2; done; "
-        f"k=$(cat '{run}/kafka.pid' 2>/dev/null) && kill -KILL -- -$k 2>/dev/null; "
-        f"p=$(cat '{run}/postgres.pid' 2>/dev/null) && kill -QUIT $p 2>/dev/null && sleep 3; "
-        + (f"rm -rf '{fallback}'" if fallback else "true")
-    )
-    subprocess.Popen(["sh", "-c", script], start_new_session=True, stdin=subprocess.DEVNULL,
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    script = f"""
+import os, shutil, signal, time
+def pid(name):
+    try:
+        return int(open({str(local.run_dir)!r} + "/" + name + ".pid").read())
+    except (OSError, ValueError):
+        return None
+while True:
+    try:
+        os.kill({os.getpid()}, 0)
+    except ProcessLookupError:
+        break
+    time.sleep(2)
+for name, sig in (("kafka", signal.SIGKILL), ("postgres", signal.SIGQUIT)):
+    p = pid(name)
+    if p:
+        try:
+            os.killpg(p, signal.SIGCONT); os.killpg(p, sig)
+        except OSError:
+            pass
+time.sleep(3)
+if {fallback!r}:
+    shutil.rmtree({fallback!r}, ignore_errors=True)
+"""
+    subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
 
 
 def _sigterm_as_exit(signum: int, frame: object) -> None:
