@@ -68,3 +68,67 @@ def read_topic(stack, topic: str, timeout_ms: int = 3000) -> list[Event]:
 
 def of_type(events: list[Event], name: str) -> list:
     return [e for e in events if name == e.NAME]
+
+
+# reason -> root-relative paths of the bad inputs that :func:`make_bad_inputs` creates
+BAD_EXPECTED = {
+    "empty": ["F/HS-1/010.png"],
+    "corrupt": ["F/HS-1/011.png", "F/HS-1/012.jpg", "F/HS-1/013.tif", "F/HS-1/014.pdf"],
+    "not_image": ["F/HS-1/ghi chu.docx", "F/HS-1/015.jpg"],
+    "outside_file": ["F/020.png", "021.png"],
+    "too_large": ["F/HS-1/016.tif"],
+    "unreadable": ["F/HS-1/017.png"],
+    "symlink": ["F/HS-1/018.png", "F/HS-LINK"],  # a linked folder is reported, not entered
+    "bad_name": ["F/HS-1/bia.png", "F/HS-1/con/019.png"],
+}
+LITTER = ["F/HS-1/Thumbs.db", "F/HS-1/.DS_Store", "F/HS-1/desktop.ini", "F/HS-1/~$bien ban.docx"]
+MAX_BYTES_FOR_BAD = 4000
+
+
+def make_bad_inputs(root: Path, outside: Path) -> dict[str, bytes]:
+    """Every kind of bad input next to two good pages; returns the good pages' bytes by path.
+
+    Run the agent with ``watcher.max_file_bytes = MAX_BYTES_FOR_BAD``.
+    """
+    folder = root / "F" / "HS-1"
+    folder.mkdir(parents=True)
+    good = {"F/HS-1/001.png": tiny_image("PNG", 1), "F/HS-1/002.PNG": tiny_image("PNG", 2)}
+    for rel, data in good.items():
+        (root / rel).write_bytes(data)
+    (folder / "010.png").write_bytes(b"")
+    (folder / "011.png").write_bytes(tiny_image("PNG", 3)[:-20])
+    jpeg = tiny_image("JPEG", 4)
+    (folder / "012.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    tif = tiny_image("TIFF", 5, size=(32, 32))
+    (folder / "013.tif").write_bytes(tif[: len(tif) // 2])
+    (folder / "014.pdf").write_bytes(b"%PDF-1.7\n1 0 obj << >> endobj\n")
+    (folder / "ghi chu.docx").write_bytes(b"PK\x03\x04 not a page")
+    (folder / "015.jpg").write_bytes(b"this is text, not a JPEG")
+    (root / "F" / "020.png").write_bytes(tiny_image("PNG", 6))
+    (root / "021.png").write_bytes(tiny_image("PNG", 7))
+    big = tiny_image("TIFF", 8, size=(64, 64))
+    assert len(big) > MAX_BYTES_FOR_BAD
+    (folder / "016.tif").write_bytes(big)
+    locked = folder / "017.png"
+    locked.write_bytes(tiny_image("PNG", 9))
+    locked.chmod(0)
+    outside.mkdir(parents=True, exist_ok=True)
+    (outside / "secret.png").write_bytes(tiny_image("PNG", 10))
+    (outside / "099.png").write_bytes(tiny_image("PNG", 11))
+    (folder / "018.png").symlink_to(outside / "secret.png")
+    (root / "F" / "HS-LINK").symlink_to(outside, target_is_directory=True)
+    (folder / "bia.png").write_bytes(tiny_image("PNG", 12))
+    (folder / "con").mkdir()
+    (folder / "con" / "019.png").write_bytes(tiny_image("PNG", 13))
+    for rel in LITTER:
+        (root / rel).write_bytes(b"litter")
+    return good
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
+    """(size, mtime_ns, mode) of every entry under root, links not followed: proves no rewrite."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        out[p.relative_to(root).as_posix()] = (st.st_size, st.st_mtime_ns, st.st_mode)
+    return out

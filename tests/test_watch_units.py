@@ -1,0 +1,138 @@
+"""Unit tests of the agent's parts that need no broker: layout, page checks, manifests, outbox."""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+from producers.agent import manifest_event
+from producers.layout import Layout, LayoutError, NameMismatch
+from producers.outbox import Outbox, enqueue
+from producers.pagecheck import Changed, Rejected, inspect_page
+from sohoa.events import PageScanned
+from tests.watch_helpers import tiny_image
+
+
+def test_layout_default_and_page_numbers() -> None:
+    lay = Layout("{fonds}/{file}/{page}")
+    n = lay.parse(("UBND xã", "HS 2024 001", "trang 007.TIF"))
+    assert (n.fonds, n.file_code, n.page_no, n.file_dir) == ("UBND xã", "HS 2024 001", 7,
+                                                            "UBND xã/HS 2024 001")
+    nfd = unicodedata.normalize("NFD", "Hồ sơ")
+    assert lay.parse(("F", nfd, "1.png")).file_code == unicodedata.normalize("NFC", "Hồ sơ")
+    with pytest.raises(NameMismatch) as e:
+        lay.parse(("F", "001.png"))
+    assert e.value.reason == "outside_file"
+    with pytest.raises(NameMismatch) as e:
+        lay.parse(("F", "HS", "bia.png"))
+    assert e.value.reason == "bad_name"
+    with pytest.raises(NameMismatch) as e:
+        lay.parse(("F", "HS", "x", "1.png"))
+    assert e.value.reason == "bad_name"
+
+
+def test_layout_custom_patterns() -> None:
+    lay = Layout("{fonds}/HS-{file}/p{page}")
+    n = lay.parse(("P01", "HS-77", "p12.jpg"))
+    assert (n.fonds, n.file_code, n.page_no) == ("P01", "77", 12)
+    with pytest.raises(NameMismatch):
+        lay.parse(("P01", "77", "p12.jpg"))
+    flat = Layout("{file}/{page}")
+    assert flat.parse(("HS1", "003.png")).fonds == ""
+    assert flat.parse_file_dir(("HS1",)) == ("", "HS1")
+    for bad in ("{fonds}/{page}", "{file}", "{file}/{page}/{fonds}", "{file}/{file}/{page}"):
+        with pytest.raises(LayoutError):
+            Layout(bad)
+
+
+def _check(path: Path, data: bytes, limit: int = 1 << 30):
+    path.write_bytes(data)
+    st = path.stat()
+    return inspect_page(path, st.st_size, st.st_mtime_ns, limit)
+
+
+@pytest.mark.parametrize("fmt,media", [("PNG", "image/png"), ("JPEG", "image/jpeg"),
+                                       ("TIFF", "image/tiff")])
+def test_valid_images_hash_and_media_type(tmp_path: Path, fmt: str, media: str) -> None:
+    data = tiny_image(fmt, 3, size=(40, 30))
+    facts = _check(tmp_path / "1.img", data)
+    assert facts.media_type == media and facts.sha256 == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "TIFF"])
+def test_truncated_images_are_corrupt(tmp_path: Path, fmt: str) -> None:
+    data = tiny_image(fmt, 3, size=(40, 30))
+    for cut in (len(data) // 3, len(data) - 10):
+        with pytest.raises(Rejected) as e:
+            _check(tmp_path / "1.img", data[:cut])
+        assert e.value.reason == "corrupt", (fmt, cut)
+
+
+def test_pdf_complete_and_truncated(tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (20, 20), "white").save(tmp_path / "a.pdf")
+    data = (tmp_path / "a.pdf").read_bytes()
+    assert _check(tmp_path / "b.pdf", data).media_type == "application/pdf"
+    with pytest.raises(Rejected) as e:
+        _check(tmp_path / "c.pdf", data[: len(data) // 2])
+    assert e.value.reason == "corrupt"
+
+
+def test_empty_too_large_and_not_image(tmp_path: Path) -> None:
+    gif = tiny_image("GIF", 1)
+    for data, limit, reason in ((b"", 100, "empty"), (tiny_image("PNG", 1), 10, "too_large"),
+                                (b"hello world, plain text", 1000, "not_image"),
+                                (gif, 1000, "not_image")):  # an image, but not a scan format
+        with pytest.raises(Rejected) as e:
+            _check(tmp_path / "x.png", data, limit)
+        assert e.value.reason == reason
+
+
+def test_file_changed_while_read_is_not_stable(tmp_path: Path) -> None:
+    p = tmp_path / "1.png"
+    p.write_bytes(tiny_image("PNG", 1))
+    st = p.stat()
+    p.write_bytes(tiny_image("PNG", 2, size=(9, 9)))
+    with pytest.raises(Changed):
+        inspect_page(p, st.st_size, st.st_mtime_ns, 1 << 20)
+
+
+def test_manifest_validation_names_the_field() -> None:
+    ev = manifest_event('{"title": "Hồ sơ", "expected_pages": 3, "so_to": 4}'.encode(),
+                        "xa-a", "F", "HS")
+    assert ev.expected_pages == 3 and ev.metadata == {"so_to": "4"}
+    again = manifest_event('{"title": "Hồ sơ", "expected_pages": 3, "so_to": 4}'.encode(),
+                           "xa-a", "F", "HS")
+    assert again.event_id == ev.event_id, "same manifest, same fact, same id"
+    secret = manifest_event(b'{"title": "T", "classification": "top_secret"}', "xa-a", "F", "HS")
+    assert secret.title is None
+    for raw, field in ((b'{"expected_pages": 0}', "expected_pages"),
+                       (b'{"classification": "bi mat"}', "classification"),
+                       (b'{"priority": 12}', "priority"),
+                       (b'{"nested": {"a": 1}}', "nested"),
+                       (b"[1, 2]", "JSON object"), (b"{oops", "JSON")):
+        with pytest.raises(ValueError) as e:
+            manifest_event(raw, "xa-a", "F", "HS")
+        assert field in str(e.value)
+
+
+def test_outbox_depth_order_and_mark_sent(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.sqlite3")
+    evs = [PageScanned.make(site_id="xa-a", file_code="HS", page_no=i, uri=f"file:///x/{i}",
+                            sha256="a" * 64, size_bytes=1, media_type="image/png")
+           for i in (1, 2, 3)]
+    with ob.transaction() as db:
+        for e in evs:
+            enqueue(db, "site_events", e)
+    assert ob.depth()[0] == 3
+    rows = ob.unsent(0, 10)
+    assert [r.event_id for r in rows] == [e.event_id for e in evs]
+    assert rows[0].value == evs[0].to_json() and rows[0].key == "xa-a/HS"
+    ob.mark_sent([rows[0].seq])
+    other = Outbox(tmp_path / "o.sqlite3")  # a second connection (the sender's) sees it
+    assert other.depth()[0] == 2
+    assert [r.seq for r in other.unsent(rows[0].seq, 10)] == [rows[1].seq, rows[2].seq]
