@@ -184,13 +184,18 @@ def ocr_child(job: dict[str, Any]) -> dict[str, Any]:
         tmp_pdf = paths.pdf.with_name(f".{paths.pdf.name}.{os.getpid()}.tmp")
         tmp_txt = work / "sidecar.txt"
         opts = job["options"]
+        kw: dict[str, Any] = {
+            "language": opts["languages"].split("+"), "output_type": opts["output_type"],
+            "rotate_pages": opts["rotate_pages"], "deskew": opts["deskew"], "sidecar": tmp_txt,
+            "jobs": opts["jobs"], "progress_bar": False, "keep_temporary_files": True,
+        }
         try:
-            ocrmypdf.ocr(
-                src, tmp_pdf, language=opts["languages"].split("+"),
-                output_type=opts["output_type"], rotate_pages=opts["rotate_pages"],
-                deskew=opts["deskew"], sidecar=tmp_txt, jobs=opts["jobs"],
-                progress_bar=False, keep_temporary_files=True, skip_text=True,
-            )
+            try:
+                ocrmypdf.ocr(src, tmp_pdf, **kw)
+            except ox.PriorOcrFoundError:
+                # A scanner that already put (its own) text on the page: ours replaces it.
+                # (--skip-text is not usable with Ghostscript 10.0-10.02 for PDF/A.)
+                ocrmypdf.ocr(src, tmp_pdf, force_ocr=True, **kw)
         except ox.EncryptedPdfError:
             return _fail("input", "encrypted PDF")
         except ox.InputFileError as exc:

@@ -1,8 +1,8 @@
 """A file's verdict from its assembly, its pages' checks and its OCR; thresholds in config.
 
 - rejected: nothing usable (no page, or every page unreadable), or so many failed pages that
-  the whole file must be redone (share above ``max_failed_pages_share_for_reject``); the
-  reason says which;
+  the whole file must be redone (share above ``max_failed_pages_share_for_reject`` in a file
+  of at least ``reject_min_pages``); the reason says which;
 - needs_rescan: the named pages with their reasons (failed checks, missing numbers,
   duplicates), or the file as a whole (page count differs from the manifest);
 - accepted: otherwise.
@@ -73,7 +73,8 @@ def decide(fa: FileAssembled, checks: dict[int, list[dict[str, Any]]],
     elif len(undecodable) == total:
         verdict = Verdict.REJECTED
         top = [RescanReason(reason="unreadable: no page could be read")]
-    elif failed_pages and len(failed_pages) / total > cfg.max_failed_pages_share_for_reject:
+    elif (total >= cfg.reject_min_pages and
+          len(failed_pages) / total > cfg.max_failed_pages_share_for_reject):
         verdict = Verdict.REJECTED
         top = [RescanReason(reason=f"too_many_failed_pages: {len(failed_pages)} of {total}")]
     elif reasons:

@@ -1,0 +1,136 @@
+"""QC + OCR + verdicts with real parts: `sohoa streams` (both Faust apps as processes), a real
+Kafka broker and real Tesseract (vie+eng)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from sohoa.events import FileVerdict, OcrCompleted, PageChecked, Verdict
+from tests import pages
+from tests.pages import PageSpec
+from tests.procs import SohoaProcess, wait_for
+from tests.streams_helpers import closed, manifest, page_event, read_all, send, streams_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.ocr]
+SITE = "xa-tan-phu"
+
+
+def cer(ref: str, hyp: str) -> float:
+    """Character error rate: edit distance / reference length, whitespace collapsed."""
+    a, b = " ".join(ref.split()), " ".join(hyp.split())
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1] / max(1, len(a))
+
+
+def verdicts(stack, env) -> dict[str, FileVerdict]:
+    out = {}
+    for e in read_all(stack, env["SOHOA_TOPICS__FILE_EVENTS"]):
+        if isinstance(e, FileVerdict):
+            out[e.file_code] = e
+    return out
+
+
+def start(env, tmp_path: Path, name: str = "streams") -> SohoaProcess:
+    return SohoaProcess(["streams", "--role", "all"], env, tmp_path / f"{name}.log")
+
+
+def _path(uri: str) -> Path:
+    return Path(unquote(urlsplit(uri).path))
+
+
+def test_vietnamese_file_becomes_accepted_searchable_pdfa(stack, tmp_path: Path) -> None:
+    env = streams_env(stack, tmp_path, ocr=True, SOHOA_QC__WORKERS="1")
+    folder = tmp_path / "hot" / "UBND" / "HS-VN-01"
+    folder.mkdir(parents=True)
+    specs = [PageSpec(skew_deg=1.2, noise=0.004, seed=1, text=pages.text_lines(12, 0)),
+             PageSpec(skew_deg=-0.8, noise=0.004, seed=2, text=pages.text_lines(12, 4)),
+             PageSpec(dpi=300, noise=0.002, seed=3, text=pages.text_lines(12, 8))]
+    files = [pages.write_page(folder / "001.png", specs[0]),
+             pages.write_page(folder / "002.jpg", specs[1], quality=92),
+             pages.write_page(folder / "003.tif", specs[2])]
+    events = [manifest(SITE, "HS-VN-01", 3)] + [
+        page_event(SITE, "HS-VN-01", i + 1, f) for i, f in enumerate(files)]
+    proc = start(env, tmp_path)
+    try:
+        send(stack, env["SOHOA_TOPICS__SITE_EVENTS"], events)
+        v = wait_for(lambda: verdicts(stack, env).get("HS-VN-01"), 400, "the file's verdict",
+                     (proc,), interval=2.0)
+        evs = read_all(stack, env["SOHOA_TOPICS__FILE_EVENTS"])
+    finally:
+        proc.stop()
+    assert v.verdict == Verdict.ACCEPTED, v.reasons
+    assert v.pages_total == 3 and v.pages_accepted == 3
+    checked = [e for e in evs if isinstance(e, PageChecked)]
+    assert sorted(e.page_no for e in checked) == [1, 2, 3] and all(e.passed for e in checked)
+    skew = {e.page_no: next(c.value for c in e.checks if c.check == "skew_deg") for e in checked}
+    assert abs(skew[1] - 1.2) < 0.3 and abs(skew[2] + 0.8) < 0.3
+    done = [e for e in evs if isinstance(e, OcrCompleted)]
+    assert len({e.event_id for e in done}) == 1
+    ocr = done[0]
+    assert [p.page_no for p in ocr.pages] == [1, 2, 3]
+    assert all(p.chars > 300 and (p.mean_confidence or 0) > 50 for p in ocr.pages)
+    pdf = _path(ocr.output_uri)
+    assert pdf.exists() and pdf.parent == tmp_path / "ocr" / SITE / "UBND" / "HS-VN-01"
+    # PDF/A-2b, as declared in its XMP metadata
+    import pikepdf
+
+    with pikepdf.open(pdf) as doc:
+        assert len(doc.pages) == 3
+        meta = doc.open_metadata()
+        assert meta.pdfa_status == "2B"
+    # The text layer matches what was rendered on each page.
+    rates = []
+    for i, spec in enumerate(specs, 1):
+        layer = subprocess.run(["pdftotext", "-raw", "-f", str(i), "-l", str(i), str(pdf), "-"],
+                               capture_output=True, text=True, check=True).stdout
+        rates.append(cer("\n".join(spec.text), layer))
+    sidecar = _path(ocr.text_uri).read_text(encoding="utf-8")
+    assert "Điều 1. Giao cho ông Nguyễn Văn Hùng" in " ".join(sidecar.split())
+    print(f"\nCER per page (text layer vs source): {[round(r, 4) for r in rates]}")
+    assert max(rates) < 0.02, rates
+
+
+def test_needs_rescan_reasons(stack, tmp_path: Path) -> None:
+    env = streams_env(stack, tmp_path, ocr=True, SOHOA_QC__WORKERS="1")
+    hot = tmp_path / "hot" / "UBND"
+    ok = PageSpec()
+    plan = {
+        "HS-GAP": [(1, ok), (2, PageSpec(seed=5, text=pages.text_lines(12, 3))),
+                   (4, PageSpec(seed=6, text=pages.text_lines(12, 6)))],
+        "HS-BLANK": [(1, ok), (2, PageSpec(blank=True, noise=0.005))],
+        "HS-150": [(1, PageSpec(dpi=150))],
+        "HS-GREY": [(1, PageSpec(mode="L"))],
+    }
+    events = []
+    for code, pgs in plan.items():
+        for n, spec in pgs:
+            f = pages.write_page(hot / code / f"{n:03d}.png", spec)
+            events.append(page_event(SITE, code, n, f))
+        events.append(closed(SITE, code))
+    proc = start(env, tmp_path)
+    try:
+        send(stack, env["SOHOA_TOPICS__SITE_EVENTS"], events)
+        got = wait_for(lambda: (lambda v: v if set(v) == set(plan) else None)(
+            verdicts(stack, env)), 240, "four verdicts", (proc,), interval=2.0)
+    finally:
+        proc.stop()
+    reasons = defaultdict(set)
+    for code, v in got.items():
+        assert v.verdict == Verdict.NEEDS_RESCAN, (code, v)
+        for r in v.reasons:
+            reasons[code].add((r.page_no, r.reason.split(":")[0]))
+    assert reasons["HS-GAP"] == {(3, "missing_page")}
+    assert reasons["HS-BLANK"] >= {(2, "blank")}
+    assert reasons["HS-150"] == {(1, "dpi")}
+    assert reasons["HS-GREY"] == {(1, "colour")}
+    assert not list((tmp_path / "ocr").rglob("*.pdf"))  # no OCR spent on files to rescan
