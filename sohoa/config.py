@@ -130,8 +130,11 @@ class QcConfig(BaseModel):
     max_skew_deg: float = 3.0
     min_mean_luma: float = 40.0
     max_mean_luma: float = 250.0
-    min_sharpness: float = 20.0
-    analysis_max_px: int = 1200
+    min_sharpness: float = 100.0   # edge strength near ink; a 1.8 px Gaussian blur gives ~90
+    analysis_max_px: int = 1200    # pixel checks run on a copy this long on its long side
+    max_megapixels: float = 200.0  # larger (e.g. 2400 dpi) is refused before decoding
+    min_side_px: int = 100         # a 1-pixel "page" is not a page
+    skew_search_deg: float = 10.0
     workers: int = 0               # 0 = one per core
 
 
@@ -152,6 +155,7 @@ class OcrConfig(BaseModel):
     allow_classified: bool = False
 
 
+    skip_when_rescan: bool = True  # no OCR for a file whose verdict will be needs-rescan
 class StreamsConfig(BaseModel):
     app_id: str = "sohoa-assembly"
     ocr_app_id: str = "sohoa-ocr"
@@ -174,7 +178,9 @@ class StreamsConfig(BaseModel):
 class VerdictConfig(BaseModel):
     max_failed_pages_share_for_reject: float = 0.5
     min_mean_ocr_confidence: float = 0.0
+    # A file with more failed pages than this share is rejected as a whole (redo the file) ...
 
+    reject_min_pages: int = 4      # ... when it has at least this many pages
 
 class ConsumerConfig(BaseModel):
     group_id: str = "sohoa-progress"
