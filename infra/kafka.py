@@ -9,7 +9,15 @@ import subprocess
 import time
 from pathlib import Path
 
-from infra.procs import StackError, alive, log_tail, port_open, read_pid, spawn_detached, terminate
+from infra.procs import (
+    StackError,
+    log_tail,
+    port_open,
+    read_pid,
+    running_pid,
+    spawn_detached,
+    terminate,
+)
 from sohoa.config import KafkaConfig, StackConfig
 
 log = logging.getLogger(__name__)
@@ -106,8 +114,7 @@ class KafkaNode:
 
     @property
     def pid(self) -> int | None:
-        pid = read_pid(self.pid_path)
-        return pid if alive(pid) else None
+        return running_pid(self.pid_path, "kafka.Kafka")
 
     def running(self) -> bool:
         return self.pid is not None

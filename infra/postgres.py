@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from infra.procs import StackError, alive, log_tail, port_open, read_pid, spawn_detached
+from infra.procs import StackError, alive, log_tail, port_open, running_pid, spawn_detached
 from sohoa.config import StackConfig
 
 log = logging.getLogger(__name__)
@@ -127,8 +127,7 @@ class PostgresNode:
 
     @property
     def pid(self) -> int | None:
-        pid = read_pid(self.pid_path)
-        return pid if alive(pid) else None
+        return running_pid(self.pid_path, str(self.data_dir))
 
     def running(self) -> bool:
         return self.pid is not None

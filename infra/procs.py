@@ -48,6 +48,23 @@ def read_pid(pid_path: Path) -> int | None:
         return None
 
 
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            "utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def running_pid(pid_path: Path, marker: str) -> int | None:
+    """The pid in ``pid_path`` if that process is alive AND is ours (its command line holds
+    ``marker``): after a reboot a stale pid may belong to an unrelated process."""
+    pid = read_pid(pid_path)
+    if pid is None or not alive(pid):
+        return None
+    return pid if marker in cmdline(pid) else None
+
+
 def alive(pid: int | None) -> bool:
     if not pid:
         return False
@@ -90,11 +107,14 @@ def wait_dead(pid: int, timeout_s: float) -> bool:
 
 
 def terminate(pid: int, timeout_s: float = 30.0) -> bool:
-    """SIGTERM the group, then SIGKILL after ``timeout_s``. True if it stopped cleanly."""
+    """SIGTERM the leader (it stops its own children, e.g. `streams --role all`), SIGKILL the
+    whole group after ``timeout_s``. True if it stopped cleanly."""
     if not alive(pid):
         return True
-    signal_group(pid, signal.SIGTERM)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
     if wait_dead(pid, timeout_s):
+        signal_group(pid, signal.SIGTERM)  # stragglers left by a leader that died early
         return True
     signal_group(pid, signal.SIGKILL)
     wait_dead(pid, 10.0)

@@ -86,6 +86,8 @@ class StackConfig(BaseModel):
     postgres_port: int = 15432
     components: list[Literal["watch", "streams", "consume"]] = ["watch", "streams", "consume"]
     start_timeout_s: float = 90.0
+    component_grace_s: float = 5.0   # a component that dies this soon after `up` is reported
+    stop_timeout_s: float = 30.0     # SIGTERM → SIGKILL after this long in `sohoa down`
 
 
 class WatcherConfig(BaseModel):

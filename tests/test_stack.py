@@ -1,0 +1,184 @@
+"""`sohoa up` / `sohoa down` and the topic spec, against real Kafka and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from infra.components import Components
+from infra.postgres import FALLBACK_ROOT
+from infra.procs import free_port
+from infra.stack import settings_for_stack
+from infra.topics import apply_spec, describe, load_spec
+from sohoa.config import Settings, TopicsConfig
+from sohoa.kafka_clients import make_admin, make_consumer, make_producer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _sohoa(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sohoa.cli", *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# --- unit: the spec ---------------------------------------------------------------------------
+
+def test_spec_has_the_three_topics_as_documented():
+    specs = {s.key: s for s in load_spec(TopicsConfig())}
+    assert {k: s.partitions for k, s in specs.items()} == {
+        "site_events": 12, "file_events": 12, "dead_letters": 3}
+    assert specs["site_events"].name == "sohoa.site-events"
+    assert specs["site_events"].configs["retention.ms"] == "-1"
+    assert specs["file_events"].configs["retention.ms"] == "-1"
+    assert specs["dead_letters"].configs["retention.ms"] == str(90 * 24 * 3600 * 1000)
+    assert all(s.configs["cleanup.policy"] == "delete" for s in specs.values())
+    assert all(s.replication_factor == 1 for s in specs.values())
+
+
+def test_spec_overrides_for_production():
+    specs = load_spec(TopicsConfig(site_events="x"), replication_factor=3, min_insync_replicas=2)
+    assert specs[0].name == "x"
+    assert {s.replication_factor for s in specs} == {3}
+    assert {s.configs["min.insync.replicas"] for s in specs} == {"2"}
+
+
+def test_component_that_dies_at_start_is_reported(tmp_path):
+    settings = settings_for_stack(Settings(), tmp_path, component_grace_s=10.0)
+    comps = Components(settings, None, {})
+    # An unknown command exits at once with click's usage error: a real early death.
+    [result] = comps.start(["no-such-command"])
+    assert result.died
+    assert "no-such-command" in result.tail
+    assert comps.pid("no-such-command") is None
+
+
+# --- integration: idempotent spec against the session stack ------------------------------------
+
+@pytest.mark.integration
+def test_topic_spec_applies_idempotently(stack, tmp_path):
+    suffix = uuid.uuid4().hex[:8]
+    topics = TopicsConfig(site_events=f"idem-a.{suffix}", file_events=f"idem-b.{suffix}",
+                          dead_letters=f"idem-c.{suffix}")
+    specs = load_spec(topics)
+    first = apply_spec(stack.settings.kafka, specs)
+    assert sorted(c.action for c in first.changes) == ["created"] * 3
+    second = apply_spec(stack.settings.kafka, specs)
+    assert second.changes == []
+    assert all(row["in_sync"] for row in describe(stack.settings.kafka, specs))
+
+    # Drift (someone shortened retention by hand) is put back; more partitions are added.
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    admin = make_admin(stack.settings.kafka)
+    try:
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topics.site_events,
+                                            {"retention.ms": "3600000"})])
+    finally:
+        admin.close()
+    spec_file = tmp_path / "topics.toml"
+    text = (REPO / "infra" / "topics.toml").read_text()
+    head, dead = text.split("[topics.dead_letters]")
+    assert "partitions = 3" in dead
+    spec_file.write_text(head + "[topics.dead_letters]" + dead.replace("partitions = 3",
+                                                                       "partitions = 5"))
+    grown = load_spec(topics, spec_file)
+    third = apply_spec(stack.settings.kafka, grown)
+    actions = {(c.topic, c.action) for c in third.changes}
+    assert actions == {(topics.site_events, "altered"), (topics.dead_letters, "partitions")}
+    rows = {r["topic"]: r for r in describe(stack.settings.kafka, grown)}
+    assert rows[topics.site_events]["configs"]["retention.ms"] == "-1"
+    assert rows[topics.dead_letters]["partitions"] == 5
+    # A spec with fewer partitions never shrinks (Kafka cannot) and deletes nothing.
+    fourth = apply_spec(stack.settings.kafka, specs)
+    assert [(c.topic, c.action) for c in fourth.changes] == [(topics.dead_letters, "warning")]
+    assert apply_spec(stack.settings.kafka, grown).changes == []
+
+
+# --- integration: sohoa up / down keep the data ----------------------------------------------
+
+@pytest.mark.integration
+def test_up_down_up_keeps_kafka_records_and_postgres_rows(tmp_path):
+    state = tmp_path / "state"
+    ports = {name: free_port() for name in ("KAFKA_PORT", "KAFKA_CONTROLLER_PORT",
+                                            "POSTGRES_PORT")}
+    metrics_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOHOA_")}
+    env.update({f"SOHOA_STACK__{k}": str(v) for k, v in ports.items()})
+    env.update({"SOHOA_LOGGING__JSON": "false", "SOHOA_CONSUMER__METRICS_PORT": str(metrics_port),
+                "SOHOA_CONSUMER__METRICS_HOST": "127.0.0.1"})
+    bootstrap = f"127.0.0.1:{ports['KAFKA_PORT']}"
+    dsn = f"postgresql://sohoa@127.0.0.1:{ports['POSTGRES_PORT']}/sohoa"
+    settings = Settings(kafka={"bootstrap": bootstrap})
+    topic = f"persist.{uuid.uuid4().hex[:8]}"
+    try:
+        res = _sohoa(env, "up", "--no-components", "--state-dir", str(state))
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "Kafka (bootstrap)" in res.stdout and bootstrap in res.stdout
+        assert dsn in res.stdout
+        assert "sohoa.site-events: created" in res.stdout
+
+        producer = make_producer(settings.kafka)
+        producer.send(topic, key="k", value=b"ghi-nhan").get(timeout=60)
+        producer.close()
+        with psycopg.connect(dsn) as conn:
+            conn.execute("CREATE TABLE durable (note text)")
+            conn.execute("INSERT INTO durable VALUES ('trang 1')")
+
+        res = _sohoa(env, "down", "--state-dir", str(state))
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "Đã dừng Kafka" in res.stdout and "Đã dừng PostgreSQL" in res.stdout
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(dsn, connect_timeout=2)
+        res = _sohoa(env, "down", "--state-dir", str(state))
+        assert res.returncode == 0 and "Không có gì đang chạy" in res.stdout
+
+        # Second start: same data, topics already right, and one component (the consumer).
+        env2 = {**env, "SOHOA_STACK__COMPONENTS": json.dumps(["consume"])}
+        res = _sohoa(env2, "up", "--state-dir", str(state))
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "Topic đã đúng cấu hình" in res.stdout
+        assert "sohoa consume đã chạy" in res.stdout
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT note FROM durable").fetchall() == [("trang 1",)]
+        consumer = make_consumer(settings.kafka, topic, group_id=f"g-{uuid.uuid4().hex}",
+                                 consumer_timeout_ms=20000)
+        try:
+            assert [r.value for r in consumer] == [b"ghi-nhan"]
+        finally:
+            consumer.close()
+        body = _wait_metrics(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert "sohoa_consumer_events_applied_total" in body
+
+        res = _sohoa(env, "down", "--state-dir", str(state))
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "Đã dừng sohoa consume" in res.stdout
+    finally:
+        _sohoa(env, "down", "--state-dir", str(state))
+        record = state / "pg" / "datadir"
+        if record.exists():
+            root = Path(record.read_text().strip())
+            if FALLBACK_ROOT in root.parents:
+                shutil.rmtree(root, ignore_errors=True)
+
+
+def _wait_metrics(url: str, timeout_s: float = 60.0) -> str:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return resp.read().decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
