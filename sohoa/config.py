@@ -204,6 +204,27 @@ class CampaignConfig(BaseModel):
     forecast_window_days: int = 10
 
 
+class SimulateConfig(BaseModel):
+    """`sohoa simulate`: synthetic campaign traffic for demos, the boards' tests, benchmarks."""
+
+    sites: int = Field(default=8, ge=1, le=500)
+    days: int = Field(default=10, ge=0, le=400, description="Working days of history")
+    pages_per_day: int = Field(default=400, ge=1, description="Mean pages per site per day")
+    speed: float = Field(default=60.0, gt=0, description="Simulated seconds per real second")
+    seed: int = 1
+    file_pages_min: int = Field(default=8, ge=1)
+    file_pages_max: int = Field(default=40, ge=1)
+    qc_fail_share: float = Field(default=0.02, ge=0, le=1)
+    qc_fail_share_high: float = Field(default=0.35, ge=0, le=1)
+    stall_hours: float = Field(default=3.0, gt=0, description="Stalled site: idle this long")
+    outage_hours: float = Field(default=1.5, gt=0, description="Offline site: outbox this old")
+    deadline_days: int = Field(default=30, ge=1, description="Plan deadline, days from today")
+    heartbeat_interval_s: float = 900.0
+    ocr_lag_s: float = Field(default=3600.0, ge=0,
+                             description="Simulated close-to-verdict time (OCR backlog)")
+    image_px: tuple[int, int] = (1240, 1754)  # A5 at 200 dpi: passes the TT 02 floor
+
+
 class LoggingConfig(BaseModel):
     level: str = "INFO"
     json_format: bool = Field(default=True, alias="json")
@@ -225,6 +246,7 @@ class Settings(BaseSettings):
     verdict: VerdictConfig = VerdictConfig()
     consumer: ConsumerConfig = ConsumerConfig()
     campaign: CampaignConfig = CampaignConfig()
+    simulate: SimulateConfig = SimulateConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @classmethod
