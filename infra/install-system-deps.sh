@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Installs the system packages sohoa needs on Debian/Ubuntu; idempotent (skips what is there).
+#   PostgreSQL server, Tesseract with Vietnamese + English, Ghostscript (PDF/A), poppler-utils,
+#   Prometheus (+ promtool), DejaVu fonts (Vietnamese glyphs in reports), a JDK for Kafka,
+#   Maven to fetch the Kafka jars.
+# Usage: sudo infra/install-system-deps.sh        (DRY_RUN=1 to only print what it would do)
+set -euo pipefail
+
+say() { printf '%s\n' "$*"; }
+
+if ! command -v apt-get >/dev/null 2>&1; then
+  say "Không có apt-get: hãy tự cài postgresql, tesseract-ocr (+vie, eng), ghostscript,"
+  say "poppler-utils, prometheus, fonts-dejavu-core, JDK 17+, maven. (not a Debian/Ubuntu system)"
+  exit 1
+fi
+
+missing=()
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+want() { have_pkg "$1" || missing+=("$1"); }
+
+# PostgreSQL: any server version under /usr/lib/postgresql will do.
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null; then
+  missing+=(postgresql)
+fi
+want tesseract-ocr
+want tesseract-ocr-vie
+want tesseract-ocr-eng
+want ghostscript
+want poppler-utils
+want fonts-dejavu-core
+command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || want prometheus
+command -v java >/dev/null 2>&1 || missing+=(default-jdk-headless)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
+
+if [ ${#missing[@]} -eq 0 ]; then
+  say "Đã đủ gói hệ thống (all system packages present)."
+  exit 0
+fi
+say "Cần cài (to install): ${missing[*]}"
+if [ "${DRY_RUN:-0}" = "1" ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  say "Cần quyền root: chạy lại bằng sudo $0  (root needed to install packages)"
+  exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+# Refresh the package lists only when they are missing or the install cannot find a package.
+if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ]; then
+  apt-get update -q
+fi
+if ! apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+  say "apt-get install thất bại; cập nhật danh sách gói rồi thử lại (apt-get update)…"
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# Debian starts a system-wide cluster with the package; sohoa runs its own private one
+# (`sohoa up`), so the default cluster is left as the package set it up.
+say "Đã cài xong (installed): ${missing[*]}"
