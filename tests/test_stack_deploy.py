@@ -38,7 +38,7 @@ def test_unit_execstart_is_a_real_command(unit: Path):
     assert args[:2] == ["--config", "/etc/sohoa/sohoa.toml"]
     # Parse (not run) the command line: click rejects an unknown command, option or choice.
     name, rest = args[2], args[3:]
-    with main.make_context("sohoa", []) as root:
+    with main.make_context("sohoa", [], resilient_parsing=True) as root:
         cmd = main.get_command(root, name)
         assert cmd is not None and "không dùng được" not in (cmd.help or ""), name
         cmd.make_context(name, list(rest), parent=root)
@@ -46,7 +46,8 @@ def test_unit_execstart_is_a_real_command(unit: Path):
 
 
 def test_parsing_check_rejects_a_bad_choice():
-    with main.make_context("sohoa", []) as root, pytest.raises(click.BadParameter):
+    root = main.make_context("sohoa", [], resilient_parsing=True)
+    with pytest.raises(click.BadParameter):
         main.get_command(root, "streams").make_context("streams", ["--role", "bogus"],
                                                        parent=root)
 
