@@ -55,14 +55,7 @@ def _local_settings(settings: Settings, state_dir: Path | None) -> Settings:
 def _component_env(local: Settings) -> dict[str, str]:
     from infra.stack import stack_env
 
-    env = stack_env(local)
-    env.update({
-        "SOHOA_WATCHER__ROOTS": json.dumps([str(p) for p in local.watcher.roots]),
-        "SOHOA_WATCHER__OUTBOX_PATH": str(local.watcher.outbox_path),
-        "SOHOA_OCR__OUTPUT_DIR": str(local.ocr.output_dir),
-        "SOHOA_STREAMS__DATA_DIR": str(local.streams.data_dir),
-    })
-    return env
+    return stack_env(local, with_paths=True)
 
 
 def _say(msg: str) -> None:

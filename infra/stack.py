@@ -59,8 +59,9 @@ class LocalStack:
         return {"kafka": kafka, "postgres": pg}
 
 
-def stack_env(settings: Settings) -> dict[str, str]:
-    """``SOHOA_*`` variables that point a child process at this stack."""
+def stack_env(settings: Settings, with_paths: bool = True) -> dict[str, str]:
+    """``SOHOA_*`` variables that point a child process at this stack (and, ``with_paths``,
+    at the hot folders, outbox, OCR output and Faust data dir ``settings`` uses)."""
     s = settings.stack
     env = {
         "SOHOA_KAFKA__BOOTSTRAP": settings.kafka.bootstrap,
@@ -79,6 +80,13 @@ def stack_env(settings: Settings) -> dict[str, str]:
     })
     if settings.stack.kafka_home:
         env["SOHOA_STACK__KAFKA_HOME"] = str(settings.stack.kafka_home)
+    if with_paths:
+        env.update({
+            "SOHOA_WATCHER__ROOTS": json.dumps([str(p) for p in settings.watcher.roots]),
+            "SOHOA_WATCHER__OUTBOX_PATH": str(settings.watcher.outbox_path),
+            "SOHOA_OCR__OUTPUT_DIR": str(settings.ocr.output_dir),
+            "SOHOA_STREAMS__DATA_DIR": str(settings.streams.data_dir),
+        })
     return env
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from infra.postgres import FALLBACK_ROOT
-from infra.procs import free_port
+from infra.procs import StackError, free_port
 from infra.stack import LocalStack, settings_for_stack, stack_env
 from infra.topics import apply_spec, load_spec
 from sohoa.config import Settings, TopicsConfig
@@ -107,26 +107,47 @@ class StackHandle:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
     if SKIP_INTEGRATION:
         pytest.skip("SOHOA_SKIP_INTEGRATION=1")
-    state = tmp_path_factory.mktemp("stack")
-    ports = {"kafka_port": free_port(), "kafka_controller_port": free_port(),
-             "postgres_port": free_port()}
-    settings = settings_for_stack(Settings(), state, **ports)
-    # Component paths default to ./.state; keep the tests' out of the working tree.
-    settings.watcher.roots = [state / "hotfolder"]
-    settings.watcher.outbox_path = state / "outbox.sqlite3"
-    settings.ocr.output_dir = state / "ocr"
-    settings.streams.data_dir = state / "faust"
-    local = LocalStack(settings)
     # `timeout` sends SIGTERM: turn it into an exception so the finalizer below still runs.
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _sigterm_as_exit)
+    local = _start_stack(tmp_path_factory)
     try:
-        _start_watchdog(local)
-        local.start_services()
+        settings = local.settings
         yield StackHandle(local=local, settings=settings, env=stack_env(settings))
     finally:
+        _stop_stack(local)
+
+
+def _start_stack(tmp_path_factory: pytest.TempPathFactory, attempts: int = 3) -> LocalStack:
+    """Free ports are only free until someone binds them (client sockets use the same range):
+    on a failed start, retry with new ports and a new state dir."""
+    for attempt in range(1, attempts + 1):
+        state = tmp_path_factory.mktemp("stack")
+        ports = {"kafka_port": free_port(), "kafka_controller_port": free_port(),
+                 "postgres_port": free_port()}
+        settings = settings_for_stack(Settings(), state, **ports)
+        # Component paths default to ./.state; keep the tests' out of the working tree.
+        settings.watcher.roots = [state / "hotfolder"]
+        settings.watcher.outbox_path = state / "outbox.sqlite3"
+        settings.ocr.output_dir = state / "ocr"
+        settings.streams.data_dir = state / "faust"
+        local = LocalStack(settings)
+        _start_watchdog(local)
+        try:
+            local.start_services()
+            return local
+        except BaseException as exc:
+            _stop_stack(local)
+            if attempt == attempts or not isinstance(exc, StackError):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _stop_stack(local: LocalStack) -> None:
+    try:
         local.kafka.resume()
         local.kafka.stop(timeout_s=20)
+    finally:
         local.pg.stop(timeout_s=20)
         pg_root = local.pg.root
         if FALLBACK_ROOT in pg_root.parents:
