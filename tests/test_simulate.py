@@ -168,6 +168,44 @@ def test_recent_files_wait_for_ocr() -> None:
     assert waiting > 0, "no backlog at all"
 
 
+def test_live_part_is_paced_and_stamped_now() -> None:
+    """--live: simulated time is compressed by --speed and events carry the real send time."""
+    from producers.simulate import merged, send_live
+
+    all_day = CampaignConfig(workdays=list(range(7)), work_start=time(0),
+                             work_end=time(23, 59, 59), lunch_start=time(12),
+                             lunch_end=time(12))
+    settings = Settings(campaign=all_day)
+    now = datetime.now(UTC)
+    camp = build_campaign(settings, sites=2, days=0, scenario="none", seed=1,
+                          pages_per_day=2000, results=False, end=now, live_s=1.5,
+                          speed=3600)
+    live = merged(camp.runs, after=camp.end)
+    assert sum(isinstance(ev, PageScanned) for _t, ev in live) > 20
+
+    class ListSink:
+        def __init__(self) -> None:
+            self.events: list = []
+
+        def send(self, ev) -> None:
+            self.events.append(ev)
+
+    sink = ListSink()
+    began = datetime.now(UTC)
+    send_live(sink, live, camp.end, 3600, lambda n: None)
+    ended = datetime.now(UTC)
+    assert len(sink.events) == len(live)
+    stamps = [ev.occurred_at for ev in sink.events]
+    assert stamps == sorted(stamps)
+    assert began <= stamps[0] and stamps[-1] <= ended
+    assert (ended - began).total_seconds() >= 1.0  # 1.5 h of site time took ~1.5 s
+    beats = [ev.event_id for ev in sink.events if isinstance(ev, SiteHeartbeat)]
+    assert len(beats) == len(set(beats))
+    # Pages keep the id of their fact: a re-run would not count them twice.
+    assert [ev.event_id for ev in sink.events if isinstance(ev, PageScanned)] == \
+        [ev.event_id for _t, ev in live if isinstance(ev, PageScanned)]
+
+
 def test_plan_csv(tmp_path: Path) -> None:
     camp = _camp()
     path = tmp_path / "plan.csv"
@@ -282,3 +320,30 @@ def test_simulate_sends_everything_to_kafka(stack, tmp_path: Path) -> None:
     assert sum(seen.values()) == expected
     assert invalid == 1  # the scenario's one malformed vendor event
     assert seen["PageScanned"] == sum(s["pages_sent"] for s in summary["sites"])
+
+
+@pytest.mark.integration
+def test_hot_folder_pages_go_through_the_real_agent(stack, tmp_path: Path) -> None:
+    """Images written by `sohoa simulate --hot-folder` are accepted by `sohoa watch`."""
+    from tests.procs import run_sohoa
+    from tests.watch_helpers import agent_env, hot, of_type, read_topic
+
+    env = agent_env(stack, tmp_path, site="xa-tan-phu")
+    root = hot(env).parent / "sim"
+    res = run_sohoa(["simulate", "--sites", "1", "--days", "1", "--pages-per-day", "12",
+                     "--scenario", "none", "--seed", "2", "--hot-folder", str(root),
+                     "--json"], env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    site = summary["sites"][0]
+    assert site["site_id"] == "xa-tan-phu" and site["pages_sent"] > 0
+    res = run_sohoa(["watch", "--once", "--root", str(root / "xa-tan-phu")], env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    events = read_topic(stack, env["SOHOA_TOPICS__SITE_EVENTS"])
+    pages = of_type(events, "PageScanned")
+    assert len(pages) == site["pages_sent"]
+    assert {p.site_id for p in pages} == {"xa-tan-phu"}
+    assert len({p.sha256 for p in pages}) == len(pages)
+    assert not any(e.NAME == "DeadLetter" for e in events)
+    closed = of_type(events, "FileClosed")
+    assert len(closed) == site["files_closed"]
