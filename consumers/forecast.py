@@ -80,6 +80,9 @@ class WorkCalendar:
                    if self.is_working_day(start + timedelta(days=i)))
 
 
+MAX_EXACT_WORKING_DAYS = 2500
+
+
 @dataclass(frozen=True)
 class Forecast:
     throughput_per_day: float      # pages per working day over the window
@@ -108,7 +111,12 @@ def forecast_site(
     if throughput <= 0:
         return Forecast(throughput, remaining, None, deadline is not None)
     days_needed = math.ceil(remaining / throughput)
-    completion = calendar.nth_working_day_from(today, days_needed)
+    if days_needed > MAX_EXACT_WORKING_DAYS:
+        # Years away: walking the calendar day by day buys no useful precision.
+        per_week = max(1, len(calendar.workdays))
+        completion = today + timedelta(days=math.ceil(days_needed * 7 / per_week))
+    else:
+        completion = calendar.nth_working_day_from(today, days_needed)
     return Forecast(throughput, remaining, completion,
                     bool(deadline is not None and completion > deadline))
 

@@ -1,0 +1,85 @@
+"""`sohoa status` (table and JSON) and the consumer's PostgreSQL-backed gauges."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from consumers.metrics import ProgressCollector
+from sohoa.config import Settings
+from sohoa.events import SiteHeartbeat
+from tests.procs import run_sohoa
+from tests.test_consumer_apply import page
+from tests.test_consumer_support import apply_events, fresh_db
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def planned(stack, tmp_path):
+    dsn = fresh_db(stack, "status")
+    env = {**stack.env, "SOHOA_POSTGRES__DSN": dsn, "COLUMNS": "250"}
+    plan = tmp_path / "plan.csv"
+    plan.write_text("site_id,unit,contractor,target_pages,target_files,deadline\n"
+                    "xa-a,Huyện A,Cty X,100,4,31/12/2030\n", encoding="utf-8")
+    assert run_sohoa(["campaign", "import", str(plan)], env).returncode == 0
+    now = datetime.now(UTC)
+    with psycopg.connect(dsn) as conn:
+        apply_events(conn, [page(site="xa-a", code="F1", no=i, t=now - timedelta(minutes=9 - i))
+                            for i in range(1, 4)]
+                     + [page(site="xa-moi", code="F9", no=1, t=now),
+                        SiteHeartbeat(site_id="xa-a", agent_version="0.1.0", outbox_depth=7,
+                                      oldest_unsent_age_s=12.5, occurred_at=now)])
+    return env, dsn
+
+
+def test_status_json_and_table(planned) -> None:
+    env, _dsn = planned
+    st = json.loads(run_sohoa(["status", "--json"], env).stdout)
+    sites = {s["site_id"]: s for s in st["sites"]}
+    assert (sites["xa-a"]["pages"], sites["xa-a"]["files"]) == (3, 1)
+    assert sites["xa-a"]["remaining_pages"] == 97
+    assert sites["xa-a"]["outbox_depth"] == 7
+    assert sites["xa-moi"]["auto_created"] is True
+    files = {(f["site_id"], f["file_code"]): f for f in st["files"]}
+    assert files[("xa-a", "F1")]["state"] == "scanning"
+    assert files[("xa-a", "F1")]["pages"] == 3
+    table = run_sohoa(["status"], env)
+    assert table.returncode == 0, table.stderr
+    assert "xa-a" in table.stdout and "xa-moi" in table.stdout
+    assert "chưa có kế hoạch" in table.stdout
+    one = run_sohoa(["status", "--site", "xa-a"], env)
+    assert "F1" in one.stdout and "đang quét" in one.stdout and "xa-moi" not in one.stdout
+
+
+def test_gauges_come_from_postgres(planned) -> None:
+    _env, dsn = planned
+    settings = Settings(postgres={"dsn": dsn}, consumer={"gauge_cache_s": 60})
+    reg = CollectorRegistry()
+    collector = ProgressCollector(settings)
+    reg.register(collector)
+    text = generate_latest(reg).decode()
+    assert 'sohoa_pages_scanned_total{site="xa-a"} 3.0' in text
+    assert 'sohoa_pages_scanned_total{site="xa-moi"} 1.0' in text
+    assert 'sohoa_site_target_pages{site="xa-a"} 100.0' in text
+    assert 'sohoa_site_remaining_pages{site="xa-a"} 97.0' in text
+    assert 'sohoa_site_outbox_depth{site="xa-a"} 7.0' in text
+    assert 'sohoa_site_oldest_unsent_seconds{site="xa-a"} 12.5' in text
+    assert 'sohoa_files{site="xa-a",state="scanning"} 1.0' in text
+    assert 'sohoa_site_working_now{site="xa-a"}' in text
+    assert "sohoa_consumer_store_up 1.0" in text
+    deadline = next(ln for ln in text.splitlines()
+                    if ln.startswith('sohoa_site_deadline_timestamp_seconds{site="xa-a"}'))
+    ts = float(deadline.split()[-1])
+    assert datetime.fromtimestamp(ts, UTC).date() in (date(2030, 12, 31),)
+    assert "F1" not in text  # no file codes in labels
+    # Cached: a new page does not show until the cache expires.
+    with psycopg.connect(dsn) as conn:
+        apply_events(conn, [page(site="xa-a", code="F1", no=4)])
+    assert 'sohoa_pages_scanned_total{site="xa-a"} 3.0' in generate_latest(reg).decode()
+    collector.cache_s = 0
+    assert 'sohoa_pages_scanned_total{site="xa-a"} 4.0' in generate_latest(reg).decode()
