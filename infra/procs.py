@@ -62,7 +62,15 @@ def running_pid(pid_path: Path, marker: str) -> int | None:
     pid = read_pid(pid_path)
     if pid is None or not alive(pid):
         return None
-    return pid if marker in cmdline(pid) else None
+    if pid in _CHILDREN:
+        return pid  # started by this very process: certainly ours
+    # Right after exec the kernel may still show an empty command line: look again briefly.
+    for _ in range(10):
+        line = cmdline(pid)
+        if line:
+            return pid if marker in line else None
+        time.sleep(0.05)
+    return None
 
 
 def alive(pid: int | None) -> bool:

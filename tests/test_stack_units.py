@@ -1,0 +1,89 @@
+"""Unit checks of the local-stack helpers (no services started)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infra.kafka import KafkaNode, ensure_libs
+from infra.postgres import FALLBACK_ROOT, PostgresNode
+from infra.procs import StackError, free_port, running_pid, spawn_detached, terminate
+from sohoa.config import StackConfig
+
+
+def test_stale_pid_file_of_another_program_is_not_ours(tmp_path):
+    pid_file = tmp_path / "kafka.pid"
+    pid_file.write_text(f"{os.getpid()}\n")  # alive, but it is pytest, not a broker
+    assert running_pid(pid_file, "kafka.Kafka") is None
+    assert running_pid(pid_file, Path(sys.argv[0]).name) == os.getpid()
+    pid_file.write_text("not a pid\n")
+    assert running_pid(pid_file, "") is None
+
+
+def test_detached_process_group_is_stopped_with_its_children(tmp_path):
+    pid_file = tmp_path / "run" / "x.pid"
+    # A leader that ignores SIGTERM and a child: both must be gone after terminate().
+    script = ("import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+              "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']);"
+              "time.sleep(600)")
+    pid = spawn_detached([sys.executable, "-c", script], log_path=tmp_path / "x.log",
+                         pid_path=pid_file)
+    assert running_pid(pid_file, "no such marker") == pid  # our own child: no marker needed
+    import time
+    time.sleep(0.5)
+    children = subprocess.run(["pgrep", "-g", str(pid)], capture_output=True, text=True)
+    assert len(children.stdout.split()) == 2
+    assert terminate(pid, timeout_s=1.0) is False  # needed SIGKILL
+    deadline = time.monotonic() + 10
+    while True:  # the killed child is reaped by init a moment later
+        left = subprocess.run(["pgrep", "-g", str(pid)], capture_output=True, text=True)
+        if not left.stdout.split() or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert left.stdout.split() == []
+
+
+def test_kafka_home_without_jars_says_how_to_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAFKA_HOME", str(tmp_path))
+    with pytest.raises(StackError, match="KAFKA_HOME"):
+        ensure_libs(StackConfig())
+
+
+def test_kafka_config_is_one_kraft_node_on_the_configured_host(tmp_path):
+    node = KafkaNode(StackConfig(state_dir=tmp_path, kafka_port=1234,
+                                 kafka_controller_port=1235))
+    node.write_config()
+    props = dict(line.split("=", 1) for line in node.properties_path.read_text().splitlines()
+                 if line and not line.startswith("#"))
+    assert props["process.roles"] == "broker,controller"
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:1235"
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:1234"
+    assert props["log.dirs"] == str(tmp_path.resolve() / "kafka" / "data")
+    assert props["auto.create.topics.enable"] == "true"
+    assert "kafka-server.log" in node.log4j_path.read_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the fallback only applies when run as root")
+def test_postgres_cluster_leaves_a_state_dir_postgres_cannot_reach(tmp_path):
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    private.chmod(0o700)
+    node = PostgresNode(StackConfig(state_dir=private / "state", postgres_port=free_port()))
+    assert FALLBACK_ROOT in node.root.parents
+    assert (private / "state" / "pg" / "datadir").read_text().strip() == str(node.root)
+    # The choice is recorded: a later run finds the same cluster.
+    again = PostgresNode(StackConfig(state_dir=private / "state"))
+    assert again.root == node.root
+
+    open_dir = Path("/tmp") / f"sohoa-open-{os.getpid()}"
+    try:
+        open_dir.mkdir(mode=0o755)
+        open_dir.chmod(0o755)
+        node = PostgresNode(StackConfig(state_dir=open_dir / "state"))
+        assert node.root == open_dir / "state" / "pg"
+    finally:
+        subprocess.run(["rm", "-rf", str(open_dir)], check=False)
