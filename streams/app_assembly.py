@@ -20,7 +20,14 @@ from sohoa.config import Settings
 from sohoa.events import FileEvent, InvalidEvent, SiteHeartbeat, parse_event
 from streams import metrics
 from streams.assembly import FileState
-from streams.faustapp import dead_letter, make_app, publish, raw_topic, source_partitions
+from streams.faustapp import (
+    dead_letter,
+    ensure_internal_topics,
+    make_app,
+    publish,
+    raw_topic,
+    source_partitions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +38,10 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
         partitions = source_partitions(settings, settings.topics.site_events)
     app = make_app(settings, cfg.app_id, cfg.web_port, partitions or cfg.table_partitions)
     n = app.conf.topic_partitions
+    ensure_internal_topics(settings, [
+        (f"{cfg.app_id}-files-changelog", n, {"cleanup.policy": "compact"}),
+        (f"{cfg.app_id}-ticks", n, {"retention.ms": str(86_400_000)}),
+    ])
     site_events = raw_topic(app, settings.topics.site_events)
     file_events = raw_topic(app, settings.topics.file_events)
     dead_letters = raw_topic(app, settings.topics.dead_letters)

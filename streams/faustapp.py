@@ -3,6 +3,7 @@ running a worker from a click command."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,37 @@ def source_partitions(settings: Settings, topic: str) -> int | None:
     finally:
         consumer.close()
     return len(parts) if parts else None
+
+
+def ensure_internal_topics(settings: Settings, topics: list[tuple[str, int, dict[str, str]]],
+                           timeout_s: float = 30.0) -> None:
+    """Create the apps' internal topics (changelog, ticks) before the worker starts: when Faust
+    declares them itself, its first rebalance can run before their metadata is known and the
+    table then sees a changelog of 0 partitions."""
+    import time as _time
+
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    from sohoa.kafka_clients import make_admin
+
+    admin = make_admin(settings.kafka)
+    try:
+        existing = set(admin.list_topics())
+        new = [NewTopic(name, n, settings.streams.replication_factor, topic_configs=cfg)
+               for name, n, cfg in topics if name not in existing]
+        if new:
+            # another worker of the same app may win the race
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(new, timeout_ms=int(timeout_s * 1000))
+        deadline = _time.monotonic() + timeout_s
+        names = {name for name, _n, _c in topics}
+        while not names <= set(admin.list_topics()):
+            if _time.monotonic() > deadline:
+                raise RuntimeError(f"internal topics not visible: {sorted(names)}")
+            _time.sleep(0.2)
+    finally:
+        admin.close()
 
 
 def make_app(settings: Settings, app_id: str, web_port: int, partitions: int | None) -> faust.App:

@@ -104,13 +104,16 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 # --- in the child process ----------------------------------------------------------------
 
-def build_input_pdf(pages: list[dict[str, Any]], dest: Path) -> None:
-    """One PDF of all pages in order; each page's bytes verified against its SHA-256."""
+def build_input_pdf(pages: list[dict[str, Any]], dest: Path) -> list[int]:
+    """One PDF of all pages in order; each page's bytes verified against its SHA-256.
+    Returns the page number of each PDF page (a multi-page TIFF gives several)."""
     import img2pdf
     import pikepdf
 
     out = pikepdf.new()
+    numbers: list[int] = []
     for p in pages:
+        before = len(out.pages)
         try:
             data = read_verified(p["uri"], p["sha256"])
         except PageUnreadable as exc:
@@ -123,13 +126,16 @@ def build_input_pdf(pages: list[dict[str, Any]], dest: Path) -> None:
             except pikepdf.PdfError as exc:
                 raise OcrInputError(f"page {p['page_no']}: corrupt PDF: {exc}") from None
             out.pages.extend(src.pages)
+            numbers += [p["page_no"]] * (len(out.pages) - before)
             continue
         try:
             pdf_bytes = img2pdf.convert(data, rotation=img2pdf.Rotation.ifvalid)
         except Exception:
             pdf_bytes = img2pdf.convert(_normalise_image(data, p["page_no"]))
         out.pages.extend(pikepdf.open(io.BytesIO(pdf_bytes)).pages)
+        numbers += [p["page_no"]] * (len(out.pages) - before)
     out.save(dest)
+    return numbers
 
 
 def _normalise_image(data: bytes, page_no: int) -> bytes:
@@ -178,7 +184,7 @@ def ocr_child(job: dict[str, Any]) -> dict[str, Any]:
         from ocrmypdf import exceptions as ox
 
         src = work / "input.pdf"
-        build_input_pdf(job["pages"], src)
+        page_nos = build_input_pdf(job["pages"], src)
         paths = OcrPaths(Path(job["pdf"]), Path(job["text"]), Path(job["result"]))
         paths.pdf.parent.mkdir(parents=True, exist_ok=True)
         tmp_pdf = paths.pdf.with_name(f".{paths.pdf.name}.{os.getpid()}.tmp")
@@ -217,14 +223,10 @@ def ocr_child(job: dict[str, Any]) -> dict[str, Any]:
         text = tmp_txt.read_text(encoding="utf-8", errors="replace")
         texts = text.split("\f")
         confs = _hocr_confidences(work)
-        page_nos = [p["page_no"] for p in job["pages"]]
         per_page = []
-        for i, t in enumerate(texts[: max(len(page_nos), len(texts))]):
-            if i >= len(page_nos) and not t.strip():
-                continue
-            page_no = page_nos[i] if i < len(page_nos) else page_nos[-1] if page_nos else i + 1
-            chars = len("".join(t.split()))
-            per_page.append({"page_no": page_no, "chars": chars,
+        for i, page_no in enumerate(page_nos):
+            t = texts[i] if i < len(texts) else ""
+            per_page.append({"page_no": page_no, "chars": len("".join(t.split())),
                              "mean_confidence": confs.get(i + 1)})
         output_sha = _sha256_file(tmp_pdf)
         _atomic_write(paths.text, text.encode("utf-8"))

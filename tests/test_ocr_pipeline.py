@@ -134,3 +134,62 @@ def test_needs_rescan_reasons(stack, tmp_path: Path) -> None:
     assert reasons["HS-150"] == {(1, "dpi")}
     assert reasons["HS-GREY"] == {(1, "colour")}
     assert not list((tmp_path / "ocr").rglob("*.pdf"))  # no OCR spent on files to rescan
+
+
+def test_inputs_as_scanners_make_them_and_broken_ones(stack, tmp_path: Path) -> None:
+    env = streams_env(stack, tmp_path, ocr=True, SOHOA_QC__WORKERS="1")
+    hot = tmp_path / "hot" / "UBND"
+    for d in ("HS-FORMATS", "HS-BROKEN"):
+        (hot / d).mkdir(parents=True)
+    fm = hot / "HS-FORMATS"
+    good = [pages.cmyk_jpeg(fm / "001.jpg", PageSpec(text=pages.text_lines(6, 1))),
+            pages.png_with_alpha(fm / "002.png", PageSpec(text=pages.text_lines(6, 3))),
+            pages.palette_png(fm / "003.png", PageSpec(text=pages.text_lines(6, 5))),
+            pages.multipage_tiff(fm / "004.tif", [PageSpec(text=pages.text_lines(6, 7)),
+                                                  PageSpec(text=pages.text_lines(6, 9))]),
+            pages.scanner_pdf(fm / "005.pdf", PageSpec(text=pages.text_lines(6, 11)))]
+    events = [manifest(SITE, "HS-FORMATS", 5)] + [
+        page_event(SITE, "HS-FORMATS", i + 1, f) for i, f in enumerate(good)]
+    bh = hot / "HS-BROKEN"
+    broken = {
+        "HS-CORRUPT": pages.corrupt(bh / "c.tif"),
+        "HS-TRUNC": pages.truncated(bh / "t.jpg"),
+        "HS-1PX": pages.one_pixel(bh / "one.png"),
+        "HS-GIANT": pages.giant_tiff(bh / "giant.tif"),
+        "HS-ENC": pages.encrypted_pdf(bh / "e.pdf"),
+    }
+    for code, f in broken.items():
+        events += [page_event(SITE, code, 1, f), closed(SITE, code)]
+    # A page that vanished after it was announced, and an invalid payload on the input.
+    gone = pages.write_page(bh / "gone.png", PageSpec())
+    events.append(page_event(SITE, "HS-GONE", 1, gone))
+    gone.unlink()
+    events += [closed(SITE, "HS-GONE"), (f"{SITE}/HS-X", b'{"schema": {"name": "Nope"}}')]
+    expected = {"HS-FORMATS", "HS-GONE", *broken}
+    proc = start(env, tmp_path)
+    try:
+        send(stack, env["SOHOA_TOPICS__SITE_EVENTS"], events)
+        got = wait_for(lambda: (lambda v: v if set(v) >= expected else None)(
+            verdicts(stack, env)), 400, "a verdict for every input", (proc,), interval=2.0)
+        assert proc.alive()
+        evs = read_all(stack, env["SOHOA_TOPICS__FILE_EVENTS"])
+        dls = read_all(stack, env["SOHOA_TOPICS__DEAD_LETTERS"])
+    finally:
+        proc.stop()
+    fmt = got["HS-FORMATS"]
+    assert fmt.verdict == Verdict.ACCEPTED, fmt.reasons
+    ocr = next(e for e in evs if isinstance(e, OcrCompleted) and e.file_code == "HS-FORMATS")
+    assert [p.page_no for p in ocr.pages] == [1, 2, 3, 4, 4, 5]
+    assert all(p.chars > 100 for p in ocr.pages), ocr.pages
+
+    def reasons(code: str) -> str:
+        return " | ".join(r.reason for r in got[code].reasons)
+
+    assert got["HS-CORRUPT"].verdict == Verdict.REJECTED and "corrupt" in reasons("HS-CORRUPT")
+    assert got["HS-TRUNC"].verdict == Verdict.REJECTED and "truncated" in reasons("HS-TRUNC")
+    assert got["HS-ENC"].verdict == Verdict.REJECTED and "encrypted" in reasons("HS-ENC")
+    assert got["HS-GONE"].verdict == Verdict.REJECTED and "unreadable" in reasons("HS-GONE")
+    assert got["HS-1PX"].verdict == Verdict.NEEDS_RESCAN and "pixels" in reasons("HS-1PX")
+    assert got["HS-GIANT"].verdict == Verdict.NEEDS_RESCAN
+    assert "pixels: 557" in reasons("HS-GIANT") or "pixels: 55" in reasons("HS-GIANT")
+    assert any("unknown event" in d.reason for d in dls)
