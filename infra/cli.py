@@ -153,14 +153,12 @@ def up(ctx: click.Context, no_components: bool, state_dir: Path | None) -> None:
 
 
 def _print_endpoints(local: Settings, stack, with_components: bool) -> None:
-    from sohoa.config import _mask_dsn
-
     host = local.stack.host
     click.echo("")
     click.secho("Điểm truy cập (endpoints):", bold=True)
     rows = [
         ("Kafka (bootstrap)", stack.kafka.bootstrap),
-        ("PostgreSQL (DSN)", _mask_dsn(local.postgres.url)),
+        ("PostgreSQL (DSN)", local.masked()["postgres"]["dsn"]),
     ]
     comps = set(local.stack.components) if with_components else set()
     if "watch" in comps:
