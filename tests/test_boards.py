@@ -106,10 +106,11 @@ def _missing_consumer_pieces() -> str | None:
 
 
 def _vn_holiday_today() -> str | None:
+    from zoneinfo import ZoneInfo
+
     import holidays
 
-    today = datetime.now(UTC).astimezone(__import__("zoneinfo").ZoneInfo(
-        "Asia/Ho_Chi_Minh")).date()
+    today = datetime.now(UTC).astimezone(ZoneInfo("Asia/Ho_Chi_Minh")).date()
     return holidays.country_holidays("VN", years=today.year).get(today)
 
 
