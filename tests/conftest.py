@@ -11,6 +11,8 @@ API (stable, other test files rely on it):
     stack.stop_kafka() / start_kafka() / kill_kafka() (SIGKILL) / pause_kafka() / resume_kafka()
     stack.stop_postgres() / start_postgres()
 
+After each test that used ``stack``, a stopped/killed/paused Kafka or PostgreSQL is brought back.
+Tests using ``stack`` are marked ``integration`` automatically.
 Set SOHOA_SKIP_INTEGRATION=1 to skip every integration test (quick unit runs only).
 """
 
@@ -116,6 +118,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
         yield StackHandle(local=local, settings=settings, env=stack_env(settings))
     finally:
         _stop_stack(local)
+
+
+@pytest.fixture(autouse=True)
+def _stack_restored(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that stopped, killed or paused a service and then failed must not take the
+    following tests down with it: after each test that used ``stack``, bring it back."""
+    yield
+    if "stack" not in request.fixturenames:
+        return
+    handle: StackHandle = request.getfixturevalue("stack")
+    handle.local.kafka.resume()
+    if not handle.local.kafka.running():
+        handle.local.kafka.start(wait=True)
+    if not handle.local.pg.running():
+        handle.local.pg.start(wait=True)
 
 
 def _start_stack(tmp_path_factory: pytest.TempPathFactory, attempts: int = 3) -> LocalStack:

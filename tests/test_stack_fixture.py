@@ -98,3 +98,19 @@ def test_pause_and_resume_kafka(stack):
     producer = make_producer(stack.settings.kafka)
     producer.send(topics.dead_letters, key="x", value=b"resumed").get(timeout=30)
     producer.close()
+
+
+def test_a_stopped_service_left_by_a_test(stack):
+    # Leaves both services down on purpose; the autouse fixture restores them afterwards.
+    stack.stop_kafka()
+    stack.stop_postgres()
+
+
+def test_services_are_back_for_the_next_test(stack):
+    with psycopg.connect(stack.settings.postgres.url, connect_timeout=5) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    admin = make_admin(stack.settings.kafka)
+    try:
+        assert isinstance(admin.list_topics(), list)
+    finally:
+        admin.close()
