@@ -112,14 +112,15 @@ def _site_guess(value: bytes | None) -> str:
 
 STAGE_COLUMNS = ("seq", "event_id", "etype", "site_id", "file_code", "fonds", "page_no",
                  "revision", "sha256", "occurred_at", "topic", "part", "off", "uri", "path",
-                 "size_bytes", "media_type", "doc")
+                 "size_bytes", "media_type", "passed", "names", "doc")
 
 _CREATE_TEMP = """
 CREATE TEMP TABLE IF NOT EXISTS stage (
     seq integer NOT NULL, event_id text NOT NULL, etype text NOT NULL, site_id text NOT NULL,
     file_code text, fonds text, page_no integer, revision integer, sha256 text,
     occurred_at timestamptz NOT NULL, topic text, part integer, off bigint,
-    uri text, path text, size_bytes bigint, media_type text, doc jsonb
+    uri text, path text, size_bytes bigint, media_type text, passed boolean, names text[],
+    doc jsonb
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS touched_days (site_id text NOT NULL, day date NOT NULL)
     ON COMMIT DELETE ROWS;
@@ -128,10 +129,6 @@ CREATE TEMP TABLE IF NOT EXISTS touched_files (site_id text NOT NULL, file_code 
 """
 
 # --- the statements, in order ------------------------------------------------------------
-
-_DEDUP_IN_BATCH = """
-DELETE FROM stage a USING stage b WHERE a.event_id = b.event_id AND a.seq > b.seq
-"""
 
 _DEDUP_APPLIED = """
 WITH ins AS (
@@ -196,9 +193,12 @@ ON CONFLICT DO NOTHING
 # Days whose counts may change: the days pages and verdicts sit on before this batch…
 _DAYS_BEFORE = """
 INSERT INTO touched_days (site_id, day)
-SELECT p.site_id, p.scan_day FROM pages p
-JOIN (SELECT DISTINCT site_id, file_code, page_no FROM stage
-      WHERE etype IN ('PageScanned', 'PageRemoved')) k USING (site_id, file_code, page_no)
+SELECT site_id, day FROM (
+    SELECT k.site_id, (SELECT p.scan_day FROM pages p WHERE p.site_id = k.site_id
+                          AND p.file_code = k.file_code AND p.page_no = k.page_no) AS day
+    FROM (SELECT DISTINCT site_id, file_code, page_no FROM stage
+          WHERE etype IN ('PageScanned', 'PageRemoved')) k
+) x WHERE day IS NOT NULL
 UNION
 SELECT f.site_id, (f.verdict_at AT TIME ZONE st.timezone)::date
 FROM files f JOIN touched_files t USING (site_id, file_code) JOIN sites st USING (site_id)
@@ -259,13 +259,19 @@ _NEWER = ("((excluded.revision, excluded.scanned_at, excluded.sha256)"
           " > (pages.revision, pages.scanned_at, pages.sha256))")
 _UPSERT_PAGES = _UPSERT_PAGES.replace("n.newer", _NEWER)
 
+# Only pages that a removal may concern: those removed in this batch, and those scanned in it
+# that have any removal on record (a new revision must clear or keep an earlier removal).
 _PAGES_REMOVED = """
 UPDATE pages p SET removed_at = (
     SELECT max(r.removed_at) FROM page_removals r
     WHERE r.site_id = p.site_id AND r.file_code = p.file_code AND r.page_no = p.page_no
       AND r.sha256 = p.sha256 AND r.removed_at >= p.scanned_at)
-FROM (SELECT DISTINCT site_id, file_code, page_no FROM stage
-      WHERE etype IN ('PageScanned', 'PageRemoved')) k
+FROM (SELECT site_id, file_code, page_no FROM stage WHERE etype = 'PageRemoved'
+      UNION
+      SELECT s.site_id, s.file_code, s.page_no FROM stage s
+      WHERE s.etype = 'PageScanned' AND EXISTS (
+          SELECT 1 FROM page_removals r WHERE r.site_id = s.site_id
+             AND r.file_code = s.file_code AND r.page_no = s.page_no)) k
 WHERE p.site_id = k.site_id AND p.file_code = k.file_code AND p.page_no = k.page_no
 """
 
@@ -273,10 +279,8 @@ _PAGE_CHECKS = """
 INSERT INTO page_checks (site_id, file_code, page_no, revision, sha256, passed, failed, checks,
                          checked_at, event_id)
 SELECT DISTINCT ON (site_id, file_code, page_no, revision)
-       site_id, file_code, page_no, revision, sha256, (doc->>'passed')::boolean,
-       ARRAY(SELECT x->>'check' FROM jsonb_array_elements(doc->'checks') x
-             WHERE NOT (x->>'passed')::boolean ORDER BY 1),
-       doc->'checks', occurred_at, event_id
+       site_id, file_code, page_no, revision, sha256, passed, names, doc, occurred_at,
+       event_id
 FROM stage WHERE etype = 'PageChecked'
 ORDER BY site_id, file_code, page_no, revision, occurred_at DESC, event_id DESC
 ON CONFLICT (site_id, file_code, page_no, revision) DO UPDATE SET
@@ -416,22 +420,22 @@ LEFT JOIN LATERAL (
 WHERE f.site_id = t.site_id AND f.file_code = t.file_code
 """
 
+# LATERAL keeps this an index probe per touched file however large `pages` grows.
 _FILE_PAGES = """
 UPDATE files f SET pages = a.n, last_page_at = a.last_at, checked_pages = a.checked,
                    qc_failed_pages = a.failed
-FROM (
-    SELECT t.site_id, t.file_code,
-           count(p.page_no) FILTER (WHERE NOT p.removed) AS n,
+FROM touched_files t
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE NOT p.removed) AS n,
            max(p.scanned_at) FILTER (WHERE NOT p.removed) AS last_at,
            count(c.page_no) FILTER (WHERE NOT p.removed) AS checked,
            count(c.page_no) FILTER (WHERE NOT p.removed AND NOT c.passed) AS failed
-    FROM touched_files t
-    LEFT JOIN pages p ON p.site_id = t.site_id AND p.file_code = t.file_code
+    FROM pages p
     LEFT JOIN page_checks c ON c.site_id = p.site_id AND c.file_code = p.file_code
          AND c.page_no = p.page_no AND c.revision = p.revision
-    GROUP BY t.site_id, t.file_code
+    WHERE p.site_id = t.site_id AND p.file_code = t.file_code
 ) a
-WHERE f.site_id = a.site_id AND f.file_code = a.file_code
+WHERE f.site_id = t.site_id AND f.file_code = t.file_code
 """
 
 # The state is a function of the stored facts, never of the order they came in: a verdict of
@@ -451,12 +455,13 @@ FROM touched_files t
 WHERE f.site_id = t.site_id AND f.file_code = t.file_code
 """
 
-# …and the days they sit on after it.
+# …and the days they sit on after it: a page's day can only move to the day of a scan in
+# this batch (first_scanned_at only moves back), so the staged events name them.
 _DAYS_AFTER = """
 INSERT INTO touched_days (site_id, day)
-SELECT p.site_id, p.scan_day FROM pages p
-JOIN (SELECT DISTINCT site_id, file_code, page_no FROM stage
-      WHERE etype IN ('PageScanned', 'PageRemoved')) k USING (site_id, file_code, page_no)
+SELECT DISTINCT s.site_id, (s.occurred_at AT TIME ZONE st.timezone)::date
+FROM stage s JOIN sites st USING (site_id)
+WHERE s.etype = 'PageScanned'
 UNION
 SELECT f.site_id, (f.verdict_at AT TIME ZONE st.timezone)::date
 FROM files f JOIN touched_files t USING (site_id, file_code) JOIN sites st USING (site_id)
@@ -502,6 +507,82 @@ ON CONFLICT (dedup_key) DO NOTHING
 """
 
 
+_COPY_STAGE = f"COPY stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN"
+
+
+@dataclass
+class Prepared:
+    """A batch parsed and shaped for COPY: pure CPU work, no database, safe in any thread."""
+
+    rows: list[tuple]
+    result: BatchResult
+    records: list[Record]
+
+
+def prepare(records: list[Record]) -> Prepared:
+    result = BatchResult()
+    rows: list[tuple] = []
+    seen: set[str] = set()
+    for seq, rec in enumerate(records):
+        key = (rec.topic, rec.partition)
+        result.offsets[key] = max(result.offsets.get(key, -1), rec.offset + 1)
+        try:
+            if rec.value is None:
+                raise InvalidEvent("empty record (tombstone)", b"")
+            try:
+                data = json.loads(rec.value)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise InvalidEvent(f"not JSON: {exc}", rec.value) from None
+            if not isinstance(data, dict):
+                raise InvalidEvent("not a JSON object", rec.value)
+            ev = parse_event(data)
+        except InvalidEvent as exc:
+            result.dead_letters.append(dead_letter_for(rec, exc.reason))
+            continue
+        if ev.event_id in seen:  # the same fact twice in one batch: the first counts
+            result.duplicates += 1
+            continue
+        seen.add(ev.event_id)
+        rows.append(_row(seq, ev, rec, data))
+    return Prepared(rows, result, records)
+
+
+def dead_letter_for(rec: Record, reason: str) -> DeadLetterRow:
+    return DeadLetterRow(
+        dedup_key=stable_event_id("DeadLetter", CONSUMER_SOURCE, rec.topic, rec.partition,
+                                  rec.offset),
+        site_id=_site_guess(rec.value), source=CONSUMER_SOURCE, topic=rec.topic,
+        partition=rec.partition, offset=rec.offset, reason=reason,
+        payload=_lenient(rec.value), occurred_at=datetime.now(UTC))
+
+
+def _row(seq: int, ev: Event, rec: Record, data: dict[str, Any]) -> tuple:
+    file_code = fonds = page_no = revision = sha = None
+    uri = path = size = media = doc = passed = names = None
+    if isinstance(ev, FileEvent):
+        file_code, fonds = ev.file_code, ev.fonds
+    if isinstance(ev, PageScanned):
+        page_no, revision, sha = ev.page_no, ev.revision, ev.sha256
+        uri, path, size, media = ev.uri, ev.path, ev.size_bytes, ev.media_type
+    elif isinstance(ev, PageChecked):
+        # Typed here, so the database does not walk JSON for the busiest file event.
+        page_no, sha, revision, passed = ev.page_no, ev.sha256, ev.revision, ev.passed
+        names = sorted(c.check for c in ev.checks if not c.passed)
+        doc = json.dumps(data["checks"], ensure_ascii=False)
+    else:
+        if isinstance(ev, PageRemoved):
+            page_no, sha = ev.page_no, ev.sha256
+        revision = getattr(ev, "revision", None)
+        # The validated input itself: re-serialising the model would only cost time.
+        doc = rec.value.decode() if rec.value is not None else ev.to_json().decode()
+        if isinstance(ev, DeadLetter):
+            # The label class rides in `path` (unused by DeadLetter) to keep one stage table.
+            path = reason_class(ev.reason)
+    return (seq, ev.event_id, ev.NAME, ev.site_id, file_code, fonds, page_no, revision, sha,
+            ev.occurred_at, rec.topic, rec.partition, rec.offset, uri, path, size, media,
+            passed, names, doc)
+
+
 @dataclass
 class SiteDefaults:
     timezone: str = "Asia/Ho_Chi_Minh"
@@ -525,63 +606,23 @@ class BatchApplier:
         self.site_defaults = site_defaults or SiteDefaults()
         with conn.transaction():
             conn.execute(_CREATE_TEMP)
-
-    # --- parsing ------------------------------------------------------------------------
-
-    def stage_rows(self, records: list[Record], result: BatchResult) -> list[tuple]:
-        rows: list[tuple] = []
-        for seq, rec in enumerate(records):
-            key = (rec.topic, rec.partition)
-            result.offsets[key] = max(result.offsets.get(key, -1), rec.offset + 1)
-            try:
-                if rec.value is None:
-                    raise InvalidEvent("empty record (tombstone)", b"")
-                ev = parse_event(rec.value)
-            except InvalidEvent as exc:
-                result.dead_letters.append(self._dead_letter(rec, exc.reason))
-                continue
-            rows.append(self._row(seq, ev, rec))
-        return rows
-
-    @staticmethod
-    def _dead_letter(rec: Record, reason: str) -> DeadLetterRow:
-        return DeadLetterRow(
-            dedup_key=stable_event_id("DeadLetter", CONSUMER_SOURCE, rec.topic, rec.partition,
-                                      rec.offset),
-            site_id=_site_guess(rec.value), source=CONSUMER_SOURCE, topic=rec.topic,
-            partition=rec.partition, offset=rec.offset, reason=reason,
-            payload=_lenient(rec.value), occurred_at=datetime.now(UTC))
-
-    @staticmethod
-    def _row(seq: int, ev: Event, rec: Record) -> tuple:
-        file_code = fonds = page_no = revision = sha = None
-        uri = path = size = media = doc = None
-        if isinstance(ev, FileEvent):
-            file_code, fonds = ev.file_code, ev.fonds
-        if isinstance(ev, PageScanned):
-            page_no, revision, sha = ev.page_no, ev.revision, ev.sha256
-            uri, path, size, media = ev.uri, ev.path, ev.size_bytes, ev.media_type
-        else:
-            if isinstance(ev, PageRemoved | PageChecked):
-                page_no, sha = ev.page_no, ev.sha256
-            revision = getattr(ev, "revision", None)
-            doc = ev.to_json().decode()
-            if isinstance(ev, DeadLetter):
-                # The label class rides in `path` (unused by DeadLetter) to keep one stage table.
-                path = reason_class(ev.reason)
-        return (seq, ev.event_id, ev.NAME, ev.site_id, file_code, fonds, page_no, revision, sha,
-                ev.occurred_at, rec.topic, rec.partition, rec.offset, uri, path, size, media,
-                doc)
+            # Safe for exactly-once: a batch and its offsets commit together, so a server crash
+            # that loses the last commits rewinds both, and the consumer re-reads those records.
+            conn.execute("SET synchronous_commit TO off")
 
     # --- writing ------------------------------------------------------------------------
 
     def apply(self, records: list[Record], *, commit_offsets: bool = True) -> BatchResult:
-        """Apply ``records`` and (optionally) their offsets; call inside a transaction."""
-        result = BatchResult()
-        rows = self.stage_rows(records, result)
+        """Parse and write ``records`` and (optionally) their offsets; call in a transaction."""
+        return self.write(prepare(records), commit_offsets=commit_offsets)
+
+    def write(self, prepared: Prepared, *, commit_offsets: bool = True) -> BatchResult:
+        """Write a batch :func:`prepare` made (in any thread); call inside a transaction."""
+        result = prepared.result
+        rows = prepared.rows
         cur = self.conn.cursor()
         if rows:
-            with cur.copy(f"COPY stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as cp:
+            with cur.copy(_COPY_STAGE) as cp:
                 for row in rows:
                     cp.write_row(row)
             self._merge(cur, result, len(rows))
@@ -608,13 +649,11 @@ class BatchApplier:
             _OFFSETS, [(self.group_id, t, p, o) for (t, p), o in sorted(offsets.items())])
 
     def _merge(self, cur: psycopg.Cursor, result: BatchResult, staged: int) -> None:
-        cur.execute("ANALYZE stage")
-        cur.execute(_DEDUP_IN_BATCH)
         cur.execute(_DEDUP_APPLIED)
         cur.execute("SELECT etype, count(*) FROM stage GROUP BY etype")
         result.applied.update({t: n for t, n in cur.fetchall()})
         fresh = sum(result.applied.values())
-        result.duplicates = staged - fresh
+        result.duplicates += staged - fresh
         if not fresh:
             return
         d = self.site_defaults

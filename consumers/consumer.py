@@ -14,11 +14,21 @@ import logging
 import signal
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import psycopg
 
-from consumers.apply import BatchApplier, BatchResult, DeadLetterRow, Record, SiteDefaults
+from consumers.apply import (
+    BatchApplier,
+    BatchResult,
+    DeadLetterRow,
+    Prepared,
+    Record,
+    SiteDefaults,
+    dead_letter_for,
+    prepare,
+)
 from consumers.apply import stored_offsets as read_offsets
 from consumers.db import connect_retry
 from consumers.metrics import ConsumerMetrics
@@ -48,6 +58,10 @@ class ProgressConsumer:
         self.consumer: Any = None
         self.producer: Any = None
         self.pending: list[Any] = []
+        # One batch may be parsed in a worker thread while the previous one is written: the
+        # database round trips release the GIL, so parsing and writing overlap.
+        self.parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse")
+        self.inflight: Future[Prepared] | None = None
         self.batches = 0
 
     # --- PostgreSQL ---------------------------------------------------------------------
@@ -91,13 +105,10 @@ class ProgressConsumer:
         class Listener(_listener_base()):
             def on_partitions_revoked(self, revoked):
                 # Records of partitions we are losing must land before another member reads.
-                if outer.pending:
-                    outer.flush()
+                outer.drain()
 
             def on_partitions_assigned(self, assigned):
-                outer.pending = [r for r in outer.pending
-                                 if (r.topic, r.partition) not in
-                                 {(tp.topic, tp.partition) for tp in assigned}]
+                outer.drain()
                 outer.seek_to_stored(assigned)
 
         return Listener()
@@ -132,43 +143,66 @@ class ProgressConsumer:
                     batch_started = None
                 elif not self.pending:
                     batch_started = None
-            if self.pending:
-                self.flush()
+                    if not polled:
+                        self._write_inflight()  # quiet: do not hold a parsed batch back
+            self.drain()
         finally:
             self.close()
 
     def flush(self) -> None:
+        """Hand the pending records to the parser; write the batch parsed before meanwhile."""
         records = [Record(r.topic, r.partition, r.offset, r.value, r.key) for r in self.pending]
         self.pending = []
         if not records:
             return
+        nxt = self.parser.submit(prepare, records)
+        if self._write_inflight():
+            self.inflight = nxt
+        else:
+            nxt.cancel()  # the consumer was re-positioned: these records will be read again
+
+    def drain(self) -> None:
+        """Write everything parsed or pending now (rebalance, shutdown)."""
+        if self.pending:
+            self.flush()
+        self._write_inflight()
+
+    def _write_inflight(self) -> bool:
+        """Write the parsed batch, if any; False when PostgreSQL failed and we re-positioned."""
+        fut, self.inflight = self.inflight, None
+        if fut is None:
+            return True
+        prepared = fut.result()
         started = time.perf_counter()
         try:
-            result = self._apply(records)
+            result = self._write(prepared)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             # PostgreSQL went away mid-batch: nothing of it committed (or all of it did). Wait
-            # for the database, then re-read from the offsets it holds.
+            # for the database, then re-read from the offsets it holds; drop what is queued.
             log.warning("batch not committed: postgres connection lost; will re-read",
-                        extra={"error": str(exc).strip()[:200], "records": len(records)})
+                        extra={"error": str(exc).strip()[:200],
+                               "records": len(prepared.records)})
             self._connect()
+            self.pending = []
             self.seek_to_stored(self.consumer.assignment())
-            return
+            return False
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self._after_commit(result)
+        return True
 
-    def _apply(self, records: list[Record]) -> BatchResult:
+    def _write(self, prepared: Prepared) -> BatchResult:
         assert self.conn is not None and self.applier is not None
         try:
             with self.conn.transaction():
-                return self.applier.apply(records)
+                return self.applier.write(prepared)
         except (psycopg.OperationalError, psycopg.InterfaceError):
             raise
         except psycopg.Error as exc:
             # The database refused something in the batch: apply record by record so the one
             # at fault becomes a dead letter and the rest still count.
             log.error("batch refused by postgres; applying one by one",
-                      extra={"error": str(exc).strip()[:300], "records": len(records)})
-            return self._apply_singly(records)
+                      extra={"error": str(exc).strip()[:300], "records": len(prepared.records)})
+            return self._apply_singly(prepared.records)
 
     def _apply_singly(self, records: list[Record]) -> BatchResult:
         assert self.conn is not None and self.applier is not None
@@ -180,12 +214,11 @@ class ProgressConsumer:
             except (psycopg.OperationalError, psycopg.InterfaceError):
                 raise
             except psycopg.Error as exc:
-                dl = BatchApplier._dead_letter(rec, f"database refused: {str(exc).strip()[:300]}")
+                dl = dead_letter_for(rec, f"database refused: {str(exc).strip()[:300]}")
                 with self.conn.transaction():
-                    res = self.applier.apply([], commit_offsets=False)
-                    self.applier.store_dead_letters([dl])
+                    stored = self.applier.store_dead_letters([dl])
                     self.applier.store_offsets({(rec.topic, rec.partition): rec.offset + 1})
-                res.dead_letters = [dl]
+                res = BatchResult(dead_letters=stored)
             total.applied.update(res.applied)
             total.duplicates += res.duplicates
             total.dead_letters.extend(res.dead_letters)
@@ -235,6 +268,7 @@ class ProgressConsumer:
         self.metrics.lag.set(lag)
 
     def close(self) -> None:
+        self.parser.shutdown(wait=False, cancel_futures=True)
         for closer in (self.consumer, self.producer, self.conn):
             if closer is None:
                 continue

@@ -8,6 +8,7 @@ Vương, 30/4, 1/5, Quốc khánh…), never from a hand-kept list.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -24,6 +25,19 @@ def _vn_holidays(year: int) -> frozenset[date]:
 
 def is_holiday(day: date) -> bool:
     return day in _vn_holidays(day.year)
+
+
+@lru_cache(maxsize=32)
+def _working_ordinals(workdays: tuple[int, ...], first_year: int, last_year: int) -> list[int]:
+    """Sorted ordinals of every working day in [first_year, last_year]: bisect, don't walk."""
+    d = date(first_year, 1, 1)
+    end = date(last_year, 12, 31)
+    out = []
+    while d <= end:
+        if d.weekday() in workdays and not is_holiday(d):
+            out.append(d.toordinal())
+        d += timedelta(days=1)
+    return out
 
 
 def holiday_name(day: date) -> str | None:
@@ -48,39 +62,49 @@ class WorkCalendar:
     def local_today(self, now: datetime) -> date:
         return now.astimezone(ZoneInfo(self.timezone)).date()
 
+    @staticmethod
+    def _window(around: date) -> tuple[int, int]:
+        # 24-year tables aligned on 8 years: nearby dates share one cached table, and any date
+        # has at least 8 years of it on each side.
+        base = around.year - (around.year % 8) - 8
+        return base, base + 23
+
+    def _ordinals(self, around: date) -> list[int]:
+        return _working_ordinals(tuple(sorted(self.workdays)), *self._window(around))
+
     def working_days_before(self, day: date, n: int) -> list[date]:
         """The ``n`` working days strictly before ``day``, newest first."""
-        out: list[date] = []
-        d = day
-        # 400 days of lookback is far beyond any run of holidays plus weekends.
-        for _ in range(400):
-            if len(out) >= n:
-                break
-            d -= timedelta(days=1)
-            if self.is_working_day(d):
-                out.append(d)
-        return out
+        ords = self._ordinals(day)
+        i = bisect_left(ords, day.toordinal())
+        return [date.fromordinal(o) for o in reversed(ords[max(0, i - n):i])]
 
     def nth_working_day_from(self, start: date, n: int) -> date:
         """The ``n``-th working day counting ``start`` itself when it is one (n >= 1)."""
-        d = start
-        count = 0
-        while True:
+        ords = self._ordinals(start)
+        i = bisect_left(ords, start.toordinal()) + n - 1
+        if i < len(ords):
+            return date.fromordinal(ords[i])
+        # Past the table (a decade away): continue day by day from its end.
+        d, count = date.fromordinal(ords[-1]), len(ords) - 1
+        while count < i:
+            d += timedelta(days=1)
             if self.is_working_day(d):
                 count += 1
-                if count >= n:
-                    return d
-            d += timedelta(days=1)
+        return d
 
     def working_days_between(self, start: date, end: date) -> int:
         """Working days in [start, end]."""
         if end < start:
             return 0
+        _first_year, last_year = self._window(start)
+        if end.year <= last_year:
+            ords = self._ordinals(start)
+            return bisect_right(ords, end.toordinal()) - bisect_left(ords, start.toordinal())
         return sum(1 for i in range((end - start).days + 1)
                    if self.is_working_day(start + timedelta(days=i)))
 
 
-MAX_EXACT_WORKING_DAYS = 2500
+MAX_EXACT_WORKING_DAYS = 2000
 
 
 @dataclass(frozen=True)

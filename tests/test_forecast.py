@@ -72,3 +72,25 @@ def test_straight_line_counts_working_days() -> None:
                               day=date(2026, 3, 20)) == 1000
     assert planned_cumulative(CAL, start=start, deadline=deadline, target=1000,
                               day=date(2026, 3, 1)) == 0
+
+
+def test_calendar_tables_agree_with_walking_day_by_day() -> None:
+    import random
+    from datetime import timedelta
+
+    rnd = random.Random(1)
+    for _ in range(60):
+        a = date(2020, 1, 1) + timedelta(days=rnd.randint(0, 4000))
+        b = a + timedelta(days=rnd.randint(-5, 1500))
+        n = rnd.randint(1, 600)
+        walked = sum(1 for i in range((b - a).days + 1)
+                     if CAL.is_working_day(a + timedelta(days=i))) if b >= a else 0
+        assert CAL.working_days_between(a, b) == walked
+        d, count = a, 0
+        while True:
+            if CAL.is_working_day(d):
+                count += 1
+                if count >= n:
+                    break
+            d += timedelta(days=1)
+        assert CAL.nth_working_day_from(a, n) == d

@@ -1,0 +1,158 @@
+"""Events applied per second into PostgreSQL by the progress store's batch applier, beside a raw
+COPY of the same rows into a plain table, measured in the same run on the same server.
+
+    python -m bench.bench_consumer                     # throw-away PostgreSQL on a free port
+    python -m bench.bench_consumer --dsn postgresql://postgres@127.0.0.1:5432/postgres
+
+The applier's figure covers everything the consumer does per batch except Kafka: parse and
+validate every event (pydantic), COPY into staging, dedup against the audit log, the set-based
+merges, derived state (file state, page counts, daily progress), offsets, and the commit.
+The raw COPY moves the already-parsed staging rows into a table with no index: the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+
+from consumers.apply import STAGE_COLUMNS, BatchApplier, BatchResult, Record, prepare
+from consumers.db import migrate
+from consumers.synth import SynthConfig, generate
+
+
+@contextmanager
+def postgres(dsn: str | None):
+    """Yield a function that makes a fresh database and returns its DSN."""
+    if dsn:
+        def make(prefix: str) -> str:
+            name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            return psycopg.conninfo.make_conninfo(dsn, dbname=name)
+        yield make
+        return
+    from infra.procs import free_port
+    from infra.stack import LocalStack, settings_for_stack
+    from sohoa.config import Settings
+
+    state = Path(tempfile.mkdtemp(prefix="sohoa-bench-consumer-"))
+    settings = settings_for_stack(Settings(), state, kafka_port=free_port(),
+                                  kafka_controller_port=free_port(),
+                                  postgres_port=free_port())
+    stack = LocalStack(settings)
+    print(f"starting a throw-away PostgreSQL in {state} …", file=sys.stderr)
+    stack.pg.start(wait=True)
+    try:
+        yield lambda prefix: stack.pg.create_database(f"{prefix}_{uuid.uuid4().hex[:8]}")
+    finally:
+        stack.pg.stop()
+
+
+def build(sites: int, files: int, pages: int) -> list[Record]:
+    events = generate(SynthConfig(sites=sites, files_per_site=files, pages_per_file=pages,
+                                  days=60, seed=1))
+    return [Record("bench", i % 6, i // 6, e.to_json(), e.key().encode())
+            for i, e in enumerate(events)]
+
+
+def bench_apply(dsn: str, records: list[Record], batch: int) -> tuple[float, Counter[str]]:
+    """As `sohoa consume` does it: batch N+1 is parsed in a thread while batch N is written."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    applied: Counter[str] = Counter()
+    chunks = [records[i:i + batch] for i in range(0, len(records), batch)]
+    with psycopg.connect(dsn) as conn, ThreadPoolExecutor(1) as parser:
+        applier = BatchApplier(conn, "bench")
+        t0 = time.perf_counter()
+        nxt = parser.submit(prepare, chunks[0])
+        for i in range(len(chunks)):
+            prepared = nxt.result()
+            if i + 1 < len(chunks):
+                nxt = parser.submit(prepare, chunks[i + 1])
+            with conn.transaction():
+                res: BatchResult = applier.write(prepared)
+            applied.update(res.applied)
+        return time.perf_counter() - t0, applied
+
+
+def bench_raw_copy(dsn: str, records: list[Record], batch: int) -> float:
+    with psycopg.connect(dsn) as conn:
+        BatchApplier(conn, "raw")  # the staging table, to copy its shape
+        rows = prepare(records).rows  # parsed before the clock starts
+        conn.execute("CREATE TABLE raw_events AS SELECT * FROM stage WITH NO DATA")
+        conn.commit()
+        cols = ", ".join(STAGE_COLUMNS)
+        t0 = time.perf_counter()
+        for i in range(0, len(rows), batch):
+            with conn.transaction(), conn.cursor().copy(
+                    f"COPY raw_events ({cols}) FROM STDIN") as cp:
+                for row in rows[i:i + batch]:
+                    cp.write_row(row)
+        return time.perf_counter() - t0
+
+
+def run(dsn: str | None, sites: int, files: int, pages: int, batch: int) -> dict:
+    t = time.perf_counter()
+    records = build(sites, files, pages)
+    print(f"{len(records)} events generated in {time.perf_counter() - t:.1f}s", file=sys.stderr)
+    with postgres(dsn) as new_db:
+        applier_db = new_db("bench_apply")
+        with psycopg.connect(applier_db, autocommit=True) as conn:
+            migrate(conn)
+        raw_db = new_db("bench_raw")
+        with psycopg.connect(raw_db, autocommit=True) as conn:
+            migrate(conn)
+        raw_s = bench_raw_copy(raw_db, records, batch)
+        apply_s, applied = bench_apply(applier_db, records, batch)
+        replay_s, replayed = bench_apply(applier_db, records, batch)  # every event a duplicate
+        with psycopg.connect(applier_db) as conn:
+            pages_rows = conn.execute("SELECT count(*) FROM pages").fetchone()[0]
+    n = len(records)
+    out = {
+        "benchmark": "consumer",
+        "events": n,
+        "batch": batch,
+        "event_mix": dict(applied),
+        "pages_rows": pages_rows,
+        "apply_seconds": round(apply_s, 3),
+        "apply_events_per_s": round(n / apply_s),
+        "raw_copy_seconds": round(raw_s, 3),
+        "raw_copy_rows_per_s": round(n / raw_s),
+        "apply_vs_raw_copy": round(raw_s / apply_s, 3),
+        "replay_events_per_s": round(n / replay_s),
+        "replayed_applied": sum(replayed.values()),
+        "goal": ">= 20000 events/s and >= 0.25 of raw COPY",
+        "goal_met": n / apply_s >= 20000 and raw_s / apply_s >= 0.25,
+    }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dsn", help="superuser DSN of an existing server (default: throw-away)")
+    ap.add_argument("--sites", type=int, default=40)
+    ap.add_argument("--files", type=int, default=25, help="files per site")
+    ap.add_argument("--pages", type=int, default=50, help="pages per file")
+    ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--json", type=Path, help="write the figures here")
+    args = ap.parse_args(argv)
+    res = run(args.dsn, args.sites, args.files, args.pages, args.batch)
+    text = json.dumps(res, indent=2, ensure_ascii=False)
+    print(text)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
