@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.procs import log_tail, running_pid, spawn_detached, terminate
+from infra.procs import find_process, log_tail, running_pid, spawn_detached, terminate
 from sohoa.config import Settings
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class Components:
         self.config_path = config_path
         self.env = env
         state = Path(settings.stack.state_dir).resolve()
+        self.state_dir = state
         self.run_dir = state / "run"
         self.logs_dir = state / "logs"
 
@@ -54,7 +55,17 @@ class Components:
         return self.logs_dir / f"{name}.log"
 
     def pid(self, name: str) -> int | None:
-        return running_pid(self.pid_path(name), MARKER)
+        pid = running_pid(self.pid_path(name), MARKER)
+        if pid is None:
+            # Pid file lost (deleted, or an older `up` misjudged a start): find the component
+            # by its command line and state dir so `down` can still stop it.
+            pid = find_process([MARKER, name], "SOHOA_STACK__STATE_DIR", str(self.state_dir))
+            if pid is not None:
+                self.pid_path(name).parent.mkdir(parents=True, exist_ok=True)
+                self.pid_path(name).write_text(f"{pid}\n")
+                log.warning("component found without pid file",
+                            extra={"component": name, "pid": pid})
+        return pid
 
     def argv(self, name: str) -> list[str]:
         argv = [sys.executable, "-m", "sohoa.cli"]

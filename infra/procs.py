@@ -73,6 +73,27 @@ def running_pid(pid_path: Path, marker: str) -> int | None:
     return None
 
 
+def find_process(argv_tail: list[str], env_key: str, env_value: str) -> int | None:
+    """A process whose command line ends with ``argv_tail`` and whose environment has
+    ``env_key=env_value``: finds a component whose pid file was lost."""
+    want = f"{env_key}={env_value}".encode()
+    tail = [a.encode() for a in argv_tail]
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+            if argv[-len(tail):] != tail:
+                continue
+            if want in (entry / "environ").read_bytes().split(b"\0"):
+                pid = int(entry.name)
+                if alive(pid):
+                    return pid
+        except (OSError, ValueError):
+            continue
+    return None
+
+
 def alive(pid: int | None) -> bool:
     if not pid:
         return False

@@ -87,3 +87,33 @@ def test_postgres_cluster_leaves_a_state_dir_postgres_cannot_reach(tmp_path):
         assert node.root == open_dir / "state" / "pg"
     finally:
         subprocess.run(["rm", "-rf", str(open_dir)], check=False)
+
+
+def test_component_without_pid_file_is_still_found_and_stopped(tmp_path):
+    from infra.components import Components
+    from infra.stack import settings_for_stack
+    from sohoa.config import Settings
+
+    settings = settings_for_stack(Settings(), tmp_path)
+    state = str(Path(settings.stack.state_dir))
+    env = {**os.environ, "SOHOA_STACK__STATE_DIR": state}
+    # Same command-line tail and state dir as a real component; no pid file anywhere.
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)",
+                             "sohoa.cli", "consume"], env=env, start_new_session=True)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)",
+                              "sohoa.cli", "consume"],
+                             env={**env, "SOHOA_STACK__STATE_DIR": "/elsewhere"},
+                             start_new_session=True)
+    try:
+        import time
+        time.sleep(0.3)  # let both exec
+        comps = Components(settings, None, {})
+        assert comps.pid("consume") == proc.pid  # not the one of another state dir
+        assert comps.pid_path("consume").read_text().strip() == str(proc.pid)
+        assert comps.stop(["consume"]) == {"consume": True}
+        assert proc.wait(timeout=10) is not None
+        assert other.poll() is None
+    finally:
+        for p in (proc, other):
+            p.kill()
+            p.wait()
