@@ -112,6 +112,7 @@ class Spine:
                          "ocr": ["streams", "--role", "ocr"],
                          "watch": ["watch"]}
         self.procs: dict[str, SohoaProcess] = {}
+        self.env_for: dict[str, dict[str, str]] = {}   # per-component overrides (ports…)
         self.starts: collections.Counter[str] = collections.Counter()
         self.restarts: list[str] = []
         self.journal = tmp_path / "faults.log"
@@ -130,7 +131,7 @@ class Spine:
         for name in names or tuple(self.commands):
             self.starts[name] += 1
             self.procs[name] = SohoaProcess(
-                self.commands[name], self.env,
+                self.commands[name], {**self.env, **self.env_for.get(name, {})},
                 self.tmp / "logs" / f"{name}.{self.starts[name]}.log")
 
     def kill9(self, name: str) -> None:
@@ -242,13 +243,13 @@ class Spine:
 
 
 def _spine_fault(stack, tmp_path: Path, site: str, hurt: Callable[[Spine], None],
-                 at_fraction: float = 0.3, **extra: str) -> Spine:
+                 at_fraction: float = 0.3, delay: float = 0.02, **extra: str) -> Spine:
     """Start everything, start the writer, hurt the spine once a share of pages is counted,
     wait for it all to settle and check the exact outcome."""
     spine = Spine(stack, tmp_path, site, **extra)
     spine.start()
     try:
-        spine.write_pages()
+        spine.write_pages(delay=delay)
         threshold = max(1, int(PAGES * at_fraction))
         wait_for(lambda: spine.pg_pages() >= threshold, 240,
                  f"{threshold} pages counted before the fault", spine.alive_procs())
@@ -321,29 +322,65 @@ def test_outbox_disk_full(stack, tmp_path: Path) -> None:
     """The outbox's file system fills up mid-run; once space is freed nothing is lost."""
     mnt = tmp_path / "outbox-fs"
     mnt.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
+    # 16 MiB, not 2: the SQLite outbox and its WAL pass 2 MiB within a few hundred pages, so a
+    # 2 MiB disk is full before the fault; the ballast file below fills the rest on cue.
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs for the outbox here: {mounted.stderr.strip()}")
     ballast = mnt / "ballast"
     try:
         def hurt(spine: Spine) -> None:
-            # Fill what is left of the 2 MiB, so the next outbox write hits ENOSPC.
-            with ballast.open("wb") as fh:
-                try:
+            try:
+                with ballast.open("wb") as fh:
                     while True:
-                        fh.write(b"\0" * 4096)
+                        fh.write(b"\0" * 65536)
                         fh.flush()
-                except OSError:
-                    pass
-            free = shutil.disk_usage(mnt).free
-            spine.note(f"outbox disk full ({free} bytes free)")
+            except OSError:
+                pass  # ENOSPC: the file system is full, which is the point
+            spine.note(f"outbox disk full ({shutil.disk_usage(mnt).free} bytes free)")
             before = spine.pg_pages()
             time.sleep(max(PAUSE_S, 8))
+            written = len(list(spine.root.rglob("*.png")))
             spine.note(f"agent alive while full: {spine.procs['watch'].alive()}; "
-                       f"pages counted {before} -> {spine.pg_pages()}")
+                       f"pages counted {before} -> {spine.pg_pages()}, {written} on disk")
+            assert written > spine.pg_pages(), "no page arrived while the disk was full"
             ballast.unlink()
             spine.note("ballast removed")
-        _spine_fault(stack, tmp_path, "xa-disk-full", hurt, outbox_dir=mnt)
+        # Slow scanning, so most pages arrive while the outbox's disk is full.
+        _spine_fault(stack, tmp_path, "xa-disk-full", hurt, at_fraction=0.15,
+                     delay=max(0.02, 40 / PAGES), outbox_dir=mnt)
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_site_clock_skew_counts_once(stack, tmp_path: Path) -> None:
+    """A site whose clock is years off (events far in the future or the past): every page is
+    counted once, every file still gets one verdict, nothing goes to dead letters."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.streams_helpers import closed, page_event, send
+
+    spine = Spine(stack, tmp_path, "xa-lech-gio")
+    spine.start("consume", "assembly", "ocr")
+    try:
+        now = datetime.now(UTC)
+        skews = {"HS-00000": timedelta(days=3650), "HS-00001": -timedelta(days=3650),
+                 "HS-00002": timedelta(hours=9)}
+        events = []
+        for k, (code, skew) in enumerate(skews.items()):
+            for n in range(1, PER_FILE + 1):
+                f = spine.root / "UBND" / code / f"{n:04d}.png"
+                from sohoa.samples import tiny_png
+                tiny_png(f, seed=k * 1000 + n)
+                ev = page_event(spine.site, code, n, f)
+                events.append(ev.model_copy(update={"occurred_at": now + skew}))
+            events.append(closed(spine.site, code).model_copy(
+                update={"occurred_at": now + skew}))
+        send(stack, spine.env["SOHOA_TOPICS__SITE_EVENTS"], events)
+        send(stack, spine.env["SOHOA_TOPICS__SITE_EVENTS"], events[:10])  # a re-send too
+        pages = PER_FILE * len(skews)
+        spine.wait_settled(pages=pages, timeout=240)
+        spine.assert_exact(pages=pages)
+    finally:
+        spine.stop_all()
