@@ -155,9 +155,9 @@ class OcrConfig(BaseModel):
     retries: int = 2
     backoff_s: float = 5.0
     allow_classified: bool = False
-
-
     skip_when_rescan: bool = True  # no OCR for a file whose verdict will be needs-rescan
+
+
 class StreamsConfig(BaseModel):
     app_id: str = "sohoa-assembly"
     ocr_app_id: str = "sohoa-ocr"
@@ -173,16 +173,19 @@ class StreamsConfig(BaseModel):
     late_page_settle_s: float = 60.0  # a reopened file is re-assembled after this quiet time
     qc_enabled: bool = True
     commit_every: int = 1000
+    producer_linger_s: float = 0.02   # batch changelog and output records
+    batch_max_events: int = 1000      # assembly folds up to this many events per table write
+    batch_within_s: float = 0.05
     commit_interval_s: float = 2.0
     loglevel: str = "WARNING"      # of Faust's own worker logging
 
 
 class VerdictConfig(BaseModel):
-    max_failed_pages_share_for_reject: float = 0.5
-    min_mean_ocr_confidence: float = 0.0
     # A file with more failed pages than this share is rejected as a whole (redo the file) ...
-
+    max_failed_pages_share_for_reject: float = 0.5
     reject_min_pages: int = 4      # ... when it has at least this many pages
+    min_mean_ocr_confidence: float = 0.0
+
 
 class ConsumerConfig(BaseModel):
     group_id: str = "sohoa-progress"
