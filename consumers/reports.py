@@ -265,55 +265,66 @@ def _monthly_csv(rep: MonthlyReport, out: Path) -> Path:
 
 
 def _monthly_xlsx(rep: MonthlyReport, out: Path) -> Path:
+    # Write-only mode streams rows: thousands of sites in a second or two, not ten.
     from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
     from openpyxl.chart import LineChart, Reference
     from openpyxl.styles import Alignment, Font, PatternFill
     from openpyxl.utils import get_column_letter
 
-    wb = Workbook(write_only=False)
-    ws = wb.active
-    ws.title = "Tiến độ"
-    ws.append([rep.title])
-    ws["A1"].font = Font(bold=True, size=14)
-    ws.append([f"Số liệu đến ngày {fmt_date(rep.as_of)}; lập ngày {fmt_date(rep.generated)}"])
-    ws.append([])
-    ws.append(MONTHLY_HEADERS)
-    header_row = ws.max_row
-    bold = Font(bold=True)
-    fill = PatternFill("solid", fgColor="DDEBF7")
-    for c in ws[header_row]:
-        c.font = bold
-        c.fill = fill
-        c.alignment = Alignment(wrap_text=True, vertical="center")
-    late_font = Font(color="C00000")
-    for unit, rows in rep.units():
-        for r in rows:
-            ws.append(_row_values(r))
-            if r.assessment == LATE:
-                ws.cell(ws.max_row, len(MONTHLY_HEADERS)).font = late_font
-        ws.append(_subtotal(f"Cộng {unit}", rows))
-        for c in ws[ws.max_row]:
-            c.font = bold
-    ws.append(_subtotal("TỔNG CỘNG", rep.rows))
-    for c in ws[ws.max_row]:
-        c.font = bold
+    wb = Workbook(write_only=True)
+    ws = wb.create_sheet("Tiến độ")
     widths = [22, 18, 24, 18, 12, 12, 12, 10, 12, 12, 12, 12, 14, 16]
     for i, wdt in enumerate(widths, 1):
         ws.column_dimensions[get_column_letter(i)].width = wdt
-    ws.freeze_panes = ws.cell(header_row + 1, 3)
+    ws.freeze_panes = "C5"
+    bold = Font(bold=True)
+    title_font = Font(bold=True, size=14)
+    fill = PatternFill("solid", fgColor="DDEBF7")
+    wrap = Alignment(wrap_text=True, vertical="center")
+    late_font = Font(color="C00000")
+
+    def styled(values: list[Any], font=None, fill_=None, align=None) -> list[Any]:
+        out_row = []
+        for v in values:
+            c = WriteOnlyCell(ws, value=v)
+            if font is not None:
+                c.font = font
+            if fill_ is not None:
+                c.fill = fill_
+            if align is not None:
+                c.alignment = align
+            out_row.append(c)
+        return out_row
+
+    ws.append(styled([rep.title], title_font))
+    ws.append([f"Số liệu đến ngày {fmt_date(rep.as_of)}; lập ngày {fmt_date(rep.generated)}"])
+    ws.append([])
+    ws.append(styled(MONTHLY_HEADERS, bold, fill, wrap))
+    for unit, rows in rep.units():
+        for r in rows:
+            values = _row_values(r)
+            if r.assessment == LATE:
+                last = WriteOnlyCell(ws, value=values[-1])
+                last.font = late_font
+                values[-1] = last
+            ws.append(values)
+        ws.append(styled(_subtotal(f"Cộng {unit}", rows), bold))
+    ws.append(styled(_subtotal("TỔNG CỘNG", rep.rows), bold))
 
     cs = wb.create_sheet("Biểu đồ")
     cs.append(["Ngày", "Lũy kế thực tế (trang)", "Kế hoạch (đường thẳng đến hạn)"])
     for d, a, p in zip(rep.chart_days, rep.chart_actual, rep.chart_planned, strict=True):
         cs.append([fmt_date(d), a, round(p)])
     if rep.chart_days:
+        last_row = len(rep.chart_days) + 1
         chart = LineChart()
         chart.title = "Lũy kế số hóa so với kế hoạch"
         chart.y_axis.title = "Trang"
         chart.x_axis.title = "Ngày"
-        data = Reference(cs, min_col=2, max_col=3, min_row=1, max_row=cs.max_row)
-        chart.add_data(data, titles_from_data=True)
-        chart.set_categories(Reference(cs, min_col=1, min_row=2, max_row=cs.max_row))
+        chart.add_data(Reference(cs, min_col=2, max_col=3, min_row=1, max_row=last_row),
+                       titles_from_data=True)
+        chart.set_categories(Reference(cs, min_col=1, min_row=2, max_row=last_row))
         chart.width, chart.height = 28, 14
         cs.add_chart(chart, "E2")
     wb.save(out)
@@ -342,18 +353,58 @@ def _chart(ax, rep: MonthlyReport) -> None:
         label.set_horizontalalignment("right")
 
 
-def _monthly_pdf(rep: MonthlyReport, out: Path) -> Path:
+PDF_ROWS_PER_PAGE = 44
+
+
+def _fonts() -> tuple[str, str]:
+    """DejaVu Sans (every Vietnamese diacritic), from matplotlib's own copy: always present."""
+    import matplotlib
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.ttfonts import TTFont
+
+    if "DejaVuSans" not in pdfmetrics.getRegisteredFontNames():
+        ttf = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+        pdfmetrics.registerFont(TTFont("DejaVuSans", str(ttf / "DejaVuSans.ttf")))
+        pdfmetrics.registerFont(TTFont("DejaVuSans-Bold", str(ttf / "DejaVuSans-Bold.ttf")))
+    return "DejaVuSans", "DejaVuSans-Bold"
+
+
+def _chart_png(rep: MonthlyReport) -> bytes:
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.backends.backend_pdf import PdfPages
 
-    # DejaVu Sans carries every Vietnamese diacritic.
     plt.rcParams["font.family"] = "DejaVu Sans"
-    a4 = (11.69, 8.27)
+    fig = plt.figure(figsize=(11.0, 5.6))
+    ax = fig.add_axes((0.08, 0.16, 0.9, 0.76))
+    _chart(ax, rep)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=150)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _monthly_pdf(rep: MonthlyReport, out: Path) -> Path:
+    """Page 1: the chart (matplotlib); then the table, drawn with reportlab so that thousands
+    of sites take a second, not the minutes matplotlib needs for as many Vietnamese strings."""
+    import io
+
+    from reportlab import rl_config
+    from reportlab.lib.pagesizes import A4, landscape
+    from reportlab.lib.utils import ImageReader
+    from reportlab.pdfgen import canvas
+
+    regular, bold = _fonts()
+    rl_config.useA85 = 0  # binary (deflated) streams: smaller, and no ASCII85 pass
+    page_w, page_h = landscape(A4)
     headers = ["Đơn vị", "Điểm", "Kế hoạch", "Trong tháng", "Lũy kế", "Tỷ lệ %", "Hạn",
                "Dự kiến xong", "Đánh giá"]
+    # (x, right-aligned?) per column, in points.
+    cols = [(24, False), (150, False), (330, True), (400, True), (470, True), (520, True),
+            (540, False), (610, False), (690, False)]
     lines: list[tuple[list[str], bool]] = []
     for unit, rows in rep.units():
         for r in rows:
@@ -368,40 +419,43 @@ def _monthly_pdf(rep: MonthlyReport, out: Path) -> Path:
     tot = _subtotal("TỔNG CỘNG", rep.rows)
     lines.append(([tot[0], tot[2], _n(tot[4]), _n(tot[5]), _n(tot[6]),
                    f"{tot[7]}" if tot[7] is not None else "", "", "", tot[13]], True))
-    per_page = 32
-    with PdfPages(out) as pdf:
-        fig = plt.figure(figsize=a4)
-        fig.text(0.5, 0.93, rep.title, ha="center", fontsize=15, weight="bold")
-        fig.text(0.5, 0.89, f"Số liệu đến ngày {fmt_date(rep.as_of)} — lập ngày "
-                 f"{fmt_date(rep.generated)}", ha="center", fontsize=10)
-        ax = fig.add_axes((0.08, 0.14, 0.86, 0.68))
-        _chart(ax, rep)
-        pdf.savefig(fig)
-        plt.close(fig)
-        pages = max(1, math.ceil(len(lines) / per_page))
-        for pno in range(pages):
-            chunk = lines[pno * per_page:(pno + 1) * per_page]
-            fig = plt.figure(figsize=a4)
-            fig.text(0.5, 0.96, f"{rep.title} — trang {pno + 2}/{pages + 1}", ha="center",
-                     fontsize=10, weight="bold")
-            ax = fig.add_axes((0.02, 0.02, 0.96, 0.9))
-            ax.axis("off")
-            tbl = ax.table(cellText=[c for c, _ in chunk] or [[""] * len(headers)],
-                           colLabels=headers, loc="upper center", cellLoc="left",
-                           colWidths=[0.16, 0.16, 0.09, 0.09, 0.09, 0.07, 0.09, 0.1, 0.15])
-            tbl.auto_set_font_size(False)
-            tbl.set_fontsize(7.5)
-            tbl.scale(1, 1.25)
-            for (ri, _ci), cell in tbl.get_celld().items():
-                if ri == 0 or (ri - 1 < len(chunk) and chunk[ri - 1][1]):
-                    cell.set_text_props(weight="bold")
-                if ri == 0:
-                    cell.set_facecolor("#DDEBF7")
-            pdf.savefig(fig)
-            plt.close(fig)
-        info = pdf.infodict()
-        info["Title"] = rep.title
-        info["Creator"] = "sohoa"
+    pages = max(1, math.ceil(len(lines) / PDF_ROWS_PER_PAGE))
+    subtitle = (f"Số liệu đến ngày {fmt_date(rep.as_of)} — lập ngày {fmt_date(rep.generated)}")
+    c = canvas.Canvas(str(out), pagesize=(page_w, page_h), pageCompression=1)
+    c.setTitle(rep.title)
+    c.setCreator("sohoa")
+    c.setFont(bold, 15)
+    c.drawCentredString(page_w / 2, page_h - 40, rep.title)
+    c.setFont(regular, 10)
+    c.drawCentredString(page_w / 2, page_h - 58, subtitle)
+    img = ImageReader(io.BytesIO(_chart_png(rep)))
+    c.drawImage(img, 20, 40, width=page_w - 40, height=(page_w - 40) * 5.6 / 11.0,
+                preserveAspectRatio=True)
+    c.showPage()
+    row_h = 11.0
+    for pno in range(pages):
+        chunk = lines[pno * PDF_ROWS_PER_PAGE:(pno + 1) * PDF_ROWS_PER_PAGE]
+        c.setFont(bold, 10)
+        c.drawCentredString(page_w / 2, page_h - 28, f"{rep.title} — trang {pno + 2}/{pages + 1}")
+        y = page_h - 56
+        c.setFillColorRGB(0.867, 0.922, 0.969)
+        c.rect(18, y - 3, page_w - 36, row_h + 2, stroke=0, fill=1)
+        c.setFillColorRGB(0, 0, 0)
+        c.setFont(bold, 7.5)
+        for (x, right), h in zip(cols, headers, strict=True):
+            (c.drawRightString if right else c.drawString)(x, y, h)
+        for values, is_total in chunk:
+            y -= row_h
+            if is_total:
+                c.setFillColorRGB(0.95, 0.95, 0.95)
+                c.rect(18, y - 3, page_w - 36, row_h, stroke=0, fill=1)
+                c.setFillColorRGB(0, 0, 0)
+            c.setFont(bold if is_total else regular, 7)
+            for (x, right), v in zip(cols, values, strict=True):
+                if v:
+                    (c.drawRightString if right else c.drawString)(x, y, str(v)[:40])
+        c.showPage()
+    c.save()
     return out
 
 
