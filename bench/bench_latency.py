@@ -1,0 +1,242 @@
+"""Latency from a page's event time to its row in PostgreSQL, at offered rates, and the highest
+rate the progress store keeps up with; then the campaign's 5x peak (580 pages/s) held.
+
+    python -m bench.bench_latency                      # 100, 1,000, 3,000 pages/s; 580 for 60 s
+    python -m bench.bench_latency --rates 100 1000 --step-s 20 --hold-s 60 --json OUT
+
+Path measured: Kafka → `sohoa consume` → PostgreSQL, with the Faust assembly worker reading the
+same topic beside it (as deployed). PageScanned events are produced by a paced kafka-python
+producer (acks=all, idempotent — the agent's settings) rather than by the agent from a hot
+folder: the agent's own rate is one site's scanner (a few pages/s), so offering 3,000 pages/s
+through one hot folder would measure the file system, not the spine. QC and OCR are off.
+
+Latency per page = audit_log.applied_at − the event's occurred_at (set just before the send).
+applied_at is PostgreSQL's now(), the start of the consumer's transaction, so the figure leaves
+out that transaction's own write time; the poll-based "visible" figure (count(*) of pages polled
+every 0.1 s against the send times) includes it, and both are reported.
+
+Starts its own throw-away stack (Kafka + PostgreSQL on free ports, temp state dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from bench.bench_spine import _free_port, _pages_in_metrics
+from sohoa.config import load_config
+from sohoa.events import PageScanned
+from sohoa.kafka_clients import make_producer
+
+PEAK = 580  # pages/s: 5x the campaign's average of 3,321 communes x 5,000 pages / 8 h
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
+
+
+def offer(kafka, topic: str, dsn: str, rate: int, seconds: float, tag: str,
+          sites: int = 50, pages_per_file: int = 50) -> dict:
+    """Send ``rate`` PageScanned/s for ``seconds``; wait until all are rows; measure."""
+    n = int(rate * seconds)
+    producer = make_producer(kafka, linger_ms=5)
+    prefix = f"{tag}-"
+    sent_at: list[float] = []       # monotonic send times, i-th event
+    polls: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            while not stop.is_set():
+                got = c.execute("SELECT count(*) FROM pages WHERE site_id LIKE %s",
+                                (prefix + "%",)).fetchone()[0]
+                polls.append((time.monotonic(), got))
+                if got >= n:
+                    return
+                time.sleep(0.1)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    t0 = time.monotonic()
+    tick = 0.01
+    i = 0
+    while i < n:
+        due = min(n, int((time.monotonic() - t0) * rate) + 1)
+        while i < due:
+            site = f"{prefix}{i % sites:03d}"
+            k = i // sites
+            ev = PageScanned.make(
+                site_id=site, fonds="UBND", file_code=f"HS-{k // pages_per_file:05d}",
+                page_no=k % pages_per_file + 1, uri=f"file:///scan/{site}/{i}.tif",
+                sha256=f"{i:064x}", size_bytes=100_000, media_type="image/tiff",
+                occurred_at=datetime.now(UTC))
+            producer.send(topic, key=ev.key(), value=ev.to_json())
+            sent_at.append(time.monotonic())
+            i += 1
+        time.sleep(tick)
+    producer.flush(60)
+    send_s = time.monotonic() - t0
+    producer.close()
+    poller.join(timeout=max(120.0, seconds * 4))
+    stop.set()
+    done_at = next((t for t, c in polls if c >= n), None)
+    with psycopg.connect(dsn) as c:
+        lat = [float(r[0]) for r in c.execute(
+            "SELECT extract(epoch FROM applied_at - occurred_at) FROM audit_log "
+            "WHERE action = 'PageScanned' AND site_id LIKE %s", (prefix + "%",))]
+    # Visible latency: the i-th event is visible once the polled count passed i (rows arrive
+    # roughly in send order across partitions; an estimate, polled every 0.1 s).
+    times = [t for t, _ in polls]
+    counts = [c for _, c in polls]
+    visible: list[float] = []
+    for idx in range(0, n, max(1, n // 2000)):
+        j = bisect.bisect_left(counts, idx + 1)
+        if j < len(times):
+            visible.append(times[j] - sent_at[idx])
+    achieved = n / (done_at - t0) if done_at else 0.0
+    tail_s = (done_at - (t0 + send_s)) if done_at else float("inf")
+    return {"rate": rate, "seconds": seconds, "events": n, "rows": len(lat),
+            "send_rate": n / send_s, "achieved": achieved, "drain_after_send_s": tail_s,
+            "p50": _pct(lat, 0.50), "p95": _pct(lat, 0.95), "p99": _pct(lat, 0.99),
+            "vis_p50": _pct(visible, 0.50), "vis_p95": _pct(visible, 0.95),
+            "vis_p99": _pct(visible, 0.99),
+            # Kept up: every row in within 5 s of the last send, and the producer held the pace.
+            "kept_up": bool(done_at) and tail_s <= 5.0 and n / send_s >= 0.95 * rate}
+
+
+def run(rates: list[int], step_s: float, hold_s: float, keep: bool = False) -> dict:
+    from infra.stack import LocalStack, settings_for_stack, stack_env
+
+    state = Path(tempfile.mkdtemp(prefix="sohoa-bench-latency-"))
+    settings = settings_for_stack(load_config(), state, kafka_port=_free_port(),
+                                  kafka_controller_port=_free_port(), postgres_port=_free_port())
+    stack = LocalStack(settings)
+    procs: list[subprocess.Popen] = []
+    print(f"starting a throw-away stack in {state} …", file=sys.stderr)
+    stack.start_services(progress=lambda m: print(m, file=sys.stderr))
+    try:
+        stack.apply_topics()
+        kafka = settings.kafka
+        dsn = settings.postgres.dsn.get_secret_value()
+        run_id = uuid.uuid4().hex[:6]
+        metrics_port = _free_port()
+        env = {**os.environ, **stack_env(settings),
+               "SOHOA_LOGGING__LEVEL": "WARNING",
+               "SOHOA_STREAMS__APP_ID": f"bench-asm-{run_id}",
+               "SOHOA_STREAMS__OCR_APP_ID": f"bench-ocr-{run_id}",
+               "SOHOA_STREAMS__WEB_PORT": str(_free_port()),
+               "SOHOA_STREAMS__OCR_WEB_PORT": str(_free_port()),
+               "SOHOA_STREAMS__DATA_DIR": str(state / "faust"),
+               "SOHOA_OCR__ENABLED": "false",
+               "SOHOA_CONSUMER__GROUP_ID": f"bench-progress-{run_id}",
+               "SOHOA_CONSUMER__METRICS_PORT": str(metrics_port)}
+        subprocess.run([sys.executable, "-m", "sohoa.cli", "db", "migrate"], env=env,
+                       check=True, capture_output=True)
+        logs = state / "logs"
+        logs.mkdir(exist_ok=True)
+        for args in (["consume"], ["streams", "--role", "assembly"]):
+            fh = (logs / f"{args[0]}.log").open("ab")
+            procs.append(subprocess.Popen([sys.executable, "-m", "sohoa.cli", *args], env=env,
+                                          stdout=fh, stderr=subprocess.STDOUT))
+        warm = offer(kafka, settings.topics.site_events, dsn, 10, 1, "warmup")
+        deadline = time.monotonic() + 180
+        while _pages_in_metrics(metrics_port) < warm["events"]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"consumer never counted the warm-up pages; see {logs}")
+            time.sleep(0.5)
+        steps = []
+        for r in rates:
+            print(f"offering {r} pages/s for {step_s:.0f} s …", file=sys.stderr)
+            steps.append(offer(kafka, settings.topics.site_events, dsn, r, step_s, f"r{r}"))
+            print(json.dumps(steps[-1]), file=sys.stderr)
+        print(f"holding {PEAK} pages/s for {hold_s:.0f} s …", file=sys.stderr)
+        hold = offer(kafka, settings.topics.site_events, dsn, PEAK, hold_s, "hold")
+        print(json.dumps(hold), file=sys.stderr)
+        with psycopg.connect(dsn) as c:
+            tables = ("pages", "page_revisions", "files", "audit_log", "daily_progress",
+                      "consumer_offsets", "sites")
+            size = sum(c.execute("SELECT pg_total_relation_size(%s)", (t,)).fetchone()[0]
+                       for t in tables)
+            pages_total = c.execute("SELECT count(*) FROM pages").fetchone()[0]
+        figures = []
+        for s in steps:
+            r = s["rate"]
+            figures += [
+                {"name": f"{r} pages/s offered: p50 event→row", "value": round(s["p50"], 3),
+                 "unit": "s"},
+                {"name": f"{r} pages/s offered: p95 event→row", "value": round(s["p95"], 3),
+                 "unit": "s"},
+                {"name": f"{r} pages/s offered: p99 event→row", "value": round(s["p99"], 3),
+                 "unit": "s"},
+                {"name": f"{r} pages/s offered: p99 visible (polled count)",
+                 "value": round(s["vis_p99"], 3), "unit": "s"},
+                {"name": f"{r} pages/s offered: achieved", "value": round(s["achieved"]),
+                 "unit": "pages/s"},
+                {"name": f"{r} pages/s offered: kept up", "value": s["kept_up"], "unit": "bool"},
+            ]
+        kept = [s["rate"] for s in steps if s["kept_up"]]
+        best_achieved = max((s["achieved"] for s in steps), default=0)
+        figures += [
+            {"name": "highest offered rate kept up with", "value": max(kept, default=0),
+             "unit": "pages/s"},
+            {"name": "highest achieved rate (any step)", "value": round(best_achieved),
+             "unit": "pages/s"},
+            {"name": f"{PEAK} pages/s held for {hold_s:.0f} s: achieved",
+             "value": round(hold["achieved"]), "unit": "pages/s", "goal": PEAK,
+             "met": hold["kept_up"]},
+            {"name": f"{PEAK} pages/s held: p99 event→row", "value": round(hold["p99"], 3),
+             "unit": "s"},
+            {"name": f"{PEAK} pages/s held: p99 visible (polled count)",
+             "value": round(hold["vis_p99"], 3), "unit": "s"},
+            {"name": "PostgreSQL bytes per page (tables+indexes / pages)",
+             "value": round(size / max(1, pages_total)), "unit": "bytes"},
+        ]
+        return {"name": "latency", "path": "Kafka → consume → PostgreSQL (+ Faust assembly)",
+                "steps": steps, "hold": hold, "figures": figures}
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        stack.stop_services()
+        if not keep:
+            subprocess.run(["rm", "-rf", str(state)], check=False)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--rates", type=int, nargs="+", default=[100, 1000, 3000])
+    ap.add_argument("--step-s", type=float, default=20.0, help="seconds per offered rate")
+    ap.add_argument("--hold-s", type=float, default=60.0, help=f"seconds at {PEAK} pages/s")
+    ap.add_argument("--keep", action="store_true", help="keep the temp state dir (logs)")
+    ap.add_argument("--json", type=Path, help="also write the result here")
+    args = ap.parse_args(argv)
+    result = run(args.rates, args.step_s, args.hold_s, keep=args.keep)
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n", encoding="utf-8")
+    return result
+
+
+if __name__ == "__main__":
+    main()
