@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 SCAN_SLICE = 2000          # directory entries walked per loop turn, so events keep flowing
 MANIFEST_MAX_BYTES = 1 << 20
+INBOX_SLICE = 2000         # filesystem events / hash results handled per loop turn
 
 
 @dataclass(order=True)
@@ -94,6 +95,7 @@ class Agent:
         self._seq = itertools.count()
         self._scans: list[Iterator[None]] = []
         self._writes: list[tuple[str, tuple[Any, ...]]] = []
+        self._pending: dict[tuple[str, str], Known] = {}
         self.overflow = threading.Event()
         self.stop_event = threading.Event()
         self.wake_sender: threading.Event | None = None
@@ -260,7 +262,8 @@ class Agent:
         self._handle(item)
 
     def _drain_inbox(self) -> None:
-        for _ in range(50_000):
+        # Bounded, so writes are committed and due checks run while a flood is coming in.
+        for _ in range(INBOX_SLICE):
             try:
                 item = self.inbox.get_nowait()
             except queue.Empty:
@@ -462,18 +465,21 @@ class Agent:
 
     def _pending_page(self, rootk: str, rel: str) -> Known | None:
         """A page row written in this turn but not yet committed."""
-        for op, args in reversed(self._writes):
-            if op == "page" and args[0] == rootk and args[1] == rel:
-                return Known(rel, args[3], args[4], args[5], args[6], args[10], args[7],
-                             args[8], args[9])
-        return None
+        return self._pending.get((rootk, rel))
+
+    def _queue_page_row(self, args: tuple[Any, ...]) -> None:
+        self._writes.append(("page", args))
+        prior = self._pending.get((args[0], args[1]))
+        sha = args[5] if args[5] is not None else (prior.sha256 if prior else None)
+        self._pending[(args[0], args[1])] = Known(args[1], args[3], args[4], sha, args[6],
+                                                  args[10], args[7], args[8], args[9])
 
     def _write_page(self, rootk: str, c: Candidate, name: Any, facts: PageFacts, revision: int,
                     state: str, ev: PageScanned | None) -> None:
-        self._writes.append(("page", (
+        self._queue_page_row((
             rootk, c.rel, c.rel.rpartition("/")[0], facts.size, facts.mtime_ns, facts.sha256,
             revision, name.fonds, name.file_code, name.page_no, state, None,
-            ev.event_id if ev else None)))
+            ev.event_id if ev else None))
         self._writes.append(("file_touch", (rootk, name.file_dir, time.time())))
         if ev is not None:
             self._writes.append(("event", ("site_events", ev)))
@@ -482,6 +488,7 @@ class Agent:
         if not self._writes:
             return
         writes, self._writes = self._writes, []
+        self._pending = {}
         with self.ob.transaction() as db:
             for op, args in writes:
                 if op == "page":
@@ -525,9 +532,9 @@ class Agent:
                                             "detail": detail})
         self.metrics.rejected(reason)
         # The row keeps the last sent sha and revision, so a fixed file is a new revision.
-        self._writes.append(("page", (
+        self._queue_page_row((
             rootk, rel, rel.rpartition("/")[0], size, mtime_ns, None,
-            known.revision if known else 0, None, None, None, "rejected", reason, None)))
+            known.revision if known else 0, None, None, None, "rejected", reason, None))
         dl = DeadLetter(
             event_id=stable_event_id("DeadLetter", self.site, rootk, rel, size, mtime_ns, reason),
             site_id=self.site, source="watcher", reason=f"{reason}: {detail}",
@@ -610,9 +617,9 @@ class Agent:
         return fonds, file_code, "/".join(parts[:-1])
 
     def _mark_aux(self, c: Candidate, file_code: str, fonds: str) -> None:
-        self._writes.append(("page", (
+        self._queue_page_row((
             self.root_keys[c.root], c.rel, c.rel.rpartition("/")[0], c.size, c.mtime_ns, None,
-            0, fonds, file_code, None, "aux", None, None)))
+            0, fonds, file_code, None, "aux", None, None))
 
     def _on_manifest(self, c: Candidate, parts: tuple[str, ...]) -> None:
         where = self._file_of(c, parts)

@@ -143,8 +143,6 @@ class Sender(threading.Thread):
                         fut.add_errback(self._on_error, row.seq, row.etype)
                         cursor = row.seq
                         sent_some = True
-                    if sent_some:
-                        next_depth = 0.0
                 if not sent_some:
                     self.wake.wait(0.05 if self.inflight else 0.5)
                     self.wake.clear()

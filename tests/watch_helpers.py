@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -10,7 +11,6 @@ from pathlib import Path
 from PIL import Image
 
 from sohoa.events import Event, parse_event
-from sohoa.kafka_clients import make_consumer
 
 
 def tiny_image(fmt: str = "PNG", seed: int = 0, size: tuple[int, int] = (8, 8)) -> bytes:
@@ -57,13 +57,50 @@ def hot(env: dict[str, str]) -> Path:
 
 
 def read_topic(stack, topic: str, timeout_ms: int = 3000) -> list[Event]:
-    """Every event on ``topic`` from the beginning (stops after ``timeout_ms`` without news)."""
-    consumer = make_consumer(stack.settings.kafka, topic, group_id=None,
-                             consumer_timeout_ms=timeout_ms)
+    """Every event on ``topic``, from the beginning up to its end offsets at the time of the call.
+
+    aiokafka, not kafka-python: kafka-python 3.0.12's consumer iterator was seen to block forever
+    in its fetcher (an ``Event.wait()`` without timeout) on a topic with a few thousand records.
+    Reading up to the end offsets also makes the result exact instead of timeout-dependent.
+    """
+    return asyncio.run(_read_topic(stack.settings.kafka, topic, timeout_ms / 1000))
+
+
+async def _read_topic(cfg, topic: str, timeout_s: float) -> list[Event]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=cfg.bootstrap, enable_auto_commit=False,
+                                isolation_level="read_committed", group_id=None)
+    await consumer.start()
     try:
-        return [parse_event(m.value) for m in consumer]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        parts = None
+        while not parts and loop.time() < deadline:
+            cluster = await consumer._client.fetch_all_metadata()  # no public call for this
+            parts = cluster.partitions_for_topic(topic)
+            if not parts:
+                await asyncio.sleep(0.2)
+        tps = [TopicPartition(topic, p) for p in sorted(parts or ())]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[Event] = []
+        deadline = loop.time() + max(timeout_s, 1.0) + 60
+        while True:
+            positions = [await consumer.position(tp) for tp in tps]
+            if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
+                break
+            if loop.time() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end offsets")
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for msgs in batch.values():
+                out.extend(parse_event(m.value) for m in msgs)
+        return out
     finally:
-        consumer.close()
+        await consumer.stop()
 
 
 def of_type(events: list[Event], name: str) -> list:

@@ -1,0 +1,377 @@
+"""The site agent (`sohoa watch`) measured beside the raw limits of the same run.
+
+    python -m bench.bench_agent                       # every figure, default sizes
+    python -m bench.bench_agent --only drop --drop-pages 2000
+
+Figures:
+- drop: N pages of ~100 KB dropped at once, pages/s from the start of the drop to the last
+  Kafka ack, beside single-thread SHA-256 of the same bytes and kafka-python's raw produce rate
+  (acks=all, idempotent) of the same events; goal >= 1,000 pages/s and >= half the raw limit.
+- catch-up: start-up over 100,000 existing pages (cold: none sent yet; warm: all known, 100 new
+  ones arrived while the agent was down); goal < 60 s.
+- idle CPU with 100,000 pages under watch (reconcile walks included); goal < 1 % of a core.
+- resident memory with 1,000,000 pages known to the outbox (and on disk); goal < 150 MB.
+
+Starts its own throw-away Kafka on free ports in a temp dir; never touches `sohoa up`'s data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from sohoa.config import load_config
+from sohoa.events import PageScanned
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tiff_template(target_bytes: int) -> tuple[bytes, int]:
+    """An uncompressed RGB TIFF of about ``target_bytes`` and the offset of its pixel data."""
+    from PIL import Image
+
+    side = int((target_bytes / 3) ** 0.5)
+    im = Image.frombytes("RGB", (side, side), os.urandom(side * side * 3))
+    buf = io.BytesIO()
+    im.save(buf, "TIFF", compression="raw", dpi=(300, 300))
+    data = buf.getvalue()
+    check = Image.open(io.BytesIO(data))
+    offset = check.tag_v2[273][0] if isinstance(check.tag_v2[273], tuple) else check.tag_v2[273]
+    return data, offset
+
+
+def page_bytes(template: bytes, offset: int, i: int) -> bytes:
+    stamp = i.to_bytes(8, "big")
+    return template[:offset] + stamp + template[offset + 8:]
+
+
+def drop_pages(root: Path, n: int, template: bytes, offset: int, per_file: int = 100) -> None:
+    for i in range(n):
+        folder = root / "UBND" / f"HS-{i // per_file:05d}"
+        if i % per_file == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{i}.tmp"
+        tmp.write_bytes(page_bytes(template, offset, i))
+        os.replace(tmp, folder / f"{i % per_file + 1:04d}.tif")
+
+
+def tiny_pages(root: Path, n: int, per_file: int = 1000) -> None:
+    """n tiny valid PNG pages (distinct bytes), written as fast as Python can."""
+    import struct
+    import zlib
+
+    def chunk(t: bytes, d: bytes) -> bytes:
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+
+    head = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 1, 8, 2, 0, 0, 0))
+    end = chunk(b"IEND", b"")
+    for i in range(n):
+        folder = root / "UBND" / f"HS-{i // per_file:05d}"
+        if i % per_file == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+        px = b"\x00" + i.to_bytes(6, "big")
+        (folder / f"{i % per_file + 1:04d}.png").write_bytes(
+            head + chunk(b"IDAT", zlib.compress(px)) + end)
+
+
+def sent_pages(outbox: Path) -> int:
+    try:
+        db = sqlite3.connect(f"file:{outbox}?mode=ro", uri=True, timeout=10)
+        try:
+            return db.execute("SELECT count(*) FROM outbox WHERE etype='PageScanned' AND "
+                              "sent IS NOT NULL").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+
+
+def wait_sent(outbox: Path, n: int, timeout: float, proc: subprocess.Popen | None = None,
+              interval: float = 0.05) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sent_pages(outbox) >= n:
+            return time.perf_counter()
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"agent exited with {proc.returncode}")
+        time.sleep(interval)
+    raise RuntimeError(f"only {sent_pages(outbox)} of {n} pages sent after {timeout} s")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Bench:
+    def __init__(self, state: Path, settings) -> None:
+        self.state = state
+        self.settings = settings
+        self.kafka = settings.kafka
+        self.procs: list[subprocess.Popen] = []
+
+    def env(self, name: str, **extra: str) -> tuple[dict[str, str], Path, Path]:
+        from infra.stack import stack_env
+        from infra.topics import apply_spec, load_spec
+        from sohoa.config import TopicsConfig
+
+        base = TopicsConfig()
+        sfx = uuid.uuid4().hex[:6]
+        topics = TopicsConfig(site_events=f"{base.site_events}.{sfx}",
+                              file_events=f"{base.file_events}.{sfx}",
+                              dead_letters=f"{base.dead_letters}.{sfx}")
+        apply_spec(self.kafka, load_spec(topics))
+        root = self.state / name / "hot"
+        root.mkdir(parents=True, exist_ok=True)
+        outbox = self.state / name / "outbox.sqlite3"
+        env = {**os.environ, **stack_env(self.settings),
+               "SOHOA_LOGGING__LEVEL": "WARNING",
+               "SOHOA_TOPICS__SITE_EVENTS": topics.site_events,
+               "SOHOA_TOPICS__DEAD_LETTERS": topics.dead_letters,
+               "SOHOA_WATCHER__SITE_ID": "xa-bench",
+               "SOHOA_WATCHER__ROOTS": json.dumps([str(root)]),
+               "SOHOA_WATCHER__OUTBOX_PATH": str(outbox),
+               "SOHOA_WATCHER__STABILITY_WINDOW_S": "0.5",
+               **extra}
+        env["SOHOA_TOPICS__SITE_EVENTS_RAW"] = topics.site_events  # for the raw producer
+        return env, root, outbox
+
+    def agent(self, env: dict[str, str], *args: str, log: Path) -> subprocess.Popen:
+        fh = log.open("ab")
+        p = subprocess.Popen([sys.executable, "-m", "sohoa.cli", "watch", *args], env=env,
+                             stdout=fh, stderr=subprocess.STDOUT)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p: subprocess.Popen) -> None:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    # --- figures ---------------------------------------------------------------------------
+
+    def drop(self, n: int, size: int) -> list[dict]:
+        env, root, outbox = self.env("drop")
+        template, offset = tiff_template(size)
+        agent = self.agent(env, log=self.state / "drop" / "watch.log")
+        time.sleep(3)  # watching and connected before the drop
+        t0 = time.perf_counter()
+        drop_pages(root, n, template, offset)
+        t_dropped = time.perf_counter()
+        t_end = wait_sent(outbox, n, 600, agent)
+        self.stop(agent)
+        agent_rate = n / (t_end - t0)
+
+        # Raw limits, same run, same bytes: one thread hashing the files the agent read...
+        files = sorted(root.rglob("*.tif"))
+        th = time.perf_counter()
+        for f in files:
+            hashlib.sha256(f.read_bytes()).hexdigest()
+        hash_s = time.perf_counter() - th
+        # ...and kafka-python producing the same number of page events (acks=all, idempotent).
+        from sohoa.kafka_clients import make_producer
+
+        events = [PageScanned.make(site_id="xa-bench", fonds="UBND", file_code=f"HS-{i // 100}",
+                                   page_no=i % 100 + 1, uri=f.as_uri(), sha256=f"{i:064x}",
+                                   size_bytes=len(template), media_type="image/tiff",
+                                   path=str(f.relative_to(root)))
+                  for i, f in enumerate(files)]
+        payloads = [(e.key(), e.to_json()) for e in events]
+        producer = make_producer(self.kafka, linger_ms=20, batch_size=256 * 1024)
+        topic = env["SOHOA_TOPICS__SITE_EVENTS_RAW"] + "-raw"
+        tp = time.perf_counter()
+        for k, v in payloads:
+            producer.send(topic, key=k, value=v)
+        producer.flush()
+        produce_s = time.perf_counter() - tp
+        producer.close()
+        raw_rate = n / (hash_s + produce_s)
+        return [
+            {"name": f"drop of {n} pages of {len(template) // 1000} KB: drop → Kafka ack",
+             "value": round(agent_rate), "unit": "pages/s", "goal": ">= 1000",
+             "met": agent_rate >= 1000},
+            {"name": "  writing the drop itself took", "value": round(t_dropped - t0, 2),
+             "unit": "s"},
+            {"name": "raw: SHA-256 of the same bytes (1 thread)", "value": round(n / hash_s),
+             "unit": "pages/s"},
+            {"name": "raw: kafka-python produce of the same events", "value": round(
+                n / produce_s), "unit": "events/s"},
+            {"name": "raw limit: hash + produce in sequence", "value": round(raw_rate),
+             "unit": "pages/s"},
+            {"name": "agent / raw limit", "value": round(agent_rate / raw_rate, 3),
+             "unit": "ratio", "goal": ">= 0.5", "met": agent_rate / raw_rate >= 0.5},
+        ]
+
+    def catch_up_and_idle(self, n: int, idle_s: float) -> list[dict]:
+        env, root, outbox = self.env("catchup", SOHOA_WATCHER__RECONCILE_INTERVAL_S="60")
+        tiny_pages(root, n)
+        log = self.state / "catchup" / "watch.log"
+        t0 = time.perf_counter()
+        agent = self.agent(env, log=log)
+        t_cold = wait_sent(outbox, n, 900, agent, interval=0.5) - t0
+        self.stop(agent)
+        # Warm: everything known; 100 pages arrived while the agent was down.
+        extra = root / "UBND" / "HS-NEW"
+        extra.mkdir()
+        for i in range(100):
+            (extra / f"{i + 1:04d}.png").write_bytes(
+                (root / "UBND" / "HS-00000" / f"{i + 1:04d}.png").read_bytes())
+        t1 = time.perf_counter()
+        agent = self.agent(env, log=log)
+        t_warm = wait_sent(outbox, n + 100, 600, agent, interval=0.05) - t1
+        # Idle: nothing changes; the 60 s reconcile walks of 100,000 pages are included.
+        time.sleep(5)
+        c0, w0 = cpu_seconds(agent.pid), time.perf_counter()
+        time.sleep(idle_s)
+        c1, w1 = cpu_seconds(agent.pid), time.perf_counter()
+        idle_pct = 100 * (c1 - c0) / (w1 - w0)
+        rss = rss_mb(agent.pid)
+        self.stop(agent)
+        return [
+            {"name": f"start-up catch-up, cold: {n} existing pages, none sent yet",
+             "value": round(t_cold, 1), "unit": "s", "goal": "< 60", "met": t_cold < 60},
+            {"name": f"start-up catch-up, warm: {n} known + 100 new", "value": round(t_warm, 1),
+             "unit": "s", "goal": "< 60", "met": t_warm < 60},
+            {"name": f"idle CPU, {n} pages watched, reconcile every 60 s, over {idle_s:.0f} s",
+             "value": round(idle_pct, 3), "unit": "% of a core", "goal": "< 1",
+             "met": idle_pct < 1},
+            {"name": f"resident memory then ({n} pages known)", "value": round(rss, 1),
+             "unit": "MB"},
+        ]
+
+    def memory(self, n: int) -> list[dict]:
+        """RSS with n pages known to the outbox (and present on disk, so nothing is removed)."""
+        env, root, outbox = self.env("memory")
+        tiny_pages(root, n)
+        # Record them as sent, as months of operation would have, without sending n events.
+        from producers.agent import Agent  # noqa: F401  (schema comes with the outbox)
+        from producers.outbox import Outbox
+
+        ob = Outbox(outbox)
+        rootk = Path(os.path.abspath(root)).as_posix()
+        now = time.time()
+
+        def rows():
+            for dirpath, _dirs, names in os.walk(root):
+                rel_dir = Path(dirpath).relative_to(root).as_posix()
+                for name in names:
+                    st = os.stat(os.path.join(dirpath, name))
+                    rel = f"{rel_dir}/{name}"
+                    yield (rootk, rel, rel_dir, st.st_size, st.st_mtime_ns,
+                           hashlib.sha256(rel.encode()).hexdigest(), 1, "UBND",
+                           rel_dir.rsplit("/", 1)[-1], int(name[:4]), "sent", None,
+                           str(uuid.uuid4()))
+
+        with ob.transaction() as db:
+            db.executemany("INSERT INTO pages VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows())
+            db.executemany(
+                "INSERT INTO outbox (event_id, kind, etype, key, value, created, sent) "
+                "VALUES (?, 'site_events', 'PageScanned', 'xa-bench/x', ?, ?, ?)",
+                ((str(uuid.uuid4()), b"{" + b"x" * 600 + b"}", now, now) for _ in range(n)))
+        ob.close()
+        agent = self.agent(env, log=self.state / "memory" / "watch.log")
+        # Until the start-up walk of every page is over (CPU settles), then steady state.
+        last, still = cpu_seconds(agent.pid), 0
+        deadline = time.monotonic() + 900
+        while still < 5 and time.monotonic() < deadline:
+            time.sleep(1)
+            now_cpu = cpu_seconds(agent.pid)
+            still = still + 1 if now_cpu - last < 0.05 else 0
+            last = now_cpu
+        steady, peak = rss_mb(agent.pid), hwm_mb(agent.pid)
+        self.stop(agent)
+        return [
+            {"name": f"resident memory, {n} pages known (steady)", "value": round(steady, 1),
+             "unit": "MB", "goal": "< 150", "met": steady < 150},
+            {"name": "  peak during the start-up walk", "value": round(peak, 1), "unit": "MB",
+             "goal": "< 150", "met": peak < 150},
+        ]
+
+
+def run(only: list[str], drop_n: int, drop_size: int, catch_n: int, idle_s: float,
+        mem_n: int, keep: bool) -> dict:
+    from infra.kafka import KafkaNode
+    from infra.stack import settings_for_stack
+
+    state = Path(tempfile.mkdtemp(prefix="sohoa-bench-agent-"))
+    settings = settings_for_stack(load_config(), state, kafka_port=_free_port(),
+                                  kafka_controller_port=_free_port(),
+                                  postgres_port=_free_port())
+    kafka = KafkaNode(settings.stack)
+    print(f"starting a throw-away Kafka in {state} …", file=sys.stderr)
+    kafka.start(wait=True)
+    bench = Bench(state, settings)
+    figures: list[dict] = []
+    try:
+        if not only or "drop" in only:
+            figures += bench.drop(drop_n, drop_size)
+            print(json.dumps(figures, indent=1), file=sys.stderr)
+        if not only or "catchup" in only:
+            figures += bench.catch_up_and_idle(catch_n, idle_s)
+            print(json.dumps(figures, indent=1), file=sys.stderr)
+        if not only or "memory" in only:
+            figures += bench.memory(mem_n)
+    finally:
+        for p in bench.procs:
+            bench.stop(p)
+        kafka.stop(timeout_s=30)
+        if not keep:
+            subprocess.run(["rm", "-rf", str(state)], check=False)
+    return {"name": "agent", "figures": figures}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--only", action="append", default=[], choices=["drop", "catchup", "memory"])
+    ap.add_argument("--drop-pages", type=int, default=10_000)
+    ap.add_argument("--drop-bytes", type=int, default=100_000)
+    ap.add_argument("--catchup-pages", type=int, default=100_000)
+    ap.add_argument("--idle-seconds", type=float, default=130.0)
+    ap.add_argument("--memory-pages", type=int, default=1_000_000)
+    ap.add_argument("--keep", action="store_true", help="keep the temp state dir (logs)")
+    ap.add_argument("--json", type=Path, help="also write the result here")
+    args = ap.parse_args(argv)
+    result = run(args.only, args.drop_pages, args.drop_bytes, args.catchup_pages,
+                 args.idle_seconds, args.memory_pages, args.keep)
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n", encoding="utf-8")
+    return result
+
+
+if __name__ == "__main__":
+    main()

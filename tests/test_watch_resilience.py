@@ -1,0 +1,145 @@
+"""The agent under abuse, with real processes and the real broker: kill -9 mid-burst, a broker
+stopped for 60 s while pages keep arriving, and 20,000 files at once (past inotify's queue)."""
+
+from __future__ import annotations
+
+import collections
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.procs import SohoaProcess, wait_for
+from tests.watch_helpers import agent_env, hot, of_type, read_topic
+
+pytestmark = pytest.mark.integration
+
+# A separate process writes the pages, as a scanner's software would: temp name, then rename.
+WRITER = r"""
+import io, os, sys, time
+from PIL import Image
+root, start, count, per_file, delay = sys.argv[1], *map(float, sys.argv[2:6])
+start, count, per_file = int(start), int(count), int(per_file)
+for i in range(start, start + count):
+    folder = os.path.join(root, "Phong", f"HS-{i // per_file:05d}")
+    os.makedirs(folder, exist_ok=True)
+    im = Image.new("RGB", (4, 4), (i % 256, (i >> 8) % 256, (i >> 16) % 256))
+    buf = io.BytesIO(); im.save(buf, "PNG")
+    name = os.path.join(folder, f"{i % per_file + 1:04d}.png")
+    tmp = os.path.join(folder, f".{i}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(buf.getvalue())
+    os.replace(tmp, name)
+    if delay:
+        time.sleep(delay)
+"""
+
+
+def _writer(root: Path, start: int, count: int, per_file: int, delay: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(root), str(start), str(count),
+                             str(per_file), str(delay)])
+
+
+def _sent_pages(env: dict[str, str]) -> int:
+    try:
+        db = sqlite3.connect(f"file:{env['SOHOA_WATCHER__OUTBOX_PATH']}?mode=ro", uri=True,
+                             timeout=5)
+        try:
+            return db.execute("SELECT count(*) FROM outbox WHERE etype = 'PageScanned' "
+                              "AND sent IS NOT NULL").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+
+
+def _pages_on_kafka(stack, env: dict[str, str]) -> list:
+    return of_type(read_topic(stack, env["SOHOA_TOPICS__SITE_EVENTS"], 3000), "PageScanned")
+
+
+def _assert_exactly(pages: list, n: int, *, strict_once: bool) -> None:
+    by_page = collections.defaultdict(set)
+    for e in pages:
+        by_page[(e.file_code, e.page_no)].add(e.event_id)
+    assert len(by_page) == n, f"{len(by_page)} distinct pages on Kafka, expected {n}"
+    assert all(len(ids) == 1 for ids in by_page.values()), "a page was sent with two ids"
+    assert len({e.event_id for e in pages}) == n
+    if strict_once:
+        assert len(pages) == n, f"{len(pages) - n} records on Kafka twice"
+
+
+def test_kill_9_mid_burst_then_restart_loses_nothing(stack, tmp_path: Path) -> None:
+    env = agent_env(stack, tmp_path, SOHOA_WATCHER__STABILITY_WINDOW_S="0.3",
+                    SOHOA_WATCHER__SEND_BATCH="100")
+    root = hot(env)
+    agent = SohoaProcess(["watch"], env, tmp_path / "watch1.log")
+    writer = _writer(root, 0, 2000, 100, 0.002)
+    try:
+        wait_for(lambda: _sent_pages(env) >= 300, 120, "300 pages sent before the kill",
+                 (agent,), interval=0.05)
+        agent.kill9()
+        killed_at = _sent_pages(env)
+        assert killed_at < 2000, "the burst was over before the kill; the test proves nothing"
+        assert writer.wait(timeout=120) == 0
+        agent = SohoaProcess(["watch"], env, tmp_path / "watch2.log")
+        wait_for(lambda: _sent_pages(env) >= 2000, 240, "all 2,000 pages sent", (agent,))
+        pages = wait_for(lambda: (lambda p: p if len({e.event_id for e in p}) >= 2000 else None)(
+            _pages_on_kafka(stack, env)), 60, "2,000 distinct event ids on Kafka")
+        # A kill between Kafka's ack and the outbox update may re-send a page: same event_id.
+        _assert_exactly(pages, 2000, strict_once=False)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+        assert agent.stop() == 0, agent.tail()
+
+
+def test_broker_down_60s_while_pages_arrive(stack, tmp_path: Path) -> None:
+    env = agent_env(stack, tmp_path, SOHOA_WATCHER__STABILITY_WINDOW_S="0.3")
+    root = hot(env)
+    agent = SohoaProcess(["watch"], env, tmp_path / "watch.log")
+    writer = None
+    try:
+        first = _writer(root, 0, 100, 50, 0.0)
+        assert first.wait(timeout=60) == 0
+        wait_for(lambda: _sent_pages(env) >= 100, 60, "the first 100 pages", (agent,))
+        stack.stop_kafka()
+        try:
+            # Pages keep arriving during the outage: 300 over ~60 s.
+            writer = _writer(root, 100, 300, 50, 0.2)
+            time.sleep(60)
+            depth = sqlite3.connect(env["SOHOA_WATCHER__OUTBOX_PATH"]).execute(
+                "SELECT count(*) FROM outbox WHERE sent IS NULL").fetchone()[0]
+            assert depth > 0, "nothing queued while the broker was down"
+            assert agent.alive(), agent.tail()
+        finally:
+            stack.start_kafka()
+        assert writer.wait(timeout=120) == 0
+        wait_for(lambda: _sent_pages(env) >= 400, 300, "all 400 pages after the outage",
+                 (agent,))
+        pages = _pages_on_kafka(stack, env)
+        _assert_exactly(pages, 400, strict_once=True)
+    finally:
+        if writer is not None and writer.poll() is None:
+            writer.kill()
+        assert agent.stop() == 0, agent.tail()
+
+
+def test_20000_files_at_once_all_sent(stack, tmp_path: Path) -> None:
+    # The reconcile interval is only the safety net here: the overflow itself triggers one.
+    env = agent_env(stack, tmp_path, SOHOA_WATCHER__STABILITY_WINDOW_S="0.5",
+                    SOHOA_WATCHER__RECONCILE_INTERVAL_S="120")
+    root = hot(env)
+    agent = SohoaProcess(["watch"], env, tmp_path / "watch.log")
+    try:
+        time.sleep(1.5)  # watching before the flood starts
+        writer = _writer(root, 0, 20_000, 1000, 0.0)
+        assert writer.wait(timeout=300) == 0
+        wait_for(lambda: _sent_pages(env) >= 20_000, 400, "all 20,000 pages sent", (agent,),
+                 interval=1.0)
+        pages = _pages_on_kafka(stack, env)
+        _assert_exactly(pages, 20_000, strict_once=True)
+    finally:
+        assert agent.stop() == 0, agent.tail()
