@@ -112,7 +112,8 @@ def _site_guess(value: bytes | None) -> str:
 
 STAGE_COLUMNS = ("seq", "event_id", "etype", "site_id", "file_code", "fonds", "page_no",
                  "revision", "sha256", "occurred_at", "topic", "part", "off", "uri", "path",
-                 "size_bytes", "media_type", "passed", "names", "doc")
+                 "size_bytes", "media_type", "passed", "names", "doc", "pick_rev", "pick_page",
+                 "first_at")
 
 _CREATE_TEMP = """
 CREATE TEMP TABLE IF NOT EXISTS stage (
@@ -120,12 +121,12 @@ CREATE TEMP TABLE IF NOT EXISTS stage (
     file_code text, fonds text, page_no integer, revision integer, sha256 text,
     occurred_at timestamptz NOT NULL, topic text, part integer, off bigint,
     uri text, path text, size_bytes bigint, media_type text, passed boolean, names text[],
-    doc jsonb
+    doc jsonb, pick_rev boolean, pick_page boolean, first_at timestamptz
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS touched_days (site_id text NOT NULL, day date NOT NULL)
     ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS touched_files (site_id text NOT NULL, file_code text NOT NULL,
-    PRIMARY KEY (site_id, file_code)) ON COMMIT DELETE ROWS;
+    pages_changed boolean NOT NULL, PRIMARY KEY (site_id, file_code)) ON COMMIT DELETE ROWS;
 """
 
 # --- the statements, in order ------------------------------------------------------------
@@ -140,6 +141,22 @@ WITH ins AS (
     RETURNING event_id
 )
 DELETE FROM stage s WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.event_id = s.event_id)
+"""
+
+# The rule of `_pick_pages`, for the rows left after dropping already-applied events.
+_REPICK = """
+UPDATE stage s SET pick_rev = (x.rn_rev = 1), pick_page = (x.rn_page = 1), first_at = x.first_at
+FROM (
+    SELECT seq,
+           row_number() OVER (PARTITION BY site_id, file_code, page_no, revision
+                              ORDER BY occurred_at DESC, sha256 DESC, seq DESC) AS rn_rev,
+           row_number() OVER (PARTITION BY site_id, file_code, page_no
+                              ORDER BY revision DESC, occurred_at DESC, sha256 DESC, seq DESC)
+               AS rn_page,
+           min(occurred_at) OVER (PARTITION BY site_id, file_code, page_no) AS first_at
+    FROM stage WHERE etype = 'PageScanned'
+) x
+WHERE s.seq = x.seq
 """
 
 _NEW_SITES = """
@@ -161,9 +178,10 @@ SELECT site_id FROM new
 """
 
 _TOUCHED_FILES = """
-INSERT INTO touched_files (site_id, file_code)
-SELECT DISTINCT site_id, file_code FROM stage WHERE file_code IS NOT NULL
-ON CONFLICT DO NOTHING
+INSERT INTO touched_files (site_id, file_code, pages_changed)
+SELECT site_id, file_code, bool_or(etype IN ('PageScanned', 'PageRemoved', 'PageChecked'))
+FROM stage WHERE file_code IS NOT NULL
+GROUP BY site_id, file_code
 """
 
 _UPSERT_FILES = """
@@ -208,11 +226,9 @@ WHERE f.verdict_at IS NOT NULL
 _PAGE_REVISIONS = """
 INSERT INTO page_revisions (site_id, file_code, page_no, revision, sha256, uri, path,
                             size_bytes, media_type, scanned_at, event_id)
-SELECT DISTINCT ON (site_id, file_code, page_no, revision)
-       site_id, file_code, page_no, revision, sha256, uri, path, size_bytes, media_type,
+SELECT site_id, file_code, page_no, revision, sha256, uri, path, size_bytes, media_type,
        occurred_at, event_id
-FROM stage WHERE etype = 'PageScanned'
-ORDER BY site_id, file_code, page_no, revision, occurred_at DESC, sha256 DESC
+FROM stage WHERE etype = 'PageScanned' AND pick_rev
 ON CONFLICT (site_id, file_code, page_no, revision) DO UPDATE SET
     sha256 = excluded.sha256, uri = excluded.uri, path = excluded.path,
     size_bytes = excluded.size_bytes, media_type = excluded.media_type,
@@ -236,12 +252,8 @@ INSERT INTO pages (site_id, file_code, page_no, revision, sha256, uri, path, siz
                    media_type, scanned_at, first_scanned_at, scan_day)
 SELECT c.site_id, c.file_code, c.page_no, c.revision, c.sha256, c.uri, c.path, c.size_bytes,
        c.media_type, c.occurred_at, c.first_at, (c.first_at AT TIME ZONE st.timezone)::date
-FROM (
-    SELECT DISTINCT ON (site_id, file_code, page_no) *,
-           min(occurred_at) OVER (PARTITION BY site_id, file_code, page_no) AS first_at
-    FROM stage WHERE etype = 'PageScanned'
-    ORDER BY site_id, file_code, page_no, revision DESC, occurred_at DESC, sha256 DESC
-) c JOIN sites st USING (site_id)
+FROM stage c JOIN sites st USING (site_id)
+WHERE c.etype = 'PageScanned' AND c.pick_page
 ON CONFLICT (site_id, file_code, page_no) DO UPDATE SET
     revision = CASE WHEN n.newer THEN excluded.revision ELSE pages.revision END,
     sha256 = CASE WHEN n.newer THEN excluded.sha256 ELSE pages.sha256 END,
@@ -420,7 +432,8 @@ LEFT JOIN LATERAL (
 WHERE f.site_id = t.site_id AND f.file_code = t.file_code
 """
 
-# LATERAL keeps this an index probe per touched file however large `pages` grows.
+# LATERAL keeps this an index probe per touched file however large `pages` grows; only files
+# whose pages or checks changed are recounted.
 _FILE_PAGES = """
 UPDATE files f SET pages = a.n, last_page_at = a.last_at, checked_pages = a.checked,
                    qc_failed_pages = a.failed
@@ -436,6 +449,7 @@ CROSS JOIN LATERAL (
     WHERE p.site_id = t.site_id AND p.file_code = t.file_code
 ) a
 WHERE f.site_id = t.site_id AND f.file_code = t.file_code
+  AND t.pages_changed
 """
 
 # The state is a function of the stored facts, never of the order they came in: a verdict of
@@ -544,7 +558,45 @@ def prepare(records: list[Record]) -> Prepared:
             continue
         seen.add(ev.event_id)
         rows.append(_row(seq, ev, rec, data))
-    return Prepared(rows, result, records)
+    return Prepared(_pick_pages(rows), result, records)
+
+
+# Positions in a staged row (see STAGE_COLUMNS).
+_I_ETYPE, _I_SITE, _I_FILE, _I_PAGE, _I_REV, _I_SHA, _I_AT = 2, 3, 4, 6, 7, 8, 9
+
+
+def _pick_pages(rows: list[tuple]) -> list[tuple]:
+    """Mark, among this batch's PageScanned, the row that wins each revision and each page,
+    and each page's first time: the same rule as the upserts, decided here so the database
+    does not sort and window every batch."""
+    best_rev: dict[tuple, tuple] = {}
+    best_page: dict[tuple, tuple] = {}
+    first: dict[tuple, Any] = {}
+    for i, r in enumerate(rows):
+        if r[_I_ETYPE] != "PageScanned":
+            continue
+        page = (r[_I_SITE], r[_I_FILE], r[_I_PAGE])
+        rev = (*page, r[_I_REV])
+        rank_rev = (r[_I_AT], r[_I_SHA], i)
+        if rev not in best_rev or rank_rev > best_rev[rev]:
+            best_rev[rev] = rank_rev
+        rank_page = (r[_I_REV], r[_I_AT], r[_I_SHA], i)
+        if page not in best_page or rank_page > best_page[page]:
+            best_page[page] = rank_page
+        if page not in first or r[_I_AT] < first[page]:
+            first[page] = r[_I_AT]
+    if not best_page:
+        return [(*r, None, None, None) for r in rows]
+    rev_rows = {v[-1] for v in best_rev.values()}
+    page_rows = {v[-1] for v in best_page.values()}
+    out = []
+    for i, r in enumerate(rows):
+        if r[_I_ETYPE] != "PageScanned":
+            out.append((*r, None, None, None))
+        else:
+            page = (r[_I_SITE], r[_I_FILE], r[_I_PAGE])
+            out.append((*r, i in rev_rows, i in page_rows, first[page]))
+    return out
 
 
 def dead_letter_for(rec: Record, reason: str) -> DeadLetterRow:
@@ -650,6 +702,9 @@ class BatchApplier:
 
     def _merge(self, cur: psycopg.Cursor, result: BatchResult, staged: int) -> None:
         cur.execute(_DEDUP_APPLIED)
+        if cur.rowcount:
+            # Replays were dropped: the batch's picks may have named a dropped row.
+            cur.execute(_REPICK)
         cur.execute("SELECT etype, count(*) FROM stage GROUP BY etype")
         result.applied.update({t: n for t, n in cur.fetchall()})
         fresh = sum(result.applied.values())
