@@ -122,8 +122,12 @@ class ProgressCollector(Collector):
                         "working day (Vietnamese public holidays off)")
         throughput = gauge("sohoa_site_throughput_pages_per_day",
                            "Pages per working day over the forecast window")
+        info = gauge("sohoa_site_info", "Always 1: the campaign plan's unit and contractor of "
+                     "a site (unit 'chua-ro' until the plan names one)",
+                     ("site", "unit", "contractor"))
         for s in sites:
             lab = [s.site_id]
+            info.add_metric([s.site_id, s.unit or "chua-ro", s.contractor or ""], 1.0)
             scanned.add_metric(lab, s.pages_scanned)
             accepted.add_metric(lab, s.pages_accepted)
             qc_failed.add_metric(lab, s.qc_failed_pages)
