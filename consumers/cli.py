@@ -33,6 +33,17 @@ def _connect(settings, *, reader: bool = False):
             "Kiểm tra postgres.dsn / SOHOA_POSTGRES__DSN và `sohoa up`.") from None
 
 
+def _busy(message: str):
+    """A spinner on an interactive terminal (reports over thousands of sites take seconds)."""
+    import contextlib
+
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    from rich.console import Console
+
+    return Console(stderr=True).status(message)
+
+
 # --- consume --------------------------------------------------------------------------------
 
 @click.command("consume")
@@ -241,9 +252,10 @@ def report_monthly(ctx: click.Context, month: str, fmt: str, out: Path | None) -
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--month") from None
     out = out or Path(f"bao-cao-tien-do-{year:04d}-{mon:02d}.{fmt}")
-    with _connect(settings, reader=True) as conn:
+    with _busy("Đang tổng hợp số liệu…"), _connect(settings, reader=True) as conn:
         data = build_monthly(conn, settings.campaign, year, mon)
-    write_monthly(data, fmt, out)
+    with _busy(f"Đang ghi {out.name}…"):
+        write_monthly(data, fmt, out)
     click.echo(f"đã ghi {out} ({len(data.rows)} điểm)")
 
 
