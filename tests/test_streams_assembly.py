@@ -122,3 +122,30 @@ def test_worker_assembles_from_kafka_and_dead_letters_bad_payloads(stack, tmp_pa
         assert 'sohoa_files_assembled_total{site="xa-tan-phu"} 2.0' in text
     finally:
         assert proc.stop() == 0 or True
+
+
+@pytest.mark.integration
+def test_idle_timeout_and_late_page_through_the_worker(stack, tmp_path: Path) -> None:
+    env = streams_env(stack, tmp_path, SOHOA_STREAMS__IDLE_TIMEOUT_S="2",
+                      SOHOA_STREAMS__IDLE_CHECK_INTERVAL_S="0.5",
+                      SOHOA_STREAMS__LATE_PAGE_SETTLE_S="1")
+    site_topic, file_topic = env["SOHOA_TOPICS__SITE_EVENTS"], env["SOHOA_TOPICS__FILE_EVENTS"]
+    proc = SohoaProcess(["streams", "--role", "assembly"], env, tmp_path / "assembly.log")
+    try:
+        send(stack, site_topic, [fake_page(S, "HS-IDLE", 1), fake_page(S, "HS-IDLE", 2)])
+
+        def assembled(rev: int):
+            def check():
+                evs = [e for e in read_all(stack, file_topic)
+                       if isinstance(e, FileAssembled) and e.revision == rev]
+                return evs or None
+            return check
+
+        first = wait_for(assembled(1), 90, "FileAssembled after the idle timeout", (proc,))
+        assert first[0].trigger == "idle" and [p.page_no for p in first[0].pages] == [1, 2]
+        send(stack, site_topic, [fake_page(S, "HS-IDLE", 3)])
+        late = wait_for(assembled(2), 60, "revision 2 after the late page", (proc,))
+        assert late[0].trigger == "late_page"
+        assert [p.page_no for p in late[0].pages] == [1, 2, 3]
+    finally:
+        proc.stop()

@@ -1,0 +1,54 @@
+"""OCR job helpers: output paths, completion marker, input PDF (no Tesseract)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pikepdf
+import pytest
+
+from streams.ocr import OcrInputError, OcrPaths, build_input_pdf, inputs_digest, load_done
+from tests import pages
+from tests.pages import PageSpec
+
+
+def test_paths_are_derived_and_safe(tmp_path: Path) -> None:
+    p = OcrPaths.for_file(tmp_path, "xa-a", "UBND", "HS/2024/../001", 2)
+    assert p.pdf.parent.parent.parent == tmp_path / "xa-a"
+    assert p.pdf.name == "r2.pdf" and ".." not in p.pdf.parts
+    q = OcrPaths.for_file(tmp_path, "xa-a", "UBND", "HS_2024_.._001", 2)
+    assert p.pdf != q.pdf  # distinct codes stay distinct after cleaning
+    assert OcrPaths.for_file(tmp_path, "xa-a", "", "HS-1", 1).pdf.parent.parent.name == "_"
+
+
+def test_load_done_needs_same_inputs_and_intact_pdf(tmp_path: Path) -> None:
+    paths = OcrPaths.for_file(tmp_path, "s", "f", "HS-1", 1)
+    paths.pdf.parent.mkdir(parents=True)
+    paths.pdf.write_bytes(b"%PDF-1.7 fake")
+    digest = inputs_digest([{"page_no": 1, "sha256": "a" * 64}], {"languages": "vie"})
+    result = {"ok": True, "inputs_digest": digest, "pages": [],
+              "output_sha256": hashlib.sha256(b"%PDF-1.7 fake").hexdigest()}
+    paths.result.write_text(json.dumps(result))
+    assert load_done(paths, digest) == result
+    assert load_done(paths, "0" * 64) is None
+    paths.pdf.write_bytes(b"%PDF-1.7 half")
+    assert load_done(paths, digest) is None
+
+
+def test_input_pdf_keeps_order_and_verifies_hashes(tmp_path: Path) -> None:
+    a = pages.write_page(tmp_path / "1.png", PageSpec(dpi=200))
+    b = pages.multipage_tiff(tmp_path / "2.tif", [PageSpec(), PageSpec(seed=1)])
+    c = pages.scanner_pdf(tmp_path / "3.pdf")
+    d = pages.png_with_alpha(tmp_path / "4.png")
+    refs = [{"page_no": i + 1, "uri": f.as_uri(),
+             "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
+            for i, f in enumerate([a, b, c, d])]
+    numbers = build_input_pdf(refs, tmp_path / "in.pdf")
+    assert numbers == [1, 2, 2, 3, 4]
+    with pikepdf.open(tmp_path / "in.pdf") as pdf:
+        assert len(pdf.pages) == 5
+    refs[0]["sha256"] = "0" * 64
+    with pytest.raises(OcrInputError, match="sha256 mismatch"):
+        build_input_pdf(refs, tmp_path / "in2.pdf")
