@@ -15,6 +15,7 @@ import logging
 import os
 import queue
 import stat
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -62,6 +63,8 @@ class Candidate:
     size: int
     mtime_ns: int
     kind: str             # page | manifest | marker | other
+    known: Known | None = None   # the outbox's row when first seen (this thread owns writes)
+    name: Any = None             # parsed PageName, once settled
 
 
 class _OverflowSpy(logging.Handler):
@@ -210,12 +213,16 @@ class Agent:
 
     def run(self, once: bool = False) -> None:
         """Loop until :attr:`stop_event` (or, with ``once``, until everything seen is recorded)."""
+        # The loop thread gives up the GIL at every stat and SQLite call; with hashing threads
+        # busy it would wait up to the default 5 ms to get it back each time.
+        sys.setswitchinterval(0.0005)
         self.check_roots()
         if not once:
             self.start_watching()
         self.reconcile()
         next_reconcile = time.monotonic() + self.cfg.reconcile_interval_s
-        next_idle_check = time.monotonic() + 60
+        idle_every = min(60.0, max(1.0, self.cfg.idle_timeout_s / 4))
+        next_idle_check = time.monotonic() + idle_every
         try:
             while not self.stop_event.is_set():
                 self._drain_inbox()
@@ -232,8 +239,10 @@ class Agent:
                     next_reconcile = now + self.cfg.reconcile_interval_s
                 if now >= next_idle_check:
                     self._close_idle_files()
-                    next_idle_check = now + 60
+                    next_idle_check = now + idle_every
                 if once and self.idle():
+                    self._close_idle_files()  # cron-style runs close idle files too
+                    self._flush_writes()
                     break
                 if self.sender is not None and not self.sender.is_alive():
                     raise RuntimeError("the outbox sender thread died")
@@ -314,8 +323,10 @@ class Agent:
         if rel is None:
             return
         key = f"{root}\x00{rel}"
-        if key in self.hashing:
-            return  # being read right now; the result re-checks size and mtime
+        if key in self.hashing or key in self.candidates:
+            # Being read right now (the result re-checks size and mtime), or already waiting
+            # (its due check re-stats): a burst of events for one file costs nothing more.
+            return
         if st is None:
             try:
                 st = path.lstat()
@@ -327,13 +338,12 @@ class Agent:
                 return
         if stat.S_ISDIR(st.st_mode):
             return
-        cand = self.candidates.get(key)
-        if cand is not None:
-            return  # already waiting; its due check re-stats
-        if known is False:
-            known = self.ob.known(self.root_keys[root], rel)
-        if isinstance(known, Known) and known.size == st.st_size and \
-                known.mtime_ns == st.st_mtime_ns and known.state != "removed":
+        rootk = self.root_keys[root]
+        if known is False or not _unchanged(known, st):
+            # A walk's view of its folder may be older than our last commits (it yields between
+            # entries): anything that looks new or changed is looked up afresh.
+            known = self._pending_page(rootk, rel) or self.ob.known(rootk, rel)
+        if _unchanged(known, st):
             return  # unchanged since we last dealt with it
         self.removals.pop(key, None)
         if stat.S_ISLNK(st.st_mode):
@@ -343,7 +353,8 @@ class Agent:
         if not stat.S_ISREG(st.st_mode):
             return  # sockets, fifos, devices: not scanner output
         self.candidates[key] = Candidate(root, path, rel, st.st_size, st.st_mtime_ns,
-                                         self._kind(name))
+                                         self._kind(name),
+                                         known if isinstance(known, Known) else None)
         self._busy(root, rel, +1)
         self._push(time.monotonic() + self.cfg.stability_window_s, key)
 
@@ -408,7 +419,7 @@ class Agent:
             self._on_marker(c, parts)
         elif c.kind == "page":
             try:
-                self.layout.parse(parts)
+                c.name = self.layout.parse(parts)
             except NameMismatch as exc:
                 self._reject_once(c.root, c.path, c.rel, c.size, c.mtime_ns, exc.reason, str(exc))
                 return
@@ -439,12 +450,9 @@ class Agent:
             self._reject_once(c.root, c.path, c.rel, c.size, c.mtime_ns, "corrupt",
                               f"check failed: {type(exc).__name__}: {exc}")
             return
-        name = self.layout.parse(tuple(c.rel.split("/")))
+        name = c.name
         rootk = self.root_keys[c.root]
-        known = self.ob.known(rootk, c.rel)
-        pending = self._pending_page(rootk, c.rel)
-        if pending is not None:
-            known = pending
+        known = self._pending_page(rootk, c.rel) or c.known
         if isinstance(known, Known) and known.sha256 == facts.sha256 and \
                 known.state in ("sent", "rejected") and known.revision >= 1:
             # Touched or copied over with the same bytes: nothing new to count.
@@ -489,6 +497,7 @@ class Agent:
             return
         writes, self._writes = self._writes, []
         self._pending = {}
+        touched: dict[tuple[str, str], float] = {}
         with self.ob.transaction() as db:
             for op, args in writes:
                 if op == "page":
@@ -504,10 +513,7 @@ class Agent:
                         "state=excluded.state, reason=excluded.reason, "
                         "event_id=coalesce(excluded.event_id, pages.event_id)", args)
                 elif op == "file_touch":
-                    db.execute(
-                        "INSERT INTO files (root, file_dir, last_page) VALUES (?,?,?) "
-                        "ON CONFLICT (root, file_dir) DO UPDATE SET last_page=excluded.last_page",
-                        args)
+                    touched[(args[0], args[1])] = args[2]  # once per file per batch
                 elif op == "file_set":
                     rootk, file_dir, column, value = args
                     db.execute(
@@ -516,6 +522,10 @@ class Agent:
                         (rootk, file_dir, value))
                 elif op == "event":
                     enqueue(db, args[0], args[1])
+            db.executemany(
+                "INSERT INTO files (root, file_dir, last_page) VALUES (?,?,?) "
+                "ON CONFLICT (root, file_dir) DO UPDATE SET last_page=excluded.last_page",
+                ((r, d, t) for (r, d), t in touched.items()))
         if self.wake_sender is not None:
             self.wake_sender.set()
 
@@ -697,6 +707,16 @@ class Agent:
 
     def _scan_root(self, root: int) -> Iterator[None]:
         visited: set[str] = set()
+        try:
+            empty = not any(True for _ in os.scandir(self.roots[root]))
+        except OSError:
+            return
+        if empty and self.ob.dirs_with_present(self.root_keys[root]):
+            # An unmounted share often leaves an empty mount point: that is not the operator
+            # deleting every page, so no removal is reported until the pages are seen again.
+            log.error("root is empty but pages are known there; not reporting removals "
+                      "(share unmounted?)", extra={"root": str(self.roots[root])})
+            return
         yield from self._scan_dir(root, self.roots[root], visited)
         # Folders we knew pages in that are gone altogether.
         for d in self.ob.dirs_with_present(self.root_keys[root]):
@@ -747,6 +767,11 @@ class Agent:
             yield
             if k.state in ("sent", "rejected"):
                 self._schedule_removal(root, self.roots[root] / rel)
+
+
+def _unchanged(known: Known | bool | None, st: os.stat_result) -> bool:
+    return isinstance(known, Known) and known.size == st.st_size and \
+        known.mtime_ns == st.st_mtime_ns and known.state != "removed"
 
 
 def manifest_event(raw: bytes, site: str, fonds: str, file_code: str) -> FileManifest:

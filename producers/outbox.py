@@ -46,6 +46,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     created  REAL NOT NULL,
     sent     REAL
 );
+-- The same fact is queued once, however many times it is detected.
+CREATE UNIQUE INDEX IF NOT EXISTS outbox_event ON outbox (event_id);
 CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (seq) WHERE sent IS NULL;
 CREATE INDEX IF NOT EXISTS outbox_sent ON outbox (sent) WHERE sent IS NOT NULL;
 CREATE TABLE IF NOT EXISTS files (
@@ -176,5 +178,6 @@ class Outbox:
 def enqueue(db: sqlite3.Connection, kind: str, event: Event) -> None:
     """Add one event to the outbox (call inside a transaction, with the page row's update)."""
     db.execute(
-        "INSERT INTO outbox (event_id, kind, etype, key, value, created) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT OR IGNORE INTO outbox (event_id, kind, etype, key, value, created) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
         (event.event_id, kind, event.NAME, event.key(), event.to_json(), time.time()))

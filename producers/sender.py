@@ -185,6 +185,9 @@ class Sender(threading.Thread):
                     self.inflight.pop(seq, None)
         if acked:
             ob.mark_sent(acked)
+            self.depth, self.oldest_s = ob.depth()
+            self.metrics.depth.set(self.depth)
+            self.metrics.oldest.set(self.oldest_s)
             types: collections.Counter[str] = collections.Counter()
             with self._lock:
                 for seq in acked:

@@ -255,3 +255,18 @@ def test_manifest_marker_and_classified_title(stack, tmp_path: Path) -> None:
     assert len(dead) == 1 and "bad_manifest" in dead[0].reason
     assert "expected_pages" in dead[0].reason
     assert len([e for e in of_type(evs, "PageScanned") if e.file_code == "HS-C"]) == 2
+
+
+def test_polling_mode_for_network_shares(stack, tmp_path: Path) -> None:
+    env = agent_env(stack, tmp_path, SOHOA_WATCHER__POLLING="true",
+                    SOHOA_WATCHER__POLL_INTERVAL_S="0.5")
+    agent = SohoaProcess(["watch"], env, tmp_path / "watch.log")
+    try:
+        time.sleep(1.5)
+        write_atomic(hot(env) / "F" / "HS-P" / "001.png", tiny_image("PNG", 5))
+        evs = wait_for(lambda: _scanned(stack, env), 60, "PageScanned in polling mode",
+                       (agent,))
+        assert [(e.file_code, e.page_no) for e in evs] == [("HS-P", 1)]
+        assert '"polling": true' in agent.log.read_text()
+    finally:
+        assert agent.stop() == 0

@@ -136,3 +136,86 @@ def test_outbox_depth_order_and_mark_sent(tmp_path: Path) -> None:
     other = Outbox(tmp_path / "o.sqlite3")  # a second connection (the sender's) sees it
     assert other.depth()[0] == 2
     assert [r.seq for r in other.unsent(rows[0].seq, 10)] == [rows[1].seq, rows[2].seq]
+
+
+def _agent(tmp_path: Path, root: Path, **kw):
+    from producers.agent import Agent
+    from producers.metrics import AgentMetrics
+    from sohoa.config import Settings, WatcherConfig
+
+    cfg = WatcherConfig(site_id="xa-u", roots=[root], stability_window_s=0.1,
+                        outbox_path=tmp_path / "ob" / "outbox.sqlite3", **kw)
+    return Agent(Settings(watcher=cfg), AgentMetrics("xa-u"))
+
+
+def _queued(agent, etype: str) -> list[dict]:
+    import json
+
+    return [json.loads(v) for (v,) in agent.ob.db.execute(
+        "SELECT value FROM outbox WHERE etype = ? ORDER BY seq", (etype,))]
+
+
+def test_idle_file_is_closed_once(tmp_path: Path) -> None:
+    import time
+
+    root = tmp_path / "hot"
+    (root / "F" / "HS").mkdir(parents=True)
+    (root / "F" / "HS" / "1.png").write_bytes(tiny_image("PNG", 1))
+    a = _agent(tmp_path, root, idle_timeout_s=1.0)
+    a.run(once=True)
+    assert _queued(a, "FileClosed") == []
+    time.sleep(1.2)
+    a.run(once=True)
+    closed = _queued(a, "FileClosed")
+    assert [(c["file_code"], c["reason"], c["pages_seen"]) for c in closed] == [("HS", "idle", 1)]
+    a.run(once=True)
+    assert len(_queued(a, "FileClosed")) == 1
+    a.close()
+
+
+def test_empty_root_is_not_every_page_deleted(tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "hot"
+    (root / "F" / "HS").mkdir(parents=True)
+    for n in (1, 2):
+        (root / "F" / "HS" / f"{n}.png").write_bytes(tiny_image("PNG", n))
+    a = _agent(tmp_path, root)
+    a.run(once=True)
+    (root / "F" / "HS" / "2.png").unlink()
+    a.run(once=True)
+    assert [r["page_no"] for r in _queued(a, "PageRemoved")] == [2]
+    shutil.rmtree(root / "F")  # looks like an unmounted share: an empty mount point
+    a.run(once=True)
+    assert [r["page_no"] for r in _queued(a, "PageRemoved")] == [2]
+    a.close()
+
+
+def test_inotify_overflow_log_line_triggers_a_reconcile(tmp_path: Path) -> None:
+    import logging
+    import threading
+
+    from producers.agent import _OverflowSpy
+
+    flag = threading.Event()
+    logger = logging.getLogger("watchdog.observers.inotify_c")
+    spy = _OverflowSpy(flag)
+    logger.addHandler(spy)
+    try:
+        logger.warning("Inotify queue overflowed; filesystem events were lost")
+    finally:
+        logger.removeHandler(spy)
+    assert flag.is_set()
+
+
+def test_outbox_queues_one_fact_once(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.sqlite3")
+    ev = PageScanned.make(site_id="xa-a", file_code="HS", page_no=1, uri="file:///x/1",
+                          sha256="b" * 64, size_bytes=1, media_type="image/png")
+    again = PageScanned.make(site_id="xa-a", file_code="HS", page_no=1, uri="file:///x/1",
+                             sha256="b" * 64, size_bytes=1, media_type="image/png")
+    assert again.event_id == ev.event_id
+    with ob.transaction() as db:
+        enqueue(db, "site_events", ev)
+        enqueue(db, "site_events", again)
+    assert ob.depth()[0] == 1
