@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import date, datetime
 from pathlib import Path
@@ -277,7 +278,8 @@ def report_acceptance(ctx: click.Context, contractor: str, date_from: str, date_
     assert d1 is not None and d2 is not None
     if d2 < d1:
         raise click.BadParameter("--to trước --from", param_hint="--to")
-    out = out or Path(f"nghiem-thu-{contractor}-{d1:%Y%m%d}-{d2:%Y%m%d}.{fmt}")
+    slug = re.sub(r"[^\w]+", "-", contractor).strip("-") or "nha-thau"
+    out = out or Path(f"nghiem-thu-{slug}-{d1:%Y%m%d}-{d2:%Y%m%d}.{fmt}")
     with _connect(settings, reader=True) as conn:
         data = build_acceptance(conn, contractor, d1, d2,
                                 timezone=settings.campaign.timezone)

@@ -115,11 +115,7 @@ class ProgressConsumer:
 
     def run(self) -> None:
         self._connect()
-        self.consumer = make_consumer(
-            self.settings.kafka, group_id=self.group_id,
-            max_poll_records=self.cfg.batch_max_events,
-            client_id=f"{self.settings.kafka.client_id}-consumer",
-        )
+        self.consumer = self._make_consumer()
         self.consumer.subscribe(self.topics, listener=self._make_listener())
         log.info("consumer started", extra={"topics": self.topics, "group_id": self.group_id})
         batch_started: float | None = None
@@ -148,6 +144,28 @@ class ProgressConsumer:
             self.drain()
         finally:
             self.close()
+
+    def _make_consumer(self) -> Any:
+        """The group consumer; waits (with backoff) while no broker answers yet."""
+        from kafka.errors import KafkaConfigurationError, KafkaError
+
+        delay = 0.5
+        while True:
+            try:
+                return make_consumer(
+                    self.settings.kafka, group_id=self.group_id,
+                    max_poll_records=self.cfg.batch_max_events,
+                    client_id=f"{self.settings.kafka.client_id}-consumer")
+            except KafkaConfigurationError:
+                raise
+            except KafkaError:
+                if self.stop_event.is_set():
+                    raise
+                log.warning("kafka unavailable, retrying",
+                            extra={"bootstrap": self.settings.kafka.bootstrap,
+                                   "retry_in_s": delay})
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def flush(self) -> None:
         """Hand the pending records to the parser; write the batch parsed before meanwhile."""
