@@ -122,6 +122,7 @@ def test_needs_rescan_reasons(stack, tmp_path: Path) -> None:
         send(stack, env["SOHOA_TOPICS__SITE_EVENTS"], events)
         got = wait_for(lambda: (lambda v: v if set(v) == set(plan) else None)(
             verdicts(stack, env)), 240, "four verdicts", (proc,), interval=2.0)
+        assert proc.stop() == 0  # SIGTERM: both apps stop cleanly
     finally:
         proc.stop()
     reasons = defaultdict(set)
