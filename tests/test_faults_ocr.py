@@ -12,6 +12,7 @@ import pytest
 
 from sohoa.events import OcrCompleted
 from sohoa.samples import PageSpec, write_page
+from tests.pages import text_lines
 from tests.procs import wait_for
 from tests.streams_helpers import read_all
 from tests.test_faults import PAUSE_S, Spine
@@ -30,7 +31,8 @@ def test_kill9_ocr_worker_during_ocr(stack, tmp_path: Path) -> None:
         for k, code in enumerate(codes):
             folder = spine.root / "UBND" / code
             for n in range(1, PAGES_PER_FILE + 1):
-                tmp = write_page(folder / f".{n}.tmp.png", PageSpec(seed=k * 10 + n))
+                spec = PageSpec(seed=k * 10 + n, text=text_lines(8, k * 3 + n))
+                tmp = write_page(folder / f".{n}.tmp.png", spec)
                 os.replace(tmp, folder / f"{n:04d}.png")
         time.sleep(2)  # pages stable before the files are closed
         for code in codes:
