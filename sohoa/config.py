@@ -172,6 +172,7 @@ class StreamsConfig(BaseModel):
     idle_check_interval_s: float = 60.0
     late_page_settle_s: float = 60.0  # a reopened file is re-assembled after this quiet time
     qc_enabled: bool = True
+    site_duplicate_check: bool = True  # a page identical to one in another file of the site
     commit_every: int = 1000
     producer_linger_s: float = 0.02   # batch changelog and output records
     batch_max_events: int = 1000      # assembly folds up to this many events per table write

@@ -209,6 +209,15 @@ class SiteHeartbeat(Event):
 # --- stream events ------------------------------------------------------------------------
 
 
+class SiteDuplicate(BaseModel):
+    """A page whose content (SHA-256) was already seen in another file of the same site."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    page_no: PageNo
+    other_file_code: FileCode
+    other_page_no: PageNo
+
+
 class FileAssembled(FileEvent):
     """A file's pages, in order, with what is wrong with the set as a whole."""
 
@@ -223,6 +232,8 @@ class FileAssembled(FileEvent):
     expected_pages: int | None = None
     count_mismatch: bool = False
     classification: Classification = Classification.PUBLIC
+    duplicate_in_site: list[SiteDuplicate] = Field(
+        default_factory=list, description="Pages identical to a page of another file")
 
 
 class CheckResult(BaseModel):

@@ -42,6 +42,8 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
     ensure_internal_topics(settings, [
         (f"{cfg.app_id}-files-changelog", n, {"cleanup.policy": "compact"}),
         (f"{cfg.app_id}-ticks", n, {"retention.ms": str(86_400_000)}),
+        (f"{cfg.app_id}-content", n, {"retention.ms": str(86_400_000)}),
+        (f"{cfg.app_id}-content-changelog", n, {"cleanup.policy": "compact"}),
     ])
     site_events = raw_topic(app, settings.topics.site_events)
     file_events = raw_topic(app, settings.topics.file_events)
@@ -50,6 +52,13 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
                       retention=86400.0)
     files = app.Table("files", default=None, partitions=n, key_type=str, value_type=None,
                       help="Assembly state of each file, keyed site_id/file_code")
+    # Site-wide duplicate content: an index keyed site_id/sha256 (its own partitioning), asked
+    # through the internal content topic; it answers each file's owner through the ticks topic.
+    content_requests = raw_topic(app, f"{cfg.app_id}-content", partitions=n, internal=True,
+                                 retention=86400.0)
+    content = app.Table("content", default=None, partitions=n, key_type=str, value_type=None,
+                        help="First [file_code, page_no] of each content, keyed site/sha256")
+    check_content = cfg.qc_enabled and cfg.site_duplicate_check
     idle, settle = cfg.idle_timeout_s, cfg.late_page_settle_s
 
     async def emit_assembled(state: FileState, ev: Any) -> None:
@@ -80,6 +89,7 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
             dirty: dict[str, tuple[int, FileState]] = {}
             outputs: list[tuple[FileState, Any]] = []
             dead: list[Any] = []
+            asks: list[tuple[bytes, bytes]] = []
             for event in batch:
                 msg = event.message
                 try:
@@ -99,7 +109,7 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
                 key = ev.key()
                 state = dirty[key][1] if key in dirty else load(key, ev)
                 try:
-                    changed, out = state.apply(ev, now, idle, settle)
+                    changed, out = state.apply(ev, now, idle, settle, check_content)
                 except Exception as exc:  # a bug must not stop the partition
                     log.exception("assembly failed", extra={"key": key})
                     dead.append(dead_letter(
@@ -108,6 +118,11 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
                     continue
                 if changed or files.data.get(key) is None:
                     dirty[key] = (msg.partition, state)
+                if (changed and check_content and isinstance(ev, PageScanned)
+                        and state.pending.get(ev.page_no) == ev.sha256):
+                    asks.append((f"{ev.site_id}/{ev.sha256}".encode(), json.dumps(
+                        {"k": key, "f": ev.file_code, "p": ev.page_no,
+                         "s": ev.sha256}).encode()))
                 if out is not None:
                     outputs.append((state, out))
             for key, (partition, state) in dirty.items():
@@ -115,6 +130,8 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
                 files.data[key] = value
                 files.send_changelog(partition, key, value)
                 cache[key] = (value, state)
+            for ask_key, ask in asks:
+                await content_requests.send(key=ask_key, value=ask)
             for dl in dead:
                 await publish(dead_letters, dl)
             for state, out in outputs:
@@ -128,10 +145,40 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
             if not raw:
                 continue
             state = FileState.from_dict(raw)
-            out = state.tick(time.time(), idle, settle)
-            if out is not None:
+            now = time.time()
+            if event.message.value == b"tick":
+                changed, out = False, state.tick(now, idle, settle)
+            else:
+                try:
+                    answer = json.loads(event.message.value)
+                    other = answer.get("o")
+                    changed, out = state.content_answer(
+                        int(answer["p"]), str(answer["s"]),
+                        (str(other[0]), int(other[1])) if other else None, now)
+                except (ValueError, KeyError, TypeError, IndexError):
+                    log.warning("bad internal message", extra={"key": key})
+                    continue
+            if changed or out is not None:
                 files[key] = state.to_dict()
+            if out is not None:
                 await emit_assembled(state, out)
+
+    @app.agent(content_requests)
+    async def content_index(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            try:
+                ask = json.loads(event.message.value)
+                key = event.message.key.decode()
+                first = content.get(key)
+                other = None
+                if first is None:
+                    content[key] = [ask["f"], ask["p"]]
+                elif first[0] != ask["f"]:
+                    other = first  # same image in another file of this site
+                answer = {"t": "content", "p": ask["p"], "s": ask["s"], "o": other}
+                await ticks.send(key=ask["k"].encode(), value=json.dumps(answer).encode())
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                log.warning("bad content request", extra={"offset": event.message.offset})
 
     @app.timer(interval=cfg.idle_check_interval_s)
     async def idle_check() -> None:

@@ -93,8 +93,15 @@ class FileProcessor:
                                 "threshold": None, "passed": False}], "passed": False}
 
         results = await asyncio.gather(*(one(p.uri, p.sha256) for p in fa.pages))
+        site_dups = {d.page_no: d for d in fa.duplicate_in_site}
         by_page: dict[int, list[dict[str, Any]]] = {}
         for ref, res in zip(fa.pages, results, strict=True):
+            dup = site_dups.get(ref.page_no)
+            if dup is not None:  # found by the assembly app's site-wide content index
+                res["checks"].append({
+                    "check": "duplicate_in_site", "threshold": None, "passed": False,
+                    "value": f"{dup.other_file_code} page {dup.other_page_no}"})
+                res["passed"] = False
             by_page.setdefault(ref.page_no, []).extend(res["checks"])
             ev = PageChecked(
                 event_id=stable_event_id("PageChecked", fa.site_id, fa.file_code, fa.revision,

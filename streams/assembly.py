@@ -30,6 +30,7 @@ from sohoa.events import (
     PageRef,
     PageRemoved,
     PageScanned,
+    SiteDuplicate,
     stable_event_id,
 )
 
@@ -63,6 +64,11 @@ class FileState:
     closed: bool = False         # the site sent its closing marker at some point
     last_activity: float = 0.0   # wall clock (s) of the last change, for the idle timeout
     assembled_at: float | None = None
+    # Site-wide content check: pages (page_no -> sha256) whose answer from the content index
+    # has not come back yet; assembly waits for them (the idle timeout does not).
+    pending: dict[int, str] = field(default_factory=dict)
+    site_dups: dict[int, tuple[str, int]] = field(default_factory=dict)
+    deferred: str | None = None  # trigger of an assembly waiting for pending answers
 
     # --- (de)serialisation: compact JSON for the table's changelog -----------------------
     def to_dict(self) -> dict[str, Any]:
@@ -72,6 +78,9 @@ class FileState:
             "e": self.expected_pages, "c": self.classification, "r": self.revision,
             "a": self.assembled, "cl": self.closed, "t": self.last_activity,
             "at": self.assembled_at,
+            "pd": {str(n): sha for n, sha in self.pending.items()},
+            "sd": {str(n): list(v) for n, v in self.site_dups.items()},
+            "df": self.deferred,
         }
 
     @classmethod
@@ -83,21 +92,30 @@ class FileState:
             expected_pages=d.get("e"), classification=d.get("c", "public"),
             revision=int(d.get("r", 1)), assembled=bool(d.get("a")), closed=bool(d.get("cl")),
             last_activity=float(d.get("t", 0.0)), assembled_at=d.get("at"),
+            pending={int(n): sha for n, sha in d.get("pd", {}).items()},
+            site_dups={int(n): (v[0], int(v[1])) for n, v in d.get("sd", {}).items()},
+            deferred=d.get("df"),
         )
 
     # --- event handling ------------------------------------------------------------------
     def apply(self, event: Event, now: float, idle_timeout_s: float = 3600.0,
-              late_settle_s: float = 60.0) -> tuple[bool, FileAssembled | None]:
-        """Fold one event in. Returns (state changed, FileAssembled to publish or None)."""
+              late_settle_s: float = 60.0,
+              content_check: bool = False) -> tuple[bool, FileAssembled | None]:
+        """Fold one event in. Returns (state changed, FileAssembled to publish or None).
+        With ``content_check`` a new page waits for the site-wide content index's answer
+        (:meth:`content_answer`) before the file is assembled."""
         if isinstance(event, PageScanned):
             changed = self._add_page(event)
             if not changed:
                 return False, None
             self.last_activity = now
+            self.site_dups.pop(event.page_no, None)
+            if content_check:
+                self.pending[event.page_no] = event.sha256
             self._reopen_if_assembled()
             if self._count_reached():
                 trigger = "late_page" if self.revision > 1 else "expected_count"
-                return True, self._assemble(trigger, now)
+                return True, self._maybe_assemble(trigger, now)
             return True, None
         if isinstance(event, PageRemoved):
             by = self.pages.get(event.page_no, {})
@@ -108,6 +126,9 @@ class FileState:
                 del by[k]
             if not by:
                 self.pages.pop(event.page_no, None)
+                self.site_dups.pop(event.page_no, None)
+            if self.pending.get(event.page_no) == event.sha256:
+                del self.pending[event.page_no]
             self.last_activity = now
             self._reopen_if_assembled()
             return True, None
@@ -120,7 +141,7 @@ class FileState:
             if event.classification.value != self.classification:
                 self.classification, changed = event.classification.value, True
             if changed and not self.assembled and self._count_reached():
-                return True, self._assemble("expected_count", now)
+                return True, self._maybe_assemble("expected_count", now)
             return changed, None
         if isinstance(event, FileClosed):
             if event.fonds and not self.fonds:
@@ -133,14 +154,29 @@ class FileState:
                 return False, self.assembled_event("marker")
             trigger = "late_page" if self.revision > 1 else (
                 "idle" if event.reason == "idle" else "marker")
-            return True, self._assemble(trigger, now)
+            return True, self._maybe_assemble(trigger, now)
         return False, None
+
+    def content_answer(self, page_no: int, sha256: str, other: tuple[str, int] | None,
+                       now: float) -> tuple[bool, FileAssembled | None]:
+        """The content index's answer for one page: ``other`` is (file_code, page_no) of the
+        same content elsewhere in the site, or None."""
+        if self.pending.get(page_no) != sha256:
+            return False, None  # an answer about content this page no longer has
+        del self.pending[page_no]
+        if other is not None:
+            self.site_dups[page_no] = other
+        if not self.pending and self.deferred and not self.assembled:
+            return True, self._assemble(self.deferred, now)
+        return True, None
 
     def tick(self, now: float, idle_timeout_s: float,
              late_settle_s: float) -> FileAssembled | None:
         """Idle check, driven by a timer: assemble a file nobody closed."""
         if self.assembled or not self.pages:
             return None
+        if self.deferred and now - self.last_activity >= late_settle_s:
+            return self._assemble(self.deferred, now)  # the content index never answered
         if self.revision > 1 and now - self.last_activity >= late_settle_s:
             return self._assemble("late_page", now)
         if now - self.last_activity >= idle_timeout_s:
@@ -150,7 +186,7 @@ class FileState:
     def due(self, now: float, idle_timeout_s: float, late_settle_s: float) -> bool:
         if self.assembled or not self.pages:
             return False
-        limit = late_settle_s if self.revision > 1 else idle_timeout_s
+        limit = late_settle_s if self.revision > 1 or self.deferred else idle_timeout_s
         return now - self.last_activity >= limit
 
     # --- internals -----------------------------------------------------------------------
@@ -178,7 +214,14 @@ class FileState:
     def _count_reached(self) -> bool:
         return self.expected_pages is not None and len(self.pages) >= self.expected_pages
 
+    def _maybe_assemble(self, trigger: str, now: float) -> FileAssembled | None:
+        if self.pending:
+            self.deferred = trigger
+            return None
+        return self._assemble(trigger, now)
+
     def _assemble(self, trigger: str, now: float) -> FileAssembled:
+        self.deferred = None
         self.assembled = True
         self.assembled_at = now
         return self.assembled_event(trigger)
@@ -209,4 +252,7 @@ class FileState:
             duplicate_page_nos=dup_nos, duplicate_content=sorted(dup_content),
             expected_pages=self.expected_pages, count_mismatch=mismatch,
             classification=Classification(self.classification),
+            duplicate_in_site=[
+                SiteDuplicate(page_no=n, other_file_code=f, other_page_no=p)
+                for n, (f, p) in sorted(self.site_dups.items()) if n in self.pages],
         )

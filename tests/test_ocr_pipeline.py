@@ -107,7 +107,8 @@ def test_needs_rescan_reasons(stack, tmp_path: Path) -> None:
     plan = {
         "HS-GAP": [(1, ok), (2, PageSpec(seed=5, text=pages.text_lines(12, 3))),
                    (4, PageSpec(seed=6, text=pages.text_lines(12, 6)))],
-        "HS-BLANK": [(1, ok), (2, PageSpec(blank=True, noise=0.005))],
+        "HS-BLANK": [(1, PageSpec(seed=7, text=pages.text_lines(12, 9))),
+                     (2, PageSpec(blank=True, noise=0.005))],
         "HS-150": [(1, PageSpec(dpi=150))],
         "HS-GREY": [(1, PageSpec(mode="L"))],
     }
@@ -117,11 +118,17 @@ def test_needs_rescan_reasons(stack, tmp_path: Path) -> None:
             f = pages.write_page(hot / code / f"{n:03d}.png", spec)
             events.append(page_event(SITE, code, n, f))
         events.append(closed(SITE, code))
+    # The same image filed again in another file: HS-GAP's page 2, as page 1 of HS-DUP.
+    copy = hot / "HS-DUP" / "001.png"
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes((hot / "HS-GAP" / "002.png").read_bytes())
+    events += [page_event(SITE, "HS-DUP", 1, copy), closed(SITE, "HS-DUP")]
+    plan["HS-DUP"] = []
     proc = start(env, tmp_path)
     try:
         send(stack, env["SOHOA_TOPICS__SITE_EVENTS"], events)
         got = wait_for(lambda: (lambda v: v if set(v) == set(plan) else None)(
-            verdicts(stack, env)), 240, "four verdicts", (proc,), interval=2.0)
+            verdicts(stack, env)), 240, "five verdicts", (proc,), interval=2.0)
         assert proc.stop() == 0  # SIGTERM: both apps stop cleanly
     finally:
         proc.stop()
@@ -134,6 +141,9 @@ def test_needs_rescan_reasons(stack, tmp_path: Path) -> None:
     assert reasons["HS-BLANK"] >= {(2, "blank")}
     assert reasons["HS-150"] == {(1, "dpi")}
     assert reasons["HS-GREY"] == {(1, "colour")}
+    assert reasons["HS-DUP"] == {(1, "duplicate_in_site")}
+    dup = next(r.reason for r in got["HS-DUP"].reasons)
+    assert "HS-GAP page 2" in dup
     assert not list((tmp_path / "ocr").rglob("*.pdf"))  # no OCR spent on files to rescan
 
 

@@ -149,3 +149,25 @@ def test_idle_timeout_and_late_page_through_the_worker(stack, tmp_path: Path) ->
         assert [p.page_no for p in late[0].pages] == [1, 2, 3]
     finally:
         proc.stop()
+
+
+def test_site_duplicate_waits_for_the_content_index() -> None:
+    st = FileState(S, F)
+    p1, p2 = fake_page(S, F, 1), fake_page(S, F, 2, content="seen elsewhere")
+    for p in (p1, p2):
+        st.apply(p, 1.0, content_check=True)
+    changed, out = st.apply(closed(S, F), 2.0, content_check=True)
+    assert changed and out is None and st.deferred == "marker"  # waits for both answers
+    assert st.content_answer(1, p1.sha256, None, 3.0) == (True, None)
+    assert st.content_answer(2, "f" * 64, ("HS-OLD", 7), 3.0) == (False, None)  # stale
+    changed, out = st.content_answer(2, p2.sha256, ("HS-OLD", 7), 3.0)
+    assert out is not None and out.trigger == "marker"
+    assert [(d.page_no, d.other_file_code, d.other_page_no) for d in out.duplicate_in_site] == [
+        (2, "HS-OLD", 7)]
+    # the idle fallback assembles even if an answer never comes
+    st2 = FileState(S, "HS-2")
+    st2.apply(fake_page(S, "HS-2", 1), 1.0, content_check=True)
+    st2.apply(closed(S, "HS-2"), 1.0, content_check=True)
+    assert st2.due(100.0, idle_timeout_s=3600, late_settle_s=60)
+    late = st2.tick(100.0, 3600, 60)
+    assert late is not None and late.trigger == "marker"
