@@ -14,8 +14,7 @@ from sohoa.events import OcrCompleted
 from sohoa.samples import PageSpec, write_page
 from tests.pages import text_lines
 from tests.procs import wait_for
-from tests.streams_helpers import read_all
-from tests.test_faults import PAUSE_S, Spine
+from tests.test_faults import PAUSE_S, Spine, read_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.ocr]
 
@@ -52,8 +51,8 @@ def test_kill9_ocr_worker_during_ocr(stack, tmp_path: Path) -> None:
         for code in codes:
             pdfs = sorted((tmp_path / "ocr").rglob(f"{code}/*.pdf"))
             assert len(pdfs) == 1, (code, pdfs)
-        done = [e for e in read_all(stack, spine.env["SOHOA_TOPICS__FILE_EVENTS"], 3000)
-                if isinstance(e, OcrCompleted)]
+        done = [e for e in read_events(stack, spine.env["SOHOA_TOPICS__FILE_EVENTS"],
+                                       {"OcrCompleted"}) if isinstance(e, OcrCompleted)]
         ids = {c: {e.event_id for e in done if e.file_code == c} for c in codes}
         assert all(len(v) == 1 for v in ids.values()), f"OcrCompleted per file: {ids}"
     finally:
