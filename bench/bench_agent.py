@@ -162,7 +162,6 @@ class Bench:
                "SOHOA_WATCHER__OUTBOX_PATH": str(outbox),
                "SOHOA_WATCHER__STABILITY_WINDOW_S": "0.5",
                **extra}
-        env["SOHOA_TOPICS__SITE_EVENTS_RAW"] = topics.site_events  # for the raw producer
         return env, root, outbox
 
     def agent(self, env: dict[str, str], *args: str, log: Path) -> subprocess.Popen:
@@ -211,7 +210,7 @@ class Bench:
                   for i, f in enumerate(files)]
         payloads = [(e.key(), e.to_json()) for e in events]
         producer = make_producer(self.kafka, linger_ms=20, batch_size=256 * 1024)
-        topic = env["SOHOA_TOPICS__SITE_EVENTS_RAW"] + "-raw"
+        topic = env["SOHOA_TOPICS__SITE_EVENTS"]  # same topic, same partitions as the agent
         tp = time.perf_counter()
         for k, v in payloads:
             producer.send(topic, key=k, value=v)

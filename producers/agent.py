@@ -150,18 +150,26 @@ class Agent:
         from watchdog.observers.polling import PollingObserver
 
         inbox = self.inbox
+        litter = self._litter
+
+        def put(kind: str, raw: bytes | str, is_dir: bool) -> None:
+            path = os.fsdecode(raw)
+            # Temp names of write-then-rename make half the events of a burst: drop them here.
+            if is_dir or not litter(os.path.basename(path)):
+                inbox.put((kind, (path, is_dir)))
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
-                if event.event_type in ("opened", "closed_no_write"):
+                kind = event.event_type
+                if kind in ("opened", "closed_no_write"):
                     return
-                if event.event_type == "moved":
-                    inbox.put(("gone", (os.fsdecode(event.src_path), event.is_directory)))
-                    inbox.put(("seen", (os.fsdecode(event.dest_path), event.is_directory)))
-                elif event.event_type == "deleted":
-                    inbox.put(("gone", (os.fsdecode(event.src_path), event.is_directory)))
+                if kind == "moved":
+                    put("gone", event.src_path, event.is_directory)
+                    put("seen", event.dest_path, event.is_directory)
+                elif kind == "deleted":
+                    put("gone", event.src_path, event.is_directory)
                 else:
-                    inbox.put(("seen", (os.fsdecode(event.src_path), event.is_directory)))
+                    put("seen", event.src_path, event.is_directory)
 
         spy = _OverflowSpy(self.overflow)
         for name in ("watchdog.observers.inotify", "watchdog.observers.inotify_c"):
@@ -171,10 +179,27 @@ class Agent:
         else:
             self._observer = Observer()
         handler = Handler()
+        wanted = None
+        if not self.cfg.polling:
+            from watchdog.events import (
+                DirCreatedEvent,
+                DirDeletedEvent,
+                DirMovedEvent,
+                FileClosedEvent,
+                FileCreatedEvent,
+                FileDeletedEvent,
+                FileMovedEvent,
+            )
+
+            # No IN_MODIFY/IN_ATTRIB/IN_OPEN: a scanner's every write would be an event, and the
+            # kernel queue would overflow sooner. Creation, close-after-write and renames say
+            # all we need; the stability checks re-stat on their own clock.
+            wanted = [FileCreatedEvent, DirCreatedEvent, FileMovedEvent, DirMovedEvent,
+                      FileDeletedEvent, DirDeletedEvent, FileClosedEvent]
         for i, root in enumerate(self.roots):
             if i in self.missing_roots:
                 continue
-            self._observer.schedule(handler, str(root), recursive=True)
+            self._observer.schedule(handler, str(root), recursive=True, event_filter=wanted)
         self._observer.daemon = True
         self._observer.start()
         log.info("watching", extra={"roots": self.root_keys, "polling": self.cfg.polling})
@@ -556,6 +581,8 @@ class Agent:
     # --- removals ---------------------------------------------------------------------------
 
     def _schedule_removal(self, root: int, path: Path) -> None:
+        if self._litter(path.name):
+            return
         rel = self._rel(root, path)
         if rel is None:
             return
@@ -578,11 +605,13 @@ class Agent:
     def _check_removal(self, key: str) -> None:
         root, rel = self.removals.pop(key)
         path = self.roots[root] / rel
-        if os.path.lexists(path) or self._exists_any_form(root, rel):
-            return
         self._flush_writes()
         rootk = self.root_keys[root]
         known = self.ob.known(rootk, rel)
+        if known is None or known.state not in ("sent", "rejected"):
+            return  # never counted (a temp name, a page that never settled): nothing to report
+        if os.path.lexists(path) or self._exists_any_form(root, rel):
+            return
         if known is None or known.state != "sent" or known.sha256 is None \
                 or known.file_code is None or known.page_no is None:
             if known is not None and known.state == "rejected":
