@@ -432,8 +432,24 @@ LEFT JOIN LATERAL (
 WHERE f.site_id = t.site_id AND f.file_code = t.file_code
 """
 
-# LATERAL keeps this an index probe per touched file however large `pages` grows; only files
-# whose pages or checks changed are recounted.
+# The current revision's check, copied onto the page: for pages checked in this batch, and for
+# pages whose current revision this batch may have changed.
+_PAGES_CHECK = """
+UPDATE pages p SET check_passed = (
+    SELECT c.passed FROM page_checks c
+    WHERE c.site_id = p.site_id AND c.file_code = p.file_code AND c.page_no = p.page_no
+      AND c.revision = p.revision)
+FROM (SELECT DISTINCT site_id, file_code, page_no FROM stage
+      WHERE etype IN ('PageScanned', 'PageChecked')) k
+WHERE p.site_id = k.site_id AND p.file_code = k.file_code AND p.page_no = k.page_no
+  AND p.check_passed IS DISTINCT FROM (
+    SELECT c.passed FROM page_checks c
+    WHERE c.site_id = p.site_id AND c.file_code = p.file_code AND c.page_no = p.page_no
+      AND c.revision = p.revision)
+"""
+
+# LATERAL keeps this an index range scan per touched file however large `pages` grows; only
+# files whose pages or checks changed are recounted.
 _FILE_PAGES = """
 UPDATE files f SET pages = a.n, last_page_at = a.last_at, checked_pages = a.checked,
                    qc_failed_pages = a.failed
@@ -441,15 +457,12 @@ FROM touched_files t
 CROSS JOIN LATERAL (
     SELECT count(*) FILTER (WHERE NOT p.removed) AS n,
            max(p.scanned_at) FILTER (WHERE NOT p.removed) AS last_at,
-           count(c.page_no) FILTER (WHERE NOT p.removed) AS checked,
-           count(c.page_no) FILTER (WHERE NOT p.removed AND NOT c.passed) AS failed
+           count(p.check_passed) FILTER (WHERE NOT p.removed) AS checked,
+           count(*) FILTER (WHERE NOT p.removed AND NOT p.check_passed) AS failed
     FROM pages p
-    LEFT JOIN page_checks c ON c.site_id = p.site_id AND c.file_code = p.file_code
-         AND c.page_no = p.page_no AND c.revision = p.revision
     WHERE p.site_id = t.site_id AND p.file_code = t.file_code
 ) a
-WHERE f.site_id = t.site_id AND f.file_code = t.file_code
-  AND t.pages_changed
+WHERE f.site_id = t.site_id AND f.file_code = t.file_code AND t.pages_changed
 """
 
 # The state is a function of the stored facts, never of the order they came in: a verdict of
@@ -717,7 +730,7 @@ class BatchApplier:
         result.sites_created = [r[0] for r in cur.fetchall()]
         for sql in (_TOUCHED_FILES, _UPSERT_FILES, _AUDIT_UNOPENED, _DAYS_BEFORE,
                     _PAGE_REVISIONS, _PAGE_REMOVALS, _UPSERT_PAGES, _PAGES_REMOVED, _PAGE_CHECKS,
-                    _ASSEMBLIES, _OCR, _VERDICTS, _MANIFEST, _CLOSED, _HEARTBEATS,
+                    _PAGES_CHECK, _ASSEMBLIES, _OCR, _VERDICTS, _MANIFEST, _CLOSED, _HEARTBEATS,
                     _DEAD_LETTER_EVENTS, _FILE_CURRENT, _FILE_PAGES, _FILE_STATE, _DAYS_AFTER,
                     _DAILY, _DAILY_PRUNE):
             cur.execute(sql)

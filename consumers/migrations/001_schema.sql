@@ -106,6 +106,7 @@ CREATE TABLE IF NOT EXISTS pages (
     scanned_at       timestamptz NOT NULL,   -- time of the current revision
     first_scanned_at timestamptz NOT NULL,   -- time of the first revision seen: counts the page's day
     scan_day         date NOT NULL,          -- first_scanned_at in the site's time zone
+    check_passed     boolean,                -- the check of the current revision (NULL: none)
     removed_at       timestamptz,            -- a PageRemoved of this revision's content
     removed          boolean GENERATED ALWAYS AS (removed_at IS NOT NULL) STORED,
     -- No foreign key to files: the applier writes the file row first in the same statement
