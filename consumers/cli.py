@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -34,10 +35,21 @@ def _connect(settings, *, reader: bool = False):
             "Kiểm tra postgres.dsn / SOHOA_POSTGRES__DSN và `sohoa up`.") from None
 
 
+@contextlib.contextmanager
+def _schema_needed():
+    """A database without the tables gets a sentence, not a traceback."""
+    import psycopg
+
+    try:
+        yield
+    except psycopg.errors.UndefinedTable as exc:
+        raise click.ClickException(
+            "Cơ sở dữ liệu chưa có bảng tiến độ: chạy `sohoa db migrate` trước "
+            f"(schema missing: {str(exc).strip().splitlines()[0]})") from None
+
+
 def _busy(message: str):
     """A spinner on an interactive terminal (reports over thousands of sites take seconds)."""
-    import contextlib
-
     if not sys.stderr.isatty():
         return contextlib.nullcontext()
     from rich.console import Console
@@ -94,7 +106,7 @@ def status(ctx: click.Context, as_json: bool, site: str | None, state: str | Non
     settings = _settings(ctx)
     if with_files is None:
         with_files = as_json or site is not None or state is not None
-    with _connect(settings, reader=True) as conn:
+    with _schema_needed(), _connect(settings, reader=True) as conn:
         data = collect(conn, settings.campaign, site=site, state=state, with_files=with_files)
         if as_json:
             click.echo(json.dumps(data, ensure_ascii=False, indent=2))
@@ -180,7 +192,7 @@ def campaign_import(ctx: click.Context, plan: Path, campaign_name: str | None,
         click.echo(f"hợp lệ: {len(rows)} điểm (valid, nothing written)")
         return
     start = _parse_date_opt(start_date)
-    with _connect(settings) as conn:
+    with _schema_needed(), _connect(settings) as conn:
         n = import_plan(conn, rows, name=campaign_name or settings.campaign.name,
                         source=str(plan), start_date=start,
                         workdays=list(settings.campaign.workdays))
@@ -206,7 +218,7 @@ def campaign_show(ctx: click.Context, as_json: bool) -> None:
     from consumers.campaign import show_rows
 
     settings = _settings(ctx)
-    with _connect(settings, reader=True) as conn:
+    with _schema_needed(), _connect(settings, reader=True) as conn:
         rows = show_rows(conn)
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2, default=str))
@@ -253,7 +265,8 @@ def report_monthly(ctx: click.Context, month: str, fmt: str, out: Path | None) -
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--month") from None
     out = out or Path(f"bao-cao-tien-do-{year:04d}-{mon:02d}.{fmt}")
-    with _busy("Đang tổng hợp số liệu…"), _connect(settings, reader=True) as conn:
+    with _schema_needed(), _busy("Đang tổng hợp số liệu…"), \
+            _connect(settings, reader=True) as conn:
         data = build_monthly(conn, settings.campaign, year, mon)
     with _busy(f"Đang ghi {out.name}…"):
         write_monthly(data, fmt, out)
@@ -280,7 +293,7 @@ def report_acceptance(ctx: click.Context, contractor: str, date_from: str, date_
         raise click.BadParameter("--to trước --from", param_hint="--to")
     slug = re.sub(r"[^\w]+", "-", contractor).strip("-") or "nha-thau"
     out = out or Path(f"nghiem-thu-{slug}-{d1:%Y%m%d}-{d2:%Y%m%d}.{fmt}")
-    with _connect(settings, reader=True) as conn:
+    with _schema_needed(), _connect(settings, reader=True) as conn:
         data = build_acceptance(conn, contractor, d1, d2,
                                 timezone=settings.campaign.timezone)
     if not data.rows:
@@ -308,7 +321,7 @@ def reconcile(ctx: click.Context, site: str, root: Path, as_json: bool) -> None:
     from consumers.reconcile import reconcile_site
 
     settings = _settings(ctx)
-    with _connect(settings, reader=True) as conn:
+    with _schema_needed(), _connect(settings, reader=True) as conn:
         res = reconcile_site(conn, settings.watcher, site, root)
     if as_json:
         click.echo(json.dumps(res.to_json(), ensure_ascii=False, indent=2))

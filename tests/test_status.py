@@ -85,3 +85,10 @@ def test_gauges_come_from_postgres(planned) -> None:
     assert 'sohoa_pages_scanned_total{site="xa-a"} 3.0' in generate_latest(reg).decode()
     collector.cache_s = 0
     assert 'sohoa_pages_scanned_total{site="xa-a"} 4.0' in generate_latest(reg).decode()
+
+
+def test_status_on_an_unmigrated_database_says_what_to_do(stack) -> None:
+    env = {**stack.env, "SOHOA_POSTGRES__DSN": stack.new_database("empty")}
+    out = run_sohoa(["status"], env)
+    assert out.returncode == 1
+    assert "sohoa db migrate" in out.stderr and "Traceback" not in out.stderr
