@@ -261,13 +261,15 @@ class Spine:
 
 
 def _spine_fault(stack, tmp_path: Path, site: str, hurt: Callable[[Spine], None],
-                 at_fraction: float = 0.3, delay: float = 0.02, **extra: str) -> Spine:
+                 at_fraction: float = 0.3, delay: float | None = None, **extra: str) -> Spine:
     """Start everything, start the writer, hurt the spine once a share of pages is counted,
     wait for it all to settle and check the exact outcome."""
     spine = Spine(stack, tmp_path, site, **extra)
     spine.start()
     try:
-        spine.write_pages(delay=delay)
+        # Pages spread over >= 20 s: a burst could be counted in one consumer batch, so the
+        # fault would land after the run instead of during it.
+        spine.write_pages(delay=max(0.02, 20 / PAGES) if delay is None else delay)
         threshold = max(1, int(PAGES * at_fraction))
         wait_for(lambda: spine.pg_pages() >= threshold, 240,
                  f"{threshold} pages counted before the fault", spine.alive_procs())
