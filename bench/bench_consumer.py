@@ -52,6 +52,7 @@ def postgres(dsn: str | None):
     stack = LocalStack(settings)
     print(f"starting a throw-away PostgreSQL in {state} …", file=sys.stderr)
     stack.pg.start(wait=True)
+    stack.pg.ensure_app_database()
     try:
         yield lambda prefix: stack.pg.create_database(f"{prefix}_{uuid.uuid4().hex[:8]}")
     finally:
