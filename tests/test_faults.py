@@ -303,13 +303,6 @@ def test_kill9_component_mid_run(stack, tmp_path: Path, component: str) -> None:
     _spine_fault(stack, tmp_path, f"xa-kill-{component}", _kill_and_restart(component))
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "streams bug (intermittent, 1 of 2 runs on 21 Nov 2026): after kill -9 + restart of the "
-    "broker the QC/verdict worker (`sohoa streams --role ocr`) stays alive but never consumes "
-    "file-events again (last log line 'No partition metadata for topic sohoa.file-events.*'): "
-    "all pages counted and every file 'assembled' in PostgreSQL, zero verdicts. When the worker "
-    "instead exits with 1 (the other run), the restart recovers and the test passes; hence "
-    "not strict."))
 def test_kill9_kafka_broker_mid_run(stack, tmp_path: Path) -> None:
     def hurt(spine: Spine) -> None:
         spine.note("kill -9 kafka")
@@ -319,7 +312,9 @@ def test_kill9_kafka_broker_mid_run(stack, tmp_path: Path) -> None:
         finally:
             spine.note("start kafka")
             stack.start_kafka()
-    _spine_fault(stack, tmp_path, "xa-kill-kafka", hurt, settle_timeout=240)
+    # 420 s to settle, not less: the QC/verdict worker may sit ~5 min without file-events
+    # metadata after the broker's restart (reported bug, see docs/scaling.md).
+    _spine_fault(stack, tmp_path, "xa-kill-kafka", hurt, settle_timeout=420)
 
 
 def test_postgres_down_mid_run(stack, tmp_path: Path) -> None:
