@@ -35,7 +35,7 @@ def test_kill9_during_ocr_then_restart(stack, tmp_path: Path) -> None:
             events.append(page_event(SITE, code, n, f))
     # HS-OPEN: pages before the crash, closed only after the restart -> needs the changelog.
     open_pages = [pages.write_page(hot / "HS-OPEN" / f"{n:03d}.png",
-                                   PageSpec(seed=90 + n, text=pages.text_lines(8, 5 + n)))
+                                   PageSpec(seed=90 + n, text=pages.text_lines(8, 10 + n)))
                   for n in (1, 2)]
     events += [page_event(SITE, "HS-OPEN", n, f) for n, f in zip((1, 2), open_pages,
                                                                 strict=True)]
