@@ -50,14 +50,21 @@ class WorkCalendar:
     workdays: tuple[int, ...] = (0, 1, 2, 3, 4)  # Monday = 0
     work_start: time = time(7, 30)
     work_end: time = time(17, 0)
+    # Offices stop for lunch; a quiet scanner then is not a stalled site.
+    lunch_start: time | None = time(11, 30)
+    lunch_end: time | None = time(13, 30)
 
     def is_working_day(self, day: date) -> bool:
         return day.weekday() in self.workdays and not is_holiday(day)
 
     def working_now(self, now: datetime) -> bool:
         local = now.astimezone(ZoneInfo(self.timezone))
-        return (self.is_working_day(local.date())
-                and self.work_start <= local.time().replace(tzinfo=None) < self.work_end)
+        t = local.time().replace(tzinfo=None)
+        if not (self.is_working_day(local.date()) and self.work_start <= t < self.work_end):
+            return False
+        at_lunch = (self.lunch_start is not None and self.lunch_end is not None
+                    and self.lunch_start <= t < self.lunch_end)
+        return not at_lunch
 
     def local_today(self, now: datetime) -> date:
         return now.astimezone(ZoneInfo(self.timezone)).date()

@@ -47,9 +47,12 @@ class SiteProgress:
         return out
 
 
-def calendar_for(row: dict[str, Any]) -> WorkCalendar:
+def calendar_for(row: dict[str, Any], campaign: CampaignConfig | None = None) -> WorkCalendar:
+    """The site's own days and hours; the lunch break is the campaign's."""
+    lunch = {} if campaign is None else {"lunch_start": campaign.lunch_start,
+                                         "lunch_end": campaign.lunch_end}
     return WorkCalendar(timezone=row["timezone"], workdays=tuple(row["workdays"]),
-                        work_start=row["work_start"], work_end=row["work_end"])
+                        work_start=row["work_start"], work_end=row["work_end"], **lunch)
 
 
 _SITES = """
@@ -79,7 +82,7 @@ def load_sites(conn: psycopg.Connection, campaign: CampaignConfig, *,
         daily.setdefault(sid, {})[day] = n
     out = []
     for row in sites:
-        cal = calendar_for(row)
+        cal = calendar_for(row, campaign)
         today = as_of or cal.local_today(now)
         fc: Forecast = forecast_site(
             cal, daily.get(row["site_id"], {}), today=today, scanned=int(row["pages_scanned"]),

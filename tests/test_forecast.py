@@ -94,3 +94,22 @@ def test_calendar_tables_agree_with_walking_day_by_day() -> None:
                     break
             d += timedelta(days=1)
         assert CAL.nth_working_day_from(a, n) == d
+
+
+def test_lunch_break_is_not_working_time() -> None:
+    # 12:00 in Hà Nội on a Monday: inside 7:30–17:00 but at lunch, so no stalled-site alert.
+    assert not CAL.working_now(datetime(2026, 3, 9, 5, 0, tzinfo=UTC))
+    assert CAL.working_now(datetime(2026, 3, 9, 6, 45, tzinfo=UTC))   # 13:45 local
+    no_lunch = WorkCalendar(lunch_start=None, lunch_end=None)
+    assert no_lunch.working_now(datetime(2026, 3, 9, 5, 0, tzinfo=UTC))
+
+
+def test_site_calendar_takes_the_campaign_lunch_break() -> None:
+    from consumers.progress import calendar_for
+    from sohoa.config import CampaignConfig
+
+    row = {"timezone": "Asia/Ho_Chi_Minh", "workdays": [0, 1, 2, 3, 4],
+           "work_start": time(7, 0), "work_end": time(17, 0)}
+    cal = calendar_for(row, CampaignConfig(lunch_start=time(12, 0), lunch_end=time(13, 0)))
+    assert cal.working_now(datetime(2026, 3, 9, 4, 45, tzinfo=UTC))      # 11:45 local
+    assert not cal.working_now(datetime(2026, 3, 9, 5, 15, tzinfo=UTC))  # 12:15 local
