@@ -175,8 +175,8 @@ class StreamsConfig(BaseModel):
     site_duplicate_check: bool = True  # a page identical to one in another file of the site
     commit_every: int = 1000
     producer_linger_s: float = 0.02   # batch changelog and output records
-    batch_max_events: int = 1000      # assembly folds up to this many events per table write
-    batch_within_s: float = 0.05
+    batch_max_events: int = 2000      # assembly folds up to this many events per table write
+    batch_within_s: float = 0.5      # longest an event waits for its batch
     commit_interval_s: float = 2.0
     loglevel: str = "WARNING"      # of Faust's own worker logging
 
