@@ -146,7 +146,7 @@ class FileProcessor:
         job_id = stable_event_id("ocr-job", fa.site_id, fa.file_code, fa.revision, time.time())
         job = {"pages": pages, "options": options, "inputs_digest": digest,
                "pdf": str(paths.pdf), "text": str(paths.text), "result": str(paths.result),
-               "work_dir": str(self.work_root / job_id), "tmp_tag": self.host}
+               "work_dir": str(self.work_root / job_id)}
         timeout = max(o.timeout_s_min, o.timeout_s_per_page * len(pages))
         return job, paths, timeout
 
@@ -217,20 +217,20 @@ class FileProcessor:
 
 
 def clean_stale_temps(output_dir: Path) -> int:
-    """Temp outputs left by a child killed with the worker: ``.<name>.<pid>.tmp`` whose
-    process is gone (only this host's: the name carries no host, so only remove those older
-    than a day or whose pid is not running here)."""
+    """Temp outputs (``.<name>.<host>.<pid>.tmp``) left by an OCR child killed with its
+    worker: removed when written on this host by a process that is gone, or older than a day
+    (another host's leftovers)."""
     removed = 0
     if not output_dir.exists():
         return 0
+    host = socket.gethostname()
     for tmp in output_dir.rglob(".*.tmp"):
-        parts = tmp.name.rsplit(".", 2)
-        pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+        parts = tmp.name[:-4].rsplit(".", 2)
         try:
             stale = time.time() - tmp.stat().st_mtime > 86400
-            if pid is not None and not stale:
+            if not stale and len(parts) == 3 and parts[1] == host and parts[2].isdigit():
                 try:
-                    os.kill(pid, 0)
+                    os.kill(int(parts[2]), 0)
                 except ProcessLookupError:
                     stale = True
                 except PermissionError:

@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import dataclass
@@ -188,7 +189,7 @@ def ocr_child(job: dict[str, Any]) -> dict[str, Any]:
         page_nos = build_input_pdf(job["pages"], src)
         paths = OcrPaths(Path(job["pdf"]), Path(job["text"]), Path(job["result"]))
         paths.pdf.parent.mkdir(parents=True, exist_ok=True)
-        tmp_pdf = paths.pdf.with_name(f".{paths.pdf.name}.{os.getpid()}.tmp")
+        tmp_pdf = paths.pdf.with_name(temp_name(paths.pdf.name))
         tmp_txt = work / "sidecar.txt"
         opts = job["options"]
         kw: dict[str, Any] = {
@@ -244,9 +245,15 @@ def ocr_child(job: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:
         return _fail("transient", f"{type(exc).__name__}: {exc}")
     finally:
-        for stray in Path(job["pdf"]).parent.glob(f".{Path(job['pdf']).name}.{os.getpid()}.tmp"):
-            stray.unlink(missing_ok=True)
+        stray = Path(job["pdf"]).with_name(temp_name(Path(job["pdf"]).name))
+        stray.unlink(missing_ok=True)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def temp_name(final: str, pid: int | None = None) -> str:
+    """``.<final>.<host>.<pid>.tmp``: hidden, and attributable to the process writing it, so a
+    restarted worker removes only the leftovers of dead processes on its own host."""
+    return f".{final}.{socket.gethostname()}.{pid or os.getpid()}.tmp"
 
 
 def _fail(kind: str, reason: str) -> dict[str, Any]:

@@ -52,3 +52,25 @@ def test_input_pdf_keeps_order_and_verifies_hashes(tmp_path: Path) -> None:
     refs[0]["sha256"] = "0" * 64
     with pytest.raises(OcrInputError, match="sha256 mismatch"):
         build_input_pdf(refs, tmp_path / "in2.pdf")
+
+
+def test_stale_temp_outputs_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from streams.app_ocr import clean_stale_temps
+    from streams.ocr import temp_name
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    d = tmp_path / "s" / "f" / "HS-1"
+    d.mkdir(parents=True)
+    (d / temp_name("r1.pdf", dead.pid)).write_bytes(b"half")
+    alive = d / temp_name("r1.pdf", os.getpid())
+    alive.write_bytes(b"being written")
+    other_host = d / ".r1.pdf.another-host.1.tmp"
+    other_host.write_bytes(b"theirs")
+    (d / "r1.pdf").write_bytes(b"%PDF final")
+    assert clean_stale_temps(tmp_path) == 1
+    assert sorted(p.name for p in d.iterdir()) == sorted(
+        [alive.name, other_host.name, "r1.pdf"])
