@@ -43,7 +43,8 @@ from sohoa.events import (
 
 log = logging.getLogger(__name__)
 
-SCAN_SLICE = 2000          # directory entries walked per loop turn, so events keep flowing
+SCAN_YIELD_EVERY = 256     # a walk hands control back to the loop every this many entries
+SCAN_SLICE = 8             # ... and this many times per loop turn, so events keep flowing
 MANIFEST_MAX_BYTES = 1 << 20
 INBOX_SLICE = 2000         # filesystem events / hash results handled per loop turn
 
@@ -338,8 +339,7 @@ class Agent:
 
     # --- observation and stability --------------------------------------------------------
 
-    def observe(self, root: int, path: Path, st: os.stat_result | None = None,
-                known: Known | bool | None = False) -> None:
+    def observe(self, root: int, path: Path, st: os.stat_result | None = None) -> None:
         """A path may have appeared or changed: start (or keep) waiting for it to be stable."""
         name = path.name
         if self._litter(name):
@@ -363,11 +363,9 @@ class Agent:
                 return
         if stat.S_ISDIR(st.st_mode):
             return
+        # Looked up afresh: a walk's view of its folder may be older than our last commits.
         rootk = self.root_keys[root]
-        if known is False or not _unchanged(known, st):
-            # A walk's view of its folder may be older than our last commits (it yields between
-            # entries): anything that looks new or changed is looked up afresh.
-            known = self._pending_page(rootk, rel) or self.ob.known(rootk, rel)
+        known = self._pending_page(rootk, rel) or self.ob.known(rootk, rel)
         if _unchanged(known, st):
             return  # unchanged since we last dealt with it
         self.removals.pop(key, None)
@@ -379,7 +377,7 @@ class Agent:
             return  # sockets, fifos, devices: not scanner output
         self.candidates[key] = Candidate(root, path, rel, st.st_size, st.st_mtime_ns,
                                          self._kind(name),
-                                         known if isinstance(known, Known) else None)
+                                         known)
         self._busy(root, rel, +1)
         self._push(time.monotonic() + self.cfg.stability_window_s, key)
 
@@ -772,9 +770,12 @@ class Agent:
             except OSError as exc:
                 log.warning("cannot list folder", extra={"path": str(d), "error": str(exc)})
                 continue
+            n = 0
             with it:
                 for entry in it:
-                    yield
+                    n += 1
+                    if n % SCAN_YIELD_EVERY == 0:
+                        yield
                     try:
                         if entry.is_dir(follow_symlinks=False):
                             stack.append(Path(entry.path))
@@ -786,20 +787,25 @@ class Agent:
                         continue
                     rel = f"{rel_dir}/{nfc(entry.name)}" if rel_dir else nfc(entry.name)
                     names.add(rel)
-                    self.observe(root, Path(entry.path), st, known.get(rel))
+                    k = known.get(rel)
+                    if k is not None and k[0] == st.st_size and k[1] == st.st_mtime_ns and \
+                            k[2] != "removed":
+                        continue  # the common case of every walk: no Path, no lookup
+                    self.observe(root, Path(entry.path), st)
+            yield
             for rel, k in known.items():
-                if rel not in names and k.state in ("sent", "rejected"):
+                if rel not in names and k[2] in ("sent", "rejected"):
                     self._schedule_removal(root, self.roots[root] / rel)
 
     def _vanished_in(self, root: int, rel_dir: str, _seen: set[str]) -> Iterator[None]:
         for rel, k in self.ob.known_in_dir(self.root_keys[root], rel_dir).items():
             yield
-            if k.state in ("sent", "rejected"):
+            if k[2] in ("sent", "rejected"):
                 self._schedule_removal(root, self.roots[root] / rel)
 
 
-def _unchanged(known: Known | bool | None, st: os.stat_result) -> bool:
-    return isinstance(known, Known) and known.size == st.st_size and \
+def _unchanged(known: Known | None, st: os.stat_result) -> bool:
+    return known is not None and known.size == st.st_size and \
         known.mtime_ns == st.st_mtime_ns and known.state != "removed"
 
 

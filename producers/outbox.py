@@ -35,7 +35,9 @@ CREATE TABLE IF NOT EXISTS pages (
     event_id  TEXT,
     PRIMARY KEY (root, path)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS pages_dir ON pages (root, dir);
+-- Covering index for the walks: a folder's rows come from the index alone, no table lookups.
+DROP INDEX IF EXISTS pages_dir;
+CREATE INDEX IF NOT EXISTS pages_walk ON pages (root, dir, path, size, mtime_ns, state);
 CREATE TABLE IF NOT EXISTS outbox (
     seq      INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT NOT NULL,
@@ -116,11 +118,12 @@ class Outbox:
 
     # --- pages ------------------------------------------------------------------------------
 
-    def known_in_dir(self, root: str, rel_dir: str) -> dict[str, Known]:
+    def known_in_dir(self, root: str, rel_dir: str) -> dict[str, tuple[int, int, str]]:
+        """path -> (size, mtime_ns, state) of a folder's rows: all a walk needs to skip them."""
         rows = self.db.execute(
-            "SELECT path, size, mtime_ns, sha256, revision, state, fonds, file_code, page_no "
-            "FROM pages WHERE root = ? AND dir = ?", (root, rel_dir))
-        return {r[0]: Known(*r) for r in rows}
+            "SELECT path, size, mtime_ns, state FROM pages WHERE root = ? AND dir = ?",
+            (root, rel_dir)).fetchall()
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
     def known(self, root: str, rel_path: str) -> Known | None:
         r = self.db.execute(
