@@ -147,9 +147,12 @@ class OcrConfig(BaseModel):
     output_type: Literal["pdfa-2", "pdf"] = "pdfa-2"
     deskew: bool = False
     rotate_pages: bool = True
-    concurrency: int = 1
+    # Measured on 2 cores (bench/bench_ocr.py): two files at once with one ocrmypdf job and
+    # one Tesseract thread each beat one file with two jobs; Tesseract's own threads (OpenMP)
+    # only burnt CPU (2.5x the CPU time for no gain). Keep concurrency x jobs = cores.
+    concurrency: int = 2
     tesseract_threads: int = 1     # OMP_THREAD_LIMIT per Tesseract
-    jobs_per_file: int = 2
+    jobs_per_file: int = 1
     timeout_s_per_page: float = 60.0
     timeout_s_min: float = 120.0
     retries: int = 2
