@@ -31,6 +31,7 @@ import time
 import uuid
 from pathlib import Path
 
+from bench.common import emit
 from sohoa.config import load_config
 from sohoa.events import PageScanned
 
@@ -365,11 +366,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     result = run(args.only, args.drop_pages, args.drop_bytes, args.catchup_pages,
                  args.idle_seconds, args.memory_pages, args.keep)
-    text = json.dumps(result, indent=2, ensure_ascii=False)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n", encoding="utf-8")
-    return result
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ from pathlib import Path
 
 import psycopg
 
-from bench.bench_spine import _free_port, _pages_in_metrics
+from bench.common import emit, pages_in_postgres, teardown
+from infra.procs import free_port
 from sohoa.config import load_config
 from sohoa.events import PageScanned
 from sohoa.kafka_clients import make_producer
@@ -141,8 +142,8 @@ def run(rates: list[int], step_s: float, hold_s: float, keep: bool = False) -> d
     from infra.stack import LocalStack, settings_for_stack, stack_env
 
     state = Path(tempfile.mkdtemp(prefix="sohoa-bench-latency-"))
-    settings = settings_for_stack(load_config(), state, kafka_port=_free_port(),
-                                  kafka_controller_port=_free_port(), postgres_port=_free_port())
+    settings = settings_for_stack(load_config(), state, kafka_port=free_port(),
+                                  kafka_controller_port=free_port(), postgres_port=free_port())
     stack = LocalStack(settings)
     procs: list[subprocess.Popen] = []
     print(f"starting a throw-away stack in {state} …", file=sys.stderr)
@@ -152,13 +153,13 @@ def run(rates: list[int], step_s: float, hold_s: float, keep: bool = False) -> d
         kafka = settings.kafka
         dsn = settings.postgres.dsn.get_secret_value()
         run_id = uuid.uuid4().hex[:6]
-        metrics_port = _free_port()
+        metrics_port = free_port()
         env = {**os.environ, **stack_env(settings),
                "SOHOA_LOGGING__LEVEL": "WARNING",
                "SOHOA_STREAMS__APP_ID": f"bench-asm-{run_id}",
                "SOHOA_STREAMS__OCR_APP_ID": f"bench-ocr-{run_id}",
-               "SOHOA_STREAMS__WEB_PORT": str(_free_port()),
-               "SOHOA_STREAMS__OCR_WEB_PORT": str(_free_port()),
+               "SOHOA_STREAMS__WEB_PORT": str(free_port()),
+               "SOHOA_STREAMS__OCR_WEB_PORT": str(free_port()),
                "SOHOA_STREAMS__DATA_DIR": str(state / "faust"),
                "SOHOA_OCR__ENABLED": "false",
                "SOHOA_CONSUMER__GROUP_ID": f"bench-progress-{run_id}",
@@ -173,7 +174,7 @@ def run(rates: list[int], step_s: float, hold_s: float, keep: bool = False) -> d
                                           stdout=fh, stderr=subprocess.STDOUT))
         warm = offer(kafka, settings.topics.site_events, dsn, 10, 1, "warmup")
         deadline = time.monotonic() + 180
-        while _pages_in_metrics(metrics_port) < warm["events"]:
+        while pages_in_postgres(settings.postgres.url) < warm["events"]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"consumer never counted the warm-up pages; see {logs}")
             time.sleep(0.5)
@@ -227,16 +228,7 @@ def run(rates: list[int], step_s: float, hold_s: float, keep: bool = False) -> d
         return {"name": "latency", "path": "Kafka → consume → PostgreSQL (+ Faust assembly)",
                 "steps": steps, "hold": hold, "figures": figures}
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        stack.stop_services()
-        if not keep:
-            subprocess.run(["rm", "-rf", str(state)], check=False)
+        teardown(procs, stack, state, keep)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -249,11 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", type=Path, help="also write the result here")
     args = ap.parse_args(argv)
     result = run(args.rates, args.step_s, args.hold_s, keep=args.keep)
-    text = json.dumps(result, indent=2, ensure_ascii=False)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n", encoding="utf-8")
-    return result
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench.common import emit
 from sohoa.config import Settings
 from sohoa.events import FileAssembled, OcrCompleted, PageRef
 from streams.app_ocr import FileProcessor
@@ -181,11 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", type=Path, help="also write the result here")
     args = ap.parse_args(argv)
     result = run(args.files, args.pages)
-    text = json.dumps(result, indent=2, ensure_ascii=False)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n", encoding="utf-8")
-    return result
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,7 @@ touches `sohoa up`'s data. QC and OCR are off: this measures the event path, not
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,15 +18,11 @@ import time
 import uuid
 from pathlib import Path
 
+from bench.common import emit, pages_in_postgres, teardown
+from infra.procs import free_port
 from sohoa.config import load_config
 from sohoa.events import FileClosed, PageScanned
 from sohoa.kafka_clients import make_consumer, make_producer
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_events(n: int, sites: int = 20, pages_per_file: int = 50) -> list[tuple[str, bytes]]:
@@ -77,17 +71,6 @@ def consume_all(kafka, topic: str, n: int) -> float:
     return elapsed
 
 
-def _pages_in_postgres(dsn: str) -> int:
-    """Current pages in the progress store, read directly (the /metrics gauges are cached)."""
-    import psycopg
-
-    try:
-        with psycopg.connect(dsn, connect_timeout=5) as conn:
-            return conn.execute("SELECT count(*) FROM pages WHERE NOT removed").fetchone()[0]
-    except psycopg.OperationalError:
-        return 0
-
-
 def _group_done(kafka, group: str, topic: str, end: dict[int, int]) -> bool:
     """Has ``group`` committed the end offset of every partition? (Reading committed offsets
     does not join the group, so Faust's assignment is not disturbed.)"""
@@ -119,9 +102,9 @@ def run(n_events: int, keep: bool = False) -> dict:
 
     state = Path(tempfile.mkdtemp(prefix="sohoa-bench-spine-"))
     base = load_config()
-    settings = settings_for_stack(base, state, kafka_port=_free_port(),
-                                  kafka_controller_port=_free_port(),
-                                  postgres_port=_free_port())
+    settings = settings_for_stack(base, state, kafka_port=free_port(),
+                                  kafka_controller_port=free_port(),
+                                  postgres_port=free_port())
     stack = LocalStack(settings)
     procs: list[subprocess.Popen] = []
     print(f"starting a throw-away stack in {state} …", file=sys.stderr)
@@ -140,13 +123,13 @@ def run(n_events: int, keep: bool = False) -> dict:
         raw_consume_s = consume_all(kafka, raw_topic, len(events))
 
         run_id = uuid.uuid4().hex[:6]
-        metrics_port = _free_port()
+        metrics_port = free_port()
         env = {**os.environ, **stack_env(settings),
                "SOHOA_LOGGING__LEVEL": "WARNING",
                "SOHOA_STREAMS__APP_ID": f"bench-asm-{run_id}",
                "SOHOA_STREAMS__OCR_APP_ID": f"bench-ocr-{run_id}",
-               "SOHOA_STREAMS__WEB_PORT": str(_free_port()),
-               "SOHOA_STREAMS__OCR_WEB_PORT": str(_free_port()),
+               "SOHOA_STREAMS__WEB_PORT": str(free_port()),
+               "SOHOA_STREAMS__OCR_WEB_PORT": str(free_port()),
                "SOHOA_STREAMS__DATA_DIR": str(state / "faust"),
                "SOHOA_STREAMS__QC_ENABLED": "false",
                "SOHOA_OCR__ENABLED": "false",
@@ -169,7 +152,7 @@ def run(n_events: int, keep: bool = False) -> dict:
                              size_bytes=1, media_type="image/tiff")
         produce(kafka, settings.topics.site_events, [(w.key(), w.to_json())])
         deadline = time.monotonic() + 180
-        while _pages_in_postgres(settings.postgres.url) < 1:
+        while pages_in_postgres(settings.postgres.url) < 1:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"consumer never counted the warm-up page; see {logs}")
             time.sleep(0.5)
@@ -184,7 +167,7 @@ def run(n_events: int, keep: bool = False) -> dict:
                 raise RuntimeError(f"spine did not finish (consumer done: {consumer_done}, "
                                    f"Faust done: {faust_done}); logs in {logs}")
             now = time.perf_counter() - t0
-            if consumer_done is None and _pages_in_postgres(settings.postgres.url) >= pages + 1:
+            if consumer_done is None and pages_in_postgres(settings.postgres.url) >= pages + 1:
                 consumer_done = now
             if faust_done is None and _group_done(kafka, env["SOHOA_STREAMS__APP_ID"],
                                                   settings.topics.site_events, end):
@@ -213,16 +196,7 @@ def run(n_events: int, keep: bool = False) -> dict:
                                   "unit": "ratio"})
         return result
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        stack.stop_services()
-        if not keep:
-            subprocess.run(["rm", "-rf", str(state)], check=False)
+        teardown(procs, stack, state, keep)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -232,11 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", type=Path, help="also write the result here")
     args = ap.parse_args(argv)
     result = run(args.events, keep=args.keep)
-    text = json.dumps(result, indent=2, ensure_ascii=False)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n", encoding="utf-8")
-    return result
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import re
 import subprocess
@@ -26,6 +25,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from bench.common import emit
 from infra.procs import free_port
 from infra.stack import LocalStack, settings_for_stack
 from infra.topics import apply_spec, load_spec
@@ -189,11 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", type=Path, help="also write the result here")
     args = ap.parse_args(argv)
     result = run(args.files, args.pages, args.bootstrap)
-    text = json.dumps(result, indent=2, ensure_ascii=False)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n", encoding="utf-8")
-    return result
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":
