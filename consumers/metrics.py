@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from consumers.status import FILE_STATES
 from sohoa.config import Settings
 
 log = logging.getLogger(__name__)
@@ -148,9 +149,14 @@ class ProgressCollector(Collector):
                 outbox.add_metric(lab, s.outbox_depth or 0)
                 oldest.add_metric(lab, s.oldest_unsent_age_s or 0.0)
         files = gauge("sohoa_files", "Files per site and state", ("site", "state"))
-        for site, state, n in conn.execute(
-                "SELECT site_id, state, files FROM v_files_by_state ORDER BY 1, 2"):
-            files.add_metric([site, state], n)
+        counts = {(site, state): n for site, state, n in conn.execute(
+            "SELECT site_id, state, files FROM v_files_by_state")}
+        # Every state of every site, zeros included: a series that vanishes when its last file
+        # moves on reads as "no data" on the boards instead of 0.
+        for site in sorted({s.site_id for s in sites} | {site for site, _ in counts}):
+            for state in [*FILE_STATES, *sorted({st for (si, st) in counts
+                                                  if si == site} - set(FILE_STATES))]:
+                files.add_metric([site, state], counts.get((site, state), 0))
         stored = counter("sohoa_dead_letters_stored", "Dead letters stored in PostgreSQL, "
                          "by reason", ("reason",))
         for reason, n in conn.execute(

@@ -105,3 +105,4 @@ STATE_VI = {
     "checked": "đã kiểm tra", "ocr_done": "đã OCR", "accepted": "đạt (nghiệm thu)",
     "needs_rescan": "cần quét lại", "rejected": "không đạt", "ocr_failed": "OCR lỗi",
 }
+FILE_STATES = tuple(STATE_VI)   # every state consumers.apply can give a file

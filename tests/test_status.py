@@ -70,6 +70,9 @@ def test_gauges_come_from_postgres(planned) -> None:
     assert 'sohoa_site_outbox_depth{site="xa-a"} 7.0' in text
     assert 'sohoa_site_oldest_unsent_seconds{site="xa-a"} 12.5' in text
     assert 'sohoa_files{site="xa-a",state="scanning"} 1.0' in text
+    # States without files are 0, not absent (a board's query must not go empty).
+    assert 'sohoa_files{site="xa-a",state="assembled"} 0.0' in text
+    assert 'sohoa_files{site="xa-moi",state="accepted"} 0.0' in text
     assert 'sohoa_site_working_now{site="xa-a"}' in text
     assert "sohoa_consumer_store_up 1.0" in text
     assert 'sohoa_site_info{contractor="Cty X",site="xa-a",unit="Huyện A"} 1.0' in text
