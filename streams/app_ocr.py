@@ -56,6 +56,10 @@ class FileProcessor:
         self._threads = ThreadPoolExecutor(max_workers=max(2, settings.ocr.concurrency + 1),
                                            thread_name_prefix="sohoa-ocr-wait")
         self._ocr_slots = asyncio.Semaphore(max(1, settings.ocr.concurrency))
+        # One OCR run per (site, file, revision) at a time: a redelivered FileAssembled waits
+        # for the run in flight and then reuses its result instead of racing it to the same
+        # output path with a different PDF under the same OcrCompleted id.
+        self._file_locks: dict[tuple[str, str, int], tuple[asyncio.Lock, list[int]]] = {}
         self.work_root = Path(settings.streams.data_dir) / settings.streams.ocr_app_id / "work"
         self.host = socket.gethostname()
 
@@ -151,6 +155,18 @@ class FileProcessor:
         return job, paths, timeout
 
     async def ocr(self, fa: FileAssembled) -> OcrCompleted | OcrFailed:
+        key = (fa.site_id, fa.file_code, fa.revision)
+        lock, users = self._file_locks.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                return await self._ocr(fa)
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._file_locks[key]
+
+    async def _ocr(self, fa: FileAssembled) -> OcrCompleted | OcrFailed:
         o = self.settings.ocr
         job, paths, timeout = self.job_for(fa)
         done = load_done(paths, job["inputs_digest"])
