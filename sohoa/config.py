@@ -181,6 +181,10 @@ class StreamsConfig(BaseModel):
     batch_max_events: int = 2000      # assembly folds up to this many events per table write
     batch_within_s: float = 0.5      # longest an event waits for its batch
     commit_interval_s: float = 2.0
+    # aiokafka's default is 5 min. A rebalance that runs while a broker is coming back can
+    # assign a topic no partitions ("No partition metadata for topic"); the worker only
+    # rejoins when its next metadata refresh sees the partitions, so this bounds that stall.
+    metadata_max_age_s: float = 30.0
     loglevel: str = "WARNING"      # of Faust's own worker logging
 
 

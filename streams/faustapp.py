@@ -91,6 +91,8 @@ def make_app(settings: Settings, app_id: str, web_port: int, partitions: int | N
         broker_commit_every=settings.streams.commit_every,
         broker_commit_interval=settings.streams.commit_interval_s,
         stream_wait_empty=False,
+        consumer_metadata_max_age_ms=int(settings.streams.metadata_max_age_s * 1000),
+        producer_metadata_max_age_ms=int(settings.streams.metadata_max_age_s * 1000),
         **kw,
     )
 
