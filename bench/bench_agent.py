@@ -7,9 +7,14 @@ Figures:
 - drop: N pages of ~100 KB dropped at once, pages/s from the start of the drop to the last
   Kafka ack, beside single-thread SHA-256 of the same bytes and kafka-python's raw produce rate
   (acks=all, idempotent) of the same events; goal >= 1,000 pages/s and >= half the raw limit.
+  The raw limit is "hashing plus producing" as the issue words it: the two steps' times per page
+  add up, as in one serial pipeline, raw = N / (hash_s + produce_s). The stricter reading, each
+  step a limit of its own (a perfectly overlapped pipeline, raw = min of the two rates), is
+  printed beside it for reference.
 - catch-up: start-up over 100,000 existing pages (cold: none sent yet; warm: all known, 100 new
   ones arrived while the agent was down); goal < 60 s.
-- idle CPU with 100,000 pages under watch (reconcile walks included); goal < 1 % of a core.
+- idle CPU with 100,000 pages under watch, at the default reconcile interval (300 s), over a
+  window of one whole interval, so exactly one reconcile walk falls inside; goal < 1 % of a core.
 - resident memory with 1,000,000 pages known to the outbox (and on disk); goal < 150 MB.
 
 Starts its own throw-away Kafka on free ports in a temp dir; never touches `sohoa up`'s data.
@@ -32,7 +37,7 @@ import uuid
 from pathlib import Path
 
 from bench.common import emit
-from sohoa.config import load_config
+from sohoa.config import WatcherConfig, load_config
 from sohoa.events import PageScanned
 
 
@@ -219,6 +224,7 @@ class Bench:
         produce_s = time.perf_counter() - tp
         producer.close()
         raw_rate = n / (hash_s + produce_s)
+        overlapped = min(n / hash_s, n / produce_s)
         return [
             {"name": f"drop of {n} pages of {len(template) // 1000} KB: drop → Kafka ack",
              "value": round(agent_rate), "unit": "pages/s", "goal": ">= 1000",
@@ -233,10 +239,15 @@ class Bench:
              "unit": "pages/s"},
             {"name": "agent / raw limit", "value": round(agent_rate / raw_rate, 3),
              "unit": "ratio", "goal": ">= 0.5", "met": agent_rate / raw_rate >= 0.5},
+            {"name": "  (stricter: each step its own limit, min of the two)",
+             "value": round(overlapped), "unit": "pages/s"},
+            {"name": "  agent / stricter limit", "value": round(agent_rate / overlapped, 3),
+             "unit": "ratio"},
         ]
 
-    def catch_up_and_idle(self, n: int, idle_s: float) -> list[dict]:
-        env, root, outbox = self.env("catchup", SOHOA_WATCHER__RECONCILE_INTERVAL_S="60")
+    def catch_up_and_idle(self, n: int, idle_s: float, reconcile_s: float) -> list[dict]:
+        env, root, outbox = self.env("catchup",
+                                     SOHOA_WATCHER__RECONCILE_INTERVAL_S=str(reconcile_s))
         tiny_pages(root, n)
         log = self.state / "catchup" / "watch.log"
         t0 = time.perf_counter()
@@ -252,7 +263,7 @@ class Bench:
         t1 = time.perf_counter()
         agent = self.agent(env, log=log)
         t_warm = wait_sent(outbox, n + 100, 600, agent, interval=0.05) - t1
-        # Idle: nothing changes; the 60 s reconcile walks of 100,000 pages are included.
+        # Idle: nothing changes; a window of one whole reconcile interval holds one walk.
         time.sleep(5)
         c0, w0 = cpu_seconds(agent.pid), time.perf_counter()
         time.sleep(idle_s)
@@ -265,7 +276,8 @@ class Bench:
              "value": round(t_cold, 1), "unit": "s", "goal": "< 60", "met": t_cold < 60},
             {"name": f"start-up catch-up, warm: {n} known + 100 new", "value": round(t_warm, 1),
              "unit": "s", "goal": "< 60", "met": t_warm < 60},
-            {"name": f"idle CPU, {n} pages watched, reconcile every 60 s, over {idle_s:.0f} s",
+            {"name": f"idle CPU, {n} pages watched, reconcile every {reconcile_s:.0f} s, "
+                     f"over {idle_s:.0f} s",
              "value": round(idle_pct, 3), "unit": "% of a core", "goal": "< 1",
              "met": idle_pct < 1},
             {"name": f"resident memory then ({n} pages known)", "value": round(rss, 1),
@@ -322,7 +334,7 @@ class Bench:
 
 
 def run(only: list[str], drop_n: int, drop_size: int, catch_n: int, idle_s: float,
-        mem_n: int, keep: bool) -> dict:
+        reconcile_s: float, mem_n: int, keep: bool) -> dict:
     from infra.kafka import KafkaNode
     from infra.stack import settings_for_stack
 
@@ -340,7 +352,7 @@ def run(only: list[str], drop_n: int, drop_size: int, catch_n: int, idle_s: floa
             figures += bench.drop(drop_n, drop_size)
             print(json.dumps(figures, indent=1), file=sys.stderr)
         if not only or "catchup" in only:
-            figures += bench.catch_up_and_idle(catch_n, idle_s)
+            figures += bench.catch_up_and_idle(catch_n, idle_s, reconcile_s)
             print(json.dumps(figures, indent=1), file=sys.stderr)
         if not only or "memory" in only:
             figures += bench.memory(mem_n)
@@ -359,13 +371,18 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--drop-pages", type=int, default=10_000)
     ap.add_argument("--drop-bytes", type=int, default=100_000)
     ap.add_argument("--catchup-pages", type=int, default=100_000)
-    ap.add_argument("--idle-seconds", type=float, default=130.0)
+    ap.add_argument("--reconcile-seconds", type=float,
+                    default=WatcherConfig().reconcile_interval_s,
+                    help="the agent's reconcile interval (default: the config default)")
+    ap.add_argument("--idle-seconds", type=float, default=None,
+                    help="idle window (default: one reconcile interval, so one walk inside)")
     ap.add_argument("--memory-pages", type=int, default=1_000_000)
     ap.add_argument("--keep", action="store_true", help="keep the temp state dir (logs)")
     ap.add_argument("--json", type=Path, help="also write the result here")
     args = ap.parse_args(argv)
+    idle_s = args.idle_seconds if args.idle_seconds is not None else args.reconcile_seconds
     result = run(args.only, args.drop_pages, args.drop_bytes, args.catchup_pages,
-                 args.idle_seconds, args.memory_pages, args.keep)
+                 idle_s, args.reconcile_seconds, args.memory_pages, args.keep)
     return emit(result, args.json)
 
 

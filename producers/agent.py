@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,8 @@ from pydantic import ValidationError
 
 from producers.layout import Layout, NameMismatch, nfc
 from producers.metrics import AgentMetrics
-from producers.outbox import Known, Outbox, enqueue
-from producers.pagecheck import Changed, PageFacts, Rejected, inspect_page
+from producers.outbox import ENQUEUE_SQL, Known, Outbox, enqueue
+from producers.pagecheck import Changed, PageFacts, Rejected, inspect_settled
 from sohoa.config import Settings
 from sohoa.events import (
     Classification,
@@ -47,6 +47,7 @@ SCAN_YIELD_EVERY = 256     # a walk hands control back to the loop every this ma
 SCAN_SLICE = 8             # ... and this many times per loop turn, so events keep flowing
 MANIFEST_MAX_BYTES = 1 << 20
 INBOX_SLICE = 2000         # filesystem events / hash results handled per loop turn
+HASH_BATCH = 64            # settled pages per pool task: one future, one wake-up per batch
 
 
 @dataclass(order=True)
@@ -93,7 +94,9 @@ class Agent:
         self.inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self.candidates: dict[str, Candidate] = {}
         self.removals: dict[str, tuple[int, str]] = {}
-        self.hashing: dict[str, Future[PageFacts]] = {}
+        self.hashing: dict[str, Future[Any] | None] = {}  # None: settled, batch not yet out
+        self._to_hash: list[tuple[str, Candidate]] = []
+        self._commits = 0  # bumped at each outbox commit: tells a walk its snapshot is current
         self.busy_dirs: dict[tuple[int, str], int] = {}
         self._heap: list[_Due] = []
         self._seq = itertools.count()
@@ -105,6 +108,7 @@ class Agent:
         self.wake_sender: threading.Event | None = None
         self.sender: threading.Thread | None = None
         workers = cfg.hash_workers or min(4, os.cpu_count() or 1)
+        self.workers = workers
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hash")
         self._ignore_names = {n.casefold() for n in cfg.ignore_names}
         self._ignore_prefixes = tuple(cfg.ignore_prefixes)
@@ -235,7 +239,7 @@ class Agent:
 
     def idle(self) -> bool:
         return not (self.candidates or self.hashing or self.removals or self._scans
-                    or self._writes)
+                    or self._writes or self._to_hash)
 
     def run(self, once: bool = False) -> None:
         """Loop until :attr:`stop_event` (or, with ``once``, until everything seen is recorded)."""
@@ -254,6 +258,7 @@ class Agent:
                 self._drain_inbox()
                 self._pump_scans()
                 self._process_due()
+                self._submit_hashes()
                 self._flush_writes()
                 now = time.monotonic()
                 if self.overflow.is_set():
@@ -283,7 +288,7 @@ class Agent:
         self.ob.close()
 
     def _wait(self) -> None:
-        if self._scans or self._writes:
+        if self._scans or self._writes or self._to_hash:
             return
         timeout = 0.5
         if self._heap:
@@ -317,7 +322,13 @@ class Agent:
     def _handle(self, item: tuple[str, Any]) -> None:
         kind, payload = item
         if kind == "hashed":
-            self._on_hashed(*payload)
+            batch, fut = payload
+            try:
+                results = fut.result()
+            except BaseException as exc:  # cancelled at shutdown, or a bug in the batch itself
+                results = [exc] * len(batch)
+            for (key, c), result in zip(batch, results, strict=True):
+                self._on_hashed(key, c, result)
             return
         path_s, is_dir = payload
         path = Path(path_s)
@@ -339,14 +350,20 @@ class Agent:
 
     # --- observation and stability --------------------------------------------------------
 
-    def observe(self, root: int, path: Path, st: os.stat_result | None = None) -> None:
-        """A path may have appeared or changed: start (or keep) waiting for it to be stable."""
+    def observe(self, root: int, path: Path, st: os.stat_result | None = None,
+                rel: str | None = None, unknown: bool = False) -> None:
+        """A path may have appeared or changed: start (or keep) waiting for it to be stable.
+
+        A walk passes the ``rel`` it computed and ``unknown`` when its folder snapshot, taken
+        with no commit since, has no row for the path: then the outbox needs no lookup.
+        """
         name = path.name
         if self._litter(name):
             return
-        rel = self._rel(root, path)
         if rel is None:
-            return
+            rel = self._rel(root, path)
+            if rel is None:
+                return
         key = f"{root}\x00{rel}"
         if key in self.hashing or key in self.candidates:
             # Being read right now (the result re-checks size and mtime), or already waiting
@@ -365,7 +382,9 @@ class Agent:
             return
         # Looked up afresh: a walk's view of its folder may be older than our last commits.
         rootk = self.root_keys[root]
-        known = self._pending_page(rootk, rel) or self.ob.known(rootk, rel)
+        known = self._pending_page(rootk, rel)
+        if known is None and not unknown:
+            known = self.ob.known(rootk, rel)
         if _unchanged(known, st):
             return  # unchanged since we last dealt with it
         self.removals.pop(key, None)
@@ -403,6 +422,13 @@ class Agent:
 
     def _check_candidate(self, key: str, now: float) -> None:
         c = self.candidates[key]
+        if c.kind == "page":
+            # The window's closing stat is the worker's first step (inspect_settled): a page
+            # that moved meanwhile comes back as Changed and waits a new window from there.
+            del self.candidates[key]
+            self._busy(c.root, c.rel, -1)
+            self._settled(key, c)
+            return
         try:
             st = c.path.lstat()
         except FileNotFoundError:
@@ -446,33 +472,49 @@ class Agent:
             except NameMismatch as exc:
                 self._reject_once(c.root, c.path, c.rel, c.size, c.mtime_ns, exc.reason, str(exc))
                 return
-            fut = self.pool.submit(inspect_page, c.path, c.size, c.mtime_ns,
-                                   self.cfg.max_file_bytes)
-            self.hashing[key] = fut
+            self.hashing[key] = None
             self._busy(c.root, c.rel, +1)
-            fut.add_done_callback(lambda f, k=key, cc=c: self.inbox.put(("hashed", (k, cc, f))))
+            self._to_hash.append((key, c))
         else:
             self._reject_once(c.root, c.path, c.rel, c.size, c.mtime_ns, "not_image",
                               f"not a page: extension not in {sorted(self._exts)}")
 
     # --- results ----------------------------------------------------------------------------
 
-    def _on_hashed(self, key: str, c: Candidate, fut: Future[PageFacts]) -> None:
+    def _submit_hashes(self) -> None:
+        if not self._to_hash:
+            return
+        todo, self._to_hash = self._to_hash, []
+        # Big enough to cut per-task overhead, small enough to keep every worker busy.
+        size = max(1, min(HASH_BATCH, -(-len(todo) // self.workers)))
+        for i in range(0, len(todo), size):
+            batch = todo[i:i + size]
+            fut = self.pool.submit(inspect_settled, [(c.path, c.size, c.mtime_ns)
+                                                     for _, c in batch],
+                                   self.cfg.max_file_bytes)
+            for key, _ in batch:
+                self.hashing[key] = fut
+            fut.add_done_callback(lambda f, b=batch: self.inbox.put(("hashed", (b, f))))
+
+    def _on_hashed(self, key: str, c: Candidate, result: PageFacts | BaseException) -> None:
         self.hashing.pop(key, None)
         self._busy(c.root, c.rel, -1)
-        try:
-            facts = fut.result()
-        except Changed:
+        if isinstance(result, Changed):
             self.observe(c.root, c.path)
             return
-        except Rejected as exc:
-            self._reject_once(c.root, c.path, c.rel, c.size, c.mtime_ns, exc.reason, exc.detail)
+        if isinstance(result, Rejected):
+            self._reject_once(c.root, c.path, c.rel, c.size, c.mtime_ns, result.reason,
+                              result.detail)
             return
-        except Exception as exc:  # a bug or an odd file: report it, never stop the agent
-            log.exception("page check failed", extra={"path": str(c.path)})
+        if isinstance(result, BaseException):
+            if isinstance(result, CancelledError) or not isinstance(result, Exception):
+                return  # cancelled at shutdown: nothing recorded, the next run sees it again
+            # A bug or an odd file: report it, never stop the agent.
+            log.error("page check failed", exc_info=result, extra={"path": str(c.path)})
             self._reject_once(c.root, c.path, c.rel, c.size, c.mtime_ns, "corrupt",
-                              f"check failed: {type(exc).__name__}: {exc}")
+                              f"check failed: {type(result).__name__}: {result}")
             return
+        facts = result
         name = c.name
         rootk = self.root_keys[c.root]
         known = self._pending_page(rootk, c.rel) or c.known
@@ -520,31 +562,41 @@ class Agent:
             return
         writes, self._writes = self._writes, []
         self._pending = {}
+        self._commits += 1
         touched: dict[tuple[str, str], float] = {}
+        pages: list[tuple[Any, ...]] = []
+        file_sets: list[tuple[Any, ...]] = []
+        events: list[tuple[Any, ...]] = []
+        now = time.time()
+        # Grouped by table, each group in its order: one executemany each, one transaction.
+        for op, args in writes:
+            if op == "page":
+                pages.append(args)
+            elif op == "file_touch":
+                touched[(args[0], args[1])] = args[2]  # once per file per batch
+            elif op == "file_set":
+                file_sets.append(args)
+            elif op == "event":
+                kind, ev = args
+                events.append((ev.event_id, kind, ev.NAME, ev.key(), ev.to_json(), now))
         with self.ob.transaction() as db:
-            for op, args in writes:
-                if op == "page":
-                    db.execute(
-                        "INSERT INTO pages (root, path, dir, size, mtime_ns, sha256, revision, "
-                        "fonds, file_code, page_no, state, reason, event_id) "
-                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (root, path) DO UPDATE "
-                        "SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
-                        "sha256=coalesce(excluded.sha256, pages.sha256), "
-                        "revision=excluded.revision, fonds=coalesce(excluded.fonds, pages.fonds), "
-                        "file_code=coalesce(excluded.file_code, pages.file_code), "
-                        "page_no=coalesce(excluded.page_no, pages.page_no), "
-                        "state=excluded.state, reason=excluded.reason, "
-                        "event_id=coalesce(excluded.event_id, pages.event_id)", args)
-                elif op == "file_touch":
-                    touched[(args[0], args[1])] = args[2]  # once per file per batch
-                elif op == "file_set":
-                    rootk, file_dir, column, value = args
-                    db.execute(
-                        f"INSERT INTO files (root, file_dir, {column}) VALUES (?,?,?) "
-                        f"ON CONFLICT (root, file_dir) DO UPDATE SET {column}=excluded.{column}",
-                        (rootk, file_dir, value))
-                elif op == "event":
-                    enqueue(db, args[0], args[1])
+            db.executemany(
+                "INSERT INTO pages (root, path, dir, size, mtime_ns, sha256, revision, "
+                "fonds, file_code, page_no, state, reason, event_id) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (root, path) DO UPDATE "
+                "SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
+                "sha256=coalesce(excluded.sha256, pages.sha256), "
+                "revision=excluded.revision, fonds=coalesce(excluded.fonds, pages.fonds), "
+                "file_code=coalesce(excluded.file_code, pages.file_code), "
+                "page_no=coalesce(excluded.page_no, pages.page_no), "
+                "state=excluded.state, reason=excluded.reason, "
+                "event_id=coalesce(excluded.event_id, pages.event_id)", pages)
+            for rootk, file_dir, column, value in file_sets:
+                db.execute(
+                    f"INSERT INTO files (root, file_dir, {column}) VALUES (?,?,?) "
+                    f"ON CONFLICT (root, file_dir) DO UPDATE SET {column}=excluded.{column}",
+                    (rootk, file_dir, value))
+            db.executemany(ENQUEUE_SQL, events)
             db.executemany(
                 "INSERT INTO files (root, file_dir, last_page) VALUES (?,?,?) "
                 "ON CONFLICT (root, file_dir) DO UPDATE SET last_page=excluded.last_page",
@@ -622,6 +674,7 @@ class Agent:
             page_no=known.page_no, sha256=known.sha256, path=rel,
         )
         log.info("page removed by the operator", extra={"path": str(path)})
+        self._commits += 1
         self.ob.db.execute("BEGIN IMMEDIATE")
         try:
             self.ob.db.execute("UPDATE pages SET state='removed' WHERE root = ? AND path = ?",
@@ -762,6 +815,7 @@ class Agent:
             if visited is not None:
                 visited.add(rel_dir)
             known = self.ob.known_in_dir(rootk, rel_dir)
+            snapshot = self._commits
             names: set[str] = set()
             try:
                 it = os.scandir(d)
@@ -791,7 +845,8 @@ class Agent:
                     if k is not None and k[0] == st.st_size and k[1] == st.st_mtime_ns and \
                             k[2] != "removed":
                         continue  # the common case of every walk: no Path, no lookup
-                    self.observe(root, Path(entry.path), st)
+                    self.observe(root, Path(entry.path), st, rel,
+                                 unknown=k is None and self._commits == snapshot)
             yield
             for rel, k in known.items():
                 if rel not in names and k[2] in ("sent", "rejected"):

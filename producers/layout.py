@@ -54,6 +54,7 @@ class Layout:
         self.pattern = pattern
         self.depth = len(segments)
         self._regexes = [self._compile(s) for s in segments]
+        self._dir_cache: dict[tuple[str, ...], dict[str, str]] = {}
         # The file folder is the deepest directory segment that carries {file}.
         self.file_level = max(i for i, s in enumerate(segments) if "{file}" in s)
         if self.file_level != self.depth - 2:
@@ -112,6 +113,17 @@ class Layout:
         return values.get("fonds", ""), values["file"]
 
     def _match_dirs(self, parts: tuple[str, ...]) -> dict[str, str]:
+        # A file folder holds hundreds of pages: match its folders once, not once per page.
+        hit = self._dir_cache.get(parts)
+        if hit is not None:
+            return dict(hit)
+        values = self._match_dirs_uncached(parts)
+        if len(self._dir_cache) >= 4096:
+            self._dir_cache.clear()
+        self._dir_cache[parts] = dict(values)
+        return values
+
+    def _match_dirs_uncached(self, parts: tuple[str, ...]) -> dict[str, str]:
         values: dict[str, str] = {}
         for part, rx in zip(parts, self._regexes[:-1], strict=True):
             m = rx.match(part)

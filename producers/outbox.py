@@ -178,9 +178,11 @@ class Outbox:
                               (cutoff,)).rowcount
 
 
+ENQUEUE_SQL = ("INSERT OR IGNORE INTO outbox (event_id, kind, etype, key, value, created) "
+               "VALUES (?, ?, ?, ?, ?, ?)")
+
+
 def enqueue(db: sqlite3.Connection, kind: str, event: Event) -> None:
     """Add one event to the outbox (call inside a transaction, with the page row's update)."""
-    db.execute(
-        "INSERT OR IGNORE INTO outbox (event_id, kind, etype, key, value, created) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (event.event_id, kind, event.NAME, event.key(), event.to_json(), time.time()))
+    db.execute(ENQUEUE_SQL,
+               (event.event_id, kind, event.NAME, event.key(), event.to_json(), time.time()))

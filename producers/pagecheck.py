@@ -70,6 +70,30 @@ def inspect_page(path: Path, size: int, mtime_ns: int, max_bytes: int) -> PageFa
     return PageFacts(sha256=sha, size=size, mtime_ns=mtime_ns, media_type=media_type)
 
 
+def inspect_settled(items: list[tuple[Path, int, int]], max_bytes: int,
+                    ) -> list[PageFacts | BaseException]:
+    """Check a batch of pages whose stability window has passed, one result per item.
+
+    The window's closing stat is taken here, off the event loop: a page whose size or mtime
+    moved since it was first seen is :class:`Changed` (not stable yet) and is not read.
+    """
+    out: list[PageFacts | BaseException] = []
+    for path, size, mtime_ns in items:
+        try:
+            try:
+                st = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                raise Changed() from None
+            except OSError as exc:
+                raise Rejected("unreadable", f"cannot stat: {exc}") from None
+            if not stat.S_ISREG(st.st_mode) or st.st_size != size or st.st_mtime_ns != mtime_ns:
+                raise Changed()
+            out.append(inspect_page(path, size, mtime_ns, max_bytes))
+        except Exception as exc:  # each page's outcome is reported on its own
+            out.append(exc)
+    return out
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb", buffering=0) as f:

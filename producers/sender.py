@@ -185,9 +185,10 @@ class Sender(threading.Thread):
                     self.inflight.pop(seq, None)
         if acked:
             ob.mark_sent(acked)
-            self.depth, self.oldest_s = ob.depth()
+            # No fresh count here: with a deep backlog a count(*) per ack batch scanned every
+            # unsent row (quadratic over a catch-up); the loop recounts once a second.
+            self.depth = max(0, self.depth - len(acked))
             self.metrics.depth.set(self.depth)
-            self.metrics.oldest.set(self.oldest_s)
             types: collections.Counter[str] = collections.Counter()
             with self._lock:
                 for seq in acked:
