@@ -2,18 +2,25 @@
 rate the progress store keeps up with; then the campaign's 5x peak (580 pages/s) held.
 
     python -m bench.bench_latency                      # 100, 1,000, 3,000 pages/s; 580 for 60 s
-    python -m bench.bench_latency --rates 100 1000 --step-s 20 --hold-s 60 --json OUT
+    python -m bench.bench_latency --rates 100 1000 --agent-rates 100 --step-s 20 --json OUT
 
-Path measured: Kafka → `sohoa consume` → PostgreSQL, with the Faust assembly worker reading the
-same topic beside it (as deployed). PageScanned events are produced by a paced kafka-python
-producer (acks=all, idempotent — the agent's settings) rather than by the agent from a hot
-folder: the agent's own rate is one site's scanner (a few pages/s), so offering 3,000 pages/s
-through one hot folder would measure the file system, not the spine. QC and OCR are off.
+Two paths, each at the offered rates:
+- hot folder (the issue's event path): page files written at the rate into the hot folder of a
+  real `sohoa watch`, then Kafka → `sohoa consume` → PostgreSQL. "page stable→row" starts at
+  the agent's PageScanned occurred_at, stamped once the file is stable (2 s window) and hashed;
+  "written→visible" starts at the write, so it includes the stability window. One agent is one
+  site's scanners: its own ceiling is bench_agent's figure, so the higher rates show that
+  ceiling, not the spine's.
+- Kafka: PageScanned produced by a paced kafka-python producer (acks=all, idempotent — the
+  agent's settings), occurred_at stamped just before the send: the spine alone, beyond what one
+  agent can offer.
+The Faust assembly worker reads the same topic beside the consumer (as deployed). QC and OCR
+are off.
 
-Latency per page = audit_log.applied_at − the event's occurred_at (set just before the send).
-applied_at is PostgreSQL's now(), the start of the consumer's transaction, so the figure leaves
-out that transaction's own write time; the poll-based "visible" figure (count(*) of pages polled
-every 0.1 s against the send times) includes it, and both are reported.
+Latency per page = audit_log.applied_at − the event's occurred_at. applied_at is PostgreSQL's
+now(), the start of the consumer's transaction, so the figure leaves out that transaction's own
+write time; the poll-based "visible" figure (count(*) of pages polled every 0.1 s against the
+send/write times) includes it, and both are reported.
 
 Starts its own throw-away stack (Kafka + PostgreSQL on free ports, temp state dir).
 """
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import io
 import json
 import os
 import subprocess
@@ -30,6 +38,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,6 +50,7 @@ from sohoa.config import load_config
 from sohoa.events import PageScanned
 from sohoa.kafka_clients import make_producer
 
+AGENT_SITE = "agent-lat"
 PEAK = 580  # pages/s: 5x the campaign's average of 3,321 communes x 5,000 pages / 8 h
 
 
@@ -51,21 +61,21 @@ def _pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
-def offer(kafka, topic: str, dsn: str, rate: int, seconds: float, tag: str,
-          sites: int = 50, pages_per_file: int = 50) -> dict:
-    """Send ``rate`` PageScanned/s for ``seconds``; wait until all are rows; measure."""
-    n = int(rate * seconds)
-    producer = make_producer(kafka, linger_ms=5)
-    prefix = f"{tag}-"
-    sent_at: list[float] = []       # monotonic send times, i-th event
+def _measure(dsn: str, n: int, rate: int, seconds: float, where: str, params: tuple,
+             send: Callable[[list[float]], None], grace_s: float = 0.0) -> dict:
+    """Run ``send`` (which appends the monotonic time of each page it offers to the list it is
+    given), poll PostgreSQL until the ``n`` pages matching ``where`` are rows, and measure.
+    ``grace_s``: a fixed delay the path adds by design (the agent's stability window), left
+    out of the achieved rate and the drain allowance so that short steps are judged fairly."""
+    sent_at: list[float] = []       # monotonic times the i-th page was offered
     polls: list[tuple[float, int]] = []
     stop = threading.Event()
 
     def poll() -> None:
         with psycopg.connect(dsn, autocommit=True) as c:
             while not stop.is_set():
-                got = c.execute("SELECT count(*) FROM pages WHERE site_id LIKE %s",
-                                (prefix + "%",)).fetchone()[0]
+                got = c.execute(f"SELECT count(*) FROM pages WHERE {where}",
+                                params).fetchone()[0]
                 polls.append((time.monotonic(), got))
                 if got >= n:
                     return
@@ -73,6 +83,57 @@ def offer(kafka, topic: str, dsn: str, rate: int, seconds: float, tag: str,
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
+    t0 = time.monotonic()
+    send(sent_at)
+    send_s = time.monotonic() - t0
+    poller.join(timeout=max(120.0, seconds * 4))
+    stop.set()
+    done_at = next((t for t, c in polls if c >= n), None)
+    with psycopg.connect(dsn) as c:
+        lat = [float(r[0]) for r in c.execute(
+            "SELECT extract(epoch FROM applied_at - occurred_at) FROM audit_log "
+            f"WHERE action = 'PageScanned' AND {where}", params)]
+    # Visible latency: the i-th page is visible once the polled count passed i (rows arrive
+    # roughly in offer order across partitions; an estimate, polled every 0.1 s).
+    times = [t for t, _ in polls]
+    counts = [c for _, c in polls]
+    visible: list[float] = []
+    for idx in range(0, n, max(1, n // 2000)):
+        j = bisect.bisect_left(counts, idx + 1)
+        if j < len(times) and idx < len(sent_at):
+            visible.append(times[j] - sent_at[idx])
+    achieved = n / max(1e-9, done_at - t0 - grace_s) if done_at else 0.0
+    tail_s = (done_at - (t0 + send_s) - grace_s) if done_at else float("inf")
+    return {"rate": rate, "seconds": seconds, "events": n, "rows": len(lat),
+            "send_rate": n / send_s, "achieved": achieved, "drain_after_send_s": tail_s,
+            "grace_s": grace_s,
+            "p50": _pct(lat, 0.50), "p95": _pct(lat, 0.95), "p99": _pct(lat, 0.99),
+            "vis_p50": _pct(visible, 0.50), "vis_p95": _pct(visible, 0.95),
+            "vis_p99": _pct(visible, 0.99),
+            # Kept up: the sender held the pace, every row was in within 5 s of the last send
+            # and the rows' rate over the whole step was at least 90 % of the offered one.
+            "kept_up": (bool(done_at) and tail_s <= 5.0 and n / send_s >= 0.95 * rate
+                        and achieved >= 0.9 * rate)}
+
+
+def _paced(n: int, rate: int, one: Callable[[int], None], sent_at: list[float]) -> None:
+    """Call ``one(i)`` for i in 0..n-1 at ``rate`` per second, in 10 ms ticks."""
+    t0 = time.monotonic()
+    i = 0
+    while i < n:
+        due = min(n, int((time.monotonic() - t0) * rate) + 1)
+        while i < due:
+            one(i)
+            sent_at.append(time.monotonic())
+            i += 1
+        time.sleep(0.01)
+
+
+def offer(kafka, topic: str, dsn: str, rate: int, seconds: float, tag: str,
+          sites: int = 50, pages_per_file: int = 50) -> dict:
+    """Send ``rate`` PageScanned/s for ``seconds``; wait until all are rows; measure."""
+    n = int(rate * seconds)
+    prefix = f"{tag}-"
     # Events rendered before the clock starts, with a marker where occurred_at goes: the
     # paced loop then only stamps the time and sends (a pydantic model per send would make
     # this producer, not the spine, the limit on a busy two-core machine).
@@ -92,53 +153,55 @@ def offer(kafka, topic: str, dsn: str, rate: int, seconds: float, tag: str,
         rendered.append((ev.key(), ev.to_json()))
     mark = marker_text.encode()
     assert all(mark in v for _, v in rendered[:1])
-    t0 = time.monotonic()
-    tick = 0.01
-    i = 0
-    while i < n:
-        due = min(n, int((time.monotonic() - t0) * rate) + 1)
-        now_text = datetime.now(UTC).isoformat().replace("+00:00", "Z").encode()
-        if not marker_text.endswith("Z"):
-            now_text = datetime.now(UTC).isoformat().encode()
-        while i < due:
-            key, value = rendered[i]
-            producer.send(topic, key=key, value=value.replace(mark, now_text, 1))
-            sent_at.append(time.monotonic())
-            i += 1
-        time.sleep(tick)
-    producer.flush(60)
-    send_s = time.monotonic() - t0
-    producer.close()
-    poller.join(timeout=max(120.0, seconds * 4))
-    stop.set()
-    done_at = next((t for t, c in polls if c >= n), None)
-    with psycopg.connect(dsn) as c:
-        lat = [float(r[0]) for r in c.execute(
-            "SELECT extract(epoch FROM applied_at - occurred_at) FROM audit_log "
-            "WHERE action = 'PageScanned' AND site_id LIKE %s", (prefix + "%",))]
-    # Visible latency: the i-th event is visible once the polled count passed i (rows arrive
-    # roughly in send order across partitions; an estimate, polled every 0.1 s).
-    times = [t for t, _ in polls]
-    counts = [c for _, c in polls]
-    visible: list[float] = []
-    for idx in range(0, n, max(1, n // 2000)):
-        j = bisect.bisect_left(counts, idx + 1)
-        if j < len(times):
-            visible.append(times[j] - sent_at[idx])
-    achieved = n / (done_at - t0) if done_at else 0.0
-    tail_s = (done_at - (t0 + send_s)) if done_at else float("inf")
-    return {"rate": rate, "seconds": seconds, "events": n, "rows": len(lat),
-            "send_rate": n / send_s, "achieved": achieved, "drain_after_send_s": tail_s,
-            "p50": _pct(lat, 0.50), "p95": _pct(lat, 0.95), "p99": _pct(lat, 0.99),
-            "vis_p50": _pct(visible, 0.50), "vis_p95": _pct(visible, 0.95),
-            "vis_p99": _pct(visible, 0.99),
-            # Kept up: the producer held the pace, every row was in within 5 s of the last send
-            # and the rows' rate over the whole step was at least 90 % of the offered one.
-            "kept_up": (bool(done_at) and tail_s <= 5.0 and n / send_s >= 0.95 * rate
-                        and achieved >= 0.9 * rate)}
+    producer = make_producer(kafka, linger_ms=5)
+
+    def one(i: int) -> None:
+        now_text = datetime.now(UTC).isoformat()
+        if marker_text.endswith("Z"):
+            now_text = now_text.replace("+00:00", "Z")
+        key, value = rendered[i]
+        producer.send(topic, key=key, value=value.replace(mark, now_text.encode(), 1))
+
+    def send(sent_at: list[float]) -> None:
+        _paced(n, rate, one, sent_at)
+        producer.flush(60)
+
+    try:
+        return _measure(dsn, n, rate, seconds, "site_id LIKE %s", (prefix + "%",), send)
+    finally:
+        producer.close()
 
 
-def run(rates: list[int], step_s: float, hold_s: float, keep: bool = False) -> dict:
+def offer_via_agent(hot: Path, site: str, dsn: str, rate: int, seconds: float, tag: str,
+                    stability_s: float, pages_per_file: int = 50) -> dict:
+    """Write ``rate`` page files/s into the hot folder a running `sohoa watch` is watching;
+    wait until all are rows; measure. event→row here starts at the agent's PageScanned
+    occurred_at, stamped once the file is stable and hashed ("page stable in the hot
+    folder"); the visible figure starts at the write, so it includes the stability window."""
+    from PIL import Image
+
+    n = int(rate * seconds)
+    # Distinct tiny PNGs rendered before the clock starts: writing, not encoding, is paced.
+    blobs = []
+    for i in range(n):
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), (i % 256, (i >> 8) % 256, (i >> 16) % 256)).save(
+            buf, "PNG", dpi=(300, 300))
+        blobs.append(buf.getvalue())
+
+    def one(i: int) -> None:
+        path = hot / "UBND" / f"{tag}-HS-{i // pages_per_file:05d}" / \
+            f"{i % pages_per_file + 1:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(blobs[i])
+
+    return _measure(dsn, n, rate, seconds, "site_id = %s AND file_code LIKE %s",
+                    (site, f"{tag}-%"), lambda sent_at: _paced(n, rate, one, sent_at),
+                    grace_s=stability_s)
+
+
+def run(rates: list[int], step_s: float, hold_s: float, keep: bool = False,
+        agent_rates: list[int] | None = None) -> dict:
     from infra.stack import LocalStack, settings_for_stack, stack_env
 
     state = Path(tempfile.mkdtemp(prefix="sohoa-bench-latency-"))
@@ -168,9 +231,15 @@ def run(rates: list[int], step_s: float, hold_s: float, keep: bool = False) -> d
                        check=True, capture_output=True)
         logs = state / "logs"
         logs.mkdir(exist_ok=True)
-        for args in (["consume"], ["streams", "--role", "assembly"]):
+        hot = state / "hot"
+        hot.mkdir()
+        agent_env = {**env, "SOHOA_WATCHER__SITE_ID": AGENT_SITE,
+                     "SOHOA_WATCHER__ROOTS": json.dumps([str(hot)]),
+                     "SOHOA_WATCHER__OUTBOX_PATH": str(state / "outbox.sqlite3")}
+        for args, penv in ((["consume"], env), (["streams", "--role", "assembly"], env),
+                           (["watch"], agent_env)):
             fh = (logs / f"{args[0]}.log").open("ab")
-            procs.append(subprocess.Popen([sys.executable, "-m", "sohoa.cli", *args], env=env,
+            procs.append(subprocess.Popen([sys.executable, "-m", "sohoa.cli", *args], env=penv,
                                           stdout=fh, stderr=subprocess.STDOUT))
         warm = offer(kafka, settings.topics.site_events, dsn, 10, 1, "warmup")
         deadline = time.monotonic() + 180
@@ -183,6 +252,13 @@ def run(rates: list[int], step_s: float, hold_s: float, keep: bool = False) -> d
             print(f"offering {r} pages/s for {step_s:.0f} s …", file=sys.stderr)
             steps.append(offer(kafka, settings.topics.site_events, dsn, r, step_s, f"r{r}"))
             print(json.dumps(steps[-1]), file=sys.stderr)
+        agent_steps = []
+        for r in agent_rates or []:
+            print(f"writing {r} page files/s into the hot folder for {step_s:.0f} s …",
+                  file=sys.stderr)
+            agent_steps.append(offer_via_agent(hot, AGENT_SITE, dsn, r, step_s, f"a{r}",
+                                               settings.watcher.stability_window_s))
+            print(json.dumps(agent_steps[-1]), file=sys.stderr)
         print(f"holding {PEAK} pages/s for {hold_s:.0f} s …", file=sys.stderr)
         hold = offer(kafka, settings.topics.site_events, dsn, PEAK, hold_s, "hold")
         print(json.dumps(hold), file=sys.stderr)
@@ -208,6 +284,24 @@ def run(rates: list[int], step_s: float, hold_s: float, keep: bool = False) -> d
                  "unit": "pages/s"},
                 {"name": f"{r} pages/s offered: kept up", "value": s["kept_up"], "unit": "bool"},
             ]
+        for s in agent_steps:
+            r = s["rate"]
+            figures += [
+                {"name": f"hot folder, {r} pages/s written: p{q} page stable→row",
+                 "value": round(s[f"p{q}"], 3), "unit": "s"} for q in (50, 95, 99)]
+            figures += [
+                {"name": f"hot folder, {r} pages/s written: p99 written→visible "
+                         "(stability window included)", "value": round(s["vis_p99"], 3),
+                 "unit": "s"},
+                {"name": f"hot folder, {r} pages/s written: achieved",
+                 "value": round(s["achieved"]), "unit": "pages/s"},
+                {"name": f"hot folder, {r} pages/s written: kept up", "value": s["kept_up"],
+                 "unit": "bool"},
+            ]
+        if agent_steps:
+            figures.append({"name": "hot folder: highest written rate kept up with",
+                            "value": max((s["rate"] for s in agent_steps if s["kept_up"]),
+                                         default=0), "unit": "pages/s"})
         kept = [s["rate"] for s in [*steps, hold] if s["kept_up"]]
         best_achieved = max((s["achieved"] for s in steps), default=0)
         figures += [
@@ -225,8 +319,9 @@ def run(rates: list[int], step_s: float, hold_s: float, keep: bool = False) -> d
             {"name": "PostgreSQL bytes per page (tables+indexes / pages)",
              "value": round(size / max(1, pages_total)), "unit": "bytes"},
         ]
-        return {"name": "latency", "path": "Kafka → consume → PostgreSQL (+ Faust assembly)",
-                "steps": steps, "hold": hold, "figures": figures}
+        return {"name": "latency", "path": "Kafka → consume → PostgreSQL (+ Faust assembly); "
+                "hot folder → sohoa watch → Kafka → consume → PostgreSQL",
+                "steps": steps, "agent_steps": agent_steps, "hold": hold, "figures": figures}
     finally:
         teardown(procs, stack, state, keep)
 
@@ -235,12 +330,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rates", type=int, nargs="+", default=[100, 1000, 3000])
+    ap.add_argument("--agent-rates", type=int, nargs="*", default=[100, 1000, 3000],
+                    help="page files/s written into the hot folder of a real `sohoa watch` "
+                         "(the issue's event path); none to skip")
     ap.add_argument("--step-s", type=float, default=20.0, help="seconds per offered rate")
     ap.add_argument("--hold-s", type=float, default=60.0, help=f"seconds at {PEAK} pages/s")
     ap.add_argument("--keep", action="store_true", help="keep the temp state dir (logs)")
     ap.add_argument("--json", type=Path, help="also write the result here")
     args = ap.parse_args(argv)
-    result = run(args.rates, args.step_s, args.hold_s, keep=args.keep)
+    result = run(args.rates, args.step_s, args.hold_s, keep=args.keep,
+                 agent_rates=args.agent_rates)
     return emit(result, args.json)
 
 
