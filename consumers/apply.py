@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time as time_mod
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
@@ -249,13 +250,17 @@ WHERE (excluded.removed_at, excluded.event_id) > (page_removals.removed_at, page
 
 _UPSERT_PAGES = """
 INSERT INTO pages (site_id, file_code, page_no, revision, sha256, uri, path, size_bytes,
-                   media_type, scanned_at, first_scanned_at, scan_day)
+                   media_type, scanned_at, first_scanned_at, scan_day, check_passed)
 SELECT c.site_id, c.file_code, c.page_no, c.revision, c.sha256, c.uri, c.path, c.size_bytes,
-       c.media_type, c.occurred_at, c.first_at, (c.first_at AT TIME ZONE st.timezone)::date
+       c.media_type, c.occurred_at, c.first_at, (c.first_at AT TIME ZONE st.timezone)::date,
+       (SELECT k.passed FROM page_checks k
+        WHERE k.site_id = c.site_id AND k.file_code = c.file_code AND k.page_no = c.page_no
+          AND k.revision = c.revision)
 FROM stage c JOIN sites st USING (site_id)
 WHERE c.etype = 'PageScanned' AND c.pick_page
 ON CONFLICT (site_id, file_code, page_no) DO UPDATE SET
     revision = CASE WHEN n.newer THEN excluded.revision ELSE pages.revision END,
+    check_passed = CASE WHEN n.newer THEN excluded.check_passed ELSE pages.check_passed END,
     sha256 = CASE WHEN n.newer THEN excluded.sha256 ELSE pages.sha256 END,
     uri = CASE WHEN n.newer THEN excluded.uri ELSE pages.uri END,
     path = CASE WHEN n.newer THEN excluded.path ELSE pages.path END,
@@ -432,20 +437,18 @@ LEFT JOIN LATERAL (
 WHERE f.site_id = t.site_id AND f.file_code = t.file_code
 """
 
-# The current revision's check, copied onto the page: for pages checked in this batch, and for
-# pages whose current revision this batch may have changed.
+# The current revision's check, copied onto the page. A page written in this batch took the
+# check of its revision already (`_UPSERT_PAGES` runs after `_PAGE_CHECKS`), so only a check
+# stored in this batch can still change it: a plain join on the checks' keys, and no write when
+# the value is already right (a page scanned and checked in one batch is written once).
 _PAGES_CHECK = """
-UPDATE pages p SET check_passed = (
-    SELECT c.passed FROM page_checks c
-    WHERE c.site_id = p.site_id AND c.file_code = p.file_code AND c.page_no = p.page_no
-      AND c.revision = p.revision)
-FROM (SELECT DISTINCT site_id, file_code, page_no FROM stage
-      WHERE etype IN ('PageScanned', 'PageChecked')) k
+UPDATE pages p SET check_passed = c.passed
+FROM (SELECT DISTINCT site_id, file_code, page_no, revision FROM stage
+      WHERE etype = 'PageChecked') k
+JOIN page_checks c ON c.site_id = k.site_id AND c.file_code = k.file_code
+                  AND c.page_no = k.page_no AND c.revision = k.revision
 WHERE p.site_id = k.site_id AND p.file_code = k.file_code AND p.page_no = k.page_no
-  AND p.check_passed IS DISTINCT FROM (
-    SELECT c.passed FROM page_checks c
-    WHERE c.site_id = p.site_id AND c.file_code = p.file_code AND c.page_no = p.page_no
-      AND c.revision = p.revision)
+  AND p.revision = k.revision AND p.check_passed IS DISTINCT FROM c.passed
 """
 
 # LATERAL keeps this an index range scan per touched file however large `pages` grows; only
@@ -533,6 +536,13 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (dedup_key) DO NOTHING
 """
 
+
+_MERGE_STEPS = ("_TOUCHED_FILES", "_UPSERT_FILES", "_AUDIT_UNOPENED", "_DAYS_BEFORE",
+                "_PAGE_REVISIONS", "_PAGE_REMOVALS", "_PAGE_CHECKS", "_UPSERT_PAGES",
+                "_PAGES_REMOVED", "_PAGES_CHECK", "_ASSEMBLIES", "_OCR", "_VERDICTS", "_MANIFEST",
+                "_CLOSED", "_HEARTBEATS", "_DEAD_LETTER_EVENTS", "_FILE_CURRENT", "_FILE_PAGES",
+                "_FILE_STATE", "_DAYS_AFTER", "_DAILY", "_DAILY_PRUNE")
+_STATEMENTS: dict[str, str] = {name: globals()[name] for name in _MERGE_STEPS}
 
 _COPY_STAGE = f"COPY stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN"
 
@@ -669,6 +679,8 @@ class BatchApplier:
         self.conn = conn
         self.group_id = group_id
         self.site_defaults = site_defaults or SiteDefaults()
+        # Seconds per statement, summed over batches, when a benchmark asks (None: off).
+        self.timings: Counter[str] | None = None
         with conn.transaction():
             conn.execute(_CREATE_TEMP)
             # Safe for exactly-once: a batch and its offsets commit together, so a server crash
@@ -687,9 +699,12 @@ class BatchApplier:
         rows = prepared.rows
         cur = self.conn.cursor()
         if rows:
+            t = time_mod.perf_counter()
             with cur.copy(_COPY_STAGE) as cp:
                 for row in rows:
                     cp.write_row(row)
+            if self.timings is not None:
+                self.timings["_COPY_STAGE"] += time_mod.perf_counter() - t
             self._merge(cur, result, len(rows))
         if result.dead_letters:
             result.dead_letters = self.store_dead_letters(result.dead_letters)
@@ -713,27 +728,32 @@ class BatchApplier:
         self.conn.cursor().executemany(
             _OFFSETS, [(self.group_id, t, p, o) for (t, p), o in sorted(offsets.items())])
 
+    def _exec(self, cur: psycopg.Cursor, name: str, sql: str,
+              params: dict[str, Any] | None = None) -> None:
+        if self.timings is None:
+            cur.execute(sql, params)
+            return
+        t = time_mod.perf_counter()
+        cur.execute(sql, params)
+        self.timings[name] += time_mod.perf_counter() - t
+
     def _merge(self, cur: psycopg.Cursor, result: BatchResult, staged: int) -> None:
-        cur.execute(_DEDUP_APPLIED)
+        self._exec(cur, "_DEDUP_APPLIED", _DEDUP_APPLIED)
         if cur.rowcount:
             # Replays were dropped: the batch's picks may have named a dropped row.
-            cur.execute(_REPICK)
-        cur.execute("SELECT etype, count(*) FROM stage GROUP BY etype")
+            self._exec(cur, "_REPICK", _REPICK)
+        self._exec(cur, "_COUNT", "SELECT etype, count(*) FROM stage GROUP BY etype")
         result.applied.update({t: n for t, n in cur.fetchall()})
         fresh = sum(result.applied.values())
         result.duplicates += staged - fresh
         if not fresh:
             return
         d = self.site_defaults
-        cur.execute(_NEW_SITES, {"tz": d.timezone, "ws": d.work_start, "we": d.work_end,
-                                 "wd": list(d.workdays)})
+        self._exec(cur, "_NEW_SITES", _NEW_SITES, {
+            "tz": d.timezone, "ws": d.work_start, "we": d.work_end, "wd": list(d.workdays)})
         result.sites_created = [r[0] for r in cur.fetchall()]
-        for sql in (_TOUCHED_FILES, _UPSERT_FILES, _AUDIT_UNOPENED, _DAYS_BEFORE,
-                    _PAGE_REVISIONS, _PAGE_REMOVALS, _UPSERT_PAGES, _PAGES_REMOVED, _PAGE_CHECKS,
-                    _PAGES_CHECK, _ASSEMBLIES, _OCR, _VERDICTS, _MANIFEST, _CLOSED, _HEARTBEATS,
-                    _DEAD_LETTER_EVENTS, _FILE_CURRENT, _FILE_PAGES, _FILE_STATE, _DAYS_AFTER,
-                    _DAILY, _DAILY_PRUNE):
-            cur.execute(sql)
+        for name in _MERGE_STEPS:
+            self._exec(cur, name, _STATEMENTS[name])
         if result.sites_created:
             log.warning("sites auto-created (not in a campaign plan)",
                         extra={"sites": result.sites_created[:20],
