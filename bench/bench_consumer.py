@@ -8,6 +8,7 @@ The applier's figure covers everything the consumer does per batch except Kafka:
 validate every event (pydantic), COPY into staging, dedup against the audit log, the set-based
 merges, derived state (file state, page counts, daily progress), offsets, and the commit.
 The raw COPY moves the already-parsed staging rows into a table with no index: the floor.
+The two alternate batch by batch, so both meet the same load from other work on the machine.
 """
 
 from __future__ import annotations
@@ -90,8 +91,9 @@ class Clock:
                 time.process_time() + _backend_cpu(self.conn) - self.cpu)
 
 
-def bench_apply(dsn: str, records: list[Record],
-                batch: int) -> tuple[tuple[float, float], Counter[str]]:
+def bench_apply(dsn: str, records: list[Record], batch: int,
+                timings: Counter[str] | None = None
+                ) -> tuple[tuple[float, float], Counter[str]]:
     """As `sohoa consume` does it: batch N+1 is parsed in a thread while batch N is written."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -99,6 +101,7 @@ def bench_apply(dsn: str, records: list[Record],
     chunks = [records[i:i + batch] for i in range(0, len(records), batch)]
     with psycopg.connect(dsn) as conn, ThreadPoolExecutor(1) as parser:
         applier = BatchApplier(conn, "bench")
+        applier.timings = timings
         clock = Clock(conn)
         nxt = parser.submit(prepare, chunks[0])
         for i in range(len(chunks)):
@@ -107,30 +110,89 @@ def bench_apply(dsn: str, records: list[Record],
                 nxt = parser.submit(prepare, chunks[i + 1])
             with conn.transaction():
                 res: BatchResult = applier.write(prepared)
+                t = time.perf_counter()
+            if timings is not None:
+                timings["_COMMIT"] += time.perf_counter() - t
             applied.update(res.applied)
         return clock.stop(), applied
 
 
-def bench_raw_copy(dsn: str, records: list[Record], batch: int) -> tuple[float, float]:
-    with psycopg.connect(dsn) as conn:
-        BatchApplier(conn, "raw")  # the staging table, to copy its shape
-        rows = prepare(records).rows  # parsed before the clock starts
-        conn.execute("CREATE TABLE raw_events AS SELECT * FROM stage WITH NO DATA")
-        conn.commit()
-        cols = ", ".join(STAGE_COLUMNS)
-        clock = Clock(conn)
-        for i in range(0, len(rows), batch):
-            with conn.transaction(), conn.cursor().copy(
+class Meter:
+    """Wall and CPU time summed over the intervals it is started and stopped."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+        self.wall = self.cpu = 0.0
+        self._clock: Clock | None = None
+
+    def start(self) -> None:
+        self._clock = Clock(self.conn)
+
+    def stop(self) -> None:
+        assert self._clock is not None
+        wall, cpu = self._clock.stop()
+        self.wall += wall
+        self.cpu += cpu
+
+
+def bench_side_by_side(apply_dsn: str, raw_dsn: str, records: list[Record], batch: int,
+                       timings: Counter[str] | None = None
+                       ) -> tuple[Meter, Meter, Counter[str]]:
+    """The applier and a raw COPY of the same batch, one after the other, batch by batch: both
+    see the same load from whatever else runs on the machine (a 2-core box shared with other
+    work swings by several times within a minute, so timing them minutes apart is not a ratio).
+
+    The applier works as `sohoa consume` does (batch N+1 parsed in a thread while batch N is
+    written); its wait for that parse belongs to its time, so the raw COPY never shares the
+    interpreter with the parser. The raw COPY moves the parsed staging rows (parsed before
+    the clock starts) into a table with no index.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    applied: Counter[str] = Counter()
+    chunks = [records[i:i + batch] for i in range(0, len(records), batch)]
+    raw_rows = [prepare(c).rows for c in chunks]
+    cols = ", ".join(STAGE_COLUMNS)
+    with psycopg.connect(apply_dsn) as conn, psycopg.connect(raw_dsn) as raw, \
+            ThreadPoolExecutor(1) as parser:
+        BatchApplier(raw, "raw")  # the staging table, to copy its shape
+        raw.execute("CREATE TABLE raw_events AS SELECT * FROM stage WITH NO DATA")
+        raw.commit()
+        applier = BatchApplier(conn, "bench")
+        applier.timings = timings
+        raw_meter, apply_meter = Meter(raw), Meter(conn)
+        apply_meter.start()
+        nxt = parser.submit(prepare, chunks[0])
+        prepared = nxt.result()
+        apply_meter.stop()
+        for i in range(len(chunks)):
+            raw_meter.start()
+            with raw.transaction(), raw.cursor().copy(
                     f"COPY raw_events ({cols}) FROM STDIN") as cp:
-                for row in rows[i:i + batch]:
+                for row in raw_rows[i]:
                     cp.write_row(row)
-        return clock.stop()
+            raw_meter.stop()
+            apply_meter.start()
+            if i + 1 < len(chunks):
+                nxt = parser.submit(prepare, chunks[i + 1])
+            with conn.transaction():
+                res: BatchResult = applier.write(prepared)
+                t = time.perf_counter()
+            if timings is not None:
+                timings["_COMMIT"] += time.perf_counter() - t
+            applied.update(res.applied)
+            if i + 1 < len(chunks):
+                prepared = nxt.result()
+            apply_meter.stop()
+        return apply_meter, raw_meter, applied
 
 
-def run(dsn: str | None, sites: int, files: int, pages: int, batch: int) -> dict:
+def run(dsn: str | None, sites: int, files: int, pages: int, batch: int,
+        profile: bool = False) -> dict:
     t = time.perf_counter()
     records = build(sites, files, pages)
     print(f"{len(records)} events generated in {time.perf_counter() - t:.1f}s", file=sys.stderr)
+    load_before = os.getloadavg()[0]
     with postgres(dsn) as new_db:
         applier_db = new_db("bench_apply")
         with psycopg.connect(applier_db, autocommit=True) as conn:
@@ -138,8 +200,10 @@ def run(dsn: str | None, sites: int, files: int, pages: int, batch: int) -> dict
         raw_db = new_db("bench_raw")
         with psycopg.connect(raw_db, autocommit=True) as conn:
             migrate(conn)
-        (raw_s, raw_cpu) = bench_raw_copy(raw_db, records, batch)
-        (apply_s, apply_cpu), applied = bench_apply(applier_db, records, batch)
+        timings: Counter[str] | None = Counter() if profile else None
+        apply_m, raw_m, applied = bench_side_by_side(applier_db, raw_db, records, batch,
+                                                     timings)
+        apply_s, apply_cpu, raw_s, raw_cpu = apply_m.wall, apply_m.cpu, raw_m.wall, raw_m.cpu
         # Every event a duplicate: what a replay after a crash costs.
         (replay_s, _), replayed = bench_apply(applier_db, records, batch)
         with psycopg.connect(applier_db) as conn:
@@ -151,7 +215,8 @@ def run(dsn: str | None, sites: int, files: int, pages: int, batch: int) -> dict
         "batch": batch,
         "event_mix": dict(applied),
         "pages_rows": pages_rows,
-        "load_average_1m": os.getloadavg()[0],
+        "load_average_1m": round(load_before, 2),
+        "load_average_1m_after": round(os.getloadavg()[0], 2),
         "apply_seconds": round(apply_s, 3),
         "apply_events_per_s": round(n / apply_s),
         "raw_copy_seconds": round(raw_s, 3),
@@ -164,6 +229,8 @@ def run(dsn: str | None, sites: int, files: int, pages: int, batch: int) -> dict
         "apply_vs_raw_copy_cpu": round(raw_cpu / apply_cpu, 3) if apply_cpu else None,
         "replay_events_per_s": round(n / replay_s),
         "replayed_applied": sum(replayed.values()),
+        **({"statement_seconds": {k: round(v, 3) for k, v in timings.most_common()}}
+           if timings is not None else {}),
         "goal": ">= 20000 events/s and >= 0.25 of raw COPY",
         "goal_met": n / apply_s >= 20000 and raw_s / apply_s >= 0.25,
     }
@@ -177,9 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--files", type=int, default=25, help="files per site")
     ap.add_argument("--pages", type=int, default=50, help="pages per file")
     ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--profile", action="store_true",
+                    help="also report seconds per statement of the applier (adds a little time)")
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args(argv)
-    res = run(args.dsn, args.sites, args.files, args.pages, args.batch)
+    res = run(args.dsn, args.sites, args.files, args.pages, args.batch, args.profile)
     text = json.dumps(res, indent=2, ensure_ascii=False)
     print(text)
     if args.json:
