@@ -4,6 +4,10 @@
     python -m bench --only spine    # the ones whose module name contains 'spine'
     python -m bench --list
 
+Benchmarks: agent, consumer, latency, memory (resident memory of each long-running component
+with a campaign behind it: 100,000 pages by default, `python -m bench.bench_memory --pages
+1000000` for the issue's full campaign), ocr, spine, streams.
+
 Each `bench/bench_*.py` is run as its own process (`python -m bench.<name> --json OUT`) so one
 benchmark's memory or threads never colour another's figures; each writes its figures, raw
 limits measured in the same run included, as JSON. The report adds the machine and versions.

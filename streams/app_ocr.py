@@ -175,18 +175,33 @@ class FileProcessor:
         if done is None:
             loop = asyncio.get_running_loop()
             async with self._ocr_slots:
-                for attempt in range(1, o.retries + 2):
-                    attempts = attempt
+                failures = full = 0
+                while True:
+                    attempts += 1
                     started = time.monotonic()
                     result = await loop.run_in_executor(self._threads, run_job, job, timeout)
                     metrics.OCR_SECONDS.observe(time.monotonic() - started)
                     if result.get("ok") or result.get("kind") == "input":
                         break
+                    if result.get("kind") == "disk_full":
+                        # The machine's fault, not the file's: an OcrFailed verdict would
+                        # outlive the freed space. Wait (backoff capped at a minute) and say
+                        # so loudly on every attempt; the retry budget is left untouched.
+                        full += 1
+                        wait = min(60.0, o.backoff_s * 2 ** min(full - 1, 6))
+                        log.error("ocr output disk full; waiting for space", extra={
+                            "site_id": fa.site_id, "file_code": fa.file_code,
+                            "output_dir": str(o.output_dir), "attempt": attempts,
+                            "retry_in_s": wait, "reason": result.get("reason")})
+                        await asyncio.sleep(wait)
+                        continue
+                    failures += 1
                     log.warning("ocr attempt failed", extra={
-                        "site_id": fa.site_id, "file_code": fa.file_code, "attempt": attempt,
+                        "site_id": fa.site_id, "file_code": fa.file_code, "attempt": attempts,
                         "reason": result.get("reason")})
-                    if attempt <= o.retries:
-                        await asyncio.sleep(o.backoff_s * 2 ** (attempt - 1))
+                    if failures > o.retries:
+                        break
+                    await asyncio.sleep(o.backoff_s * 2 ** (failures - 1))
         assert result is not None
         common = {"site_id": fa.site_id, "fonds": fa.fonds, "file_code": fa.file_code,
                   "revision": fa.revision}

@@ -13,6 +13,7 @@ replayed job whose inputs are unchanged reuses it instead of OCR-ing again.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -218,9 +219,11 @@ def ocr_child(job: dict[str, Any]) -> dict[str, Any]:
             return _fail("input", "tagged PDF already has text")
         except ox.MissingDependencyError as exc:
             return _fail("internal", f"missing dependency: {exc}")
-        except ox.SubprocessOutputError as exc:
-            return _fail("transient", f"ocr engine failed: {exc}")
-        except ox.ExitCodeException as exc:
+        except (ox.SubprocessOutputError, ox.ExitCodeException) as exc:
+            if disk_full(exc):  # e.g. Ghostscript could not write its work files
+                return _fail("disk_full", f"no space left on the OCR output or work disk: {exc}")
+            if isinstance(exc, ox.SubprocessOutputError):
+                return _fail("transient", f"ocr engine failed: {exc}")
             return _fail("transient", f"ocrmypdf {type(exc).__name__}: {exc}")
         text = tmp_txt.read_text(encoding="utf-8", errors="replace")
         texts = text.split("\f")
@@ -243,11 +246,28 @@ def ocr_child(job: dict[str, Any]) -> dict[str, Any]:
     except MemoryError:
         return _fail("transient", "out of memory")
     except Exception as exc:
+        if disk_full(exc):
+            return _fail("disk_full", f"no space left on the OCR output or work disk: {exc}")
         return _fail("transient", f"{type(exc).__name__}: {exc}")
     finally:
         stray = Path(job["pdf"]).with_name(temp_name(Path(job["pdf"]).name))
         stray.unlink(missing_ok=True)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Did ``exc`` (or what caused it) come from a full disk or quota? Not the file's fault:
+    the worker waits for space instead of failing the file (see app_ocr)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(e) or "Disk quota exceeded" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def temp_name(final: str, pid: int | None = None) -> str:

@@ -1,0 +1,256 @@
+"""Resident memory of each long-running component with a campaign of N pages behind it.
+
+    python -m bench.bench_memory                     # 100,000 pages (4,000 files x 25)
+    python -m bench.bench_memory --pages 1000000     # the issue's campaign: 40,000 files x 25
+
+The default is 100,000 pages because the issue's 1,000,000 takes well over 20 minutes on a
+2-core machine (the assembly worker carries ~400-1,400 pages/s depending on other load);
+`make bench` runs the default, so run the full campaign on its own with the command above.
+
+Real processes started with the `sohoa` CLI on a throw-away Kafka + PostgreSQL (free ports,
+temp state dir): the Faust assembly worker (`sohoa streams --role assembly`), the QC/OCR/
+verdict worker (`sohoa streams --role ocr`, QC and OCR off: the memory of bookkeeping 1M pages,
+not of image work) and the consumer (`sohoa consume`). No image files are written for them:
+the pages arrive as PageScanned events (with a FileManifest and a FileClosed per file, spread
+over ``--sites`` sites) produced straight to Kafka, as fast as kafka-python sends them, so the
+workers also carry a backlog. Each worker's RSS (VmRSS) is sampled every second; figures: idle
+after start-up, peak (VmHWM), and steady once every file has its verdict in PostgreSQL and CPU
+has settled.
+
+The site agent (`sohoa watch`) is measured by the agent bench's own path
+(:meth:`bench.bench_agent.Bench.memory`): N pages on disk and known to its outbox as sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from bench.bench_agent import Bench as AgentBench
+from bench.bench_agent import cpu_seconds, hwm_mb, rss_mb
+from bench.bench_streams import events as file_events
+from bench.common import emit, pages_in_postgres, teardown
+from infra.procs import free_port
+from sohoa.config import load_config
+from sohoa.events import PageScanned
+from sohoa.kafka_clients import make_producer
+
+COMPONENTS = {"assembly": ["streams", "--role", "assembly"],
+              "ocr": ["streams", "--role", "ocr"],
+              "consume": ["consume"]}
+LABELS = {"assembly": "Faust assembly worker (sohoa streams --role assembly)",
+          "ocr": "QC/OCR/verdict worker (sohoa streams --role ocr, OCR off)",
+          "consume": "consumer (sohoa consume)"}
+AGENT_GOAL_MB = 150
+
+
+def verdict_files(dsn: str) -> int:
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, connect_timeout=5) as conn:
+            return conn.execute(
+                "SELECT count(*) FROM (SELECT DISTINCT site_id, file_code FROM verdicts) v"
+            ).fetchone()[0]
+    except psycopg.OperationalError:
+        return 0
+
+
+class Sampler(threading.Thread):
+    """RSS of each pid every ``interval`` s; keeps the largest seen (VmHWM is read at the
+    end too: it also catches peaks between samples)."""
+
+    def __init__(self, pids: dict[str, int], interval: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        self.pids = pids
+        self.interval = interval
+        self.max_seen = dict.fromkeys(pids, 0.0)
+        self.stop_flag = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_flag.wait(self.interval):
+            for name, pid in self.pids.items():
+                with contextlib.suppress(OSError):
+                    self.max_seen[name] = max(self.max_seen[name], rss_mb(pid))
+
+
+def wait_cpu_settled(pids: list[int], timeout: float, quiet_s: int = 5) -> None:
+    """Until none of ``pids`` used more than 5 % of a core for ``quiet_s`` seconds in a row."""
+    last = [cpu_seconds(p) for p in pids]
+    still = 0
+    deadline = time.monotonic() + timeout
+    while still < quiet_s and time.monotonic() < deadline:
+        time.sleep(1)
+        now = [cpu_seconds(p) for p in pids]
+        still = still + 1 if all(b - a < 0.05 for a, b in zip(last, now, strict=True)) else 0
+        last = now
+
+
+def produce_campaign(kafka, topic: str, pages: int, per_file: int, sites: int) -> tuple[int, int]:
+    """``pages`` pages in files of ``per_file`` over ``sites`` sites; one site's events are
+    built and sent at a time, so the bench itself never holds the whole campaign."""
+    files = max(1, pages // per_file)
+    producer = make_producer(kafka, linger_ms=20, batch_size=256 * 1024)
+    sent = 0
+    for s in range(sites):
+        n_files = files // sites + (1 if s < files % sites else 0)
+        if not n_files:
+            continue
+        for key, value in file_events(n_files, per_file, site=f"xa-mem-{s:03d}"):
+            producer.send(topic, key=key, value=value)
+            sent += 1
+    producer.flush(600)
+    producer.close()
+    return files, sent
+
+
+def run(pages: int, per_file: int, sites: int, agent_pages: int, keep: bool) -> dict:
+    from infra.stack import LocalStack, settings_for_stack, stack_env
+
+    state = Path(tempfile.mkdtemp(prefix="sohoa-bench-memory-"))
+    settings = settings_for_stack(load_config(), state, kafka_port=free_port(),
+                                  kafka_controller_port=free_port(), postgres_port=free_port())
+    stack = LocalStack(settings)
+    procs: dict[str, subprocess.Popen] = {}
+    print(f"starting a throw-away stack in {state} …", file=sys.stderr)
+    stack.start_services(progress=lambda m: print(m, file=sys.stderr))
+    figures: list[dict] = []
+    try:
+        stack.apply_topics()
+        run_id = uuid.uuid4().hex[:6]
+        env = {**os.environ, **stack_env(settings),
+               "SOHOA_LOGGING__LEVEL": "WARNING",
+               "SOHOA_STREAMS__APP_ID": f"bench-mem-asm-{run_id}",
+               "SOHOA_STREAMS__OCR_APP_ID": f"bench-mem-ocr-{run_id}",
+               "SOHOA_STREAMS__WEB_PORT": str(free_port()),
+               "SOHOA_STREAMS__OCR_WEB_PORT": str(free_port()),
+               "SOHOA_STREAMS__DATA_DIR": str(state / "faust"),
+               "SOHOA_STREAMS__QC_ENABLED": "false",
+               "SOHOA_OCR__ENABLED": "false",
+               "SOHOA_CONSUMER__GROUP_ID": f"bench-mem-progress-{run_id}",
+               "SOHOA_CONSUMER__METRICS_PORT": str(free_port())}
+        subprocess.run([sys.executable, "-m", "sohoa.cli", "db", "migrate"], env=env,
+                       check=True, capture_output=True)
+        logs = state / "logs"
+        logs.mkdir(exist_ok=True)
+        for name, args in COMPONENTS.items():
+            fh = (logs / f"{name}.log").open("ab")
+            procs[name] = subprocess.Popen([sys.executable, "-m", "sohoa.cli", *args], env=env,
+                                           stdout=fh, stderr=subprocess.STDOUT)
+        # Every worker joined and idle before the campaign: that RSS is the baseline.
+        w = PageScanned.make(site_id="warmup", fonds="UBND", file_code="HS-0", page_no=1,
+                             uri="file:///scan/warmup/1.tif", sha256="f" * 64, size_bytes=1,
+                             media_type="image/tiff")
+        producer = make_producer(settings.kafka)
+        producer.send(settings.topics.site_events, key=w.key(), value=w.to_json())
+        producer.flush(60)
+        producer.close()
+        deadline = time.monotonic() + 180
+        while pages_in_postgres(settings.postgres.url) < 1:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"consumer never counted the warm-up page; see {logs}")
+            for name, p in procs.items():
+                if p.poll() is not None:
+                    raise RuntimeError(f"{name} exited {p.returncode}; see {logs}")
+            time.sleep(0.5)
+        pids = {n: p.pid for n, p in procs.items()}
+        wait_cpu_settled(list(pids.values()), 120, quiet_s=3)
+        idle = {n: rss_mb(pid) for n, pid in pids.items()}
+        sampler = Sampler(pids)
+        sampler.start()
+
+        t0 = time.perf_counter()
+        files, sent = produce_campaign(settings.kafka, settings.topics.site_events, pages,
+                                       per_file, sites)
+        produced_s = time.perf_counter() - t0
+        print(f"{sent} events produced in {produced_s:.0f} s; waiting for {files} verdicts …",
+              file=sys.stderr)
+        deadline = time.monotonic() + max(600, pages / 100)
+        while verdict_files(settings.postgres.url) < files or \
+                pages_in_postgres(settings.postgres.url) < files * per_file + 1:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"campaign not through after {time.perf_counter() - t0:.0f}"
+                                   f" s; logs in {logs}")
+            for name, p in procs.items():
+                if p.poll() is not None:
+                    raise RuntimeError(f"{name} exited {p.returncode}; see {logs}")
+            time.sleep(2)
+        through_s = time.perf_counter() - t0
+        wait_cpu_settled(list(pids.values()), 300)
+        sampler.stop_flag.set()
+        sampler.join()
+        load = os.getloadavg()
+        for name, pid in pids.items():
+            steady, peak = rss_mb(pid), max(hwm_mb(pid), sampler.max_seen[name])
+            figures += [
+                {"name": f"{LABELS[name]}: steady, {files * per_file} pages / {files} files "
+                         "done", "value": round(steady, 1), "unit": "MB"},
+                {"name": "  peak (VmHWM) while they streamed through", "value": round(peak, 1),
+                 "unit": "MB"},
+                {"name": "  idle after start-up, before the campaign",
+                 "value": round(idle[name], 1), "unit": "MB"},
+            ]
+        figures += [
+            {"name": f"campaign produced to Kafka ({sent} events)", "value": round(produced_s),
+             "unit": "s"},
+            {"name": "every page in PostgreSQL and every file with its verdict after",
+             "value": round(through_s), "unit": "s"},
+            {"name": "load average (1, 5, 15 min) at the end",
+             "value": " / ".join(f"{x:.2f}" for x in load), "unit": ""},
+        ]
+        teardown(list(procs.values()), _NoStack(), state, keep=True)
+        procs.clear()
+        print(f"spine figures: {figures}", file=sys.stderr)
+        if agent_pages:
+            agent = AgentBench(state, settings)
+            try:
+                agent_figs = agent.memory(agent_pages)
+            finally:
+                for p in agent.procs:
+                    agent.stop(p)
+            for f in agent_figs:
+                f["name"] = f"site agent (sohoa watch): {f['name'].strip()}"
+            figures += agent_figs
+            figures.append({"name": "load average (1, 5, 15 min) after the agent",
+                            "value": " / ".join(f"{x:.2f}" for x in os.getloadavg()),
+                            "unit": ""})
+        return {"name": "memory", "pages": pages, "files": files, "sites": sites,
+                "agent_pages": agent_pages, "cores": os.cpu_count(), "figures": figures}
+    finally:
+        teardown(list(procs.values()), stack, state, keep)
+
+
+class _NoStack:
+    """Stop the workers with the shared teardown but leave the stack up for the agent."""
+
+    def stop_services(self) -> None:
+        pass
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--pages", type=int, default=100_000,
+                    help="pages in the campaign (the issue: 1000000)")
+    ap.add_argument("--per-file", type=int, default=25, help="pages per file")
+    ap.add_argument("--sites", type=int, default=20, help="sites the files are spread over")
+    ap.add_argument("--agent-pages", type=int, default=None,
+                    help="pages known to the agent's outbox (default: --pages; 0 skips it)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp state dir (logs)")
+    ap.add_argument("--json", type=Path, help="also write the result here")
+    args = ap.parse_args(argv)
+    agent_pages = args.pages if args.agent_pages is None else args.agent_pages
+    result = run(args.pages, args.per_file, args.sites, agent_pages, args.keep)
+    return emit(result, args.json)
+
+
+if __name__ == "__main__":
+    main()
