@@ -4,9 +4,11 @@
     python -m bench.bench_agent --only drop --drop-pages 2000
 
 Figures:
-- drop: N pages of ~100 KB dropped at once, pages/s from the start of the drop to the last
-  Kafka ack, beside single-thread SHA-256 of the same bytes and kafka-python's raw produce rate
-  (acks=all, idempotent) of the same events; goal >= 1,000 pages/s and >= half the raw limit.
+- drop: N pages of ~100 KB dropped at once (by default written outside the root beforehand and
+  renamed in, so the writer's speed is not the figure), pages/s from the start of the drop to
+  the last Kafka ack, beside single-thread SHA-256 of the same bytes and kafka-python's raw
+  produce rate (acks=all, idempotent) of the same events; goal >= 1,000 pages/s and >= half
+  the raw limit.
   The raw limit is "hashing plus producing" as the issue words it: the two steps' times per page
   add up, as in one serial pipeline, raw = N / (hash_s + produce_s). The stricter reading, each
   step a limit of its own (a perfectly overlapped pipeline, raw = min of the two rates), is
@@ -66,14 +68,23 @@ def page_bytes(template: bytes, offset: int, i: int) -> bytes:
     return template[:offset] + stamp + template[offset + 8:]
 
 
-def drop_pages(root: Path, n: int, template: bytes, offset: int, per_file: int = 100) -> None:
+def drop_pages(root: Path, n: int, template: bytes, offset: int, per_file: int = 100,
+               staging: Path | None = None) -> list[tuple[Path, Path]]:
+    """Write n pages (write-to-temp-then-rename). With ``staging``, write them there (same file
+    system) and return the renames that drop them into ``root``, to be done at once later."""
+    moves = []
     for i in range(n):
         folder = root / "UBND" / f"HS-{i // per_file:05d}"
         if i % per_file == 0:
             folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{i}.tmp"
+        final = folder / f"{i % per_file + 1:04d}.tif"
+        tmp = (staging or folder) / f".{i}.tmp"
         tmp.write_bytes(page_bytes(template, offset, i))
-        os.replace(tmp, folder / f"{i % per_file + 1:04d}.tif")
+        if staging is None:
+            os.replace(tmp, final)
+        else:
+            moves.append((tmp, final))
+    return moves
 
 
 def tiny_pages(root: Path, n: int, per_file: int = 1000) -> None:
@@ -188,13 +199,28 @@ class Bench:
 
     # --- figures ---------------------------------------------------------------------------
 
-    def drop(self, n: int, size: int) -> list[dict]:
+    def drop(self, n: int, size: int, mode: str) -> list[dict]:
         env, root, outbox = self.env("drop")
         template, offset = tiff_template(size)
+        staging = None
+        moves: list[tuple[Path, Path]] = []
+        tw = time.perf_counter()
+        if mode == "rename":
+            # The pages are written first, outside the root, then renamed in as fast as possible:
+            # the figure is the agent's, not this writer's (1 GB of writes on a loaded 2-core
+            # box took longer than the agent needed to ship it).
+            staging = self.state / "drop" / "staging"
+            staging.mkdir(parents=True)
+            moves = drop_pages(root, n, template, offset, staging=staging)
+        t_staged = time.perf_counter() - tw
         agent = self.agent(env, log=self.state / "drop" / "watch.log")
         time.sleep(3)  # watching and connected before the drop
         t0 = time.perf_counter()
-        drop_pages(root, n, template, offset)
+        if mode == "rename":
+            for src, dst in moves:
+                os.rename(src, dst)
+        else:
+            drop_pages(root, n, template, offset)
         t_dropped = time.perf_counter()
         t_end = wait_sent(outbox, n, 600, agent)
         self.stop(agent)
@@ -226,11 +252,14 @@ class Bench:
         raw_rate = n / (hash_s + produce_s)
         overlapped = min(n / hash_s, n / produce_s)
         return [
-            {"name": f"drop of {n} pages of {len(template) // 1000} KB: drop → Kafka ack",
+            {"name": f"drop of {n} pages of {len(template) // 1000} KB ({mode}): drop → Kafka "
+                     f"ack",
              "value": round(agent_rate), "unit": "pages/s", "goal": ">= 1000",
              "met": agent_rate >= 1000},
-            {"name": "  writing the drop itself took", "value": round(t_dropped - t0, 2),
+            {"name": "  the drop itself took", "value": round(t_dropped - t0, 2),
              "unit": "s"},
+            {"name": "  (writing the pages beforehand, outside the root)",
+             "value": round(t_staged, 2), "unit": "s"},
             {"name": "raw: SHA-256 of the same bytes (1 thread)", "value": round(n / hash_s),
              "unit": "pages/s"},
             {"name": "raw: kafka-python produce of the same events", "value": round(
@@ -334,7 +363,7 @@ class Bench:
 
 
 def run(only: list[str], drop_n: int, drop_size: int, catch_n: int, idle_s: float,
-        reconcile_s: float, mem_n: int, keep: bool) -> dict:
+        reconcile_s: float, mem_n: int, keep: bool, drop_mode: str = "rename") -> dict:
     from infra.kafka import KafkaNode
     from infra.stack import settings_for_stack
 
@@ -349,7 +378,7 @@ def run(only: list[str], drop_n: int, drop_size: int, catch_n: int, idle_s: floa
     figures: list[dict] = []
     try:
         if not only or "drop" in only:
-            figures += bench.drop(drop_n, drop_size)
+            figures += bench.drop(drop_n, drop_size, drop_mode)
             print(json.dumps(figures, indent=1), file=sys.stderr)
         if not only or "catchup" in only:
             figures += bench.catch_up_and_idle(catch_n, idle_s, reconcile_s)
@@ -370,6 +399,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--only", action="append", default=[], choices=["drop", "catchup", "memory"])
     ap.add_argument("--drop-pages", type=int, default=10_000)
     ap.add_argument("--drop-bytes", type=int, default=100_000)
+    ap.add_argument("--drop-mode", choices=["rename", "write"], default="rename",
+                    help="rename: pages written outside the root first, then renamed in at "
+                         "once; write: written into the root during the measurement")
     ap.add_argument("--catchup-pages", type=int, default=100_000)
     ap.add_argument("--reconcile-seconds", type=float,
                     default=WatcherConfig().reconcile_interval_s,
@@ -382,7 +414,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     idle_s = args.idle_seconds if args.idle_seconds is not None else args.reconcile_seconds
     result = run(args.only, args.drop_pages, args.drop_bytes, args.catchup_pages,
-                 idle_s, args.reconcile_seconds, args.memory_pages, args.keep)
+                 idle_s, args.reconcile_seconds, args.memory_pages, args.keep,
+                 args.drop_mode)
     return emit(result, args.json)
 
 
