@@ -4,11 +4,13 @@ has exactly one output PDF and exactly one verdict (real Kafka, PostgreSQL, Tess
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -87,26 +89,31 @@ def disk_full_errors(spine: Spine) -> list[dict]:
     return out
 
 
+@contextlib.contextmanager
+def full_tmpfs(mnt: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` at ``mnt``, filled to the last block by a ballast file (yielded:
+    unlink it to free the space); unmounted afterwards."""
+    mnt.mkdir()
+    cmd = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip(f"no tmpfs mount possible here: {out.stderr.strip()}")
+    try:
+        ballast = mnt / "ballast"
+        with ballast.open("wb") as fh:
+            os.posix_fallocate(fh.fileno(), 0, shutil.disk_usage(mnt).free)
+        assert shutil.disk_usage(mnt).free < 65536, "the tmpfs is not full"
+        yield ballast
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
 def test_ocr_output_disk_full_then_freed(stack, tmp_path: Path) -> None:
     """The OCR output's file system is full while the files arrive: the worker says so (an
     ERROR line per attempt), keeps waiting past its retry budget without failing any file,
     and once space is freed every file gets exactly one PDF, one OcrCompleted, one verdict."""
-    mnt = tmp_path / "ocr-fs"
-    mnt.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs for the OCR output here: {mounted.stderr.strip()}")
-    ballast = mnt / "ballast"
-    try:
-        try:
-            with ballast.open("wb") as fh:
-                while True:
-                    fh.write(b"\0" * 65536)
-                    fh.flush()
-        except OSError:
-            pass  # ENOSPC: the file system is full, which is the point
-        assert shutil.disk_usage(mnt).free < 65536
+    with full_tmpfs(tmp_path / "ocr-fs", "4m") as ballast:
+        mnt = ballast.parent
         retries = 1
         spine = Spine(stack, tmp_path, "phuong-ocr-full", ocr=True, SOHOA_OCR__BACKOFF_S="1",
                       SOHOA_OCR__RETRIES=str(retries), SOHOA_OCR__OUTPUT_DIR=str(mnt))
@@ -136,5 +143,3 @@ def test_ocr_output_disk_full_then_freed(stack, tmp_path: Path) -> None:
             assert not list(mnt.rglob(".*.tmp")), "temp outputs left behind"
         finally:
             spine.stop_all()
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
