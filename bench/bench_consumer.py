@@ -29,6 +29,7 @@ import psycopg
 from consumers.apply import STAGE_COLUMNS, BatchApplier, BatchResult, Record, prepare
 from consumers.db import migrate
 from consumers.synth import SynthConfig, generate
+from sohoa.config import ConsumerConfig
 
 
 @contextmanager
@@ -243,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sites", type=int, default=40)
     ap.add_argument("--files", type=int, default=25, help="files per site")
     ap.add_argument("--pages", type=int, default=50, help="pages per file")
-    ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=ConsumerConfig().batch_max_events,
+                    help="events per batch (default: consumer.batch_max_events)")
     ap.add_argument("--profile", action="store_true",
                     help="also report seconds per statement of the applier (adds a little time)")
     ap.add_argument("--json", type=Path, help="write the figures here")

@@ -197,7 +197,9 @@ class VerdictConfig(BaseModel):
 
 class ConsumerConfig(BaseModel):
     group_id: str = "sohoa-progress"
-    batch_max_events: int = 2000
+    # Only a backlog fills a batch (batch_max_ms closes it otherwise); then each merge statement's
+    # fixed cost is shared by more events: 8000 costs ~14% less CPU per event than 2000 (bench).
+    batch_max_events: int = 8000
     batch_max_ms: int = 500
     metrics_port: int = 19100
     metrics_host: str = "127.0.0.1"
