@@ -26,6 +26,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 # Namespace for deterministic event ids: the same fact always gets the same id.
@@ -82,9 +83,15 @@ class Event(BaseModel):
     occurred_at: datetime = Field(default_factory=utcnow)
     site_id: SiteId
 
-    def __init__(self, **data: Any) -> None:
-        data.setdefault("schema", {"name": self.NAME, "version": self.VERSION})
-        super().__init__(**data)
+    # A before-validator, not an __init__ override: pydantic calls an overridden __init__ from
+    # every model_validate*, which validated each event twice (the consumer's and the assembly
+    # worker's largest CPU cost).
+    @model_validator(mode="before")
+    @classmethod
+    def _default_schema(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "schema" not in data and "schema_" not in data:
+            return {**data, "schema": {"name": cls.NAME, "version": cls.VERSION}}
+        return data
 
     @field_validator("schema_")
     @classmethod
