@@ -11,6 +11,7 @@ Page bytes never travel: events carry a URI and the SHA-256 that every reader ve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import uuid
@@ -335,8 +336,20 @@ def _describe(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
+_OWN_PREFIX = b'{"schema":{"name":"'
+
+
 def parse_event(raw: bytes | str | dict[str, Any]) -> Event:
     """Decode and validate one event; raise :class:`InvalidEvent` naming the field at fault."""
+    if isinstance(raw, bytes) and raw.startswith(_OWN_PREFIX):
+        # As Event.to_json writes it (schema first): validate straight from the bytes, about
+        # twice as fast as loads + model_validate. Any failure takes the general path below,
+        # which gives the reason.
+        end = raw.find(b'"', len(_OWN_PREFIX))
+        fast = _BY_NAME.get(raw[len(_OWN_PREFIX):end].decode("ascii", "replace"))
+        if fast is not None:
+            with contextlib.suppress(ValidationError):
+                return fast.model_validate_json(raw)
     if isinstance(raw, dict):
         data = raw
     else:

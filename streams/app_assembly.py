@@ -15,10 +15,9 @@ import time
 from typing import Any
 
 import faust
-from pydantic import ValidationError
 
 from sohoa.config import Settings
-from sohoa.events import Event, FileEvent, InvalidEvent, PageScanned, SiteHeartbeat, parse_event
+from sohoa.events import FileEvent, InvalidEvent, PageScanned, SiteHeartbeat, parse_event
 from streams import metrics
 from streams.assembly import FileState
 from streams.faustapp import (
@@ -93,7 +92,7 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
             for event in batch:
                 msg = event.message
                 try:
-                    ev = fast_parse(msg.value)
+                    ev = parse_event(msg.value)
                 except InvalidEvent as exc:
                     metrics.EVENTS.labels("assembly", "invalid").inc()
                     dead.append(dead_letter("assembly", exc.reason, msg.value, topic=msg.topic,
@@ -197,15 +196,6 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
 
     app.sohoa_files = files  # type: ignore[attr-defined]  # for tests and tools
     return app
-
-
-def fast_parse(raw: bytes) -> Event:
-    """``parse_event``, with the common case (a PageScanned) validated straight from the
-    JSON bytes; anything else, valid or not, goes through ``parse_event`` and its reasons."""
-    try:
-        return PageScanned.model_validate_json(raw)
-    except (ValidationError, ValueError, TypeError):
-        return parse_event(raw)
 
 
 def _site_of(key: bytes | None) -> str:

@@ -84,12 +84,21 @@ def test_file_events_are_keyed_by_site_and_file_and_heartbeats_by_site() -> None
         (lambda d: d.pop("schema"), "schema"),
     ],
 )
-def test_rejection_names_the_field(mutate, field: str) -> None:
+@pytest.mark.parametrize("compact", [False, True], ids=["spaced", "as-to_json-writes-it"])
+def test_rejection_names_the_field(mutate, field: str, compact: bool) -> None:
     data = _page().to_dict()
     mutate(data)
+    raw = json.dumps(data, separators=(",", ":") if compact else None).encode()
     with pytest.raises(InvalidEvent) as exc:
-        parse_event(json.dumps(data).encode())
+        parse_event(raw)
     assert f"'{field}" in exc.value.reason
+
+
+def test_fields_in_any_order_parse_the_same() -> None:
+    page = _page()
+    data = page.to_dict()
+    reordered = json.dumps(dict(reversed(list(data.items())))).encode()
+    assert parse_event(reordered) == parse_event(page.to_json()) == page
 
 
 @pytest.mark.parametrize("raw", [b"", b"not json", b"[1,2]", b"\xff\xfe", b"null"])
