@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +48,7 @@ SCAN_SLICE = 8             # ... and this many times per loop turn, so events ke
 MANIFEST_MAX_BYTES = 1 << 20
 INBOX_SLICE = 2000         # filesystem events / hash results handled per loop turn
 HASH_BATCH = 64            # settled pages per pool task: one future, one wake-up per batch
-
-
-@dataclass(order=True)
-class _Due:
-    due: float
-    seq: int
-    key: str = field(compare=False)
+FOLDER_CACHE = 256         # folders whose page rows the event path keeps in memory
 
 
 @dataclass(slots=True)
@@ -90,6 +84,7 @@ class Agent:
         self.layout = Layout(cfg.layout)
         self.roots = [Path(os.path.abspath(r)) for r in cfg.roots]
         self.root_keys = [r.as_posix() for r in self.roots]
+        self._root_norm = [os.path.normcase(str(r)) for r in self.roots]
         self.ob = Outbox(cfg.outbox_path)
         self.inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self.candidates: dict[str, Candidate] = {}
@@ -98,11 +93,13 @@ class Agent:
         self._to_hash: list[tuple[str, Candidate]] = []
         self._commits = 0  # bumped at each outbox commit: tells a walk its snapshot is current
         self.busy_dirs: dict[tuple[int, str], int] = {}
-        self._heap: list[_Due] = []
+        # (due, seq, key) tuples: compared in C, unlike a dataclass's generated __lt__.
+        self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._scans: list[Iterator[None]] = []
         self._writes: list[tuple[str, tuple[Any, ...]]] = []
         self._pending: dict[tuple[str, str], Known] = {}
+        self._folders: dict[tuple[str, str], dict[str, tuple[int, int, str]]] = {}
         self.overflow = threading.Event()
         self.stop_event = threading.Event()
         self.wake_sender: threading.Event | None = None
@@ -135,15 +132,20 @@ class Agent:
         return "other"
 
     def _rel(self, root: int, path: Path) -> str | None:
-        try:
-            rel = path.relative_to(self.roots[root])
-        except ValueError:
+        # String work, not PurePath.relative_to: this runs for every event and every new page.
+        p, r = os.path.normcase(str(path)), self._root_norm[root]
+        if p == r:
+            return "."
+        prefix = r if r.endswith(os.sep) else r + os.sep
+        if not p.startswith(prefix):
             return None
-        return nfc(rel.as_posix())
+        rel = str(path)[len(prefix):]
+        return nfc(rel.replace(os.sep, "/") if os.sep != "/" else rel)
 
     def _root_of(self, path: Path) -> int | None:
-        for i, r in enumerate(self.roots):
-            if path == r or r in path.parents:
+        p = os.path.normcase(str(path))
+        for i, r in enumerate(self._root_norm):
+            if p == r or p.startswith(r if r.endswith(os.sep) else r + os.sep):
                 return i
         return None
 
@@ -292,7 +294,7 @@ class Agent:
             return
         timeout = 0.5
         if self._heap:
-            timeout = max(0.0, min(timeout, self._heap[0].due - time.monotonic()))
+            timeout = max(0.0, min(timeout, self._heap[0][0] - time.monotonic()))
         if timeout <= 0:
             return
         try:
@@ -384,6 +386,14 @@ class Agent:
         rootk = self.root_keys[root]
         known = self._pending_page(rootk, rel)
         if known is None and not unknown:
+            # Events come folder by folder: one query per folder, then most answers from memory.
+            folder = self._folder_rows(rootk, rel.rpartition("/")[0])
+            k = folder.get(rel)
+            if k is None:
+                unknown = True
+            elif k[0] == st.st_size and k[1] == st.st_mtime_ns and k[2] != "removed":
+                return  # unchanged since we last dealt with it
+        if known is None and not unknown:
             known = self.ob.known(rootk, rel)
         if _unchanged(known, st):
             return  # unchanged since we last dealt with it
@@ -400,6 +410,16 @@ class Agent:
         self._busy(root, rel, +1)
         self._push(time.monotonic() + self.cfg.stability_window_s, key)
 
+    def _folder_rows(self, rootk: str, rel_dir: str) -> dict[str, tuple[int, int, str]]:
+        """A folder's page rows, cached. This thread is the only writer of ``pages`` (one agent
+        per outbox) and every commit updates the cached folders, so the cache stays exact."""
+        rows = self._folders.get((rootk, rel_dir))
+        if rows is None:
+            if len(self._folders) >= FOLDER_CACHE:
+                self._folders.pop(next(iter(self._folders)))
+            rows = self._folders[(rootk, rel_dir)] = self.ob.known_in_dir(rootk, rel_dir)
+        return rows
+
     def _busy(self, root: int, rel: str, delta: int) -> None:
         d = (root, rel.rpartition("/")[0])
         n = self.busy_dirs.get(d, 0) + delta
@@ -409,12 +429,12 @@ class Agent:
             self.busy_dirs[d] = n
 
     def _push(self, due: float, key: str) -> None:
-        heapq.heappush(self._heap, _Due(due, next(self._seq), key))
+        heapq.heappush(self._heap, (due, next(self._seq), key))
 
     def _process_due(self) -> None:
         now = time.monotonic()
-        while self._heap and self._heap[0].due <= now:
-            key = heapq.heappop(self._heap).key
+        while self._heap and self._heap[0][0] <= now:
+            key = heapq.heappop(self._heap)[2]
             if key in self.candidates:
                 self._check_candidate(key, now)
             elif key in self.removals:
@@ -560,8 +580,7 @@ class Agent:
     def _flush_writes(self) -> None:
         if not self._writes:
             return
-        writes, self._writes = self._writes, []
-        self._pending = {}
+        writes = self._writes
         self._commits += 1
         touched: dict[tuple[str, str], float] = {}
         pages: list[tuple[Any, ...]] = []
@@ -601,6 +620,13 @@ class Agent:
                 "INSERT INTO files (root, file_dir, last_page) VALUES (?,?,?) "
                 "ON CONFLICT (root, file_dir) DO UPDATE SET last_page=excluded.last_page",
                 ((r, d, t) for (r, d), t in touched.items()))
+        for r in pages:  # keep the cached folders exact
+            rows = self._folders.get((r[0], r[2]))
+            if rows is not None:
+                rows[r[1]] = (r[3], r[4], r[10])
+        # Only once committed: a failed commit (disk full) keeps them queued for the retry.
+        self._writes = []
+        self._pending = {}
         if self.wake_sender is not None:
             self.wake_sender.set()
 
@@ -666,6 +692,7 @@ class Agent:
                 or known.file_code is None or known.page_no is None:
             if known is not None and known.state == "rejected":
                 self.ob.db.execute("DELETE FROM pages WHERE root = ? AND path = ?", (rootk, rel))
+                self._folders.pop((rootk, rel.rpartition("/")[0]), None)
             return
         ev = PageRemoved(
             event_id=stable_event_id("PageRemoved", self.site, known.file_code, known.page_no,
@@ -675,6 +702,7 @@ class Agent:
         )
         log.info("page removed by the operator", extra={"path": str(path)})
         self._commits += 1
+        self._folders.pop((rootk, rel.rpartition("/")[0]), None)
         self.ob.db.execute("BEGIN IMMEDIATE")
         try:
             self.ob.db.execute("UPDATE pages SET state='removed' WHERE root = ? AND path = ?",
