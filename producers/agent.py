@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import queue
+import sqlite3
 import stat
 import sys
 import threading
@@ -28,7 +29,7 @@ from pydantic import ValidationError
 
 from producers.layout import Layout, NameMismatch, nfc
 from producers.metrics import AgentMetrics
-from producers.outbox import ENQUEUE_SQL, Known, Outbox, enqueue
+from producers.outbox import ENQUEUE_SQL, Known, Outbox, disk_full, enqueue
 from producers.pagecheck import Changed, PageFacts, Rejected, inspect_settled
 from sohoa.config import Settings
 from sohoa.events import (
@@ -101,6 +102,7 @@ class Agent:
         self._pending: dict[tuple[str, str], Known] = {}
         self._folders: dict[tuple[str, str], dict[str, tuple[int, int, str]]] = {}
         self.overflow = threading.Event()
+        self._disk_full_logged = False
         self.stop_event = threading.Event()
         self.wake_sender: threading.Event | None = None
         self.sender: threading.Thread | None = None
@@ -578,6 +580,31 @@ class Agent:
             self._writes.append(("event", ("site_events", ev)))
 
     def _flush_writes(self) -> None:
+        """Commit the queued writes; while the outbox's disk is full, wait and retry."""
+        backoff = 1.0
+        while True:
+            try:
+                self._flush_writes_once()
+            except sqlite3.OperationalError as exc:
+                if not disk_full(exc) or self.stop_event.is_set():
+                    raise
+                # Nothing is lost by waiting: the writes stay queued here, the pages stay on
+                # disk, and new arrivals wait in the event queue (or the next walk finds them).
+                if not self._disk_full_logged:
+                    log.error("outbox disk is full; detection paused, retrying until space "
+                              "is freed", extra={"outbox": str(self.cfg.outbox_path),
+                                                 "error": str(exc)})
+                    self._disk_full_logged = True
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            if self._disk_full_logged:
+                log.info("outbox disk has space again; detection resumed",
+                         extra={"outbox": str(self.cfg.outbox_path)})
+                self._disk_full_logged = False
+            return
+
+    def _flush_writes_once(self) -> None:
         if not self._writes:
             return
         writes = self._writes

@@ -110,11 +110,13 @@ class Outbox:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        else:
             self.db.execute("COMMIT")
+        except BaseException:
+            # SQLite may already have rolled back (a full disk does that): a second ROLLBACK
+            # would raise and hide the real error; a failed COMMIT may leave it open.
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
 
     # --- pages ------------------------------------------------------------------------------
 
@@ -176,6 +178,14 @@ class Outbox:
         with self.transaction() as db:
             return db.execute("DELETE FROM outbox WHERE sent IS NOT NULL AND sent < ?",
                               (cutoff,)).rowcount
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether an SQLite error means the outbox's disk (or its quota) is full."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
 
 
 ENQUEUE_SQL = ("INSERT OR IGNORE INTO outbox (event_id, kind, etype, key, value, created) "

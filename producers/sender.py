@@ -13,13 +13,14 @@ from __future__ import annotations
 import collections
 import logging
 import shutil
+import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from producers.metrics import AgentMetrics
-from producers.outbox import Outbox
+from producers.outbox import Outbox, disk_full
 from sohoa.config import Settings
 from sohoa.events import SiteHeartbeat
 
@@ -48,6 +49,7 @@ class Sender(threading.Thread):
         self.depth = 0
         self.oldest_s = 0.0
         self.error: BaseException | None = None
+        self._full_until = 0.0  # monotonic time before which a full outbox disk is not retried
 
     # --- control from the main thread ---------------------------------------------------
 
@@ -124,7 +126,11 @@ class Sender(threading.Thread):
                     self._heartbeat(producer)
                     next_hb = now + self.cfg.heartbeat_interval_s
                 if now >= next_prune:
-                    ob.prune_sent(self.cfg.outbox_retain_sent_s)
+                    try:
+                        ob.prune_sent(self.cfg.outbox_retain_sent_s)
+                    except sqlite3.OperationalError as exc:
+                        if not disk_full(exc):
+                            raise
                     next_prune = now + 3600
                 sent_some = False
                 if producer is not None and not self._failed and \
@@ -183,8 +189,26 @@ class Sender(threading.Thread):
             with self._lock:
                 for seq, _ in list(self._failed):
                     self.inflight.pop(seq, None)
+        if acked and time.monotonic() < self._full_until:
+            self._acked.extendleft(reversed(acked))  # disk full: keep them for the retry
+            acked = []
         if acked:
-            ob.mark_sent(acked)
+            try:
+                ob.mark_sent(acked)
+            except sqlite3.OperationalError as exc:
+                if not disk_full(exc):
+                    raise
+                # Acked but not yet marked: kept in memory and retried. If the agent dies
+                # meanwhile they are re-sent with the same event ids, which the centre ignores.
+                if self._full_until == 0.0:
+                    log.error("outbox disk is full; acks cannot be recorded, retrying",
+                              extra={"error": str(exc)})
+                self._full_until = time.monotonic() + 2.0
+                self._acked.extendleft(reversed(acked))
+                return failed
+            if self._full_until:
+                log.info("outbox disk has space again; acks recorded")
+                self._full_until = 0.0
             # No fresh count here: with a deep backlog a count(*) per ack batch scanned every
             # unsent row (quadratic over a catch-up); the loop recounts once a second.
             self.depth = max(0, self.depth - len(acked))

@@ -219,3 +219,36 @@ def test_outbox_queues_one_fact_once(tmp_path: Path) -> None:
         enqueue(db, "site_events", ev)
         enqueue(db, "site_events", again)
     assert ob.depth()[0] == 1
+
+
+def test_full_outbox_disk_waits_and_loses_nothing(tmp_path: Path, caplog) -> None:
+    """A full outbox disk (SQLITE_FULL, here from max_page_count) pauses detection with a clear
+    error; once space is back every page is recorded, none lost, none twice."""
+    import logging
+    import threading
+    import time
+
+    root = tmp_path / "hot"
+    (root / "F" / "HS").mkdir(parents=True)
+    for n in range(1, 301):
+        (root / "F" / "HS" / f"{n}.png").write_bytes(tiny_image("PNG", n))
+    a = _agent(tmp_path, root)
+    used = a.ob.db.execute("PRAGMA page_count").fetchone()[0]
+    a.ob.db.execute(f"PRAGMA max_page_count = {used}")  # no room for a single new page
+    caplog.set_level(logging.ERROR, logger="producers.agent")
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (a.run(once=True), done.set()), daemon=True)
+    t.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and "disk is full" not in caplog.text:
+        time.sleep(0.05)
+    assert "outbox disk is full" in caplog.text
+    assert not done.is_set(), "the agent gave up instead of waiting for space"
+    assert a.ob.db.execute("SELECT count(*) FROM pages").fetchone()[0] < 300
+    a.ob.db.execute("PRAGMA max_page_count = 1073741823")  # space is freed
+    t.join(timeout=60)
+    assert done.is_set()
+    rows = a.ob.db.execute("SELECT count(*), count(DISTINCT event_id) FROM outbox "
+                           "WHERE etype = 'PageScanned'").fetchone()
+    assert tuple(rows) == (300, 300)
+    a.close()
