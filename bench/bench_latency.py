@@ -31,22 +31,24 @@ import argparse
 import bisect
 import io
 import json
-import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 
-from bench.common import emit, pages_in_postgres, teardown
-from infra.procs import free_port
-from sohoa.config import load_config
+from bench.common import (
+    emit,
+    pages_in_postgres,
+    spine_env,
+    start_component,
+    start_throwaway_stack,
+    teardown,
+)
 from sohoa.events import PageScanned
 from sohoa.kafka_clients import make_producer
 
@@ -205,35 +207,13 @@ def offer_via_agent(hot: Path, site: str, dsn: str, rate: int, seconds: float, t
 
 def run(rates: list[int], step_s: float, hold_s: float, keep: bool = False,
         agent_rates: list[int] | None = None) -> dict:
-    from infra.stack import LocalStack, settings_for_stack, stack_env
-
-    state = Path(tempfile.mkdtemp(prefix="sohoa-bench-latency-"))
-    settings = settings_for_stack(load_config(), state, kafka_port=free_port(),
-                                  kafka_controller_port=free_port(), postgres_port=free_port())
-    stack = LocalStack(settings)
+    state, settings, stack = start_throwaway_stack("latency")
     procs: list[subprocess.Popen] = []
-    print(f"starting a throw-away stack in {state} …", file=sys.stderr)
-    stack.start_services(progress=lambda m: print(m, file=sys.stderr))
     try:
-        stack.apply_topics()
         kafka = settings.kafka
         dsn = settings.postgres.dsn.get_secret_value()
-        run_id = uuid.uuid4().hex[:6]
-        metrics_port = free_port()
-        env = {**os.environ, **stack_env(settings),
-               "SOHOA_LOGGING__LEVEL": "WARNING",
-               "SOHOA_STREAMS__APP_ID": f"bench-asm-{run_id}",
-               "SOHOA_STREAMS__OCR_APP_ID": f"bench-ocr-{run_id}",
-               "SOHOA_STREAMS__WEB_PORT": str(free_port()),
-               "SOHOA_STREAMS__OCR_WEB_PORT": str(free_port()),
-               "SOHOA_STREAMS__DATA_DIR": str(state / "faust"),
-               "SOHOA_OCR__ENABLED": "false",
-               "SOHOA_CONSUMER__GROUP_ID": f"bench-progress-{run_id}",
-               "SOHOA_CONSUMER__METRICS_PORT": str(metrics_port)}
-        subprocess.run([sys.executable, "-m", "sohoa.cli", "db", "migrate"], env=env,
-                       check=True, capture_output=True)
+        env = spine_env(settings, state, "lat")
         logs = state / "logs"
-        logs.mkdir(exist_ok=True)
         hot = state / "hot"
         hot.mkdir()
         agent_env = {**env, "SOHOA_WATCHER__SITE_ID": AGENT_SITE,
@@ -241,9 +221,7 @@ def run(rates: list[int], step_s: float, hold_s: float, keep: bool = False,
                      "SOHOA_WATCHER__OUTBOX_PATH": str(state / "outbox.sqlite3")}
         for args, penv in ((["consume"], env), (["streams", "--role", "assembly"], env),
                            (["watch"], agent_env)):
-            fh = (logs / f"{args[0]}.log").open("ab")
-            procs.append(subprocess.Popen([sys.executable, "-m", "sohoa.cli", *args], env=penv,
-                                          stdout=fh, stderr=subprocess.STDOUT))
+            procs.append(start_component(args, penv, logs))
         warm = offer(kafka, settings.topics.site_events, dsn, 10, 1, "warmup")
         deadline = time.monotonic() + 180
         while pages_in_postgres(settings.postgres.url) < warm["events"]:

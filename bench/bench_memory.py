@@ -32,18 +32,21 @@ import contextlib
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 from bench.bench_agent import Bench as AgentBench
 from bench.bench_agent import cpu_seconds, hwm_mb, rss_mb
 from bench.bench_streams import events as file_events
-from bench.common import emit, pages_in_postgres, teardown
-from infra.procs import free_port
-from sohoa.config import load_config
+from bench.common import (
+    emit,
+    pages_in_postgres,
+    spine_env,
+    start_component,
+    start_throwaway_stack,
+    teardown,
+)
 from sohoa.events import PageScanned
 from sohoa.kafka_clients import make_producer
 
@@ -117,38 +120,15 @@ def produce_campaign(kafka, topic: str, pages: int, per_file: int, sites: int) -
 
 
 def run(pages: int, per_file: int, sites: int, agent_pages: int, keep: bool) -> dict:
-    from infra.stack import LocalStack, settings_for_stack, stack_env
-
-    state = Path(tempfile.mkdtemp(prefix="sohoa-bench-memory-"))
-    settings = settings_for_stack(load_config(), state, kafka_port=free_port(),
-                                  kafka_controller_port=free_port(), postgres_port=free_port())
-    stack = LocalStack(settings)
+    state, settings, stack = start_throwaway_stack("memory")
     procs: dict[str, subprocess.Popen] = {}
-    print(f"starting a throw-away stack in {state} …", file=sys.stderr)
-    stack.start_services(progress=lambda m: print(m, file=sys.stderr))
     figures: list[dict] = []
     try:
-        stack.apply_topics()
-        run_id = uuid.uuid4().hex[:6]
-        env = {**os.environ, **stack_env(settings),
-               "SOHOA_LOGGING__LEVEL": "WARNING",
-               "SOHOA_STREAMS__APP_ID": f"bench-mem-asm-{run_id}",
-               "SOHOA_STREAMS__OCR_APP_ID": f"bench-mem-ocr-{run_id}",
-               "SOHOA_STREAMS__WEB_PORT": str(free_port()),
-               "SOHOA_STREAMS__OCR_WEB_PORT": str(free_port()),
-               "SOHOA_STREAMS__DATA_DIR": str(state / "faust"),
-               "SOHOA_STREAMS__QC_ENABLED": "false",
-               "SOHOA_OCR__ENABLED": "false",
-               "SOHOA_CONSUMER__GROUP_ID": f"bench-mem-progress-{run_id}",
-               "SOHOA_CONSUMER__METRICS_PORT": str(free_port())}
-        subprocess.run([sys.executable, "-m", "sohoa.cli", "db", "migrate"], env=env,
-                       check=True, capture_output=True)
+        env = spine_env(settings, state, "mem")
         logs = state / "logs"
         logs.mkdir(exist_ok=True)
         for name, args in COMPONENTS.items():
-            fh = (logs / f"{name}.log").open("ab")
-            procs[name] = subprocess.Popen([sys.executable, "-m", "sohoa.cli", *args], env=env,
-                                           stdout=fh, stderr=subprocess.STDOUT)
+            procs[name] = start_component(args, env, logs, name)
         # Every worker joined and idle before the campaign: that RSS is the baseline.
         w = PageScanned.make(site_id="warmup", fonds="UBND", file_code="HS-0", page_no=1,
                              uri="file:///scan/warmup/1.tif", sha256="f" * 64, size_bytes=1,

@@ -10,17 +10,19 @@ touches `sohoa up`'s data. QC and OCR are off: this measures the event path, not
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from bench.common import emit, pages_in_postgres, teardown
-from infra.procs import free_port
-from sohoa.config import load_config
+from bench.common import (
+    emit,
+    pages_in_postgres,
+    spine_env,
+    start_component,
+    start_throwaway_stack,
+    teardown,
+)
 from sohoa.events import FileClosed, PageScanned
 from sohoa.kafka_clients import make_consumer, make_producer
 
@@ -98,19 +100,9 @@ def _end_offsets(kafka, topic: str) -> dict[int, int]:
 
 
 def run(n_events: int, keep: bool = False) -> dict:
-    from infra.stack import LocalStack, settings_for_stack, stack_env
-
-    state = Path(tempfile.mkdtemp(prefix="sohoa-bench-spine-"))
-    base = load_config()
-    settings = settings_for_stack(base, state, kafka_port=free_port(),
-                                  kafka_controller_port=free_port(),
-                                  postgres_port=free_port())
-    stack = LocalStack(settings)
+    state, settings, stack = start_throwaway_stack("spine")
     procs: list[subprocess.Popen] = []
-    print(f"starting a throw-away stack in {state} …", file=sys.stderr)
-    stack.start_services(progress=lambda m: print(m, file=sys.stderr))
     try:
-        stack.apply_topics()
         kafka = settings.kafka
         events = make_events(n_events)
         pages = sum(1 for _, v in events if b'"PageScanned"' in v)
@@ -122,28 +114,10 @@ def run(n_events: int, keep: bool = False) -> dict:
         raw_produce_s = produce(kafka, raw_topic, events)
         raw_consume_s = consume_all(kafka, raw_topic, len(events))
 
-        run_id = uuid.uuid4().hex[:6]
-        metrics_port = free_port()
-        env = {**os.environ, **stack_env(settings),
-               "SOHOA_LOGGING__LEVEL": "WARNING",
-               "SOHOA_STREAMS__APP_ID": f"bench-asm-{run_id}",
-               "SOHOA_STREAMS__OCR_APP_ID": f"bench-ocr-{run_id}",
-               "SOHOA_STREAMS__WEB_PORT": str(free_port()),
-               "SOHOA_STREAMS__OCR_WEB_PORT": str(free_port()),
-               "SOHOA_STREAMS__DATA_DIR": str(state / "faust"),
-               "SOHOA_STREAMS__QC_ENABLED": "false",
-               "SOHOA_OCR__ENABLED": "false",
-               "SOHOA_CONSUMER__GROUP_ID": f"bench-progress-{run_id}",
-               "SOHOA_CONSUMER__METRICS_PORT": str(metrics_port),
-               "SOHOA_CONSUMER__GAUGE_CACHE_S": "0.2"}
-        subprocess.run([sys.executable, "-m", "sohoa.cli", "db", "migrate"], env=env, check=True,
-                       capture_output=True)
+        env = spine_env(settings, state, "spine", SOHOA_CONSUMER__GAUGE_CACHE_S="0.2")
         logs = state / "logs"
-        logs.mkdir(exist_ok=True)
         for args in (["consume"], ["streams", "--role", "assembly"]):
-            fh = (logs / f"{args[0]}.log").open("ab")
-            procs.append(subprocess.Popen([sys.executable, "-m", "sohoa.cli", *args], env=env,
-                                          stdout=fh, stderr=subprocess.STDOUT))
+            procs.append(start_component(args, env, logs))
         # Let both join their groups before the clock starts: we measure the event path,
         # not process start-up.
         # A page of its own (its own event_id: a copy of a real event would be deduplicated).

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
+import tempfile
+import uuid
 from pathlib import Path
+from typing import Any
 
 
 def emit(result: dict, json_path: Path | None) -> dict:
@@ -41,3 +46,57 @@ def pages_in_postgres(dsn: str) -> int:
             return conn.execute("SELECT count(*) FROM pages WHERE NOT removed").fetchone()[0]
     except psycopg.OperationalError:
         return 0
+
+
+def start_throwaway_stack(name: str) -> tuple[Path, Any, Any]:
+    """Kafka + PostgreSQL on free ports in a new temp state dir, started, topics applied.
+    Returns (state dir, settings, LocalStack); stop it with :func:`teardown`."""
+    from infra.procs import free_port
+    from infra.stack import LocalStack, settings_for_stack
+    from sohoa.config import load_config
+
+    state = Path(tempfile.mkdtemp(prefix=f"sohoa-bench-{name}-"))
+    settings = settings_for_stack(load_config(), state, kafka_port=free_port(),
+                                  kafka_controller_port=free_port(), postgres_port=free_port())
+    stack = LocalStack(settings)
+    print(f"starting a throw-away stack in {state} …", file=sys.stderr)
+    stack.start_services(progress=lambda m: print(m, file=sys.stderr))
+    try:
+        stack.apply_topics()
+    except BaseException:
+        stack.stop_services()
+        raise
+    return state, settings, stack
+
+
+def spine_env(settings: Any, state: Path, tag: str, **extra: str) -> dict[str, str]:
+    """Environment for `sohoa consume` / `sohoa streams` on a throw-away stack: this run's own
+    Faust app ids and consumer group, free ports, QC and OCR off; the database migrated."""
+    from infra.procs import free_port
+    from infra.stack import stack_env
+
+    run_id = uuid.uuid4().hex[:6]
+    env = {**os.environ, **stack_env(settings),
+           "SOHOA_LOGGING__LEVEL": "WARNING",
+           "SOHOA_STREAMS__APP_ID": f"bench-{tag}-asm-{run_id}",
+           "SOHOA_STREAMS__OCR_APP_ID": f"bench-{tag}-ocr-{run_id}",
+           "SOHOA_STREAMS__WEB_PORT": str(free_port()),
+           "SOHOA_STREAMS__OCR_WEB_PORT": str(free_port()),
+           "SOHOA_STREAMS__DATA_DIR": str(state / "faust"),
+           "SOHOA_STREAMS__QC_ENABLED": "false",
+           "SOHOA_OCR__ENABLED": "false",
+           "SOHOA_CONSUMER__GROUP_ID": f"bench-{tag}-progress-{run_id}",
+           "SOHOA_CONSUMER__METRICS_PORT": str(free_port()),
+           **extra}
+    subprocess.run([sys.executable, "-m", "sohoa.cli", "db", "migrate"], env=env, check=True,
+                   capture_output=True)
+    return env
+
+
+def start_component(args: list[str], env: dict[str, str], logs: Path,
+                    name: str | None = None) -> subprocess.Popen:
+    """`sohoa <args>` as its own process, output to ``logs/<name>.log``."""
+    logs.mkdir(parents=True, exist_ok=True)
+    with (logs / f"{name or args[0]}.log").open("ab") as fh:
+        return subprocess.Popen([sys.executable, "-m", "sohoa.cli", *args], env=env,
+                                stdout=fh, stderr=subprocess.STDOUT)
