@@ -153,9 +153,9 @@ class ProgressCollector(Collector):
             "SELECT site_id, state, files FROM v_files_by_state")}
         # Every state of every site, zeros included: a series that vanishes when its last file
         # moves on reads as "no data" on the boards instead of 0.
+        states = [*FILE_STATES, *sorted({st for _, st in counts} - set(FILE_STATES))]
         for site in sorted({s.site_id for s in sites} | {site for site, _ in counts}):
-            for state in [*FILE_STATES, *sorted({st for (si, st) in counts
-                                                  if si == site} - set(FILE_STATES))]:
+            for state in states:
                 files.add_metric([site, state], counts.get((site, state), 0))
         stored = counter("sohoa_dead_letters_stored", "Dead letters stored in PostgreSQL, "
                          "by reason", ("reason",))

@@ -29,9 +29,10 @@ from pydantic import ValidationError
 
 from producers.layout import Layout, NameMismatch, nfc
 from producers.metrics import AgentMetrics
-from producers.outbox import ENQUEUE_SQL, Known, Outbox, disk_full, enqueue
+from producers.outbox import ENQUEUE_SQL, Known, Outbox, enqueue
 from producers.pagecheck import Changed, PageFacts, Rejected, inspect_settled
 from sohoa.config import Settings
+from sohoa.disk import disk_full
 from sohoa.events import (
     Classification,
     DeadLetter,

@@ -180,14 +180,6 @@ class Outbox:
                               (cutoff,)).rowcount
 
 
-def disk_full(exc: BaseException) -> bool:
-    """Whether an SQLite error means the outbox's disk (or its quota) is full."""
-    if not isinstance(exc, sqlite3.OperationalError):
-        return False
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
-
-
 ENQUEUE_SQL = ("INSERT OR IGNORE INTO outbox (event_id, kind, etype, key, value, created) "
                "VALUES (?, ?, ?, ?, ?, ?)")
 

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from producers.metrics import AgentMetrics
-from producers.outbox import Outbox, disk_full
+from producers.outbox import Outbox
 from sohoa.config import Settings
+from sohoa.disk import disk_full
 from sohoa.events import SiteHeartbeat
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import time
+import weakref
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -59,7 +60,9 @@ class FileProcessor:
         # One OCR run per (site, file, revision) at a time: a redelivered FileAssembled waits
         # for the run in flight and then reuses its result instead of racing it to the same
         # output path with a different PDF under the same OcrCompleted id.
-        self._file_locks: dict[tuple[str, str, int], tuple[asyncio.Lock, list[int]]] = {}
+        # Weak values: a lock lives exactly as long as some run holds or waits for it.
+        self._file_locks: weakref.WeakValueDictionary[tuple[str, str, int], asyncio.Lock] = (
+            weakref.WeakValueDictionary())
         self.work_root = Path(settings.streams.data_dir) / settings.streams.ocr_app_id / "work"
         self.host = socket.gethostname()
 
@@ -155,16 +158,10 @@ class FileProcessor:
         return job, paths, timeout
 
     async def ocr(self, fa: FileAssembled) -> OcrCompleted | OcrFailed:
-        key = (fa.site_id, fa.file_code, fa.revision)
-        lock, users = self._file_locks.setdefault(key, (asyncio.Lock(), [0]))
-        users[0] += 1
-        try:
-            async with lock:
-                return await self._ocr(fa)
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                del self._file_locks[key]
+        lock = self._file_locks.setdefault((fa.site_id, fa.file_code, fa.revision),
+                                           asyncio.Lock())
+        async with lock:
+            return await self._ocr(fa)
 
     async def _ocr(self, fa: FileAssembled) -> OcrCompleted | OcrFailed:
         o = self.settings.ocr

@@ -13,7 +13,6 @@ replayed job whose inputs are unchanged reuses it instead of OCR-ing again.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import json
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sohoa.disk import disk_full
 from streams.qc import PageUnreadable, read_verified
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -253,21 +253,6 @@ def ocr_child(job: dict[str, Any]) -> dict[str, Any]:
         stray = Path(job["pdf"]).with_name(temp_name(Path(job["pdf"]).name))
         stray.unlink(missing_ok=True)
         shutil.rmtree(work, ignore_errors=True)
-
-
-def disk_full(exc: BaseException) -> bool:
-    """Did ``exc`` (or what caused it) come from a full disk or quota? Not the file's fault:
-    the worker waits for space instead of failing the file (see app_ocr)."""
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if "No space left on device" in str(e) or "Disk quota exceeded" in str(e):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
 
 
 def temp_name(final: str, pid: int | None = None) -> str:
