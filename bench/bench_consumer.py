@@ -14,7 +14,6 @@ The two alternate batch by batch, so both meet the same load from other work on 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -26,7 +25,8 @@ from pathlib import Path
 
 import psycopg
 
-from consumers.apply import STAGE_COLUMNS, BatchApplier, BatchResult, Record, prepare
+from bench.common import emit
+from consumers.apply import STAGE_COLUMNS, BatchApplier, BatchResult, Prepared, Record, prepare
 from consumers.db import migrate
 from consumers.synth import SynthConfig, generate
 from sohoa.config import ConsumerConfig
@@ -92,6 +92,17 @@ class Clock:
                 time.process_time() + _backend_cpu(self.conn) - self.cpu)
 
 
+def _write(conn: psycopg.Connection, applier: BatchApplier, prepared: Prepared,
+           timings: Counter[str] | None) -> BatchResult:
+    """One batch and its commit, as the consumer does it (the commit timed when profiling)."""
+    with conn.transaction():
+        res = applier.write(prepared)
+        t = time.perf_counter()
+    if timings is not None:
+        timings["_COMMIT"] += time.perf_counter() - t
+    return res
+
+
 def bench_apply(dsn: str, records: list[Record], batch: int,
                 timings: Counter[str] | None = None
                 ) -> tuple[tuple[float, float], Counter[str]]:
@@ -109,12 +120,7 @@ def bench_apply(dsn: str, records: list[Record], batch: int,
             prepared = nxt.result()
             if i + 1 < len(chunks):
                 nxt = parser.submit(prepare, chunks[i + 1])
-            with conn.transaction():
-                res: BatchResult = applier.write(prepared)
-                t = time.perf_counter()
-            if timings is not None:
-                timings["_COMMIT"] += time.perf_counter() - t
-            applied.update(res.applied)
+            applied.update(_write(conn, applier, prepared, timings).applied)
         return clock.stop(), applied
 
 
@@ -176,12 +182,7 @@ def bench_side_by_side(apply_dsn: str, raw_dsn: str, records: list[Record], batc
             apply_meter.start()
             if i + 1 < len(chunks):
                 nxt = parser.submit(prepare, chunks[i + 1])
-            with conn.transaction():
-                res: BatchResult = applier.write(prepared)
-                t = time.perf_counter()
-            if timings is not None:
-                timings["_COMMIT"] += time.perf_counter() - t
-            applied.update(res.applied)
+            applied.update(_write(conn, applier, prepared, timings).applied)
             if i + 1 < len(chunks):
                 prepared = nxt.result()
             apply_meter.stop()
@@ -251,11 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args(argv)
     res = run(args.dsn, args.sites, args.files, args.pages, args.batch, args.profile)
-    text = json.dumps(res, indent=2, ensure_ascii=False)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n", encoding="utf-8")
+    emit(res, args.json)
     return 0
 
 

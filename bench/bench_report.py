@@ -10,7 +10,6 @@ reads), for the reported month and the two months before it, so forecasts have h
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 import psycopg
 
 from bench.bench_consumer import postgres
+from bench.common import emit
 from consumers.db import migrate
 from consumers.forecast import WorkCalendar
 from consumers.reports import build_monthly, write_monthly
@@ -108,11 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args(argv)
     res = run(args.dsn, args.sites, args.month)
-    text = json.dumps(res, indent=2, ensure_ascii=False)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n", encoding="utf-8")
+    emit(res, args.json)
     return 0
 
 

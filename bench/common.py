@@ -18,6 +18,7 @@ def emit(result: dict, json_path: Path | None) -> dict:
     text = json.dumps(result, indent=2, ensure_ascii=False)
     print(text)
     if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(text + "\n", encoding="utf-8")
     return result
 
