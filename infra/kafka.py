@@ -6,12 +6,13 @@ import logging
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 from infra.procs import (
+    NotReady,
     StackError,
     log_tail,
+    poll_ready,
     port_open,
     read_pid,
     running_pid,
@@ -223,28 +224,30 @@ class KafkaNode:
         """Block until the broker answers a metadata request."""
         from kafka.errors import KafkaError
 
+        timeout_s = self.stack.start_timeout_s if timeout_s is None else timeout_s
+        try:
+            poll_ready(self._answers, exited=self._exited, timeout_s=timeout_s, interval_s=0.3,
+                       retry_on=(KafkaError, OSError))
+        except NotReady as exc:
+            raise StackError(self._failure(
+                "Kafka đã dừng ngay khi khởi động" if exc.exited else
+                f"Kafka không trả lời sau {timeout_s:.0f} giây ({exc.last or 'port closed'})"
+            )) from None
+
+    def _exited(self) -> bool:
+        return read_pid(self.pid_path) is not None and not self.running()
+
+    def _answers(self) -> bool:
         from sohoa.kafka_clients import make_admin
 
-        timeout_s = self.stack.start_timeout_s if timeout_s is None else timeout_s
-        deadline = time.monotonic() + timeout_s
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if read_pid(self.pid_path) is not None and not self.running():
-                raise StackError(self._failure("Kafka đã dừng ngay khi khởi động"))
-            if port_open(self.stack.host, self.stack.kafka_port):
-                try:
-                    admin = make_admin(KafkaConfig(bootstrap=self.bootstrap),
-                                       request_timeout_ms=5000)
-                    try:
-                        admin.list_topics()
-                        return
-                    finally:
-                        admin.close()
-                except (KafkaError, OSError) as exc:
-                    last = exc
-            time.sleep(0.3)
-        raise StackError(self._failure(
-            f"Kafka không trả lời sau {timeout_s:.0f} giây ({last or 'port closed'})"))
+        if not port_open(self.stack.host, self.stack.kafka_port):
+            return False
+        admin = make_admin(KafkaConfig(bootstrap=self.bootstrap), request_timeout_ms=5000)
+        try:
+            admin.list_topics()
+            return True
+        finally:
+            admin.close()
 
     def _failure(self, headline: str) -> str:
         return (

@@ -9,10 +9,18 @@ import os
 import pwd
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
-from infra.procs import StackError, alive, log_tail, port_open, running_pid, spawn_detached
+from infra.procs import (
+    NotReady,
+    StackError,
+    alive,
+    log_tail,
+    poll_ready,
+    port_open,
+    running_pid,
+    spawn_detached,
+)
 from sohoa.config import StackConfig
 
 log = logging.getLogger(__name__)
@@ -204,19 +212,19 @@ class PostgresNode:
         import psycopg
 
         timeout_s = self.stack.start_timeout_s if timeout_s is None else timeout_s
-        deadline = time.monotonic() + timeout_s
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if not self.running():
-                raise StackError(self._failure("PostgreSQL đã dừng ngay khi khởi động"))
-            try:
-                with psycopg.connect(self.superuser_dsn("postgres"), connect_timeout=3):
-                    return
-            except psycopg.OperationalError as exc:
-                last = exc
-            time.sleep(0.2)
-        raise StackError(self._failure(
-            f"PostgreSQL không nhận kết nối sau {timeout_s:.0f} giây ({last})"))
+        try:
+            poll_ready(self._accepts, exited=lambda: not self.running(), timeout_s=timeout_s,
+                       interval_s=0.2, retry_on=(psycopg.OperationalError,))
+        except NotReady as exc:
+            raise StackError(self._failure(
+                "PostgreSQL đã dừng ngay khi khởi động" if exc.exited else
+                f"PostgreSQL không nhận kết nối sau {timeout_s:.0f} giây ({exc.last})")) from None
+
+    def _accepts(self) -> bool:
+        import psycopg
+
+        with psycopg.connect(self.superuser_dsn("postgres"), connect_timeout=3):
+            return True
 
     def _failure(self, headline: str) -> str:
         return (f"{headline}.\n--- {self.log_path} ---\n{log_tail(self.log_path)}\n"

@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 
@@ -148,6 +148,35 @@ def terminate(pid: int, timeout_s: float = 30.0) -> bool:
     signal_group(pid, signal.SIGKILL)
     wait_dead(pid, 10.0)
     return False
+
+
+class NotReady(Exception):
+    """A service did not become ready: it ``exited`` during start-up, or time ran out (``last``
+    is the probe's last error, if any)."""
+
+    def __init__(self, exited: bool, last: BaseException | None = None) -> None:
+        super().__init__("exited" if exited else f"timed out ({last})")
+        self.exited = exited
+        self.last = last
+
+
+def poll_ready(probe: Callable[[], bool], *, exited: Callable[[], bool], timeout_s: float,
+               interval_s: float, retry_on: tuple[type[BaseException], ...]) -> None:
+    """Call ``probe`` until it returns True; its ``retry_on`` errors mean "not yet". Raises
+    NotReady at once when ``exited()`` says the process died (no point waiting out the
+    timeout), else when ``timeout_s`` has passed."""
+    deadline = time.monotonic() + timeout_s
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        if exited():
+            raise NotReady(exited=True)
+        try:
+            if probe():
+                return
+        except retry_on as exc:
+            last = exc
+        time.sleep(interval_s)
+    raise NotReady(exited=False, last=last)
 
 
 def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:

@@ -11,7 +11,15 @@ import pytest
 
 from infra.kafka import KafkaNode, ensure_libs
 from infra.postgres import FALLBACK_ROOT, PostgresNode
-from infra.procs import StackError, free_port, running_pid, spawn_detached, terminate
+from infra.procs import (
+    NotReady,
+    StackError,
+    free_port,
+    poll_ready,
+    running_pid,
+    spawn_detached,
+    terminate,
+)
 from sohoa.config import StackConfig
 
 
@@ -118,3 +126,37 @@ def test_component_without_pid_file_is_still_found_and_stopped(tmp_path):
         for p in (proc, other):
             p.kill()
             p.wait()
+
+
+def test_poll_ready_retries_until_the_probe_answers():
+    answers = iter([ConnectionRefusedError("not yet"), False, True])
+
+    def probe() -> bool:
+        a = next(answers)
+        if isinstance(a, Exception):
+            raise a
+        return a
+
+    poll_ready(probe, exited=lambda: False, timeout_s=10, interval_s=0.01, retry_on=(OSError,))
+    assert next(answers, "drained") == "drained"
+
+
+def test_poll_ready_gives_up_at_once_when_the_process_died():
+    calls = []
+    with pytest.raises(NotReady) as info:
+        poll_ready(lambda: calls.append(1) or False, exited=lambda: True, timeout_s=60,
+                   interval_s=0.01, retry_on=(OSError,))
+    assert info.value.exited and calls == []
+
+
+def test_poll_ready_timeout_keeps_the_last_error_and_other_errors_escape():
+    def refused() -> bool:
+        raise ConnectionRefusedError("port 1 refused")
+
+    with pytest.raises(NotReady) as info:
+        poll_ready(refused, exited=lambda: False, timeout_s=0.05, interval_s=0.01,
+                   retry_on=(OSError,))
+    assert not info.value.exited and "port 1 refused" in str(info.value.last)
+    with pytest.raises(ValueError):
+        poll_ready(lambda: int("x") > 0, exited=lambda: False, timeout_s=1, interval_s=0.01,
+                   retry_on=(OSError,))
