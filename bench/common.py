@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -73,21 +72,11 @@ def start_throwaway_stack(name: str) -> tuple[Path, Any, Any]:
 def spine_env(settings: Any, state: Path, tag: str, **extra: str) -> dict[str, str]:
     """Environment for `sohoa consume` / `sohoa streams` on a throw-away stack: this run's own
     Faust app ids and consumer group, free ports, QC and OCR off; the database migrated."""
-    from infra.procs import free_port
-    from infra.stack import stack_env
+    from infra.stack import run_env, stack_env
 
-    run_id = uuid.uuid4().hex[:6]
-    env = {**os.environ, **stack_env(settings),
+    env = {**os.environ, **stack_env(settings), **run_env(f"bench-{tag}", state),
            "SOHOA_LOGGING__LEVEL": "WARNING",
-           "SOHOA_STREAMS__APP_ID": f"bench-{tag}-asm-{run_id}",
-           "SOHOA_STREAMS__OCR_APP_ID": f"bench-{tag}-ocr-{run_id}",
-           "SOHOA_STREAMS__WEB_PORT": str(free_port()),
-           "SOHOA_STREAMS__OCR_WEB_PORT": str(free_port()),
-           "SOHOA_STREAMS__DATA_DIR": str(state / "faust"),
            "SOHOA_STREAMS__QC_ENABLED": "false",
-           "SOHOA_OCR__ENABLED": "false",
-           "SOHOA_CONSUMER__GROUP_ID": f"bench-{tag}-progress-{run_id}",
-           "SOHOA_CONSUMER__METRICS_PORT": str(free_port()),
            **extra}
     subprocess.run([sys.executable, "-m", "sohoa.cli", "db", "migrate"], env=env, check=True,
                    capture_output=True)

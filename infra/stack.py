@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from infra.kafka import KafkaNode
 from infra.postgres import PostgresNode
+from infra.procs import free_port
 from infra.topics import ApplyResult, apply_spec, load_spec
 from sohoa.config import Settings, TopicsConfig
 
@@ -88,6 +90,24 @@ def stack_env(settings: Settings, with_paths: bool = True) -> dict[str, str]:
             "SOHOA_STREAMS__DATA_DIR": str(settings.streams.data_dir),
         })
     return env
+
+
+def run_env(tag: str, state: Path, *, ocr: bool = False) -> dict[str, str]:
+    """``SOHOA_*`` variables that give one run of the components on a shared stack its own
+    Faust app ids, consumer group, free ports and data dirs, so runs never share state
+    (tests and benches start many runs against one broker and one server)."""
+    run_id = uuid.uuid4().hex[:8]
+    return {
+        "SOHOA_STREAMS__APP_ID": f"{tag}-assembly-{run_id}",
+        "SOHOA_STREAMS__OCR_APP_ID": f"{tag}-ocr-{run_id}",
+        "SOHOA_STREAMS__WEB_PORT": str(free_port()),
+        "SOHOA_STREAMS__OCR_WEB_PORT": str(free_port()),
+        "SOHOA_STREAMS__DATA_DIR": str(state / "faust"),
+        "SOHOA_OCR__OUTPUT_DIR": str(state / "ocr"),
+        "SOHOA_OCR__ENABLED": "true" if ocr else "false",
+        "SOHOA_CONSUMER__GROUP_ID": f"{tag}-progress-{run_id}",
+        "SOHOA_CONSUMER__METRICS_PORT": str(free_port()),
+    }
 
 
 def settings_for_stack(base: Settings, state_dir: Path, **stack_fields: object) -> Settings:

@@ -4,10 +4,9 @@ kafka-python, reading the file-events and dead-letter topics."""
 from __future__ import annotations
 
 import hashlib
-import uuid
 from pathlib import Path
 
-from infra.procs import free_port
+from infra.stack import run_env
 from sohoa.events import (
     Event,
     FileClosed,
@@ -20,21 +19,14 @@ from sohoa.kafka_clients import make_consumer, make_producer
 
 def streams_env(stack, tmp_path: Path, ocr: bool = False, **extra: str) -> dict[str, str]:
     topics = stack.new_topics()
-    run_id = uuid.uuid4().hex[:8]
     env = {
         **stack.env,
+        **run_env("t", tmp_path, ocr=ocr),
         "SOHOA_LOGGING__JSON": "true",
         "SOHOA_TOPICS__SITE_EVENTS": topics.site_events,
         "SOHOA_TOPICS__FILE_EVENTS": topics.file_events,
         "SOHOA_TOPICS__DEAD_LETTERS": topics.dead_letters,
-        "SOHOA_STREAMS__APP_ID": f"t-assembly-{run_id}",
-        "SOHOA_STREAMS__OCR_APP_ID": f"t-ocr-{run_id}",
-        "SOHOA_STREAMS__WEB_PORT": str(free_port()),
-        "SOHOA_STREAMS__OCR_WEB_PORT": str(free_port()),
-        "SOHOA_STREAMS__DATA_DIR": str(tmp_path / "faust"),
         "SOHOA_STREAMS__COMMIT_INTERVAL_S": "0.5",
-        "SOHOA_OCR__OUTPUT_DIR": str(tmp_path / "ocr"),
-        "SOHOA_OCR__ENABLED": "true" if ocr else "false",
     }
     env.update(extra)
     return env

@@ -5,13 +5,12 @@ and the consumer's /metrics."""
 from __future__ import annotations
 
 import json
-import socket
 import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
 
+from infra.stack import run_env
 from sohoa.events import parse_event
 from sohoa.kafka_clients import make_consumer
 from sohoa.samples import PageSpec, write_page
@@ -20,20 +19,14 @@ from tests.procs import SohoaProcess, run_sohoa, wait_for
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _component_env(stack, tmp_path: Path, site: str) -> dict[str, str]:
     topics = stack.new_topics()
     dsn = stack.new_database("e2e")
-    run_id = uuid.uuid4().hex[:8]
     hot = tmp_path / "hot"
     hot.mkdir()
     return {
         **stack.env,
+        **run_env("e2e", tmp_path),
         "SOHOA_LOGGING__JSON": "true",
         "SOHOA_TOPICS__SITE_EVENTS": topics.site_events,
         "SOHOA_TOPICS__FILE_EVENTS": topics.file_events,
@@ -45,15 +38,6 @@ def _component_env(stack, tmp_path: Path, site: str) -> dict[str, str]:
         "SOHOA_WATCHER__STABILITY_WINDOW_S": "0.5",
         "SOHOA_WATCHER__POLL_INTERVAL_S": "0.5",
         "SOHOA_WATCHER__HEARTBEAT_INTERVAL_S": "2",
-        "SOHOA_STREAMS__APP_ID": f"e2e-assembly-{run_id}",
-        "SOHOA_STREAMS__OCR_APP_ID": f"e2e-ocr-{run_id}",
-        "SOHOA_STREAMS__WEB_PORT": str(_free_port()),
-        "SOHOA_STREAMS__OCR_WEB_PORT": str(_free_port()),
-        "SOHOA_STREAMS__DATA_DIR": str(tmp_path / "faust"),
-        "SOHOA_OCR__OUTPUT_DIR": str(tmp_path / "ocr"),
-        "SOHOA_OCR__ENABLED": "false",
-        "SOHOA_CONSUMER__GROUP_ID": f"e2e-progress-{run_id}",
-        "SOHOA_CONSUMER__METRICS_PORT": str(_free_port()),
     }
 
 

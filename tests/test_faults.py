@@ -24,14 +24,13 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from infra.procs import free_port
+from infra.stack import run_env
 from sohoa.events import FileVerdict
 from tests.procs import SohoaProcess, run_sohoa, wait_for
 
@@ -94,11 +93,11 @@ class Spine:
         self.root = tmp_path / "hot"
         self.root.mkdir(parents=True, exist_ok=True)
         topics = stack.new_topics()
-        run_id = uuid.uuid4().hex[:8]
         outbox = (outbox_dir or tmp_path / "outbox") / "outbox.sqlite3"
         outbox.parent.mkdir(parents=True, exist_ok=True)
         self.env = {
             **stack.env,
+            **run_env("faults", tmp_path, ocr=ocr),
             "SOHOA_LOGGING__JSON": "true",
             "SOHOA_TOPICS__SITE_EVENTS": topics.site_events,
             "SOHOA_TOPICS__FILE_EVENTS": topics.file_events,
@@ -111,17 +110,8 @@ class Spine:
             "SOHOA_WATCHER__POLL_INTERVAL_S": "0.5",
             "SOHOA_WATCHER__HEARTBEAT_INTERVAL_S": "5",
             "SOHOA_WATCHER__RECONCILE_INTERVAL_S": "30",
-            "SOHOA_STREAMS__APP_ID": f"faults-assembly-{run_id}",
-            "SOHOA_STREAMS__OCR_APP_ID": f"faults-ocr-{run_id}",
-            "SOHOA_STREAMS__WEB_PORT": str(free_port()),
-            "SOHOA_STREAMS__OCR_WEB_PORT": str(free_port()),
-            "SOHOA_STREAMS__DATA_DIR": str(tmp_path / "faust"),
             "SOHOA_STREAMS__COMMIT_INTERVAL_S": "0.5",
-            "SOHOA_OCR__OUTPUT_DIR": str(tmp_path / "ocr"),
-            "SOHOA_OCR__ENABLED": "true" if ocr else "false",
             "SOHOA_QC__WORKERS": "1",
-            "SOHOA_CONSUMER__GROUP_ID": f"faults-progress-{run_id}",
-            "SOHOA_CONSUMER__METRICS_PORT": str(free_port()),
             **extra,
         }
         self.commands = {"consume": ["consume"],
