@@ -1,9 +1,10 @@
 """The site agent's event loop: watch, wait for stable files, check and hash, record in the outbox.
 
 One thread owns the loop and the outbox writes. watchdog threads only enqueue paths; a thread pool
-checks and hashes pages (hashlib and file reads release the GIL); the sender thread drains the
-outbox. Every detection is written to SQLite before anything is produced, and a periodic
-reconcile walk catches whatever the inotify events missed (queue overflow, network shares).
+checks and hashes pages (hashlib and file reads release the GIL); a sender child process
+(producers/sender.py) drains the outbox. Every detection is written to SQLite before anything
+is produced, and a periodic reconcile walk catches whatever the inotify events missed (queue
+overflow, network shares).
 """
 
 from __future__ import annotations
@@ -105,8 +106,8 @@ class Agent:
         self.overflow = threading.Event()
         self._disk_full_logged = False
         self.stop_event = threading.Event()
-        self.wake_sender: threading.Event | None = None
-        self.sender: threading.Thread | None = None
+        self.wake_sender: Any = None   # anything with .set(): asks the sender to look now
+        self.sender: Any = None        # anything with .is_alive(): the sender child process
         workers = cfg.hash_workers or min(4, os.cpu_count() or 1)
         self.workers = workers
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hash")
@@ -281,7 +282,7 @@ class Agent:
                     self._flush_writes()
                     break
                 if self.sender is not None and not self.sender.is_alive():
-                    raise RuntimeError("the outbox sender thread died")
+                    raise RuntimeError("the outbox sender process died")
                 self._wait()
         finally:
             self.stop_watching()

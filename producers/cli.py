@@ -87,7 +87,7 @@ def run_agent(settings: Settings, once: bool) -> int:
     """Run the agent; return the process exit code."""
     from producers.agent import Agent
     from producers.metrics import AgentMetrics
-    from producers.sender import Sender
+    from producers.sender import SenderProcess
     from sohoa import __version__
 
     cfg = settings.watcher
@@ -123,21 +123,28 @@ def run_agent(settings: Settings, once: bool) -> int:
         click.echo(f"Lỗi cấu hình: không mở được hàng đợi {cfg.outbox_path}: {exc}", err=True)
         log.error("cannot open outbox", extra={"error": str(exc)})
         return EXIT_CONFIG
-    sender = Sender(settings, metrics, __version__, agent.roots)
+    sender = SenderProcess(settings, metrics, __version__, agent.roots)
     agent.wake_sender = sender.wake
     agent.sender = sender
 
     def on_signal(signum: int, _frame: Any) -> None:
+        # Only a flag: the loop stops, then tells the sender (a pipe write here could
+        # interleave with one the interrupted loop was making).
         log.info("stopping on signal", extra={"signal": signum})
         agent.stop_event.set()
-        sender.wake.set()
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
     log.info("agent starting", extra={"site": cfg.site_id, "version": __version__,
                                       "once": once, "outbox": str(cfg.outbox_path)})
-    sender.start()
+    try:
+        sender.start()
+    except Exception as exc:
+        log.error("cannot start the outbox sender process", extra={"error": str(exc)})
+        agent.close()
+        lock.release()
+        return EXIT_ERROR
     code = EXIT_OK
     try:
         agent.run(once=once)

@@ -1,6 +1,10 @@
 """Drains the outbox to Kafka: acks=all, idempotent producer, a row is marked sent only on ack.
 
-Runs in its own thread with its own SQLite connection. Records handed to the producer stay
+Runs in a child process of the agent (:class:`SenderProcess`, multiprocessing "spawn", so the
+same on Windows) with its own SQLite connection: kafka-python's per-event Python work then no
+longer shares the agent loop's interpreter lock. The child reports its counts over a pipe (the
+agent process serves the metrics) and exits on its own as soon as the agent process is gone, so a
+restarted agent never runs beside an orphan sender. Records handed to the producer stay
 "in flight" until their future resolves; they are never handed over twice by this process, so
 the idempotent producer's own retries cover a broker that comes back. A record whose delivery
 failed (timeout, broker gone for longer than ``delivery_timeout_ms``) is re-sent from the outbox
@@ -11,9 +15,15 @@ stale heartbeat is worth nothing, so they are never queued.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
+import multiprocessing
+import multiprocessing.connection
+import os
 import shutil
+import signal
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
@@ -29,7 +39,9 @@ log = logging.getLogger(__name__)
 
 
 class Sender(threading.Thread):
-    def __init__(self, settings: Settings, metrics: AgentMetrics, agent_version: str,
+    """The drain loop. In production it runs in the child's main thread (``run()``)."""
+
+    def __init__(self, settings: Settings, metrics: Any, agent_version: str,
                  roots: list[Path]) -> None:
         super().__init__(name="outbox-sender", daemon=True)
         self.settings = settings
@@ -274,3 +286,177 @@ def disk_free(roots: list[Path]) -> int:
         except OSError:
             continue
     return min(free) if free else 0
+
+
+# --- the child process ------------------------------------------------------------------------
+
+class _Gauge:
+    def __init__(self, send: Any, name: str) -> None:
+        self._send, self._name = send, name
+
+    def set(self, value: float) -> None:
+        self._send((self._name, value))
+
+
+class _Sent:
+    def __init__(self, send: Any) -> None:
+        self._send = send
+
+    def inc(self, n: float = 1) -> None:
+        self._send(("sent", n))
+
+
+class PipeMetrics:
+    """The part of :class:`AgentMetrics` the sender touches, forwarded to the agent process."""
+
+    def __init__(self, conn: multiprocessing.connection.Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self.depth = _Gauge(self._send, "depth")
+        self.oldest = _Gauge(self._send, "oldest")
+        self.sent = _Sent(self._send)
+
+    def _send(self, msg: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._conn.send(msg)
+
+    def event_sent(self, type_: str, n: int = 1) -> None:
+        self._send(("event_sent", type_, n))
+
+
+def _watch_parent(conn: multiprocessing.connection.Connection, sender: Sender) -> None:
+    """Commands from the agent; exit at once when the agent process is gone (killed)."""
+    parent = multiprocessing.parent_process()
+    waitables: list[Any] = [conn] + ([parent.sentinel] if parent is not None else [])
+    while True:
+        ready = multiprocessing.connection.wait(waitables)
+        msg: Any = None
+        if conn in ready:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                msg = None
+        if msg is None:
+            # The agent died without stopping us (SIGKILL, crash). Unacked rows stay unsent
+            # in the outbox; the next agent re-sends them with their event ids.
+            log.error("agent process gone; outbox sender exits")
+            os._exit(3)
+        if msg[0] == "wake":
+            sender.wake.set()
+        elif msg[0] == "stop":
+            sender.stop(msg[1])
+        elif msg[0] == "drain":
+            sender.stop_when_drained(msg[1])
+
+
+def sender_main(settings: Settings, agent_version: str, roots: list[str],
+                conn: multiprocessing.connection.Connection) -> None:
+    """Entry point of the sender child process."""
+    from sohoa.logs import setup_logging
+
+    # The agent process decides when to stop (SIGTERM to a whole process group or a terminal's
+    # Ctrl-C reach us too); we stop on its command, after its last commit, or when it is gone.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    setup_logging(settings.logging.level, settings.logging.json_format)
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    metrics = PipeMetrics(conn)
+    sender = Sender(settings, metrics, agent_version, [Path(r) for r in roots])
+    threading.Thread(target=_watch_parent, args=(conn, sender), name="agent-watch",
+                     daemon=True).start()
+    sender.run()
+    err = None if sender.error is None else f"{type(sender.error).__name__}: {sender.error}"
+    metrics._send(("exit", sender.depth, sender.drained.is_set(), err))
+    conn.close()
+    if err is not None:
+        sys.exit(1)
+
+
+class _Wake:
+    def __init__(self, owner: SenderProcess) -> None:
+        self._owner = owner
+
+    def set(self) -> None:
+        self._owner._send(("wake",))
+
+
+class SenderProcess:
+    """The agent process's handle on the sender child: same controls as the :class:`Sender`
+    thread had (``wake``, ``stop``, ``stop_when_drained``, ``drained``, ``depth``, ``error``)."""
+
+    def __init__(self, settings: Settings, metrics: AgentMetrics, agent_version: str,
+                 roots: list[Path]) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.metrics = metrics
+        self._conn, child = ctx.Pipe(duplex=True)
+        self._child_conn: multiprocessing.connection.Connection | None = child
+        self.process = ctx.Process(
+            target=sender_main, name="sohoa-outbox-sender", daemon=True,
+            args=(settings, agent_version, [str(r) for r in roots], child))
+        self._lock = threading.Lock()
+        self.wake = _Wake(self)
+        self.drained = threading.Event()
+        self.depth = 0
+        self.oldest_s = 0.0
+        self.error: BaseException | None = None
+        self._exited = False
+        self._reader = threading.Thread(target=self._read, name="sender-reports", daemon=True)
+
+    def start(self) -> None:
+        self.process.start()
+        # Only the child holds its end now: its reads see EOF the moment this process is gone.
+        assert self._child_conn is not None
+        self._child_conn.close()
+        self._child_conn = None
+        self._reader.start()
+
+    def is_alive(self) -> bool:
+        return self.process.is_alive()
+
+    def _send(self, msg: tuple[Any, ...]) -> None:
+        # A gone child: the agent loop sees it and exits non-zero.
+        with self._lock, contextlib.suppress(OSError, ValueError):
+            self._conn.send(msg)
+
+    def stop(self, flush_s: float) -> None:
+        self._send(("stop", flush_s))
+
+    def stop_when_drained(self, timeout_s: float) -> None:
+        self._send(("drain", timeout_s))
+
+    def join(self, timeout: float | None = None) -> None:
+        self.process.join(timeout)
+        self._reader.join(5)
+        code = self.process.exitcode
+        if self.error is None and (code is None or code != 0 or not self._exited):
+            self.error = RuntimeError(f"outbox sender process ended with exit code {code}")
+        self._conn.close()
+
+    def _read(self) -> None:
+        m = self.metrics
+        while True:
+            try:
+                msg = self._conn.recv()
+            except (EOFError, OSError):
+                return
+            kind = msg[0]
+            if kind == "depth":
+                self.depth = msg[1]
+                m.depth.set(msg[1])
+                if msg[1] > 0:
+                    self.drained.clear()
+            elif kind == "oldest":
+                self.oldest_s = msg[1]
+                m.oldest.set(msg[1])
+            elif kind == "sent":
+                m.sent.inc(msg[1])
+            elif kind == "event_sent":
+                m.event_sent(msg[1], msg[2])
+            elif kind == "exit":
+                _, self.depth, drained, err = msg
+                m.depth.set(self.depth)
+                if drained:
+                    self.drained.set()
+                if err is not None:
+                    self.error = RuntimeError(err)
+                self._exited = True

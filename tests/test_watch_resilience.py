@@ -4,6 +4,8 @@ stopped for 60 s while pages keep arriving, and 20,000 files at once (past inoti
 from __future__ import annotations
 
 import collections
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -141,5 +143,74 @@ def test_20000_files_at_once_all_sent(stack, tmp_path: Path) -> None:
                  interval=1.0)
         pages = _pages_on_kafka(stack, env)
         _assert_exactly(pages, 20_000, strict_once=True)
+    finally:
+        assert agent.stop() == 0, agent.tail()
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            out += [int(c) for c in task.read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (an exited child nobody reaped yet)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _sender_child(agent: SohoaProcess) -> int:
+    def sender() -> list[int]:
+        # multiprocessing's resource tracker is a child too; the sender runs spawn_main.
+        return [k for k in _children(agent.proc.pid)
+                if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]
+
+    kids = wait_for(sender, 60, "the sender child process", (agent,))
+    assert len(kids) == 1, kids
+    return kids[0]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_sender_child_exits_by_itself_when_the_agent_is_killed(stack, tmp_path: Path) -> None:
+    env = agent_env(stack, tmp_path)
+    agent = SohoaProcess(["watch"], env, tmp_path / "watch.log")
+    try:
+        child = _sender_child(agent)
+        assert _running(child)
+        os.kill(agent.proc.pid, signal.SIGKILL)  # the agent alone, not its process group
+        agent.proc.wait(timeout=30)
+        # An orphan sender beside a restarted agent would send the same rows twice.
+        wait_for(lambda: not _running(child), 30, "the orphaned sender to exit")
+    finally:
+        agent.stop()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_agent_exits_nonzero_when_its_sender_dies_and_a_restart_sends_all(
+        stack, tmp_path: Path) -> None:
+    env = agent_env(stack, tmp_path, SOHOA_WATCHER__STABILITY_WINDOW_S="0.3")
+    root = hot(env)
+    agent = SohoaProcess(["watch"], env, tmp_path / "watch1.log")
+    try:
+        child = _sender_child(agent)
+        os.kill(child, signal.SIGKILL)
+        # Exit 1: the supervisor (systemd Restart=always) starts a fresh agent and sender.
+        assert agent.proc.wait(timeout=60) == 1, agent.tail()
+    finally:
+        agent.stop()
+    writer = _writer(root, 0, 50, 50, 0.0)  # arrived while no agent ran
+    assert writer.wait(timeout=60) == 0
+    agent = SohoaProcess(["watch"], env, tmp_path / "watch2.log")
+    try:
+        wait_for(lambda: _sent_pages(env) >= 50, 120, "the 50 pages after the restart",
+                 (agent,))
+        _assert_exactly(_pages_on_kafka(stack, env), 50, strict_once=True)
     finally:
         assert agent.stop() == 0, agent.tail()
