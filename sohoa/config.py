@@ -180,6 +180,9 @@ class StreamsConfig(BaseModel):
     producer_linger_s: float = 0.02   # batch changelog and output records
     batch_max_events: int = 2000      # assembly folds up to this many events per table write
     batch_within_s: float = 0.5      # longest an event waits for its batch
+    # Decoded file states kept beside the table (least recently used dropped): the table
+    # already holds every file, so an unbounded copy grew the worker ~350 B per page.
+    state_cache_files: int = 2000
     commit_interval_s: float = 2.0
     # aiokafka's default is 5 min. A rebalance that runs while a broker is coming back can
     # assign a topic no partitions ("No partition metadata for topic"); the worker only

@@ -19,7 +19,7 @@ import faust
 from sohoa.config import Settings
 from sohoa.events import FileEvent, InvalidEvent, PageScanned, SiteHeartbeat, parse_event
 from streams import metrics
-from streams.assembly import FileState
+from streams.assembly import FileState, StateCache
 from streams.faustapp import (
     dead_letter,
     ensure_internal_topics,
@@ -68,15 +68,13 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
             "revision": ev.revision, "trigger": ev.trigger, "pages": len(ev.pages),
             "gaps": len(ev.gaps)})
 
-    # Decoded states, valid while the table still holds the very dict they were written as
-    # (a rebalance or a recovery replaces it, and the state is decoded again).
-    cache: dict[str, tuple[dict[str, Any], FileState]] = {}
+    cache = StateCache(cfg.state_cache_files)
 
     def load(key: str, ev: FileEvent) -> FileState:
         raw = files.data.get(key)
-        hit = cache.get(key)
-        if hit is not None and raw is not None and hit[0] is raw:
-            return hit[1]
+        state = cache.get(key, raw)
+        if state is not None:
+            return state
         return FileState.from_dict(raw) if raw else FileState(ev.site_id, ev.file_code)
 
     @app.agent(site_events)
@@ -128,7 +126,7 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
                 value = state.to_dict()
                 files.data[key] = value
                 files.send_changelog(partition, key, value)
-                cache[key] = (value, state)
+                cache.put(key, value, state)
             for ask_key, ask in asks:
                 await content_requests.send(key=ask_key, value=ask)
             for dl in dead:

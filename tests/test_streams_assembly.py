@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sohoa.events import FileAssembled, PageRemoved
-from streams.assembly import FileState
+from streams.assembly import FileState, StateCache
 from tests.procs import SohoaProcess, wait_for
 from tests.streams_helpers import closed, fake_page, manifest, read_all, send, streams_env
 
@@ -23,6 +23,21 @@ def _fold(state: FileState, events, now: float = 1000.0):
         if out is not None:
             outs.append(out)
     return outs
+
+
+def test_state_cache_is_bounded_and_never_serves_a_replaced_table_value() -> None:
+    cache = StateCache(2)
+    raws = {k: FileState("S", k).to_dict() for k in ("a", "b", "c")}
+    for k in ("a", "b"):
+        cache.put(k, raws[k], FileState("S", k))
+    assert cache.get("a", raws["a"]).file_code == "a"   # a is now the most recent
+    cache.put("c", raws["c"], FileState("S", "c"))
+    assert len(cache) == 2
+    assert cache.get("b", raws["b"]) is None               # least recently used: dropped
+    assert cache.get("a", raws["a"]) is not None
+    # A recovery or a rebalance puts a new dict in the table: the old decoding is stale.
+    assert cache.get("a", dict(raws["a"])) is None
+    assert cache.get("c", None) is None
 
 
 def test_marker_assembles_in_order_with_gaps_and_duplicates() -> None:
