@@ -5,8 +5,9 @@ COPY of the same rows into a plain table, measured in the same run on the same s
     python -m bench.bench_consumer --dsn postgresql://postgres@127.0.0.1:5432/postgres
 
 The applier's figure covers everything the consumer does per batch except Kafka: parse and
-validate every event (pydantic), COPY into staging, dedup against the audit log, the set-based
-merges, derived state (file state, page counts, daily progress), offsets, and the commit.
+validate every event (pydantic, in the parse process as the consumer does), COPY into
+staging, dedup against the audit log, the set-based merges, derived state (file state, page
+counts, daily progress), offsets, and the commit.
 The raw COPY moves the already-parsed staging rows into a table with no index: the floor.
 The two alternate batch by batch, so both meet the same load from other work on the machine.
 """
@@ -26,8 +27,9 @@ from pathlib import Path
 import psycopg
 
 from bench.common import emit
-from consumers.apply import STAGE_COLUMNS, BatchApplier, BatchResult, Prepared, Record, prepare
+from consumers.apply import STAGE_COLUMNS, BatchApplier, BatchResult, Prepared, Record, stage_rows
 from consumers.db import migrate
+from consumers.parsing import ParsePool
 from consumers.synth import SynthConfig, generate
 from sohoa.config import ConsumerConfig
 
@@ -106,22 +108,25 @@ def _write(conn: psycopg.Connection, applier: BatchApplier, prepared: Prepared,
 def bench_apply(dsn: str, records: list[Record], batch: int,
                 timings: Counter[str] | None = None
                 ) -> tuple[tuple[float, float], Counter[str]]:
-    """As `sohoa consume` does it: batch N+1 is parsed in a thread while batch N is written."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """As `sohoa consume` does it: batch N+1 is parsed in the parse process while batch N is
+    written. The CPU figure adds the parse process's CPU."""
     applied: Counter[str] = Counter()
     chunks = [records[i:i + batch] for i in range(0, len(records), batch)]
-    with psycopg.connect(dsn) as conn, ThreadPoolExecutor(1) as parser:
+    with psycopg.connect(dsn) as conn, ParsePool() as parser:
+        parser.warm()
         applier = BatchApplier(conn, "bench")
         applier.timings = timings
         clock = Clock(conn)
-        nxt = parser.submit(prepare, chunks[0])
+        parse_cpu = 0.0
+        nxt = parser.submit(chunks[0])
         for i in range(len(chunks)):
             prepared = nxt.result()
+            parse_cpu += prepared.cpu_s
             if i + 1 < len(chunks):
-                nxt = parser.submit(prepare, chunks[i + 1])
+                nxt = parser.submit(chunks[i + 1])
             applied.update(_write(conn, applier, prepared, timings).applied)
-        return clock.stop(), applied
+        wall, cpu = clock.stop()
+        return (wall, cpu + parse_cpu), applied
 
 
 class Meter:
@@ -149,19 +154,18 @@ def bench_side_by_side(apply_dsn: str, raw_dsn: str, records: list[Record], batc
     see the same load from whatever else runs on the machine (a 2-core box shared with other
     work swings by several times within a minute, so timing them minutes apart is not a ratio).
 
-    The applier works as `sohoa consume` does (batch N+1 parsed in a thread while batch N is
-    written); its wait for that parse belongs to its time, so the raw COPY never shares the
-    interpreter with the parser. The raw COPY moves the parsed staging rows (parsed before
-    the clock starts) into a table with no index.
+    The applier works as `sohoa consume` does (batch N+1 parsed in the parse process while
+    batch N is written); its wait for that parse belongs to its time, and the parse process's
+    CPU to its CPU figure. The raw COPY moves the parsed staging rows (parsed before the clock
+    starts) into a table with no index, formatting them with psycopg's ``write_row``.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     applied: Counter[str] = Counter()
     chunks = [records[i:i + batch] for i in range(0, len(records), batch)]
-    raw_rows = [prepare(c).rows for c in chunks]
+    raw_rows = [stage_rows(c)[0] for c in chunks]
     cols = ", ".join(STAGE_COLUMNS)
     with psycopg.connect(apply_dsn) as conn, psycopg.connect(raw_dsn) as raw, \
-            ThreadPoolExecutor(1) as parser:
+            ParsePool() as parser:
+        parser.warm()  # the worker's start-up (imports) is once per consumer, not per batch
         BatchApplier(raw, "raw")  # the staging table, to copy its shape
         raw.execute("CREATE TABLE raw_events AS SELECT * FROM stage WITH NO DATA")
         raw.commit()
@@ -169,9 +173,10 @@ def bench_side_by_side(apply_dsn: str, raw_dsn: str, records: list[Record], batc
         applier.timings = timings
         raw_meter, apply_meter = Meter(raw), Meter(conn)
         apply_meter.start()
-        nxt = parser.submit(prepare, chunks[0])
+        nxt = parser.submit(chunks[0])
         prepared = nxt.result()
         apply_meter.stop()
+        apply_meter.cpu += prepared.cpu_s
         for i in range(len(chunks)):
             raw_meter.start()
             with raw.transaction(), raw.cursor().copy(
@@ -181,10 +186,14 @@ def bench_side_by_side(apply_dsn: str, raw_dsn: str, records: list[Record], batc
             raw_meter.stop()
             apply_meter.start()
             if i + 1 < len(chunks):
-                nxt = parser.submit(prepare, chunks[i + 1])
+                nxt = parser.submit(chunks[i + 1])
             applied.update(_write(conn, applier, prepared, timings).applied)
             if i + 1 < len(chunks):
+                t = time.perf_counter()
                 prepared = nxt.result()
+                if timings is not None:  # the writer waiting for the parse process
+                    timings["_WAIT_PARSE"] += time.perf_counter() - t
+                apply_meter.cpu += prepared.cpu_s
             apply_meter.stop()
         return apply_meter, raw_meter, applied
 

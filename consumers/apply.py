@@ -24,6 +24,9 @@ from datetime import UTC, datetime, time
 from typing import Any
 
 import psycopg
+import pydantic_core
+from psycopg._copy_base import TextFormatter  # private, pinned by test_copy_text_*
+from psycopg.adapt import Transformer
 
 from sohoa.events import (
     DeadLetter,
@@ -292,34 +295,51 @@ FROM (SELECT site_id, file_code, page_no FROM stage WHERE etype = 'PageRemoved'
 WHERE p.site_id = k.site_id AND p.file_code = k.file_code AND p.page_no = k.page_no
 """
 
+# The checks stored in this batch (RETURNING names only those that won) are copied onto their
+# page when it is at that revision and differs: a join on the rows just written instead of a
+# second pass over the batch's checks. A page this batch writes afterwards takes the check of
+# its revision in `_UPSERT_PAGES` (which reads `page_checks` after this statement).
 _PAGE_CHECKS = """
-INSERT INTO page_checks (site_id, file_code, page_no, revision, sha256, passed, failed, checks,
-                         checked_at, event_id)
-SELECT DISTINCT ON (site_id, file_code, page_no, revision)
-       site_id, file_code, page_no, revision, sha256, passed, names, doc, occurred_at,
-       event_id
-FROM stage WHERE etype = 'PageChecked'
-ORDER BY site_id, file_code, page_no, revision, occurred_at DESC, event_id DESC
-ON CONFLICT (site_id, file_code, page_no, revision) DO UPDATE SET
-    sha256 = excluded.sha256, passed = excluded.passed, failed = excluded.failed,
-    checks = excluded.checks, checked_at = excluded.checked_at, event_id = excluded.event_id
-WHERE (excluded.checked_at, excluded.event_id) > (page_checks.checked_at, page_checks.event_id)
+WITH won AS (
+    INSERT INTO page_checks (site_id, file_code, page_no, revision, sha256, passed, failed,
+                             checks, checked_at, event_id)
+    SELECT DISTINCT ON (site_id, file_code, page_no, revision)
+           site_id, file_code, page_no, revision, sha256, passed, names, doc, occurred_at,
+           event_id
+    FROM stage WHERE etype = 'PageChecked'
+    ORDER BY site_id, file_code, page_no, revision, occurred_at DESC, event_id DESC
+    ON CONFLICT (site_id, file_code, page_no, revision) DO UPDATE SET
+        sha256 = excluded.sha256, passed = excluded.passed, failed = excluded.failed,
+        checks = excluded.checks, checked_at = excluded.checked_at, event_id = excluded.event_id
+    WHERE (excluded.checked_at, excluded.event_id)
+        > (page_checks.checked_at, page_checks.event_id)
+    RETURNING site_id, file_code, page_no, revision, passed
+)
+UPDATE pages p SET check_passed = w.passed
+FROM won w
+WHERE p.site_id = w.site_id AND p.file_code = w.file_code AND p.page_no = w.page_no
+  AND p.revision = w.revision AND p.check_passed IS DISTINCT FROM w.passed
 """
 
+# The winner of each revision is picked first (the sort carries the document unread), then
+# jsonb_to_record reads each (often TOASTed, page-list sized) document once: every `doc->`
+# would fetch and decompress it again, several times a row.
 _ASSEMBLIES = """
 INSERT INTO file_assemblies (site_id, file_code, revision, trigger, pages, page_list, gaps,
                              duplicate_page_nos, duplicate_content, expected_pages,
                              count_mismatch, classification, assembled_at, event_id)
-SELECT DISTINCT ON (site_id, file_code, revision)
-       site_id, file_code, revision, doc->>'trigger', jsonb_array_length(doc->'pages'),
-       doc->'pages',
-       ARRAY(SELECT jsonb_array_elements_text(doc->'gaps')::integer),
-       ARRAY(SELECT jsonb_array_elements_text(doc->'duplicate_page_nos')::integer),
-       COALESCE(doc->'duplicate_content', '[]'::jsonb),
-       (doc->>'expected_pages')::integer, COALESCE((doc->>'count_mismatch')::boolean, false),
-       doc->>'classification', occurred_at, event_id
-FROM stage WHERE etype = 'FileAssembled'
-ORDER BY site_id, file_code, revision, occurred_at DESC, event_id DESC
+SELECT s.site_id, s.file_code, s.revision, j.trigger, jsonb_array_length(j.pages), j.pages,
+       ARRAY(SELECT jsonb_array_elements_text(j.gaps)::integer),
+       ARRAY(SELECT jsonb_array_elements_text(j.duplicate_page_nos)::integer),
+       COALESCE(j.duplicate_content, '[]'::jsonb), j.expected_pages,
+       COALESCE(j.count_mismatch, false), j.classification, s.occurred_at, s.event_id
+FROM (SELECT DISTINCT ON (site_id, file_code, revision)
+             site_id, file_code, revision, occurred_at, event_id, doc
+      FROM stage WHERE etype = 'FileAssembled'
+      ORDER BY site_id, file_code, revision, occurred_at DESC, event_id DESC) s
+CROSS JOIN LATERAL jsonb_to_record(s.doc) AS j(
+    trigger text, pages jsonb, gaps jsonb, duplicate_page_nos jsonb, duplicate_content jsonb,
+    expected_pages integer, count_mismatch boolean, classification text)
 ON CONFLICT (site_id, file_code, revision) DO UPDATE SET
     trigger = excluded.trigger, pages = excluded.pages, page_list = excluded.page_list,
     gaps = excluded.gaps, duplicate_page_nos = excluded.duplicate_page_nos,
@@ -437,20 +457,6 @@ LEFT JOIN LATERAL (
 WHERE f.site_id = t.site_id AND f.file_code = t.file_code
 """
 
-# The current revision's check, copied onto the page. A page written in this batch took the
-# check of its revision already (`_UPSERT_PAGES` runs after `_PAGE_CHECKS`), so only a check
-# stored in this batch can still change it: a plain join on the checks' keys, and no write when
-# the value is already right (a page scanned and checked in one batch is written once).
-_PAGES_CHECK = """
-UPDATE pages p SET check_passed = c.passed
-FROM (SELECT DISTINCT site_id, file_code, page_no, revision FROM stage
-      WHERE etype = 'PageChecked') k
-JOIN page_checks c ON c.site_id = k.site_id AND c.file_code = k.file_code
-                  AND c.page_no = k.page_no AND c.revision = k.revision
-WHERE p.site_id = k.site_id AND p.file_code = k.file_code AND p.page_no = k.page_no
-  AND p.revision = k.revision AND p.check_passed IS DISTINCT FROM c.passed
-"""
-
 # LATERAL keeps this an index range scan per touched file however large `pages` grows; only
 # files whose pages or checks changed are recounted.
 _FILE_PAGES = """
@@ -539,7 +545,7 @@ ON CONFLICT (dedup_key) DO NOTHING
 
 _MERGE_STEPS = ("_TOUCHED_FILES", "_UPSERT_FILES", "_AUDIT_UNOPENED", "_DAYS_BEFORE",
                 "_PAGE_REVISIONS", "_PAGE_REMOVALS", "_PAGE_CHECKS", "_UPSERT_PAGES",
-                "_PAGES_REMOVED", "_PAGES_CHECK", "_ASSEMBLIES", "_OCR", "_VERDICTS", "_MANIFEST",
+                "_PAGES_REMOVED", "_ASSEMBLIES", "_OCR", "_VERDICTS", "_MANIFEST",
                 "_CLOSED", "_HEARTBEATS", "_DEAD_LETTER_EVENTS", "_FILE_CURRENT", "_FILE_PAGES",
                 "_FILE_STATE", "_DAYS_AFTER", "_DAILY", "_DAILY_PRUNE")
 _STATEMENTS: dict[str, str] = {name: globals()[name] for name in _MERGE_STEPS}
@@ -553,14 +559,20 @@ _COPY_STAGE = f"COPY stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN"
 
 @dataclass
 class Prepared:
-    """A batch parsed and shaped for COPY: pure CPU work, no database, safe in any thread."""
+    """A batch parsed and shaped for COPY: pure CPU work, no database, safe in any thread or
+    process (:func:`prepare_wire` runs it in the consumer's parse process)."""
 
-    rows: list[tuple]
+    data: bytes  # the staging rows in COPY text format
+    staged: int  # how many rows ``data`` holds
+    staged_types: Counter[str]  # rows per event type
     result: BatchResult
     records: list[Record]
+    cpu_s: float = 0.0  # CPU seconds the preparation took, where it ran
 
 
-def prepare(records: list[Record]) -> Prepared:
+def stage_rows(records: list[Record]) -> tuple[list[tuple], BatchResult]:
+    """Parse and validate every record: the staging rows (see STAGE_COLUMNS) and the batch's
+    dead letters, in-batch duplicates and next offsets."""
     result = BatchResult()
     rows: list[tuple] = []
     seen: set[str] = set()
@@ -580,7 +592,38 @@ def prepare(records: list[Record]) -> Prepared:
             continue
         seen.add(ev.event_id)
         rows.append(_row(seq, ev, rec))
-    return Prepared(_pick_pages(rows), result, records)
+    return _pick_pages(rows), result
+
+
+def copy_text(rows: list[tuple]) -> bytes:
+    """``rows`` in COPY text format, encoded exactly as psycopg's ``Copy.write_row`` does (its
+    own C formatter), so a process without a connection can do it and the writer only sends
+    bytes."""
+    fmt = TextFormatter(Transformer())
+    buf = bytearray()
+    for row in rows:
+        buf += fmt.write_row(row)
+    buf += fmt.end()
+    return bytes(buf)
+
+
+def prepare(records: list[Record]) -> Prepared:
+    started = time_mod.process_time()
+    rows, result = stage_rows(records)
+    return Prepared(copy_text(rows), len(rows), Counter(r[_I_ETYPE] for r in rows), result,
+                    records, time_mod.process_time() - started)
+
+
+def prepare_wire(raw: list[tuple[str, int, int, bytes | None, bytes | None]]) -> Prepared:
+    """:func:`prepare` for a worker process: records arrive as plain tuples (cheap to pickle)
+    and are not sent back (the caller keeps its own)."""
+    prepared = prepare([Record(*r) for r in raw])
+    prepared.records = []
+    return prepared
+
+
+def wire(records: list[Record]) -> list[tuple[str, int, int, bytes | None, bytes | None]]:
+    return [(r.topic, r.partition, r.offset, r.value, r.key) for r in records]
 
 
 # Positions in a staged row (see STAGE_COLUMNS).
@@ -642,8 +685,10 @@ def _row(seq: int, ev: Event, rec: Record) -> tuple:
         # Typed here, so the database does not walk JSON for the busiest file event.
         page_no, sha, revision, passed = ev.page_no, ev.sha256, ev.revision, ev.passed
         names = sorted(c.check for c in ev.checks if not c.passed)
-        # The checks as sent (re-serialising the models would turn 1 into 1.0).
-        doc = json.dumps(json.loads(rec.value or b"{}")["checks"], ensure_ascii=False)
+        # The checks as sent (re-serialising the models would turn 1 into 1.0); pydantic's own
+        # JSON codec does this several times faster than the json module.
+        doc = pydantic_core.to_json(pydantic_core.from_json(rec.value or b"{}")["checks"]
+                                    ).decode()
     else:
         if isinstance(ev, PageRemoved):
             page_no, sha = ev.page_no, ev.sha256
@@ -686,6 +731,10 @@ class BatchApplier:
             # Safe for exactly-once: a batch and its offsets commit together, so a server crash
             # that loses the last commits rewinds both, and the consumer re-reads those records.
             conn.execute("SET synchronous_commit TO off")
+            # Each batch statement runs in milliseconds; a misestimate of the (statistics-less)
+            # staging table once pushed one over jit_above_cost, and compiling took longer than
+            # running it (~40 ms a batch for 40 rows).
+            conn.execute("SET jit TO off")
 
     # --- writing ------------------------------------------------------------------------
 
@@ -696,16 +745,14 @@ class BatchApplier:
     def write(self, prepared: Prepared, *, commit_offsets: bool = True) -> BatchResult:
         """Write a batch :func:`prepare` made (in any thread); call inside a transaction."""
         result = prepared.result
-        rows = prepared.rows
         cur = self.conn.cursor()
-        if rows:
+        if prepared.staged:
             t = time_mod.perf_counter()
             with cur.copy(_COPY_STAGE) as cp:
-                for row in rows:
-                    cp.write_row(row)
+                cp.write(prepared.data)
             if self.timings is not None:
                 self.timings["_COPY_STAGE"] += time_mod.perf_counter() - t
-            self._merge(cur, result, len(rows))
+            self._merge(cur, result, prepared)
         if result.dead_letters:
             result.dead_letters = self.store_dead_letters(result.dead_letters)
         if commit_offsets and result.offsets:
@@ -737,15 +784,17 @@ class BatchApplier:
         cur.execute(sql, params)
         self.timings[name] += time_mod.perf_counter() - t
 
-    def _merge(self, cur: psycopg.Cursor, result: BatchResult, staged: int) -> None:
+    def _merge(self, cur: psycopg.Cursor, result: BatchResult, prepared: Prepared) -> None:
         self._exec(cur, "_DEDUP_APPLIED", _DEDUP_APPLIED)
         if cur.rowcount:
             # Replays were dropped: the batch's picks may have named a dropped row.
             self._exec(cur, "_REPICK", _REPICK)
-        self._exec(cur, "_COUNT", "SELECT etype, count(*) FROM stage GROUP BY etype")
-        result.applied.update({t: n for t, n in cur.fetchall()})
+            self._exec(cur, "_COUNT", "SELECT etype, count(*) FROM stage GROUP BY etype")
+            result.applied.update({t: n for t, n in cur.fetchall()})
+        else:  # nothing dropped: what was staged is what applies (one round trip less)
+            result.applied.update(prepared.staged_types)
         fresh = sum(result.applied.values())
-        result.duplicates += staged - fresh
+        result.duplicates += prepared.staged - fresh
         if not fresh:
             return
         d = self.site_defaults

@@ -14,7 +14,6 @@ import logging
 import signal
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -27,11 +26,11 @@ from consumers.apply import (
     Record,
     SiteDefaults,
     dead_letter_for,
-    prepare,
 )
 from consumers.apply import stored_offsets as read_offsets
 from consumers.db import connect_retry
 from consumers.metrics import ConsumerMetrics
+from consumers.parsing import Parsed, ParsePool
 from sohoa.config import Settings
 from sohoa.kafka_clients import make_consumer, make_producer
 
@@ -58,10 +57,9 @@ class ProgressConsumer:
         self.consumer: Any = None
         self.producer: Any = None
         self.pending: list[Any] = []
-        # One batch may be parsed in a worker thread while the previous one is written: the
-        # database round trips release the GIL, so parsing and writing overlap.
-        self.parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse")
-        self.inflight: Future[Prepared] | None = None
+        # One batch is parsed in a worker process while the previous one is written.
+        self.parser = ParsePool()
+        self.inflight: Parsed | None = None
         self.batches = 0
 
     # --- PostgreSQL ---------------------------------------------------------------------
@@ -173,7 +171,7 @@ class ProgressConsumer:
         self.pending = []
         if not records:
             return
-        nxt = self.parser.submit(prepare, records)
+        nxt = self.parser.submit(records)
         if self._write_inflight():
             self.inflight = nxt
         else:
@@ -286,7 +284,7 @@ class ProgressConsumer:
         self.metrics.lag.set(lag)
 
     def close(self) -> None:
-        self.parser.shutdown(wait=False, cancel_futures=True)
+        self.parser.shutdown()
         for closer in (self.consumer, self.producer, self.conn):
             if closer is None:
                 continue

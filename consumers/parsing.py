@@ -1,0 +1,107 @@
+"""The consumer's parse process: batch N+1 is parsed, validated and shaped for COPY in a worker
+process while batch N is written.
+
+In a thread, the parse (pydantic, ~35 µs per event) and the writer shared one interpreter lock:
+the writer waited for the lock after every database round trip and the two never ran on two
+cores at once. A process has its own interpreter; it sends back the staging rows as COPY-ready
+bytes (cheap to pickle, nothing left for the writer to format).
+
+The worker ignores SIGTERM/SIGINT (a stop signal to the whole process group must not break the
+pool while the consumer drains its last batch) and exits when its parent is gone (kill -9 of
+the consumer leaves no orphan). If the worker dies anyway, the batch is parsed in-process and
+a new worker is started.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from consumers.apply import Prepared, Record, prepare, prepare_wire, wire
+
+log = logging.getLogger(__name__)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
+def _worker_init(parent: int) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
+                     name="parent-watch").start()
+
+
+class Parsed:
+    """A batch being parsed; :meth:`result` waits for it."""
+
+    def __init__(self, owner: ParsePool, records: list[Record], fut: Future[Prepared] | None
+                 ) -> None:
+        self.owner = owner
+        self.records = records
+        self.fut = fut
+
+    def result(self) -> Prepared:
+        if self.fut is not None:
+            try:
+                prepared = self.fut.result()
+                prepared.records = self.records
+                return prepared
+            except BrokenProcessPool:
+                log.warning("parse process died; parsing this batch in-process",
+                            extra={"records": len(self.records)})
+                self.owner.restart()
+        return prepare(self.records)
+
+    def cancel(self) -> None:
+        if self.fut is not None:
+            self.fut.cancel()
+
+
+class ParsePool:
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _start(self) -> ProcessPoolExecutor:
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_init, initargs=(os.getpid(),))
+        pool.submit(prepare_wire, [])  # start the worker (imports) before the first batch
+        return pool
+
+    def restart(self) -> None:
+        old, self._pool = self._pool, None
+        if old is not None:
+            old.shutdown(wait=False, cancel_futures=True)
+
+    def submit(self, records: list[Record]) -> Parsed:
+        if self._pool is None:
+            self._pool = self._start()
+        try:
+            return Parsed(self, records, self._pool.submit(prepare_wire, wire(records)))
+        except (BrokenProcessPool, RuntimeError):
+            self.restart()
+            return Parsed(self, records, None)
+
+    def warm(self) -> None:
+        """Start the worker and wait until it can parse (start-up is not a batch's cost)."""
+        self.submit([]).result()
+
+    def shutdown(self) -> None:
+        old, self._pool = self._pool, None
+        if old is not None:
+            old.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> ParsePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
