@@ -37,6 +37,9 @@ from sohoa.events import SiteHeartbeat
 
 log = logging.getLogger(__name__)
 
+REPORT_EVERY_S = 0.1  # the sender child reports counts to the agent at most this often
+WAKE_EVERY_S = 0.01   # the agent wakes the sender child at most this often (it polls anyway)
+
 
 class Sender(threading.Thread):
     """The drain loop. In production it runs in the child's main thread (``run()``)."""
@@ -97,10 +100,13 @@ class Sender(threading.Thread):
         backoff = 1.0
         topics = {"site_events": self.settings.topics.site_events,
                   "dead_letters": self.settings.topics.dead_letters}
+        flush = getattr(self.metrics, "flush", None)  # PipeMetrics: batched reports
         try:
             while True:
                 now = time.monotonic()
                 failed_any = self._settle(ob)
+                if flush is not None:
+                    flush()
                 if failed_any and producer is not None:
                     # Let everything already handed over resolve, then start again from the
                     # outbox with a fresh producer: nothing is handed over twice meanwhile.
@@ -291,37 +297,55 @@ def disk_free(roots: list[Path]) -> int:
 # --- the child process ------------------------------------------------------------------------
 
 class _Gauge:
-    def __init__(self, send: Any, name: str) -> None:
-        self._send, self._name = send, name
+    def __init__(self) -> None:
+        self.value = 0.0
 
     def set(self, value: float) -> None:
-        self._send((self._name, value))
+        self.value = value
 
 
 class _Sent:
-    def __init__(self, send: Any) -> None:
-        self._send = send
+    def __init__(self) -> None:
+        self.n = 0.0
 
     def inc(self, n: float = 1) -> None:
-        self._send(("sent", n))
+        self.n += n
 
 
 class PipeMetrics:
-    """The part of :class:`AgentMetrics` the sender touches, forwarded to the agent process."""
+    """The part of :class:`AgentMetrics` the sender touches, forwarded to the agent process in
+    one message per :data:`REPORT_EVERY_S` at most: a message per ack batch kept the agent's
+    reader thread taking the interpreter lock from its loop thousands of times a second."""
 
     def __init__(self, conn: multiprocessing.connection.Connection) -> None:
         self._conn = conn
         self._lock = threading.Lock()
-        self.depth = _Gauge(self._send, "depth")
-        self.oldest = _Gauge(self._send, "oldest")
-        self.sent = _Sent(self._send)
+        self.depth = _Gauge()
+        self.oldest = _Gauge()
+        self.sent = _Sent()
+        self._types: collections.Counter[str] = collections.Counter()
+        self._last: tuple[float, float] | None = None
+        self._next = 0.0
 
-    def _send(self, msg: tuple[Any, ...]) -> None:
+    def send(self, msg: tuple[Any, ...]) -> None:
         with self._lock:
             self._conn.send(msg)
 
     def event_sent(self, type_: str, n: int = 1) -> None:
-        self._send(("event_sent", type_, n))
+        self._types[type_] += n
+
+    def flush(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self._next:
+            return
+        self._next = now + REPORT_EVERY_S
+        gauges = (self.depth.value, self.oldest.value)
+        if not self._types and not self.sent.n and gauges == self._last:
+            return
+        self.send(("report", gauges[0], gauges[1], dict(self._types), self.sent.n))
+        self._last = gauges
+        self._types.clear()
+        self.sent.n = 0
 
 
 def _watch_parent(conn: multiprocessing.connection.Connection, sender: Sender) -> None:
@@ -365,19 +389,26 @@ def sender_main(settings: Settings, agent_version: str, roots: list[str],
     threading.Thread(target=_watch_parent, args=(conn, sender), name="agent-watch",
                      daemon=True).start()
     sender.run()
+    metrics.flush(force=True)
     err = None if sender.error is None else f"{type(sender.error).__name__}: {sender.error}"
-    metrics._send(("exit", sender.depth, sender.drained.is_set(), err))
+    metrics.send(("exit", sender.depth, sender.drained.is_set(), err))
     conn.close()
     if err is not None:
         sys.exit(1)
 
 
 class _Wake:
+    """Called after every outbox commit; one pipe message per :data:`WAKE_EVERY_S` at most."""
+
     def __init__(self, owner: SenderProcess) -> None:
         self._owner = owner
+        self._next = 0.0
 
     def set(self) -> None:
-        self._owner._send(("wake",))
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + WAKE_EVERY_S
+            self._owner._send(("wake",))
 
 
 class SenderProcess:
@@ -440,18 +471,16 @@ class SenderProcess:
             except (EOFError, OSError):
                 return
             kind = msg[0]
-            if kind == "depth":
-                self.depth = msg[1]
-                m.depth.set(msg[1])
-                if msg[1] > 0:
+            if kind == "report":
+                _, self.depth, self.oldest_s, types, sent = msg
+                m.depth.set(self.depth)
+                m.oldest.set(self.oldest_s)
+                if self.depth > 0:
                     self.drained.clear()
-            elif kind == "oldest":
-                self.oldest_s = msg[1]
-                m.oldest.set(msg[1])
-            elif kind == "sent":
-                m.sent.inc(msg[1])
-            elif kind == "event_sent":
-                m.event_sent(msg[1], msg[2])
+                for etype, n in types.items():
+                    m.event_sent(etype, n)
+                if sent:
+                    m.sent.inc(sent)
             elif kind == "exit":
                 _, self.depth, drained, err = msg
                 m.depth.set(self.depth)

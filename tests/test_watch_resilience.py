@@ -6,10 +6,12 @@ from __future__ import annotations
 import collections
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -98,8 +100,29 @@ def test_kill_9_mid_burst_then_restart_loses_nothing(stack, tmp_path: Path) -> N
         assert agent.stop() == 0, agent.tail()
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _gauge(port: int, name: str) -> float | None:
+    """One sample of the agent's /metrics (its sender child reports through the agent)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 def test_broker_down_60s_while_pages_arrive(stack, tmp_path: Path) -> None:
-    env = agent_env(stack, tmp_path, SOHOA_WATCHER__STABILITY_WINDOW_S="0.3")
+    port = _free_port()
+    env = agent_env(stack, tmp_path, SOHOA_WATCHER__STABILITY_WINDOW_S="0.3",
+                    SOHOA_WATCHER__METRICS_PORT=str(port))
     root = hot(env)
     agent = SohoaProcess(["watch"], env, tmp_path / "watch.log")
     writer = None
@@ -116,6 +139,10 @@ def test_broker_down_60s_while_pages_arrive(stack, tmp_path: Path) -> None:
                 "SELECT count(*) FROM outbox WHERE sent IS NULL").fetchone()[0]
             assert depth > 0, "nothing queued while the broker was down"
             assert agent.alive(), agent.tail()
+            # The sender counts the queue once a second; the agent serves what it reports.
+            wait_for(lambda: (_gauge(port, "sohoa_watcher_outbox_depth") or 0) > 0, 10,
+                     "the outbox depth on /metrics", (agent,))
+            assert (_gauge(port, "sohoa_watcher_oldest_unsent_seconds") or 0) > 0
         finally:
             stack.start_kafka()
         assert writer.wait(timeout=120) == 0
@@ -123,6 +150,9 @@ def test_broker_down_60s_while_pages_arrive(stack, tmp_path: Path) -> None:
                  (agent,))
         pages = _pages_on_kafka(stack, env)
         _assert_exactly(pages, 400, strict_once=True)
+        wait_for(lambda: _gauge(port, "sohoa_watcher_outbox_depth") == 0, 10,
+                 "an empty outbox on /metrics", (agent,))
+        assert _gauge(port, "sohoa_watcher_pages_sent_total") == 400
     finally:
         if writer is not None and writer.poll() is None:
             writer.kill()
