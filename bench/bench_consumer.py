@@ -135,6 +135,7 @@ class Meter:
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
         self.wall = self.cpu = 0.0
+        self.parse_cpu = 0.0  # of it, the parse process's
         self._clock: Clock | None = None
 
     def start(self) -> None:
@@ -177,6 +178,7 @@ def bench_side_by_side(apply_dsn: str, raw_dsn: str, records: list[Record], batc
         prepared = nxt.result()
         apply_meter.stop()
         apply_meter.cpu += prepared.cpu_s
+        apply_meter.parse_cpu += prepared.cpu_s
         for i in range(len(chunks)):
             raw_meter.start()
             with raw.transaction(), raw.cursor().copy(
@@ -194,6 +196,7 @@ def bench_side_by_side(apply_dsn: str, raw_dsn: str, records: list[Record], batc
                 if timings is not None:  # the writer waiting for the parse process
                     timings["_WAIT_PARSE"] += time.perf_counter() - t
                 apply_meter.cpu += prepared.cpu_s
+                apply_meter.parse_cpu += prepared.cpu_s
             apply_meter.stop()
         return apply_meter, raw_meter, applied
 
@@ -234,6 +237,7 @@ def run(dsn: str | None, sites: int, files: int, pages: int, batch: int,
         "raw_copy_rows_per_s": round(n / raw_s),
         "apply_vs_raw_copy": round(raw_s / apply_s, 3),
         "apply_cpu_seconds": round(apply_cpu, 3),
+        "apply_cpu_seconds_parse_process": round(apply_m.parse_cpu, 3),
         "apply_events_per_cpu_s": round(n / apply_cpu) if apply_cpu else None,
         "raw_copy_cpu_seconds": round(raw_cpu, 3),
         "raw_copy_rows_per_cpu_s": round(n / raw_cpu) if raw_cpu else None,
