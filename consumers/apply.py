@@ -166,8 +166,8 @@ WHERE s.seq = x.seq
 _NEW_SITES = """
 WITH new AS (
     INSERT INTO sites (site_id, auto_created, timezone, work_start, work_end, workdays)
-    SELECT DISTINCT site_id, true, %(tz)s, %(ws)s, %(we)s, %(wd)s FROM stage
-    WHERE etype <> 'DeadLetter'
+    SELECT site_id, true, %(tz)s, %(ws)s, %(we)s, %(wd)s
+    FROM (SELECT DISTINCT site_id FROM stage WHERE etype <> 'DeadLetter') d
     ON CONFLICT (site_id) DO NOTHING
     RETURNING site_id
 ), audit AS (
