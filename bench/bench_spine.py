@@ -18,6 +18,7 @@ from pathlib import Path
 from bench.common import (
     emit,
     pages_in_postgres,
+    raw_consume,
     spine_env,
     start_component,
     start_throwaway_stack,
@@ -58,16 +59,8 @@ def produce(kafka, topic: str, events: list[tuple[str, bytes]]) -> float:
 
 
 def consume_all(kafka, topic: str, n: int) -> float:
-    consumer = make_consumer(kafka, topic, group_id=None, consumer_timeout_ms=10_000,
-                             max_poll_records=5000, fetch_max_bytes=64 * 1024 * 1024)
-    t0 = time.perf_counter()
-    seen = 0
-    for _ in consumer:
-        seen += 1
-        if seen >= n:
-            break
-    elapsed = time.perf_counter() - t0
-    consumer.close()
+    seen, elapsed = raw_consume(kafka, topic, n, max_poll_records=5000,
+                                fetch_max_bytes=64 * 1024 * 1024)
     if seen < n:
         raise RuntimeError(f"raw consume saw {seen} of {n}")
     return elapsed

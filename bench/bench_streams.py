@@ -1,7 +1,7 @@
 """Assembly throughput of the real Faust worker on page events, QC and OCR switched off.
 
     python -m bench.bench_streams                 # throw-away Kafka on free ports
-    python -m bench.bench_streams --events 30000 --json out.json
+    python -m bench.bench_streams --files 100 --pages 48 --json out.json
 
 The events (PageScanned, a FileManifest and a FileClosed per file) are produced first; then
 `sohoa streams --role assembly` is started and its own counter
@@ -25,13 +25,13 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from bench.common import emit
+from bench.common import emit, raw_consume
 from infra.procs import free_port
 from infra.stack import LocalStack, settings_for_stack
 from infra.topics import apply_spec, load_spec
 from sohoa.config import Settings, TopicsConfig
 from sohoa.events import FileClosed, FileManifest, PageScanned
-from sohoa.kafka_clients import make_consumer, make_producer
+from sohoa.kafka_clients import make_producer
 
 GOAL_EVENTS_PER_S = 3000.0
 
@@ -68,16 +68,7 @@ def processed(port: int) -> float | None:
 
 
 def raw_read(settings: Settings, topic: str, n: int) -> float:
-    consumer = make_consumer(settings.kafka, topic, group_id=None, consumer_timeout_ms=5000,
-                             max_poll_records=2000)
-    t0 = time.perf_counter()
-    got = 0
-    for _m in consumer:
-        got += 1
-        if got >= n:
-            break
-    dt = time.perf_counter() - t0
-    consumer.close()
+    got, dt = raw_consume(settings.kafka, topic, n, timeout_ms=5000, max_poll_records=2000)
     return got / dt
 
 
@@ -140,6 +131,10 @@ def run(n_files: int, pages: int, bootstrap: str | None) -> dict:
                 time.sleep(0.05)
             else:
                 raise RuntimeError("assembly did not finish in 600 s")
+            if end_t <= first_t:
+                raise RuntimeError(
+                    f"all {len(evs)} events were done at the first look at the worker's "
+                    "counter: too few to time; give more --files/--pages")
             rate = (last - first_n) / (end_t - first_t)
             cpu = _cpu_seconds(proc.pid)
             window_cpu = (cpu or 0.0) - (first_cpu or 0.0)

@@ -90,3 +90,25 @@ def start_component(args: list[str], env: dict[str, str], logs: Path,
     with (logs / f"{name or args[0]}.log").open("ab") as fh:
         return subprocess.Popen([sys.executable, "-m", "sohoa.cli", *args], env=env,
                                 stdout=fh, stderr=subprocess.STDOUT)
+
+
+def raw_consume(kafka: Any, topic: str, n: int, timeout_ms: int = 10_000,
+                **consumer_args: Any) -> tuple[int, float]:
+    """Read up to ``n`` records of ``topic`` with a plain kafka-python consumer (no group):
+    the raw read rate a stage is compared with. Returns (records read, seconds)."""
+    import time
+
+    from sohoa.kafka_clients import make_consumer
+
+    consumer = make_consumer(kafka, topic, group_id=None, consumer_timeout_ms=timeout_ms,
+                             **consumer_args)
+    t0 = time.perf_counter()
+    seen = 0
+    for _ in consumer:
+        seen += 1
+        if seen >= n:
+            break
+    elapsed = time.perf_counter() - t0
+    consumer.close()
+    return seen, elapsed
+
