@@ -58,15 +58,13 @@ def inspect_page(path: Path, size: int, mtime_ns: int, max_bytes: int) -> PageFa
     try:
         media_type = _check_structure(path, size)
         sha = _sha256(path)
-        st = os.stat(path, follow_symlinks=False)
     except PermissionError as exc:
         raise Rejected("unreadable", f"cannot read: {exc.strerror}") from None
     except FileNotFoundError:
         raise Changed() from None
     except OSError as exc:
         raise Rejected("unreadable", f"read error: {exc}") from None
-    if not stat.S_ISREG(st.st_mode) or st.st_size != size or st.st_mtime_ns != mtime_ns:
-        raise Changed()
+    _still_as_seen(path, size, mtime_ns)  # changed while it was hashed: not stable yet
     return PageFacts(sha256=sha, size=size, mtime_ns=mtime_ns, media_type=media_type)
 
 
@@ -80,18 +78,24 @@ def inspect_settled(items: list[tuple[Path, int, int]], max_bytes: int,
     out: list[PageFacts | BaseException] = []
     for path, size, mtime_ns in items:
         try:
-            try:
-                st = os.stat(path, follow_symlinks=False)
-            except FileNotFoundError:
-                raise Changed() from None
-            except OSError as exc:
-                raise Rejected("unreadable", f"cannot stat: {exc}") from None
-            if not stat.S_ISREG(st.st_mode) or st.st_size != size or st.st_mtime_ns != mtime_ns:
-                raise Changed()
+            _still_as_seen(path, size, mtime_ns)
             out.append(inspect_page(path, size, mtime_ns, max_bytes))
         except Exception as exc:  # each page's outcome is reported on its own
             out.append(exc)
     return out
+
+
+def _still_as_seen(path: Path, size: int, mtime_ns: int) -> None:
+    """Raise :class:`Changed` unless ``path`` is still the regular file first seen at
+    (size, mtime_ns); a file gone is a change too, an unstattable one is rejected."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        raise Changed() from None
+    except OSError as exc:
+        raise Rejected("unreadable", f"cannot stat: {exc}") from None
+    if not stat.S_ISREG(st.st_mode) or st.st_size != size or st.st_mtime_ns != mtime_ns:
+        raise Changed()
 
 
 def _sha256(path: Path) -> str:
