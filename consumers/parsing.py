@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import threading
-import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -28,17 +28,19 @@ from consumers.apply import Prepared, Record, prepare, prepare_wire, wire
 log = logging.getLogger(__name__)
 
 
-def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(0.5)
+def _watch_parent() -> None:
+    # The parent's sentinel (as the agent's sender child uses it) becomes ready the moment the
+    # consumer is gone, however it died; no polling.
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        multiprocessing.connection.wait([parent.sentinel])
     os._exit(0)
 
 
-def _worker_init(parent: int) -> None:
+def _worker_init() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
-                     name="parent-watch").start()
+    threading.Thread(target=_watch_parent, daemon=True, name="parent-watch").start()
 
 
 class Parsed:
@@ -73,7 +75,7 @@ class ParsePool:
 
     def _start(self) -> ProcessPoolExecutor:
         pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_init, initargs=(os.getpid(),))
+                                   initializer=_worker_init)
         pool.submit(prepare_wire, [])  # start the worker (imports) before the first batch
         return pool
 
