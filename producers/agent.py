@@ -32,6 +32,7 @@ from producers.layout import Layout, NameMismatch, nfc
 from producers.metrics import AgentMetrics
 from producers.outbox import ENQUEUE_SQL, Known, Outbox, enqueue
 from producers.pagecheck import Changed, PageFacts, Rejected, inspect_settled
+from producers.wire import WireEvent, page_scanned
 from sohoa.config import Settings
 from sohoa.disk import disk_full
 from sohoa.events import (
@@ -548,7 +549,9 @@ class Agent:
             self._write_page(rootk, c, name, facts, known.revision, "sent", None)
             return
         revision = (known.revision + 1) if isinstance(known, Known) and known.revision else 1
-        ev = PageScanned.make(
+        # Bytes equal to PageScanned.make(...).to_json() (tests/test_watch_units.py), without
+        # validating again what the layout and the page check already bounded.
+        ev = page_scanned(
             site_id=self.site, fonds=name.fonds, file_code=name.file_code, page_no=name.page_no,
             uri=c.path.as_uri(), sha256=facts.sha256, size_bytes=facts.size,
             media_type=facts.media_type, revision=revision, path=c.rel,
@@ -572,7 +575,7 @@ class Agent:
                                                   args[10], args[7], args[8], args[9])
 
     def _write_page(self, rootk: str, c: Candidate, name: Any, facts: PageFacts, revision: int,
-                    state: str, ev: PageScanned | None) -> None:
+                    state: str, ev: PageScanned | WireEvent | None) -> None:
         self._queue_page_row((
             rootk, c.rel, c.rel.rpartition("/")[0], facts.size, facts.mtime_ns, facts.sha256,
             revision, name.fonds, name.file_code, name.page_no, state, None,

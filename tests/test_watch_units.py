@@ -252,3 +252,43 @@ def test_full_outbox_disk_waits_and_loses_nothing(tmp_path: Path, caplog) -> Non
                            "WHERE etype = 'PageScanned'").fetchone()
     assert tuple(rows) == (300, 300)
     a.close()
+
+
+def test_fast_page_scanned_bytes_equal_the_validated_model() -> None:
+    """The agent's pydantic-free PageScanned (producers/wire.py) is byte for byte the contract's
+    own JSON, for every character a file name can hold, and falls back to the model (and its
+    errors) outside the bounds it is proven on."""
+    from datetime import UTC, datetime
+
+    from producers.wire import WireEvent, fast_event_id, page_scanned
+    from sohoa.events import stable_event_id
+
+    odd = "".join(chr(c) for c in range(1, 0x80)) + "\u2028\u2029\ufeff Tiếng Việt 𝄞 " + \
+        unicodedata.normalize("NFD", "Hồ sơ")
+    cases = []
+    for i, text in enumerate(["HS-001", "Hồ sơ 2024", odd, 'a"b\\c', "x" * 200]):
+        for at in (datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+                   datetime(2026, 1, 2, 3, 4, 5, 120000, tzinfo=UTC),
+                   datetime(1999, 12, 31, 23, 59, 59, 5, tzinfo=UTC)):
+            cases.append(dict(site_id="xa-tan_phu-9", fonds=text[:200], file_code=text[:200],
+                              page_no=[0, 1, 7, 99_999, 100_000][i], uri=Path(f"/r/{i}").as_uri(),
+                              sha256=hashlib.sha256(text.encode()).hexdigest(),
+                              size_bytes=i + 1, media_type="image/tiff", revision=i + 1,
+                              path=f"F/{text}/{i}.tif", occurred_at=at))
+    for d in cases:
+        fast = page_scanned(**d)
+        assert isinstance(fast, WireEvent)
+        model = PageScanned.make(**d)
+        assert fast.to_json() == model.to_json()
+        assert (fast.event_id, fast.key(), fast.NAME) == (model.event_id, model.key(),
+                                                          model.NAME)
+        assert PageScanned.model_validate_json(fast.to_json()) == model
+    assert fast_event_id("a", 1, "ố") == stable_event_id("a", 1, "ố")
+    # Outside the proven bounds: the validated model, so the same errors as before.
+    base = dict(cases[0], occurred_at=None)
+    for bad in ({"site_id": "Bad Site"}, {"site_id": "xa\n"}, {"fonds": "f" * 201},
+                {"page_no": 100_001}, {"sha256": "A" * 64}, {"size_bytes": 0}):
+        with pytest.raises(ValueError):
+            page_scanned(**{**base, **bad})
+    lone = page_scanned(**{**base, "path": "F/\udcff.tif"})  # an undecodable name
+    assert isinstance(lone, PageScanned)
