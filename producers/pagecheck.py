@@ -56,8 +56,12 @@ def inspect_page(path: Path, size: int, mtime_ns: int, max_bytes: int) -> PageFa
     if size > max_bytes:
         raise Rejected("too_large", f"file is {size} bytes, over the limit of {max_bytes}")
     try:
-        media_type = _check_structure(path, size)
-        sha = _sha256(path)
+        # One open for the header walk and the hash; the hash's buffer fits the page (a fresh
+        # 1 MB buffer per 100 KB page cost more than the header walk).
+        with open(path, "rb") as f:
+            media_type = _check_structure(f, size)
+            f.seek(0)
+            sha = _sha256(f, size)
     except PermissionError as exc:
         raise Rejected("unreadable", f"cannot read: {exc.strerror}") from None
     except FileNotFoundError:
@@ -98,60 +102,60 @@ def _still_as_seen(path: Path, size: int, mtime_ns: int) -> None:
         raise Changed()
 
 
-def _sha256(path: Path) -> str:
+def _sha256(f: BinaryIO, size: int) -> str:
     h = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        buf = bytearray(_CHUNK)
-        view = memoryview(buf)
-        while n := f.readinto(buf):
-            h.update(view[:n])
+    # One byte over the expected size, so a page that grew meanwhile is hashed whole in the
+    # same loop (and then found changed by the closing stat).
+    buf = bytearray(min(_CHUNK, size + 1))
+    view = memoryview(buf)
+    while n := f.readinto(buf):  # type: ignore[attr-defined]
+        h.update(view[:n])
     return h.hexdigest()
 
 
-def _check_structure(path: Path, size: int) -> str:
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if head.startswith(b"%PDF-"):
-            f.seek(max(0, size - 2048))
-            if b"%%EOF" not in f.read():
-                raise Rejected("corrupt", "PDF is truncated (no %%EOF trailer)")
-            return "application/pdf"
-        # Our own walks of the three scan formats read a few hundred bytes and cost tens of
-        # microseconds; Pillow's open costs ten times more and is kept for everything else.
-        try:
-            if head.startswith(b"\x89PNG\r\n\x1a\n"):
-                _walk_png(f, size)
-                return "image/png"
-            if head.startswith(b"\xff\xd8\xff"):
-                _walk_jpeg(f, size)
-                return "image/jpeg"
-            if head[:4] in (b"II*\x00", b"MM\x00*"):
-                _walk_tiff(f, size, "<" if head[:2] == b"II" else ">")
-                return "image/tiff"
-        except struct.error:
+def _check_structure(f: BinaryIO, size: int) -> str:
+    head = f.read(8)
+    if head.startswith(b"%PDF-"):
+        f.seek(max(0, size - 2048))
+        if b"%%EOF" not in f.read():
+            raise Rejected("corrupt", "PDF is truncated (no %%EOF trailer)")
+        return "application/pdf"
+    # Our own walks of the three scan formats read a few hundred bytes and cost tens of
+    # microseconds; Pillow's open costs ten times more and is kept for everything else.
+    try:
+        if head.startswith(b"\x89PNG\r\n\x1a\n"):
+            _walk_png(f, size)
+            return "image/png"
+        if head.startswith(b"\xff\xd8\xff"):
+            _walk_jpeg(f, size)
+            return "image/jpeg"
+        if head[:4] in (b"II*\x00", b"MM\x00*"):
+            _walk_tiff(f, size, "<" if head[:2] == b"II" else ">")
+            return "image/tiff"
+    except struct.error:
+        raise Rejected("corrupt", "image header is truncated or damaged") from None
+    f.seek(0)
+    try:
+        im = Image.open(f)
+        fmt = im.format or ""
+        if fmt not in MEDIA_TYPES:
+            raise Rejected("not_image", f"unsupported image format {fmt or '?'}")
+        if fmt == "PNG":
+            im.verify()  # walks every chunk and checks its CRC: catches truncation
+        elif fmt in ("JPEG", "MPO"):
+            f.seek(max(0, size - 64))
+            if b"\xff\xd9" not in f.read():
+                raise Rejected("corrupt", "JPEG is truncated (no end-of-image marker)")
+        elif fmt == "TIFF":
+            _check_tiff_extent(im, size)
+    except UnidentifiedImageError:
+        if head.startswith(_IMAGE_MAGIC):
             raise Rejected("corrupt", "image header is truncated or damaged") from None
-        f.seek(0)
-        try:
-            im = Image.open(f)
-            fmt = im.format or ""
-            if fmt not in MEDIA_TYPES:
-                raise Rejected("not_image", f"unsupported image format {fmt or '?'}")
-            if fmt == "PNG":
-                im.verify()  # walks every chunk and checks its CRC: catches truncation
-            elif fmt in ("JPEG", "MPO"):
-                f.seek(max(0, size - 64))
-                if b"\xff\xd9" not in f.read():
-                    raise Rejected("corrupt", "JPEG is truncated (no end-of-image marker)")
-            elif fmt == "TIFF":
-                _check_tiff_extent(im, size)
-        except UnidentifiedImageError:
-            if head.startswith(_IMAGE_MAGIC):
-                raise Rejected("corrupt", "image header is truncated or damaged") from None
-            raise Rejected("not_image", "not an image or PDF (header not recognised)") from None
-        except Rejected:
-            raise
-        except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError) as exc:
-            raise Rejected("corrupt", f"image header is damaged: {exc}") from None
+        raise Rejected("not_image", "not an image or PDF (header not recognised)") from None
+    except Rejected:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError) as exc:
+        raise Rejected("corrupt", f"image header is damaged: {exc}") from None
     return MEDIA_TYPES[fmt]
 
 
