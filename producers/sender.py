@@ -1,12 +1,14 @@
 """Drains the outbox to Kafka: acks=all, idempotent producer, a row is marked sent only on ack.
 
-Runs in a child process of the agent (:class:`SenderProcess`, multiprocessing "spawn", so the
-same on Windows) with its own SQLite connection: kafka-python's per-event Python work then no
-longer shares the agent loop's interpreter lock. The child reports its counts over a pipe (the
-agent process serves the metrics) and exits on its own as soon as the agent process is gone, so a
-restarted agent never runs beside an orphan sender. Records handed to the producer stay
-"in flight" until their future resolves; they are never handed over twice by this process, so
-the idempotent producer's own retries cover a broker that comes back. A record whose delivery
+Runs in a child process of the agent (:class:`SenderProcess`: ``python -m producers.sender``
+started with subprocess, pickled messages over its stdin and stdout, so the same on Windows and
+without multiprocessing's resource-tracker process) with its own SQLite connection:
+kafka-python's per-event Python work then no longer shares the agent loop's interpreter lock.
+The child reports its counts over a pipe (the agent process serves the metrics) and exits on its
+own as soon as the agent process is gone (EOF on its stdin), so a restarted agent never runs
+beside an orphan sender. Records handed to the producer stay "in flight" until their future
+resolves; they are never handed over twice by this process, so the idempotent producer's own
+retries cover a broker that comes back. A record whose delivery
 failed (timeout, broker gone for longer than ``delivery_timeout_ms``) is re-sent from the outbox
 with its original bytes, hence its original ``event_id``. Heartbeats go straight to Kafka: a
 stale heartbeat is worth nothing, so they are never queued.
@@ -17,12 +19,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import multiprocessing
-import multiprocessing.connection
 import os
+import pickle
 import shutil
 import signal
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -317,7 +319,7 @@ class PipeMetrics:
     one message per :data:`REPORT_EVERY_S` at most: a message per ack batch kept the agent's
     reader thread taking the interpreter lock from its loop thousands of times a second."""
 
-    def __init__(self, conn: multiprocessing.connection.Connection) -> None:
+    def __init__(self, conn: Channel) -> None:
         self._conn = conn
         self._lock = threading.Lock()
         self.depth = _Gauge()
@@ -348,21 +350,43 @@ class PipeMetrics:
         self.sent.n = 0
 
 
-def _watch_parent(conn: multiprocessing.connection.Connection, sender: Sender) -> None:
+class Channel:
+    """Pickled messages over a pair of pipes (the child's stdin and stdout): both ends are
+    plain file objects, so this works the same on Windows, and a reader sees EOF the moment
+    the process at the other end is gone, however it died."""
+
+    def __init__(self, reader: Any, writer: Any) -> None:
+        self._r = reader
+        self._w = writer
+
+    def send(self, msg: tuple[Any, ...]) -> None:
+        self._w.write(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
+        self._w.flush()
+
+    def recv(self) -> Any:
+        """The next message; EOFError once the other end is closed."""
+        try:
+            return pickle.load(self._r)
+        except (pickle.UnpicklingError, ValueError) as exc:  # cut short mid-message
+            raise EOFError(str(exc)) from None
+
+    def close(self) -> None:
+        for f in (self._w, self._r):
+            with contextlib.suppress(OSError, ValueError):
+                f.close()
+
+
+def _watch_parent(conn: Channel, sender: Sender) -> None:
     """Commands from the agent; exit at once when the agent process is gone (killed)."""
-    parent = multiprocessing.parent_process()
-    waitables: list[Any] = [conn] + ([parent.sentinel] if parent is not None else [])
     while True:
-        ready = multiprocessing.connection.wait(waitables)
-        msg: Any = None
-        if conn in ready:
-            try:
-                msg = conn.recv()
-            except (EOFError, OSError):
-                msg = None
+        try:
+            msg: Any = conn.recv()
+        except (EOFError, OSError):
+            msg = None
         if msg is None:
-            # The agent died without stopping us (SIGKILL, crash). Unacked rows stay unsent
-            # in the outbox; the next agent re-sends them with their event ids.
+            # The agent died without stopping us (SIGKILL, crash): only it held the write end
+            # of our stdin. Unacked rows stay unsent in the outbox; the next agent re-sends
+            # them with their event ids.
             log.error("agent process gone; outbox sender exits")
             os._exit(3)
         if msg[0] == "wake":
@@ -374,8 +398,8 @@ def _watch_parent(conn: multiprocessing.connection.Connection, sender: Sender) -
 
 
 def sender_main(settings: Settings, agent_version: str, roots: list[str],
-                conn: multiprocessing.connection.Connection) -> None:
-    """Entry point of the sender child process."""
+                conn: Channel) -> int:
+    """The sender child's work; returns its exit code."""
     from sohoa.logs import setup_logging
 
     # The agent process decides when to stop (SIGTERM to a whole process group or a terminal's
@@ -392,9 +416,7 @@ def sender_main(settings: Settings, agent_version: str, roots: list[str],
     metrics.flush(force=True)
     err = None if sender.error is None else f"{type(sender.error).__name__}: {sender.error}"
     metrics.send(("exit", sender.depth, sender.drained.is_set(), err))
-    conn.close()
-    if err is not None:
-        sys.exit(1)
+    return 0 if err is None else 1
 
 
 class _Wake:
@@ -417,13 +439,10 @@ class SenderProcess:
 
     def __init__(self, settings: Settings, metrics: AgentMetrics, agent_version: str,
                  roots: list[Path]) -> None:
-        ctx = multiprocessing.get_context("spawn")
         self.metrics = metrics
-        self._conn, child = ctx.Pipe(duplex=True)
-        self._child_conn: multiprocessing.connection.Connection | None = child
-        self.process = ctx.Process(
-            target=sender_main, name="sohoa-outbox-sender", daemon=True,
-            args=(settings, agent_version, [str(r) for r in roots], child))
+        self._init = (settings, agent_version, [str(r) for r in roots])
+        self.process: subprocess.Popen[bytes] | None = None
+        self._conn: Channel | None = None
         self._lock = threading.Lock()
         self.wake = _Wake(self)
         self.drained = threading.Event()
@@ -434,20 +453,24 @@ class SenderProcess:
         self._reader = threading.Thread(target=self._read, name="sender-reports", daemon=True)
 
     def start(self) -> None:
-        self.process.start()
-        # Only the child holds its end now: its reads see EOF the moment this process is gone.
-        assert self._child_conn is not None
-        self._child_conn.close()
-        self._child_conn = None
+        # Pipes are not inherited by other children (close_fds), so the child's stdin sees EOF
+        # the moment this process is gone.
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "producers.sender"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, close_fds=True)
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self._conn = Channel(self.process.stdout, self.process.stdin)
+        self._send(self._init)
         self._reader.start()
 
     def is_alive(self) -> bool:
-        return self.process.is_alive()
+        return self.process is not None and self.process.poll() is None
 
     def _send(self, msg: tuple[Any, ...]) -> None:
         # A gone child: the agent loop sees it and exits non-zero.
         with self._lock, contextlib.suppress(OSError, ValueError):
-            self._conn.send(msg)
+            if self._conn is not None:
+                self._conn.send(msg)
 
     def stop(self, flush_s: float) -> None:
         self._send(("stop", flush_s))
@@ -456,15 +479,22 @@ class SenderProcess:
         self._send(("drain", timeout_s))
 
     def join(self, timeout: float | None = None) -> None:
-        self.process.join(timeout)
+        code = None
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout)
+            code = self.process.returncode
         self._reader.join(5)
-        code = self.process.exitcode
         if self.error is None and (code is None or code != 0 or not self._exited):
             self.error = RuntimeError(f"outbox sender process ended with exit code {code}")
-        self._conn.close()
+        # Only our write end: the report reader owns the other and ends on the child's EOF.
+        if self.process is not None and self.process.stdin is not None:
+            with self._lock, contextlib.suppress(OSError, ValueError):
+                self.process.stdin.close()
 
     def _read(self) -> None:
         m = self.metrics
+        assert self._conn is not None
         while True:
             try:
                 msg = self._conn.recv()
@@ -489,3 +519,34 @@ class SenderProcess:
                 if err is not None:
                     self.error = RuntimeError(err)
                 self._exited = True
+
+
+def _child_main() -> None:
+    """``python -m producers.sender``: the first message on stdin says what to run."""
+    channel_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    # Stray prints must not corrupt the message stream: fd 1 now goes to the log (stderr).
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    conn = Channel(sys.stdin.buffer, channel_out)
+    try:
+        settings, agent_version, roots = conn.recv()
+    except EOFError:
+        os._exit(3)  # the agent died before it said anything
+    try:
+        code = sender_main(settings, agent_version, roots, conn)
+    except BaseException:
+        log.exception("outbox sender failed")
+        code = 1
+    # os._exit, not a normal exit: the agent-watch thread is blocked reading stdin, and an
+    # interpreter shutdown would try to close stdin under it (a fatal error on the lock).
+    logging.shutdown()
+    with contextlib.suppress(OSError, ValueError):
+        channel_out.close()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    # Run as the imported module, so its loggers are named producers.sender, not __main__.
+    from producers.sender import _child_main as child_main
+
+    child_main()

@@ -198,12 +198,13 @@ def _running(pid: int) -> bool:
 
 def _sender_child(agent: SohoaProcess) -> int:
     def sender() -> list[int]:
-        # multiprocessing's resource tracker is a child too; the sender runs spawn_main.
-        return [k for k in _children(agent.proc.pid)
-                if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]
+        # The sender is `python -m producers.sender`; nothing else may be a child of ours.
+        kids = _children(agent.proc.pid)
+        return [k for k in kids if b"producers.sender" in Path(f"/proc/{k}/cmdline").read_bytes()]
 
     kids = wait_for(sender, 60, "the sender child process", (agent,))
     assert len(kids) == 1, kids
+    assert _children(agent.proc.pid) == kids  # no resource tracker or other helper process
     return kids[0]
 
 
