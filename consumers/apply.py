@@ -114,6 +114,10 @@ def _site_guess(value: bytes | None) -> str:
         return "unknown"
 
 
+# The staging table is partitioned by event type: most merges read one type (`WHERE etype =
+# 'X'`, pruned when planned), so each scans its own partition instead of the whole batch. The
+# two page types are ~90 % of the events; the nine others share the default partition. Before,
+# the ~20 full scans of the batch were ~10 % of the server's time per batch.
 STAGE_COLUMNS = ("seq", "event_id", "etype", "site_id", "file_code", "fonds", "page_no",
                  "revision", "sha256", "occurred_at", "topic", "part", "off", "uri", "path",
                  "size_bytes", "media_type", "passed", "names", "doc", "pick_rev", "pick_page",
@@ -126,7 +130,12 @@ CREATE TEMP TABLE IF NOT EXISTS stage (
     occurred_at timestamptz NOT NULL, topic text, part integer, off bigint,
     uri text, path text, size_bytes bigint, media_type text, passed boolean, names text[],
     doc jsonb, pick_rev boolean, pick_page boolean, first_at timestamptz
-) ON COMMIT DELETE ROWS;
+) PARTITION BY LIST (etype) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_scanned PARTITION OF stage
+    FOR VALUES IN ('PageScanned') ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_checked PARTITION OF stage
+    FOR VALUES IN ('PageChecked') ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_other PARTITION OF stage DEFAULT ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS touched_days (site_id text NOT NULL, day date NOT NULL)
     ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS touched_files (site_id text NOT NULL, file_code text NOT NULL,
@@ -633,35 +642,40 @@ _I_ETYPE, _I_SITE, _I_FILE, _I_PAGE, _I_REV, _I_SHA, _I_AT = 2, 3, 4, 6, 7, 8, 9
 def _pick_pages(rows: list[tuple]) -> list[tuple]:
     """Mark, among this batch's PageScanned, the row that wins each revision and each page,
     and each page's first time: the same rule as the upserts, decided here so the database
-    does not sort and window every batch."""
-    best_rev: dict[tuple, tuple] = {}
-    best_page: dict[tuple, tuple] = {}
-    first: dict[tuple, Any] = {}
+    does not sort and window every batch. Most pages occur once in a batch: such a row wins
+    both and its own time is the first, with no ranking."""
+    groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(rows):
-        if r[_I_ETYPE] != "PageScanned":
+        if r[_I_ETYPE] == "PageScanned":
+            key = (r[_I_SITE], r[_I_FILE], r[_I_PAGE])
+            g = groups.get(key)
+            if g is None:
+                groups[key] = [i]
+            else:
+                g.append(i)
+    none3 = (None, None, None)
+    if not groups:
+        return [r + none3 for r in rows]
+    extra: dict[int, tuple] = {}
+    for g in groups.values():
+        if len(g) == 1:
+            i = g[0]
+            extra[i] = (True, True, rows[i][_I_AT])
             continue
-        page = (r[_I_SITE], r[_I_FILE], r[_I_PAGE])
-        rev = (*page, r[_I_REV])
-        rank_rev = (r[_I_AT], r[_I_SHA], i)
-        if rev not in best_rev or rank_rev > best_rev[rev]:
-            best_rev[rev] = rank_rev
-        rank_page = (r[_I_REV], r[_I_AT], r[_I_SHA], i)
-        if page not in best_page or rank_page > best_page[page]:
-            best_page[page] = rank_page
-        if page not in first or r[_I_AT] < first[page]:
-            first[page] = r[_I_AT]
-    if not best_page:
-        return [(*r, None, None, None) for r in rows]
-    rev_rows = {v[-1] for v in best_rev.values()}
-    page_rows = {v[-1] for v in best_page.values()}
-    out = []
-    for i, r in enumerate(rows):
-        if r[_I_ETYPE] != "PageScanned":
-            out.append((*r, None, None, None))
-        else:
-            page = (r[_I_SITE], r[_I_FILE], r[_I_PAGE])
-            out.append((*r, i in rev_rows, i in page_rows, first[page]))
-    return out
+        page_win = max(g, key=lambda j: (rows[j][_I_REV], rows[j][_I_AT], rows[j][_I_SHA], j))
+        rev_win: dict[Any, tuple] = {}
+        for j in g:
+            r = rows[j]
+            rank = (r[_I_AT], r[_I_SHA], j)
+            best = rev_win.get(r[_I_REV])
+            if best is None or rank > best:
+                rev_win[r[_I_REV]] = rank
+        winners = {rank[-1] for rank in rev_win.values()}
+        first = min(rows[j][_I_AT] for j in g)
+        for j in g:
+            extra[j] = (j in winners, j == page_win, first)
+    get = extra.get
+    return [r + get(i, none3) for i, r in enumerate(rows)]
 
 
 def dead_letter_for(rec: Record, reason: str) -> DeadLetterRow:
