@@ -25,8 +25,9 @@ from typing import Any
 
 import psycopg
 import pydantic_core
-from psycopg._copy_base import TextFormatter  # private, pinned by test_copy_text_*
-from psycopg.adapt import Transformer
+from psycopg import postgres, pq
+from psycopg._copy_base import BinaryFormatter, TextFormatter  # private, pinned by test_copy_*
+from psycopg.adapt import AdaptersMap, Dumper, Transformer
 
 from sohoa.events import (
     DeadLetter,
@@ -563,7 +564,7 @@ _STATEMENTS: dict[str, str] = {name: globals()[name] for name in _MERGE_STEPS}
 # twice). Same statements, same order, same transaction; the first error aborts the rest.
 _MERGE_SCRIPT = ";\n".join(_STATEMENTS[name].strip() for name in _MERGE_STEPS)
 
-_COPY_STAGE = f"COPY stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN"
+_COPY_STAGE = f"COPY stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 
 
 @dataclass
@@ -571,7 +572,7 @@ class Prepared:
     """A batch parsed and shaped for COPY: pure CPU work, no database, safe in any thread or
     process (:func:`prepare_wire` runs it in the consumer's parse process)."""
 
-    data: bytes  # the staging rows in COPY text format
+    data: bytes  # the staging rows in COPY binary format
     staged: int  # how many rows ``data`` holds
     staged_types: Counter[str]  # rows per event type
     result: BatchResult
@@ -616,10 +617,50 @@ def copy_text(rows: list[tuple]) -> bytes:
     return bytes(buf)
 
 
+class _JsonbTextDumper(Dumper):
+    """A JSON document already in text (as received) to binary jsonb: version 1, then the text.
+    The server parses it exactly as it would the text format's; psycopg's own jsonb dumper
+    would serialise a ``str`` as a JSON string instead."""
+
+    format = pq.Format.BINARY
+    oid = postgres.types["jsonb"].oid
+
+    def dump(self, obj: str) -> bytes:
+        return b"\x01" + obj.encode()
+
+
+_BINARY_ADAPTERS = AdaptersMap(postgres.adapters)
+_BINARY_ADAPTERS.register_dumper(None, _JsonbTextDumper)  # by oid only: for the stage's `doc`
+_STAGE_TYPES = ("int4", "text", "text", "text", "text", "text", "int4", "int4", "text",
+                "timestamptz", "text", "int4", "int8", "text", "text", "int8", "text", "bool",
+                "text[]", "jsonb", "bool", "bool", "timestamptz")
+_STAGE_OIDS = [postgres.types[t[:-2]].array_oid if t.endswith("[]") else postgres.types[t].oid
+               for t in _STAGE_TYPES]
+
+
+class _Context:
+    adapters = _BINARY_ADAPTERS
+    connection = None
+
+
+def copy_binary(rows: list[tuple]) -> bytes:
+    """``rows`` in COPY binary format, typed as the staging table's columns. Against the text
+    format the server skips parsing timestamps, integers and arrays from text (~14 % of the
+    staging COPY) and the parse process skips formatting them (datetimes were half of it)."""
+    tx = Transformer(_Context())  # type: ignore[arg-type]
+    tx.set_dumper_types(_STAGE_OIDS, pq.Format.BINARY)
+    fmt = BinaryFormatter(tx)
+    buf = bytearray()
+    for row in rows:
+        buf += fmt.write_row(row)
+    buf += fmt.end()
+    return bytes(buf)
+
+
 def prepare(records: list[Record]) -> Prepared:
     started = time_mod.process_time()
     rows, result = stage_rows(records)
-    return Prepared(copy_text(rows), len(rows), Counter(r[_I_ETYPE] for r in rows), result,
+    return Prepared(copy_binary(rows), len(rows), Counter(r[_I_ETYPE] for r in rows), result,
                     records, time_mod.process_time() - started)
 
 

@@ -20,6 +20,7 @@ from consumers.apply import (
     STAGE_COLUMNS,
     BatchApplier,
     Record,
+    copy_binary,
     copy_text,
     prepare,
     stage_rows,
@@ -51,7 +52,7 @@ def _table(conn: psycopg.Connection, name: str) -> list[tuple]:
     return conn.execute(f"SELECT * FROM {name} ORDER BY seq").fetchall()
 
 
-def test_copy_text_loads_the_same_rows_as_psycopg_write_row(pg) -> None:  # noqa: F811
+def test_copy_text_and_binary_load_the_same_rows_as_psycopg_write_row(pg) -> None:  # noqa: F811
     _dsn, conn = pg
     recs = records([_page(1), _page(2), _check(1), _check(2)])
     # As a producer may send it: an integer where the model holds a float.
@@ -71,11 +72,16 @@ def test_copy_text_loads_the_same_rows_as_psycopg_write_row(pg) -> None:  # noqa
         with conn.cursor().copy(f"COPY a ({cols}) FROM STDIN") as cp:
             for r in rows:
                 cp.write_row(r)
+        conn.execute("CREATE TEMP TABLE c AS SELECT * FROM stage WITH NO DATA")
         with conn.cursor().copy(f"COPY b ({cols}) FROM STDIN") as cp:
             cp.write(copy_text(rows))
-        a, b = _table(conn, "a"), _table(conn, "b")
+        # What the applier sends: the binary format, typed as the staging columns.
+        with conn.cursor().copy(f"COPY c ({cols}) FROM STDIN (FORMAT BINARY)") as cp:
+            cp.write(copy_binary(rows))
+        a, b, c = _table(conn, "a"), _table(conn, "b"), _table(conn, "c")
     assert len(a) == len(rows)
     assert a == b
+    assert a == c
     # The checks are stored as sent: 1 stays 1, text keeps its diacritics.
     doc = next(r for r in a if r[2] == "PageChecked")[STAGE_COLUMNS.index("doc")]
     assert doc[0] == {"check": 'độ phân giải, "dpi"', "value": 1, "threshold": 300,
