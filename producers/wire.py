@@ -57,13 +57,16 @@ def page_scanned(*, site_id: str, fonds: str, file_code: str, page_no: int, uri:
                  path: str, occurred_at: datetime | None = None) -> WireEvent | PageScanned:
     """The PageScanned of these values, as :meth:`PageScanned.make` would serialise it
     (``occurred_at``, a UTC time, defaults to now)."""
-    if not _plain(site_id, fonds, file_code, page_no, uri, sha256, size_bytes, media_type,
-                  revision):
+    def validated() -> PageScanned:  # the model's path, which says what is out of bounds
         return PageScanned.make(site_id=site_id, fonds=fonds, file_code=file_code,
                                 page_no=page_no, uri=uri, sha256=sha256,
                                 size_bytes=size_bytes, media_type=media_type,
                                 revision=revision, path=path,
-                                **_at(occurred_at))
+                                **({} if occurred_at is None else {"occurred_at": occurred_at}))
+
+    if not _plain(site_id, fonds, file_code, page_no, uri, sha256, size_bytes, media_type,
+                  revision):
+        return validated()
     event_id = fast_event_id("PageScanned", site_id, file_code, page_no, sha256, revision)
     # pydantic writes a UTC time as isoformat does, with "Z" for "+00:00".
     at = (occurred_at or datetime.now(UTC)).isoformat()[:-6] + "Z"
@@ -74,16 +77,8 @@ def page_scanned(*, site_id: str, fonds: str, file_code: str, page_no: int, uri:
     try:
         value = text.encode()
     except UnicodeEncodeError:  # an undecodable name: the model's path reports it as before
-        return PageScanned.make(site_id=site_id, fonds=fonds, file_code=file_code,
-                                page_no=page_no, uri=uri, sha256=sha256,
-                                size_bytes=size_bytes, media_type=media_type,
-                                revision=revision, path=path,
-                                **_at(occurred_at))
+        return validated()
     return WireEvent(event_id, file_key(site_id, file_code), value)
-
-
-def _at(occurred_at: datetime | None) -> dict[str, datetime]:
-    return {} if occurred_at is None else {"occurred_at": occurred_at}
 
 
 def _plain(site_id: str, fonds: str, file_code: str, page_no: int, uri: str, sha256: str,
