@@ -42,8 +42,10 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from statistics import median
 
 from bench.common import emit
+from infra.procs import children
 from sohoa.config import WatcherConfig, load_config
 from sohoa.events import PageScanned
 
@@ -135,23 +137,13 @@ def wait_sent(outbox: Path, n: int, timeout: float, proc: subprocess.Popen | Non
     raise RuntimeError(f"only {sent_pages(outbox)} of {n} pages sent after {timeout} s")
 
 
-def _median(xs: list[float]) -> float:
-    s = sorted(xs)
-    mid = len(s) // 2
-    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
-
-
 def family(pid: int) -> list[int]:
     """The agent and its descendants (its outbox sender runs in a child process)."""
     out, todo = [], [pid]
     while todo:
         p = todo.pop()
         out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*/children"):
-            try:
-                todo += [int(c) for c in task.read_text().split()]
-            except OSError:
-                continue
+        todo += children(p)
     return out
 
 
@@ -294,8 +286,8 @@ class Bench:
                          f"in sequence", "value": f"{r['hash']:.0f} / {r['produce']:.0f} / "
                                                   f"{r['raw']:.0f}",
                  "unit": "pages/s", "load": r["load"]})
-        med_rate, med_ratio = _median(rates), _median(ratios)
-        overlapped = _median([min(r["hash"], r["produce"]) for r in raws])
+        med_rate, med_ratio = median(rates), median(ratios)
+        overlapped = median([min(r["hash"], r["produce"]) for r in raws])
         figures += [
             {"name": f"drop of {n} pages of {len(template) // 1000} KB ({mode}): drop → Kafka "
                      f"ack, median of {pairs}", "value": round(med_rate), "unit": "pages/s",

@@ -126,6 +126,17 @@ def signal_group(pid: int, sig: int) -> None:
             os.kill(pid, sig)
 
 
+def children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (Linux /proc; empty where it has none or is gone)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            out += [int(c) for c in task.read_text().split()]
+        except OSError:  # the thread or the process ended while we read
+            continue
+    return out
+
+
 def wait_dead(pid: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.procs import children
 from tests.procs import SohoaProcess, wait_for
 from tests.watch_helpers import agent_env, hot, of_type, read_topic
 
@@ -177,16 +178,6 @@ def test_20000_files_at_once_all_sent(stack, tmp_path: Path) -> None:
         assert agent.stop() == 0, agent.tail()
 
 
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        try:
-            out += [int(c) for c in task.read_text().split()]
-        except OSError:
-            continue
-    return out
-
-
 def _running(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie (an exited child nobody reaped yet)."""
     try:
@@ -199,12 +190,12 @@ def _running(pid: int) -> bool:
 def _sender_child(agent: SohoaProcess) -> int:
     def sender() -> list[int]:
         # The sender is `python -m producers.sender`; nothing else may be a child of ours.
-        kids = _children(agent.proc.pid)
+        kids = children(agent.proc.pid)
         return [k for k in kids if b"producers.sender" in Path(f"/proc/{k}/cmdline").read_bytes()]
 
     kids = wait_for(sender, 60, "the sender child process", (agent,))
     assert len(kids) == 1, kids
-    assert _children(agent.proc.pid) == kids  # no resource tracker or other helper process
+    assert children(agent.proc.pid) == kids  # no resource tracker or other helper process
     return kids[0]
 
 
