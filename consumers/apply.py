@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 import pydantic_core
 from psycopg import postgres, pq
-from psycopg._copy_base import BinaryFormatter, TextFormatter  # private, pinned by test_copy_*
+from psycopg._copy_base import BinaryFormatter  # private, pinned by test_copy_binary_*
 from psycopg.adapt import AdaptersMap, Dumper, Transformer
 
 from sohoa.events import (
@@ -603,18 +603,6 @@ def stage_rows(records: list[Record]) -> tuple[list[tuple], BatchResult]:
         seen.add(ev.event_id)
         rows.append(_row(seq, ev, rec))
     return _pick_pages(rows), result
-
-
-def copy_text(rows: list[tuple]) -> bytes:
-    """``rows`` in COPY text format, encoded exactly as psycopg's ``Copy.write_row`` does (its
-    own C formatter), so a process without a connection can do it and the writer only sends
-    bytes."""
-    fmt = TextFormatter(Transformer())
-    buf = bytearray()
-    for row in rows:
-        buf += fmt.write_row(row)
-    buf += fmt.end()
-    return bytes(buf)
 
 
 class _JsonbTextDumper(Dumper):
