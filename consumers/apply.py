@@ -3,8 +3,13 @@
 How a batch is written (all inside the caller's transaction):
 1. every record is parsed; valid events are COPYed into a temporary staging table, invalid
    ones become dead-letter rows (keyed by a stable id derived from topic/partition/offset);
-2. duplicates inside the batch and events already in ``audit_log`` are dropped (the audit row
-   of an applied event doubles as its dedup record);
+2. duplicates inside the batch are dropped while parsing; the batch's audit rows (the audit row
+   of an applied event doubles as its dedup record) and its new page revisions are COPYed
+   straight into ``audit_log`` and ``page_revisions`` under a savepoint. Almost every batch is
+   all new, and COPY is the cheapest way in. When a row is already there (a replay, or another
+   event for a stored page revision), the savepoint is rolled back and the batch takes the
+   careful path instead: events already in ``audit_log`` are dropped in SQL and revisions are
+   upserted;
 3. set-based statements merge the rest into the tables. Every merge is commutative (highest
    revision wins, then the latest ``occurred_at``, then the larger ``event_id``; first-seen
    times take the least), and derived columns (file state, page counts, daily progress) are
@@ -16,9 +21,11 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import re
 import time as time_mod
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
 from typing import Any
@@ -83,6 +90,9 @@ class BatchResult:
     dead_letters: list[DeadLetterRow] = field(default_factory=list)
     sites_created: list[str] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    # "copy": the batch was all new and went in by COPY; "dedup": it held a replay (or another
+    # event for a stored page revision) and was merged row by row in SQL.
+    path: str = "copy"
 
 
 def reason_class(reason: str) -> str:
@@ -564,7 +574,26 @@ _STATEMENTS: dict[str, str] = {name: globals()[name] for name in _MERGE_STEPS}
 # twice). Same statements, same order, same transaction; the first error aborts the rest.
 _MERGE_SCRIPT = ";\n".join(_STATEMENTS[name].strip() for name in _MERGE_STEPS)
 
+# The same merges less the revision upsert, for a batch whose revisions went in by COPY.
+_MERGE_SCRIPT_AFTER_COPY = ";\n".join(_STATEMENTS[name].strip() for name in _MERGE_STEPS
+                                      if name != "_PAGE_REVISIONS")
+
 _COPY_STAGE = f"COPY stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+# What `_DEDUP_APPLIED` and `_PAGE_REVISIONS` insert, as COPY: the columns, their types, and
+# where each comes from in a staged row.
+_AUDIT_COLUMNS = (("event_id", "text", 1), ("action", "text", 2), ("site_id", "text", 3),
+                  ("file_code", "text", 4), ("page_no", "int4", 6),
+                  ("occurred_at", "timestamptz", 9), ("topic", "text", 10),
+                  ("part", "int4", 11), ('"offset"', "int8", 12))
+_REVISION_COLUMNS = (("site_id", "text", 3), ("file_code", "text", 4), ("page_no", "int4", 6),
+                     ("revision", "int4", 7), ("sha256", "text", 8), ("uri", "text", 13),
+                     ("path", "text", 14), ("size_bytes", "int8", 15),
+                     ("media_type", "text", 16), ("scanned_at", "timestamptz", 9),
+                     ("event_id", "text", 1))
+_COPY_AUDIT = (f"COPY audit_log ({', '.join(c for c, _, _ in _AUDIT_COLUMNS)}) "
+               "FROM STDIN (FORMAT BINARY)")
+_COPY_REVISIONS = (f"COPY page_revisions ({', '.join(c for c, _, _ in _REVISION_COLUMNS)}) "
+                   "FROM STDIN (FORMAT BINARY)")
 
 
 @dataclass
@@ -574,6 +603,8 @@ class Prepared:
 
     data: bytes  # the staging rows in COPY binary format
     staged: int  # how many rows ``data`` holds
+    audit: bytes  # their audit rows, COPY binary (see _AUDIT_COLUMNS)
+    revisions: bytes  # the page revisions they win, COPY binary (see _REVISION_COLUMNS)
     staged_types: Counter[str]  # rows per event type
     result: BatchResult
     records: list[Record]
@@ -622,8 +653,16 @@ _BINARY_ADAPTERS.register_dumper(None, _JsonbTextDumper)  # by oid only: for the
 _STAGE_TYPES = ("int4", "text", "text", "text", "text", "text", "int4", "int4", "text",
                 "timestamptz", "text", "int4", "int8", "text", "text", "int8", "text", "bool",
                 "text[]", "jsonb", "bool", "bool", "timestamptz")
-_STAGE_OIDS = [postgres.types[t[:-2]].array_oid if t.endswith("[]") else postgres.types[t].oid
-               for t in _STAGE_TYPES]
+
+
+def _oids(types: tuple[str, ...]) -> list[int]:
+    return [postgres.types[t[:-2]].array_oid if t.endswith("[]") else postgres.types[t].oid
+            for t in types]
+
+
+_STAGE_OIDS = _oids(_STAGE_TYPES)
+_AUDIT_OIDS = _oids(tuple(t for _, t, _ in _AUDIT_COLUMNS))
+_REVISION_OIDS = _oids(tuple(t for _, t, _ in _REVISION_COLUMNS))
 
 
 class _Context:
@@ -631,12 +670,9 @@ class _Context:
     connection = None
 
 
-def copy_binary(rows: list[tuple]) -> bytes:
-    """``rows`` in COPY binary format, typed as the staging table's columns. Against the text
-    format the server skips parsing timestamps, integers and arrays from text (~14 % of the
-    staging COPY) and the parse process skips formatting them (datetimes were half of it)."""
+def _binary(rows: Iterable[tuple], oids: list[int]) -> bytes:
     tx = Transformer(_Context())  # type: ignore[arg-type]
-    tx.set_dumper_types(_STAGE_OIDS, pq.Format.BINARY)
+    tx.set_dumper_types(oids, pq.Format.BINARY)
     fmt = BinaryFormatter(tx)
     buf = bytearray()
     for row in rows:
@@ -645,11 +681,33 @@ def copy_binary(rows: list[tuple]) -> bytes:
     return bytes(buf)
 
 
+def copy_binary(rows: list[tuple]) -> bytes:
+    """``rows`` in COPY binary format, typed as the staging table's columns. Against the text
+    format the server skips parsing timestamps, integers and arrays from text (~14 % of the
+    staging COPY) and the parse process skips formatting them (datetimes were half of it)."""
+    return _binary(rows, _STAGE_OIDS)
+
+
+def copy_audit(rows: list[tuple]) -> bytes:
+    """The audit rows of staged ``rows``, COPY binary for ``audit_log``."""
+    pick = operator.itemgetter(*(i for _, _, i in _AUDIT_COLUMNS))
+    return _binary(map(pick, rows), _AUDIT_OIDS)
+
+
+def copy_revisions(rows: list[tuple]) -> bytes:
+    """The page revisions that staged ``rows`` win (``pick_rev``), COPY binary for
+    ``page_revisions``."""
+    pick = operator.itemgetter(*(i for _, _, i in _REVISION_COLUMNS))
+    return _binary((pick(r) for r in rows if r[_I_ETYPE] == "PageScanned" and r[_I_PICK_REV]),
+                   _REVISION_OIDS)
+
+
 def prepare(records: list[Record]) -> Prepared:
     started = time_mod.process_time()
     rows, result = stage_rows(records)
-    return Prepared(copy_binary(rows), len(rows), Counter(r[_I_ETYPE] for r in rows), result,
-                    records, time_mod.process_time() - started)
+    return Prepared(copy_binary(rows), len(rows), copy_audit(rows), copy_revisions(rows),
+                    Counter(r[_I_ETYPE] for r in rows), result, records,
+                    time_mod.process_time() - started)
 
 
 def prepare_wire(raw: list[tuple[str, int, int, bytes | None, bytes | None]]) -> Prepared:
@@ -666,6 +724,7 @@ def wire(records: list[Record]) -> list[tuple[str, int, int, bytes | None, bytes
 
 # Positions in a staged row (see STAGE_COLUMNS).
 _I_ETYPE, _I_SITE, _I_FILE, _I_PAGE, _I_REV, _I_SHA, _I_AT = 2, 3, 4, 6, 7, 8, 9
+_I_PICK_REV = STAGE_COLUMNS.index("pick_rev")
 
 
 def _pick_pages(rows: list[tuple]) -> list[tuple]:
@@ -733,11 +792,12 @@ def _row(seq: int, ev: Event, rec: Record) -> tuple:
         doc = pydantic_core.to_json(pydantic_core.from_json(rec.value or b"{}")["checks"]
                                     ).decode()
     else:
-        if isinstance(ev, PageRemoved):
-            page_no, sha = ev.page_no, ev.sha256
         revision = getattr(ev, "revision", None)
-        # The validated input itself: re-serialising the model would only cost time.
-        doc = rec.value.decode() if rec.value is not None else ev.to_json().decode()
+        if isinstance(ev, PageRemoved):
+            page_no, sha = ev.page_no, ev.sha256  # typed columns: its document is not read
+        else:
+            # The validated input itself: re-serialising the model would only cost time.
+            doc = rec.value.decode() if rec.value is not None else ev.to_json().decode()
         if isinstance(ev, DeadLetter):
             # The label class rides in `path` (unused by DeadLetter) to keep one stage table.
             path = reason_class(ev.reason)
@@ -763,10 +823,12 @@ class BatchApplier:
     """Writes batches on one connection; the caller owns the transaction."""
 
     def __init__(self, conn: psycopg.Connection, group_id: str,
-                 site_defaults: SiteDefaults | None = None) -> None:
+                 site_defaults: SiteDefaults | None = None, *, copy_first: bool = True) -> None:
         self.conn = conn
         self.group_id = group_id
         self.site_defaults = site_defaults or SiteDefaults()
+        # False: every batch takes the dedup path (the tests compare the two paths' tables).
+        self.copy_first = copy_first
         # Seconds per statement, summed over batches, when a benchmark asks (None: off).
         self.timings: Counter[str] | None = None
         with conn.transaction():
@@ -778,6 +840,12 @@ class BatchApplier:
             # staging table once pushed one over jit_above_cost, and compiling took longer than
             # running it (~40 ms a batch for 40 rows).
             conn.execute("SET jit TO off")
+            # Assembly page lists and OCR page lists are TOASTed, in the staging table and in
+            # their own: lz4 compresses them several times faster than the default pglz
+            # (~3 % of the batch). Servers built without lz4 keep pglz.
+            if conn.execute("SELECT 'lz4' = ANY(enumvals) FROM pg_settings"
+                            " WHERE name = 'default_toast_compression'").fetchone() == (True,):
+                conn.execute("SET default_toast_compression TO lz4")
 
     # --- writing ------------------------------------------------------------------------
 
@@ -827,15 +895,31 @@ class BatchApplier:
         cur.execute(sql, params)
         self.timings[name] += time_mod.perf_counter() - t
 
+    def _copy_new(self, cur: psycopg.Cursor, prepared: Prepared) -> bool:
+        """COPY the batch's audit rows and page revisions, assuming none is stored yet; False
+        (and nothing written) if one is."""
+        t = time_mod.perf_counter()
+        try:
+            with self.conn.transaction():  # a savepoint: a conflict undoes only these COPYs
+                with cur.copy(_COPY_AUDIT) as cp:
+                    cp.write(prepared.audit)
+                if prepared.staged_types["PageScanned"]:
+                    with cur.copy(_COPY_REVISIONS) as cp:
+                        cp.write(prepared.revisions)
+        except psycopg.errors.UniqueViolation:
+            if self.timings is not None:
+                self.timings["_COPY_CONFLICT"] += time_mod.perf_counter() - t
+            return False
+        if self.timings is not None:
+            self.timings["_COPY_AUDIT_REVISIONS"] += time_mod.perf_counter() - t
+        return True
+
     def _merge(self, cur: psycopg.Cursor, result: BatchResult, prepared: Prepared) -> None:
-        self._exec(cur, "_DEDUP_APPLIED", _DEDUP_APPLIED)
-        if cur.rowcount:
-            # Replays were dropped: the batch's picks may have named a dropped row.
-            self._exec(cur, "_REPICK", _REPICK)
-            self._exec(cur, "_COUNT", "SELECT etype, count(*) FROM stage GROUP BY etype")
-            result.applied.update({t: n for t, n in cur.fetchall()})
-        else:  # nothing dropped: what was staged is what applies (one round trip less)
-            result.applied.update(prepared.staged_types)
+        if self.copy_first and self._copy_new(cur, prepared):
+            result.applied.update(prepared.staged_types)  # all new: what was staged applies
+        else:
+            result.path = "dedup"
+            self._dedup(cur, result, prepared)
         fresh = sum(result.applied.values())
         result.duplicates += prepared.staged - fresh
         if not fresh:
@@ -844,15 +928,29 @@ class BatchApplier:
         self._exec(cur, "_NEW_SITES", _NEW_SITES, {
             "tz": d.timezone, "ws": d.work_start, "we": d.work_end, "wd": list(d.workdays)})
         result.sites_created = [r[0] for r in cur.fetchall()]
+        copied = result.path == "copy"
         if self.timings is None:
-            cur.execute(_MERGE_SCRIPT, prepare=False)
+            cur.execute(_MERGE_SCRIPT_AFTER_COPY if copied else _MERGE_SCRIPT, prepare=False)
         else:
             for name in _MERGE_STEPS:
-                self._exec(cur, name, _STATEMENTS[name])
+                if not (copied and name == "_PAGE_REVISIONS"):
+                    self._exec(cur, name, _STATEMENTS[name])
         if result.sites_created:
             log.warning("sites auto-created (not in a campaign plan)",
                         extra={"sites": result.sites_created[:20],
                                "count": len(result.sites_created)})
+
+    def _dedup(self, cur: psycopg.Cursor, result: BatchResult, prepared: Prepared) -> None:
+        """Drop the staged events already in ``audit_log`` and write the audit rows of the
+        rest."""
+        self._exec(cur, "_DEDUP_APPLIED", _DEDUP_APPLIED)
+        if cur.rowcount:
+            # Replays were dropped: the batch's picks may have named a dropped row.
+            self._exec(cur, "_REPICK", _REPICK)
+            self._exec(cur, "_COUNT", "SELECT etype, count(*) FROM stage GROUP BY etype")
+            result.applied.update({t: n for t, n in cur.fetchall()})
+        else:  # nothing dropped: what was staged is what applies (one round trip less)
+            result.applied.update(prepared.staged_types)
 
 
 def stored_offsets(conn: psycopg.Connection, group_id: str) -> dict[tuple[str, int], int]:

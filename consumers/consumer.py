@@ -251,7 +251,8 @@ class ProgressConsumer:
             self._publish_dead_letters(result.dead_letters)
         self._update_lag()
         log.debug("batch committed", extra={"applied": sum(result.applied.values()),
-                                            "duplicates": result.duplicates})
+                                            "duplicates": result.duplicates,
+                                            "path": result.path})
 
     def _publish_dead_letters(self, rows: list[DeadLetterRow]) -> None:
         from consumers.apply import reason_class

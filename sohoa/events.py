@@ -11,7 +11,6 @@ Page bytes never travel: events carry a URI and the SHA-256 that every reader ve
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import uuid
@@ -348,8 +347,10 @@ def parse_event(raw: bytes | str | dict[str, Any]) -> Event:
         end = raw.find(b'"', len(_OWN_PREFIX))
         fast = _BY_NAME.get(raw[len(_OWN_PREFIX):end].decode("ascii", "replace"))
         if fast is not None:
-            with contextlib.suppress(ValidationError):
+            try:  # (not contextlib.suppress: its object per event was ~3 % of the parse)
                 return fast.model_validate_json(raw)
+            except ValidationError:
+                pass
     if isinstance(raw, dict):
         data = raw
     else:
