@@ -579,20 +579,20 @@ _MERGE_SCRIPT_AFTER_COPY = ";\n".join(_STATEMENTS[name].strip() for name in _MER
                                       if name != "_PAGE_REVISIONS")
 
 _COPY_STAGE = f"COPY stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-# What `_DEDUP_APPLIED` and `_PAGE_REVISIONS` insert, as COPY: the columns, their types, and
-# where each comes from in a staged row.
-_AUDIT_COLUMNS = (("event_id", "text", 1), ("action", "text", 2), ("site_id", "text", 3),
-                  ("file_code", "text", 4), ("page_no", "int4", 6),
-                  ("occurred_at", "timestamptz", 9), ("topic", "text", 10),
-                  ("part", "int4", 11), ('"offset"', "int8", 12))
-_REVISION_COLUMNS = (("site_id", "text", 3), ("file_code", "text", 4), ("page_no", "int4", 6),
-                     ("revision", "int4", 7), ("sha256", "text", 8), ("uri", "text", 13),
-                     ("path", "text", 14), ("size_bytes", "int8", 15),
-                     ("media_type", "text", 16), ("scanned_at", "timestamptz", 9),
-                     ("event_id", "text", 1))
-_COPY_AUDIT = (f"COPY audit_log ({', '.join(c for c, _, _ in _AUDIT_COLUMNS)}) "
+# What `_DEDUP_APPLIED` and `_PAGE_REVISIONS` insert, as COPY: each target column and the
+# staging column it comes from (types and positions follow from the staging table's).
+_AUDIT_COLUMNS = (("event_id", "event_id"), ("action", "etype"), ("site_id", "site_id"),
+                  ("file_code", "file_code"), ("page_no", "page_no"),
+                  ("occurred_at", "occurred_at"), ("topic", "topic"), ("part", "part"),
+                  ('"offset"', "off"))
+_REVISION_COLUMNS = (("site_id", "site_id"), ("file_code", "file_code"), ("page_no", "page_no"),
+                     ("revision", "revision"), ("sha256", "sha256"), ("uri", "uri"),
+                     ("path", "path"), ("size_bytes", "size_bytes"),
+                     ("media_type", "media_type"), ("scanned_at", "occurred_at"),
+                     ("event_id", "event_id"))
+_COPY_AUDIT = (f"COPY audit_log ({', '.join(c for c, _ in _AUDIT_COLUMNS)}) "
                "FROM STDIN (FORMAT BINARY)")
-_COPY_REVISIONS = (f"COPY page_revisions ({', '.join(c for c, _, _ in _REVISION_COLUMNS)}) "
+_COPY_REVISIONS = (f"COPY page_revisions ({', '.join(c for c, _ in _REVISION_COLUMNS)}) "
                    "FROM STDIN (FORMAT BINARY)")
 
 
@@ -661,8 +661,16 @@ def _oids(types: tuple[str, ...]) -> list[int]:
 
 
 _STAGE_OIDS = _oids(_STAGE_TYPES)
-_AUDIT_OIDS = _oids(tuple(t for _, t, _ in _AUDIT_COLUMNS))
-_REVISION_OIDS = _oids(tuple(t for _, t, _ in _REVISION_COLUMNS))
+
+
+def _from_stage(columns: tuple[tuple[str, str], ...]) -> tuple[operator.itemgetter, list[int]]:
+    """Where each of ``columns`` sits in a staged row, and its type's oid."""
+    at = [STAGE_COLUMNS.index(src) for _, src in columns]
+    return operator.itemgetter(*at), [_STAGE_OIDS[i] for i in at]
+
+
+_AUDIT_PICK, _AUDIT_OIDS = _from_stage(_AUDIT_COLUMNS)
+_REVISION_PICK, _REVISION_OIDS = _from_stage(_REVISION_COLUMNS)
 
 
 class _Context:
@@ -690,16 +698,14 @@ def copy_binary(rows: list[tuple]) -> bytes:
 
 def copy_audit(rows: list[tuple]) -> bytes:
     """The audit rows of staged ``rows``, COPY binary for ``audit_log``."""
-    pick = operator.itemgetter(*(i for _, _, i in _AUDIT_COLUMNS))
-    return _binary(map(pick, rows), _AUDIT_OIDS)
+    return _binary(map(_AUDIT_PICK, rows), _AUDIT_OIDS)
 
 
 def copy_revisions(rows: list[tuple]) -> bytes:
     """The page revisions that staged ``rows`` win (``pick_rev``), COPY binary for
     ``page_revisions``."""
-    pick = operator.itemgetter(*(i for _, _, i in _REVISION_COLUMNS))
-    return _binary((pick(r) for r in rows if r[_I_ETYPE] == "PageScanned" and r[_I_PICK_REV]),
-                   _REVISION_OIDS)
+    return _binary((_REVISION_PICK(r) for r in rows
+                    if r[_I_ETYPE] == "PageScanned" and r[_I_PICK_REV]), _REVISION_OIDS)
 
 
 def prepare(records: list[Record]) -> Prepared:
