@@ -17,8 +17,9 @@ is what the consumer stores, so they are not re-serialised either.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -62,7 +63,7 @@ class FastPageScanned(Struct, forbid_unknown_fields=True, rename={"schema_": "sc
     revision: Revision = 1
     path: str = ""
 
-    NAME = "PageScanned"
+    NAME: ClassVar[str] = "PageScanned"
 
 
 class FastPageChecked(Struct, forbid_unknown_fields=True, rename={"schema_": "schema"}):
@@ -78,7 +79,7 @@ class FastPageChecked(Struct, forbid_unknown_fields=True, rename={"schema_": "sc
     fonds: Fonds = ""
     revision: Revision = 1
 
-    NAME = "PageChecked"
+    NAME: ClassVar[str] = "PageChecked"
 
 
 _DECODERS = {b"PageScanned": msgspec.json.Decoder(FastPageScanned),
@@ -88,18 +89,14 @@ _AWARE = msgspec.json.Decoder(Annotated[datetime, Meta(tz=True)])
 _PREFIX = b'{"schema":{"name":"'
 
 
+@dataclass(frozen=True, slots=True)
 class PageEvent:
     """A decoded page event: the struct, its time in UTC and (PageChecked) its checks."""
 
-    __slots__ = ("checks_json", "event", "failed_checks", "occurred_at")
-
-    def __init__(self, event: FastPageScanned | FastPageChecked, occurred_at: datetime,
-                 checks_json: str | None = None, failed_checks: list[str] | None = None
-                 ) -> None:
-        self.event = event
-        self.occurred_at = occurred_at
-        self.checks_json = checks_json
-        self.failed_checks = failed_checks
+    event: FastPageScanned | FastPageChecked
+    occurred_at: datetime
+    checks_json: str | None = None  # as received
+    failed_checks: list[str] | None = None  # names of the checks that did not pass, sorted
 
 
 def _utc(raw: msgspec.Raw) -> datetime | None:
@@ -113,8 +110,8 @@ def _utc(raw: msgspec.Raw) -> datetime | None:
 
 
 def decode_page_event(raw: bytes) -> PageEvent | None:
-    """``raw`` as a PageScanned or PageChecked, or None: not one of them as this module's
-    producers write it (schema first), or not accepted here; ask ``parse_event``."""
+    """``raw`` as a PageScanned or PageChecked, or None: not one of those two as sohoa's
+    producers write them (schema first), or not accepted here; ask ``parse_event``."""
     if not raw.startswith(_PREFIX):
         return None
     decoder = _DECODERS.get(raw[len(_PREFIX):raw.find(b'"', len(_PREFIX))])
