@@ -24,10 +24,17 @@ from typing import Annotated, ClassVar, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-# Python's `$` also matches before a final newline (pydantic's regex engine does not), so the
-# patterns end in `\Z`: "…\n" must fail here as it fails there.
-SiteId = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}\Z")]
-Sha256 = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}\Z")]
+from sohoa.events import SHA256_RE, SITE_ID_RE, wire_name
+
+
+def _whole(pattern: str) -> str:
+    # Python's `$` also matches before a final newline (pydantic's regex engine does not), so
+    # the contract's patterns end in `\Z` here: "…\n" must fail here as it fails there.
+    return pattern.removesuffix("$") + r"\Z"
+
+
+SiteId = Annotated[str, Meta(pattern=_whole(SITE_ID_RE))]
+Sha256 = Annotated[str, Meta(pattern=_whole(SHA256_RE))]
 EventId = Annotated[str, Meta(min_length=8, max_length=64)]
 FileCode = Annotated[str, Meta(min_length=1, max_length=200)]
 Fonds = Annotated[str, Meta(max_length=200)]
@@ -48,45 +55,40 @@ class _Check(Struct, forbid_unknown_fields=True):
     threshold: float | str | None = None
 
 
-class FastPageScanned(Struct, forbid_unknown_fields=True, rename={"schema_": "schema"}):
+class _FilePage(Struct, forbid_unknown_fields=True, rename={"schema_": "schema"},
+                kw_only=True):
+    """The fields both page events have (the contract's Event and FileEvent, and the page)."""
+
     schema_: _Schema
     event_id: EventId
     occurred_at: msgspec.Raw  # checked and decoded by _utc
     site_id: SiteId
+    fonds: Fonds = ""
     file_code: FileCode
     page_no: PageNo
-    uri: NonEmpty
     sha256: Sha256
+    revision: Revision = 1
+
+
+class FastPageScanned(_FilePage):
+    uri: NonEmpty
     size_bytes: Annotated[int, Meta(ge=1)]
     media_type: NonEmpty
-    fonds: Fonds = ""
-    revision: Revision = 1
     path: str = ""
 
     NAME: ClassVar[str] = "PageScanned"
 
 
-class FastPageChecked(Struct, forbid_unknown_fields=True, rename={"schema_": "schema"}):
-    schema_: _Schema
-    event_id: EventId
-    occurred_at: msgspec.Raw
-    site_id: SiteId
-    file_code: FileCode
-    page_no: PageNo
-    sha256: Sha256
+class FastPageChecked(_FilePage):
     checks: msgspec.Raw  # validated by _CHECKS; kept as sent
     passed: bool
-    fonds: Fonds = ""
-    revision: Revision = 1
 
     NAME: ClassVar[str] = "PageChecked"
 
 
-_DECODERS = {b"PageScanned": msgspec.json.Decoder(FastPageScanned),
-             b"PageChecked": msgspec.json.Decoder(FastPageChecked)}
+_DECODERS = {t.NAME.encode(): msgspec.json.Decoder(t) for t in (FastPageScanned, FastPageChecked)}
 _CHECKS = msgspec.json.Decoder(list[_Check])
 _AWARE = msgspec.json.Decoder(Annotated[datetime, Meta(tz=True)])
-_PREFIX = b'{"schema":{"name":"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +114,7 @@ def _utc(raw: msgspec.Raw) -> datetime | None:
 def decode_page_event(raw: bytes) -> PageEvent | None:
     """``raw`` as a PageScanned or PageChecked, or None: not one of those two as sohoa's
     producers write them (schema first), or not accepted here; ask ``parse_event``."""
-    if not raw.startswith(_PREFIX):
-        return None
-    decoder = _DECODERS.get(raw[len(_PREFIX):raw.find(b'"', len(_PREFIX))])
+    decoder = _DECODERS.get(wire_name(raw) or b"")
     if decoder is None:
         return None
     try:

@@ -335,17 +335,25 @@ def _describe(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-_OWN_PREFIX = b'{"schema":{"name":"'
+# How Event.to_json starts (schema first): a reader can see the event's name before parsing.
+WIRE_PREFIX = b'{"schema":{"name":"'
+
+
+def wire_name(raw: bytes) -> bytes | None:
+    """The event name of ``raw`` if it starts as our producers write events, else None."""
+    if not raw.startswith(WIRE_PREFIX):
+        return None
+    return raw[len(WIRE_PREFIX):raw.find(b'"', len(WIRE_PREFIX))]
 
 
 def parse_event(raw: bytes | str | dict[str, Any]) -> Event:
     """Decode and validate one event; raise :class:`InvalidEvent` naming the field at fault."""
-    if isinstance(raw, bytes) and raw.startswith(_OWN_PREFIX):
-        # As Event.to_json writes it (schema first): validate straight from the bytes, about
-        # twice as fast as loads + model_validate. Any failure takes the general path below,
-        # which gives the reason.
-        end = raw.find(b'"', len(_OWN_PREFIX))
-        fast = _BY_NAME.get(raw[len(_OWN_PREFIX):end].decode("ascii", "replace"))
+    name = wire_name(raw) if isinstance(raw, bytes) else None
+    if name is not None:
+        # As Event.to_json writes it: validate straight from the bytes, about twice as fast as
+        # loads + model_validate. Any failure takes the general path below, which gives the
+        # reason.
+        fast = _BY_NAME.get(name.decode("ascii", "replace"))
         if fast is not None:
             try:  # (not contextlib.suppress: its object per event was ~3 % of the parse)
                 return fast.model_validate_json(raw)
