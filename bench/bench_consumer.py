@@ -187,9 +187,15 @@ def bench_side_by_side(apply_dsn: str, raw_dsn: str, records: list[Record], batc
                     cp.write_row(row)
             raw_meter.stop()
             apply_meter.start()
+            t = time.perf_counter()
             if i + 1 < len(chunks):
                 nxt = parser.submit(chunks[i + 1])
+            if timings is not None:  # handing the next batch to the parse process
+                timings["_SUBMIT_PARSE"] += time.perf_counter() - t
+            t = time.perf_counter()
             applied.update(_write(conn, applier, prepared, timings).applied)
+            if timings is not None:  # the whole batch, statements and what lies between them
+                timings["_BATCH"] += time.perf_counter() - t
             if i + 1 < len(chunks):
                 t = time.perf_counter()
                 prepared = nxt.result()

@@ -137,21 +137,25 @@ STAGE_COLUMNS = ("seq", "event_id", "etype", "site_id", "file_code", "fonds", "p
 
 _CREATE_TEMP = """
 CREATE TEMP TABLE IF NOT EXISTS stage (
-    seq integer NOT NULL, event_id text NOT NULL, etype text NOT NULL, site_id text NOT NULL,
-    file_code text, fonds text, page_no integer, revision integer, sha256 text,
-    occurred_at timestamptz NOT NULL, topic text, part integer, off bigint,
-    uri text, path text, size_bytes bigint, media_type text, passed boolean, names text[],
-    doc jsonb, pick_rev boolean, pick_page boolean, first_at timestamptz
+    seq integer NOT NULL, event_id text COLLATE "C" NOT NULL, etype text COLLATE "C" NOT NULL,
+    site_id text COLLATE "C" NOT NULL, file_code text COLLATE "C", fonds text, page_no integer,
+    revision integer, sha256 text COLLATE "C", occurred_at timestamptz NOT NULL, topic text,
+    part integer, off bigint, uri text, path text, size_bytes bigint, media_type text,
+    passed boolean, names text[], doc jsonb, pick_rev boolean, pick_page boolean,
+    first_at timestamptz
 ) PARTITION BY LIST (etype) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_scanned PARTITION OF stage
     FOR VALUES IN ('PageScanned') ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_checked PARTITION OF stage
     FOR VALUES IN ('PageChecked') ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_other PARTITION OF stage DEFAULT ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS touched_days (site_id text NOT NULL, day date NOT NULL)
+CREATE TEMP TABLE IF NOT EXISTS touched_days (site_id text COLLATE "C" NOT NULL,
+    day date NOT NULL) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS touched_files (site_id text COLLATE "C" NOT NULL,
+    file_code text COLLATE "C" NOT NULL, pages_changed boolean NOT NULL,
+    fonds text[] NOT NULL, opened boolean NOT NULL, first_at timestamptz NOT NULL,
+    PRIMARY KEY (site_id, file_code))
     ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS touched_files (site_id text NOT NULL, file_code text NOT NULL,
-    pages_changed boolean NOT NULL, PRIMARY KEY (site_id, file_code)) ON COMMIT DELETE ROWS;
 """
 
 # --- the statements, in order ------------------------------------------------------------
@@ -188,7 +192,7 @@ _NEW_SITES = """
 WITH new AS (
     INSERT INTO sites (site_id, auto_created, timezone, work_start, work_end, workdays)
     SELECT site_id, true, %(tz)s, %(ws)s, %(we)s, %(wd)s
-    FROM (SELECT DISTINCT site_id FROM stage WHERE etype <> 'DeadLetter') d
+    FROM unnest(%(sites)s::text[]) AS d(site_id)
     ON CONFLICT (site_id) DO NOTHING
     RETURNING site_id
 ), audit AS (
@@ -202,19 +206,13 @@ WITH new AS (
 SELECT site_id FROM new
 """
 
-_TOUCHED_FILES = """
-INSERT INTO touched_files (site_id, file_code, pages_changed)
-SELECT site_id, file_code, bool_or(etype IN ('PageScanned', 'PageRemoved', 'PageChecked'))
-FROM stage WHERE file_code IS NOT NULL
-GROUP BY site_id, file_code
-"""
-
+# `touched_files` holds the batch's files and their merged facts (COPYed, see
+# `touched_files_rows`); each fonds the batch names is kept, so the greatest is taken in the
+# database's collation, as GREATEST does across batches.
 _UPSERT_FILES = """
 INSERT INTO files (site_id, file_code, fonds, opened, first_seen_at)
-SELECT site_id, file_code, max(COALESCE(fonds, '')),
-       bool_or(etype IN ('PageScanned', 'FileManifest')), min(occurred_at)
-FROM stage WHERE file_code IS NOT NULL
-GROUP BY site_id, file_code
+SELECT site_id, file_code, COALESCE((SELECT max(f) FROM unnest(fonds) f), ''), opened, first_at
+FROM touched_files
 ON CONFLICT (site_id, file_code) DO UPDATE SET
     fonds = GREATEST(files.fonds, excluded.fonds),
     opened = files.opened OR excluded.opened,
@@ -564,7 +562,7 @@ ON CONFLICT (dedup_key) DO NOTHING
 """
 
 
-_MERGE_STEPS = ("_TOUCHED_FILES", "_UPSERT_FILES", "_AUDIT_UNOPENED", "_DAYS_BEFORE",
+_MERGE_STEPS = ("_UPSERT_FILES", "_AUDIT_UNOPENED", "_DAYS_BEFORE",
                 "_PAGE_REVISIONS", "_PAGE_REMOVALS", "_PAGE_CHECKS", "_UPSERT_PAGES",
                 "_PAGES_REMOVED", "_ASSEMBLIES", "_OCR", "_VERDICTS", "_MANIFEST",
                 "_CLOSED", "_HEARTBEATS", "_DEAD_LETTER_EVENTS", "_FILE_CURRENT", "_FILE_PAGES",
@@ -580,6 +578,8 @@ _MERGE_SCRIPT_AFTER_COPY = ";\n".join(_STATEMENTS[name].strip() for name in _MER
                                       if name != "_PAGE_REVISIONS")
 
 _COPY_STAGE = f"COPY stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_COPY_TOUCHED_FILES = ("COPY touched_files (site_id, file_code, pages_changed, fonds, opened,"
+                       " first_at) FROM STDIN (FORMAT BINARY)")
 # What `_DEDUP_APPLIED` and `_PAGE_REVISIONS` insert, as COPY: each target column and the
 # staging column it comes from (types and positions follow from the staging table's).
 _AUDIT_COLUMNS = (("event_id", "event_id"), ("action", "etype"), ("site_id", "site_id"),
@@ -606,6 +606,8 @@ class Prepared:
     staged: int  # how many rows ``data`` holds
     audit: bytes  # their audit rows, COPY binary (see _AUDIT_COLUMNS)
     revisions: bytes  # the page revisions they win, COPY binary (see _REVISION_COLUMNS)
+    files: bytes  # the files they touch, COPY binary for `touched_files` (see touched_files)
+    sites: list[str]  # the sites they name (dead letters aside)
     staged_types: Counter[str]  # rows per event type
     result: BatchResult
     records: list[Record]
@@ -680,6 +682,7 @@ def _from_stage(columns: tuple[tuple[str, str], ...]) -> tuple[operator.itemgett
 
 
 _AUDIT_PICK, _AUDIT_OIDS = _from_stage(_AUDIT_COLUMNS)
+_TOUCHED_FILES_OIDS = _oids(("text", "text", "bool", "text[]", "bool", "timestamptz"))
 _REVISION_PICK, _REVISION_OIDS = _from_stage(_REVISION_COLUMNS)
 
 
@@ -718,10 +721,35 @@ def copy_revisions(rows: list[tuple]) -> bytes:
                     if r[_I_ETYPE] == "PageScanned" and r[_I_PICK_REV]), _REVISION_OIDS)
 
 
+def touched_files(rows: list[tuple]) -> list[tuple]:
+    """Each file the staged ``rows`` name, with what the batch says of it: whether its pages
+    or checks changed, the fonds it names, whether a scan or manifest opened it, and its first
+    time. Folded here (where the rows already are) rather than by a GROUP BY over the batch."""
+    files: dict[tuple[str, str], list] = {}
+    for r in rows:
+        code = r[_I_FILE]
+        if code is None:
+            continue
+        etype, fonds, at = r[_I_ETYPE], r[_I_FONDS], r[_I_AT]
+        f = files.get((r[_I_SITE], code))
+        if f is None:
+            f = files[(r[_I_SITE], code)] = [False, set(), False, at]
+        f[0] = f[0] or etype in _PAGE_TYPES
+        if fonds is not None:
+            f[1].add(fonds)
+        f[2] = f[2] or etype in _OPENING_TYPES
+        if at < f[3]:
+            f[3] = at
+    return [(site, code, changed, sorted(fonds), opened, first)
+            for (site, code), (changed, fonds, opened, first) in files.items()]
+
+
 def prepare(records: list[Record]) -> Prepared:
     started = time_mod.process_time()
     rows, result = stage_rows(records)
+    sites = sorted({r[_I_SITE] for r in rows if r[_I_ETYPE] != "DeadLetter"})
     return Prepared(copy_binary(rows), len(rows), copy_audit(rows), copy_revisions(rows),
+                    _binary(touched_files(rows), _TOUCHED_FILES_OIDS), sites,
                     Counter(r[_I_ETYPE] for r in rows), result, records,
                     time_mod.process_time() - started)
 
@@ -739,7 +767,9 @@ def wire(records: list[Record]) -> list[tuple[str, int, int, bytes | None, bytes
 
 
 # Positions in a staged row (see STAGE_COLUMNS).
-_I_ETYPE, _I_SITE, _I_FILE, _I_PAGE, _I_REV, _I_SHA, _I_AT = 2, 3, 4, 6, 7, 8, 9
+_I_ETYPE, _I_SITE, _I_FILE, _I_FONDS, _I_PAGE, _I_REV, _I_SHA, _I_AT = 2, 3, 4, 5, 6, 7, 8, 9
+_PAGE_TYPES = frozenset({"PageScanned", "PageRemoved", "PageChecked"})  # change a file's pages
+_OPENING_TYPES = frozenset({"PageScanned", "FileManifest"})  # open a file
 _I_PICK_REV = STAGE_COLUMNS.index("pick_rev")
 
 
@@ -895,7 +925,10 @@ class BatchApplier:
         if result.dead_letters:
             result.dead_letters = self.store_dead_letters(result.dead_letters)
         if commit_offsets and result.offsets:
+            t = time_mod.perf_counter()
             self.store_offsets(result.offsets)
+            if self.timings is not None:
+                self.timings["_OFFSETS"] += time_mod.perf_counter() - t
         return result
 
     def store_dead_letters(self, rows: list[DeadLetterRow]) -> list[DeadLetterRow]:
@@ -952,9 +985,15 @@ class BatchApplier:
         result.duplicates += prepared.staged - fresh
         if not fresh:
             return
+        t = time_mod.perf_counter()
+        with cur.copy(_COPY_TOUCHED_FILES) as cp:
+            cp.write(prepared.files)
+        if self.timings is not None:
+            self.timings["_COPY_TOUCHED_FILES"] += time_mod.perf_counter() - t
         d = self.site_defaults
         self._exec(cur, "_NEW_SITES", _NEW_SITES, {
-            "tz": d.timezone, "ws": d.work_start, "we": d.work_end, "wd": list(d.workdays)})
+            "tz": d.timezone, "ws": d.work_start, "we": d.work_end, "wd": list(d.workdays),
+            "sites": prepared.sites})
         result.sites_created = [r[0] for r in cur.fetchall()]
         copied = result.path == "copy"
         if self.timings is None:
