@@ -348,9 +348,9 @@ INSERT INTO file_assemblies (site_id, file_code, revision, trigger, pages, page_
                              duplicate_page_nos, duplicate_content, expected_pages,
                              count_mismatch, classification, assembled_at, event_id)
 SELECT s.site_id, s.file_code, s.revision, j.trigger, jsonb_array_length(j.pages), j.pages,
-       ARRAY(SELECT jsonb_array_elements_text(j.gaps)::integer),
-       ARRAY(SELECT jsonb_array_elements_text(j.duplicate_page_nos)::integer),
-       COALESCE(j.duplicate_content, '[]'::jsonb), j.expected_pages,
+       ARRAY(SELECT x::numeric::integer FROM jsonb_array_elements_text(j.gaps) x),
+       ARRAY(SELECT x::numeric::integer FROM jsonb_array_elements_text(j.duplicate_page_nos) x),
+       COALESCE(j.duplicate_content, '[]'::jsonb), j.expected_pages::integer,
        COALESCE(j.count_mismatch, false), j.classification, s.occurred_at, s.event_id
 FROM (SELECT DISTINCT ON (site_id, file_code, revision)
              site_id, file_code, revision, occurred_at, event_id, doc
@@ -358,7 +358,7 @@ FROM (SELECT DISTINCT ON (site_id, file_code, revision)
       ORDER BY site_id, file_code, revision, occurred_at DESC, event_id DESC) s
 CROSS JOIN LATERAL jsonb_to_record(s.doc) AS j(
     trigger text, pages jsonb, gaps jsonb, duplicate_page_nos jsonb, duplicate_content jsonb,
-    expected_pages integer, count_mismatch boolean, classification text)
+    expected_pages numeric, count_mismatch boolean, classification text)
 ON CONFLICT (site_id, file_code, revision) DO UPDATE SET
     trigger = excluded.trigger, pages = excluded.pages, page_list = excluded.page_list,
     gaps = excluded.gaps, duplicate_page_nos = excluded.duplicate_page_nos,
@@ -380,7 +380,7 @@ SELECT DISTINCT ON (site_id, file_code, revision)
        doc->>'output_uri', doc->>'output_sha256', doc->>'text_uri', doc->'pages',
        (SELECT avg((x->>'mean_confidence')::double precision)
           FROM jsonb_array_elements(COALESCE(doc->'pages', '[]'::jsonb)) x),
-       (doc->>'seconds')::double precision, doc->>'reason', (doc->>'attempts')::integer,
+       (doc->>'seconds')::double precision, doc->>'reason', (doc->>'attempts')::numeric::integer,
        occurred_at, event_id
 FROM stage WHERE etype IN ('OcrCompleted', 'OcrFailed')
 ORDER BY site_id, file_code, revision, (etype = 'OcrCompleted') DESC, occurred_at DESC,
@@ -399,16 +399,16 @@ _VERDICTS = """
 INSERT INTO verdicts (event_id, site_id, file_code, revision, verdict, reasons, pages_total,
                       pages_accepted, occurred_at)
 SELECT event_id, site_id, file_code, revision, doc->>'verdict',
-       COALESCE(doc->'reasons', '[]'::jsonb), COALESCE((doc->>'pages_total')::integer, 0),
-       COALESCE((doc->>'pages_accepted')::integer, 0), occurred_at
+       COALESCE(doc->'reasons', '[]'::jsonb), COALESCE((doc->>'pages_total')::numeric::integer, 0),
+       COALESCE((doc->>'pages_accepted')::numeric::integer, 0), occurred_at
 FROM stage WHERE etype = 'FileVerdict'
 ON CONFLICT (event_id) DO NOTHING
 """
 
 _MANIFEST = """
 UPDATE files f SET
-    title = m.doc->>'title', expected_pages = (m.doc->>'expected_pages')::integer,
-    classification = m.doc->>'classification', priority = (m.doc->>'priority')::smallint,
+    title = m.doc->>'title', expected_pages = (m.doc->>'expected_pages')::numeric::integer,
+    classification = m.doc->>'classification', priority = (m.doc->>'priority')::numeric::smallint,
     start_date = m.doc->>'start_date', end_date = m.doc->>'end_date',
     metadata = COALESCE(m.doc->'metadata', '{}'::jsonb), manifest_at = m.occurred_at
 FROM (SELECT DISTINCT ON (site_id, file_code) * FROM stage WHERE etype = 'FileManifest'
@@ -430,8 +430,8 @@ _HEARTBEATS = """
 INSERT INTO site_heartbeats (site_id, last_heartbeat_at, agent_version, outbox_depth,
                              oldest_unsent_age_s, disk_free_bytes, roots, event_id)
 SELECT DISTINCT ON (site_id) site_id, occurred_at, doc->>'agent_version',
-       (doc->>'outbox_depth')::integer, COALESCE((doc->>'oldest_unsent_age_s')::float8, 0),
-       COALESCE((doc->>'disk_free_bytes')::bigint, 0), COALESCE(doc->'roots', '[]'::jsonb),
+       (doc->>'outbox_depth')::numeric::integer, COALESCE((doc->>'oldest_unsent_age_s')::float8, 0),
+       COALESCE((doc->>'disk_free_bytes')::numeric::bigint, 0), COALESCE(doc->'roots', '[]'::jsonb),
        event_id
 FROM stage WHERE etype = 'SiteHeartbeat'
 ORDER BY site_id, occurred_at DESC, event_id DESC
@@ -447,8 +447,8 @@ WHERE (excluded.last_heartbeat_at, excluded.event_id)
 _DEAD_LETTER_EVENTS = """
 INSERT INTO dead_letters (dedup_key, site_id, source, topic, part, "offset", reason,
                           reason_class, payload, occurred_at)
-SELECT event_id, site_id, doc->>'source', doc->>'topic', (doc->>'partition')::integer,
-       (doc->>'offset')::bigint, doc->>'reason', path, COALESCE(doc->>'payload', ''),
+SELECT event_id, site_id, doc->>'source', doc->>'topic', (doc->>'partition')::numeric::integer,
+       (doc->>'offset')::numeric::bigint, doc->>'reason', path, COALESCE(doc->>'payload', ''),
        occurred_at
 FROM stage WHERE etype = 'DeadLetter'
 ON CONFLICT (dedup_key) DO NOTHING

@@ -15,13 +15,18 @@ import pytest
 from consumers.apply import BatchApplier, Record, reason_class
 from consumers.synth import SynthConfig, generate, sha
 from sohoa.events import (
+    DeadLetter,
     FileAssembled,
+    FileManifest,
     FileVerdict,
     OcrCompleted,
+    OcrFailed,
     PageRef,
     PageRemoved,
     PageScanned,
     PageText,
+    SiteHeartbeat,
+    parse_event,
 )
 from tests.test_consumer_support import (
     apply_all,
@@ -284,3 +289,51 @@ def test_a_replay_or_a_second_event_for_a_stored_revision_takes_the_dedup_path(s
             audits.append(_audit_rows(conn))
     assert_same_tables(dumps[0], dumps[1])
     assert audits[0] == audits[1]  # nothing left behind by the COPYs that were rolled back
+
+
+def test_whole_numbers_written_as_decimals_are_counted(pg) -> None:  # noqa: F811
+    """The contract reads 4.0 as the integer 4 (pydantic, lax mode), so the tables must too:
+    before this, PostgreSQL refused "4.0" as an integer and each such event, valid as it was,
+    ended as a dead letter."""
+    _dsn, conn = pg
+    p1 = page(no=1)
+    ref = PageRef(page_no=1, uri=p1.uri, sha256=p1.sha256)
+    events = [
+        p1,
+        FileManifest(site_id="xa-a", file_code="F1", expected_pages=4, priority=2),
+        FileAssembled(site_id="xa-a", file_code="F1", pages=[ref], gaps=[2, 3],
+                      duplicate_page_nos=[1], expected_pages=4, count_mismatch=True),
+        OcrFailed(site_id="xa-a", file_code="F1", reason="timeout", attempts=3),
+        FileVerdict(site_id="xa-a", file_code="F1", verdict="needs_rescan", pages_total=4,
+                    pages_accepted=1),
+        SiteHeartbeat(site_id="xa-a", agent_version="1", outbox_depth=7,
+                      disk_free_bytes=10**12),
+        DeadLetter(site_id="xa-a", source="agent", topic="t", partition=2, offset=9,
+                   reason="bad"),
+    ]
+    whole = {"expected_pages", "priority", "gaps", "duplicate_page_nos", "attempts",
+             "pages_total", "pages_accepted", "outbox_depth", "disk_free_bytes", "partition",
+             "offset"}
+
+    def as_decimals(value):
+        return ([float(v) for v in value] if isinstance(value, list) else float(value))
+
+    recs = []
+    for i, ev in enumerate(events):
+        doc = json.loads(ev.to_json())
+        doc.update({k: as_decimals(v) for k, v in doc.items() if k in whole})
+        raw = json.dumps(doc).encode()
+        assert parse_event(raw) == ev  # the contract takes it, and reads the same event
+        recs.append(Record("t", 0, i, raw))
+    with conn.transaction():
+        res = BatchApplier(conn, "g").apply(recs)
+    assert not res.dead_letters
+    assert sum(res.applied.values()) == len(events)
+    assert one(conn, "SELECT expected_pages, priority FROM files") == (4, 2)
+    assert one(conn, "SELECT gaps, duplicate_page_nos, expected_pages FROM file_assemblies") \
+        == ([2, 3], [1], 4)
+    assert one(conn, "SELECT attempts FROM ocr_results") == (3,)
+    assert one(conn, "SELECT pages_total, pages_accepted FROM verdicts") == (4, 1)
+    assert one(conn, "SELECT outbox_depth, disk_free_bytes FROM site_heartbeats") \
+        == (7, 10**12)
+    assert one(conn, 'SELECT part, "offset" FROM dead_letters') == (2, 9)
