@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -45,6 +46,7 @@ def postgres(dsn: str | None):
             return psycopg.conninfo.make_conninfo(dsn, dbname=name)
         yield make
         return
+    from infra.postgres import discard_cluster
     from infra.procs import free_port
     from infra.stack import LocalStack, settings_for_stack
     from sohoa.config import Settings
@@ -61,6 +63,8 @@ def postgres(dsn: str | None):
         yield lambda prefix: stack.pg.create_database(f"{prefix}_{uuid.uuid4().hex[:8]}")
     finally:
         stack.pg.stop()
+        discard_cluster(state)
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def build(sites: int, files: int, pages: int) -> list[Record]:

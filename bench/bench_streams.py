@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -164,6 +165,7 @@ def run(n_files: int, pages: int, bootstrap: str | None) -> dict:
     finally:
         if stack is not None:
             stack.kafka.stop()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def _cpu_seconds(pid: int) -> float | None:

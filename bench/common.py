@@ -34,6 +34,9 @@ def teardown(procs: list[subprocess.Popen], stack, state: Path, keep: bool) -> N
             p.kill()
     stack.stop_services()
     if not keep:
+        from infra.postgres import discard_cluster
+
+        discard_cluster(state)
         shutil.rmtree(state, ignore_errors=True)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from infra.postgres import FALLBACK_ROOT
+from infra.postgres import FALLBACK_ROOT, discard_cluster
 from infra.procs import StackError, free_port
 from infra.stack import LocalStack, settings_for_stack, stack_env
 from infra.topics import apply_spec, load_spec
@@ -166,9 +165,7 @@ def _stop_stack(local: LocalStack) -> None:
         local.kafka.stop(timeout_s=20)
     finally:
         local.pg.stop(timeout_s=20)
-        pg_root = local.pg.root
-        if FALLBACK_ROOT in pg_root.parents:
-            shutil.rmtree(pg_root, ignore_errors=True)
+        discard_cluster(local.pg.state_dir)
 
 
 def _start_watchdog(local: LocalStack) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import urllib.request
@@ -15,7 +14,7 @@ import psycopg
 import pytest
 
 from infra.components import Components
-from infra.postgres import FALLBACK_ROOT
+from infra.postgres import discard_cluster
 from infra.procs import free_port
 from infra.stack import settings_for_stack
 from infra.topics import apply_spec, describe, load_spec
@@ -163,11 +162,7 @@ def test_up_down_up_keeps_kafka_records_and_postgres_rows(tmp_path):
         assert "Đã dừng sohoa consume" in res.stdout
     finally:
         _sohoa(env, "down", "--state-dir", str(state))
-        record = state / "pg" / "datadir"
-        if record.exists():
-            root = Path(record.read_text().strip())
-            if FALLBACK_ROOT in root.parents:
-                shutil.rmtree(root, ignore_errors=True)
+        discard_cluster(state)
 
 
 def _wait_metrics(url: str, timeout_s: float = 60.0) -> str:
@@ -229,11 +224,7 @@ def test_up_starts_every_component_and_down_stops_them(tmp_path):
             assert live == [], f"group {pid} still has live {live}"
     finally:
         _sohoa(env, "down", "--state-dir", str(state))
-        record = state / "pg" / "datadir"
-        if record.exists():
-            root = Path(record.read_text().strip())
-            if FALLBACK_ROOT in root.parents:
-                shutil.rmtree(root, ignore_errors=True)
+        discard_cluster(state)
 
 
 def _state(pid: int) -> str | None:
