@@ -151,6 +151,8 @@ CREATE TEMP TABLE IF NOT EXISTS stage_checked PARTITION OF stage
 CREATE TEMP TABLE IF NOT EXISTS stage_other PARTITION OF stage DEFAULT ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS touched_days (site_id text COLLATE "C" NOT NULL,
     day date NOT NULL) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS known_pages (site_id text COLLATE "C" NOT NULL,
+    file_code text COLLATE "C" NOT NULL, page_no integer NOT NULL) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS touched_files (site_id text COLLATE "C" NOT NULL,
     file_code text COLLATE "C" NOT NULL, pages_changed boolean NOT NULL,
     fonds text[] NOT NULL, opened boolean NOT NULL, first_at timestamptz NOT NULL,
@@ -231,15 +233,24 @@ WHERE NOT f.opened AND s.etype NOT IN ('PageScanned', 'FileManifest')
 ON CONFLICT DO NOTHING
 """
 
-# Days whose counts may change: the days pages and verdicts sit on before this batch…
+# Days whose counts may change: the days pages and verdicts sit on before this batch… The
+# probe that finds a page's day also says it is stored: `known_pages` keeps those (few) keys,
+# so the batch's new pages are inserted without a second probe (see `_INSERT_PAGES`).
 _DAYS_BEFORE = """
+WITH stored AS (
+    SELECT site_id, file_code, page_no, day FROM (
+        SELECT k.site_id, k.file_code, k.page_no,
+               (SELECT p.scan_day FROM pages p WHERE p.site_id = k.site_id
+                   AND p.file_code = k.file_code AND p.page_no = k.page_no) AS day
+        FROM (SELECT DISTINCT site_id, file_code, page_no FROM stage
+              WHERE etype IN ('PageScanned', 'PageRemoved')) k
+    ) x WHERE day IS NOT NULL
+), known AS (
+    INSERT INTO known_pages (site_id, file_code, page_no)
+    SELECT site_id, file_code, page_no FROM stored
+)
 INSERT INTO touched_days (site_id, day)
-SELECT site_id, day FROM (
-    SELECT k.site_id, (SELECT p.scan_day FROM pages p WHERE p.site_id = k.site_id
-                          AND p.file_code = k.file_code AND p.page_no = k.page_no) AS day
-    FROM (SELECT DISTINCT site_id, file_code, page_no FROM stage
-          WHERE etype IN ('PageScanned', 'PageRemoved')) k
-) x WHERE day IS NOT NULL
+SELECT site_id, day FROM stored
 UNION
 SELECT f.site_id, (f.verdict_at AT TIME ZONE st.timezone)::date
 FROM files f JOIN touched_files t USING (site_id, file_code) JOIN sites st USING (site_id)
@@ -270,7 +281,9 @@ ON CONFLICT (site_id, file_code, page_no, sha256) DO UPDATE SET
 WHERE (excluded.removed_at, excluded.event_id) > (page_removals.removed_at, page_removals.event_id)
 """
 
-_UPSERT_PAGES = """
+# A page the batch scans: its winning scan (`pick_page`), on the day of its first scan, with
+# the check of its revision if one is stored (checks may come before their scan).
+_PAGE_ROWS = """
 INSERT INTO pages (site_id, file_code, page_no, revision, sha256, uri, path, size_bytes,
                    media_type, scanned_at, first_scanned_at, scan_day, check_passed)
 SELECT c.site_id, c.file_code, c.page_no, c.revision, c.sha256, c.uri, c.path, c.size_bytes,
@@ -280,6 +293,18 @@ SELECT c.site_id, c.file_code, c.page_no, c.revision, c.sha256, c.uri, c.path, c
           AND k.revision = c.revision)
 FROM stage c JOIN sites st USING (site_id)
 WHERE c.etype = 'PageScanned' AND c.pick_page
+  AND {stored} (SELECT 1 FROM known_pages s WHERE s.site_id = c.site_id
+                  AND s.file_code = c.file_code AND s.page_no = c.page_no)
+"""
+
+# Pages not stored before the batch (almost all of them): a plain insert, which skips the
+# upsert's own probe for a conflict. Should another writer store one of them in the meantime
+# (one consumer per partition makes that a rebalance race), the unique key refuses the batch
+# and the consumer applies it record by record, when those pages are known.
+_INSERT_PAGES = _PAGE_ROWS.format(stored="NOT EXISTS")
+
+# Pages stored before the batch (a rescan, a late event): merged with what is stored.
+_UPSERT_PAGES = _PAGE_ROWS.format(stored="EXISTS") + """\
 ON CONFLICT (site_id, file_code, page_no) DO UPDATE SET
     revision = CASE WHEN n.newer THEN excluded.revision ELSE pages.revision END,
     check_passed = CASE WHEN n.newer THEN excluded.check_passed ELSE pages.check_passed END,
@@ -563,8 +588,8 @@ ON CONFLICT (dedup_key) DO NOTHING
 
 
 _MERGE_STEPS = ("_UPSERT_FILES", "_AUDIT_UNOPENED", "_DAYS_BEFORE",
-                "_PAGE_REVISIONS", "_PAGE_REMOVALS", "_PAGE_CHECKS", "_UPSERT_PAGES",
-                "_PAGES_REMOVED", "_ASSEMBLIES", "_OCR", "_VERDICTS", "_MANIFEST",
+                "_PAGE_REVISIONS", "_PAGE_REMOVALS", "_PAGE_CHECKS", "_INSERT_PAGES",
+                "_UPSERT_PAGES", "_PAGES_REMOVED", "_ASSEMBLIES", "_OCR", "_VERDICTS", "_MANIFEST",
                 "_CLOSED", "_HEARTBEATS", "_DEAD_LETTER_EVENTS", "_FILE_CURRENT", "_FILE_PAGES",
                 "_FILE_STATE", "_DAYS_AFTER", "_DAILY", "_DAILY_PRUNE")
 _STATEMENTS: dict[str, str] = {name: globals()[name] for name in _MERGE_STEPS}
