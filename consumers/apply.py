@@ -282,29 +282,36 @@ WHERE (excluded.removed_at, excluded.event_id) > (page_removals.removed_at, page
 """
 
 # A page the batch scans: its winning scan (`pick_page`), on the day of its first scan, with
-# the check of its revision if one is stored (checks may come before their scan).
+# the check of its revision if one is stored (checks may come before their scan). The day each
+# page sits on afterwards is a day whose count may have changed (see `_DAYS_AFTER`).
 _PAGE_ROWS = """
-INSERT INTO pages (site_id, file_code, page_no, revision, sha256, uri, path, size_bytes,
-                   media_type, scanned_at, first_scanned_at, scan_day, check_passed)
-SELECT c.site_id, c.file_code, c.page_no, c.revision, c.sha256, c.uri, c.path, c.size_bytes,
-       c.media_type, c.occurred_at, c.first_at, (c.first_at AT TIME ZONE st.timezone)::date,
-       (SELECT k.passed FROM page_checks k
-        WHERE k.site_id = c.site_id AND k.file_code = c.file_code AND k.page_no = c.page_no
-          AND k.revision = c.revision)
-FROM stage c JOIN sites st USING (site_id)
-WHERE c.etype = 'PageScanned' AND c.pick_page
-  AND {stored} (SELECT 1 FROM known_pages s WHERE s.site_id = c.site_id
-                  AND s.file_code = c.file_code AND s.page_no = c.page_no)
+WITH written AS (
+    INSERT INTO pages (site_id, file_code, page_no, revision, sha256, uri, path, size_bytes,
+                       media_type, scanned_at, first_scanned_at, scan_day, check_passed)
+    SELECT c.site_id, c.file_code, c.page_no, c.revision, c.sha256, c.uri, c.path,
+           c.size_bytes, c.media_type, c.occurred_at, c.first_at,
+           (c.first_at AT TIME ZONE st.timezone)::date,
+           (SELECT k.passed FROM page_checks k
+            WHERE k.site_id = c.site_id AND k.file_code = c.file_code
+              AND k.page_no = c.page_no AND k.revision = c.revision)
+    FROM stage c JOIN sites st USING (site_id)
+    WHERE c.etype = 'PageScanned' AND c.pick_page
+      AND {stored} (SELECT 1 FROM known_pages s WHERE s.site_id = c.site_id
+                      AND s.file_code = c.file_code AND s.page_no = c.page_no)
+    {merge}
+    RETURNING site_id, scan_day
+)
+INSERT INTO touched_days (site_id, day) SELECT DISTINCT site_id, scan_day FROM written
 """
 
 # Pages not stored before the batch (almost all of them): a plain insert, which skips the
 # upsert's own probe for a conflict. Should another writer store one of them in the meantime
 # (one consumer per partition makes that a rebalance race), the unique key refuses the batch
 # and the consumer applies it record by record, when those pages are known.
-_INSERT_PAGES = _PAGE_ROWS.format(stored="NOT EXISTS")
+_INSERT_PAGES = _PAGE_ROWS.format(stored="NOT EXISTS", merge="")
 
 # Pages stored before the batch (a rescan, a late event): merged with what is stored.
-_UPSERT_PAGES = _PAGE_ROWS.format(stored="EXISTS") + """\
+_UPSERT_PAGES = _PAGE_ROWS.format(stored="EXISTS", merge="""\
 ON CONFLICT (site_id, file_code, page_no) DO UPDATE SET
     revision = CASE WHEN n.newer THEN excluded.revision ELSE pages.revision END,
     check_passed = CASE WHEN n.newer THEN excluded.check_passed ELSE pages.check_passed END,
@@ -316,8 +323,7 @@ ON CONFLICT (site_id, file_code, page_no) DO UPDATE SET
     scanned_at = CASE WHEN n.newer THEN excluded.scanned_at ELSE pages.scanned_at END,
     first_scanned_at = LEAST(pages.first_scanned_at, excluded.first_scanned_at),
     scan_day = CASE WHEN excluded.first_scanned_at < pages.first_scanned_at
-                    THEN excluded.scan_day ELSE pages.scan_day END
-"""
+                    THEN excluded.scan_day ELSE pages.scan_day END""")
 # (`n.newer` is spelled out below: ON CONFLICT cannot join, so the comparison is inlined.)
 _NEWER = ("((excluded.revision, excluded.scanned_at, excluded.sha256)"
           " > (pages.revision, pages.scanned_at, pages.sha256))")
@@ -535,14 +541,11 @@ FROM touched_files t
 WHERE f.site_id = t.site_id AND f.file_code = t.file_code
 """
 
-# …and the days they sit on after it: a page's day can only move to the day of a scan in
-# this batch (first_scanned_at only moves back), so the staged events name them.
+# …and the days they sit on after it: a scanned page's day is the one its write returned
+# (`_PAGE_ROWS`); a removal leaves the page on its day, which `_DAYS_BEFORE` holds; a verdict's
+# day is read here, after `_FILE_CURRENT`.
 _DAYS_AFTER = """
 INSERT INTO touched_days (site_id, day)
-SELECT DISTINCT s.site_id, (s.occurred_at AT TIME ZONE st.timezone)::date
-FROM stage s JOIN sites st USING (site_id)
-WHERE s.etype = 'PageScanned'
-UNION
 SELECT f.site_id, (f.verdict_at AT TIME ZONE st.timezone)::date
 FROM files f JOIN touched_files t USING (site_id, file_code) JOIN sites st USING (site_id)
 WHERE f.verdict_at IS NOT NULL
