@@ -161,6 +161,8 @@ CREATE TEMP TABLE IF NOT EXISTS touched_files (site_id text COLLATE "C" NOT NULL
 """
 
 # --- the statements, in order ------------------------------------------------------------
+# Integers inside JSON documents are read through `numeric`: the contract (pydantic, lax) reads
+# 4.0 and 4e0 as 4, and a plain integer cast would refuse them (and the event with them).
 
 _DEDUP_APPLIED = """
 WITH ins AS (
@@ -209,7 +211,7 @@ SELECT site_id FROM new
 """
 
 # `touched_files` holds the batch's files and their merged facts (COPYed, see
-# `touched_files_rows`); each fonds the batch names is kept, so the greatest is taken in the
+# `touched_files()`); each fonds the batch names is kept, so the greatest is taken in the
 # database's collation, as GREATEST does across batches.
 _UPSERT_FILES = """
 INSERT INTO files (site_id, file_code, fonds, opened, first_seen_at)
