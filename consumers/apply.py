@@ -25,7 +25,8 @@ import operator
 import re
 import time as time_mod
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
 from typing import Any
@@ -608,8 +609,11 @@ _MERGE_SCRIPT_AFTER_COPY = ";\n".join(_STATEMENTS[name].strip() for name in _MER
                                       if name != "_PAGE_REVISIONS")
 
 _COPY_STAGE = f"COPY stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-_COPY_TOUCHED_FILES = ("COPY touched_files (site_id, file_code, pages_changed, fonds, opened,"
-                       " first_at) FROM STDIN (FORMAT BINARY)")
+# What `touched_files()` returns for the table of that name, and each column's type.
+_TOUCHED_FILES_COLUMNS = (("site_id", "text"), ("file_code", "text"), ("pages_changed", "bool"),
+                          ("fonds", "text[]"), ("opened", "bool"), ("first_at", "timestamptz"))
+_COPY_TOUCHED_FILES = (f"COPY touched_files ({', '.join(c for c, _ in _TOUCHED_FILES_COLUMNS)})"
+                       " FROM STDIN (FORMAT BINARY)")
 # What `_DEDUP_APPLIED` and `_PAGE_REVISIONS` insert, as COPY: each target column and the
 # staging column it comes from (types and positions follow from the staging table's).
 _AUDIT_COLUMNS = (("event_id", "event_id"), ("action", "etype"), ("site_id", "site_id"),
@@ -712,7 +716,7 @@ def _from_stage(columns: tuple[tuple[str, str], ...]) -> tuple[operator.itemgett
 
 
 _AUDIT_PICK, _AUDIT_OIDS = _from_stage(_AUDIT_COLUMNS)
-_TOUCHED_FILES_OIDS = _oids(("text", "text", "bool", "text[]", "bool", "timestamptz"))
+_TOUCHED_FILES_OIDS = _oids(tuple(t for _, t in _TOUCHED_FILES_COLUMNS))
 _REVISION_PICK, _REVISION_OIDS = _from_stage(_REVISION_COLUMNS)
 
 
@@ -754,7 +758,9 @@ def copy_revisions(rows: list[tuple]) -> bytes:
 def touched_files(rows: list[tuple]) -> list[tuple]:
     """Each file the staged ``rows`` name, with what the batch says of it: whether its pages
     or checks changed, the fonds it names, whether a scan or manifest opened it, and its first
-    time. Folded here (where the rows already are) rather than by a GROUP BY over the batch."""
+    time. Folded here (where the rows already are) rather than by a GROUP BY over the batch.
+    On the dedup path this includes the files of replayed events: their facts are merged
+    already, and every merge of a file is idempotent, so merging them again changes nothing."""
     files: dict[tuple[str, str], list] = {}
     for r in rows:
         code = r[_I_FILE]
@@ -946,19 +952,14 @@ class BatchApplier:
         result = prepared.result
         cur = self.conn.cursor()
         if prepared.staged:
-            t = time_mod.perf_counter()
-            with cur.copy(_COPY_STAGE) as cp:
+            with self._timed("_COPY_STAGE"), cur.copy(_COPY_STAGE) as cp:
                 cp.write(prepared.data)
-            if self.timings is not None:
-                self.timings["_COPY_STAGE"] += time_mod.perf_counter() - t
             self._merge(cur, result, prepared)
         if result.dead_letters:
             result.dead_letters = self.store_dead_letters(result.dead_letters)
         if commit_offsets and result.offsets:
-            t = time_mod.perf_counter()
-            self.store_offsets(result.offsets)
-            if self.timings is not None:
-                self.timings["_OFFSETS"] += time_mod.perf_counter() - t
+            with self._timed("_OFFSETS"):
+                self.store_offsets(result.offsets)
         return result
 
     def store_dead_letters(self, rows: list[DeadLetterRow]) -> list[DeadLetterRow]:
@@ -977,32 +978,36 @@ class BatchApplier:
         self.conn.cursor().executemany(
             _OFFSETS, [(self.group_id, t, p, o) for (t, p), o in sorted(offsets.items())])
 
-    def _exec(self, cur: psycopg.Cursor, name: str, sql: str,
-              params: dict[str, Any] | None = None) -> None:
+    @contextmanager
+    def _timed(self, name: str) -> Iterator[None]:
+        """Add the block's seconds to ``timings[name]`` when a benchmark asks for timings."""
         if self.timings is None:
-            cur.execute(sql, params)
+            yield
             return
         t = time_mod.perf_counter()
-        cur.execute(sql, params)
-        self.timings[name] += time_mod.perf_counter() - t
+        try:
+            yield
+        finally:
+            self.timings[name] += time_mod.perf_counter() - t
+
+    def _exec(self, cur: psycopg.Cursor, name: str, sql: str,
+              params: dict[str, Any] | None = None) -> None:
+        with self._timed(name):
+            cur.execute(sql, params)
 
     def _copy_new(self, cur: psycopg.Cursor, prepared: Prepared) -> bool:
         """COPY the batch's audit rows and page revisions, assuming none is stored yet; False
         (and nothing written) if one is."""
-        t = time_mod.perf_counter()
         try:
-            with self.conn.transaction():  # a savepoint: a conflict undoes only these COPYs
+            # A savepoint: a conflict undoes only these COPYs.
+            with self._timed("_COPY_AUDIT_REVISIONS"), self.conn.transaction():
                 with cur.copy(_COPY_AUDIT) as cp:
                     cp.write(prepared.audit)
                 if prepared.staged_types["PageScanned"]:
                     with cur.copy(_COPY_REVISIONS) as cp:
                         cp.write(prepared.revisions)
         except psycopg.errors.UniqueViolation:
-            if self.timings is not None:
-                self.timings["_COPY_CONFLICT"] += time_mod.perf_counter() - t
             return False
-        if self.timings is not None:
-            self.timings["_COPY_AUDIT_REVISIONS"] += time_mod.perf_counter() - t
         return True
 
     def _merge(self, cur: psycopg.Cursor, result: BatchResult, prepared: Prepared) -> None:
@@ -1015,11 +1020,8 @@ class BatchApplier:
         result.duplicates += prepared.staged - fresh
         if not fresh:
             return
-        t = time_mod.perf_counter()
-        with cur.copy(_COPY_TOUCHED_FILES) as cp:
+        with self._timed("_COPY_TOUCHED_FILES"), cur.copy(_COPY_TOUCHED_FILES) as cp:
             cp.write(prepared.files)
-        if self.timings is not None:
-            self.timings["_COPY_TOUCHED_FILES"] += time_mod.perf_counter() - t
         d = self.site_defaults
         self._exec(cur, "_NEW_SITES", _NEW_SITES, {
             "tz": d.timezone, "ws": d.work_start, "we": d.work_end, "wd": list(d.workdays),

@@ -65,6 +65,11 @@ def pg_bin_dir() -> Path:
     return found
 
 
+def _datadir_record(state_dir: Path) -> Path:
+    """Where a state dir records the cluster directory it chose (see PostgresNode.root)."""
+    return state_dir / "pg" / "datadir"
+
+
 def discard_cluster(state_dir: Path) -> None:
     """Delete the cluster of a throw-away stack (tests, benchmarks) once its server is stopped.
 
@@ -72,7 +77,7 @@ def discard_cluster(state_dir: Path) -> None:
     so removing the state dir leaves it behind: 0.3–2 GB a run, until the disk is full. Only
     a cluster the state dir's record places under FALLBACK_ROOT is touched.
     """
-    record = Path(state_dir) / "pg" / "datadir"
+    record = _datadir_record(Path(state_dir))
     if not record.exists():
         return
     root = Path(record.read_text().strip())
@@ -84,7 +89,7 @@ class PostgresNode:
     def __init__(self, stack: StackConfig) -> None:
         self.stack = stack
         self.state_dir = Path(stack.state_dir).resolve()
-        self.meta_dir = self.state_dir / "pg"
+        self.meta_dir = _datadir_record(self.state_dir).parent
         self.logs_dir = self.state_dir / "logs"
         self.log_path = self.logs_dir / "postgres.log"
         self.pid_path = self.state_dir / "run" / "postgres.pid"
@@ -108,7 +113,7 @@ class PostgresNode:
         return self.root / "sock"
 
     def _choose_root(self) -> Path:
-        record = self.meta_dir / "datadir"
+        record = _datadir_record(self.state_dir)
         if record.exists():
             return Path(record.read_text().strip())
         self.meta_dir.mkdir(parents=True, exist_ok=True)
