@@ -554,6 +554,17 @@ FROM files f JOIN touched_files t USING (site_id, file_code) JOIN sites st USING
 WHERE f.verdict_at IS NOT NULL
 """
 
+# Consumers of one group write their own files but share sites and days: a day's count taken
+# while another consumer's pages on that day are written but not committed would miss them,
+# and the later commit would overwrite the other's count with it. So each batch locks its
+# sites (in one order: no deadlock) until it commits, and counts in the statement after the
+# lock, whose snapshot includes every batch that held it before. (1 is this lock's class in
+# the two-key advisory lock space; `sohoa db migrate` uses the one-key space.)
+_LOCK_SITE_DAYS = """
+SELECT count(pg_advisory_xact_lock(1, q.k))
+FROM (SELECT DISTINCT hashtext(site_id) AS k FROM touched_days ORDER BY 1) q
+"""
+
 _DAILY = """
 INSERT INTO daily_progress AS d (site_id, day, pages_scanned, pages_accepted, files_accepted)
 SELECT t.site_id, t.day,
@@ -597,7 +608,7 @@ _MERGE_STEPS = ("_UPSERT_FILES", "_AUDIT_UNOPENED", "_DAYS_BEFORE",
                 "_PAGE_REVISIONS", "_PAGE_REMOVALS", "_PAGE_CHECKS", "_INSERT_PAGES",
                 "_UPSERT_PAGES", "_PAGES_REMOVED", "_ASSEMBLIES", "_OCR", "_VERDICTS", "_MANIFEST",
                 "_CLOSED", "_HEARTBEATS", "_DEAD_LETTER_EVENTS", "_FILE_CURRENT", "_FILE_PAGES",
-                "_FILE_STATE", "_DAYS_AFTER", "_DAILY", "_DAILY_PRUNE")
+                "_FILE_STATE", "_DAYS_AFTER", "_LOCK_SITE_DAYS", "_DAILY", "_DAILY_PRUNE")
 _STATEMENTS: dict[str, str] = {name: globals()[name] for name in _MERGE_STEPS}
 # The merges take no parameters, so they travel as one simple-query message: one round trip per
 # batch instead of one per statement (on a busy host each round trip waits for the scheduler

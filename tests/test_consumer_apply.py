@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -337,3 +339,49 @@ def test_whole_numbers_written_as_decimals_are_counted(pg) -> None:  # noqa: F81
     assert one(conn, "SELECT outbox_depth, disk_free_bytes FROM site_heartbeats") \
         == (7, 10**12)
     assert one(conn, 'SELECT part, "offset" FROM dead_letters') == (2, 9)
+
+
+def _wait_until_blocked(dsn: str, pid: int, timeout_s: float = 20.0) -> str:
+    """The wait event of backend ``pid`` once it waits for a lock (a test's interleaving)."""
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(dsn, autocommit=True) as watch:
+        while time.monotonic() < deadline:
+            row = watch.execute("SELECT wait_event_type, wait_event FROM pg_stat_activity "
+                                "WHERE pid = %s", (pid,)).fetchone()
+            if row and row[0] == "Lock":
+                return row[1]
+            time.sleep(0.02)
+    raise AssertionError(f"backend {pid} never waited for a lock")
+
+
+def test_two_consumers_counting_one_site_day_lose_no_page(pg) -> None:  # noqa: F811
+    """Two consumers of one group (each its own partitions, so its own files) write the same
+    site and day at once. Before the fix the second one's daily count came from a snapshot
+    taken before the first one committed, and it overwrote the first one's count: the
+    day showed 3 pages where 6 were stored."""
+    dsn, conn = pg
+    apply_events(conn, [page(code="F0", no=1)])  # the site and its day exist, committed
+    conn.commit()
+    first = BatchApplier(conn, "g")
+    other = psycopg.connect(dsn)
+    second = BatchApplier(other, "g")
+    try:
+        # The first consumer's batch is written, not yet committed…
+        first.apply(records([page(code="F1", no=n, t=T0 + timedelta(minutes=n))
+                             for n in (1, 2, 3)], partition=0))
+        # …when the second one writes its batch for the same site and day.
+        with ThreadPoolExecutor(1) as pool:
+            def second_batch() -> None:
+                with other.transaction():
+                    second.apply(records([page(code="F2", no=n, t=T0 + timedelta(minutes=n))
+                                          for n in (1, 2)], partition=1))
+            done = pool.submit(second_batch)
+            _wait_until_blocked(dsn, other.info.backend_pid)
+            conn.commit()
+            done.result(timeout=30)
+    finally:
+        other.close()
+    day = T0.astimezone(ZoneInfo("Asia/Ho_Chi_Minh")).date()
+    assert one(conn, "SELECT count(*) FROM pages") == (6,)
+    assert one(conn, "SELECT pages_scanned FROM daily_progress WHERE site_id = 'xa-a' "
+                     "AND day = %s", day) == (6,)
