@@ -37,6 +37,7 @@ from psycopg import postgres, pq
 from psycopg._copy_base import BinaryFormatter  # private, pinned by test_copy_binary_*
 from psycopg.adapt import AdaptersMap, Dumper, Transformer
 
+from consumers.db import PLAN_LOCK, SITE_DAYS_LOCK_CLASS
 from consumers.fast_events import FastPageScanned, PageEvent, decode_page_event
 from sohoa.events import (
     DeadLetter,
@@ -558,12 +559,15 @@ WHERE f.verdict_at IS NOT NULL
 # while another consumer's pages on that day are written but not committed would miss them,
 # and the later commit would overwrite the other's count with it. So each batch locks its
 # sites (in one order: no deadlock) until it commits, and counts in the statement after the
-# lock, whose snapshot includes every batch that held it before. (1 is this lock's class in
-# the two-key advisory lock space; `sohoa db migrate` uses the one-key space.)
-_LOCK_SITE_DAYS = """
-SELECT count(pg_advisory_xact_lock(1, q.k))
+# lock, whose snapshot includes every batch that held it before (see consumers.db).
+_LOCK_SITE_DAYS = f"""
+SELECT count(pg_advisory_xact_lock({SITE_DAYS_LOCK_CLASS}, q.k))
 FROM (SELECT DISTINCT hashtext(site_id) AS k FROM touched_days ORDER BY 1) q
 """
+
+# Taken before the batch writes a site or a page, so a plan import (which holds it exclusive)
+# never waits for a row this batch holds while this batch waits for it.
+_PLAN_SHARED = "SELECT pg_advisory_xact_lock_shared(%s, %s)"
 
 _DAILY = """
 INSERT INTO daily_progress AS d (site_id, day, pages_scanned, pages_accepted, files_accepted)
@@ -963,6 +967,7 @@ class BatchApplier:
         result = prepared.result
         cur = self.conn.cursor()
         if prepared.staged:
+            self._exec(cur, "_PLAN_SHARED", _PLAN_SHARED, PLAN_LOCK)
             with self._timed("_COPY_STAGE"), cur.copy(_COPY_STAGE) as cp:
                 cp.write(prepared.data)
             self._merge(cur, result, prepared)
@@ -1002,7 +1007,7 @@ class BatchApplier:
             self.timings[name] += time_mod.perf_counter() - t
 
     def _exec(self, cur: psycopg.Cursor, name: str, sql: str,
-              params: dict[str, Any] | None = None) -> None:
+              params: dict[str, Any] | tuple[Any, ...] | None = None) -> None:
         with self._timed(name):
             cur.execute(sql, params)
 

@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from consumers.db import PLAN_LOCK
 from sohoa.config import CampaignConfig
 from sohoa.events import SITE_ID_RE
 
@@ -217,6 +218,11 @@ def import_plan(conn: psycopg.Connection, rows: list[PlanRow], *, name: str,
     """Upsert the campaign and its sites in one transaction; pages already counted stay."""
     workdays = workdays if workdays is not None else [0, 1, 2, 3, 4]
     with conn.transaction():
+        # Exclusive against every batch (they hold it shared): the batches in flight commit
+        # first, so the re-dating below sees their pages, and later ones date by this plan.
+        # Taken before any site row is written, so no batch waits for this import's rows
+        # while it waits for that batch.
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", PLAN_LOCK)
         campaign_id = conn.execute(
             "INSERT INTO campaigns (name, start_date, source) VALUES (%s, %s, %s) "
             "ON CONFLICT (name) DO UPDATE SET start_date = COALESCE(excluded.start_date, "

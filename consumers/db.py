@@ -15,6 +15,14 @@ log = logging.getLogger(__name__)
 # Any 64-bit constant: serialises concurrent `sohoa db migrate` runs on one database.
 MIGRATION_LOCK_ID = 0x50A0_DB01
 
+# Transaction advisory locks in the two-key space (class, key), apart from the one above.
+# A batch holds PLAN_LOCK shared; a plan import takes it exclusive, so it waits for the batches
+# in flight and the batches after it see the plan (time zones date pages and days).
+PLAN_LOCK = (2, 0)
+# One per site (key: hashtext(site_id)), exclusive, held by a batch from its daily recount to
+# its commit: consumers of one group share sites and days.
+SITE_DAYS_LOCK_CLASS = 1
+
 
 def connect(cfg: PostgresConfig, *, autocommit: bool = False, reader: bool = False,
             dsn: str | None = None) -> psycopg.Connection:

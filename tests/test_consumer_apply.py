@@ -8,13 +8,15 @@ import random
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
 
 from consumers.apply import BatchApplier, Record, reason_class
+from consumers.campaign import PlanRow, import_plan
 from consumers.synth import SynthConfig, generate, sha
 from sohoa.events import (
     DeadLetter,
@@ -385,3 +387,39 @@ def test_two_consumers_counting_one_site_day_lose_no_page(pg) -> None:  # noqa: 
     assert one(conn, "SELECT count(*) FROM pages") == (6,)
     assert one(conn, "SELECT pages_scanned FROM daily_progress WHERE site_id = 'xa-a' "
                      "AND day = %s", day) == (6,)
+
+
+def test_a_plan_moving_a_site_to_another_time_zone_redates_pages_being_written(pg) -> None:  # noqa: F811
+    """A plan import that changes a site's time zone re-dates its pages and days. Before the
+    fix, a batch written but not committed when the import ran kept its pages on the day of
+    the old zone (the import could not see them): 20:00 UTC stayed on 04/03 (Hà Nội) where
+    the site now counts 03/03 (UTC)."""
+    dsn, conn = pg
+    apply_events(conn, [page(code="F0", no=1)])  # 09:00 Hà Nội on 03/03: the site exists
+    conn.commit()
+    late = datetime(2026, 3, 3, 20, 0, tzinfo=UTC)  # 04/03 in Hà Nội, 03/03 in UTC
+    writer = BatchApplier(conn, "g")
+    writer.apply(records([page(code="F1", no=1, t=late)]))  # written, not committed
+    plan = [PlanRow(2, "xa-a", "UBND xã A", None, 100, 2, date(2026, 10, 31), None, "UTC",
+                    dt_time(7, 30), dt_time(17, 0))]
+    importer = psycopg.connect(dsn)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            done = pool.submit(import_plan, importer, plan, name="Kế hoạch", source="test")
+            deadline = time.monotonic() + 20
+            while not done.done() and time.monotonic() < deadline:
+                with psycopg.connect(dsn, autocommit=True) as watch:
+                    if watch.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = "
+                                     "%s", (importer.info.backend_pid,)).fetchone() == ("Lock",):
+                        break
+                time.sleep(0.02)
+            conn.commit()
+            done.result(timeout=30)
+    finally:
+        importer.close()
+    assert conn.execute(
+        "SELECT file_code, scan_day FROM pages ORDER BY 1").fetchall() == [
+            ("F0", date(2026, 3, 3)), ("F1", date(2026, 3, 3))]
+    assert conn.execute("SELECT day, pages_scanned FROM daily_progress "
+                        "WHERE site_id = 'xa-a' ORDER BY day").fetchall() == [
+                            (date(2026, 3, 3), 2)]
