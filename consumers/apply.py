@@ -166,6 +166,10 @@ CREATE TEMP TABLE IF NOT EXISTS touched_files (site_id text COLLATE "C" NOT NULL
 # Integers inside JSON documents are read through `numeric`: the contract (pydantic, lax) reads
 # 4.0 and 4e0 as 4, and a plain integer cast would refuse them (and the event with them).
 
+# The batch's first statement, taken before it writes a site or a page, so a plan import
+# (which holds it exclusive) never waits for a row this batch holds while the batch waits for it.
+_PLAN_SHARED = "SELECT pg_advisory_xact_lock_shared(%s, %s)"
+
 _DEDUP_APPLIED = """
 WITH ins AS (
     INSERT INTO audit_log (event_id, action, site_id, file_code, page_no, occurred_at,
@@ -240,6 +244,13 @@ ON CONFLICT DO NOTHING
 # Days whose counts may change: the days pages and verdicts sit on before this batch… The
 # probe that finds a page's day also says it is stored: `known_pages` keeps those (few) keys,
 # so the batch's new pages are inserted without a second probe (see `_INSERT_PAGES`).
+# The days the verdicts of the batch's files sit on (read before the batch and after it).
+_VERDICT_DAYS = """
+SELECT f.site_id, (f.verdict_at AT TIME ZONE st.timezone)::date
+FROM files f JOIN touched_files t USING (site_id, file_code) JOIN sites st USING (site_id)
+WHERE f.verdict_at IS NOT NULL
+"""
+
 _DAYS_BEFORE = """
 WITH stored AS (
     SELECT site_id, file_code, page_no, day FROM (
@@ -256,10 +267,7 @@ WITH stored AS (
 INSERT INTO touched_days (site_id, day)
 SELECT site_id, day FROM stored
 UNION
-SELECT f.site_id, (f.verdict_at AT TIME ZONE st.timezone)::date
-FROM files f JOIN touched_files t USING (site_id, file_code) JOIN sites st USING (site_id)
-WHERE f.verdict_at IS NOT NULL
-"""
+""" + _VERDICT_DAYS
 
 _PAGE_REVISIONS = """
 INSERT INTO page_revisions (site_id, file_code, page_no, revision, sha256, uri, path,
@@ -550,10 +558,7 @@ WHERE f.site_id = t.site_id AND f.file_code = t.file_code
 # day is read here, after `_FILE_CURRENT`.
 _DAYS_AFTER = """
 INSERT INTO touched_days (site_id, day)
-SELECT f.site_id, (f.verdict_at AT TIME ZONE st.timezone)::date
-FROM files f JOIN touched_files t USING (site_id, file_code) JOIN sites st USING (site_id)
-WHERE f.verdict_at IS NOT NULL
-"""
+""" + _VERDICT_DAYS
 
 # Consumers of one group write their own files but share sites and days: a day's count taken
 # while another consumer's pages on that day are written but not committed would miss them,
@@ -564,10 +569,6 @@ _LOCK_SITE_DAYS = f"""
 SELECT count(pg_advisory_xact_lock({SITE_DAYS_LOCK_CLASS}, q.k))
 FROM (SELECT DISTINCT hashtext(site_id) AS k FROM touched_days ORDER BY 1) q
 """
-
-# Taken before the batch writes a site or a page, so a plan import (which holds it exclusive)
-# never waits for a row this batch holds while this batch waits for it.
-_PLAN_SHARED = "SELECT pg_advisory_xact_lock_shared(%s, %s)"
 
 _DAILY = """
 INSERT INTO daily_progress AS d (site_id, day, pages_scanned, pages_accepted, files_accepted)

@@ -7,6 +7,7 @@ import json
 import random
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
@@ -343,7 +344,7 @@ def test_whole_numbers_written_as_decimals_are_counted(pg) -> None:  # noqa: F81
     assert one(conn, 'SELECT part, "offset" FROM dead_letters') == (2, 9)
 
 
-def _wait_until_blocked(dsn: str, pid: int, finished=lambda: False,
+def _wait_until_blocked(dsn: str, pid: int, finished: Callable[[], bool] = lambda: False,
                         timeout_s: float = 20.0) -> None:
     """Return once backend ``pid`` waits for a lock, or its work has ``finished`` without
     waiting (the interleaving a test needs, whichever way the code under test goes)."""
