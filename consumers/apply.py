@@ -4,12 +4,13 @@ How a batch is written (all inside the caller's transaction):
 1. every record is parsed; valid events are COPYed into a temporary staging table, invalid
    ones become dead-letter rows (keyed by a stable id derived from topic/partition/offset);
 2. duplicates inside the batch are dropped while parsing; the batch's audit rows (the audit row
-   of an applied event doubles as its dedup record) and its new page revisions are COPYed
-   straight into ``audit_log`` and ``page_revisions`` under a savepoint. Almost every batch is
-   all new, and COPY is the cheapest way in. When a row is already there (a replay, or another
-   event for a stored page revision), the savepoint is rolled back and the batch takes the
-   careful path instead: events already in ``audit_log`` are dropped in SQL and revisions are
-   upserted;
+   of an applied event doubles as its dedup record), its new page revisions and its page checks
+   (a history: every check is kept) are COPYed straight into ``audit_log``, ``page_revisions``
+   and ``page_checks`` under a savepoint. Almost every batch is all new, and COPY is the
+   cheapest way in. When a row is already there (a replay, or another event for a stored page
+   revision), the savepoint is rolled back and the batch takes the careful path instead: events
+   already in ``audit_log`` are dropped in SQL, revisions are upserted and the checks of the
+   events left are inserted;
 3. set-based statements merge the rest into the tables. Every merge is commutative (highest
    revision wins, then the latest ``occurred_at``, then the larger ``event_id``; first-seen
    times take the least), and derived columns (file state, page counts, daily progress) are
@@ -151,6 +152,7 @@ CREATE TEMP TABLE IF NOT EXISTS stage_scanned PARTITION OF stage
 CREATE TEMP TABLE IF NOT EXISTS stage_checked PARTITION OF stage
     FOR VALUES IN ('PageChecked') ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_other PARTITION OF stage DEFAULT ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_checks (LIKE page_checks) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS touched_days (site_id text COLLATE "C" NOT NULL,
     day date NOT NULL) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS known_pages (site_id text COLLATE "C" NOT NULL,
@@ -293,6 +295,13 @@ ON CONFLICT (site_id, file_code, page_no, sha256) DO UPDATE SET
 WHERE (excluded.removed_at, excluded.event_id) > (page_removals.removed_at, page_removals.event_id)
 """
 
+# The check of a page revision is its latest, by checked_at and then event_id: `page_checks`
+# keeps every check (migration 004), and its key's order makes this one index probe.
+_LATEST_CHECK = """(SELECT k.passed FROM page_checks k
+            WHERE k.site_id = {t}.site_id AND k.file_code = {t}.file_code
+              AND k.page_no = {t}.page_no AND k.revision = {t}.revision
+            ORDER BY k.checked_at DESC, k.event_id DESC LIMIT 1)"""
+
 # A page the batch scans: its winning scan (`pick_page`), on the day of its first scan, with
 # the check of its revision if one is stored (checks may come before their scan). The day each
 # page sits on afterwards is a day whose count may have changed (see `_DAYS_AFTER`).
@@ -303,9 +312,7 @@ WITH written AS (
     SELECT c.site_id, c.file_code, c.page_no, c.revision, c.sha256, c.uri, c.path,
            c.size_bytes, c.media_type, c.occurred_at, c.first_at,
            (c.first_at AT TIME ZONE st.timezone)::date,
-           (SELECT k.passed FROM page_checks k
-            WHERE k.site_id = c.site_id AND k.file_code = c.file_code
-              AND k.page_no = c.page_no AND k.revision = c.revision)
+           {latest}
     FROM stage c JOIN sites st USING (site_id)
     WHERE c.etype = 'PageScanned' AND c.pick_page
       AND {stored} (SELECT 1 FROM known_pages s WHERE s.site_id = c.site_id
@@ -320,10 +327,11 @@ INSERT INTO touched_days (site_id, day) SELECT DISTINCT site_id, scan_day FROM w
 # upsert's own probe for a conflict. Should another writer store one of them in the meantime
 # (one consumer per partition makes that a rebalance race), the unique key refuses the batch
 # and the consumer applies it record by record, when those pages are known.
-_INSERT_PAGES = _PAGE_ROWS.format(stored="NOT EXISTS", merge="")
+_INSERT_PAGES = _PAGE_ROWS.format(stored="NOT EXISTS", merge="",
+                                  latest=_LATEST_CHECK.format(t="c"))
 
 # Pages stored before the batch (a rescan, a late event): merged with what is stored.
-_UPSERT_PAGES = _PAGE_ROWS.format(stored="EXISTS", merge="""\
+_UPSERT_PAGES = _PAGE_ROWS.format(stored="EXISTS", latest=_LATEST_CHECK.format(t="c"), merge="""\
 ON CONFLICT (site_id, file_code, page_no) DO UPDATE SET
     revision = CASE WHEN n.newer THEN excluded.revision ELSE pages.revision END,
     check_passed = CASE WHEN n.newer THEN excluded.check_passed ELSE pages.check_passed END,
@@ -357,31 +365,25 @@ FROM (SELECT site_id, file_code, page_no FROM stage WHERE etype = 'PageRemoved'
 WHERE p.site_id = k.site_id AND p.file_code = k.file_code AND p.page_no = k.page_no
 """
 
-# The checks stored in this batch (RETURNING names only those that won) are copied onto their
-# page when it is at that revision and differs: a join on the rows just written instead of a
-# second pass over the batch's checks. A page this batch writes afterwards takes the check of
-# its revision in `_UPSERT_PAGES` (which reads `page_checks` after this statement).
+# The careful path's checks: those of the events left once replays were dropped (the COPY
+# path writes the batch's checks in `_copy_new`). `stage_checks` has the columns of
+# `page_checks`, in its order.
 _PAGE_CHECKS = """
-WITH won AS (
-    INSERT INTO page_checks (site_id, file_code, page_no, revision, sha256, passed, failed,
-                             checks, checked_at, event_id)
-    SELECT DISTINCT ON (site_id, file_code, page_no, revision)
-           site_id, file_code, page_no, revision, sha256, passed, names, doc, occurred_at,
-           event_id
-    FROM stage WHERE etype = 'PageChecked'
-    ORDER BY site_id, file_code, page_no, revision, occurred_at DESC, event_id DESC
-    ON CONFLICT (site_id, file_code, page_no, revision) DO UPDATE SET
-        sha256 = excluded.sha256, passed = excluded.passed, failed = excluded.failed,
-        checks = excluded.checks, checked_at = excluded.checked_at, event_id = excluded.event_id
-    WHERE (excluded.checked_at, excluded.event_id)
-        > (page_checks.checked_at, page_checks.event_id)
-    RETURNING site_id, file_code, page_no, revision, passed
-)
-UPDATE pages p SET check_passed = w.passed
-FROM won w
-WHERE p.site_id = w.site_id AND p.file_code = w.file_code AND p.page_no = w.page_no
-  AND p.revision = w.revision AND p.check_passed IS DISTINCT FROM w.passed
+INSERT INTO page_checks
+SELECT c.* FROM stage_checks c
+WHERE EXISTS (SELECT 1 FROM stage s WHERE s.etype = 'PageChecked' AND s.event_id = c.event_id)
 """
+
+# A page the batch checked takes the latest check of its revision, stored before or now. Pages
+# are probed first and the checks only for those found: a check often comes in the batch of
+# its page's scan, and then the page's insert reads it (`_INSERT_PAGES`, after this).
+_CHECKS_ONTO_PAGES = """
+UPDATE pages p SET check_passed = {latest}
+FROM stage c
+WHERE c.etype = 'PageChecked' AND p.site_id = c.site_id AND p.file_code = c.file_code
+  AND p.page_no = c.page_no AND p.revision = c.revision
+  AND p.check_passed IS DISTINCT FROM {latest}
+""".format(latest=_LATEST_CHECK.format(t="p"))
 
 # The winner of each revision is picked first (the sort carries the document unread), then
 # jsonb_to_record reads each (often TOASTed, page-list sized) document once: every `doc->`
@@ -610,7 +612,8 @@ ON CONFLICT (dedup_key) DO NOTHING
 
 
 _MERGE_STEPS = ("_UPSERT_FILES", "_AUDIT_UNOPENED", "_DAYS_BEFORE",
-                "_PAGE_REVISIONS", "_PAGE_REMOVALS", "_PAGE_CHECKS", "_INSERT_PAGES",
+                "_PAGE_REVISIONS", "_PAGE_REMOVALS", "_PAGE_CHECKS", "_CHECKS_ONTO_PAGES",
+                "_INSERT_PAGES",
                 "_UPSERT_PAGES", "_PAGES_REMOVED", "_ASSEMBLIES", "_OCR", "_VERDICTS", "_MANIFEST",
                 "_CLOSED", "_HEARTBEATS", "_DEAD_LETTER_EVENTS", "_FILE_CURRENT", "_FILE_PAGES",
                 "_FILE_STATE", "_DAYS_AFTER", "_LOCK_SITE_DAYS", "_DAILY", "_DAILY_PRUNE")
@@ -620,9 +623,10 @@ _STATEMENTS: dict[str, str] = {name: globals()[name] for name in _MERGE_STEPS}
 # twice). Same statements, same order, same transaction; the first error aborts the rest.
 _MERGE_SCRIPT = ";\n".join(_STATEMENTS[name].strip() for name in _MERGE_STEPS)
 
-# The same merges less the revision upsert, for a batch whose revisions went in by COPY.
+# The same merges less those of the rows a batch that is all new COPYs (see `_copy_new`).
+_COPIED_STEPS = frozenset({"_PAGE_REVISIONS", "_PAGE_CHECKS"})
 _MERGE_SCRIPT_AFTER_COPY = ";\n".join(_STATEMENTS[name].strip() for name in _MERGE_STEPS
-                                      if name != "_PAGE_REVISIONS")
+                                      if name not in _COPIED_STEPS)
 
 _COPY_STAGE = f"COPY stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 # What `touched_files()` returns for the table of that name, and each column's type.
@@ -641,10 +645,18 @@ _REVISION_COLUMNS = (("site_id", "site_id"), ("file_code", "file_code"), ("page_
                      ("path", "path"), ("size_bytes", "size_bytes"),
                      ("media_type", "media_type"), ("scanned_at", "occurred_at"),
                      ("event_id", "event_id"))
+# A check's row in `page_checks` (and `stage_checks`), from its staged row.
+_CHECK_COLUMNS = (("site_id", "site_id"), ("file_code", "file_code"), ("page_no", "page_no"),
+                  ("revision", "revision"), ("sha256", "sha256"), ("passed", "passed"),
+                  ("failed", "names"), ("checks", "doc"), ("checked_at", "occurred_at"),
+                  ("event_id", "event_id"))
 _COPY_AUDIT = (f"COPY audit_log ({', '.join(c for c, _ in _AUDIT_COLUMNS)}) "
                "FROM STDIN (FORMAT BINARY)")
 _COPY_REVISIONS = (f"COPY page_revisions ({', '.join(c for c, _ in _REVISION_COLUMNS)}) "
                    "FROM STDIN (FORMAT BINARY)")
+_CHECK_LIST = ", ".join(c for c, _ in _CHECK_COLUMNS)
+_COPY_CHECKS = f"COPY page_checks ({_CHECK_LIST}) FROM STDIN (FORMAT BINARY)"
+_COPY_STAGE_CHECKS = f"COPY stage_checks ({_CHECK_LIST}) FROM STDIN (FORMAT BINARY)"
 
 
 @dataclass
@@ -652,10 +664,11 @@ class Prepared:
     """A batch parsed and shaped for COPY: pure CPU work, no database, safe in any thread or
     process (:func:`prepare_wire` runs it in the consumer's parse process)."""
 
-    data: bytes  # the staging rows in COPY binary format
+    data: bytes  # the staging rows in COPY binary format (a check's document aside)
     staged: int  # how many rows ``data`` holds
     audit: bytes  # their audit rows, COPY binary (see _AUDIT_COLUMNS)
     revisions: bytes  # the page revisions they win, COPY binary (see _REVISION_COLUMNS)
+    checks: bytes  # their page checks, COPY binary (see _CHECK_COLUMNS)
     files: bytes  # the files they touch, COPY binary for `touched_files` (see touched_files)
     sites: list[str]  # the sites they name (dead letters aside)
     staged_types: Counter[str]  # rows per event type
@@ -735,6 +748,8 @@ _AUDIT_PICK, _AUDIT_OIDS = _from_stage(_AUDIT_COLUMNS)
 _TOUCHED_FILES_OIDS = _oids(tuple(t for _, t in _TOUCHED_FILES_COLUMNS))
 _REVISION_PICK, _REVISION_OIDS = _from_stage(_REVISION_COLUMNS)
 _REVISION_KEY = operator.itemgetter(0, 1, 2, 3)  # site_id, file_code, page_no, revision
+_CHECK_PICK, _CHECK_OIDS = _from_stage(_CHECK_COLUMNS)
+_CHECK_KEY = operator.itemgetter(0, 1, 2, 3, 8, 9)  # the key of page_checks
 
 
 class _Context:
@@ -753,7 +768,7 @@ def _binary(rows: Iterable[tuple], oids: list[int]) -> bytes:
     return bytes(buf)
 
 
-def copy_binary(rows: list[tuple]) -> bytes:
+def copy_binary(rows: Iterable[tuple]) -> bytes:
     """``rows`` in COPY binary format, typed as the staging table's columns. Against the text
     format the server skips parsing timestamps, integers and arrays from text (~14 % of the
     staging COPY) and the parse process skips formatting them (datetimes were half of it)."""
@@ -772,6 +787,21 @@ def copy_revisions(rows: list[tuple]) -> bytes:
     return _binary(sorted((_REVISION_PICK(r) for r in rows
                            if r[_I_ETYPE] == "PageScanned" and r[_I_PICK_REV]),
                           key=_REVISION_KEY), _REVISION_OIDS)
+
+
+def copy_checks(rows: list[tuple]) -> bytes:
+    """The page checks of staged ``rows``, COPY binary for ``page_checks``, in key order (as
+    :func:`copy_revisions`)."""
+    return _binary(sorted((_CHECK_PICK(r) for r in rows if r[_I_ETYPE] == "PageChecked"),
+                          key=_CHECK_KEY), _CHECK_OIDS)
+
+
+def _without_check_documents(rows: list[tuple]) -> Iterator[tuple]:
+    """The staging rows less what only ``page_checks`` reads (its failed names and document):
+    a check is COPYed there whole (:func:`copy_checks`), so its JSON is parsed once, not
+    twice."""
+    for r in rows:
+        yield (*r[:_I_NAMES], None, None, *r[_I_DOC + 1:]) if r[_I_ETYPE] == "PageChecked" else r
 
 
 def touched_files(rows: list[tuple]) -> list[tuple]:
@@ -803,7 +833,8 @@ def prepare(records: list[Record]) -> Prepared:
     started = time_mod.process_time()
     rows, result = stage_rows(records)
     sites = sorted({r[_I_SITE] for r in rows if r[_I_ETYPE] != "DeadLetter"})
-    return Prepared(copy_binary(rows), len(rows), copy_audit(rows), copy_revisions(rows),
+    return Prepared(copy_binary(_without_check_documents(rows)), len(rows),
+                    copy_audit(rows), copy_revisions(rows), copy_checks(rows),
                     _binary(touched_files(rows), _TOUCHED_FILES_OIDS), sites,
                     Counter(r[_I_ETYPE] for r in rows), result, records,
                     time_mod.process_time() - started)
@@ -826,6 +857,7 @@ _I_ETYPE, _I_SITE, _I_FILE, _I_FONDS, _I_PAGE, _I_REV, _I_SHA, _I_AT = 2, 3, 4, 
 _PAGE_TYPES = frozenset({"PageScanned", "PageRemoved", "PageChecked"})  # change a file's pages
 _OPENING_TYPES = frozenset({"PageScanned", "FileManifest"})  # open a file
 _I_PICK_REV = STAGE_COLUMNS.index("pick_rev")
+_I_NAMES, _I_DOC = STAGE_COLUMNS.index("names"), STAGE_COLUMNS.index("doc")
 
 
 def _pick_pages(rows: list[tuple]) -> list[tuple]:
@@ -1016,8 +1048,9 @@ class BatchApplier:
             cur.execute(sql, params)
 
     def _copy_new(self, cur: psycopg.Cursor, prepared: Prepared) -> bool:
-        """COPY the batch's audit rows and page revisions, assuming none is stored yet; False
-        (and nothing written) if one is."""
+        """COPY the batch's audit rows, page revisions and page checks, assuming none is stored
+        yet; False (and nothing written) if one is. A check's key holds its event id, so only a
+        replay could repeat one, and its audit row refuses it first."""
         try:
             # A savepoint: a conflict undoes only these COPYs.
             with self._timed("_COPY_AUDIT_REVISIONS"), self.conn.transaction():
@@ -1026,6 +1059,9 @@ class BatchApplier:
                 if prepared.staged_types["PageScanned"]:
                     with cur.copy(_COPY_REVISIONS) as cp:
                         cp.write(prepared.revisions)
+                if prepared.staged_types["PageChecked"]:
+                    with cur.copy(_COPY_CHECKS) as cp:
+                        cp.write(prepared.checks)
         except psycopg.errors.UniqueViolation:
             return False
         return True
@@ -1052,7 +1088,7 @@ class BatchApplier:
             cur.execute(_MERGE_SCRIPT_AFTER_COPY if copied else _MERGE_SCRIPT, prepare=False)
         else:
             for name in _MERGE_STEPS:
-                if not (copied and name == "_PAGE_REVISIONS"):
+                if not (copied and name in _COPIED_STEPS):
                     self._exec(cur, name, _STATEMENTS[name])
         if result.sites_created:
             log.warning("sites auto-created (not in a campaign plan)",
@@ -1061,8 +1097,11 @@ class BatchApplier:
 
     def _dedup(self, cur: psycopg.Cursor, result: BatchResult, prepared: Prepared) -> None:
         """Drop the staged events already in ``audit_log`` and write the audit rows of the
-        rest."""
+        rest; stage the batch's checks for `_PAGE_CHECKS`, which keeps those of the rest."""
         self._exec(cur, "_DEDUP_APPLIED", _DEDUP_APPLIED)
+        if prepared.staged_types["PageChecked"]:
+            with self._timed("_COPY_STAGE_CHECKS"), cur.copy(_COPY_STAGE_CHECKS) as cp:
+                cp.write(prepared.checks)
         if cur.rowcount:
             # Replays were dropped: the batch's picks may have named a dropped row.
             self._exec(cur, "_REPICK", _REPICK)

@@ -20,12 +20,14 @@ from consumers.apply import BatchApplier, Record, reason_class
 from consumers.campaign import PlanRow, import_plan
 from consumers.synth import SynthConfig, generate, sha
 from sohoa.events import (
+    CheckResult,
     DeadLetter,
     FileAssembled,
     FileManifest,
     FileVerdict,
     OcrCompleted,
     OcrFailed,
+    PageChecked,
     PageRef,
     PageRemoved,
     PageScanned,
@@ -173,6 +175,40 @@ def test_file_state_follows_revisions_not_arrival_order(pg) -> None:  # noqa: F8
     with conn.transaction():
         applier.apply(records([ver1], start=20))  # a replay of the old verdict changes nothing
     assert one(conn, "SELECT state FROM files")[0] == "assembled"
+
+
+def check(p: PageScanned, passed: bool, minutes: int) -> PageChecked:
+    return PageChecked(site_id=p.site_id, file_code=p.file_code, page_no=p.page_no,
+                       sha256=p.sha256, revision=p.revision, passed=passed,
+                       checks=[CheckResult(check="dpi", value=300 if passed else 150,
+                                           threshold=200, passed=passed)],
+                       occurred_at=T0 + timedelta(minutes=minutes))
+
+
+@pytest.mark.parametrize("order", ["page, older, newer", "page, newer, older",
+                                   "newer, older, page", "one batch", "replayed"])
+@pytest.mark.parametrize("copy_first", [True, False], ids=["copy", "dedup"])
+def test_every_check_of_a_revision_is_kept_and_the_page_takes_the_latest(
+        stack, order: str, copy_first: bool) -> None:
+    """A revision checked twice (a re-check after a new assembly) keeps both checks; the page
+    carries the later one, whatever came first and whichever path the batch took."""
+    p1 = page(no=1)
+    older, newer = check(p1, False, 5), check(p1, True, 9)
+    by_name = {"page": p1, "older": older, "newer": newer}
+    batches = ([[p1, newer, older]] if order == "one batch"
+               else [[p1], [older], [newer], [p1, older, newer]] if order == "replayed"
+               else [[by_name[n]] for n in order.split(", ")])
+    with psycopg.connect(fresh_db(stack)) as conn:
+        applier = BatchApplier(conn, "g", copy_first=copy_first)
+        start = 0
+        for batch in batches:
+            with conn.transaction():
+                applier.apply(records(batch, start=start))
+            start += len(batch)
+        assert conn.execute("SELECT event_id, passed FROM page_checks ORDER BY checked_at"
+                            ).fetchall() == [(older.event_id, False), (newer.event_id, True)]
+        assert one(conn, "SELECT check_passed FROM pages") == (True,)
+        assert one(conn, "SELECT checked_pages, qc_failed_pages FROM files") == (1, 0)
 
 
 def test_removed_page_leaves_the_count_and_a_rescan_brings_it_back(pg) -> None:  # noqa: F811
