@@ -245,7 +245,10 @@ ON CONFLICT DO NOTHING
 
 # Days whose counts may change: the days pages and verdicts sit on before this batch… The
 # probe that finds a page's day also says it is stored: `known_pages` keeps those (few) keys,
-# so the batch's new pages are inserted without a second probe (see `_INSERT_PAGES`).
+# so the batch's new pages are inserted without a second probe (see `_INSERT_PAGES`). A
+# scanned page is probed by its one `pick_page` row, with no sort of the batch; a page the
+# batch also removes is probed twice, and its key and day listed twice, which changes nothing
+# that reads them.
 # The days the verdicts of the batch's files sit on (read before the batch and after it).
 _VERDICT_DAYS = """
 SELECT f.site_id, (f.verdict_at AT TIME ZONE st.timezone)::date
@@ -259,8 +262,11 @@ WITH stored AS (
         SELECT k.site_id, k.file_code, k.page_no,
                (SELECT p.scan_day FROM pages p WHERE p.site_id = k.site_id
                    AND p.file_code = k.file_code AND p.page_no = k.page_no) AS day
-        FROM (SELECT DISTINCT site_id, file_code, page_no FROM stage
-              WHERE etype IN ('PageScanned', 'PageRemoved')) k
+        FROM (SELECT site_id, file_code, page_no FROM stage
+              WHERE etype = 'PageScanned' AND pick_page
+              UNION ALL
+              SELECT DISTINCT site_id, file_code, page_no FROM stage
+              WHERE etype = 'PageRemoved') k
     ) x WHERE day IS NOT NULL
 ), known AS (
     INSERT INTO known_pages (site_id, file_code, page_no)

@@ -228,6 +228,17 @@ def test_removed_page_leaves_the_count_and_a_rescan_brings_it_back(pg) -> None: 
     assert one(conn, "SELECT pages_scanned FROM daily_progress") == (2,)
 
 
+def test_a_removal_in_a_later_batch_takes_the_page_off_its_day(pg) -> None:  # noqa: F811
+    """The batch holds only the removal: the day it changes is found from the stored page."""
+    _dsn, conn = pg
+    p1, p2 = page(no=1), page(no=2, t=T0 + timedelta(seconds=30))
+    apply_events(conn, [p1, p2])
+    assert one(conn, "SELECT pages_scanned FROM daily_progress") == (2,)
+    apply_events(conn, [PageRemoved(site_id="xa-a", file_code="F1", page_no=1,
+                                    sha256=p1.sha256, occurred_at=T0 + timedelta(days=2))])
+    assert one(conn, "SELECT day, pages_scanned FROM daily_progress") == (date(2026, 3, 3), 1)
+
+
 def test_bad_records_become_dead_letters_and_the_rest_still_count(pg) -> None:  # noqa: F811
     _dsn, conn = pg
     good = page(no=1)
