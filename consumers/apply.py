@@ -730,7 +730,19 @@ class _JsonbTextDumper(Dumper):
 
 
 _BINARY_ADAPTERS = AdaptersMap(postgres.adapters)
+class _JsonTextDumper(Dumper):
+    """A JSON document already in text to binary json, which is the text itself (the server
+    checks its syntax and stores it as it came)."""
+
+    format = pq.Format.BINARY
+    oid = postgres.types["json"].oid
+
+    def dump(self, obj: str) -> bytes:
+        return obj.encode()
+
+
 _BINARY_ADAPTERS.register_dumper(None, _JsonbTextDumper)  # by oid only: for the stage's `doc`
+_BINARY_ADAPTERS.register_dumper(None, _JsonTextDumper)  # and for `page_checks.checks`
 _STAGE_TYPES = ("int4", "text", "text", "text", "text", "text", "int4", "int4", "text",
                 "timestamptz", "text", "int4", "int8", "text", "text", "int8", "text", "bool",
                 "text[]", "jsonb", "bool", "bool", "timestamptz")
@@ -754,7 +766,9 @@ _AUDIT_PICK, _AUDIT_OIDS = _from_stage(_AUDIT_COLUMNS)
 _TOUCHED_FILES_OIDS = _oids(tuple(t for _, t in _TOUCHED_FILES_COLUMNS))
 _REVISION_PICK, _REVISION_OIDS = _from_stage(_REVISION_COLUMNS)
 _REVISION_KEY = operator.itemgetter(0, 1, 2, 3)  # site_id, file_code, page_no, revision
-_CHECK_PICK, _CHECK_OIDS = _from_stage(_CHECK_COLUMNS)
+_CHECK_PICK, _STAGED_CHECK_OIDS = _from_stage(_CHECK_COLUMNS)
+_CHECK_OIDS = [postgres.types["json"].oid if c == "checks" else oid  # json there, see 004
+               for (c, _), oid in zip(_CHECK_COLUMNS, _STAGED_CHECK_OIDS, strict=True)]
 _CHECK_KEY = operator.itemgetter(0, 1, 2, 3, 8, 9)  # the key of page_checks
 
 

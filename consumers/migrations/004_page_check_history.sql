@@ -6,3 +6,7 @@
 ALTER TABLE page_checks DROP CONSTRAINT page_checks_pkey,
     ADD CONSTRAINT page_checks_pkey
         PRIMARY KEY (site_id, file_code, page_no, revision, checked_at, event_id);
+
+-- The checks as the QC worker sent them: nothing queries inside them, so json (its syntax
+-- checked, its text kept) costs half what building jsonb did, once per check.
+ALTER TABLE page_checks ALTER COLUMN checks TYPE json USING checks::json;
