@@ -243,12 +243,6 @@ WHERE NOT f.opened AND s.etype NOT IN ('PageScanned', 'FileManifest')
 ON CONFLICT DO NOTHING
 """
 
-# Days whose counts may change: the days pages and verdicts sit on before this batch… The
-# probe that finds a page's day also says it is stored: `known_pages` keeps those (few) keys,
-# so the batch's new pages are inserted without a second probe (see `_INSERT_PAGES`). A
-# scanned page is probed by its one `pick_page` row, with no sort of the batch; a page the
-# batch also removes is probed twice, and its key and day listed twice, which changes nothing
-# that reads them.
 # The days the verdicts of the batch's files sit on (read before the batch and after it).
 _VERDICT_DAYS = """
 SELECT f.site_id, (f.verdict_at AT TIME ZONE st.timezone)::date
@@ -256,6 +250,12 @@ FROM files f JOIN touched_files t USING (site_id, file_code) JOIN sites st USING
 WHERE f.verdict_at IS NOT NULL
 """
 
+# Days whose counts may change: the days pages and verdicts sit on before this batch… The
+# probe that finds a page's day also says it is stored: `known_pages` keeps those (few) keys,
+# so the batch's new pages are inserted without a second probe (see `_INSERT_PAGES`). A
+# scanned page is probed by its one `pick_page` row, with no sort of the batch; a page the
+# batch also removes is probed twice, and its key and day listed twice, which changes nothing
+# that reads them.
 _DAYS_BEFORE = """
 WITH stored AS (
     SELECT site_id, file_code, page_no, day FROM (
@@ -729,7 +729,6 @@ class _JsonbTextDumper(Dumper):
         return b"\x01" + obj.encode()
 
 
-_BINARY_ADAPTERS = AdaptersMap(postgres.adapters)
 class _JsonTextDumper(Dumper):
     """A JSON document already in text to binary json, which is the text itself (the server
     checks its syntax and stores it as it came)."""
@@ -741,6 +740,7 @@ class _JsonTextDumper(Dumper):
         return obj.encode()
 
 
+_BINARY_ADAPTERS = AdaptersMap(postgres.adapters)
 _BINARY_ADAPTERS.register_dumper(None, _JsonbTextDumper)  # by oid only: for the stage's `doc`
 _BINARY_ADAPTERS.register_dumper(None, _JsonTextDumper)  # and for `page_checks.checks`
 _STAGE_TYPES = ("int4", "text", "text", "text", "text", "text", "int4", "int4", "text",
@@ -1073,7 +1073,7 @@ class BatchApplier:
         replay could repeat one, and its audit row refuses it first."""
         try:
             # A savepoint: a conflict undoes only these COPYs.
-            with self._timed("_COPY_AUDIT_REVISIONS"), self.conn.transaction():
+            with self._timed("_COPY_NEW"), self.conn.transaction():
                 with cur.copy(_COPY_AUDIT) as cp:
                     cp.write(prepared.audit)
                 if prepared.staged_types["PageScanned"]:
@@ -1119,10 +1119,11 @@ class BatchApplier:
         """Drop the staged events already in ``audit_log`` and write the audit rows of the
         rest; stage the batch's checks for `_PAGE_CHECKS`, which keeps those of the rest."""
         self._exec(cur, "_DEDUP_APPLIED", _DEDUP_APPLIED)
+        dropped = cur.rowcount  # read before the COPY below sets its own
         if prepared.staged_types["PageChecked"]:
             with self._timed("_COPY_STAGE_CHECKS"), cur.copy(_COPY_STAGE_CHECKS) as cp:
                 cp.write(prepared.checks)
-        if cur.rowcount:
+        if dropped:
             # Replays were dropped: the batch's picks may have named a dropped row.
             self._exec(cur, "_REPICK", _REPICK)
             self._exec(cur, "_COUNT", "SELECT etype, count(*) FROM stage GROUP BY etype")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
@@ -209,6 +209,22 @@ def test_every_check_of_a_revision_is_kept_and_the_page_takes_the_latest(
                             ).fetchall() == [(older.event_id, False), (newer.event_id, True)]
         assert one(conn, "SELECT check_passed FROM pages") == (True,)
         assert one(conn, "SELECT checked_pages, qc_failed_pages FROM files") == (1, 0)
+
+
+def test_the_dedup_path_repicks_only_when_it_dropped_a_replay(stack) -> None:
+    """Re-ranking the batch's pages is for a batch that lost replayed rows; a batch with none
+    (here one with a check, whose rows the dedup path stages too) keeps the parse's picks."""
+    p1 = page(no=1)
+    with psycopg.connect(fresh_db(stack)) as conn:
+        applier = BatchApplier(conn, "g", copy_first=False)
+        applier.timings = Counter()
+        with conn.transaction():
+            applier.apply(records([p1, check(p1, True, 5)]))
+        assert "_REPICK" not in applier.timings
+        with conn.transaction():
+            applier.apply(records([p1, check(p1, True, 6)], start=2))  # p1 replayed
+        assert "_REPICK" in applier.timings
+        assert one(conn, "SELECT count(*) FROM page_checks") == (2,)
 
 
 def test_removed_page_leaves_the_count_and_a_rescan_brings_it_back(pg) -> None:  # noqa: F811
