@@ -16,10 +16,12 @@ import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -29,16 +31,29 @@ from pydantic import (
     model_validator,
 )
 
+from sohoa.naming import nfc
+
 # Namespace for deterministic event ids: the same fact always gets the same id.
 EVENT_NAMESPACE = uuid.UUID("6f1d2c3a-5b4e-4c7d-9a8b-0123456789ab")
 
 SITE_ID_RE = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 SHA256_RE = r"^[0-9a-f]{64}$"
 
+# A fonds, file code or document name: NFC (normalised on input), no "/" (it separates them in
+# keys) and no control characters.
+NAME_RE = r"^[^/\x00-\x1f\x7f]*$"
+
 SiteId = Annotated[str, Field(pattern=SITE_ID_RE, description="Site slug, e.g. 'xa-tan-phu'")]
 Sha256 = Annotated[str, Field(pattern=SHA256_RE, description="Lower-case hex SHA-256")]
-FileCode = Annotated[str, Field(min_length=1, max_length=200)]
+FileCode = Annotated[str, AfterValidator(nfc), Field(
+    min_length=1, max_length=200, pattern=NAME_RE, description="Mã hồ sơ (NFC)")]
+Fonds = Annotated[str, AfterValidator(nfc), Field(
+    max_length=200, pattern=NAME_RE, description="Phông lưu trữ (NFC)")]
+DocumentName = Annotated[str, AfterValidator(nfc), Field(
+    min_length=1, max_length=255, pattern=NAME_RE,
+    description="The document's file name in the file folder (NFC, extension included)")]
 PageNo = Annotated[int, Field(ge=0, le=100_000)]
+PageIndex = Annotated[int, Field(ge=1, le=100_000, description="1-based page of the document")]
 
 
 class InvalidEvent(ValueError):
@@ -59,9 +74,10 @@ def stable_event_id(*parts: object) -> str:
     return str(uuid.uuid5(EVENT_NAMESPACE, "\x1f".join(str(p) for p in parts)))
 
 
-def file_key(site_id: str, file_code: str) -> str:
-    """Kafka key of a file's events: one file's history stays ordered in one partition."""
-    return f"{site_id}/{file_code}"
+def file_key(site_id: str, fonds: str, file_code: str) -> str:
+    """Kafka key (and table key) of a file's events: one file's history stays ordered in one
+    partition. A file is its site, fonds and code: codes restart in every fonds."""
+    return f"{site_id}/{fonds}/{file_code}"
 
 
 class SchemaRef(BaseModel):
@@ -118,54 +134,108 @@ class Event(BaseModel):
 
 
 class FileEvent(Event):
-    """An event about one archival file (hồ sơ), keyed ``site_id/file_code``."""
+    """An event about one archival file (hồ sơ): a file is its site, fonds and code, keyed
+    ``site_id/fonds/file_code``."""
 
-    fonds: str = Field(default="", max_length=200, description="Phông lưu trữ")
+    fonds: Fonds = ""
     file_code: FileCode
 
     def key(self) -> str:
-        return file_key(self.site_id, self.file_code)
+        return file_key(self.site_id, self.fonds, self.file_code)
+
+
+class PageKey(BaseModel):
+    """A page of a file: its document and its page in that document."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    document: DocumentName
+    page_index: PageIndex = 1
 
 
 class PageRef(BaseModel):
+    """One page in a FileAssembled, in the file's order (document order, then page)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
-    page_no: PageNo
-    uri: str = Field(min_length=1)
-    sha256: Sha256
+    document: DocumentName
+    page_index: PageIndex = 1
+    number: PageNo | None = Field(
+        default=None, description="Page number the document's name claims (single-page only)")
+    uri: str = Field(min_length=1, description="Where the document's bytes are")
+    document_sha256: Sha256
+    sha256: Sha256 = Field(description="The page's content digest (sohoa.documents)")
+    media_type: str = Field(default="application/octet-stream", min_length=1)
     revision: int = Field(default=1, ge=1)
+
+    def key(self) -> PageKey:
+        return PageKey(document=self.document, page_index=self.page_index)
 
 
 # --- site agent events --------------------------------------------------------------------
 
 
 class PageScanned(FileEvent):
-    """One complete page file was found in a hot folder (or changed: a new revision)."""
+    """One page of a complete document found in a hot folder (or changed: a new revision).
+
+    A document is a page file: one image (one page) or a multi-page PDF/TIFF (each page its
+    own event). ``sha256`` is the page's content digest, ``document_sha256`` the file's."""
 
     NAME: ClassVar[str] = "PageScanned"
-    page_no: PageNo
-    uri: str = Field(min_length=1, description="file:// URI the workers can read")
+    VERSION: ClassVar[int] = 2
+    document: DocumentName
+    page_index: PageIndex = 1
+    number: PageNo | None = Field(
+        default=None, description="Page number the document's name claims (single-page only)")
+    document_pages: PageIndex = Field(default=1, description="Pages in the document")
+    uri: str = Field(min_length=1, description="file:// (or s3://) URI of the document")
+    document_sha256: Sha256
     sha256: Sha256
-    size_bytes: int = Field(ge=1)
+    size_bytes: int = Field(ge=1, description="Bytes of the document file")
     media_type: str = Field(min_length=1)
-    revision: int = Field(default=1, ge=1, description="1, then +1 for each rescan of the page")
-    path: str = Field(default="", description="Path relative to the hot-folder root")
+    revision: int = Field(default=1, ge=1, description="1, then +1 for each change of the page")
+    path: str = Field(default="", description="The document's path under the hot-folder root, "
+                                              "as spelled on disk")
+
+    @model_validator(mode="after")
+    def _index_in_document(self) -> PageScanned:
+        if self.page_index > self.document_pages:
+            raise ValueError(f"page_index {self.page_index} > document_pages "
+                             f"{self.document_pages}")
+        return self
 
     @classmethod
     def make(cls, **data: Any) -> PageScanned:
-        data.setdefault(
-            "event_id",
-            stable_event_id("PageScanned", data["site_id"], data["file_code"], data["page_no"],
-                            data["sha256"], data.get("revision", 1)),
-        )
+        for name in ("fonds", "file_code", "document"):
+            if isinstance(data.get(name), str):
+                data[name] = nfc(data[name])
+        data.setdefault("document_sha256", data.get("sha256"))
+        data.setdefault("document_pages", data.get("page_index", 1))
+        data.setdefault("event_id", page_scanned_id(
+            data["site_id"], data.get("fonds", ""), data["file_code"], data["document"],
+            data.get("page_index", 1), data["sha256"], data["document_sha256"],
+            data.get("revision", 1)))
         return cls(**data)
+
+    def page_key(self) -> PageKey:
+        return PageKey(document=self.document, page_index=self.page_index)
+
+
+def page_scanned_id(site_id: str, fonds: str, file_code: str, document: str, page_index: int,
+                    sha256: str, document_sha256: str, revision: int) -> str:
+    """The event id of a PageScanned: the same page content in the same document bytes at the
+    same revision is the same fact. (Names are NFC: callers pass them normalised.)"""
+    return stable_event_id("PageScanned", 2, site_id, fonds, file_code, document, page_index,
+                           sha256, document_sha256, revision)
 
 
 class PageRemoved(FileEvent):
-    """A page that had been sent was deleted by the operator, so counts can follow."""
+    """A page that had been sent is gone (its document deleted, or rescanned with fewer
+    pages), so counts can follow."""
 
     NAME: ClassVar[str] = "PageRemoved"
-    page_no: PageNo
-    sha256: Sha256
+    VERSION: ClassVar[int] = 2
+    document: DocumentName
+    page_index: PageIndex = 1
+    sha256: Sha256 = Field(description="Content digest of the page revision removed")
     path: str = ""
 
 
@@ -182,17 +252,37 @@ class Classification(StrEnum):
                         Classification.TOP_SECRET}
 
 
+class ManifestDocument(BaseModel):
+    """A document the manifest lists, in the file's order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: DocumentName
+    pages: int | None = Field(default=None, ge=1, description="Expected pages")
+    language: str | None = Field(default=None, max_length=40,
+                                 description="Tesseract languages, e.g. 'vie' or 'vie+fra'")
+
+
 class FileManifest(FileEvent):
     """The ``hoso.json`` of a file folder: what the file should be."""
 
     NAME: ClassVar[str] = "FileManifest"
+    VERSION: ClassVar[int] = 2
     title: str | None = Field(default=None, description="Omitted for classified files")
     expected_pages: int | None = Field(default=None, ge=1)
     classification: Classification = Classification.PUBLIC
     priority: int = Field(default=0, ge=0, le=9)
     start_date: str | None = None
     end_date: str | None = None
-    metadata: dict[str, str] = Field(default_factory=dict, description="TT 02/2019 fields")
+    documents: list[ManifestDocument] = Field(
+        default_factory=list, description="The file's documents in order (optional)")
+    metadata: dict[str, str] = Field(default_factory=dict, description="TT 05/2025 fields")
+
+    @model_validator(mode="after")
+    def _documents_once(self) -> FileManifest:
+        names = [d.name for d in self.documents]
+        if len(names) != len(set(names)):
+            raise ValueError("documents: a document is listed twice")
+        return self
 
 
 class FileClosed(FileEvent):
@@ -217,30 +307,47 @@ class SiteHeartbeat(Event):
 
 
 class SiteDuplicate(BaseModel):
-    """A page whose content (SHA-256) was already seen in another file of the same site."""
+    """A page whose content was already seen in another file of the same site."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    page_no: PageNo
+    document: DocumentName
+    page_index: PageIndex = 1
+    other_fonds: Fonds = ""
     other_file_code: FileCode
-    other_page_no: PageNo
+    other_document: DocumentName
+    other_page_index: PageIndex = 1
 
 
 class FileAssembled(FileEvent):
     """A file's pages, in order, with what is wrong with the set as a whole."""
 
     NAME: ClassVar[str] = "FileAssembled"
+    VERSION: ClassVar[int] = 2
     revision: int = Field(default=1, ge=1)
     trigger: Literal["marker", "expected_count", "idle", "late_page"] = "marker"
     pages: list[PageRef]
-    gaps: list[int] = Field(default_factory=list, description="Missing page numbers")
-    duplicate_page_nos: list[int] = Field(default_factory=list)
-    duplicate_content: list[list[int]] = Field(
-        default_factory=list, description="Groups of page numbers with identical SHA-256")
+    gaps: list[int] = Field(default_factory=list, description="Page numbers missing among "
+                                                              "those the names claim")
+    duplicate_page_nos: list[int] = Field(
+        default_factory=list, description="Page numbers claimed by more than one document")
+    duplicate_content: list[list[PageKey]] = Field(
+        default_factory=list, description="Groups of pages with identical content")
+    missing_pages: list[PageKey] = Field(
+        default_factory=list, description="Pages of a document not (yet) received")
+    missing_documents: list[str] = Field(
+        default_factory=list, description="Documents the manifest lists, not received")
     expected_pages: int | None = None
     count_mismatch: bool = False
     classification: Classification = Classification.PUBLIC
     duplicate_in_site: list[SiteDuplicate] = Field(
         default_factory=list, description="Pages identical to a page of another file")
+    languages: dict[str, str] = Field(
+        default_factory=dict, description="OCR languages per document, where the manifest "
+                                          "says")
+
+    def documents(self) -> list[str]:
+        """The file's documents in order."""
+        return list(dict.fromkeys(p.document for p in self.pages))
 
 
 class CheckResult(BaseModel):
@@ -253,22 +360,29 @@ class CheckResult(BaseModel):
 
 class PageChecked(FileEvent):
     NAME: ClassVar[str] = "PageChecked"
-    page_no: PageNo
-    sha256: Sha256
+    VERSION: ClassVar[int] = 2
+    document: DocumentName
+    page_index: PageIndex = 1
+    sha256: Sha256 = Field(description="Content digest of the page checked")
     revision: int = Field(default=1, ge=1)
     checks: list[CheckResult]
     passed: bool
+    width_mm: float | None = Field(default=None, gt=0, le=100_000,
+                                   description="Physical size, when the page states its dpi")
+    height_mm: float | None = Field(default=None, gt=0, le=100_000)
 
 
 class PageText(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    page_no: PageNo
+    document: DocumentName
+    page_index: PageIndex = 1
     chars: int = Field(ge=0)
     mean_confidence: float | None = Field(default=None, ge=0, le=100)
 
 
 class OcrCompleted(FileEvent):
     NAME: ClassVar[str] = "OcrCompleted"
+    VERSION: ClassVar[int] = 2
     revision: int = Field(default=1, ge=1)
     output_uri: str
     output_sha256: Sha256
@@ -291,13 +405,20 @@ class Verdict(StrEnum):
 
 
 class RescanReason(BaseModel):
+    """Why a file (no page named) or one page must be redone."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
-    page_no: int | None = None
+    document: DocumentName | None = None
+    page_index: PageIndex | None = None
+    position: int | None = Field(default=None, ge=1,
+                                 description="The page's place in the file (1-based)")
+    number: PageNo | None = Field(default=None, description="A claimed page number (gaps)")
     reason: str
 
 
 class FileVerdict(FileEvent):
     NAME: ClassVar[str] = "FileVerdict"
+    VERSION: ClassVar[int] = 2
     revision: int = Field(default=1, ge=1)
     verdict: Verdict
     reasons: list[RescanReason] = Field(default_factory=list)
@@ -322,6 +443,208 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     PageScanned, PageRemoved, FileManifest, FileClosed, SiteHeartbeat,
     FileAssembled, PageChecked, OcrCompleted, OcrFailed, FileVerdict, DeadLetter,
 )
+# --- version 1, read only ------------------------------------------------------------------
+# Events written before documents and fonds were part of a page's identity. Readers still take
+# them (they may sit in a topic across an upgrade) and turn each into its version 2 with the
+# rules that migration 005 applies to the data stored before it: a version-1 page was one image
+# file, so its document is that file's name (NFC) and it is the document's only page; the page
+# number its name claimed is its ``number``.
+
+# A version-1 event that names a page by number only (PageChecked, PageText, SiteDuplicate)
+# gets this document name, which no real name can have (control character); the consumer
+# resolves it to the stored page with that number (the page's document is on record there).
+LEGACY_DOCUMENT_PREFIX = "\x1fv1:"
+
+
+def legacy_document(page_no: int) -> str:
+    return f"{LEGACY_DOCUMENT_PREFIX}{page_no}"
+
+
+def _document_of(path: str, uri: str, page_no: int) -> str:
+    """The version-2 document name of a version-1 page: its file's name, NFC."""
+    name = PurePosixPath(path).name if path else ""
+    if not name and uri:
+        name = PurePosixPath(unquote(urlsplit(uri).path)).name
+    return nfc(name) if name else f"{page_no}"
+
+
+class _V1(Event):
+    VERSION: ClassVar[int] = 1
+    fonds: str = Field(default="", max_length=200)
+    file_code: str = Field(min_length=1, max_length=200)
+
+    def upgrade(self) -> Event:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+    def _common(self) -> dict[str, Any]:
+        return {"event_id": self.event_id, "occurred_at": self.occurred_at,
+                "site_id": self.site_id, "fonds": self.fonds, "file_code": self.file_code}
+
+
+class PageScannedV1(_V1):
+    NAME: ClassVar[str] = "PageScanned"
+    page_no: PageNo
+    uri: str = Field(min_length=1)
+    sha256: Sha256
+    size_bytes: int = Field(ge=1)
+    media_type: str = Field(min_length=1)
+    revision: int = Field(default=1, ge=1)
+    path: str = ""
+
+    def upgrade(self) -> PageScanned:
+        return PageScanned(
+            **self._common(), document=_document_of(self.path, self.uri, self.page_no),
+            number=self.page_no, uri=self.uri, document_sha256=self.sha256, sha256=self.sha256,
+            size_bytes=self.size_bytes, media_type=self.media_type, revision=self.revision,
+            path=self.path)
+
+
+class PageRemovedV1(_V1):
+    NAME: ClassVar[str] = "PageRemoved"
+    page_no: PageNo
+    sha256: Sha256
+    path: str = ""
+
+    def upgrade(self) -> PageRemoved:
+        return PageRemoved(**self._common(), document=_document_of(self.path, "", self.page_no),
+                           sha256=self.sha256, path=self.path)
+
+
+class FileManifestV1(_V1):
+    NAME: ClassVar[str] = "FileManifest"
+    title: str | None = None
+    expected_pages: int | None = Field(default=None, ge=1)
+    classification: Classification = Classification.PUBLIC
+    priority: int = Field(default=0, ge=0, le=9)
+    start_date: str | None = None
+    end_date: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    def upgrade(self) -> FileManifest:
+        return FileManifest(**self._common(), **self.model_dump(
+            include={"title", "expected_pages", "classification", "priority", "start_date",
+                     "end_date", "metadata"}))
+
+
+class _PageRefV1(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    page_no: PageNo
+    uri: str = Field(min_length=1)
+    sha256: Sha256
+    revision: int = Field(default=1, ge=1)
+
+
+class _SiteDuplicateV1(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    page_no: PageNo
+    other_file_code: str = Field(min_length=1, max_length=200)
+    other_page_no: PageNo
+
+
+class FileAssembledV1(_V1):
+    NAME: ClassVar[str] = "FileAssembled"
+    revision: int = Field(default=1, ge=1)
+    trigger: Literal["marker", "expected_count", "idle", "late_page"] = "marker"
+    pages: list[_PageRefV1]
+    gaps: list[int] = Field(default_factory=list)
+    duplicate_page_nos: list[int] = Field(default_factory=list)
+    duplicate_content: list[list[int]] = Field(default_factory=list)
+    expected_pages: int | None = None
+    count_mismatch: bool = False
+    classification: Classification = Classification.PUBLIC
+    duplicate_in_site: list[_SiteDuplicateV1] = Field(default_factory=list)
+
+    def upgrade(self) -> FileAssembled:
+        docs = {p.page_no: _document_of("", p.uri, p.page_no) for p in self.pages}
+
+        def key(n: int) -> PageKey:
+            return PageKey.model_construct(document=docs.get(n, legacy_document(n)),
+                                           page_index=1)
+
+        return FileAssembled(
+            **self._common(), revision=self.revision, trigger=self.trigger,
+            pages=[PageRef(document=docs[p.page_no], number=p.page_no, uri=p.uri,
+                           document_sha256=p.sha256, sha256=p.sha256, revision=p.revision)
+                   for p in self.pages],
+            gaps=self.gaps, duplicate_page_nos=self.duplicate_page_nos,
+            duplicate_content=[[key(n) for n in g] for g in self.duplicate_content],
+            expected_pages=self.expected_pages, count_mismatch=self.count_mismatch,
+            classification=self.classification,
+            duplicate_in_site=[SiteDuplicate.model_construct(
+                document=key(d.page_no).document, page_index=1, other_fonds="",
+                other_file_code=d.other_file_code,
+                other_document=legacy_document(d.other_page_no), other_page_index=1)
+                for d in self.duplicate_in_site])
+
+
+class PageCheckedV1(_V1):
+    NAME: ClassVar[str] = "PageChecked"
+    page_no: PageNo
+    sha256: Sha256
+    revision: int = Field(default=1, ge=1)
+    checks: list[CheckResult]
+    passed: bool
+
+    def upgrade(self) -> PageChecked:
+        # The document is on record at the consumer only (see LEGACY_DOCUMENT_PREFIX).
+        return PageChecked.model_construct(
+            schema_=SchemaRef(name=PageChecked.NAME, version=PageChecked.VERSION),
+            **self._common(), document=legacy_document(self.page_no), page_index=1,
+            sha256=self.sha256, revision=self.revision, checks=self.checks,
+            passed=self.passed, width_mm=None, height_mm=None)
+
+
+class _PageTextV1(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    page_no: PageNo
+    chars: int = Field(ge=0)
+    mean_confidence: float | None = Field(default=None, ge=0, le=100)
+
+
+class OcrCompletedV1(_V1):
+    NAME: ClassVar[str] = "OcrCompleted"
+    revision: int = Field(default=1, ge=1)
+    output_uri: str
+    output_sha256: Sha256
+    text_uri: str | None = None
+    pages: list[_PageTextV1]
+    seconds: float = Field(default=0.0, ge=0)
+
+    def upgrade(self) -> OcrCompleted:
+        return OcrCompleted(
+            **self._common(), revision=self.revision, output_uri=self.output_uri,
+            output_sha256=self.output_sha256, text_uri=self.text_uri, seconds=self.seconds,
+            pages=[PageText.model_construct(document=legacy_document(p.page_no), page_index=1,
+                                            chars=p.chars, mean_confidence=p.mean_confidence)
+                   for p in self.pages])
+
+
+class _RescanReasonV1(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    page_no: int | None = None
+    reason: str
+
+
+class FileVerdictV1(_V1):
+    NAME: ClassVar[str] = "FileVerdict"
+    revision: int = Field(default=1, ge=1)
+    verdict: Verdict
+    reasons: list[_RescanReasonV1] = Field(default_factory=list)
+    pages_total: int = Field(default=0, ge=0)
+    pages_accepted: int = Field(default=0, ge=0)
+
+    def upgrade(self) -> FileVerdict:
+        return FileVerdict(
+            **self._common(), revision=self.revision, verdict=self.verdict,
+            reasons=[RescanReason(number=r.page_no, reason=r.reason) for r in self.reasons],
+            pages_total=self.pages_total, pages_accepted=self.pages_accepted)
+
+
+LEGACY_TYPES: tuple[type[_V1], ...] = (
+    PageScannedV1, PageRemovedV1, FileManifestV1, FileAssembledV1, PageCheckedV1,
+    OcrCompletedV1, FileVerdictV1)
+_LEGACY: dict[tuple[str, int], type[_V1]] = {(t.NAME, t.VERSION): t for t in LEGACY_TYPES}
+
 _BY_NAME: dict[str, type[Event]] = {t.NAME: t for t in EVENT_TYPES}
 _ENVELOPE = TypeAdapter(dict[str, Any])
 
@@ -371,6 +694,12 @@ def parse_event(raw: bytes | str | dict[str, Any]) -> Event:
     schema = data.get("schema")
     if not isinstance(schema, dict) or not isinstance(schema.get("name"), str):
         raise InvalidEvent("field 'schema': missing or not {name, version}", _raw(raw))
+    legacy = _LEGACY.get((schema["name"], schema.get("version")))  # type: ignore[arg-type]
+    if legacy is not None:
+        try:
+            return legacy.model_validate(data).upgrade()
+        except ValidationError as exc:
+            raise InvalidEvent(f"{legacy.NAME} v1: {_describe(exc)}", _raw(raw)) from None
     cls = _BY_NAME.get(schema["name"])
     if cls is None:
         raise InvalidEvent(f"field 'schema.name': unknown event {schema['name']!r}", _raw(raw))
