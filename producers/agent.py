@@ -1,17 +1,22 @@
 """The site agent's event loop: watch, wait for stable files, check and hash, record in the outbox.
 
 One thread owns the loop and the outbox writes. watchdog threads only enqueue paths; a thread pool
-checks and hashes pages (hashlib and file reads release the GIL); a sender child process
+checks and hashes documents (hashlib and file reads release the GIL); a sender child process
 (producers/sender.py) drains the outbox. Every detection is written to SQLite before anything
-is produced, and a periodic reconcile walk catches whatever the inotify events missed (queue
-overflow, network shares).
+is produced, and a periodic reconcile walk (producers/walks.py) catches whatever the inotify
+events missed (queue overflow, network shares). Manifests, closing markers, idle files and
+removals are in producers/filing.py; what a document's new bytes change, page by page, in
+producers/changes.py.
+
+Paths are kept as spelled on disk (a folder copied from a Mac in NFD and its twin typed on
+Windows in NFC are two folders with their own documents); the names in events are NFC, and a
+document whose NFC name is already held in its file by another spelling gets ``name|2``.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import logging
 import os
 import queue
@@ -26,45 +31,72 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from producers.layout import Layout, NameMismatch, nfc
+from producers.changes import DocumentRead, PageWrite, document_changes
+from producers.filing import FilingMixin
+from producers.layout import Layout, NameMismatch, PageName
+from producers.manifest import manifest_event
 from producers.metrics import AgentMetrics
-from producers.outbox import ENQUEUE_SQL, Known, Outbox, enqueue
+from producers.outbox import ENQUEUE_SQL, Known, KnownPage, Outbox
 from producers.pagecheck import Changed, PageFacts, Rejected, inspect_settled
-from producers.wire import WireEvent, page_scanned
+from producers.walks import WalksMixin
 from sohoa.config import Settings
 from sohoa.disk import disk_full
-from sohoa.events import (
-    Classification,
-    DeadLetter,
-    FileClosed,
-    FileManifest,
-    PageRemoved,
-    PageScanned,
-    stable_event_id,
-)
+from sohoa.events import Classification
+from sohoa.naming import nfc
 
 log = logging.getLogger(__name__)
 
-SCAN_YIELD_EVERY = 256     # a walk hands control back to the loop every this many entries
-SCAN_SLICE = 8             # ... and this many times per loop turn, so events keep flowing
-MANIFEST_MAX_BYTES = 1 << 20
+SCAN_SLICE = 8             # a walk's steps per loop turn, so events keep flowing
 INBOX_SLICE = 2000         # filesystem events / hash results handled per loop turn
 HASH_BATCH = 64            # settled pages per pool task: one future, one wake-up per batch
 FOLDER_CACHE = 256         # folders whose page rows the event path keeps in memory
+
+
+# Reasons a document may give only because its writer has not finished (a scanner pausing
+# longer than the stability window): judged again until the file is older than
+# ``watcher.incomplete_grace_s``, so a slow writer leaves no false dead letter.
+_MAYBE_UNFINISHED = frozenset({"empty", "corrupt"})
 
 
 @dataclass(slots=True)
 class Candidate:
     root: int
     path: Path
-    rel: str              # NFC, '/'-joined
+    rel: str              # '/'-joined, as spelled on disk
     size: int
     mtime_ns: int
     kind: str             # page | manifest | marker | other
     known: Known | None = None   # the outbox's row when first seen (this thread owns writes)
-    name: Any = None             # parsed PageName, once settled
+    name: PageName | None = None  # parsed, once settled
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentWrite:
+    """A row of the outbox's ``pages`` (one document file) to write."""
+
+    root: str
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str | None
+    fonds: str | None
+    file_code: str | None
+    number: int | None
+    state: str
+    reason: str | None
+    event_id: str | None
+    document: str | None
+    npages: int | None
+
+    @property
+    def dir(self) -> str:
+        return self.path.rpartition("/")[0]
+
+    def known(self, prior: Known | None) -> Known:
+        return Known(self.path, self.size, self.mtime_ns,
+                     self.sha256 if self.sha256 is not None else (prior.sha256 if prior else None),
+                     self.state, self.fonds, self.file_code, self.number, self.document,
+                     self.npages)
 
 
 class _OverflowSpy(logging.Handler):
@@ -79,7 +111,7 @@ class _OverflowSpy(logging.Handler):
             self.flag.set()
 
 
-class Agent:
+class Agent(WalksMixin, FilingMixin):
     def __init__(self, settings: Settings, metrics: AgentMetrics) -> None:
         self.settings = settings
         self.cfg = cfg = settings.watcher
@@ -101,8 +133,9 @@ class Agent:
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._scans: list[Iterator[None]] = []
-        self._writes: list[tuple[str, tuple[Any, ...]]] = []
+        self._writes: list[tuple[str, Any]] = []
         self._pending: dict[tuple[str, str], Known] = {}
+        self._pending_pages: dict[tuple[str, str], dict[int, KnownPage]] = {}
         self._folders: dict[tuple[str, str], dict[str, tuple[int, int, str]]] = {}
         self.overflow = threading.Event()
         self._disk_full_logged = False
@@ -145,7 +178,7 @@ class Agent:
         if not p.startswith(prefix):
             return None
         rel = str(path)[len(prefix):]
-        return nfc(rel.replace(os.sep, "/") if os.sep != "/" else rel)
+        return rel.replace(os.sep, "/") if os.sep != "/" else rel
 
     def _root_of(self, path: Path) -> int | None:
         p = os.path.normcase(str(path))
@@ -263,7 +296,7 @@ class Agent:
         try:
             while not self.stop_event.is_set():
                 self._drain_inbox()
-                self._pump_scans()
+                self._pump_scans(SCAN_SLICE)
                 self._process_due()
                 self._submit_hashes()
                 self._flush_writes()
@@ -389,7 +422,7 @@ class Agent:
             return
         # Looked up afresh: a walk's view of its folder may be older than our last commits.
         rootk = self.root_keys[root]
-        known = self._pending_page(rootk, rel)
+        known = self._pending_doc(rootk, rel)
         if known is None and not unknown:
             # Events come folder by folder: one query per folder, then most answers from memory.
             folder = self._folder_rows(rootk, rel.rpartition("/")[0])
@@ -528,6 +561,14 @@ class Agent:
             self.observe(c.root, c.path)
             return
         if isinstance(result, Rejected):
+            if result.reason in _MAYBE_UNFINISHED and \
+                    time.time() - c.mtime_ns / 1e9 < self.cfg.incomplete_grace_s:
+                # Perhaps still being written (a pause longer than the window): look again
+                # after another window instead of reporting a false dead letter.
+                self.candidates[key] = c
+                self._busy(c.root, c.rel, +1)
+                self._push(time.monotonic() + self.cfg.stability_window_s, key)
+                return
             self._reject_once(c.root, c.path, c.rel, c.size, c.mtime_ns, result.reason,
                               result.detail)
             return
@@ -537,52 +578,85 @@ class Agent:
             # A bug or an odd file: report it, never stop the agent.
             log.error("page check failed", exc_info=result, extra={"path": str(c.path)})
             self._reject_once(c.root, c.path, c.rel, c.size, c.mtime_ns, "corrupt",
-                              f"check failed: {type(result).__name__}: {result}")
+                              f"check failed: {type(result).__name__}")
             return
         facts = result
         name = c.name
+        assert name is not None
         rootk = self.root_keys[c.root]
-        known = self._pending_page(rootk, c.rel) or c.known
-        if isinstance(known, Known) and known.sha256 == facts.sha256 and \
-                known.state in ("sent", "rejected") and known.revision >= 1:
+        known = self._pending_doc(rootk, c.rel) or c.known
+        same_place = known is not None and known.file_code == name.file_code and \
+            known.fonds == name.fonds and known.document is not None
+        if same_place and known.sha256 == facts.sha256 and known.state in ("sent", "rejected"):
             # Touched or copied over with the same bytes: nothing new to count.
-            self._write_page(rootk, c, name, facts, known.revision, "sent", None)
+            self._write_document(rootk, c, name, facts, known.document, "sent")
             return
-        revision = (known.revision + 1) if isinstance(known, Known) and known.revision else 1
+        document = known.document if same_place else self._identity(rootk, c.rel, name)
+        stored = self._stored_pages(rootk, c.rel) if known is not None else {}
         # Bytes equal to PageScanned.make(...).to_json() (tests/test_watch_units.py), without
         # validating again what the layout and the page check already bounded.
-        ev = page_scanned(
-            site_id=self.site, fonds=name.fonds, file_code=name.file_code, page_no=name.page_no,
-            uri=c.path.as_uri(), sha256=facts.sha256, size_bytes=facts.size,
-            media_type=facts.media_type, revision=revision, path=c.rel,
-        )
-        self._write_page(rootk, c, name, facts, revision, "sent", ev)
-        self.metrics.detected.inc()
-        self.metrics.last_page.set(time.time())
-        if revision > 1:
-            log.info("page changed: new revision", extra={"path": str(c.path),
-                                                          "revision": revision})
+        changes = document_changes(self.site, DocumentRead(
+            name=name, document=document, path=c.rel, uri=c.path.as_uri(),
+            sha256=facts.sha256, size=facts.size, media_type=facts.media_type,
+            page_sha256=facts.page_sha256 or (facts.sha256,)),
+            stored, known.sha256 if same_place else None)
+        self._write_document(rootk, c, name, facts, document, "sent")
+        self._write_pages(rootk, c.rel, changes.pages)
+        for ev in changes.events:
+            self._writes.append(("event", ("site_events", ev)))
+        if changes.new_revisions:
+            self.metrics.detected.inc(changes.new_revisions)
+            self.metrics.last_page.set(time.time())
+        if known is not None and changes.events:
+            log.info("document changed", extra={
+                "path": str(c.path), "pages": len(facts.page_sha256),
+                "new_or_changed_pages": changes.new_revisions, "events": len(changes.events)})
 
-    def _pending_page(self, rootk: str, rel: str) -> Known | None:
-        """A page row written in this turn but not yet committed."""
+    def _identity(self, rootk: str, rel: str, name: PageName) -> str:
+        """The document's name in its file: its NFC name, unless another spelling of the same
+        path (an NFD twin folder) already holds it; then ``name|2``, ``name|3``..."""
+        mine = (rootk, rel)
+        document, n = name.document, 1
+        while True:
+            wanted = (name.fonds, name.file_code, document)
+            holders = {h for h in self.ob.documents_named(*wanted) if h != mine}
+            holders |= {h for h, k in self._pending.items() if h != mine
+                        and (k.fonds, k.file_code, k.document) == wanted
+                        and k.state in ("sent", "rejected")}
+            if not holders:
+                return document
+            n += 1
+            document = f"{name.document}|{n}"
+
+    def _pending_doc(self, rootk: str, rel: str) -> Known | None:
+        """A document row written in this turn but not yet committed."""
         return self._pending.get((rootk, rel))
 
-    def _queue_page_row(self, args: tuple[Any, ...]) -> None:
-        self._writes.append(("page", args))
-        prior = self._pending.get((args[0], args[1]))
-        sha = args[5] if args[5] is not None else (prior.sha256 if prior else None)
-        self._pending[(args[0], args[1])] = Known(args[1], args[3], args[4], sha, args[6],
-                                                  args[10], args[7], args[8], args[9])
+    def _stored_pages(self, rootk: str, rel: str) -> dict[int, KnownPage]:
+        pending = self._pending_pages.get((rootk, rel))
+        return dict(pending) if pending is not None else self.ob.pages_of(rootk, rel)
 
-    def _write_page(self, rootk: str, c: Candidate, name: Any, facts: PageFacts, revision: int,
-                    state: str, ev: PageScanned | WireEvent | None) -> None:
-        self._queue_page_row((
-            rootk, c.rel, c.rel.rpartition("/")[0], facts.size, facts.mtime_ns, facts.sha256,
-            revision, name.fonds, name.file_code, name.page_no, state, None,
-            ev.event_id if ev else None))
-        self._writes.append(("file_touch", (rootk, name.file_dir, time.time())))
-        if ev is not None:
-            self._writes.append(("event", ("site_events", ev)))
+    def _queue_document(self, row: DocumentWrite) -> None:
+        self._writes.append(("document", row))
+        k = (row.root, row.path)
+        self._pending[k] = row.known(self._pending.get(k))
+
+    def _write_document(self, rootk: str, c: Candidate, name: PageName, facts: PageFacts,
+                        document: str, state: str) -> None:
+        npages = len(facts.page_sha256) or 1
+        self._queue_document(DocumentWrite(
+            rootk, c.rel, facts.size, facts.mtime_ns, facts.sha256, name.fonds, name.file_code,
+            name.number if npages == 1 else None, state, None, None, document, npages))
+        self._writes.append(("file_touch", ((name.fonds, name.file_code), time.time())))
+
+    def _write_pages(self, rootk: str, rel: str, pages: list[PageWrite]) -> None:
+        if not pages:
+            return
+        current = self._stored_pages(rootk, rel)
+        for p in pages:
+            self._writes.append(("doc_page", (rootk, rel, p)))
+            current[p.page_index] = KnownPage(p.page_index, p.sha256, p.revision, p.state)
+        self._pending_pages[(rootk, rel)] = current
 
     def _flush_writes(self) -> None:
         """Commit the queued writes; while the outbox's disk is full, wait and retry."""
@@ -615,16 +689,20 @@ class Agent:
         writes = self._writes
         self._commits += 1
         touched: dict[tuple[str, str], float] = {}
+        documents: list[DocumentWrite] = []
         pages: list[tuple[Any, ...]] = []
         file_sets: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []
         now = time.time()
         # Grouped by table, each group in its order: one executemany each, one transaction.
         for op, args in writes:
-            if op == "page":
-                pages.append(args)
+            if op == "document":
+                documents.append(args)
+            elif op == "doc_page":
+                rootk, rel, p = args
+                pages.append((rootk, rel, p.page_index, p.sha256, p.revision, p.state))
             elif op == "file_touch":
-                touched[(args[0], args[1])] = args[2]  # once per file per batch
+                touched[args[0]] = args[1]  # once per file per batch
             elif op == "file_set":
                 file_sets.append(args)
             elif op == "event":
@@ -632,334 +710,48 @@ class Agent:
                 events.append((ev.event_id, kind, ev.NAME, ev.key(), ev.to_json(), now))
         with self.ob.transaction() as db:
             db.executemany(
-                "INSERT INTO pages (root, path, dir, size, mtime_ns, sha256, revision, "
-                "fonds, file_code, page_no, state, reason, event_id) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (root, path) DO UPDATE "
+                "INSERT INTO pages (root, path, dir, size, mtime_ns, sha256, fonds, file_code, "
+                "page_no, state, reason, event_id, document, npages) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (root, path) DO UPDATE "
                 "SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
                 "sha256=coalesce(excluded.sha256, pages.sha256), "
-                "revision=excluded.revision, fonds=coalesce(excluded.fonds, pages.fonds), "
+                "fonds=coalesce(excluded.fonds, pages.fonds), "
                 "file_code=coalesce(excluded.file_code, pages.file_code), "
-                "page_no=coalesce(excluded.page_no, pages.page_no), "
+                "page_no=CASE WHEN excluded.npages IS NULL THEN pages.page_no "
+                "             ELSE excluded.page_no END, "
                 "state=excluded.state, reason=excluded.reason, "
-                "event_id=coalesce(excluded.event_id, pages.event_id)", pages)
-            for rootk, file_dir, column, value in file_sets:
+                "event_id=coalesce(excluded.event_id, pages.event_id), "
+                "document=coalesce(excluded.document, pages.document), "
+                "npages=coalesce(excluded.npages, pages.npages)",
+                [(d.root, d.path, d.dir, d.size, d.mtime_ns, d.sha256, d.fonds, d.file_code,
+                  d.number, d.state, d.reason, d.event_id, d.document, d.npages)
+                 for d in documents])
+            db.executemany("INSERT OR REPLACE INTO doc_pages VALUES (?,?,?,?,?,?)", pages)
+            for (fonds, file_code), column, value in file_sets:
                 db.execute(
-                    f"INSERT INTO files (root, file_dir, {column}) VALUES (?,?,?) "
-                    f"ON CONFLICT (root, file_dir) DO UPDATE SET {column}=excluded.{column}",
-                    (rootk, file_dir, value))
+                    f"INSERT INTO file_state (fonds, file_code, {column}) VALUES (?,?,?) "
+                    f"ON CONFLICT (fonds, file_code) DO UPDATE SET {column}=excluded.{column}",
+                    (fonds, file_code, value))
             db.executemany(ENQUEUE_SQL, events)
             db.executemany(
-                "INSERT INTO files (root, file_dir, last_page) VALUES (?,?,?) "
-                "ON CONFLICT (root, file_dir) DO UPDATE SET last_page=excluded.last_page",
-                ((r, d, t) for (r, d), t in touched.items()))
-        for r in pages:  # keep the cached folders exact
-            rows = self._folders.get((r[0], r[2]))
+                "INSERT INTO file_state (fonds, file_code, last_page) VALUES (?,?,?) "
+                "ON CONFLICT (fonds, file_code) DO UPDATE SET last_page=excluded.last_page",
+                ((f, c, t) for (f, c), t in touched.items()))
+        for d in documents:  # keep the cached folders exact
+            rows = self._folders.get((d.root, d.dir))
             if rows is not None:
-                rows[r[1]] = (r[3], r[4], r[10])
+                rows[d.path] = (d.size, d.mtime_ns, d.state)
         # Only once committed: a failed commit (disk full) keeps them queued for the retry.
         self._writes = []
         self._pending = {}
+        self._pending_pages = {}
         if self.wake_sender is not None:
             self.wake_sender.set()
-
-    # --- rejections -------------------------------------------------------------------------
-
-    def _reject_once(self, root: int, path: Path, rel: str, size: int, mtime_ns: int,
-                     reason: str, detail: str) -> None:
-        rootk = self.root_keys[root]
-        known = self._pending_page(rootk, rel) or self.ob.known(rootk, rel)
-        if known is not None and known.state == "rejected" and known.size == size and \
-                known.mtime_ns == mtime_ns:
-            return
-        log.warning("file rejected", extra={"path": str(path), "reason": reason,
-                                            "detail": detail})
-        self.metrics.rejected(reason)
-        # The row keeps the last sent sha and revision, so a fixed file is a new revision.
-        self._queue_page_row((
-            rootk, rel, rel.rpartition("/")[0], size, mtime_ns, None,
-            known.revision if known else 0, None, None, None, "rejected", reason, None))
-        dl = DeadLetter(
-            event_id=stable_event_id("DeadLetter", self.site, rootk, rel, size, mtime_ns, reason),
-            site_id=self.site, source="watcher", reason=f"{reason}: {detail}",
-            payload=json.dumps({"path": rel, "uri": path.as_uri(), "size_bytes": size},
-                               ensure_ascii=False),
-        )
-        self._writes.append(("event", ("dead_letters", dl)))
-
-    # --- removals ---------------------------------------------------------------------------
-
-    def _schedule_removal(self, root: int, path: Path) -> None:
-        if self._litter(path.name):
-            return
-        rel = self._rel(root, path)
-        if rel is None:
-            return
-        key = f"{root}\x00{rel}"
-        if key in self.candidates:
-            return
-        if key not in self.removals:
-            self.removals[key] = (root, rel)
-            # Wait a window: a replace-by-delete-and-create must not look like a removal.
-            self._push(time.monotonic() + self.cfg.stability_window_s, key)
-
-    def _schedule_removals_under(self, root: int, rel_dir: str) -> None:
-        rows = self.ob.db.execute(
-            "SELECT path FROM pages WHERE root = ? AND state = 'sent' AND "
-            "(dir = ? OR substr(dir, 1, ?) = ?)",
-            (self.root_keys[root], rel_dir, len(rel_dir) + 1, rel_dir + "/"))
-        for (rel,) in rows.fetchall():
-            self._schedule_removal(root, self.roots[root] / rel)
-
-    def _check_removal(self, key: str) -> None:
-        root, rel = self.removals.pop(key)
-        path = self.roots[root] / rel
-        self._flush_writes()
-        rootk = self.root_keys[root]
-        known = self.ob.known(rootk, rel)
-        if known is None or known.state not in ("sent", "rejected"):
-            return  # never counted (a temp name, a page that never settled): nothing to report
-        if os.path.lexists(path) or self._exists_any_form(root, rel):
-            return
-        if known is None or known.state != "sent" or known.sha256 is None \
-                or known.file_code is None or known.page_no is None:
-            if known is not None and known.state == "rejected":
-                self.ob.db.execute("DELETE FROM pages WHERE root = ? AND path = ?", (rootk, rel))
-                self._folders.pop((rootk, rel.rpartition("/")[0]), None)
-            return
-        ev = PageRemoved(
-            event_id=stable_event_id("PageRemoved", self.site, known.file_code, known.page_no,
-                                     known.sha256, known.revision),
-            site_id=self.site, fonds=known.fonds or "", file_code=known.file_code,
-            page_no=known.page_no, sha256=known.sha256, path=rel,
-        )
-        log.info("page removed by the operator", extra={"path": str(path)})
-        self._commits += 1
-        self._folders.pop((rootk, rel.rpartition("/")[0]), None)
-        self.ob.db.execute("BEGIN IMMEDIATE")
-        try:
-            self.ob.db.execute("UPDATE pages SET state='removed' WHERE root = ? AND path = ?",
-                               (rootk, rel))
-            enqueue(self.ob.db, "site_events", ev)
-            self.ob.db.execute("COMMIT")
-        except BaseException:
-            self.ob.db.execute("ROLLBACK")
-            raise
-        if self.wake_sender is not None:
-            self.wake_sender.set()
-
-    def _exists_any_form(self, root: int, rel: str) -> bool:
-        """The NFC key may name an NFD file on disk: look for any spelling in the folder."""
-        parent = (self.roots[root] / rel).parent
-        target = rel.rpartition("/")[2]
-        try:
-            return any(nfc(n) == target for n in os.listdir(parent))
-        except OSError:
-            return False
-
-    # --- manifests, markers, idle files ---------------------------------------------------
-
-    def _file_of(self, c: Candidate, parts: tuple[str, ...]) -> tuple[str, str, str] | None:
-        try:
-            fonds, file_code = self.layout.parse_file_dir(parts[:-1])
-        except NameMismatch as exc:
-            self._reject_once(c.root, c.path, c.rel, c.size, c.mtime_ns, exc.reason, str(exc))
-            return None
-        return fonds, file_code, "/".join(parts[:-1])
-
-    def _mark_aux(self, c: Candidate, file_code: str, fonds: str) -> None:
-        self._queue_page_row((
-            self.root_keys[c.root], c.rel, c.rel.rpartition("/")[0], c.size, c.mtime_ns, None,
-            0, fonds, file_code, None, "aux", None, None))
-
-    def _on_manifest(self, c: Candidate, parts: tuple[str, ...]) -> None:
-        where = self._file_of(c, parts)
-        if where is None:
-            return
-        fonds, file_code, file_dir = where
-        try:
-            raw = c.path.read_bytes()[:MANIFEST_MAX_BYTES + 1]
-        except OSError as exc:
-            self._reject_once(c.root, c.path, c.rel, c.size, c.mtime_ns, "unreadable", str(exc))
-            return
-        try:
-            ev = manifest_event(raw, self.site, fonds, file_code)
-        except ValueError as exc:
-            self._reject_once(c.root, c.path, c.rel, c.size, c.mtime_ns, "bad_manifest", str(exc))
-            return
-        self._mark_aux(c, file_code, fonds)
-        self._writes.append(("file_set", (self.root_keys[c.root], file_dir, "manifest",
-                                          ev.model_dump_json())))
-        self._writes.append(("event", ("site_events", ev)))
-        log.info("manifest read", extra={"path": str(c.path), "file_code": file_code})
-
-    def _on_marker(self, c: Candidate, parts: tuple[str, ...]) -> None:
-        where = self._file_of(c, parts)
-        if where is None:
-            return
-        fonds, file_code, file_dir = where
-        self._mark_aux(c, file_code, fonds)
-        self._close_file(c.root, file_dir, fonds, file_code, "marker")
-
-    def _close_file(self, root: int, file_dir: str, fonds: str, file_code: str,
-                    reason: str) -> None:
-        self._flush_writes()
-        rootk = self.root_keys[root]
-        row = self.ob.file_row(rootk, file_dir)
-        expected = None
-        if row and row[1]:
-            expected = json.loads(row[1]).get("expected_pages")
-        seen = self.ob.pages_in_file(rootk, file_dir)
-        ev = FileClosed(
-            event_id=stable_event_id("FileClosed", self.site, file_code, reason, seen, expected),
-            site_id=self.site, fonds=fonds, file_code=file_code, reason=reason,  # type: ignore[arg-type]
-            expected_pages=expected, pages_seen=seen,
-        )
-        self._writes.append(("file_set", (rootk, file_dir, "closed", 1)))
-        self._writes.append(("event", ("site_events", ev)))
-        log.info("file closed", extra={"file_code": file_code, "reason": reason,
-                                       "pages_seen": seen, "expected_pages": expected})
-        self._flush_writes()
-
-    def _close_idle_files(self) -> None:
-        cutoff = time.time() - self.cfg.idle_timeout_s
-        for rootk, file_dir in self.ob.open_files_idle_since(cutoff):
-            if rootk not in self.root_keys:
-                continue
-            root = self.root_keys.index(rootk)
-            if self.busy_dirs.get((root, file_dir)):
-                continue
-            try:
-                fonds, file_code = self.layout.parse_file_dir(tuple(file_dir.split("/")))
-            except NameMismatch:
-                continue
-            self._close_file(root, file_dir, fonds, file_code, "idle")
-
-    # --- walking ----------------------------------------------------------------------------
-
-    def _pump_scans(self) -> None:
-        budget = SCAN_SLICE
-        while self._scans and budget > 0:
-            try:
-                next(self._scans[0])
-                budget -= 1
-            except StopIteration:
-                self._scans.pop(0)
-
-    def _scan_root(self, root: int) -> Iterator[None]:
-        visited: set[str] = set()
-        try:
-            empty = not any(True for _ in os.scandir(self.roots[root]))
-        except OSError:
-            return
-        if empty and self.ob.dirs_with_present(self.root_keys[root]):
-            # An unmounted share often leaves an empty mount point: that is not the operator
-            # deleting every page, so no removal is reported until the pages are seen again.
-            log.error("root is empty but pages are known there; not reporting removals "
-                      "(share unmounted?)", extra={"root": str(self.roots[root])})
-            return
-        yield from self._scan_dir(root, self.roots[root], visited)
-        # Folders we knew pages in that are gone altogether.
-        for d in self.ob.dirs_with_present(self.root_keys[root]):
-            if d not in visited:
-                yield from self._vanished_in(root, d, set())
-
-    def _scan_dir(self, root: int, top: Path, visited: set[str] | None = None) -> Iterator[None]:
-        stack = [top]
-        rootk = self.root_keys[root]
-        while stack:
-            d = stack.pop()
-            rel_dir = self._rel(root, d)
-            if rel_dir is None:
-                continue
-            rel_dir = "" if rel_dir == "." else rel_dir
-            if visited is not None:
-                visited.add(rel_dir)
-            known = self.ob.known_in_dir(rootk, rel_dir)
-            snapshot = self._commits
-            names: set[str] = set()
-            try:
-                it = os.scandir(d)
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                log.warning("cannot list folder", extra={"path": str(d), "error": str(exc)})
-                continue
-            n = 0
-            with it:
-                for entry in it:
-                    n += 1
-                    if n % SCAN_YIELD_EVERY == 0:
-                        yield
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(Path(entry.path))
-                            continue
-                        if self._litter(entry.name):
-                            continue
-                        st = entry.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    rel = f"{rel_dir}/{nfc(entry.name)}" if rel_dir else nfc(entry.name)
-                    names.add(rel)
-                    k = known.get(rel)
-                    if k is not None and k[0] == st.st_size and k[1] == st.st_mtime_ns and \
-                            k[2] != "removed":
-                        continue  # the common case of every walk: no Path, no lookup
-                    self.observe(root, Path(entry.path), st, rel,
-                                 unknown=k is None and self._commits == snapshot)
-            yield
-            for rel, k in known.items():
-                if rel not in names and k[2] in ("sent", "rejected"):
-                    self._schedule_removal(root, self.roots[root] / rel)
-
-    def _vanished_in(self, root: int, rel_dir: str, _seen: set[str]) -> Iterator[None]:
-        for rel, k in self.ob.known_in_dir(self.root_keys[root], rel_dir).items():
-            yield
-            if k[2] in ("sent", "rejected"):
-                self._schedule_removal(root, self.roots[root] / rel)
 
 
 def _unchanged(known: Known | None, st: os.stat_result) -> bool:
     return known is not None and known.size == st.st_size and \
         known.mtime_ns == st.st_mtime_ns and known.state != "removed"
-
-
-def manifest_event(raw: bytes, site: str, fonds: str, file_code: str) -> FileManifest:
-    """Validate a ``hoso.json``; raise ValueError naming the field at fault."""
-    if len(raw) > MANIFEST_MAX_BYTES:
-        raise ValueError(f"manifest is larger than {MANIFEST_MAX_BYTES} bytes")
-    try:
-        data = json.loads(raw.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not valid UTF-8 JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
-    fields = {k: data[k] for k in ("title", "expected_pages", "classification", "priority",
-                                   "start_date", "end_date", "metadata") if k in data}
-    metadata = fields.get("metadata", {})
-    if isinstance(metadata, dict):
-        # TT 02/2019 fields may sit at the top level or under "metadata": both are metadata.
-        metadata = dict(metadata)
-        for k, v in data.items():
-            if k in fields:
-                continue
-            if isinstance(v, bool) or not isinstance(v, str | int | float):
-                raise ValueError(f"field '{k}': expected text or a number")
-            metadata.setdefault(k, v)
-        fields["metadata"] = {k: (str(v) if isinstance(v, int | float) and not isinstance(
-            v, bool) else v) for k, v in metadata.items()}
-    try:
-        ev = FileManifest(site_id=site, fonds=fonds, file_code=file_code, **fields)
-    except ValidationError as exc:
-        e = exc.errors()[0]
-        loc = ".".join(str(x) for x in e["loc"])
-        raise ValueError(f"field '{loc}': {e['msg']}") from None
-    if ev.classification.is_classified and ev.title is not None:
-        # A classified file's title never leaves the site.
-        ev = ev.model_copy(update={"title": None})
-    sha = stable_event_id("FileManifest", site, file_code,
-                          ev.model_dump_json(exclude={"event_id", "occurred_at"}))
-    return ev.model_copy(update={"event_id": sha})
 
 
 __all__ = ["Agent", "Classification", "manifest_event"]

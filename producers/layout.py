@@ -1,15 +1,19 @@
-"""Hot-folder layout: which part of a page's path is the fonds, the file and the page.
+"""Hot-folder layout: which part of a document's path is the fonds, the file and the document.
 
 The pattern (``watcher.layout``, default ``{fonds}/{file}/{page}``) is matched against the path
-relative to a root, one placeholder-bearing segment per directory level. Names are NFC-normalised
-before matching, so a file copied from a Mac (NFD) is the same file code as one typed on Windows.
+relative to a root, one placeholder-bearing segment per directory level; the last segment is
+the document (a page image, or a multi-page PDF/TIFF). Names are NFC-normalised before matching
+(:mod:`sohoa.naming`), so a file copied from a Mac (NFD) is the same file code as one typed on
+Windows. A document's name may end in the page number it claims ("003.tif"); one that does not
+("bia.jpg", "QD-15-UBND.pdf") is a document all the same, ordered by its name.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
+
+from sohoa.naming import MAX_NUMBER, has_forbidden, nfc
 
 _PLACEHOLDER = re.compile(r"\{(fonds|file|page)\}")
 _TRAILING_DIGITS = re.compile(r"(\d+)$")
@@ -21,10 +25,13 @@ class LayoutError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class PageName:
+    """Where a document sits: its file (fonds, code), its name, the number it claims."""
+
     fonds: str
     file_code: str
-    page_no: int
-    file_dir: str  # root-relative NFC path of the file folder
+    document: str          # the document's file name, NFC, extension included
+    number: int | None     # the page number its name ends with, if any
+    file_dir: str          # root-relative path of the file folder, as spelled on disk
 
 
 class NameMismatch(ValueError):
@@ -33,10 +40,6 @@ class NameMismatch(ValueError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
-
-
-def nfc(text: str) -> str:
-    return unicodedata.normalize("NFC", text)
 
 
 class Layout:
@@ -75,7 +78,7 @@ class Layout:
         return len(rel_dir_parts) == self.depth - 1
 
     def parse(self, rel_parts: tuple[str, ...]) -> PageName:
-        """Parse a page path (root-relative parts, stem of the last part without extension)."""
+        """Parse a document path (root-relative parts as spelled on disk)."""
         parts = tuple(nfc(p) for p in rel_parts)
         if len(parts) < self.depth:
             raise NameMismatch("outside_file", f"page is not inside a file folder "
@@ -83,23 +86,19 @@ class Layout:
         if len(parts) > self.depth:
             raise NameMismatch("bad_name", f"path is deeper than the layout {self.pattern}")
         values = self._match_dirs(parts[:-1])
-        stem = parts[-1].rsplit(".", 1)[0]
+        name = parts[-1]
+        _check_name(name, "document name")
+        stem = name.rsplit(".", 1)[0]
         m = self._regexes[-1].match(stem)
         if not m:
-            raise NameMismatch("bad_name", f"page name {parts[-1]!r} does not fit {self.pattern}")
-        values.update({k: v.strip() for k, v in m.groupdict().items()})
-        digits = _TRAILING_DIGITS.search(values.get("page", ""))
-        if not digits:
-            raise NameMismatch("bad_name", "page name has no trailing page number")
-        page_no = int(digits.group(1))
-        if page_no > 100_000:
-            raise NameMismatch("bad_name", f"page number {page_no} is out of range")
-        file_code = values["file"]
-        if not file_code or len(file_code) > 200:
-            raise NameMismatch("bad_name", "empty or over-long file code")
+            raise NameMismatch("bad_name", f"page name {name!r} does not fit {self.pattern}")
+        digits = _TRAILING_DIGITS.search(m.group("page").strip())
+        number = int(digits.group(1)) if digits else None
+        if number is not None and number > MAX_NUMBER:
+            raise NameMismatch("bad_name", f"page number {number} is out of range")
         return PageName(
-            fonds=values.get("fonds", ""), file_code=file_code, page_no=page_no,
-            file_dir="/".join(parts[:-1]),
+            fonds=values.get("fonds", ""), file_code=values["file"], document=name,
+            number=number, file_dir="/".join(rel_parts[:-1]),
         )
 
     def parse_file_dir(self, dir_parts: tuple[str, ...]) -> tuple[str, str]:
@@ -108,8 +107,6 @@ class Layout:
         if len(parts) != self.depth - 1:
             raise NameMismatch("outside_file", f"not a file folder of the layout {self.pattern}")
         values = self._match_dirs(parts)
-        if not values.get("file"):
-            raise NameMismatch("bad_name", "empty file code")
         return values.get("fonds", ""), values["file"]
 
     def _match_dirs(self, parts: tuple[str, ...]) -> dict[str, str]:
@@ -130,4 +127,23 @@ class Layout:
             if not m:
                 raise NameMismatch("bad_name", f"folder {part!r} does not fit {self.pattern}")
             values.update({k: v.strip() for k, v in m.groupdict().items()})
+        code = values.get("file", "")
+        if not code or len(code) > 200:
+            raise NameMismatch("bad_name", "empty or over-long file code")
+        _check_name(code, "file code")
+        if len(values.get("fonds", "")) > 200:
+            raise NameMismatch("bad_name", "over-long fonds")
+        _check_name(values.get("fonds", ""), "fonds")
         return values
+
+
+def _check_name(name: str, what: str) -> None:
+    """Names travel in JSON and in keys: no control characters, no undecodable bytes."""
+    if has_forbidden(name):
+        raise NameMismatch("bad_name", f"{what} {name!r} holds a control character")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise NameMismatch("bad_name", f"{what} {name!r} is not valid UTF-8") from None
+    if len(name) > 255:
+        raise NameMismatch("bad_name", f"{what} is longer than 255 characters")

@@ -1,14 +1,19 @@
 """The durable local outbox: SQLite in WAL mode, the truth of what was detected and sent.
 
-``pages`` remembers every page path seen (root, NFC root-relative path) with its size, mtime,
-SHA-256 and revision, so a restart does not re-send an unchanged page and a rescan becomes a new
-revision. ``outbox`` holds every event to produce, in order, with its bytes frozen at detection
+``pages`` remembers every document file seen (root, root-relative path as spelled on disk)
+with its size, mtime, SHA-256 and the identity it was given (fonds, file code, document name),
+so a restart does not re-send an unchanged document; ``doc_pages`` remembers each page of it
+(content digest, revision), so a rescan becomes new revisions of exactly the pages that
+changed. ``outbox`` holds every event to produce, in order, with its bytes frozen at detection
 time, so a re-send carries the same ``event_id``. A row is marked sent only on Kafka's ack.
+``files`` holds what the agent knows of each file (fonds, file code): its manifest, whether it
+was closed and when a page last arrived.
 Each thread opens its own :class:`Outbox` (SQLite connections are not shared across threads).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -17,27 +22,41 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sohoa.events import Event
+from sohoa.naming import nfc
+
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pages (
     root      TEXT NOT NULL,
-    path      TEXT NOT NULL,   -- NFC, '/'-separated, relative to root
-    dir       TEXT NOT NULL,   -- parent of path, for per-folder reconcile
+    path      TEXT NOT NULL,   -- '/'-separated, relative to root, as spelled on disk
+    dir       TEXT NOT NULL,   -- parent of path, for per-folder walks
     size      INTEGER NOT NULL,
     mtime_ns  INTEGER NOT NULL,
-    sha256    TEXT,
-    revision  INTEGER NOT NULL DEFAULT 0,
+    sha256    TEXT,            -- of the whole document file
+    revision  INTEGER NOT NULL DEFAULT 0,  -- unused since version 2 (pages carry their own)
     fonds     TEXT,
     file_code TEXT,
-    page_no   INTEGER,
+    page_no   INTEGER,         -- the page number the document's name claims (single page)
     state     TEXT NOT NULL,   -- sent | removed | rejected | aux (manifest, marker)
     reason    TEXT,
     event_id  TEXT,
+    document  TEXT,            -- the document's name in its file (NFC; see Agent._identity)
+    npages    INTEGER,         -- pages in the document when last read
     PRIMARY KEY (root, path)
 ) WITHOUT ROWID;
 -- Covering index for the walks: a folder's rows come from the index alone, no table lookups.
 DROP INDEX IF EXISTS pages_dir;
 CREATE INDEX IF NOT EXISTS pages_walk ON pages (root, dir, path, size, mtime_ns, state);
+CREATE TABLE IF NOT EXISTS doc_pages (
+    root       TEXT NOT NULL,
+    path       TEXT NOT NULL,
+    page_index INTEGER NOT NULL,  -- 1-based page of the document
+    sha256     TEXT NOT NULL,     -- content digest of the page (sohoa.documents)
+    revision   INTEGER NOT NULL,
+    state      TEXT NOT NULL,     -- sent | removed
+    PRIMARY KEY (root, path, page_index)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox (
     seq      INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT NOT NULL,
@@ -52,28 +71,45 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE UNIQUE INDEX IF NOT EXISTS outbox_event ON outbox (event_id);
 CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (seq) WHERE sent IS NULL;
 CREATE INDEX IF NOT EXISTS outbox_sent ON outbox (sent) WHERE sent IS NOT NULL;
-CREATE TABLE IF NOT EXISTS files (
-    root        TEXT NOT NULL,
-    file_dir    TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS file_state (
+    fonds       TEXT NOT NULL,
+    file_code   TEXT NOT NULL,
     closed      INTEGER NOT NULL DEFAULT 0,
     manifest    TEXT,          -- JSON of the last valid manifest
     last_page   REAL,
-    PRIMARY KEY (root, file_dir)
+    PRIMARY KEY (fonds, file_code)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS pages_identity ON pages (fonds, file_code, document)
+    WHERE state IN ('sent', 'rejected');
 """
+
+# The columns of `pages` a DocumentRow carries, in its order.
+_DOC_COLUMNS = ("path, size, mtime_ns, sha256, state, fonds, file_code, page_no, document, "
+                "npages")
 
 
 @dataclass(frozen=True, slots=True)
 class Known:
+    """What the outbox holds of one document file (a row of ``pages``)."""
+
     path: str
     size: int
     mtime_ns: int
     sha256: str | None
-    revision: int
     state: str
     fonds: str | None
     file_code: str | None
-    page_no: int | None
+    number: int | None
+    document: str | None
+    npages: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class KnownPage:
+    page_index: int
+    sha256: str
+    revision: int
+    state: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +136,21 @@ class Outbox:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=60000")
         self.db.execute("PRAGMA cache_size=-8000")
-        self.db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        # Each step is idempotent, so an upgrade cut short is simply run again.
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        old = {r[1] for r in self.db.execute("PRAGMA table_info(pages)")}
+        for column, kind in (("document", "TEXT"), ("npages", "INTEGER")):
+            if old and column not in old:
+                self.db.execute(f"ALTER TABLE pages ADD COLUMN {column} {kind}")
+        self.db.executescript(SCHEMA)  # (commits: not inside a transaction)
+        if version < SCHEMA_VERSION:
+            if old:
+                with self.transaction() as db:
+                    upgrade_v1(db)
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self.db.close()
@@ -118,7 +168,7 @@ class Outbox:
                 self.db.execute("ROLLBACK")
             raise
 
-    # --- pages ------------------------------------------------------------------------------
+    # --- documents --------------------------------------------------------------------------
 
     def known_in_dir(self, root: str, rel_dir: str) -> dict[str, tuple[int, int, str]]:
         """path -> (size, mtime_ns, state) of a folder's rows: all a walk needs to skip them."""
@@ -128,31 +178,49 @@ class Outbox:
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
     def known(self, root: str, rel_path: str) -> Known | None:
-        r = self.db.execute(
-            "SELECT path, size, mtime_ns, sha256, revision, state, fonds, file_code, page_no "
-            "FROM pages WHERE root = ? AND path = ?", (root, rel_path)).fetchone()
+        r = self.db.execute(f"SELECT {_DOC_COLUMNS} FROM pages WHERE root = ? AND path = ?",
+                            (root, rel_path)).fetchone()
         return Known(*r) if r else None
+
+    def pages_of(self, root: str, rel_path: str) -> dict[int, KnownPage]:
+        return {r[0]: KnownPage(*r) for r in self.db.execute(
+            "SELECT page_index, sha256, revision, state FROM doc_pages "
+            "WHERE root = ? AND path = ?", (root, rel_path))}
+
+    def documents_named(self, fonds: str, file_code: str, document: str) -> list[tuple[str, str]]:
+        """(root, path) of the present documents that hold this identity."""
+        return self.db.execute(
+            "SELECT root, path FROM pages WHERE fonds = ? AND file_code = ? AND document = ? "
+            "AND state IN ('sent', 'rejected')", (fonds, file_code, document)).fetchall()
 
     def dirs_with_present(self, root: str) -> list[str]:
         return [r[0] for r in self.db.execute(
             "SELECT DISTINCT dir FROM pages WHERE root = ? AND state != 'removed'", (root,))]
 
-    def pages_in_file(self, root: str, file_dir: str) -> int:
+    def pages_in_file(self, fonds: str, file_code: str) -> int:
+        """Pages of the file's present documents (every root, every spelling of its folder)."""
         return self.db.execute(
-            "SELECT count(*) FROM pages WHERE root = ? AND dir = ? AND state = 'sent'",
-            (root, file_dir)).fetchone()[0]
+            "SELECT count(*) FROM doc_pages d JOIN pages p USING (root, path) "
+            "WHERE p.fonds = ? AND p.file_code = ? AND p.state = 'sent' AND d.state = 'sent'",
+            (fonds, file_code)).fetchone()[0]
 
     # --- files ------------------------------------------------------------------------------
 
-    def file_row(self, root: str, file_dir: str) -> tuple[int, str | None, float | None] | None:
+    def file_row(self, fonds: str, file_code: str) -> tuple[int, str | None, float | None] | None:
         return self.db.execute(
-            "SELECT closed, manifest, last_page FROM files WHERE root = ? AND file_dir = ?",
-            (root, file_dir)).fetchone()
+            "SELECT closed, manifest, last_page FROM file_state WHERE fonds = ? AND file_code = ?",
+            (fonds, file_code)).fetchone()
 
     def open_files_idle_since(self, cutoff: float) -> list[tuple[str, str]]:
         return self.db.execute(
-            "SELECT root, file_dir FROM files WHERE closed = 0 AND last_page IS NOT NULL "
+            "SELECT fonds, file_code FROM file_state WHERE closed = 0 AND last_page IS NOT NULL "
             "AND last_page < ?", (cutoff,)).fetchall()
+
+    def file_dirs(self, fonds: str, file_code: str) -> list[tuple[str, str]]:
+        """(root, dir) of every folder that holds a present document of the file."""
+        return self.db.execute(
+            "SELECT DISTINCT root, dir FROM pages WHERE fonds = ? AND file_code = ? "
+            "AND state != 'removed'", (fonds, file_code)).fetchall()
 
     # --- outbox -----------------------------------------------------------------------------
 
@@ -188,3 +256,60 @@ def enqueue(db: sqlite3.Connection, kind: str, event: Event) -> None:
     """Add one event to the outbox (call inside a transaction, with the page row's update)."""
     db.execute(ENQUEUE_SQL,
                (event.event_id, kind, event.NAME, event.key(), event.to_json(), time.time()))
+
+
+def upgrade_v1(db: sqlite3.Connection) -> None:
+    """An outbox written before documents (schema version 1) in version 2's terms.
+
+    A version-1 row was one image, one page, keyed by its NFC path: it becomes a document named
+    by its file's NFC name (the rule migration 005 applies at the centre, so the ids agree),
+    whose only page carries its digest and revision; its path is re-spelled as on disk, so the
+    next walk finds it unchanged instead of reporting it removed and found again. The files
+    table is re-keyed by fonds and file code."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'files'").fetchone():
+        db.execute(
+            "INSERT OR REPLACE INTO file_state (fonds, file_code, closed, manifest, last_page) "
+            "SELECT p.fonds, p.file_code, max(f.closed), max(f.manifest), max(f.last_page) "
+            "FROM files f JOIN (SELECT DISTINCT root, dir, fonds, file_code FROM pages "
+            "                   WHERE file_code IS NOT NULL) p "
+            "ON p.root = f.root AND p.dir = f.file_dir GROUP BY p.fonds, p.file_code")
+        db.execute("DROP TABLE files")
+    rows = db.execute("SELECT root, path, sha256, revision, state FROM pages").fetchall()
+    respell = _Respeller()
+    for root, path, sha, revision, state in rows:
+        name = path.rpartition("/")[2]
+        db.execute("UPDATE pages SET document = ?, npages = 1 WHERE root = ? AND path = ?",
+                   (nfc(name), root, path))
+        if sha is not None and revision and state in ("sent", "removed"):
+            db.execute("INSERT OR IGNORE INTO doc_pages VALUES (?, ?, 1, ?, ?, ?)",
+                       (root, path, sha, revision, state))
+        on_disk = respell.spelling(root, path)
+        if on_disk is not None and on_disk != path:
+            db.execute("UPDATE pages SET path = ?, dir = ? WHERE root = ? AND path = ?",
+                       (on_disk, on_disk.rpartition("/")[0], root, path))
+            db.execute("UPDATE doc_pages SET path = ? WHERE root = ? AND path = ?",
+                       (on_disk, root, path))
+
+
+class _Respeller:
+    """Finds how an NFC relative path is spelled on disk (one listing per folder)."""
+
+    def __init__(self) -> None:
+        self._listings: dict[str, dict[str, str]] = {}
+
+    def spelling(self, root: str, rel: str) -> str | None:
+        parts, here = [], root
+        for want in rel.split("/"):
+            names = self._listings.get(here)
+            if names is None:
+                try:
+                    names = {nfc(n): n for n in os.listdir(here)}
+                except OSError:
+                    return None
+                self._listings[here] = names
+            got = names.get(nfc(want))
+            if got is None:
+                return None
+            parts.append(got)
+            here = os.path.join(here, got)
+        return "/".join(parts)

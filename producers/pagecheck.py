@@ -47,6 +47,7 @@ class PageFacts:
     size: int
     mtime_ns: int
     media_type: str
+    page_sha256: tuple[str, ...] = ()  # one content digest per page of the document
 
 
 def inspect_page(path: Path, size: int, mtime_ns: int, max_bytes: int) -> PageFacts:
@@ -69,7 +70,8 @@ def inspect_page(path: Path, size: int, mtime_ns: int, max_bytes: int) -> PageFa
     except OSError as exc:
         raise Rejected("unreadable", f"read error: {exc}") from None
     _still_as_seen(path, size, mtime_ns)  # changed while it was hashed: not stable yet
-    return PageFacts(sha256=sha, size=size, mtime_ns=mtime_ns, media_type=media_type)
+    return PageFacts(sha256=sha, size=size, mtime_ns=mtime_ns, media_type=media_type,
+                     page_sha256=(sha,))
 
 
 def inspect_settled(items: list[tuple[Path, int, int]], max_bytes: int,

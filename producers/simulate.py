@@ -275,12 +275,15 @@ class SiteSimulator:
         code = self.file_code()
         sha = hashlib.sha256(f"{spec.site_id}/{code}/{self.page_no}/1".encode()).hexdigest()
         uri = f"file:///sim/{spec.site_id}/{spec.fonds}/{code}/{self.page_no:04d}.jpg"
+        document = f"{self.page_no:04d}.jpg"
         ev = PageScanned.make(
-            site_id=spec.site_id, fonds=spec.fonds, file_code=code, page_no=self.page_no,
-            uri=uri, sha256=sha, size_bytes=self.rng.randint(250_000, 900_000),
-            media_type="image/jpeg", occurred_at=t,
-            path=f"{spec.fonds}/{code}/{self.page_no:04d}.jpg")
-        self.open_refs.append(PageRef(page_no=self.page_no, uri=uri, sha256=sha))
+            site_id=spec.site_id, fonds=spec.fonds, file_code=code, document=document,
+            number=self.page_no, uri=uri, sha256=sha,
+            size_bytes=self.rng.randint(250_000, 900_000), media_type="image/jpeg",
+            occurred_at=t, path=f"{spec.fonds}/{code}/{document}")
+        self.open_refs.append(PageRef(document=document, number=self.page_no, uri=uri,
+                                      document_sha256=sha, sha256=sha,
+                                      media_type="image/jpeg"))
         self.run.last_page_at = t
         if self.outage_at is not None and t >= self.outage_at:
             # The agent has it in its outbox; it never reaches Kafka during the outage.
@@ -305,7 +308,8 @@ class SiteSimulator:
         self._emit(at, FileClosed(site_id=spec.site_id, fonds=spec.fonds, file_code=code,
                                   reason="marker", expected_pages=n, pages_seen=n,
                                   occurred_at=at,
-                                  event_id=stable_event_id("FileClosed", spec.site_id, code)))
+                                  event_id=stable_event_id("FileClosed", spec.site_id, spec.fonds,
+                                                           code)))
         self.run.files_closed += 1
         if self.results:
             self._results(at, code, refs)
@@ -313,7 +317,7 @@ class SiteSimulator:
     def _results(self, closed: datetime, code: str, refs: list[PageRef]) -> None:
         """What the central pipeline would emit: assembly, page checks, OCR, verdict."""
         spec, rng = self.spec, self.rng
-        ids = (spec.site_id, code)
+        ids = (spec.site_id, spec.fonds, code)
         t = closed + timedelta(seconds=30)
         if t > self.end:
             return
@@ -321,7 +325,7 @@ class SiteSimulator:
         self._emit(t, FileAssembled(**base, revision=1, trigger="marker", pages=refs,
                                     expected_pages=len(refs), occurred_at=t,
                                     event_id=stable_event_id("FileAssembled", *ids, 1)))
-        failed: list[tuple[int, tuple[str, Any, Any]]] = []
+        failed: list[tuple[PageRef, tuple[str, Any, Any]]] = []
         t = closed + timedelta(seconds=60)
         if t > self.end:
             return
@@ -333,11 +337,12 @@ class SiteSimulator:
             if bad is not None:
                 checks.append(CheckResult(check=bad[0], value=bad[1], threshold=bad[2],
                                           passed=False))
-                failed.append((ref.page_no, bad))
-            self._emit(t, PageChecked(**base, page_no=ref.page_no, sha256=ref.sha256,
+                failed.append((ref, bad))
+            self._emit(t, PageChecked(**base, document=ref.document, sha256=ref.sha256,
                                       checks=checks, passed=bad is None, occurred_at=t,
+                                      width_mm=210.0, height_mm=297.0,
                                       event_id=stable_event_id("PageChecked", *ids,
-                                                               ref.page_no, 1)))
+                                                               ref.document, 1)))
         self.run.qc_failed_pages += len(failed)
         t = closed + timedelta(seconds=self.cfg.ocr_lag_s)
         if t > self.end:
@@ -347,15 +352,18 @@ class SiteSimulator:
             self._emit(t - timedelta(seconds=10), OcrCompleted(
                 **base, revision=1, output_uri=f"file:///sim/ocr/{spec.site_id}/{code}.pdf",
                 output_sha256=out_sha, seconds=rng.uniform(20, 200),
-                pages=[PageText(page_no=r.page_no, chars=rng.randint(800, 2500),
+                pages=[PageText(document=r.document, chars=rng.randint(800, 2500),
                                 mean_confidence=rng.uniform(75, 95)) for r in refs],
                 occurred_at=t - timedelta(seconds=10),
                 event_id=stable_event_id("OcrCompleted", *ids, 1)))
         share = len(failed) / max(1, len(refs))
         verdict = (Verdict.ACCEPTED if not failed else
                    Verdict.REJECTED if share > 0.5 else Verdict.NEEDS_RESCAN)
-        reasons = [RescanReason(page_no=p, reason=f"{c}: {v} (required {th})")
-                   for p, (c, v, th) in failed]
+        position = {r.document: i for i, r in enumerate(refs, start=1)}
+        reasons = [RescanReason(document=r.document, page_index=1,
+                                position=position[r.document],
+                                reason=f"{c}: {v} (required {th})")
+                   for r, (c, v, th) in failed]
         self._emit(t, FileVerdict(**base, revision=1, verdict=verdict, reasons=reasons,
                                   pages_total=len(refs), pages_accepted=len(refs) - len(failed),
                                   occurred_at=t,
@@ -496,11 +504,12 @@ class HotFolderSink:
     def _page(self, ev: PageScanned) -> None:
         d = self.root / ev.site_id / ev.fonds / ev.file_code
         d.mkdir(parents=True, exist_ok=True)
-        final = d / f"{ev.page_no:04d}.jpg"
+        final = d / ev.document
         if final.exists():
             return  # never rewrite a scan
         low = self.rng.random() < self.fail_share.get(ev.site_id, 0.0)
-        data = render_page(ev.site_id, ev.file_code, ev.page_no, self.px, 150 if low else 200)
+        data = render_page(ev.site_id, ev.file_code, ev.number or 0, self.px,
+                           150 if low else 200)
         tmp = d / f".{final.name}.part"
         tmp.write_bytes(data)
         os.replace(tmp, final)  # the agent sees a complete file or none

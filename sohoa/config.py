@@ -102,6 +102,9 @@ class WatcherConfig(BaseModel):
     polling: bool = Field(default=False, description="Poll instead of inotify (SMB/NFS shares)")
     poll_interval_s: float = 2.0
     stability_window_s: float = 2.0
+    # A document still empty or truncated this long after its last write is rejected; before
+    # that it is read again after each window (a scanner may pause longer than the window).
+    incomplete_grace_s: float = 30.0
     reconcile_interval_s: float = 300.0
     idle_timeout_s: float = 3600.0
     close_marker: str = "DONE"
@@ -138,6 +141,7 @@ class QcConfig(BaseModel):
     min_side_px: int = 100         # a 1-pixel "page" is not a page
     skew_search_deg: float = 10.0
     workers: int = 0               # 0 = one per core
+    pages_per_task: int = 16       # a document's pages per pool task (several workers share it)
 
 
 class OcrConfig(BaseModel):

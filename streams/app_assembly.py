@@ -1,7 +1,7 @@
 """The assembly app: site events -> per-file state in a changelog-backed table ->
 FileAssembled on the file-events topic.
 
-Table ``files`` (changelog ``<app_id>-files-changelog``) maps ``site_id/file_code`` to a
+Table ``files`` (changelog ``<app_id>-files-changelog``) maps ``site_id/fonds/file_code`` to a
 :class:`~streams.assembly.FileState` as JSON. The idle timeout is driven by a timer that sends
 a tick, keyed by the file, to the internal ``<app_id>-ticks`` topic; the ticks agent owns the
 same partition as the file, so only the file's owner changes the file.
@@ -116,10 +116,10 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
                 if changed or files.data.get(key) is None:
                     dirty[key] = (msg.partition, state)
                 if (changed and check_content and isinstance(ev, PageScanned)
-                        and state.pending.get(ev.page_no) == ev.sha256):
+                        and state.pending.get((ev.document, ev.page_index)) == ev.sha256):
                     asks.append((f"{ev.site_id}/{ev.sha256}".encode(), json.dumps(
-                        {"k": key, "f": ev.file_code, "p": ev.page_no,
-                         "s": ev.sha256}).encode()))
+                        {"k": key, "fo": ev.fonds, "f": ev.file_code, "d": ev.document,
+                         "i": ev.page_index, "s": ev.sha256}, ensure_ascii=False).encode()))
                 if out is not None:
                     outputs.append((state, out))
             for key, (partition, state) in dirty.items():
@@ -150,8 +150,9 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
                     answer = json.loads(event.message.value)
                     other = answer.get("o")
                     changed, out = state.content_answer(
-                        int(answer["p"]), str(answer["s"]),
-                        (str(other[0]), int(other[1])) if other else None, now)
+                        (str(answer["d"]), int(answer["i"])), str(answer["s"]),
+                        (str(other[0]), str(other[1]), str(other[2]), int(other[3]))
+                        if other else None, now)
                 except (ValueError, KeyError, TypeError, IndexError):
                     log.warning("bad internal message", extra={"key": key})
                     continue
@@ -168,12 +169,15 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
                 key = event.message.key.decode()
                 first = content.get(key)
                 other = None
-                if first is None:
-                    content[key] = [ask["f"], ask["p"]]
-                elif first[0] != ask["f"]:
-                    other = first  # same image in another file of this site
-                answer = {"t": "content", "p": ask["p"], "s": ask["s"], "o": other}
-                await ticks.send(key=ask["k"].encode(), value=json.dumps(answer).encode())
+                mine = [ask["fo"], ask["f"], ask["d"], ask["i"]]
+                if first is None or len(first) != 4:  # (or a holder recorded before fonds)
+                    content[key] = mine
+                elif first[:2] != mine[:2]:
+                    other = first  # same content in another file of this site
+                answer = {"t": "content", "d": ask["d"], "i": ask["i"], "s": ask["s"],
+                          "o": other}
+                await ticks.send(key=ask["k"].encode(),
+                                 value=json.dumps(answer, ensure_ascii=False).encode())
             except (ValueError, KeyError, TypeError, UnicodeDecodeError):
                 log.warning("bad content request", extra={"offset": event.message.offset})
 
@@ -183,14 +187,6 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
         for key, raw in list(files.items()):
             if raw and FileState.from_dict(raw).due(now, idle, settle):
                 await ticks.send(key=key.encode(), value=b"tick")
-
-    @app.page("/files/{site_id}/{file_code}")
-    async def file_state(web: Any, request: Any, site_id: str, file_code: str) -> Any:
-        raw = files.get(f"{site_id}/{file_code}")
-        if raw is None:
-            return web.json({"error": "not found"}, status=404)
-        return web.bytes(json.dumps(raw, ensure_ascii=False).encode(),
-                         content_type="application/json")
 
     app.sohoa_files = files  # type: ignore[attr-defined]  # for tests and tools
     return app

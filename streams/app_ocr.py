@@ -33,6 +33,7 @@ from sohoa.events import (
     OcrCompleted,
     OcrFailed,
     PageChecked,
+    PageRef,
     PageText,
     parse_event,
     stable_event_id,
@@ -40,8 +41,8 @@ from sohoa.events import (
 from streams import metrics
 from streams.faustapp import dead_letter, make_app, publish, raw_topic, source_partitions
 from streams.ocr import OcrPaths, inputs_digest, load_done, run_job
-from streams.qc import check_page
-from streams.verdict import decide
+from streams.qc_task import check_chunk
+from streams.verdict import PageId, decide
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,8 @@ class FileProcessor:
         # for the run in flight and then reuses its result instead of racing it to the same
         # output path with a different PDF under the same OcrCompleted id.
         # Weak values: a lock lives exactly as long as some run holds or waits for it.
-        self._file_locks: weakref.WeakValueDictionary[tuple[str, str, int], asyncio.Lock] = (
-            weakref.WeakValueDictionary())
+        self._file_locks: weakref.WeakValueDictionary[tuple[str, str, str, int],
+                                                      asyncio.Lock] = weakref.WeakValueDictionary()
         self.work_root = Path(settings.streams.data_dir) / settings.streams.ocr_app_id / "work"
         self.host = socket.gethostname()
 
@@ -84,48 +85,67 @@ class FileProcessor:
             self._qc_pool.shutdown(wait=False, cancel_futures=True)
         self._threads.shutdown(wait=False, cancel_futures=True)
 
-    # --- QC -----------------------------------------------------------------------------
-    async def check_pages(self, fa: FileAssembled) -> dict[int, list[dict[str, Any]]]:
+    # --- QC ---------------------------------------------------------------------------
+    async def check_pages(self, fa: FileAssembled) -> dict[PageId, list[dict[str, Any]]]:
+        """Every page checked in the pool, a document's pages in chunks, so a 500-page
+        document is shared by the pool's workers and one slow document does not hold up the
+        rest; each chunk reads its pages one at a time (bounded memory)."""
         loop = asyncio.get_running_loop()
+        chunk = max(1, self.settings.qc.pages_per_task)
+        by_doc: dict[str, list[PageRef]] = {}
+        for ref in fa.pages:
+            by_doc.setdefault(ref.document, []).append(ref)
+        tasks = [refs[i:i + chunk] for refs in by_doc.values()
+                 for i in range(0, len(refs), chunk)]
 
-        async def one(uri: str, sha: str) -> dict[str, Any]:
+        async def one(refs: list[PageRef]) -> list[dict[str, Any]]:
+            first = refs[0]
+            pages = [(r.page_index, r.sha256) for r in refs]
             for _ in range(2):
                 try:
-                    return await loop.run_in_executor(self.qc_pool(), check_page, uri, sha,
-                                                      self.qc_cfg)
+                    return await loop.run_in_executor(
+                        self.qc_pool(), check_chunk, fa.site_id, first.uri,
+                        first.document_sha256, first.media_type, pages, self.qc_cfg)
                 except BrokenProcessPool:
                     # A checker died on a hostile file (crash, out of memory): new pool.
                     self._qc_pool = None
-            return {"checks": [{"check": "decode", "value": "checker crashed on this file",
-                                "threshold": None, "passed": False}], "passed": False}
+            return [{"page_index": r.page_index, "passed": False, "checks": [
+                {"check": "decode", "value": "checker crashed on this file",
+                 "threshold": None, "passed": False}]} for r in refs]
 
-        results = await asyncio.gather(*(one(p.uri, p.sha256) for p in fa.pages))
-        site_dups = {d.page_no: d for d in fa.duplicate_in_site}
-        by_page: dict[int, list[dict[str, Any]]] = {}
-        for ref, res in zip(fa.pages, results, strict=True):
-            dup = site_dups.get(ref.page_no)
-            if dup is not None:  # found by the assembly app's site-wide content index
-                res["checks"].append({
-                    "check": "duplicate_in_site", "threshold": None, "passed": False,
-                    "value": f"{dup.other_file_code} page {dup.other_page_no}"})
-                res["passed"] = False
-            by_page.setdefault(ref.page_no, []).extend(res["checks"])
-            ev = PageChecked(
-                event_id=stable_event_id("PageChecked", fa.site_id, fa.file_code, fa.revision,
-                                         ref.page_no, ref.sha256),
-                site_id=fa.site_id, fonds=fa.fonds, file_code=fa.file_code,
-                page_no=ref.page_no, sha256=ref.sha256, revision=fa.revision,
-                checks=[CheckResult(**c) for c in res["checks"]], passed=res["passed"])
-            await self.publish(ev)
-            metrics.QC_PAGES.labels(fa.site_id).inc()
-            for c in res["checks"]:
-                if not c["passed"]:
-                    metrics.QC_FAILURES.labels(fa.site_id, c["check"]).inc()
+        done = await asyncio.gather(*(one(t) for t in tasks))
+        site_dups = {(d.document, d.page_index): d for d in fa.duplicate_in_site}
+        by_page: dict[PageId, list[dict[str, Any]]] = {}
+        for refs, results in zip(tasks, done, strict=True):
+            for ref, res in zip(refs, results, strict=True):
+                key = (ref.document, ref.page_index)
+                dup = site_dups.get(key)
+                if dup is not None:  # found by the assembly app's site-wide content index
+                    res["checks"].append({
+                        "check": "duplicate_in_site", "threshold": None, "passed": False,
+                        "value": f"{dup.other_fonds}/{dup.other_file_code}: "
+                                 f"{dup.other_document} page {dup.other_page_index}"})
+                    res["passed"] = False
+                by_page.setdefault(key, []).extend(res["checks"])
+                ev = PageChecked(
+                    event_id=stable_event_id("PageChecked", 2, fa.site_id, fa.fonds,
+                                             fa.file_code, fa.revision, ref.document,
+                                             ref.page_index, ref.sha256),
+                    site_id=fa.site_id, fonds=fa.fonds, file_code=fa.file_code,
+                    document=ref.document, page_index=ref.page_index, sha256=ref.sha256,
+                    revision=fa.revision, checks=[CheckResult(**c) for c in res["checks"]],
+                    passed=res["passed"], width_mm=_mm(res.get("width_mm")),
+                    height_mm=_mm(res.get("height_mm")))
+                await self.publish(ev)
+                metrics.QC_PAGES.labels(fa.site_id).inc()
+                for c in res["checks"]:
+                    if not c["passed"]:
+                        metrics.QC_FAILURES.labels(fa.site_id, c["check"]).inc()
         return by_page
 
     # --- OCR ----------------------------------------------------------------------------
-    def ocr_skip_reason(self, fa: FileAssembled, checks: dict[int, list[dict[str, Any]]]) -> (
-            str | None):
+    def ocr_skip_reason(self, fa: FileAssembled,
+                        checks: dict[PageId, list[dict[str, Any]]]) -> str | None:
         o = self.settings.ocr
         if not o.enabled:
             return "disabled"
@@ -134,7 +154,8 @@ class FileProcessor:
         if not fa.pages:
             return "no_pages"
         failed = any(not c["passed"] for cs in checks.values() for c in cs)
-        structural = fa.gaps or fa.duplicate_page_nos or fa.duplicate_content or fa.count_mismatch
+        structural = (fa.gaps or fa.duplicate_page_nos or fa.duplicate_content
+                      or fa.count_mismatch or fa.missing_pages or fa.missing_documents)
         if o.skip_when_rescan and (failed or structural):
             return "needs_rescan"
         if any(c["check"] in ("decode", "pixels") and not c["passed"]
@@ -145,7 +166,12 @@ class FileProcessor:
     def job_for(self, fa: FileAssembled) -> tuple[dict[str, Any], OcrPaths, float]:
         o = self.settings.ocr
         paths = OcrPaths.for_file(o.output_dir, fa.site_id, fa.fonds, fa.file_code, fa.revision)
-        pages = [{"page_no": p.page_no, "uri": p.uri, "sha256": p.sha256} for p in fa.pages]
+        pages = [{"document": p.document, "page_index": p.page_index, "uri": p.uri,
+                  "document_sha256": p.document_sha256, "sha256": p.sha256,
+                  "media_type": p.media_type,
+                  **({"languages": fa.languages[p.document]}
+                     if p.document in fa.languages else {})}
+                 for p in fa.pages]
         options = {"languages": o.languages, "output_type": o.output_type,
                    "rotate_pages": o.rotate_pages, "deskew": o.deskew, "jobs": o.jobs_per_file,
                    "tesseract_threads": o.tesseract_threads}
@@ -158,7 +184,7 @@ class FileProcessor:
         return job, paths, timeout
 
     async def ocr(self, fa: FileAssembled) -> OcrCompleted | OcrFailed:
-        lock = self._file_locks.setdefault((fa.site_id, fa.file_code, fa.revision),
+        lock = self._file_locks.setdefault((fa.site_id, fa.fonds, fa.file_code, fa.revision),
                                            asyncio.Lock())
         async with lock:
             return await self._ocr(fa)
@@ -204,14 +230,15 @@ class FileProcessor:
                   "revision": fa.revision}
         if result.get("ok"):
             return OcrCompleted(
-                event_id=stable_event_id("OcrCompleted", fa.site_id, fa.file_code,
-                                         fa.revision),
+                event_id=stable_event_id("OcrCompleted", 2, fa.site_id, fa.fonds,
+                                         fa.file_code, fa.revision),
                 output_uri=paths.pdf.resolve().as_uri(), output_sha256=result["output_sha256"],
                 text_uri=paths.text.resolve().as_uri(),
                 pages=[PageText(**p) for p in result["pages"]],
                 seconds=result.get("seconds", 0.0), **common)
         return OcrFailed(
-            event_id=stable_event_id("OcrFailed", fa.site_id, fa.file_code, fa.revision),
+            event_id=stable_event_id("OcrFailed", 2, fa.site_id, fa.fonds, fa.file_code,
+                                     fa.revision),
             reason=f"{result.get('kind', 'error')}: {result.get('reason', 'unknown')}",
             attempts=max(1, attempts), **common)
 
@@ -219,7 +246,7 @@ class FileProcessor:
     async def handle(self, fa: FileAssembled, dead: Any) -> None:
         metrics.OCR_BACKLOG.inc()
         try:
-            checks: dict[int, list[dict[str, Any]]] = {}
+            checks: dict[PageId, list[dict[str, Any]]] = {}
             if self.settings.streams.qc_enabled:
                 checks = await self.check_pages(fa)
             skip = self.ocr_skip_reason(fa, checks)
@@ -242,6 +269,10 @@ class FileProcessor:
                 "ocr": skip or ("completed" if isinstance(ocr_ev, OcrCompleted) else "failed")})
         finally:
             metrics.OCR_BACKLOG.dec()
+
+
+def _mm(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and v > 0 else None
 
 
 def clean_stale_temps(output_dir: Path) -> int:

@@ -1,12 +1,16 @@
 """Assembly state of one archival file (hồ sơ): pure logic, no Faust.
 
-The Faust agent keeps one :class:`FileState` per ``site_id/file_code`` in a changelog-backed
+The Faust agent keeps one :class:`FileState` per ``site_id/fonds/file_code`` in a changelog-backed
 table (as a plain JSON dict, see :meth:`FileState.to_dict`), feeds it every site event, and
 publishes the :class:`~sohoa.events.FileAssembled` that :meth:`FileState.apply` returns.
 
 Rules:
-- a file is assembled on its closing marker, when its distinct pages reach the manifest's
-  expected count, or after an idle timeout;
+- a file's pages are keyed by document and page index; they are ordered by document (the
+  manifest's order, else the names' natural order), then page;
+- a file is assembled on its closing marker, when its pages reach the manifest's expected
+  count, or after an idle timeout;
+- the same page content in new document bytes (a document re-saved, or another page of it
+  rescanned) updates the page's reference without reopening the file;
 - a page that arrives (or changes) after assembly reopens the file as the next revision; the
   reopened file is assembled again when the count is reached, on a marker, or after a short
   settle time (trigger ``late_page``); nothing is dropped;
@@ -27,27 +31,53 @@ from sohoa.events import (
     FileAssembled,
     FileClosed,
     FileManifest,
+    PageKey,
     PageRef,
     PageRemoved,
     PageScanned,
     SiteDuplicate,
     stable_event_id,
 )
+from sohoa.naming import natural_key, nfc
+
+# A page's key in the state and its changelog: its document and its page in it ("/" never
+# occurs in a document name).
+Key = tuple[str, int]
+
+
+def _enc(k: Key) -> str:
+    return f"{k[1]}/{k[0]}"
+
+
+def _dec(s: str) -> Key:
+    idx, _, doc = s.partition("/")
+    return doc, int(idx)
 
 
 @dataclass
 class PageEntry:
     uri: str
-    sha256: str
+    sha256: str            # the page's content digest
     revision: int
     size: int = 0
+    document_sha256: str = ""
+    number: int | None = None
+    document_pages: int = 1
+    media_type: str = "application/octet-stream"
 
     def to_list(self) -> list[Any]:
-        return [self.uri, self.sha256, self.revision, self.size]
+        return [self.uri, self.sha256, self.revision, self.size, self.document_sha256,
+                self.number, self.document_pages, self.media_type]
 
     @classmethod
     def from_list(cls, v: list[Any]) -> PageEntry:
-        return cls(uri=v[0], sha256=v[1], revision=int(v[2]), size=int(v[3]))
+        e = cls(uri=v[0], sha256=v[1], revision=int(v[2]), size=int(v[3]))
+        if len(v) >= 8:
+            e.document_sha256, e.number = v[4], v[5]
+            e.document_pages, e.media_type = int(v[6]), v[7]
+        else:
+            e.document_sha256 = e.sha256
+        return e
 
 
 @dataclass
@@ -55,47 +85,70 @@ class FileState:
     site_id: str
     file_code: str
     fonds: str = ""
-    # page_no -> path (relative to the hot folder, or the URI when absent) -> entry
-    pages: dict[int, dict[str, PageEntry]] = field(default_factory=dict)
+    pages: dict[Key, PageEntry] = field(default_factory=dict)
     expected_pages: int | None = None
     classification: str = Classification.PUBLIC.value
+    # The manifest's documents, in order: name -> (expected pages or None, language or None).
+    listed: dict[str, tuple[int | None, str | None]] = field(default_factory=dict)
     revision: int = 1
     assembled: bool = False      # the current revision has been published
     closed: bool = False         # the site sent its closing marker at some point
     last_activity: float = 0.0   # wall clock (s) of the last change, for the idle timeout
     assembled_at: float | None = None
-    # Site-wide content check: pages (page_no -> sha256) whose answer from the content index
+    # Site-wide content check: pages (key -> sha256) whose answer from the content index
     # has not come back yet; assembly waits for them (the idle timeout does not).
-    pending: dict[int, str] = field(default_factory=dict)
-    site_dups: dict[int, tuple[str, int]] = field(default_factory=dict)
+    pending: dict[Key, str] = field(default_factory=dict)
+    # key -> (other fonds, other file code, other document, other page index)
+    site_dups: dict[Key, tuple[str, str, str, int]] = field(default_factory=dict)
     deferred: str | None = None  # trigger of an assembly waiting for pending answers
 
     # --- (de)serialisation: compact JSON for the table's changelog -----------------------
     def to_dict(self) -> dict[str, Any]:
         return {
-            "s": self.site_id, "f": self.file_code, "fo": self.fonds,
-            "p": {str(n): {k: e.to_list() for k, e in by.items()} for n, by in self.pages.items()},
-            "e": self.expected_pages, "c": self.classification, "r": self.revision,
+            "v": 2, "s": self.site_id, "f": self.file_code, "fo": self.fonds,
+            "p": {_enc(k): e.to_list() for k, e in self.pages.items()},
+            "e": self.expected_pages, "c": self.classification,
+            "l": [[n, p, lang] for n, (p, lang) in self.listed.items()], "r": self.revision,
             "a": self.assembled, "cl": self.closed, "t": self.last_activity,
             "at": self.assembled_at,
-            "pd": {str(n): sha for n, sha in self.pending.items()},
-            "sd": {str(n): list(v) for n, v in self.site_dups.items()},
+            "pd": {_enc(k): sha for k, sha in self.pending.items()},
+            "sd": {_enc(k): list(v) for k, v in self.site_dups.items()},
             "df": self.deferred,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FileState:
+        if d.get("v") != 2:
+            return cls._from_v1(d)
         return cls(
             site_id=d["s"], file_code=d["f"], fonds=d.get("fo", ""),
-            pages={int(n): {k: PageEntry.from_list(v) for k, v in by.items()}
-                   for n, by in d.get("p", {}).items()},
+            pages={_dec(k): PageEntry.from_list(v) for k, v in d.get("p", {}).items()},
             expected_pages=d.get("e"), classification=d.get("c", "public"),
+            listed={n: (p, lang) for n, p, lang in d.get("l", [])},
             revision=int(d.get("r", 1)), assembled=bool(d.get("a")), closed=bool(d.get("cl")),
             last_activity=float(d.get("t", 0.0)), assembled_at=d.get("at"),
-            pending={int(n): sha for n, sha in d.get("pd", {}).items()},
-            site_dups={int(n): (v[0], int(v[1])) for n, v in d.get("sd", {}).items()},
+            pending={_dec(k): sha for k, sha in d.get("pd", {}).items()},
+            site_dups={_dec(k): (v[0], v[1], v[2], int(v[3]))
+                       for k, v in d.get("sd", {}).items()},
             deferred=d.get("df"),
         )
+
+    @classmethod
+    def _from_v1(cls, d: dict[str, Any]) -> FileState:
+        """A state written before documents: each page slot becomes the document its path
+        names (the rule of sohoa.events' version-1 upgrade)."""
+        pages: dict[Key, PageEntry] = {}
+        for n, by in d.get("p", {}).items():
+            for slot, v in by.items():
+                doc = nfc(slot.rsplit("/", 1)[-1]) or str(n)
+                e = PageEntry.from_list(v)
+                e.number = int(n)
+                pages[(doc, 1)] = e
+        return cls(site_id=d["s"], file_code=d["f"], fonds=d.get("fo", ""), pages=pages,
+                   expected_pages=d.get("e"), classification=d.get("c", "public"),
+                   revision=int(d.get("r", 1)), assembled=bool(d.get("a")),
+                   closed=bool(d.get("cl")), last_activity=float(d.get("t", 0.0)),
+                   assembled_at=d.get("at"))
 
     # --- event handling ------------------------------------------------------------------
     def apply(self, event: Event, now: float, idle_timeout_s: float = 3600.0,
@@ -105,30 +158,30 @@ class FileState:
         With ``content_check`` a new page waits for the site-wide content index's answer
         (:meth:`content_answer`) before the file is assembled."""
         if isinstance(event, PageScanned):
-            changed = self._add_page(event)
-            if not changed:
+            change = self._add_page(event)
+            if change is None:
                 return False, None
+            if change == "moved":
+                return True, None  # same content, new bytes: the assembly stands
+            key = (event.document, event.page_index)
             self.last_activity = now
-            self.site_dups.pop(event.page_no, None)
+            self.site_dups.pop(key, None)
             if content_check:
-                self.pending[event.page_no] = event.sha256
+                self.pending[key] = event.sha256
             self._reopen_if_assembled()
             if self._count_reached():
                 trigger = "late_page" if self.revision > 1 else "expected_count"
                 return True, self._maybe_assemble(trigger, now)
             return True, None
         if isinstance(event, PageRemoved):
-            by = self.pages.get(event.page_no, {})
-            gone = [k for k, e in by.items() if e.sha256 == event.sha256]
-            if not gone:
+            key = (event.document, event.page_index)
+            entry = self.pages.get(key)
+            if entry is None or entry.sha256 != event.sha256:
                 return False, None
-            for k in gone:
-                del by[k]
-            if not by:
-                self.pages.pop(event.page_no, None)
-                self.site_dups.pop(event.page_no, None)
-            if self.pending.get(event.page_no) == event.sha256:
-                del self.pending[event.page_no]
+            del self.pages[key]
+            self.site_dups.pop(key, None)
+            if self.pending.get(key) == event.sha256:
+                del self.pending[key]
             self.last_activity = now
             self._reopen_if_assembled()
             return True, None
@@ -140,6 +193,9 @@ class FileState:
                 self.expected_pages, changed = event.expected_pages, True
             if event.classification.value != self.classification:
                 self.classification, changed = event.classification.value, True
+            listed = {d.name: (d.pages, d.language) for d in event.documents}
+            if listed and listed != self.listed:
+                self.listed, changed = listed, True
             if changed and not self.assembled and self._count_reached():
                 return True, self._maybe_assemble("expected_count", now)
             return changed, None
@@ -157,15 +213,15 @@ class FileState:
             return True, self._maybe_assemble(trigger, now)
         return False, None
 
-    def content_answer(self, page_no: int, sha256: str, other: tuple[str, int] | None,
+    def content_answer(self, key: Key, sha256: str, other: tuple[str, str, str, int] | None,
                        now: float) -> tuple[bool, FileAssembled | None]:
-        """The content index's answer for one page: ``other`` is (file_code, page_no) of the
-        same content elsewhere in the site, or None."""
-        if self.pending.get(page_no) != sha256:
+        """The content index's answer for one page: ``other`` is (fonds, file_code, document,
+        page_index) of the same content elsewhere in the site, or None."""
+        if self.pending.get(key) != sha256:
             return False, None  # an answer about content this page no longer has
-        del self.pending[page_no]
+        del self.pending[key]
         if other is not None:
-            self.site_dups[page_no] = other
+            self.site_dups[key] = other
         if not self.pending and self.deferred and not self.assembled:
             return True, self._assemble(self.deferred, now)
         return True, None
@@ -190,21 +246,29 @@ class FileState:
         return now - self.last_activity >= limit
 
     # --- internals -----------------------------------------------------------------------
-    def _add_page(self, ev: PageScanned) -> bool:
-        slot = ev.path or ev.uri
-        by = self.pages.setdefault(ev.page_no, {})
-        old = by.get(slot)
-        if old is not None and old.sha256 == ev.sha256 and old.uri == ev.uri:
-            if ev.revision > old.revision:
-                old.revision = ev.revision
-            return False
+    def _add_page(self, ev: PageScanned) -> str | None:
+        """None: nothing new; "moved": the same content in new document bytes; "page": a
+        page new or changed."""
+        key = (ev.document, ev.page_index)
+        old = self.pages.get(key)
         if old is not None and ev.revision < old.revision:
-            return False  # an older re-send arriving late never replaces the newer scan
-        by[slot] = PageEntry(uri=ev.uri, sha256=ev.sha256, revision=ev.revision,
-                             size=ev.size_bytes)
+            return None  # an older re-send arriving late never replaces the newer scan
+        if old is not None and old.sha256 == ev.sha256 and old.revision == ev.revision:
+            if old.document_sha256 == ev.document_sha256 and old.uri == ev.uri:
+                return None
+            kind = "moved"
+        elif old is not None and old.sha256 == ev.sha256:
+            old.revision = max(old.revision, ev.revision)
+            return None
+        else:
+            kind = "page"
+        self.pages[key] = PageEntry(
+            uri=ev.uri, sha256=ev.sha256, revision=ev.revision, size=ev.size_bytes,
+            document_sha256=ev.document_sha256, number=ev.number,
+            document_pages=ev.document_pages, media_type=ev.media_type)
         if ev.fonds and not self.fonds:
             self.fonds = ev.fonds
-        return True
+        return kind
 
     def _reopen_if_assembled(self) -> None:
         if self.assembled:
@@ -212,7 +276,16 @@ class FileState:
             self.revision += 1
 
     def _count_reached(self) -> bool:
-        return self.expected_pages is not None and len(self.pages) >= self.expected_pages
+        """The manifest's count is reached, with no document half received (the agent sends
+        a document's pages together: its last page is close behind)."""
+        if self.expected_pages is None or len(self.pages) < self.expected_pages:
+            return False
+        have: dict[str, int] = defaultdict(int)
+        want: dict[str, int] = defaultdict(int)
+        for (doc, _i), e in self.pages.items():
+            have[doc] += 1
+            want[doc] = max(want[doc], e.document_pages)
+        return all(have[d] >= want[d] for d in have)
 
     def _maybe_assemble(self, trigger: str, now: float) -> FileAssembled | None:
         if self.pending:
@@ -226,35 +299,69 @@ class FileState:
         self.assembled_at = now
         return self.assembled_event(trigger)
 
+    def documents(self) -> list[str]:
+        """The file's documents in order: the manifest's order, then by name."""
+        names = {doc for doc, _ in self.pages}
+        listed = [n for n in self.listed if n in names]
+        rest = sorted(names - set(listed), key=natural_key)
+        return listed + rest
+
     def assembled_event(self, trigger: str) -> FileAssembled:
+        by_doc: dict[str, list[int]] = defaultdict(list)
+        for doc, idx in self.pages:
+            by_doc[doc].append(idx)
         refs: list[PageRef] = []
-        by_sha: dict[str, list[int]] = defaultdict(list)
-        dup_nos: list[int] = []
-        for page_no in sorted(self.pages):
-            entries = self.pages[page_no]
-            if len(entries) > 1:
-                dup_nos.append(page_no)
-            for _slot, e in sorted(entries.items()):
-                refs.append(PageRef(page_no=page_no, uri=e.uri, sha256=e.sha256,
+        by_sha: dict[str, list[PageKey]] = defaultdict(list)
+        claims: dict[int, int] = defaultdict(int)
+        missing: list[PageKey] = []
+        numbered_only = True
+        for doc in self.documents():
+            indices = sorted(by_doc[doc])
+            entries = [self.pages[(doc, i)] for i in indices]
+            listed_pages = self.listed.get(doc, (None, None))[0] or 0
+            pages_in_doc = max([e.document_pages for e in entries] + [listed_pages])
+            have = set(indices)
+            missing += [PageKey(document=doc, page_index=i)
+                        for i in range(1, pages_in_doc + 1) if i not in have]
+            if pages_in_doc != 1 or entries[0].number is None:
+                numbered_only = False
+            for i, e in zip(indices, entries, strict=True):
+                number = e.number if pages_in_doc == 1 else None
+                refs.append(PageRef(document=doc, page_index=i, number=number, uri=e.uri,
+                                    document_sha256=e.document_sha256 or e.sha256,
+                                    sha256=e.sha256, media_type=e.media_type,
                                     revision=e.revision))
-                by_sha[e.sha256].append(page_no)
-        nos = sorted(self.pages)
-        top = max([*nos, self.expected_pages or 0])
+                by_sha[e.sha256].append(PageKey(document=doc, page_index=i))
+                if number is not None:
+                    claims[number] += 1
+        nos = sorted(claims)
+        # Numbers the names claim: judged alone when every document is a numbered page (the
+        # manifest's count then bounds them too), else within the numbers claimed.
+        top = max([*nos, (self.expected_pages or 0) if numbered_only else 0], default=0)
         start = 0 if nos and nos[0] == 0 else 1
-        gaps = [n for n in range(start, top + 1) if n not in self.pages]
-        dup_content = [sorted(v) for v in by_sha.values() if len(v) > 1]
-        mismatch = self.expected_pages is not None and len(nos) != self.expected_pages
+        gaps = [n for n in range(start, top + 1) if n not in claims] if nos or numbered_only \
+            else []
+        mismatch = self.expected_pages is not None and len(refs) != self.expected_pages
+        present = set(by_doc)
         return FileAssembled(
-            event_id=stable_event_id("FileAssembled", self.site_id, self.file_code,
-                                     self.revision),
+            event_id=stable_event_id("FileAssembled", 2, self.site_id, self.fonds,
+                                     self.file_code, self.revision),
             site_id=self.site_id, fonds=self.fonds, file_code=self.file_code,
             revision=self.revision, trigger=trigger, pages=refs, gaps=gaps,
-            duplicate_page_nos=dup_nos, duplicate_content=sorted(dup_content),
+            duplicate_page_nos=[n for n in nos if claims[n] > 1],
+            duplicate_content=sorted(([*g] for g in by_sha.values() if len(g) > 1),
+                                     key=lambda g: (natural_key(g[0].document),
+                                                    g[0].page_index)),
+            missing_pages=missing,
+            missing_documents=[n for n in self.listed if n not in present],
             expected_pages=self.expected_pages, count_mismatch=mismatch,
             classification=Classification(self.classification),
             duplicate_in_site=[
-                SiteDuplicate(page_no=n, other_file_code=f, other_page_no=p)
-                for n, (f, p) in sorted(self.site_dups.items()) if n in self.pages],
+                SiteDuplicate(document=k[0], page_index=k[1], other_fonds=o[0],
+                              other_file_code=o[1], other_document=o[2], other_page_index=o[3])
+                for k, o in sorted(self.site_dups.items()) if k in self.pages],
+            languages={n: lang for n, (_p, lang) in self.listed.items()
+                       if lang and n in present},
         )
 
 

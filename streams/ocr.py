@@ -64,7 +64,7 @@ def safe_name(part: str) -> str:
 def inputs_digest(pages: list[dict[str, Any]], options: dict[str, Any]) -> str:
     h = hashlib.sha256()
     for p in pages:
-        h.update(f"{p['page_no']}:{p['sha256']}\n".encode())
+        h.update(f"{p['document']}\x1f{p['page_index']}:{p['sha256']}\n".encode())
     h.update(json.dumps(options, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -107,41 +107,72 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 # --- in the child process ----------------------------------------------------------------
 
-def build_input_pdf(pages: list[dict[str, Any]], dest: Path) -> list[int]:
-    """One PDF of all pages in order; each page's bytes verified against its SHA-256.
-    Returns the page number of each PDF page (a multi-page TIFF gives several)."""
+def build_input_pdf(pages: list[dict[str, Any]], dest: Path) -> list[tuple[str, int]]:
+    """One PDF of all pages in order; each document's bytes verified against its SHA-256.
+    Returns the (document, page_index) of each PDF page."""
     import img2pdf
     import pikepdf
 
     out = pikepdf.new()
-    numbers: list[int] = []
+    keys: list[tuple[str, int]] = []
+    cache: dict[tuple[str, str], bytes] = {}
     for p in pages:
-        before = len(out.pages)
-        try:
-            data = read_verified(p["uri"], p["sha256"])
-        except PageUnreadable as exc:
-            raise OcrInputError(f"page {p['page_no']}: {exc}") from None
+        label = f"{p['document']} page {p['page_index']}"
+        where = (p["uri"], p["document_sha256"])
+        data = cache.get(where)
+        if data is None:
+            try:
+                data = read_verified(p["uri"], p["document_sha256"])
+            except PageUnreadable as exc:
+                raise OcrInputError(f"{label}: {exc}") from None
+            cache.clear()  # one document at a time: pages come in document order
+            cache[where] = data
+        index = int(p["page_index"])
         if data[:5] == b"%PDF-":
             try:
                 src = pikepdf.open(io.BytesIO(data))
             except pikepdf.PasswordError:
-                raise OcrInputError(f"page {p['page_no']}: encrypted PDF") from None
+                raise OcrInputError(f"{label}: encrypted PDF") from None
             except pikepdf.PdfError as exc:
-                raise OcrInputError(f"page {p['page_no']}: corrupt PDF: {exc}") from None
-            out.pages.extend(src.pages)
-            numbers += [p["page_no"]] * (len(out.pages) - before)
-            continue
-        try:
-            pdf_bytes = img2pdf.convert(data, rotation=img2pdf.Rotation.ifvalid)
-        except Exception:
-            pdf_bytes = img2pdf.convert(_normalise_image(data, p["page_no"]))
-        out.pages.extend(pikepdf.open(io.BytesIO(pdf_bytes)).pages)
-        numbers += [p["page_no"]] * (len(out.pages) - before)
+                raise OcrInputError(f"{label}: corrupt PDF: {exc}") from None
+            if index > len(src.pages):
+                raise OcrInputError(f"{label}: the document has {len(src.pages)} pages")
+            out.pages.append(src.pages[index - 1])
+        else:
+            frame = _frame(data, index, label)
+            try:
+                pdf_bytes = img2pdf.convert(frame, rotation=img2pdf.Rotation.ifvalid)
+            except Exception:
+                pdf_bytes = img2pdf.convert(_normalise_image(frame, label))
+            out.pages.extend(pikepdf.open(io.BytesIO(pdf_bytes)).pages)
+        keys.append((p["document"], index))
     out.save(dest)
-    return numbers
+    return keys
 
 
-def _normalise_image(data: bytes, page_no: int) -> bytes:
+def _frame(data: bytes, index: int, label: str) -> bytes:
+    """The bytes of one page of an image document: the file itself when it has one page,
+    else that frame re-encoded losslessly (TIFF, same dpi)."""
+    from PIL import Image
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        frames = getattr(img, "n_frames", 1)
+        if frames == 1 and index == 1:
+            return data
+        if index > frames:
+            raise OcrInputError(f"{label}: the document has {frames} pages")
+        img.seek(index - 1)
+        buf = io.BytesIO()
+        img.save(buf, "TIFF", dpi=img.info.get("dpi", (200, 200)), compression="tiff_lzw")
+        return buf.getvalue()
+    except OcrInputError:
+        raise
+    except Exception as exc:
+        raise OcrInputError(f"{label}: undecodable image: {type(exc).__name__}") from None
+
+
+def _normalise_image(data: bytes, label: str) -> bytes:
     """What img2pdf refuses (alpha, odd modes) becomes a plain RGB PNG at the same dpi."""
     from PIL import Image
 
@@ -155,7 +186,7 @@ def _normalise_image(data: bytes, page_no: int) -> bytes:
             paper = Image.new("RGBA", frame.size, (255, 255, 255, 255))
             frames.append(Image.alpha_composite(paper, frame).convert("RGB"))
     except Exception as exc:
-        raise OcrInputError(f"page {page_no}: undecodable image: {exc}") from None
+        raise OcrInputError(f"{label}: undecodable image: {type(exc).__name__}") from None
     buf = io.BytesIO()
     frames[0].save(buf, "TIFF", dpi=dpi, compression="tiff_lzw", save_all=len(frames) > 1,
                    append_images=frames[1:])
@@ -187,7 +218,7 @@ def ocr_child(job: dict[str, Any]) -> dict[str, Any]:
         from ocrmypdf import exceptions as ox
 
         src = work / "input.pdf"
-        page_nos = build_input_pdf(job["pages"], src)
+        page_keys = build_input_pdf(job["pages"], src)
         paths = OcrPaths(Path(job["pdf"]), Path(job["text"]), Path(job["result"]))
         paths.pdf.parent.mkdir(parents=True, exist_ok=True)
         tmp_pdf = paths.pdf.with_name(temp_name(paths.pdf.name))
@@ -229,9 +260,10 @@ def ocr_child(job: dict[str, Any]) -> dict[str, Any]:
         texts = text.split("\f")
         confs = _hocr_confidences(work)
         per_page = []
-        for i, page_no in enumerate(page_nos):
+        for i, (document, page_index) in enumerate(page_keys):
             t = texts[i] if i < len(texts) else ""
-            per_page.append({"page_no": page_no, "chars": len("".join(t.split())),
+            per_page.append({"document": document, "page_index": page_index,
+                             "chars": len("".join(t.split())),
                              "mean_confidence": confs.get(i + 1)})
         output_sha = _sha256_file(tmp_pdf)
         _atomic_write(paths.text, text.encode("utf-8"))

@@ -3,8 +3,9 @@
 - rejected: nothing usable (no page, or every page unreadable), or so many failed pages that
   the whole file must be redone (share above ``max_failed_pages_share_for_reject`` in a file
   of at least ``reject_min_pages``); the reason says which;
-- needs_rescan: the named pages with their reasons (failed checks, missing numbers,
-  duplicates), or the file as a whole (page count differs from the manifest);
+- needs_rescan: the named pages (document, page, place in the file) with their reasons
+  (failed checks, missing numbers or pages or documents, duplicates), or the file as a whole
+  (page count differs from the manifest);
 - accepted: otherwise.
 OCR trouble on our side (timeout, engine crash) is not the site's fault: it never asks for a
 rescan, but a file cannot be accepted without its searchable PDF, so it is rejected with the
@@ -26,48 +27,59 @@ from sohoa.events import (
     stable_event_id,
 )
 
+PageId = tuple[str, int]  # (document, page_index)
 
-def decide(fa: FileAssembled, checks: dict[int, list[dict[str, Any]]],
+
+def decide(fa: FileAssembled, checks: dict[PageId, list[dict[str, Any]]],
            ocr: OcrCompleted | OcrFailed | None, ocr_skipped: str | None,
            cfg: VerdictConfig) -> FileVerdict:
-    """``checks``: page_no -> list of check dicts (only pages that were checked)."""
+    """``checks``: (document, page_index) -> list of check dicts (only pages checked)."""
+    position = {(p.document, p.page_index): i for i, p in enumerate(fa.pages, start=1)}
     reasons: list[RescanReason] = []
-    failed_pages: set[int] = set()
-    for page_no in sorted(checks):
-        for c in checks[page_no]:
+    failed_pages: set[PageId] = set()
+
+    def page(key: PageId, reason: str, *, fails: bool = True) -> None:
+        if fails:
+            failed_pages.add(key)
+        reasons.append(RescanReason(document=key[0], page_index=key[1],
+                                    position=position.get(key), reason=reason))
+
+    for key in sorted(checks, key=lambda k: position.get(k, 0)):
+        for c in checks[key]:
             if not c["passed"]:
-                failed_pages.add(page_no)
-                reasons.append(RescanReason(page_no=page_no, reason=_reason(c)))
+                page(key, _reason(c))
     for n in fa.gaps:
-        reasons.append(RescanReason(page_no=n, reason="missing_page"))
-    for n in fa.duplicate_page_nos:
-        failed_pages.add(n)
-        reasons.append(RescanReason(page_no=n, reason="duplicate_page_number"))
+        reasons.append(RescanReason(number=n, reason="missing_page"))
+    for k in fa.missing_pages:
+        reasons.append(RescanReason(document=k.document, page_index=k.page_index,
+                                    reason="missing_page"))
+    for name in fa.missing_documents:
+        reasons.append(RescanReason(document=name, reason="missing_document"))
+    duplicated = set(fa.duplicate_page_nos)
+    for p in fa.pages:
+        if p.number is not None and p.number in duplicated:
+            page((p.document, p.page_index), f"duplicate_page_number: {p.number}")
     for group in fa.duplicate_content:
-        for n in group[1:]:
-            failed_pages.add(n)
-            reasons.append(RescanReason(
-                page_no=n, reason=f"duplicate_content: same image as page {group[0]}"))
+        first = group[0]
+        for k in group[1:]:
+            page((k.document, k.page_index),
+                 f"duplicate_content: same image as {first.document} page {first.page_index}")
     if fa.count_mismatch:
         reasons.append(RescanReason(
-            reason=f"page_count: {len({p.page_no for p in fa.pages})} pages, "
-                   f"manifest expects {fa.expected_pages}"))
+            reason=f"page_count: {len(fa.pages)} pages, manifest expects {fa.expected_pages}"))
     if isinstance(ocr, OcrCompleted) and cfg.min_mean_ocr_confidence > 0:
-        for p in ocr.pages:
-            if p.mean_confidence is not None and p.mean_confidence < cfg.min_mean_ocr_confidence:
-                failed_pages.add(p.page_no)
-                reasons.append(RescanReason(
-                    page_no=p.page_no,
-                    reason=f"ocr_confidence: {p.mean_confidence:.0f} < "
-                           f"{cfg.min_mean_ocr_confidence:.0f}"))
+        for t in ocr.pages:
+            if t.mean_confidence is not None and t.mean_confidence < cfg.min_mean_ocr_confidence:
+                page((t.document, t.page_index),
+                     f"ocr_confidence: {t.mean_confidence:.0f} < "
+                     f"{cfg.min_mean_ocr_confidence:.0f}")
 
-    page_nos = sorted({p.page_no for p in fa.pages})
-    total = len(page_nos)
-    accepted_pages = len([n for n in page_nos if n not in failed_pages])
+    total = len(fa.pages)
+    accepted_pages = total - len(failed_pages & set(position))
     verdict = Verdict.ACCEPTED
     top: list[RescanReason] = []
-    undecodable = [n for n in page_nos
-                   if any(c["check"] == "decode" and not c["passed"] for c in checks.get(n, []))]
+    undecodable = [k for k in position
+                   if any(c["check"] == "decode" and not c["passed"] for c in checks.get(k, []))]
     if total == 0:
         verdict, top = Verdict.REJECTED, [RescanReason(reason="empty_file: no pages")]
     elif len(undecodable) == total:
@@ -86,7 +98,8 @@ def decide(fa: FileAssembled, checks: dict[int, list[dict[str, Any]]],
         verdict = Verdict.REJECTED
         top = [RescanReason(reason=f"ocr_skipped: {ocr_skipped}")]
     return FileVerdict(
-        event_id=stable_event_id("FileVerdict", fa.site_id, fa.file_code, fa.revision),
+        event_id=stable_event_id("FileVerdict", 2, fa.site_id, fa.fonds, fa.file_code,
+                                 fa.revision),
         site_id=fa.site_id, fonds=fa.fonds, file_code=fa.file_code, revision=fa.revision,
         verdict=verdict, reasons=top + reasons, pages_total=total,
         pages_accepted=accepted_pages if verdict != Verdict.REJECTED else 0,

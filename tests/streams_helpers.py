@@ -54,34 +54,47 @@ def read_all(stack, topic: str, timeout_ms: int = 1500) -> list[Event]:
         consumer.close()
 
 
-def page_event(site: str, file_code: str, page_no: int, path: Path, fonds: str = "UBND",
-               revision: int = 1) -> PageScanned:
+def page_event(site: str, file_code: str, page_no: int | None, path: Path,
+               fonds: str = "UBND", revision: int = 1, page_index: int = 1,
+               document_pages: int = 1, page_sha256: str | None = None) -> PageScanned:
+    """The PageScanned the agent would send for ``path`` (one page of it: a multi-page
+    document's page needs its content digest, ``page_sha256``)."""
     data = path.read_bytes()
     suffix = path.suffix.lower()
     media = {".tif": "image/tiff", ".tiff": "image/tiff", ".jpg": "image/jpeg",
              ".jpeg": "image/jpeg", ".png": "image/png", ".pdf": "application/pdf"}.get(
                  suffix, "application/octet-stream")
+    doc_sha = hashlib.sha256(data).hexdigest()
     return PageScanned.make(
-        site_id=site, fonds=fonds, file_code=file_code, page_no=page_no,
-        uri=path.resolve().as_uri(), sha256=hashlib.sha256(data).hexdigest(),
-        size_bytes=max(1, len(data)), media_type=media, revision=revision,
-        path=f"{fonds}/{file_code}/{path.name}")
+        site_id=site, fonds=fonds, file_code=file_code, document=path.name,
+        page_index=page_index, number=page_no if document_pages == 1 else None,
+        document_pages=document_pages, uri=path.resolve().as_uri(), document_sha256=doc_sha,
+        sha256=page_sha256 or doc_sha, size_bytes=max(1, len(data)), media_type=media,
+        revision=revision, path=f"{fonds}/{file_code}/{path.name}")
 
 
 def fake_page(site: str, file_code: str, page_no: int, content: str | None = None,
-              revision: int = 1) -> PageScanned:
-    """A page event whose bytes are never read (assembly-only tests)."""
-    sha = hashlib.sha256((content or f"{site}/{file_code}/{page_no}").encode()).hexdigest()
+              revision: int = 1, *, document: str | None = None, page_index: int = 1,
+              document_pages: int = 1, fonds: str = "UBND") -> PageScanned:
+    """A page event whose bytes are never read (assembly-only tests): by default the
+    single-page document ``NNN.tif`` claiming ``page_no``."""
+    sha = hashlib.sha256((content or f"{site}/{file_code}/{page_no}/{document}/{page_index}")
+                         .encode()).hexdigest()
+    document = document or f"{page_no:03d}.tif"
     return PageScanned.make(
-        site_id=site, fonds="UBND", file_code=file_code, page_no=page_no,
-        uri=f"file:///nonexistent/{file_code}/{page_no:03d}.tif", sha256=sha, size_bytes=1000,
-        media_type="image/tiff", revision=revision, path=f"UBND/{file_code}/{page_no:03d}.tif")
+        site_id=site, fonds=fonds, file_code=file_code, document=document,
+        page_index=page_index, number=page_no if document_pages == 1 else None,
+        document_pages=document_pages, uri=f"file:///nonexistent/{file_code}/{document}",
+        document_sha256=hashlib.sha256(f"doc/{document}/{content}".encode()).hexdigest(),
+        sha256=sha, size_bytes=1000, media_type="image/tiff", revision=revision,
+        path=f"{fonds}/{file_code}/{document}")
 
 
-def manifest(site: str, file_code: str, expected: int | None, **kw) -> FileManifest:
-    return FileManifest(site_id=site, fonds="UBND", file_code=file_code,
+def manifest(site: str, file_code: str, expected: int | None, fonds: str = "UBND",
+             **kw) -> FileManifest:
+    return FileManifest(site_id=site, fonds=fonds, file_code=file_code,
                         expected_pages=expected, **kw)
 
 
-def closed(site: str, file_code: str) -> FileClosed:
-    return FileClosed(site_id=site, fonds="UBND", file_code=file_code)
+def closed(site: str, file_code: str, fonds: str = "UBND") -> FileClosed:
+    return FileClosed(site_id=site, fonds=fonds, file_code=file_code)

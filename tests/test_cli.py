@@ -31,14 +31,15 @@ def test_schema_export_and_validate(tmp_path) -> None:
     runner = CliRunner()
     result = runner.invoke(main, ["schema", "export", str(tmp_path / "schemas")])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "schemas" / "page_scanned.v1.schema.json").exists()
+    assert (tmp_path / "schemas" / "page_scanned.v2.schema.json").exists()
 
-    good = PageScanned.make(site_id="s", file_code="F", page_no=1, uri="file:///a", sha256="0" * 64,
-                            size_bytes=1, media_type="image/png").to_json().decode()
+    good = PageScanned.make(site_id="s", file_code="F", document="1.png", number=1,
+                            uri="file:///a", sha256="0" * 64, size_bytes=1,
+                            media_type="image/png").to_json().decode()
     ok = runner.invoke(main, ["schema", "validate"], input=good + "\n")
     assert ok.exit_code == 0 and "PageScanned hợp lệ" in ok.output
     bad = json.loads(good)
-    bad["page_no"] = "một"
+    bad["page_index"] = "một"
     fail = runner.invoke(main, ["schema", "validate"], input=good + "\n" + json.dumps(bad) + "\n")
     assert fail.exit_code == 1
-    assert "dòng 2" in fail.output and "page_no" in fail.output
+    assert "dòng 2" in fail.output and "page_index" in fail.output

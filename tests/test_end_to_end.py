@@ -105,7 +105,7 @@ def test_one_page_goes_from_hot_folder_to_postgres_and_metrics(stack, tmp_path: 
 
         found = wait_for(assembled, 120, "FileAssembled from the Faust worker", procs,
                          interval=1.0)
-        assert [p.page_no for p in found[0].pages] == [1]
+        assert [p.number for p in found[0].pages] == [1]
         assert found[0].site_id == site
 
         def file_assembled_in_db():

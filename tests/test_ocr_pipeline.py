@@ -71,13 +71,15 @@ def test_vietnamese_file_becomes_accepted_searchable_pdfa(stack, tmp_path: Path)
     assert v.verdict == Verdict.ACCEPTED, v.reasons
     assert v.pages_total == 3 and v.pages_accepted == 3
     checked = [e for e in evs if isinstance(e, PageChecked)]
-    assert sorted(e.page_no for e in checked) == [1, 2, 3] and all(e.passed for e in checked)
-    skew = {e.page_no: next(c.value for c in e.checks if c.check == "skew_deg") for e in checked}
-    assert abs(skew[1] - 1.2) < 0.3 and abs(skew[2] + 0.8) < 0.3
+    assert sorted(e.document for e in checked) == ["001.png", "002.jpg", "003.tif"]
+    assert all(e.passed for e in checked)
+    skew = {e.document: next(c.value for c in e.checks if c.check == "skew_deg")
+            for e in checked}
+    assert abs(skew["001.png"] - 1.2) < 0.3 and abs(skew["002.jpg"] + 0.8) < 0.3
     done = [e for e in evs if isinstance(e, OcrCompleted)]
     assert len({e.event_id for e in done}) == 1
     ocr = done[0]
-    assert [p.page_no for p in ocr.pages] == [1, 2, 3]
+    assert [p.document for p in ocr.pages] == ["001.png", "002.jpg", "003.tif"]
     assert all(p.chars > 300 and (p.mean_confidence or 0) > 50 for p in ocr.pages)
     pdf = _path(ocr.output_uri)
     assert pdf.exists() and pdf.parent == tmp_path / "ocr" / SITE / "UBND" / "HS-VN-01"
@@ -136,14 +138,14 @@ def test_needs_rescan_reasons(stack, tmp_path: Path) -> None:
     for code, v in got.items():
         assert v.verdict == Verdict.NEEDS_RESCAN, (code, v)
         for r in v.reasons:
-            reasons[code].add((r.page_no, r.reason.split(":")[0]))
+            reasons[code].add((r.position or r.number, r.reason.split(":")[0]))
     assert reasons["HS-GAP"] == {(3, "missing_page")}
     assert reasons["HS-BLANK"] >= {(2, "blank")}
     assert reasons["HS-150"] == {(1, "dpi")}
     assert reasons["HS-GREY"] == {(1, "colour")}
     assert reasons["HS-DUP"] == {(1, "duplicate_in_site")}
     dup = next(r.reason for r in got["HS-DUP"].reasons)
-    assert "HS-GAP page 2" in dup
+    assert "UBND/HS-GAP: 002.png page 1" in dup
     assert not list((tmp_path / "ocr").rglob("*.pdf"))  # no OCR spent on files to rescan
 
 

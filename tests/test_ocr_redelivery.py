@@ -30,9 +30,10 @@ def test_same_file_twice_at_once_is_ocred_once(tmp_path: Path, monkeypatch) -> N
     monkeypatch.setattr(app_ocr, "run_job", counting_run_job)
     page = pages.write_page(tmp_path / "hot" / "001.png", PageSpec(seed=3,
                                                                    text=pages.text_lines(6, 1)))
+    sha = hashlib.sha256(page.read_bytes()).hexdigest()
     fa = FileAssembled(site_id="xa-a", fonds="UBND", file_code="HS-1", pages=[PageRef(
-        page_no=1, uri=page.resolve().as_uri(),
-        sha256=hashlib.sha256(page.read_bytes()).hexdigest())])
+        document="001.png", number=1, uri=page.resolve().as_uri(), document_sha256=sha,
+        sha256=sha)])
     settings = Settings(ocr={"output_dir": tmp_path / "ocr", "concurrency": 2},
                         streams={"data_dir": tmp_path / "faust"})
     proc = FileProcessor(settings, publish_event=None)

@@ -27,7 +27,8 @@ def test_load_done_needs_same_inputs_and_intact_pdf(tmp_path: Path) -> None:
     paths = OcrPaths.for_file(tmp_path, "s", "f", "HS-1", 1)
     paths.pdf.parent.mkdir(parents=True)
     paths.pdf.write_bytes(b"%PDF-1.7 fake")
-    digest = inputs_digest([{"page_no": 1, "sha256": "a" * 64}], {"languages": "vie"})
+    digest = inputs_digest([{"document": "1.tif", "page_index": 1, "sha256": "a" * 64}],
+                           {"languages": "vie"})
     result = {"ok": True, "inputs_digest": digest, "pages": [],
               "output_sha256": hashlib.sha256(b"%PDF-1.7 fake").hexdigest()}
     paths.result.write_text(json.dumps(result))
@@ -42,14 +43,16 @@ def test_input_pdf_keeps_order_and_verifies_hashes(tmp_path: Path) -> None:
     b = pages.multipage_tiff(tmp_path / "2.tif", [PageSpec(), PageSpec(seed=1)])
     c = pages.scanner_pdf(tmp_path / "3.pdf")
     d = pages.png_with_alpha(tmp_path / "4.png")
-    refs = [{"page_no": i + 1, "uri": f.as_uri(),
-             "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
-            for i, f in enumerate([a, b, c, d])]
-    numbers = build_input_pdf(refs, tmp_path / "in.pdf")
-    assert numbers == [1, 2, 2, 3, 4]
+    refs = []
+    for f, n in ((a, 1), (b, 2), (c, 1), (d, 1)):
+        sha = hashlib.sha256(f.read_bytes()).hexdigest()
+        refs += [{"document": f.name, "page_index": i, "uri": f.as_uri(),
+                  "document_sha256": sha, "sha256": sha} for i in range(1, n + 1)]
+    keys = build_input_pdf(refs, tmp_path / "in.pdf")
+    assert keys == [("1.png", 1), ("2.tif", 1), ("2.tif", 2), ("3.pdf", 1), ("4.png", 1)]
     with pikepdf.open(tmp_path / "in.pdf") as pdf:
         assert len(pdf.pages) == 5
-    refs[0]["sha256"] = "0" * 64
+    refs[0]["document_sha256"] = "0" * 64
     with pytest.raises(OcrInputError, match="sha256 mismatch"):
         build_input_pdf(refs, tmp_path / "in2.pdf")
 

@@ -104,7 +104,7 @@ def test_every_event_honours_the_contract() -> None:
             assert again == ev
             counts[ev.NAME] += 1
             if ev.NAME != "SiteHeartbeat":
-                assert ev.key() == f"{ev.site_id}/{ev.file_code}"
+                assert ev.key() == f"{ev.site_id}/{ev.fonds}/{ev.file_code}"
     for name in ("PageScanned", "FileClosed", "SiteHeartbeat", "FileAssembled", "PageChecked",
                  "OcrCompleted", "FileVerdict"):
         assert counts[name] > 0, name

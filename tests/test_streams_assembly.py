@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sohoa.events import FileAssembled, PageRemoved
+from sohoa.events import FileAssembled, ManifestDocument, PageRemoved
 from streams.assembly import FileState, StateCache
 from tests.procs import SohoaProcess, wait_for
 from tests.streams_helpers import closed, fake_page, manifest, read_all, send, streams_env
@@ -44,17 +44,97 @@ def test_marker_assembles_in_order_with_gaps_and_duplicates() -> None:
     st = FileState(S, F)
     evs = [fake_page(S, F, 3), fake_page(S, F, 1), fake_page(S, F, 5, content="same"),
            fake_page(S, F, 6, content="same")]
-    # page 3 scanned twice under another file name: a duplicate page number
-    dup = fake_page(S, F, 3, content="other").model_copy(update={"path": "UBND/HS-001/3b.tif"})
+    # page 3 scanned twice under another file name: a duplicate page number, both kept
+    dup = fake_page(S, F, 3, content="other", document="trang-3b.jpg")
     outs = _fold(st, [*evs, dup, closed(S, F)])
     assert len(outs) == 1
     fa = outs[0]
     assert fa.trigger == "marker" and fa.revision == 1
-    assert [p.page_no for p in fa.pages] == [1, 3, 3, 5, 6]
+    assert [(p.document, p.number) for p in fa.pages] == [
+        ("001.tif", 1), ("003.tif", 3), ("005.tif", 5), ("006.tif", 6), ("trang-3b.jpg", 3)]
     assert fa.gaps == [2, 4]
     assert fa.duplicate_page_nos == [3]
-    assert fa.duplicate_content == [[5, 6]]
+    assert [[k.document for k in g] for g in fa.duplicate_content] == [["005.tif", "006.tif"]]
     assert not fa.count_mismatch
+
+
+def test_documents_of_many_pages_are_pages_in_their_own_right() -> None:
+    """A file mixing single-page images, a 50-page PDF and a 20-page TIFF: every page is in the
+    assembly, in document order (natural names), then page."""
+    st = FileState(S, F)
+    evs = [fake_page(S, F, n) for n in (2, 1, 10)]
+    evs += [fake_page(S, F, 0, document="QD-15-UBND.pdf", page_index=i, document_pages=50)
+            for i in range(50, 0, -1)]
+    evs += [fake_page(S, F, 0, document="BB hop.tiff", page_index=i, document_pages=20)
+            for i in range(1, 21)]
+    fa = _fold(st, [manifest(S, F, 73), *evs])[0]
+    assert fa.trigger == "expected_count" and len(fa.pages) == 73
+    assert fa.documents() == ["001.tif", "002.tif", "010.tif", "BB hop.tiff", "QD-15-UBND.pdf"]
+    assert [p.page_index for p in fa.pages if p.document == "QD-15-UBND.pdf"] == list(
+        range(1, 51))
+    assert {p.number for p in fa.pages if p.document.endswith(("pdf", "tiff"))} == {None}
+    # Page numbers are judged among the names that claim them: 3..9 are missing.
+    assert fa.gaps == [3, 4, 5, 6, 7, 8, 9]
+    assert not fa.count_mismatch and fa.missing_pages == []
+
+
+def test_a_document_with_pages_not_yet_received_and_the_manifest_order() -> None:
+    st = FileState(S, F)
+    docs = [ManifestDocument(name="to-trinh.pdf", pages=3), ManifestDocument(name="bia.jpg"),
+            ManifestDocument(name="phu-luc.pdf")]
+    evs = [manifest(S, F, None, documents=docs), fake_page(S, F, 0, document="bia.jpg"),
+           *(fake_page(S, F, 0, document="to-trinh.pdf", page_index=i, document_pages=3)
+             for i in (1, 3))]
+    fa = _fold(st, [*evs, closed(S, F)])[0]
+    assert fa.documents() == ["to-trinh.pdf", "bia.jpg"]  # the manifest's order
+    assert [(k.document, k.page_index) for k in fa.missing_pages] == [("to-trinh.pdf", 2)]
+    assert fa.missing_documents == ["phu-luc.pdf"]
+    assert fa.gaps == []  # no name claims a number
+
+
+def test_the_same_file_code_in_two_fonds_is_two_states() -> None:
+    a, b = FileState(S, F, fonds="FONDS-A"), FileState(S, F, fonds="FONDS-B")
+    pa = fake_page(S, F, 1, fonds="FONDS-A")
+    pb = fake_page(S, F, 1, fonds="FONDS-B", content="b")
+    assert pa.key() != pb.key()
+    fa = _fold(a, [pa, closed(S, F, fonds="FONDS-A")])[0]
+    fb = _fold(b, [pb, closed(S, F, fonds="FONDS-B")])[0]
+    assert (fa.fonds, fb.fonds) == ("FONDS-A", "FONDS-B")
+    assert fa.event_id != fb.event_id
+
+
+def test_a_rescanned_document_reopens_for_changed_pages_only() -> None:
+    """A 40-page document rescanned with 41 pages, one changed: the unchanged pages follow the
+    new bytes without reopening; the changed and the new page reopen the file once."""
+    st = FileState(S, F)
+
+    def doc(i: int, n: int, version: str, content: str | None = None):
+        return fake_page(S, F, 0, document="QD.pdf", page_index=i, document_pages=n,
+                         content=content or f"page {i}").model_copy(update={
+                             "document_sha256": (version * 64)[:64], "event_id": f"{version}{i}"})
+
+    first = _fold(st, [manifest(S, F, 40), *(doc(i, 40, "a") for i in range(1, 41))])
+    assert [o.revision for o in first] == [1]
+    changed, out = st.apply(doc(5, 41, "b"), 2.0)  # unchanged content, new bytes
+    assert changed and out is None and st.assembled and st.revision == 1
+    changed, out = st.apply(doc(7, 41, "b", content="page 7 rescanned"), 2.0)
+    assert changed and out is None and not st.assembled and st.revision == 2
+    # The count is reached, but the document is not whole yet: its page 41 is behind.
+    changed, fa = st.apply(doc(41, 41, "b"), 2.0)
+    assert fa is not None and fa.trigger == "late_page"
+    assert fa.revision == 2 and len(fa.pages) == 41
+    by = {p.page_index: p for p in fa.pages}
+    assert by[5].document_sha256 == "b" * 64 and by[1].document_sha256 == "a" * 64
+    assert fa.count_mismatch  # the manifest said 40
+
+
+def test_state_of_version_1_is_read() -> None:
+    old = {"s": S, "f": F, "fo": "UBND", "p": {"3": {"UBND/HS-001/003.tif": [
+        "file:///x/003.tif", "a" * 64, 2, 10]}}, "e": 1, "c": "public", "r": 1, "a": False}
+    st = FileState.from_dict(old)
+    assert list(st.pages) == [("003.tif", 1)] and st.pages[("003.tif", 1)].number == 3
+    fa = _fold(st, [closed(S, F)])[0]
+    assert [(p.document, p.number, p.revision) for p in fa.pages] == [("003.tif", 3, 2)]
 
 
 def test_expected_count_triggers_and_late_page_reopens() -> None:
@@ -90,10 +170,11 @@ def test_count_mismatch_and_removed_page_and_roundtrip() -> None:
     st = FileState(S, F)
     p1, p2 = fake_page(S, F, 1), fake_page(S, F, 2)
     _fold(st, [manifest(S, F, 5), p1, p2])
-    st.apply(PageRemoved(site_id=S, file_code=F, page_no=2, sha256=p2.sha256), 1.0)
+    st.apply(PageRemoved(site_id=S, fonds="UBND", file_code=F, document="002.tif",
+                         sha256=p2.sha256), 1.0)
     st = FileState.from_dict(json.loads(json.dumps(st.to_dict())))
     out = _fold(st, [closed(S, F)])[0]
-    assert [p.page_no for p in out.pages] == [1]
+    assert [p.number for p in out.pages] == [1]
     assert out.count_mismatch and out.expected_pages == 5 and out.gaps == [2, 3, 4, 5]
 
 
@@ -110,16 +191,6 @@ def test_worker_assembles_from_kafka_and_dead_letters_bad_payloads(stack, tmp_pa
             fake_page(S, "HS-B", 1), fake_page(S, "HS-B", 3),
         ])
 
-        def page_in_table():
-            url = f"http://127.0.0.1:{env['SOHOA_STREAMS__WEB_PORT']}/files/{S}/HS-B"
-            try:
-                with urllib.request.urlopen(url, timeout=3) as r:
-                    return json.loads(r.read())
-            except OSError:
-                return None
-
-        state = wait_for(page_in_table, 120, "HS-B in the assembly table", (proc,))
-        assert sorted(state["p"]) == ["1", "3"]
         send(stack, topics[0], [fake_page(S, "HS-A", 3), closed(S, "HS-B")])
 
         def assembled():
@@ -129,6 +200,7 @@ def test_worker_assembles_from_kafka_and_dead_letters_bad_payloads(stack, tmp_pa
         evs = {e.file_code: e for e in wait_for(assembled, 90, "two FileAssembled", (proc,))}
         assert evs["HS-A"].trigger == "expected_count" and evs["HS-A"].gaps == []
         assert evs["HS-B"].trigger == "marker" and evs["HS-B"].gaps == [2]
+        assert [p.number for p in evs["HS-B"].pages] == [1, 3]
         dls = wait_for(lambda: read_all(stack, topics[2]), 30, "a dead letter", (proc,))
         assert dls[0].source == "streams" and "not JSON" in dls[0].reason
         with urllib.request.urlopen(
@@ -157,11 +229,11 @@ def test_idle_timeout_and_late_page_through_the_worker(stack, tmp_path: Path) ->
             return check
 
         first = wait_for(assembled(1), 90, "FileAssembled after the idle timeout", (proc,))
-        assert first[0].trigger == "idle" and [p.page_no for p in first[0].pages] == [1, 2]
+        assert first[0].trigger == "idle" and [p.number for p in first[0].pages] == [1, 2]
         send(stack, site_topic, [fake_page(S, "HS-IDLE", 3)])
         late = wait_for(assembled(2), 60, "revision 2 after the late page", (proc,))
         assert late[0].trigger == "late_page"
-        assert [p.page_no for p in late[0].pages] == [1, 2, 3]
+        assert [p.number for p in late[0].pages] == [1, 2, 3]
     finally:
         proc.stop()
 
@@ -173,12 +245,13 @@ def test_site_duplicate_waits_for_the_content_index() -> None:
         st.apply(p, 1.0, content_check=True)
     changed, out = st.apply(closed(S, F), 2.0, content_check=True)
     assert changed and out is None and st.deferred == "marker"  # waits for both answers
-    assert st.content_answer(1, p1.sha256, None, 3.0) == (True, None)
-    assert st.content_answer(2, "f" * 64, ("HS-OLD", 7), 3.0) == (False, None)  # stale
-    changed, out = st.content_answer(2, p2.sha256, ("HS-OLD", 7), 3.0)
+    other = ("UBND", "HS-OLD", "007.tif", 1)
+    assert st.content_answer(("001.tif", 1), p1.sha256, None, 3.0) == (True, None)
+    assert st.content_answer(("002.tif", 1), "f" * 64, other, 3.0) == (False, None)  # stale
+    changed, out = st.content_answer(("002.tif", 1), p2.sha256, other, 3.0)
     assert out is not None and out.trigger == "marker"
-    assert [(d.page_no, d.other_file_code, d.other_page_no) for d in out.duplicate_in_site] == [
-        (2, "HS-OLD", 7)]
+    assert [(d.document, d.other_fonds, d.other_file_code, d.other_document)
+            for d in out.duplicate_in_site] == [("002.tif", "UBND", "HS-OLD", "007.tif")]
     # the idle fallback assembles even if an answer never comes
     st2 = FileState(S, "HS-2")
     st2.apply(fake_page(S, "HS-2", 1), 1.0, content_check=True)

@@ -77,4 +77,4 @@ def test_kill9_during_ocr_then_restart(stack, tmp_path: Path) -> None:
         assert len({e.event_id for e in done}) == 1
         assert hashlib.sha256(outs[1].read_bytes()).hexdigest() == done[-1].output_sha256
     fa = [e for e in evs if isinstance(e, FileAssembled) and e.file_code == "HS-OPEN"]
-    assert [p.page_no for p in fa[0].pages] == [1, 2]   # pages known only from the changelog
+    assert [p.number for p in fa[0].pages] == [1, 2]   # pages known only from the changelog

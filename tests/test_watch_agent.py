@@ -40,7 +40,7 @@ def test_dropped_page_arrives_then_sigterm_exits_zero(stack, tmp_path: Path) -> 
         write_atomic(page, data)
         found = wait_for(lambda: _scanned(stack, env), 60, "PageScanned on Kafka", (agent,))
         ev = found[0]
-        assert (ev.site_id, ev.fonds, ev.file_code, ev.page_no) == ("xa-test", "UBND", "HS-001", 1)
+        assert (ev.site_id, ev.fonds, ev.file_code, ev.number) == ("xa-test", "UBND", "HS-001", 1)
         assert ev.uri == page.as_uri() and ev.path == "UBND/HS-001/001.png"
         assert ev.size_bytes == len(data) and ev.media_type == "image/png"
         import hashlib
@@ -80,7 +80,7 @@ def test_once_sends_pending_and_never_resends_unchanged(stack, tmp_path: Path) -
     first = run_sohoa(["watch", "--once"], env)
     assert first.returncode == 0, first.stderr
     evs = _scanned(stack, env)
-    assert sorted(e.page_no for e in evs) == [1, 2, 3, 4, 5]
+    assert sorted(e.number for e in evs) == [1, 2, 3, 4, 5]
     assert {e.file_code for e in evs} == {"HS-002"}
 
     again = run_sohoa(["watch", "--once"], env)
@@ -101,19 +101,19 @@ def test_rescan_is_a_new_revision_and_delete_is_reported(stack, tmp_path: Path) 
     r = run_sohoa(["watch", "--once"], env)
     assert r.returncode == 0, r.stderr
     evs = _scanned(stack, env)
-    assert sorted((e.page_no, e.revision) for e in evs) == [(1, 1), (1, 2), (2, 1)]
+    assert sorted((e.number, e.revision) for e in evs) == [(1, 1), (1, 2), (2, 1)]
     assert len({e.event_id for e in evs}) == 3
     # The operator deletes page 2.
     p2.unlink()
     assert run_sohoa(["watch", "--once"], env).returncode == 0
     all_evs = read_topic(stack, env["SOHOA_TOPICS__SITE_EVENTS"], 1500)
     removed = of_type(all_evs, "PageRemoved")
-    assert [(e.file_code, e.page_no) for e in removed] == [("HS-003", 2)]
-    assert removed[0].sha256 == next(e.sha256 for e in evs if e.page_no == 2)
+    assert [(e.file_code, e.document) for e in removed] == [("HS-003", "002.png")]
+    assert removed[0].sha256 == next(e.sha256 for e in evs if e.number == 2)
     # It comes back (same bytes): counted again as a new revision, not swallowed as a replay.
     write_atomic(p2, tiny_image("TIFF", seed=2))
     assert run_sohoa(["watch", "--once"], env).returncode == 0
-    back = [e for e in _scanned(stack, env) if e.page_no == 2]
+    back = [e for e in _scanned(stack, env) if e.number == 2]
     assert sorted(e.revision for e in back) == [1, 2]
 
 
@@ -184,10 +184,10 @@ def test_slow_writer_and_rename_count_once(stack, tmp_path: Path) -> None:
                        60, "two pages", (agent,))
         time.sleep(3)
         evs = _scanned(stack, env)
-        assert sorted(e.page_no for e in evs) == [1, 2]
+        assert sorted(e.number for e in evs) == [1, 2]
         import hashlib
 
-        assert [e.sha256 for e in evs if e.page_no == 1] == [hashlib.sha256(data).hexdigest()]
+        assert [e.sha256 for e in evs if e.number == 1] == [hashlib.sha256(data).hexdigest()]
         dead = read_topic(stack, env["SOHOA_TOPICS__DEAD_LETTERS"], 1000)
         assert dead == [], [d.reason for d in dead]
     finally:
@@ -205,12 +205,13 @@ def test_nfd_and_nfc_names_are_one_file(stack, tmp_path: Path) -> None:
     write_atomic(nfc_dir / "002.JPG", _jpeg(2))
     assert run_sohoa(["watch", "--once"], env).returncode == 0
     evs = _scanned(stack, env)
-    assert sorted(e.page_no for e in evs) == [1, 2]
+    assert sorted(e.number for e in evs) == [1, 2]
     assert {e.file_code for e in evs} == {unicodedata.normalize("NFC", code)}
-    assert {e.key() for e in evs} == {f"xa-test/{unicodedata.normalize('NFC', code)}"}
-    for e in evs:  # the URI still names the bytes on disk, whatever their spelling
+    assert {e.key() for e in evs} == {
+        f"xa-test/Phông UBND/{unicodedata.normalize('NFC', code)}"}
+    for e in evs:  # the URI and path name the bytes on disk, as spelled there
         assert Path(unquote(urlparse(e.uri).path)).is_file()
-        assert e.path == unicodedata.normalize("NFC", e.path)
+        assert (hot(env) / e.path).is_file()
 
 
 def _jpeg(seed: int) -> bytes:
@@ -266,7 +267,7 @@ def test_polling_mode_for_network_shares(stack, tmp_path: Path) -> None:
         write_atomic(hot(env) / "F" / "HS-P" / "001.png", tiny_image("PNG", 5))
         evs = wait_for(lambda: _scanned(stack, env), 60, "PageScanned in polling mode",
                        (agent,))
-        assert [(e.file_code, e.page_no) for e in evs] == [("HS-P", 1)]
+        assert [(e.file_code, e.number) for e in evs] == [("HS-P", 1)]
         assert '"polling": true' in agent.log.read_text()
     finally:
         assert agent.stop() == 0

@@ -68,7 +68,7 @@ def _pages_on_kafka(stack, env: dict[str, str]) -> list:
 def _assert_exactly(pages: list, n: int, *, strict_once: bool) -> None:
     by_page = collections.defaultdict(set)
     for e in pages:
-        by_page[(e.file_code, e.page_no)].add(e.event_id)
+        by_page[(e.file_code, e.document)].add(e.event_id)
     assert len(by_page) == n, f"{len(by_page)} distinct pages on Kafka, expected {n}"
     assert all(len(ids) == 1 for ids in by_page.values()), "a page was sent with two ids"
     assert len({e.event_id for e in pages}) == n

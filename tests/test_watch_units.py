@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from producers.agent import manifest_event
 from producers.layout import Layout, LayoutError, NameMismatch
+from producers.manifest import manifest_event
 from producers.outbox import Outbox, enqueue
 from producers.pagecheck import Changed, Rejected, inspect_page
 from sohoa.events import PageScanned
@@ -19,25 +19,32 @@ from tests.watch_helpers import tiny_image
 def test_layout_default_and_page_numbers() -> None:
     lay = Layout("{fonds}/{file}/{page}")
     n = lay.parse(("UBND xã", "HS 2024 001", "trang 007.TIF"))
-    assert (n.fonds, n.file_code, n.page_no, n.file_dir) == ("UBND xã", "HS 2024 001", 7,
-                                                            "UBND xã/HS 2024 001")
+    assert (n.fonds, n.file_code, n.document, n.number, n.file_dir) == (
+        "UBND xã", "HS 2024 001", "trang 007.TIF", 7, "UBND xã/HS 2024 001")
     nfd = unicodedata.normalize("NFD", "Hồ sơ")
-    assert lay.parse(("F", nfd, "1.png")).file_code == unicodedata.normalize("NFC", "Hồ sơ")
+    parsed = lay.parse(("F", nfd, "1.png"))
+    assert parsed.file_code == unicodedata.normalize("NFC", "Hồ sơ")
+    assert parsed.file_dir == f"F/{nfd}", "the folder keeps its spelling on disk"
+    # A document need not claim a page number: a cover, a decision as one multi-page PDF.
+    cover = lay.parse(("F", "HS", "bia.png"))
+    assert (cover.document, cover.number) == ("bia.png", None)
+    assert lay.parse(("F", "HS", "QD-15-UBND.pdf")).number is None
     with pytest.raises(NameMismatch) as e:
         lay.parse(("F", "001.png"))
     assert e.value.reason == "outside_file"
     with pytest.raises(NameMismatch) as e:
-        lay.parse(("F", "HS", "bia.png"))
-    assert e.value.reason == "bad_name"
-    with pytest.raises(NameMismatch) as e:
         lay.parse(("F", "HS", "x", "1.png"))
     assert e.value.reason == "bad_name"
+    for bad in (("F", "HS", "a\nb.png"), ("F", "H\x07S", "1.png"), ("F", "HS", "\udcff.png")):
+        with pytest.raises(NameMismatch) as e:
+            lay.parse(bad)
+        assert e.value.reason == "bad_name"
 
 
 def test_layout_custom_patterns() -> None:
     lay = Layout("{fonds}/HS-{file}/p{page}")
     n = lay.parse(("P01", "HS-77", "p12.jpg"))
-    assert (n.fonds, n.file_code, n.page_no) == ("P01", "77", 12)
+    assert (n.fonds, n.file_code, n.number) == ("P01", "77", 12)
     with pytest.raises(NameMismatch):
         lay.parse(("P01", "77", "p12.jpg"))
     flat = Layout("{file}/{page}")
@@ -108,12 +115,23 @@ def test_manifest_validation_names_the_field() -> None:
     again = manifest_event('{"title": "Hồ sơ", "expected_pages": 3, "so_to": 4}'.encode(),
                            "xa-a", "F", "HS")
     assert again.event_id == ev.event_id, "same manifest, same fact, same id"
-    secret = manifest_event(b'{"title": "T", "classification": "top_secret"}', "xa-a", "F", "HS")
-    assert secret.title is None
+    secret = manifest_event('{"title": "T", "classification": "top_secret", "expected_pages": 2,'
+                            ' "trich_yeu": "Nội dung mật", "documents": ["1.tif", "2.tif"]}'
+                            .encode(), "xa-a", "F", "HS")
+    # A classified file: only what counting needs leaves the site.
+    assert secret.title is None and secret.metadata == {}
+    assert "Nội dung mật" not in secret.model_dump_json()
+    assert (secret.expected_pages, [d.name for d in secret.documents]) == (2, ["1.tif", "2.tif"])
+    listed = manifest_event(b'{"documents": ["bia.jpg", {"name": "QD-15.pdf", "pages": 30, '
+                            b'"language": "vie+fra"}]}', "xa-a", "F", "HS")
+    assert [(d.name, d.pages, d.language) for d in listed.documents] == [
+        ("bia.jpg", None, None), ("QD-15.pdf", 30, "vie+fra")]
     for raw, field in ((b'{"expected_pages": 0}', "expected_pages"),
                        (b'{"classification": "bi mat"}', "classification"),
                        (b'{"priority": 12}', "priority"),
                        (b'{"nested": {"a": 1}}', "nested"),
+                       (b'{"documents": ["a.tif", "a.tif"]}', "listed twice"),
+                       (b'{"documents": [{"name": "x/y.tif"}]}', "documents.0.name"),
                        (b"[1, 2]", "JSON object"), (b"{oops", "JSON")):
         with pytest.raises(ValueError) as e:
             manifest_event(raw, "xa-a", "F", "HS")
@@ -122,8 +140,9 @@ def test_manifest_validation_names_the_field() -> None:
 
 def test_outbox_depth_order_and_mark_sent(tmp_path: Path) -> None:
     ob = Outbox(tmp_path / "o.sqlite3")
-    evs = [PageScanned.make(site_id="xa-a", file_code="HS", page_no=i, uri=f"file:///x/{i}",
-                            sha256="a" * 64, size_bytes=1, media_type="image/png")
+    evs = [PageScanned.make(site_id="xa-a", file_code="HS", document=f"{i}.png", number=i,
+                            uri=f"file:///x/{i}", sha256="a" * 64, size_bytes=1,
+                            media_type="image/png")
            for i in (1, 2, 3)]
     with ob.transaction() as db:
         for e in evs:
@@ -131,7 +150,7 @@ def test_outbox_depth_order_and_mark_sent(tmp_path: Path) -> None:
     assert ob.depth()[0] == 3
     rows = ob.unsent(0, 10)
     assert [r.event_id for r in rows] == [e.event_id for e in evs]
-    assert rows[0].value == evs[0].to_json() and rows[0].key == "xa-a/HS"
+    assert rows[0].value == evs[0].to_json() and rows[0].key == "xa-a//HS"
     ob.mark_sent([rows[0].seq])
     other = Outbox(tmp_path / "o.sqlite3")  # a second connection (the sender's) sees it
     assert other.depth()[0] == 2
@@ -184,10 +203,10 @@ def test_empty_root_is_not_every_page_deleted(tmp_path: Path) -> None:
     a.run(once=True)
     (root / "F" / "HS" / "2.png").unlink()
     a.run(once=True)
-    assert [r["page_no"] for r in _queued(a, "PageRemoved")] == [2]
+    assert [r["document"] for r in _queued(a, "PageRemoved")] == ["2.png"]
     shutil.rmtree(root / "F")  # looks like an unmounted share: an empty mount point
     a.run(once=True)
-    assert [r["page_no"] for r in _queued(a, "PageRemoved")] == [2]
+    assert [r["document"] for r in _queued(a, "PageRemoved")] == ["2.png"]
     a.close()
 
 
@@ -210,10 +229,11 @@ def test_inotify_overflow_log_line_triggers_a_reconcile(tmp_path: Path) -> None:
 
 def test_outbox_queues_one_fact_once(tmp_path: Path) -> None:
     ob = Outbox(tmp_path / "o.sqlite3")
-    ev = PageScanned.make(site_id="xa-a", file_code="HS", page_no=1, uri="file:///x/1",
+    ev = PageScanned.make(site_id="xa-a", file_code="HS", document="1.png", uri="file:///x/1",
                           sha256="b" * 64, size_bytes=1, media_type="image/png")
-    again = PageScanned.make(site_id="xa-a", file_code="HS", page_no=1, uri="file:///x/1",
-                             sha256="b" * 64, size_bytes=1, media_type="image/png")
+    again = PageScanned.make(site_id="xa-a", file_code="HS", document="1.png",
+                             uri="file:///x/1", sha256="b" * 64, size_bytes=1,
+                             media_type="image/png")
     assert again.event_id == ev.event_id
     with ob.transaction() as db:
         enqueue(db, "site_events", ev)
@@ -256,22 +276,26 @@ def test_full_outbox_disk_waits_and_loses_nothing(tmp_path: Path, caplog) -> Non
 
 def test_fast_page_scanned_bytes_equal_the_validated_model() -> None:
     """The agent's pydantic-free PageScanned (producers/wire.py) is byte for byte the contract's
-    own JSON, for every character a file name can hold, and falls back to the model (and its
+    own JSON, for every character a name can hold, and falls back to the model (and its
     errors) outside the bounds it is proven on."""
     from datetime import UTC, datetime
 
     from producers.wire import WireEvent, fast_event_id, page_scanned
     from sohoa.events import stable_event_id
 
-    odd = "".join(chr(c) for c in range(1, 0x80)) + "\u2028\u2029\ufeff Tiếng Việt 𝄞 " + \
-        unicodedata.normalize("NFD", "Hồ sơ")
+    odd = "".join(chr(c) for c in range(0x20, 0x7f) if chr(c) != "/") + \
+        "\u2028\u2029\ufeff Tiếng Việt 𝄞 "
     cases = []
     for i, text in enumerate(["HS-001", "Hồ sơ 2024", odd, 'a"b\\c', "x" * 200]):
         for at in (datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
                    datetime(2026, 1, 2, 3, 4, 5, 120000, tzinfo=UTC),
                    datetime(1999, 12, 31, 23, 59, 59, 5, tzinfo=UTC)):
+            pages = [1, 1, 3, 99_999, 100_000][i]
             cases.append(dict(site_id="xa-tan_phu-9", fonds=text[:200], file_code=text[:200],
-                              page_no=[0, 1, 7, 99_999, 100_000][i], uri=Path(f"/r/{i}").as_uri(),
+                              document=f"{text[:250]}.tif", page_index=pages,
+                              number=[0, 1, None, 99_999, None][i], document_pages=pages,
+                              uri=Path(f"/r/{i}").as_uri(),
+                              document_sha256=hashlib.sha256(b"d" + text.encode()).hexdigest(),
                               sha256=hashlib.sha256(text.encode()).hexdigest(),
                               size_bytes=i + 1, media_type="image/tiff", revision=i + 1,
                               path=f"F/{text}/{i}.tif", occurred_at=at))
@@ -287,8 +311,11 @@ def test_fast_page_scanned_bytes_equal_the_validated_model() -> None:
     # Outside the proven bounds: the validated model, so the same errors as before.
     base = dict(cases[0], occurred_at=None)
     for bad in ({"site_id": "Bad Site"}, {"site_id": "xa\n"}, {"fonds": "f" * 201},
-                {"page_no": 100_001}, {"sha256": "A" * 64}, {"size_bytes": 0}):
+                {"number": 100_001}, {"sha256": "A" * 64}, {"size_bytes": 0},
+                {"document_sha256": "x"}, {"page_index": 2}, {"file_code": "a/b"},
+                {"document": "a\x01"}):
         with pytest.raises(ValueError):
             page_scanned(**{**base, **bad})
-    lone = page_scanned(**{**base, "path": "F/\udcff.tif"})  # an undecodable name
-    assert isinstance(lone, PageScanned)
+    # A decomposed name is not what the layout gives: the model's path normalises it.
+    nfd = page_scanned(**{**base, "file_code": unicodedata.normalize("NFD", "Hồ sơ")})
+    assert isinstance(nfd, PageScanned) and nfd.file_code == "Hồ sơ"
