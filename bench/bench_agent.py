@@ -350,7 +350,8 @@ class Bench:
             hashlib.sha256(f.read_bytes()).hexdigest()
         hash_s = time.perf_counter() - th
         events = [PageScanned.make(site_id="xa-bench", fonds="UBND", file_code=f"HS-{i // 100}",
-                                   page_no=i % 100 + 1, uri=f.as_uri(), sha256=f"{i:064x}",
+                                   document=f"{i % 100 + 1:04d}.tif", number=i % 100 + 1,
+                                   uri=f.as_uri(), sha256=f"{i:064x}",
                                    size_bytes=size, media_type="image/tiff",
                                    path=f"UBND/HS-{i // 100:05d}/{i % 100 + 1:04d}.tif")
                   for i, f in enumerate(files)]

@@ -144,7 +144,8 @@ def offer(kafka, topic: str, dsn: str, rate: int, seconds: float, tag: str,
     # this producer, not the spine, the limit on a busy two-core machine).
     marker = datetime(2000, 1, 1, tzinfo=UTC)
     marker_text = PageScanned.make(
-        site_id="x", fonds="UBND", file_code="HS-0", page_no=1, uri="file:///x", sha256="0" * 64,
+        site_id="x", fonds="UBND", file_code="HS-0", document="1.tif", uri="file:///x",
+        sha256="0" * 64,
         size_bytes=1, media_type="image/tiff", occurred_at=marker).to_dict()["occurred_at"]
     rendered: list[tuple[str, bytes]] = []
     for i in range(n):
@@ -152,7 +153,8 @@ def offer(kafka, topic: str, dsn: str, rate: int, seconds: float, tag: str,
         k = i // sites
         ev = PageScanned.make(
             site_id=site, fonds="UBND", file_code=f"HS-{k // pages_per_file:05d}",
-            page_no=k % pages_per_file + 1, uri=f"file:///scan/{site}/{i}.tif",
+            document=f"{k % pages_per_file + 1:04d}.tif", number=k % pages_per_file + 1,
+            uri=f"file:///scan/{site}/{i}.tif",
             sha256=f"{i:064x}", size_bytes=100_000, media_type="image/tiff",
             occurred_at=marker)
         rendered.append((ev.key(), ev.to_json()))

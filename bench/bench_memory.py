@@ -130,7 +130,7 @@ def run(pages: int, per_file: int, sites: int, agent_pages: int, keep: bool) -> 
         for name, args in COMPONENTS.items():
             procs[name] = start_component(args, env, logs, name)
         # Every worker joined and idle before the campaign: that RSS is the baseline.
-        w = PageScanned.make(site_id="warmup", fonds="UBND", file_code="HS-0", page_no=1,
+        w = PageScanned.make(site_id="warmup", fonds="UBND", file_code="HS-0", document="1.tif",
                              uri="file:///scan/warmup/1.tif", sha256="f" * 64, size_bytes=1,
                              media_type="image/tiff")
         producer = make_producer(settings.kafka)

@@ -51,8 +51,9 @@ def make_files(root: Path, n_files: int, pages: int) -> list[FileAssembled]:
             spec = PageSpec(skew_deg=0.6 * ((f + p) % 3 - 1), noise=0.003, seed=f * 100 + p,
                             text=text_lines(12, f * 3 + p))
             path = write_page(root / "pages" / code / f"{p:03d}.png", spec)
-            refs.append(PageRef(page_no=p, uri=path.resolve().as_uri(),
-                                sha256=hashlib.sha256(path.read_bytes()).hexdigest()))
+            sha = hashlib.sha256(path.read_bytes()).hexdigest()
+            refs.append(PageRef(document=path.name, number=p, uri=path.resolve().as_uri(),
+                                document_sha256=sha, sha256=sha, media_type="image/png"))
         out.append(FileAssembled(site_id="bench", fonds="UBND", file_code=code, pages=refs))
     return out
 
@@ -127,7 +128,8 @@ def run(n_files: int, pages: int) -> dict:
     for fa in files:
         dest = root / "inputs" / f"{fa.file_code}.pdf"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        build_input_pdf([{"page_no": p.page_no, "uri": p.uri, "sha256": p.sha256}
+        build_input_pdf([{"document": p.document, "page_index": p.page_index, "uri": p.uri,
+                          "document_sha256": p.document_sha256, "sha256": p.sha256}
                          for p in fa.pages], dest)
         inputs.append(dest)
     total_pages = n_files * pages

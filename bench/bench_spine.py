@@ -36,7 +36,8 @@ def make_events(n: int, sites: int = 20, pages_per_file: int = 50) -> list[tuple
         file_code = f"HS-{per_site // pages_per_file:05d}"
         page_no = per_site % pages_per_file + 1
         sha = f"{i:064x}"
-        ev = PageScanned.make(site_id=site, fonds="UBND", file_code=file_code, page_no=page_no,
+        ev = PageScanned.make(site_id=site, fonds="UBND", file_code=file_code,
+                              document=f"{page_no:03d}.tif", number=page_no,
                               uri=f"file:///scan/{site}/{file_code}/{page_no:03d}.tif",
                               sha256=sha, size_bytes=100_000, media_type="image/tiff")
         out.append((ev.key(), ev.to_json()))
@@ -114,7 +115,7 @@ def run(n_events: int, keep: bool = False) -> dict:
         # Let both join their groups before the clock starts: we measure the event path,
         # not process start-up.
         # A page of its own (its own event_id: a copy of a real event would be deduplicated).
-        w = PageScanned.make(site_id="warmup", fonds="UBND", file_code="HS-0", page_no=1,
+        w = PageScanned.make(site_id="warmup", fonds="UBND", file_code="HS-0", document="1.tif",
                              uri="file:///scan/warmup/1.tif", sha256="f" * 64,
                              size_bytes=1, media_type="image/tiff")
         produce(kafka, settings.topics.site_events, [(w.key(), w.to_json())])

@@ -45,7 +45,8 @@ def events(n_files: int, pages: int, site: str = "bench-site") -> list[tuple[str
         out.append((m.key(), m.to_json()))
         for p in range(1, pages + 1):
             sha = hashlib.sha256(f"{code}/{p}".encode()).hexdigest()
-            ev = PageScanned.make(site_id=site, fonds="UBND", file_code=code, page_no=p,
+            ev = PageScanned.make(site_id=site, fonds="UBND", file_code=code,
+                                  document=f"{p:04d}.tif", number=p,
                                   uri=f"file:///scans/UBND/{code}/{p:04d}.tif", sha256=sha,
                                   size_bytes=2_500_000, media_type="image/tiff",
                                   path=f"UBND/{code}/{p:04d}.tif")
