@@ -112,8 +112,6 @@ class ImageDocument(Document):
         out = to_8bit(img)
         if out is img and self.page_count > 1:
             out = img.copy()  # the open image moves on to the next page
-        if self.media_type != TIFF and self.page_count == 1:
-            self.close()  # single page: nothing more to read from it
         return out
 
 
