@@ -81,8 +81,8 @@ class _Memory:
     def __init__(self, data: memoryview) -> None:
         self.data = data
 
-    def read_at(self, offset: int, n: int) -> bytes:
-        return bytes(self.data[offset:offset + n])
+    def read_at(self, offset: int, n: int) -> memoryview:
+        return self.data[offset:offset + n]  # a view, no copy: the walks only unpack it
 
 
 class _File:
@@ -96,7 +96,7 @@ class _File:
 
 def _inspect(src: _Memory | _File, size: int, f: BinaryIO,
              data: memoryview | None) -> DocumentFacts:
-    head = src.read_at(0, 16)
+    head = bytes(src.read_at(0, 16))
     try:
         if head.startswith(b"%PDF-"):
             return _inspect_pdf(src, size, f, data)
@@ -147,7 +147,7 @@ def _inspect_tiff(src: _Memory | _File, size: int, f: BinaryIO,
 
 def _inspect_pdf(src: _Memory | _File, size: int, f: BinaryIO,
                  data: memoryview | None) -> DocumentFacts:
-    tail = src.read_at(max(0, size - 2048), 2048)
+    tail = bytes(src.read_at(max(0, size - 2048), 2048))
     if b"%%EOF" not in tail:
         raise DocumentRejected("corrupt", "PDF is truncated (no %%EOF trailer)")
     sha = _hash(f, size, data, [])[0]
@@ -167,7 +167,8 @@ def pdf_page_digests(source: str | BinaryIO) -> list[str]:
     with open_pdf(source) as pdf:
         try:
             return [page_digest(p.obj) for p in pdf.pages]
-        except pikepdf.PdfError as exc:
+        except (pikepdf.PdfError, ValueError, TypeError, RuntimeError) as exc:
+            # qpdf's errors, and values of the wrong type where a page's keys should be
             raise DocumentRejected("corrupt", f"PDF is damaged: {_plain(exc)}") from None
 
 
@@ -272,7 +273,7 @@ def _walk_jpeg(src: _Memory | _File, size: int) -> None:
             raise DocumentRejected("corrupt", "JPEG header is truncated")
     if not frame:
         raise DocumentRejected("corrupt", "JPEG has no frame header")
-    if b"\xff\xd9" not in src.read_at(max(0, size - 64), 64):
+    if b"\xff\xd9" not in bytes(src.read_at(max(0, size - 64), 64)):
         raise DocumentRejected("corrupt", "JPEG is truncated (no end-of-image marker)")
 
 

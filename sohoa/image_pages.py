@@ -83,6 +83,11 @@ class ImageDocument(Document):
             if self._dirs:
                 self._pil.seek(self._dirs[k].index)
         except UnidentifiedImageError:
+            if self._dirs and _header(self.path) == b"MM\x00+":
+                # Pillow reads the BigTIFF version at the wrong byte in big-endian files.
+                raise DocumentRejected("unreadable", "big-endian BigTIFF: the image decoder "
+                                                     "cannot read it; save it little-endian "
+                                                     "(II) or as classic TIFF") from None
             raise DocumentRejected("corrupt", "image cannot be read (damaged header)") from None
         except (OSError, EOFError, SyntaxError, ValueError) as exc:
             raise DocumentRejected("corrupt", f"image cannot be read: {_plain(exc)}") from None
@@ -113,6 +118,11 @@ class ImageDocument(Document):
         if out is img and self.page_count > 1:
             out = img.copy()  # the open image moves on to the next page
         return out
+
+
+def _header(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(4)
 
 
 def _plain(exc: BaseException) -> str:

@@ -85,7 +85,7 @@ _ENTRY = {(bo, big): struct.Struct(bo + ("HHQ8s" if big else "HHI4s"))
 
 def walk(read_at: ReadAt, size: int) -> list[Directory]:
     """Every directory of the main chain, each checked to lie inside the file."""
-    head = read_at(0, 16)
+    head = bytes(read_at(0, 16))
     if len(head) < 8:
         raise TiffDamaged("TIFF header is truncated")
     bo = "<" if head[:2] == b"II" else ">"
@@ -125,6 +125,7 @@ def _directory(read_at: ReadAt, size: int, bo: str, big: bool, at: int,
     if len(raw) < n * entry_len + struct.calcsize(next_fmt):
         raise TiffDamaged(f"TIFF is truncated ({where} cut short)")
     entry = _ENTRY[bo, big]
+    pointer = bo + ("Q" if big else "I")
     tags: dict[int, Tag] = {}
     for tag, typ, count, value in entry.iter_unpack(raw[:n * entry_len]):
         if tag not in _WANTED or typ not in _TYPES:
@@ -134,12 +135,14 @@ def _directory(read_at: ReadAt, size: int, bo: str, big: bool, at: int,
         if nbytes <= len(value):
             data = value[:nbytes]
         else:
-            off = struct.unpack(bo + ("Q" if big else "I"), value)[0]
+            off = struct.unpack(pointer, value)[0]
             if off + nbytes > size:
                 raise TiffDamaged("TIFF is truncated (tag data outside the file)")
             data = read_at(off, nbytes)
         if kind == "b":
             tags[tag] = Tag(kind, bytes(data))
+        elif count == 1 and kind == "i":  # most tags: one number
+            tags[tag] = Tag(kind, struct.unpack(bo + code, data))
         else:
             items = count * 2 if kind == "r" else count
             tags[tag] = Tag(kind, struct.unpack(f"{bo}{items}{code}", data))
