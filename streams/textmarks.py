@@ -78,14 +78,15 @@ def _text_lines(lab: np.ndarray, char: np.ndarray, px_per_mm: float,
     joined = ndimage.maximum_filter1d(chars.view(np.uint8), size=gap, axis=1) > 0
     fragments, n_frag = ndimage.label(joined)
     ids = np.flatnonzero(char) + 1
-    frag_of_char = np.asarray(ndimage.maximum(fragments, labels=lab, index=ids),
-                              dtype=np.int64)
-    per_fragment = np.bincount(frag_of_char, minlength=n_frag + 1)
+    # A mark lies whole inside one fragment: any of its pixels names it.
+    fragment_of = np.zeros(len(keep), dtype=np.int64)
+    fragment_of[lab[chars]] = fragments[chars]
+    per_fragment = np.bincount(fragment_of[ids], minlength=n_frag + 1)
     is_line = per_fragment >= qc.blank_line_min_marks
     is_line[0] = False
     lines = int(is_line.sum())
     if not lines:
         return 0, None
     in_line = np.zeros(len(keep), dtype=bool)
-    in_line[ids[is_line[frag_of_char]]] = True
+    in_line[ids[is_line[fragment_of[ids]]]] = True
     return lines, in_line[lab]
