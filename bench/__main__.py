@@ -6,7 +6,8 @@
 
 Benchmarks: agent, consumer, latency, memory (resident memory of each long-running component
 with a campaign behind it: 100,000 pages by default, `python -m bench.bench_memory --pages
-1000000` for the issue's full campaign), ocr, spine, streams.
+1000000` for the issue's full campaign), ocr, qc (page QC of a 300-page PDF beside the same
+pages as single files), spine, streams.
 
 Each `bench/bench_*.py` is run as its own process (`python -m bench.<name> --json OUT`) so one
 benchmark's memory or threads never colour another's figures; each writes its figures, raw

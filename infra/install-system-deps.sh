@@ -2,7 +2,8 @@
 # Installs the system packages sohoa needs on Debian/Ubuntu; idempotent (skips what is there).
 #   PostgreSQL server, Tesseract with Vietnamese + English, Ghostscript (PDF/A), poppler-utils,
 #   Prometheus (+ promtool), DejaVu fonts (Vietnamese glyphs in reports), a JDK for Kafka,
-#   Maven to fetch the Kafka jars.
+#   Maven to fetch the Kafka jars, jbig2dec (pikepdf decodes a PDF's JBIG2 page images with it:
+#   many document scanners write bilevel pages as JBIG2).
 # Usage: sudo infra/install-system-deps.sh        (DRY_RUN=1 to only print what it would do)
 set -euo pipefail
 
@@ -10,7 +11,7 @@ say() { printf '%s\n' "$*"; }
 
 if ! command -v apt-get >/dev/null 2>&1; then
   say "Không có apt-get: hãy tự cài postgresql, tesseract-ocr (+vie, eng), ghostscript,"
-  say "poppler-utils, prometheus, fonts-dejavu-core, JDK 17+, maven. (not a Debian/Ubuntu system)"
+  say "poppler-utils, jbig2dec, prometheus, fonts-dejavu-core, JDK 17+, maven. (not a Debian/Ubuntu system)"
   exit 1
 fi
 
@@ -27,6 +28,7 @@ want tesseract-ocr-vie
 want tesseract-ocr-eng
 want ghostscript
 want poppler-utils
+want jbig2dec
 want fonts-dejavu-core
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || want prometheus
 command -v java >/dev/null 2>&1 || missing+=(default-jdk-headless)

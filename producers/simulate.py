@@ -69,11 +69,11 @@ _COMMUNES = (
 _UNITS = ("huyen-an-phu", "huyen-tan-chau", "thi-xa-binh-long", "so-noi-vu")
 _CONTRACTORS = ("cty-so-hoa-viet", "cty-luu-tru-sao-mai", "")
 _FAILS = (  # (check, value, threshold) as the real page QC reports them
-    ("dpi", 150.0, 200), ("blank", 0.0004, 0.002), ("skew_deg", 5.2, 3.0),
-    ("sharpness", 61.0, 100.0), ("colour", "L", "colour"),
+    ("dpi", 150.0, 200), ("blank", 0.0, 1), ("skew_deg", 5.2, 3.0),
+    ("sharpness", 0.45, 0.8), ("colour", "L", "colour"),
 )
 _PASS = (("decode", "JPEG", None), ("dpi", 200.0, 200), ("colour", "RGB", "colour"),
-         ("blank", 0.08, 0.002), ("skew_deg", 0.4, 3.0), ("sharpness", 180.0, 100.0))
+         ("blank", 14.0, 1), ("skew_deg", 0.4, 3.0), ("sharpness", 1.6, 0.8))
 
 
 # --- calendar ----------------------------------------------------------------------------

@@ -131,11 +131,23 @@ class QcConfig(BaseModel):
     require_colour: bool = True
     min_width_mm: float = 140.0    # a little under A5's short side
     max_width_mm: float = 440.0    # a little over A3's long side
-    blank_max_ink: float = 0.002   # share of dark pixels under which a page is blank
+    ink_contrast: float = 0.25     # ink is darker than (1 - this) x the page's paper level;
+    #                                bleed-through and paper texture are fainter
+    # Blank = no text line and no large mark (streams/textmarks.py), in millimetres so the
+    # verdict does not depend on the resolution:
+    blank_char_min_mm: float = 1.0     # shorter marks are specks (dots and accents too)
+    blank_char_max_mm: float = 15.0    # taller ones are not characters
+    blank_line_gap_mm: float = 4.0     # marks nearer than this side by side share a line
+    blank_line_min_marks: int = 3      # a text line has at least this many character marks
+    blank_mark_min_mm: float = 8.0     # stamps, signatures, photos: both sides at least this
+    blank_mark_min_fill: float = 0.02  # ... covering this share of their box (not a thin crease)
+    assumed_long_side_mm: float = 297.0  # page scale for marks when the file records no dpi
     max_skew_deg: float = 3.0
     min_mean_luma: float = 40.0
     max_mean_luma: float = 250.0
-    min_sharpness: float = 100.0   # edge strength near ink; a 1.8 px Gaussian blur gives ~90
+    # Edge strength near ink over the page's ink contrast (so a dark or light scan is not
+    # taken for a blurred one): sharp text ~1.6, a 1.2 px Gaussian blur ~1.0, 1.8 px ~0.6.
+    min_sharpness_ratio: float = 0.8
     analysis_max_px: int = 1200    # pixel checks run on a copy this long on its long side
     max_megapixels: float = 200.0  # larger (e.g. 2400 dpi) is refused before decoding
     min_side_px: int = 100         # a 1-pixel "page" is not a page

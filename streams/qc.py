@@ -1,10 +1,12 @@
 """Page quality checks: each a measured value and a pass/fail against QcConfig.
 
-Runs in a process pool (``spawn``), never in the event loop. Header facts (dpi, colour mode,
-physical size, pixel count) come from the full-resolution header; the pixel measurements (ink,
-skew, brightness, sharpness) run on a copy downsampled to ``analysis_max_px`` on its long side,
-which keeps the verdict (thin noise averages away, text stays dark) at a fraction of the cost.
-A JPEG is decoded straight at reduced size (``draft``).
+Runs in a process pool (``spawn``), never in the event loop. :func:`check_document_pages`
+checks any subset of one document's pages, one page decoded at a time (a 500-page PDF is
+split by the caller into chunks that several pool workers share). Header facts (dpi, colour
+mode, physical size, pixel count) come from the page's header; the pixel measurements (blank,
+brightness, skew, sharpness) run on a copy downsampled to ``analysis_max_px`` on its long
+side, which keeps the verdict (thin noise averages away, text stays dark) at a fraction of the
+cost. A JPEG is decoded straight at reduced size (``draft``).
 
 Every input, however broken, returns a result with a reason; nothing here raises.
 """
@@ -12,7 +14,7 @@ Every input, however broken, returns a result with a reason; nothing here raises
 from __future__ import annotations
 
 import hashlib
-import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,11 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 
 from sohoa.config import QcConfig
+from sohoa.documents import Document, DocumentRejected, PageInfo, file_sha256, open_document
+from streams.textmarks import find_content, ink_mask
 
 COLOUR_MODES = {"RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
+_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
 
 
 class PageUnreadable(Exception):
@@ -37,14 +42,13 @@ def uri_to_path(uri: str) -> Path:
 
 
 def read_verified(uri: str, sha256: str) -> bytes:
-    """The page's bytes, after proving they are what the site hashed."""
+    """The file's bytes, after proving they are what the site hashed (the OCR input)."""
     try:
         data = uri_to_path(uri).read_bytes()
     except OSError as exc:
         raise PageUnreadable(f"unreadable: {exc.strerror or exc}") from None
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != sha256:
-        raise PageUnreadable(f"sha256 mismatch: file changed since it was scanned ({actual[:12]})")
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise PageUnreadable("sha256 mismatch: file changed since it was scanned")
     return data
 
 
@@ -57,7 +61,8 @@ class Raster:
     width: int
     height: int
     dpi: float | None
-    frames: int
+    width_mm: float | None
+    height_mm: float | None
     fmt: str
     luma: np.ndarray | None  # downsampled greyscale, float32 0..255; None when too large
 
@@ -68,78 +73,126 @@ def _check(name: str, value: Any, threshold: Any, passed: bool) -> dict[str, Any
     return {"check": name, "value": value, "threshold": threshold, "passed": bool(passed)}
 
 
-def check_page(uri: str, sha256: str, cfg: dict[str, Any]) -> dict[str, Any]:
-    """All checks of one page. Returns {"checks": [...], "passed": bool, "decoded": bool}."""
+def plain(exc: BaseException) -> str:
+    """An exception as a sentence for the operator: no object reprs, one line."""
+    if isinstance(exc, DocumentRejected):
+        return f"{exc.reason}: {exc.detail}"
+    text = _REPR.sub("the file", str(exc)).strip().splitlines()
+    return f"corrupt: cannot be decoded ({type(exc).__name__}" + (
+        f": {text[0][:200]})" if text else ")")
+
+
+# --- entry points ---------------------------------------------------------------------------
+
+def check_document_pages(path: str, media_type: str, pages: list[tuple[int, str]],
+                         cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Check ``pages`` [(page_index, expected page digest)] of one document, one result each:
+    {"page_index", "checks", "passed", "decoded", "width_mm", "height_mm"}. Each page's
+    digest is recomputed from the bytes first; a page that differs is not measured."""
     qc = QcConfig(**cfg)
+    try:
+        doc = open_document(Path(path), media_type or None)
+    except Exception as exc:  # the whole document is unreadable: every page says why
+        reason = plain(exc)
+        return [_result(i, [_check("decode", reason[:300], None, False)], None)
+                for i, _ in pages]
+    with doc:
+        return [_check_page_of(doc, i, expected, qc) for i, expected in pages]
+
+
+def check_page(uri: str, sha256: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The first page of a document named by URI, proven by the whole file's SHA-256 (the
+    event contract before documents). Returns {"checks", "passed", "decoded", "frames"}."""
+    qc = QcConfig(**cfg)
+    try:
+        path = uri_to_path(uri)
+        same = file_sha256(path) == sha256
+    except (PageUnreadable, OSError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else str(exc)
+        check = _check("decode", f"unreadable: {why or 'I/O error'}", None, False)
+        return {"checks": [check], "passed": False, "decoded": False}
+    if not same:
+        return {"checks": [_sha_mismatch()], "passed": False, "decoded": False}
+    try:
+        doc = open_document(path)
+    except Exception as exc:
+        checks = [_check("sha256", "ok", None, True), _check("decode", plain(exc)[:300], None,
+                                                             False)]
+        return {"checks": checks, "passed": False, "decoded": False}
+    with doc:
+        res = _check_page_of(doc, 1, None, qc)
+        frames = doc.page_count
+    checks = [_check("sha256", "ok", None, True), *res["checks"]]
+    return {"checks": checks, "passed": res["passed"], "decoded": res["decoded"],
+            "frames": frames}
+
+
+def _sha_mismatch() -> dict[str, Any]:
+    # Says nothing of what the file now holds: the reason is read by people who must not
+    # learn a replaced page's content from it.
+    return _check("sha256", "page content differs from the page scanned at the site "
+                            "(changed or replaced since)", None, False)
+
+
+def _result(i: int, checks: list[dict[str, Any]], r: Raster | None) -> dict[str, Any]:
+    decoded = r is not None
+    return {"page_index": i, "checks": checks,
+            "passed": decoded and all(c["passed"] for c in checks), "decoded": decoded,
+            "width_mm": round(r.width_mm, 1) if r and r.width_mm else None,
+            "height_mm": round(r.height_mm, 1) if r and r.height_mm else None}
+
+
+def _check_page_of(doc: Document, i: int, expected: str | None,
+                   qc: QcConfig) -> dict[str, Any]:
     checks: list[dict[str, Any]] = []
     try:
-        data = read_verified(uri, sha256)
-        checks.append(_check("sha256", "ok", None, True))
-        raster = load_raster(data, qc)
-    except PageUnreadable as exc:
-        checks.append(_check("decode", str(exc)[:300], None, False))
-        return {"checks": checks, "passed": False, "decoded": False}
-    except Exception as exc:  # any decoder bug on a hostile file is still just a bad page
-        checks.append(_check("decode", f"corrupt: {type(exc).__name__}: {exc}"[:300], None,
-                             False))
-        return {"checks": checks, "passed": False, "decoded": False}
+        if expected is not None:
+            if doc.page_sha256(i) != expected:
+                return _result(i, [_sha_mismatch()], None)
+            checks.append(_check("sha256", "ok", None, True))
+        raster = load_raster(doc, i, qc)
+    except Exception as exc:  # any decoder failure on a hostile file is still just a bad page
+        checks.append(_check("decode", plain(exc)[:300], None, False))
+        return _result(i, checks, None)
     checks.append(_check("decode", raster.fmt, None, True))
     checks.extend(measure(raster, qc))
-    return {"checks": checks, "passed": all(c["passed"] for c in checks), "decoded": True,
-            "frames": raster.frames}
+    return _result(i, checks, raster)
 
 
-def load_raster(data: bytes, qc: QcConfig) -> Raster:
-    if data[:5] == b"%PDF-":
-        return _load_pdf(data, qc)
-    from PIL import Image, UnidentifiedImageError
+# --- one page's raster ----------------------------------------------------------------------
 
-    Image.MAX_IMAGE_PIXELS = None  # we bound the size ourselves, before decoding
-    try:
-        img = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise PageUnreadable("corrupt: not a readable image") from None
-    return _from_pil(img, _pil_dpi(img), qc)
-
-
-def _pil_dpi(img: Any) -> float | None:
-    dpi = img.info.get("dpi")
-    if img.format == "JPEG" and img.info.get("jfif_unit") == 0:
-        dpi = None  # JFIF aspect ratio only, no real density
-    if not dpi:
-        return None
-    try:
-        values = [float(v) for v in dpi[:2]]
-    except (TypeError, ValueError):
-        return None
-    if not values or min(values) <= 1.0:
-        return None
-    return min(values)
+def load_raster(doc: Document, i: int, qc: QcConfig) -> Raster:
+    info = doc.page_info(i)
+    w, h = info.width_px, info.height_px
+    if w * h > qc.max_megapixels * 1e6 or w < 1 or h < 1:
+        return _raster(info, _declared_colour(info.mode), info.mode, None)
+    img = doc.page_image(i, draft_px=qc.analysis_max_px)
+    mode, colour = _colour(img)
+    return _raster(info, colour, mode, _analysis_luma(img, qc))
 
 
-def _from_pil(img: Any, dpi: float | None, qc: QcConfig) -> Raster:
-    from PIL import Image
+def _raster(info: PageInfo, colour: bool, mode: str, luma: np.ndarray | None) -> Raster:
+    return Raster(mode, colour, info.width_px, info.height_px, info.dpi, info.width_mm,
+                  info.height_mm, info.fmt, luma)
 
-    fmt = img.format or "image"
-    width, height = img.size
-    frames = int(getattr(img, "n_frames", 1) or 1)
+
+def _declared_colour(mode: str) -> bool:
+    return mode in COLOUR_MODES
+
+
+def _colour(img: Any) -> tuple[str, bool]:
     mode = img.mode
-    colour = mode in COLOUR_MODES
-    if mode == "P":
+    if mode in ("P", "PA"):
         pal = img.getpalette() or []
         rgb = np.array(pal[: (len(pal) // 3) * 3], dtype=np.int16).reshape(-1, 3)
         colour = bool(len(rgb)) and bool((rgb.max(axis=1) - rgb.min(axis=1) > 8).any())
-        mode = "P(colour)" if colour else "P(grey)"
-    if width * height > qc.max_megapixels * 1e6 or width < 1 or height < 1:
-        return Raster(mode, colour, width, height, dpi, frames, fmt, None)
-    longest = max(width, height)
-    if img.format == "JPEG" and longest > 2 * qc.analysis_max_px:
-        img.draft(None, (width * qc.analysis_max_px // longest,
-                         height * qc.analysis_max_px // longest))
-    try:
-        img.load()
-    except OSError as exc:
-        raise PageUnreadable(f"truncated or corrupt: {exc}") from None
+        return ("P(colour)" if colour else "P(grey)"), colour
+    return mode, mode in COLOUR_MODES
+
+
+def _analysis_luma(img: Any, qc: QcConfig) -> np.ndarray:
+    from PIL import Image
+
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         # Transparent areas are paper, not ink.
         rgba = img.convert("RGBA")
@@ -151,53 +204,7 @@ def _from_pil(img: Any, dpi: float | None, qc: QcConfig) -> Raster:
         scale = qc.analysis_max_px / longest
         grey = grey.resize((max(1, round(grey.width * scale)), max(1, round(grey.height * scale))),
                            Image.Resampling.BOX)
-    luma = np.asarray(grey, dtype=np.float32)
-    return Raster(mode, colour, width, height, dpi, frames, fmt, luma)
-
-
-def _load_pdf(data: bytes, qc: QcConfig) -> Raster:
-    """A scanner's PDF page: the largest image on the first page, dpi from the page size."""
-    import pikepdf
-    from pikepdf import PdfImage
-
-    try:
-        pdf = pikepdf.open(io.BytesIO(data))
-    except pikepdf.PasswordError:
-        raise PageUnreadable("encrypted PDF: cannot be read without its password") from None
-    except pikepdf.PdfError as exc:
-        raise PageUnreadable(f"corrupt PDF: {exc}") from None
-    with pdf:
-        if pdf.is_encrypted:
-            raise PageUnreadable("encrypted PDF: archives must not be encrypted")
-        if len(pdf.pages) == 0:
-            raise PageUnreadable("corrupt PDF: no pages")
-        page = pdf.pages[0]
-        best = None
-        found = page.get_images() if hasattr(page, "get_images") else page.images
-        for _name, raw in found.items():
-            im = PdfImage(raw)
-            if best is None or im.width * im.height > best.width * best.height:
-                best = im
-        if best is None:
-            raise PageUnreadable("PDF page has no scanned image (not a scan)")
-        box = [float(v) for v in page.mediabox]
-        page_w_in = abs(box[2] - box[0]) / 72.0
-        page_h_in = abs(box[3] - box[1]) / 72.0
-        rotate = int(page.obj.get("/Rotate", 0)) % 180
-        w_in, h_in = (page_h_in, page_w_in) if rotate else (page_w_in, page_h_in)
-        dpi = min(best.width / w_in, best.height / h_in) if w_in > 0 and h_in > 0 else None
-        if best.width * best.height > qc.max_megapixels * 1e6:
-            colour = best.colorspace in ("/DeviceRGB", "/DeviceCMYK", "/ICCBased")
-            return Raster(str(best.colorspace), colour, best.width, best.height, dpi,
-                          len(pdf.pages), "PDF", None)
-        try:
-            pil = best.as_pil_image()
-        except Exception as exc:
-            raise PageUnreadable(f"PDF image cannot be decoded: {exc}") from None
-        pil.format = None
-        raster = _from_pil(pil, dpi, qc)
-        raster.fmt, raster.frames = "PDF", len(pdf.pages)
-        return raster
+    return np.asarray(grey, dtype=np.float32)
 
 
 # --- measurements ------------------------------------------------------------------------
@@ -211,37 +218,30 @@ def measure(r: Raster, qc: QcConfig) -> list[dict[str, Any]]:
                       r.dpi is not None and r.dpi + 0.5 >= qc.min_dpi))
     out.append(_check("colour", r.mode, "colour" if qc.require_colour else None,
                       r.colour or not qc.require_colour))
-    if r.dpi:
-        w_mm, h_mm = r.width / r.dpi * 25.4, r.height / r.dpi * 25.4
-        short, long_ = sorted((w_mm, h_mm))
+    size_range = f"{qc.min_width_mm:.0f}..{qc.max_width_mm:.0f}"
+    if r.width_mm and r.height_mm:
+        short, long_ = sorted((r.width_mm, r.height_mm))
         ok = short >= qc.min_width_mm and long_ <= qc.max_width_mm
-        out.append(_check("size_mm", f"{w_mm:.0f}x{h_mm:.0f}",
-                          f"{qc.min_width_mm:.0f}..{qc.max_width_mm:.0f}", ok))
+        out.append(_check("size_mm", f"{r.width_mm:.0f}x{r.height_mm:.0f}", size_range, ok))
     else:
-        out.append(_check("size_mm", None, f"{qc.min_width_mm:.0f}..{qc.max_width_mm:.0f}",
-                          False))
+        out.append(_check("size_mm", None, size_range, False))
     if r.luma is None or r.luma.size < 16:
         return out
     luma = r.luma
-    ink_mask = _ink_mask(luma)
-    ink = float(ink_mask.mean())
-    out.append(_check("blank", ink, qc.blank_max_ink, ink > qc.blank_max_ink))
+    long_mm = max(r.width_mm or 0, r.height_mm or 0) or qc.assumed_long_side_mm
+    content = find_content(luma, max(luma.shape) / long_mm, qc)
+    out.append(_check("blank", float(content.items), 1, content.items >= 1))
     mean = float(luma.mean())
     out.append(_check("brightness", mean, f"{qc.min_mean_luma:.0f}..{qc.max_mean_luma:.0f}",
                       qc.min_mean_luma <= mean <= qc.max_mean_luma))
-    if ink > qc.blank_max_ink:
-        angle = skew_angle(ink_mask, qc.skew_search_deg)
+    if content.text is not None:  # skew is the angle of text lines: stamps do not count
+        angle = skew_angle(content.text, qc.skew_search_deg)
         out.append(_check("skew_deg", angle, qc.max_skew_deg, abs(angle) <= qc.max_skew_deg))
-        sharp = sharpness(luma, ink_mask)
-        out.append(_check("sharpness", sharp, qc.min_sharpness, sharp >= qc.min_sharpness))
+    if content.items:
+        sharp = sharpness(luma, ink_mask(luma, qc))
+        out.append(_check("sharpness", sharp, qc.min_sharpness_ratio,
+                          sharp >= qc.min_sharpness_ratio))
     return out
-
-
-def _ink_mask(luma: np.ndarray) -> np.ndarray:
-    # Relative to this page's paper (its bright 90th percentile), so cream or grey paper and a
-    # dark scan are judged on their contrast, not on absolute levels.
-    paper = float(np.percentile(luma, 90))
-    return luma < paper * 0.6
 
 
 def skew_angle(ink: np.ndarray, search_deg: float = 10.0, max_points: int = 60_000) -> float:
@@ -273,11 +273,14 @@ def skew_angle(ink: np.ndarray, search_deg: float = 10.0, max_points: int = 60_0
 
 
 def sharpness(luma: np.ndarray, ink: np.ndarray) -> float:
-    """Edge strength where there is ink: the 90th percentile of the absolute Laplacian over
-    pixels next to ink. Blur spreads an edge, so its Laplacian peaks drop."""
+    """Edge strength where there is ink, over the ink's contrast: the 90th percentile of the
+    absolute Laplacian over ink pixels, divided by paper minus the darkest ink (its 10th
+    percentile). Blur spreads an edge, so its Laplacian peaks drop; a dark or washed-out scan
+    lowers both alike."""
     lap = np.abs(4 * luma[1:-1, 1:-1] - luma[:-2, 1:-1] - luma[2:, 1:-1]
                  - luma[1:-1, :-2] - luma[1:-1, 2:])
     near = ink[1:-1, 1:-1]
     if near.sum() < 10:
         return 0.0
-    return float(np.percentile(lap[near], 90))
+    contrast = float(np.percentile(luma, 90)) - float(np.percentile(luma[ink], 10))
+    return float(np.percentile(lap[near], 90)) / max(contrast, 1.0)

@@ -108,6 +108,29 @@ def test_file_changed_while_read_is_not_stable(tmp_path: Path) -> None:
         inspect_page(p, st.st_size, st.st_mtime_ns, 1 << 20)
 
 
+def test_multipage_documents_are_counted_with_a_digest_per_page(tmp_path: Path) -> None:
+    from tests import pages
+
+    tif = pages.multipage_tiff(tmp_path / "m.tif", [pages.PageSpec(seed=s) for s in range(3)])
+    st = tif.stat()
+    facts = inspect_page(tif, st.st_size, st.st_mtime_ns, 1 << 30)
+    assert facts.media_type == "image/tiff" and len(facts.page_sha256) == 3
+    assert facts.sha256 == hashlib.sha256(tif.read_bytes()).hexdigest()
+    png = _check(tmp_path / "1.png", tiny_image("PNG", 3))
+    assert png.page_sha256 == (png.sha256,)
+
+
+def test_a_half_written_file_that_moved_is_not_stable_rather_than_corrupt(
+        tmp_path: Path) -> None:
+    """Cut short as a writer leaves it mid-copy, and changed since it was first seen: the
+    agent waits for it instead of reporting it corrupt."""
+    p = tmp_path / "1.jpg"
+    p.write_bytes(tiny_image("JPEG", 3, size=(40, 30))[:200])
+    st = p.stat()
+    with pytest.raises(Changed):
+        inspect_page(p, st.st_size, st.st_mtime_ns - 1, 1 << 20)
+
+
 def test_manifest_validation_names_the_field() -> None:
     ev = manifest_event('{"title": "Hồ sơ", "expected_pages": 3, "so_to": 4}'.encode(),
                         "xa-a", "F", "HS")

@@ -1,0 +1,172 @@
+"""The directories of a TIFF (classic and BigTIFF, either byte order), read without pixels.
+
+Used by :mod:`sohoa.documents` for the truncation check, the page count and the page content
+digest. Only the tags that define an image are read; every offset is checked against the file
+size, so a cut file is found here, not by a decoder later.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+# NewSubfileType bit 0: a reduced-resolution copy (a thumbnail) of another image, not a page.
+_REDUCED = 1
+_MAX_ENTRIES = 4096        # a directory claiming more entries is damage, not a page
+_MAX_DIRECTORIES = 100_000
+
+# Tags whose values define how the page's bytes become pixels (page-model.md), plus the
+# strip/tile layout, which the decoder needs as much as the bytes.
+DEFINING_TAGS = (
+    256, 257, 258, 259, 262, 266, 274, 277, 278, 282, 283, 284, 296, 317, 320, 322, 323,
+    338, 339, 347, 530,
+)
+_STRIPS, _TILES = (273, 279), (324, 325)
+_WANTED = frozenset((254, *DEFINING_TAGS, *_STRIPS, *_TILES))
+
+# type code -> (struct code, byte width, kind): i = integers, r = rationals, f = floats,
+# b = raw bytes.
+_TYPES: dict[int, tuple[str, int, str]] = {
+    1: ("B", 1, "b"), 2: ("B", 1, "b"), 3: ("H", 2, "i"), 4: ("I", 4, "i"),
+    5: ("I", 8, "r"), 6: ("b", 1, "b"), 7: ("B", 1, "b"), 8: ("h", 2, "i"),
+    9: ("i", 4, "i"), 10: ("i", 8, "r"), 11: ("f", 4, "f"), 12: ("d", 8, "f"),
+    13: ("I", 4, "i"), 16: ("Q", 8, "i"), 17: ("q", 8, "i"), 18: ("Q", 8, "i"),
+}
+
+
+class TiffDamaged(Exception):
+    """The TIFF's structure is cut short or inconsistent; ``str(exc)`` says where."""
+
+
+class Tag(NamedTuple):
+    kind: str                      # "i", "r", "f" or "b"
+    values: tuple | bytes
+
+
+@dataclass(slots=True)
+class Directory:
+    """One image directory: its defining tags and where its strips or tiles lie."""
+
+    index: int                     # position in the main chain, 0-based
+    tags: dict[int, Tag]
+    regions: tuple[tuple[int, int], ...]   # (offset, byte count) of each strip or tile
+
+    @property
+    def reduced(self) -> bool:
+        sub = self.tags.get(254)
+        return bool(sub and isinstance(sub.values, tuple) and sub.values[0] & _REDUCED)
+
+    def canonical_header(self) -> bytes:
+        """The defining tags in one encoding, whatever the byte order, TIFF flavour or the
+        integer width the writer chose, then the strip/tile lengths (their boundaries matter
+        to the decoder; their offsets do not). Numbers are written in decimal, raw bytes
+        with their length first."""
+        parts: list[bytes] = []
+        for tag in DEFINING_TAGS:
+            t = self.tags.get(tag)
+            if t is None:
+                continue
+            if t.kind == "b":
+                raw = bytes(t.values)  # type: ignore[arg-type]
+                parts.append(b"%d:b:%d:%s;" % (tag, len(raw), raw))
+            else:  # integers, rationals (numerator, denominator pairs) and floats
+                parts.append(b"%d:%s:%s;" % (tag, t.kind.encode(),
+                                             ",".join(map(repr, t.values)).encode()))
+        parts.append(b"L:%s;" % ",".join(str(n) for _, n in self.regions).encode())
+        return b"".join(parts)
+
+
+ReadAt = Callable[[int, int], bytes]
+_ENTRY = {(bo, big): struct.Struct(bo + ("HHQ8s" if big else "HHI4s"))
+          for bo in "<>" for big in (False, True)}
+
+
+def walk(read_at: ReadAt, size: int) -> list[Directory]:
+    """Every directory of the main chain, each checked to lie inside the file."""
+    head = bytes(read_at(0, 16))
+    if len(head) < 8:
+        raise TiffDamaged("TIFF header is truncated")
+    bo = "<" if head[:2] == b"II" else ">"
+    magic = struct.unpack(bo + "H", head[2:4])[0]
+    if magic == 42:
+        big, ifd = False, struct.unpack(bo + "I", head[4:8])[0]
+    elif magic == 43 and len(head) >= 16:
+        big, ifd = True, struct.unpack(bo + "Q", head[8:16])[0]
+    else:
+        raise TiffDamaged("TIFF header is damaged")
+    dirs: list[Directory] = []
+    seen: set[int] = set()
+    while ifd:
+        if ifd in seen:
+            raise TiffDamaged("TIFF directories loop back on themselves")
+        if len(seen) >= _MAX_DIRECTORIES:
+            raise TiffDamaged(f"TIFF has more than {_MAX_DIRECTORIES} directories")
+        seen.add(ifd)
+        d, ifd = _directory(read_at, size, bo, big, ifd, len(dirs))
+        dirs.append(d)
+    if not dirs:
+        raise TiffDamaged("TIFF has no image directory")
+    return dirs
+
+
+def _directory(read_at: ReadAt, size: int, bo: str, big: bool, at: int,
+               index: int) -> tuple[Directory, int]:
+    count_fmt, entry_len, next_fmt = ("Q", 20, "Q") if big else ("H", 12, "I")
+    count_len = struct.calcsize(count_fmt)
+    where = "first directory" if index == 0 else f"directory {index + 1}"
+    if at < 8 or at + count_len > size:
+        raise TiffDamaged(f"TIFF is truncated ({where} outside the file)")
+    n = struct.unpack(bo + count_fmt, read_at(at, count_len))[0]
+    if n == 0 or n > _MAX_ENTRIES:
+        raise TiffDamaged(f"TIFF {where} is damaged ({n} entries)")
+    raw = read_at(at + count_len, n * entry_len + struct.calcsize(next_fmt))
+    if len(raw) < n * entry_len + struct.calcsize(next_fmt):
+        raise TiffDamaged(f"TIFF is truncated ({where} cut short)")
+    entry = _ENTRY[bo, big]
+    pointer = bo + ("Q" if big else "I")
+    tags: dict[int, Tag] = {}
+    for tag, typ, count, value in entry.iter_unpack(raw[:n * entry_len]):
+        if tag not in _WANTED or typ not in _TYPES:
+            continue
+        code, width, kind = _TYPES[typ]
+        nbytes = count * width
+        if nbytes <= len(value):
+            data = value[:nbytes]
+        else:
+            off = struct.unpack(pointer, value)[0]
+            if off + nbytes > size:
+                raise TiffDamaged("TIFF is truncated (tag data outside the file)")
+            data = read_at(off, nbytes)
+        if kind == "b":
+            tags[tag] = Tag(kind, bytes(data))
+        elif count == 1 and kind == "i":  # most tags: one number
+            tags[tag] = Tag(kind, struct.unpack(bo + code, data))
+        else:
+            items = count * 2 if kind == "r" else count
+            tags[tag] = Tag(kind, struct.unpack(f"{bo}{items}{code}", data))
+    nxt = struct.unpack_from(bo + next_fmt, raw, n * entry_len)[0]
+    if 256 not in tags or 257 not in tags:
+        raise TiffDamaged(f"TIFF {where} has no image width/height")
+    return Directory(index, tags, _regions(tags, size, where)), nxt
+
+
+def _regions(tags: dict[int, Tag], size: int, where: str) -> tuple[tuple[int, int], ...]:
+    for off_tag, cnt_tag in (_STRIPS, _TILES):
+        if off_tag in tags and cnt_tag in tags:
+            offsets, counts = tags[off_tag].values, tags[cnt_tag].values
+            if len(offsets) != len(counts):
+                raise TiffDamaged(f"TIFF {where}: strip offsets and byte counts disagree")
+            end = max((o + c for o, c in zip(offsets, counts, strict=True)), default=0)
+            if end > size:
+                raise TiffDamaged(f"TIFF is truncated: image data ends at byte {end}, "
+                                  f"file has {size}")
+            return tuple(zip(offsets, counts, strict=True))  # type: ignore[arg-type]
+    raise TiffDamaged(f"TIFF {where} has no image data offsets")
+
+
+def pages(dirs: list[Directory]) -> list[Directory]:
+    """The directories that are pages: reduced-resolution copies (thumbnails some capture
+    software writes into the main chain) are not counted or paid as pages."""
+    return [d for d in dirs if not d.reduced]
