@@ -73,6 +73,23 @@ def page_event(site: str, file_code: str, page_no: int | None, path: Path,
         revision=revision, path=f"{fonds}/{file_code}/{path.name}")
 
 
+def document_events(site: str, file_code: str, path: Path, fonds: str = "UBND",
+                    number: int | None = None, revision: int = 1) -> list[PageScanned]:
+    """Every PageScanned the agent would send for the document ``path``: its pages counted
+    and digested as the agent does (sohoa.documents)."""
+    from sohoa.documents import inspect_document
+
+    with path.open("rb") as fh:
+        facts = inspect_document(fh, path.stat().st_size)
+    n = len(facts.page_sha256)
+    return [PageScanned.make(
+        site_id=site, fonds=fonds, file_code=file_code, document=path.name, page_index=i,
+        number=number if n == 1 else None, document_pages=n, uri=path.resolve().as_uri(),
+        document_sha256=facts.sha256, sha256=digest, size_bytes=path.stat().st_size,
+        media_type=facts.media_type, revision=revision, path=f"{fonds}/{file_code}/{path.name}")
+        for i, digest in enumerate(facts.page_sha256, start=1)]
+
+
 def fake_page(site: str, file_code: str, page_no: int, content: str | None = None,
               revision: int = 1, *, document: str | None = None, page_index: int = 1,
               document_pages: int = 1, fonds: str = "UBND") -> PageScanned:

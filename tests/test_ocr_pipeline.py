@@ -14,7 +14,15 @@ from sohoa.events import FileVerdict, OcrCompleted, PageChecked, Verdict
 from tests import pages
 from tests.pages import PageSpec
 from tests.procs import SohoaProcess, wait_for
-from tests.streams_helpers import closed, manifest, page_event, read_all, send, streams_env
+from tests.streams_helpers import (
+    closed,
+    document_events,
+    manifest,
+    page_event,
+    read_all,
+    send,
+    streams_env,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.ocr]
 SITE = "xa-tan-phu"
@@ -161,8 +169,9 @@ def test_inputs_as_scanners_make_them_and_broken_ones(stack, tmp_path: Path) -> 
             pages.multipage_tiff(fm / "004.tif", [PageSpec(text=pages.text_lines(6, 7)),
                                                   PageSpec(text=pages.text_lines(6, 9))]),
             pages.scanner_pdf(fm / "005.pdf", PageSpec(text=pages.text_lines(6, 11)))]
-    events = [manifest(SITE, "HS-FORMATS", 5)] + [
-        page_event(SITE, "HS-FORMATS", i + 1, f) for i, f in enumerate(good)]
+    events = [manifest(SITE, "HS-FORMATS", 6)] + [
+        e for i, f in enumerate(good) for e in document_events(SITE, "HS-FORMATS", f,
+                                                                 number=i + 1)]
     bh = hot / "HS-BROKEN"
     broken = {
         "HS-CORRUPT": pages.corrupt(bh / "c.tif"),
@@ -192,7 +201,9 @@ def test_inputs_as_scanners_make_them_and_broken_ones(stack, tmp_path: Path) -> 
     fmt = got["HS-FORMATS"]
     assert fmt.verdict == Verdict.ACCEPTED, fmt.reasons
     ocr = next(e for e in evs if isinstance(e, OcrCompleted) and e.file_code == "HS-FORMATS")
-    assert [p.page_no for p in ocr.pages] == [1, 2, 3, 4, 4, 5]
+    assert [(p.document, p.page_index) for p in ocr.pages] == [
+        ("001.jpg", 1), ("002.png", 1), ("003.png", 1), ("004.tif", 1), ("004.tif", 2),
+        ("005.pdf", 1)]
     assert all(p.chars > 100 for p in ocr.pages), ocr.pages
 
     def reasons(code: str) -> str:
