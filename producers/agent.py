@@ -646,7 +646,7 @@ class Agent(WalksMixin, FilingMixin):
         npages = len(facts.page_sha256) or 1
         self._queue_document(DocumentWrite(
             rootk, c.rel, facts.size, facts.mtime_ns, facts.sha256, name.fonds, name.file_code,
-            name.number if npages == 1 else None, state, None, None, document, npages))
+            name.number, state, None, None, document, npages))
         self._writes.append(("file_touch", ((name.fonds, name.file_code), time.time())))
 
     def _write_pages(self, rootk: str, rel: str, pages: list[PageWrite]) -> None:

@@ -58,7 +58,6 @@ def document_changes(site_id: str, doc: DocumentRead, stored: dict[int, KnownPag
     """The events and page rows that take the outbox from ``stored`` to ``doc``."""
     out = Changes([], [])
     n = len(doc.page_sha256)
-    single = n == 1
     for index, digest in enumerate(doc.page_sha256, start=1):
         old = stored.get(index)
         if old is not None and old.state == "sent" and old.sha256 == digest:
@@ -71,7 +70,7 @@ def document_changes(site_id: str, doc: DocumentRead, stored: dict[int, KnownPag
         out.events.append(page_scanned(
             site_id=site_id, fonds=doc.name.fonds, file_code=doc.name.file_code,
             document=doc.document, page_index=index,
-            number=doc.name.number if single else None, document_pages=n, uri=doc.uri,
+            number=doc.name.number, document_pages=n, uri=doc.uri,
             document_sha256=doc.sha256, sha256=digest, size_bytes=doc.size,
             media_type=doc.media_type, revision=revision, path=doc.path, occurred_at=now))
         out.pages.append(PageWrite(index, digest, revision, "sent"))

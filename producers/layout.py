@@ -4,8 +4,9 @@ The pattern (``watcher.layout``, default ``{fonds}/{file}/{page}``) is matched a
 relative to a root, one placeholder-bearing segment per directory level; the last segment is
 the document (a page image, or a multi-page PDF/TIFF). Names are NFC-normalised before matching
 (:mod:`sohoa.naming`), so a file copied from a Mac (NFD) is the same file code as one typed on
-Windows. A document's name may end in the page number it claims ("003.tif"); one that does not
-("bia.jpg", "QD-15-UBND.pdf") is a document all the same, ordered by its name.
+Windows. A document's name may end in the number it claims, its place in the file ("003.tif",
+"HS-01.004.pdf"); one that does not ("bia.jpg", "QD-15-UBND.pdf") is a document all the same,
+ordered by its name.
 """
 
 from __future__ import annotations

@@ -159,7 +159,7 @@ class PageRef(BaseModel):
     document: DocumentName
     page_index: PageIndex = 1
     number: PageNo | None = Field(
-        default=None, description="Page number the document's name claims (single-page only)")
+        default=None, description="The number the document's name ends with")
     uri: str = Field(min_length=1, description="Where the document's bytes are")
     document_sha256: Sha256
     sha256: Sha256 = Field(description="The page's content digest (sohoa.documents)")
@@ -184,7 +184,8 @@ class PageScanned(FileEvent):
     document: DocumentName
     page_index: PageIndex = 1
     number: PageNo | None = Field(
-        default=None, description="Page number the document's name claims (single-page only)")
+        default=None, description="The number the document's name ends with: its place among "
+                                  "the file's documents (for a page image, its page number)")
     document_pages: PageIndex = Field(default=1, description="Pages in the document")
     uri: str = Field(min_length=1, description="file:// (or s3://) URI of the document")
     document_sha256: Sha256
@@ -326,10 +327,10 @@ class FileAssembled(FileEvent):
     revision: int = Field(default=1, ge=1)
     trigger: Literal["marker", "expected_count", "idle", "late_page"] = "marker"
     pages: list[PageRef]
-    gaps: list[int] = Field(default_factory=list, description="Page numbers missing among "
-                                                              "those the names claim")
+    gaps: list[int] = Field(default_factory=list, description="Numbers missing among those "
+                                                              "the documents' names claim")
     duplicate_page_nos: list[int] = Field(
-        default_factory=list, description="Page numbers claimed by more than one document")
+        default_factory=list, description="Numbers claimed by more than one document")
     duplicate_content: list[list[PageKey]] = Field(
         default_factory=list, description="Groups of pages with identical content")
     missing_pages: list[PageKey] = Field(

@@ -6,7 +6,8 @@ a name means the same thing everywhere:
 - every name is compared in Unicode NFC: a folder copied from a Mac (NFD) and one typed on
   Windows (NFC) name the same file;
 - a file's documents are ordered naturally ("2.tif" before "10.tif"), case and accents aside;
-- a single-page document claims the page number its name ends with ("003.tif" -> 3).
+- a document claims the number its name ends with: its place among the file's documents
+  ("HS-01.003.pdf" -> 3), which for a page image is its page number ("003.tif" -> 3).
 """
 
 from __future__ import annotations

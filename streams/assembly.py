@@ -323,24 +323,25 @@ class FileState:
             have = set(indices)
             missing += [PageKey(document=doc, page_index=i)
                         for i in range(1, pages_in_doc + 1) if i not in have]
-            if pages_in_doc != 1 or entries[0].number is None:
+            number = entries[-1].number
+            if pages_in_doc != 1 or number is None:
                 numbered_only = False
+            if number is not None:
+                claims[number] += 1
             for i, e in zip(indices, entries, strict=True):
-                number = e.number if pages_in_doc == 1 else None
-                refs.append(PageRef(document=doc, page_index=i, number=number, uri=e.uri,
+                refs.append(PageRef(document=doc, page_index=i, number=e.number, uri=e.uri,
                                     document_sha256=e.document_sha256 or e.sha256,
                                     sha256=e.sha256, media_type=e.media_type,
                                     revision=e.revision))
                 by_sha[e.sha256].append(PageKey(document=doc, page_index=i))
-                if number is not None:
-                    claims[number] += 1
+        if self.listed:
+            claims.clear()  # the manifest lists the documents: its list is what is judged
         nos = sorted(claims)
-        # Numbers the names claim: judged alone when every document is a numbered page (the
-        # manifest's count then bounds them too), else within the numbers claimed.
+        # Numbers the documents' names claim: a missing one is a missing document (a missing
+        # page, where every document is one page: then the manifest's count bounds them too).
         top = max([*nos, (self.expected_pages or 0) if numbered_only else 0], default=0)
         start = 0 if nos and nos[0] == 0 else 1
-        gaps = [n for n in range(start, top + 1) if n not in claims] if nos or numbered_only \
-            else []
+        gaps = [n for n in range(start, top + 1) if n not in claims] if nos else []
         mismatch = self.expected_pages is not None and len(refs) != self.expected_pages
         present = set(by_doc)
         return FileAssembled(

@@ -48,8 +48,10 @@ def decide(fa: FileAssembled, checks: dict[PageId, list[dict[str, Any]]],
         for c in checks[key]:
             if not c["passed"]:
                 page(key, _reason(c))
+    one_page_each = len({p.document for p in fa.pages}) == len(fa.pages)
     for n in fa.gaps:
-        reasons.append(RescanReason(number=n, reason="missing_page"))
+        reasons.append(RescanReason(
+            number=n, reason="missing_page" if one_page_each else "missing_document"))
     for k in fa.missing_pages:
         reasons.append(RescanReason(document=k.document, page_index=k.page_index,
                                     reason="missing_page"))

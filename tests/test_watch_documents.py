@@ -37,7 +37,7 @@ def test_a_new_document_sends_every_page_once() -> None:
     assert [(e.NAME, e.page_index, e.revision) for e in (_ev(x) for x in ch.events)] == [
         ("PageScanned", i, 1) for i in range(1, 31)]
     assert {_ev(x).document_pages for x in ch.events} == {30}
-    assert {_ev(x).number for x in ch.events} == {None}, "a multi-page document claims none"
+    assert {_ev(x).number for x in ch.events} == {15}, "each page carries its document's number"
     assert ch.new_revisions == 30
 
 
