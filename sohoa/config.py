@@ -281,22 +281,11 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     def masked(self) -> dict[str, Any]:
-        """The effective configuration with every secret (and DSN password) masked."""
-        data = self.model_dump(mode="json", by_alias=True)
-        data["postgres"]["dsn"] = _mask_dsn(self.postgres.url)
-        if self.postgres.reader_dsn:
-            data["postgres"]["reader_dsn"] = _mask_dsn(self.postgres.reader_dsn.get_secret_value())
-        return data
+        """The effective configuration with every secret masked: secret fields and password-like
+        keys wholly, passwords inside DSNs and other strings (see sohoa.masking)."""
+        from sohoa.masking import mask_tree
 
-
-def _mask_dsn(dsn: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(dsn)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":******@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return dsn
+        return mask_tree(self.model_dump(mode="python", by_alias=True))
 
 
 def config_file() -> Path | None:
