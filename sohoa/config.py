@@ -64,8 +64,15 @@ class TopicsConfig(BaseModel):
 
 
 class PostgresConfig(BaseModel):
-    dsn: SecretStr = SecretStr("postgresql://sohoa@127.0.0.1:15432/sohoa")
+    """Three roles, least privilege first: the writer (``dsn``: the consumer, plan imports),
+    the reader (``reader_dsn``: status, reports, /metrics gauges) and the owner (``owner_dsn``:
+    migrations only). An unset reader or owner DSN falls back to ``dsn``. The defaults are the
+    local stack's, whose passwords libpq reads from the ``passfile`` that `sohoa up` writes."""
+
+    dsn: SecretStr = SecretStr(
+        "postgresql://sohoa_writer@127.0.0.1:15432/sohoa?passfile=.state/secrets/pgpass")
     reader_dsn: SecretStr | None = None
+    owner_dsn: SecretStr | None = None
     connect_timeout_s: float = 5.0
 
     @property
