@@ -326,7 +326,9 @@ def reconcile(ctx: click.Context, site: str, root: Path, as_json: bool) -> None:
     """Đối chiếu trang trên đĩa với cơ sở dữ liệu (disk vs. database).
 
     Lists every page missing (in the database, not on disk), extra (on disk, not in the
-    database) or altered (SHA-256 differs). Exit code 0 only when they agree. Read-only.
+    database) or altered (SHA-256 differs). Exit code 0 only when they agree. Read-only;
+    symlinks are never followed, FIFOs/sockets/devices never read, files over
+    watcher.max_file_bytes never hashed (listed as skipped).
     """
     from consumers.reconcile import reconcile_site
 
@@ -338,9 +340,11 @@ def reconcile(ctx: click.Context, site: str, root: Path, as_json: bool) -> None:
     else:
         for label, items in (("thiếu trên đĩa (missing)", res.missing),
                              ("thừa, chưa có trong CSDL (extra)", res.extra),
-                             ("khác nội dung (altered)", res.altered)):
+                             ("khác nội dung (altered)", res.altered),
+                             ("bỏ qua (skipped)", res.skipped)):
             for item in items:
                 click.echo(f"{label}: {item.describe()}")
         click.echo(f"{site}: {res.matched} trang khớp, {len(res.missing)} thiếu, "
-                   f"{len(res.extra)} thừa, {len(res.altered)} khác")
+                   f"{len(res.extra)} thừa, {len(res.altered)} khác, "
+                   f"{len(res.skipped)} bỏ qua")
     sys.exit(0 if res.ok else 1)
