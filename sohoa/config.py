@@ -118,7 +118,8 @@ class WatcherConfig(BaseModel):
     heartbeat_interval_s: float = 30.0
     send_batch: int = 500
     metrics_port: int | None = None
-    metrics_addr: str = "0.0.0.0"
+    # Loopback: a site that wants the centre to scrape its agent sets its VPN address here.
+    metrics_addr: str = "127.0.0.1"
     quarantine_dir: Path | None = None
     hash_workers: int = 0               # 0 = min(4, cores): hashing releases the GIL
     kafka_block_s: float = 10.0         # longest a send or connect may block on a missing broker

@@ -184,14 +184,6 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
             if raw and FileState.from_dict(raw).due(now, idle, settle):
                 await ticks.send(key=key.encode(), value=b"tick")
 
-    @app.page("/files/{site_id}/{file_code}")
-    async def file_state(web: Any, request: Any, site_id: str, file_code: str) -> Any:
-        raw = files.get(f"{site_id}/{file_code}")
-        if raw is None:
-            return web.json({"error": "not found"}, status=404)
-        return web.bytes(json.dumps(raw, ensure_ascii=False).encode(),
-                         content_type="application/json")
-
     app.sohoa_files = files  # type: ignore[attr-defined]  # for tests and tools
     return app
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -208,6 +209,16 @@ def test_up_starts_every_component_and_down_stops_them(tmp_path):
         assert "sohoa_consumer_events_applied_total" in _wait_metrics(urls["consume"])
         assert "sohoa_stream_events_total" in _wait_metrics(urls["streams"], 120)
         _assert_least_privilege(state, ports["STACK__POSTGRES_PORT"], res.stdout)
+        # Exposure: every metrics port listens on loopback only, and the Faust web port
+        # serves no table views (data: URIs, hashes, classification).
+        for key in ("WATCHER__METRICS_PORT", "CONSUMER__METRICS_PORT", "STREAMS__WEB_PORT",
+                    "STREAMS__OCR_WEB_PORT"):
+            assert _listening(ports[key]) == {"127.0.0.1"}, key
+        for path in ("/table/", "/router/"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(f"http://127.0.0.1:{ports['STREAMS__WEB_PORT']}{path}",
+                                       timeout=10)
+            assert err.value.code == 404, path
 
         again = _sohoa(env, "up", "--state-dir", str(state))
         assert again.returncode == 0, again.stdout + again.stderr
@@ -246,6 +257,26 @@ def _assert_least_privilege(state: Path, pg_port: int, up_output: str) -> None:
     assert rows, "the consumer holds connections"
     assert [u for u, su in rows if su] == []
     assert {u for u, _ in rows} == {"sohoa_writer", "sohoa_reader"}
+
+
+def _listening(port: int) -> set[str]:
+    """The local addresses listening on TCP ``port`` (from /proc/net/tcp and tcp6)."""
+    import ipaddress
+
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, hexport = local.split(":")
+            if state != "0A" or int(hexport, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(addr)
+            # Each 32-bit word is in host (little-endian) order.
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            ip = ipaddress.ip_address(raw)
+            mapped = getattr(ip, "ipv4_mapped", None)
+            found.add(str(mapped or ip))
+    return found
 
 
 def _state(pid: int) -> str | None:
