@@ -219,7 +219,7 @@ def test_bad_input_is_dead_lettered_and_metrics_and_status_show_progress(
     finally:
         producer.close()
     try:
-        line = 'sohoa_pages_scanned_total{site="xa-tan-phu"} 1.0'
+        line = 'sohoa_site_pages_scanned{site="xa-tan-phu"} 1.0'
         wait_for(lambda: line in _metrics(env), 120, line, (proc,))
         wait_for(lambda: "sohoa_consumer_dead_letters_total{" in _metrics(env),
                  60, "the dead letter counted", (proc,))

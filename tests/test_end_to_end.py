@@ -92,7 +92,7 @@ def test_one_page_goes_from_hot_folder_to_postgres_and_metrics(stack, tmp_path: 
         assert files[0]["pages"] == 1
         assert files[0]["state"] == "scanning"
 
-        metrics_line = f'sohoa_pages_scanned_total{{site="{site}"}} 1.0'
+        metrics_line = f'sohoa_site_pages_scanned{{site="{site}"}} 1.0'
         wait_for(lambda: metrics_line in _metrics(env["SOHOA_CONSUMER__METRICS_PORT"]), 60,
                  f"'{metrics_line}' on the consumer's /metrics", procs)
 
