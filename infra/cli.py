@@ -124,10 +124,10 @@ def up(ctx: click.Context, no_components: bool, state_dir: Path | None) -> None:
         argv = [sys.executable, "-m", "sohoa.cli"]
         if config_path:
             argv += ["--config", str(Path(config_path).resolve())]
+        from infra.stack import owner_env
+
         # Only this step runs as the owner of the database.
-        owner = {"SOHOA_POSTGRES__OWNER_DSN": local.postgres.owner_dsn.get_secret_value()
-                 } if local.postgres.owner_dsn else {}
-        res = subprocess.run([*argv, "db", "migrate"], env={**env, **owner},
+        res = subprocess.run([*argv, "db", "migrate"], env={**env, **owner_env(local)},
                              capture_output=True, text=True, timeout=600)
         if res.returncode == 0:
             for line in res.stdout.strip().splitlines():

@@ -106,6 +106,13 @@ def stack_env(settings: Settings, with_paths: bool = True, reader: bool = False
     return env
 
 
+def owner_env(settings: Settings) -> dict[str, str]:
+    """The variable that lets `sohoa db migrate` run as the database owner: given to that step
+    only, never to the components."""
+    owner = settings.postgres.owner_dsn
+    return {"SOHOA_POSTGRES__OWNER_DSN": owner.get_secret_value()} if owner else {}
+
+
 def run_env(tag: str, state: Path, *, ocr: bool = False) -> dict[str, str]:
     """``SOHOA_*`` variables that give one run of the components on a shared stack its own
     Faust app ids, consumer group, free ports and data dirs, so runs never share state

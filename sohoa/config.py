@@ -13,7 +13,7 @@ from datetime import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -63,17 +63,31 @@ class TopicsConfig(BaseModel):
     spec: Path | None = Field(default=None, description="Override of infra/topics.toml")
 
 
+_LOCAL_DSN = "postgresql://{role}@127.0.0.1:15432/sohoa?passfile=.state/secrets/pgpass"
+
+
 class PostgresConfig(BaseModel):
     """Three roles, least privilege first: the writer (``dsn``: the consumer, plan imports),
-    the reader (``reader_dsn``: status, reports, /metrics gauges) and the owner (``owner_dsn``:
-    migrations only). An unset reader or owner DSN falls back to ``dsn``. The defaults are the
-    local stack's, whose passwords libpq reads from the ``passfile`` that `sohoa up` writes."""
+    the reader (``reader_dsn``: status, reports, reconcile, /metrics gauges) and the owner
+    (``owner_dsn``: migrations only).
 
-    dsn: SecretStr = SecretStr(
-        "postgresql://sohoa_writer@127.0.0.1:15432/sohoa?passfile=.state/secrets/pgpass")
+    The defaults are the local stack's (`sohoa up`), whose passwords libpq reads from the
+    ``passfile`` it writes. An unset reader or owner DSN is the local stack's while ``dsn`` is,
+    and otherwise falls back to ``dsn`` (a database set elsewhere brings its own roles)."""
+
+    dsn: SecretStr = SecretStr(_LOCAL_DSN.format(role="sohoa_writer"))
     reader_dsn: SecretStr | None = None
     owner_dsn: SecretStr | None = None
     connect_timeout_s: float = 5.0
+
+    @model_validator(mode="after")
+    def _local_roles(self) -> PostgresConfig:
+        if self.dsn.get_secret_value() == _LOCAL_DSN.format(role="sohoa_writer"):
+            if self.reader_dsn is None:
+                self.reader_dsn = SecretStr(_LOCAL_DSN.format(role="sohoa_reader"))
+            if self.owner_dsn is None:
+                self.owner_dsn = SecretStr(_LOCAL_DSN.format(role="sohoa"))
+        return self
 
     @property
     def url(self) -> str:
