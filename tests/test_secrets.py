@@ -11,10 +11,10 @@ import logging
 import pytest
 from click.testing import CliRunner
 
-from sohoa import config as cfgmod
 from sohoa.cli import main
 from sohoa.logs import JsonFormatter, TextFormatter
 from sohoa.masking import is_secret_name, mask_tree
+from tests.test_config import _isolate  # noqa: F401  (autouse: no SOHOA_* set, cwd a tmp dir)
 
 # (DSN, the secret in it, text that must stay visible)
 DSN_FORMS = [
@@ -29,15 +29,6 @@ DSN_FORMS = [
     ("host=db.tinh user=w password = 'with sp\\'ace' dbname=sohoa", "sp\\'ace", "dbname=sohoa"),
     ('host=db.tinh password="Dbl Quoted" dbname=sohoa', "Dbl Quoted", "host=db.tinh"),
 ]
-
-
-@pytest.fixture(autouse=True)
-def _isolate(monkeypatch, tmp_path):
-    for key in list(__import__("os").environ):
-        if key.startswith("SOHOA_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cfgmod, "_config_file", None)
 
 
 @pytest.mark.parametrize(("dsn", "secret", "kept"), DSN_FORMS)
