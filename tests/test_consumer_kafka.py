@@ -44,7 +44,8 @@ def consumer_env(stack, **extra: str) -> dict[str, str]:
         "SOHOA_TOPICS__SITE_EVENTS": topics.site_events,
         "SOHOA_TOPICS__FILE_EVENTS": topics.file_events,
         "SOHOA_TOPICS__DEAD_LETTERS": topics.dead_letters,
-        "SOHOA_POSTGRES__DSN": stack.new_database("consume"),
+        # Migrated by the owner, consumed by the writer, gauges read by the reader.
+        **stack.database_env("consume"),
         "SOHOA_CONSUMER__GROUP_ID": f"progress-{uuid.uuid4().hex[:8]}",
         "SOHOA_CONSUMER__METRICS_PORT": str(_free_port()),
         "SOHOA_CONSUMER__GAUGE_CACHE_S": "0",
