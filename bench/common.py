@@ -75,14 +75,14 @@ def start_throwaway_stack(name: str) -> tuple[Path, Any, Any]:
 def spine_env(settings: Any, state: Path, tag: str, **extra: str) -> dict[str, str]:
     """Environment for `sohoa consume` / `sohoa streams` on a throw-away stack: this run's own
     Faust app ids and consumer group, free ports, QC and OCR off; the database migrated."""
-    from infra.stack import run_env, stack_env
+    from infra.stack import owner_env, run_env, stack_env
 
-    env = {**os.environ, **stack_env(settings), **run_env(f"bench-{tag}", state),
+    env = {**os.environ, **stack_env(settings, reader=True), **run_env(f"bench-{tag}", state),
            "SOHOA_LOGGING__LEVEL": "WARNING",
            "SOHOA_STREAMS__QC_ENABLED": "false",
            **extra}
-    subprocess.run([sys.executable, "-m", "sohoa.cli", "db", "migrate"], env=env, check=True,
-                   capture_output=True)
+    subprocess.run([sys.executable, "-m", "sohoa.cli", "db", "migrate"],
+                   env={**env, **owner_env(settings)}, check=True, capture_output=True)
     return env
 
 

@@ -22,13 +22,13 @@ def _settings(ctx: click.Context):
     return obj if obj is not None else load_config()
 
 
-def _connect(settings, *, reader: bool = False):
+def _connect(settings, *, reader: bool = False, owner: bool = False):
     import psycopg
 
     from consumers.db import connect
 
     try:
-        return connect(settings.postgres, autocommit=True, reader=reader)
+        return connect(settings.postgres, autocommit=True, reader=reader, owner=owner)
     except psycopg.OperationalError as exc:
         raise click.ClickException(
             f"Không kết nối được PostgreSQL ({str(exc).strip().splitlines()[0]}). "
@@ -71,14 +71,19 @@ def consume(ctx: click.Context, migrate: bool) -> None:
     consumer.metrics_host:consumer.metrics_port.
     """
     from consumers.consumer import ProgressConsumer
-    from consumers.db import connect_retry
+    from consumers.db import MigrationsPending, connect_retry
     from consumers.db import migrate as run_migrations
     from consumers.metrics import ConsumerMetrics, start_metrics_server
 
     settings = _settings(ctx)
     if migrate:
-        with connect_retry(settings.postgres, deadline_s=120) as conn:
-            run_migrations(conn)
+        # As the owner when postgres.owner_dsn is set; as the writer a current schema is a
+        # no-op and a stale one a clear error (`sohoa up` migrates before starting this).
+        with connect_retry(settings.postgres, deadline_s=120, owner=True) as conn:
+            try:
+                run_migrations(conn)
+            except MigrationsPending as exc:
+                raise click.ClickException(str(exc)) from None
     metrics = ConsumerMetrics()
     server = start_metrics_server(settings, metrics)
     pc = ProgressConsumer(settings, metrics)
@@ -130,14 +135,19 @@ def db() -> None:
 def db_migrate(ctx: click.Context) -> None:
     """Apply pending numbered migrations (idempotent, under an advisory lock).
 
-    Creates the roles sohoa_writer (consumer) and sohoa_reader (Grafana, reports) with LOGIN
-    and no password; set passwords or use certificate auth outside the local stack.
+    Runs as the owner (postgres.owner_dsn, else postgres.dsn). Creates the roles sohoa_writer
+    (consumer) and sohoa_reader (status, reports, Grafana) when the owner may, and grants each
+    what it needs (consumers/migrations/grants.sql). `sohoa up` gives the local stack's roles
+    passwords; elsewhere set them (ALTER ROLE … PASSWORD) or use certificate auth.
     """
-    from consumers.db import migrate
+    from consumers.db import MigrationsPending, migrate
 
     settings = _settings(ctx)
-    with _connect(settings) as conn:
-        applied = migrate(conn)
+    with _connect(settings, owner=True) as conn:
+        try:
+            applied = migrate(conn)
+        except MigrationsPending as exc:
+            raise click.ClickException(str(exc)) from None
     if applied:
         for name in applied:
             click.echo(f"đã áp dụng {name}")
@@ -316,7 +326,9 @@ def reconcile(ctx: click.Context, site: str, root: Path, as_json: bool) -> None:
     """Đối chiếu trang trên đĩa với cơ sở dữ liệu (disk vs. database).
 
     Lists every page missing (in the database, not on disk), extra (on disk, not in the
-    database) or altered (SHA-256 differs). Exit code 0 only when they agree. Read-only.
+    database) or altered (SHA-256 differs). Exit code 0 only when they agree. Read-only;
+    symlinks are never followed, FIFOs/sockets/devices never read, files over
+    watcher.max_file_bytes never hashed (listed as skipped).
     """
     from consumers.reconcile import reconcile_site
 
@@ -328,9 +340,11 @@ def reconcile(ctx: click.Context, site: str, root: Path, as_json: bool) -> None:
     else:
         for label, items in (("thiếu trên đĩa (missing)", res.missing),
                              ("thừa, chưa có trong CSDL (extra)", res.extra),
-                             ("khác nội dung (altered)", res.altered)):
+                             ("khác nội dung (altered)", res.altered),
+                             ("bỏ qua (skipped)", res.skipped)):
             for item in items:
                 click.echo(f"{label}: {item.describe()}")
         click.echo(f"{site}: {res.matched} trang khớp, {len(res.missing)} thiếu, "
-                   f"{len(res.extra)} thừa, {len(res.altered)} khác")
+                   f"{len(res.extra)} thừa, {len(res.altered)} khác, "
+                   f"{len(res.skipped)} bỏ qua")
     sys.exit(0 if res.ok else 1)

@@ -25,11 +25,14 @@ SITE_DAYS_LOCK_CLASS = 1
 
 
 def connect(cfg: PostgresConfig, *, autocommit: bool = False, reader: bool = False,
-            dsn: str | None = None) -> psycopg.Connection:
+            owner: bool = False, dsn: str | None = None) -> psycopg.Connection:
+    """A connection as the writer (``postgres.dsn``), the reader (``reader``:
+    ``postgres.reader_dsn``) or the owner (``owner``: ``postgres.owner_dsn``, migrations)."""
     if dsn is None:
         dsn = cfg.url
-        if reader and cfg.reader_dsn is not None:
-            dsn = cfg.reader_dsn.get_secret_value()
+        chosen = cfg.reader_dsn if reader else cfg.owner_dsn if owner else None
+        if chosen is not None:
+            dsn = chosen.get_secret_value()
     return psycopg.connect(dsn, autocommit=autocommit,
                            connect_timeout=max(1, int(cfg.connect_timeout_s)))
 
@@ -66,28 +69,63 @@ def migration_files() -> list[tuple[int, str, str]]:
     return out
 
 
+class MigrationsPending(RuntimeError):
+    """Migrations wait and this connection's role may not apply them (it is not the owner)."""
+
+
+def pending_migrations(conn: psycopg.Connection) -> list[str]:
+    """Names of the shipped migrations this database has not applied (read-only)."""
+    if conn.execute("SELECT to_regclass('schema_migrations')").fetchone()[0] is None:
+        return [name for _, name, _ in migration_files()]
+    done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+    return [name for version, name, _ in migration_files() if version not in done]
+
+
+def grant_sweep_sql() -> str:
+    return resources.files("consumers.migrations").joinpath("grants.sql").read_text(
+        encoding="utf-8")
+
+
 def migrate(conn: psycopg.Connection) -> list[str]:
     """Apply pending migrations under an advisory lock; return the names applied.
 
-    Each migration runs in its own transaction with its bookkeeping row, so a failed one leaves
-    nothing half-done and a second run is a no-op.
+    Each migration runs in its own transaction with its bookkeeping row and the grant sweep
+    (``migrations/grants.sql``: every table, view and sequence, whichever migration made or
+    renamed it, gets the writer's and the reader's privileges), so a failed one leaves nothing
+    half-done and a second run is a no-op. With nothing pending no DDL is issued, so the
+    writer may call this (``sohoa consume --migrate``); with migrations pending, a role that
+    may not create tables gets :class:`MigrationsPending`.
     """
-    applied_now: list[str] = []
     conn.autocommit = True
+    if not pending_migrations(conn):
+        return []
+    applied_now: list[str] = []
     conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
     try:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version integer PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())")
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())")
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise MigrationsPending(
+                f"migrations pending and role {conn.info.user!r} may not apply them: run "
+                "`sohoa db migrate` as the owner (postgres.owner_dsn)") from exc
         done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+        sweep = grant_sweep_sql()
         for version, name, sql in migration_files():
             if version in done:
                 continue
-            with conn.transaction():
-                conn.execute(sql)
-                conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                             (version, name))
+            try:
+                with conn.transaction():
+                    conn.execute(sql)
+                    conn.execute(sweep)
+                    conn.execute("INSERT INTO schema_migrations (version, name) "
+                                 "VALUES (%s, %s)", (version, name))
+            except psycopg.errors.InsufficientPrivilege as exc:
+                raise MigrationsPending(
+                    f"migration {name} refused to role {conn.info.user!r}: run "
+                    "`sohoa db migrate` as the owner (postgres.owner_dsn)") from exc
             log.info("migration applied", extra={"migration": name})
             applied_now.append(name)
     finally:

@@ -103,11 +103,13 @@ class ProgressCollector(Collector):
         def counter(name: str, doc: str, labels=("site",)) -> CounterMetricFamily:
             return fam.setdefault(name, CounterMetricFamily(name, doc, labels=list(labels)))
 
-        scanned = counter("sohoa_pages_scanned", "Distinct current pages scanned per site "
-                          "(removed pages leave the count)")
-        accepted = counter("sohoa_pages_accepted", "Pages in accepted files per site")
-        qc_failed = counter("sohoa_site_qc_failed_pages", "Current pages whose latest check "
-                            "failed")
+        # Gauges: each falls when pages are removed, rescanned or their file re-judged (a
+        # counter that falls reads as a reset to Prometheus, and increase() spikes).
+        scanned = gauge("sohoa_site_pages_scanned", "Distinct current pages scanned per site "
+                        "(removed pages leave the count)")
+        accepted = gauge("sohoa_site_pages_accepted", "Pages in accepted files per site")
+        qc_failed = gauge("sohoa_site_qc_failed_pages", "Current pages whose latest check "
+                          "failed")
         target = gauge("sohoa_site_target_pages", "Planned pages per site")
         remaining = gauge("sohoa_site_remaining_pages", "Planned pages not yet scanned")
         deadline = gauge("sohoa_site_deadline_timestamp_seconds", "End of the deadline day")

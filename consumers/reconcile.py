@@ -3,12 +3,18 @@
 Read-only: files are opened for reading and hashed, never moved or changed. A page is matched
 by its path relative to the hot-folder root (``PageScanned.path``, else the path of its
 ``file://`` URI under the root).
+
+Only regular files under the root are read: symbolic links (to files or folders) are never
+followed, FIFOs, sockets and devices never opened for reading, and a file over
+``watcher.max_file_bytes`` (the agent refuses such a page) is not hashed. Each is listed as
+skipped, with why; a page the database expects there counts as missing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +42,15 @@ class Discrepancy:
         return f"{self.path}{where}"
 
 
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
 @dataclass
 class ReconcileResult:
     site_id: str
@@ -44,6 +59,7 @@ class ReconcileResult:
     missing: list[Discrepancy] = field(default_factory=list)
     extra: list[Discrepancy] = field(default_factory=list)
     altered: list[Discrepancy] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -55,15 +71,57 @@ class ReconcileResult:
 
         return {"site_id": self.site_id, "root": self.root, "ok": self.ok,
                 "matched": self.matched, "missing": items(self.missing),
-                "extra": items(self.extra), "altered": items(self.altered)}
+                "extra": items(self.extra), "altered": items(self.altered),
+                "skipped": [x.__dict__ for x in self.skipped]}
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
+class NotReadable(Exception):
+    """A page path that is not read: the reason says why, in Vietnamese for the officer."""
+
+
+def _kind_refused(mode: int) -> str | None:
+    if stat.S_ISLNK(mode):
+        return "liên kết tượng trưng, không theo (symlink not followed)"
+    if not stat.S_ISREG(mode):
+        return "không phải tệp thường, không đọc (FIFO/socket/device not read)"
+    return None
+
+
+def sha256_file(path: Path, max_bytes: int, seen: os.stat_result | None = None) -> str:
+    """SHA-256 of the regular file at ``path``, read only if it is one and at most
+    ``max_bytes``; ``seen`` (the walk's ``lstat``) must be the file opened, so a path swapped
+    for a link (of the file or of a folder above it) between the walk and the read is refused.
+    Raises :class:`NotReadable`."""
+    try:
+        # O_NOFOLLOW: a final symlink fails; O_NONBLOCK: a FIFO put in its place never blocks.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        try:
+            refused = _kind_refused(os.lstat(path).st_mode)
+        except OSError:
+            refused = None
+        raise NotReadable(refused or f"không mở được ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        refused = _kind_refused(st.st_mode)
+        if refused:
+            raise NotReadable(refused)
+        if seen is not None and (st.st_dev, st.st_ino) != (seen.st_dev, seen.st_ino):
+            raise NotReadable("đổi trong lúc đối chiếu, không đọc (changed during reconcile)")
+        if st.st_size > max_bytes:
+            raise NotReadable(_too_large(max_bytes))
+        h = hashlib.sha256()
+        read = 0
         for chunk in iter(lambda: fh.read(1 << 20), b""):
+            read += len(chunk)
+            if read > max_bytes:  # grew while being read
+                raise NotReadable(_too_large(max_bytes))
             h.update(chunk)
     return h.hexdigest()
+
+
+def _too_large(max_bytes: int) -> str:
+    return f"lớn hơn {max_bytes:,} byte (watcher.max_file_bytes), không băm".replace(",", ".")
 
 
 def _is_page(name: str, cfg: WatcherConfig) -> bool:
@@ -75,18 +133,54 @@ def _is_page(name: str, cfg: WatcherConfig) -> bool:
     return any(low.endswith(ext.lower()) for ext in cfg.extensions)
 
 
-def disk_pages(root: Path, cfg: WatcherConfig) -> dict[str, Path]:
-    """Relative path (POSIX) → absolute path of every page file under ``root``."""
-    out: dict[str, Path] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames
-                       if not any(d.startswith(p) for p in cfg.ignore_prefixes)]
+@dataclass(frozen=True)
+class DiskPage:
+    path: Path
+    lstat: os.stat_result
+
+
+def disk_pages(root: Path, cfg: WatcherConfig,
+               skipped: list[Skipped] | None = None) -> dict[str, DiskPage]:
+    """Relative path (POSIX, NFC) → every regular page file under ``root``.
+
+    Links are not followed (folders or files); a page-named entry that is not a regular file,
+    or is larger than ``cfg.max_file_bytes``, goes to ``skipped`` instead."""
+    out: dict[str, DiskPage] = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        keep = []
+        for d in dirnames:
+            if any(d.startswith(p) for p in cfg.ignore_prefixes):
+                continue
+            if os.path.islink(os.path.join(dirpath, d)):
+                if skipped is not None:
+                    skipped.append(Skipped(_rel(Path(dirpath) / d, root),
+                                           "thư mục là liên kết tượng trưng, không theo "
+                                           "(symlinked folder not followed)"))
+                continue
+            keep.append(d)
+        dirnames[:] = keep
         for name in filenames:
-            if _is_page(name, cfg):
-                full = Path(dirpath) / name
-                # The agent sends NFC paths; a Vietnamese name may sit on disk decomposed.
-                out[unicodedata.normalize("NFC", full.relative_to(root).as_posix())] = full
+            if not _is_page(name, cfg):
+                continue
+            full = Path(dirpath) / name
+            rel = _rel(full, root)
+            try:
+                st = os.lstat(full)
+            except OSError:
+                continue  # gone since the listing
+            reason = _kind_refused(st.st_mode) or (
+                _too_large(cfg.max_file_bytes) if st.st_size > cfg.max_file_bytes else None)
+            if reason:
+                if skipped is not None:
+                    skipped.append(Skipped(rel, reason))
+                continue
+            out[rel] = DiskPage(full, st)
     return out
+
+
+def _rel(full: Path, root: Path) -> str:
+    # The agent sends NFC paths; a Vietnamese name may sit on disk decomposed.
+    return unicodedata.normalize("NFC", full.relative_to(root).as_posix())
 
 
 def _rel_path(path: str, uri: str, root: Path) -> str | None:
@@ -118,28 +212,39 @@ def reconcile_site(conn: psycopg.Connection, cfg: WatcherConfig, site_id: str,
             unplaced.append((file_code, page_no, sha, uri))
         else:
             db[rel] = (file_code, page_no, sha)
-    disk = disk_pages(root, cfg)
-    common = sorted(set(db) & set(disk))
-    bar = _progress(len(common)) if progress else None
-    for rel in common:
+    disk = disk_pages(root, cfg, res.skipped)
+    hashes = _hash_all(disk, cfg.max_file_bytes, res.skipped, progress)
+    for rel in sorted(set(db) & set(hashes)):
         file_code, page_no, sha = db[rel]
-        actual = sha256_file(disk[rel])
-        if actual == sha:
+        if hashes[rel] == sha:
             res.matched += 1
         else:
-            res.altered.append(Discrepancy(rel, file_code, page_no, sha, actual))
-        if bar:
-            bar[0].advance(bar[1])
-    if bar:
-        bar[0].stop()
-    for rel in sorted(set(db) - set(disk)):
+            res.altered.append(Discrepancy(rel, file_code, page_no, sha, hashes[rel]))
+    for rel in sorted(set(db) - set(hashes)):
         file_code, page_no, sha = db[rel]
         res.missing.append(Discrepancy(rel, file_code, page_no, sha, None))
     for file_code, page_no, sha, uri in unplaced:
         res.missing.append(Discrepancy(uri, file_code, page_no, sha, None))
-    for rel in sorted(set(disk) - set(db)):
-        res.extra.append(Discrepancy(rel, None, None, None, sha256_file(disk[rel])))
+    for rel in sorted(set(hashes) - set(db)):
+        res.extra.append(Discrepancy(rel, None, None, None, hashes[rel]))
+    res.skipped.sort(key=lambda s: s.path)
     return res
+
+
+def _hash_all(disk: dict[str, DiskPage], max_bytes: int, skipped: list[Skipped],
+              progress: bool) -> dict[str, str]:
+    bar = _progress(len(disk)) if progress else None
+    out: dict[str, str] = {}
+    for rel, page in sorted(disk.items()):
+        try:
+            out[rel] = sha256_file(page.path, max_bytes, page.lstat)
+        except NotReadable as exc:
+            skipped.append(Skipped(rel, str(exc)))
+        if bar:
+            bar[0].advance(bar[1])
+    if bar:
+        bar[0].stop()
+    return out
 
 
 def _progress(total: int):

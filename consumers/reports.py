@@ -20,6 +20,7 @@ import numpy as np
 import psycopg
 from psycopg.rows import dict_row
 
+from consumers.cells import cells
 from consumers.forecast import WorkCalendar, forecast_site
 from sohoa.config import CampaignConfig
 
@@ -238,6 +239,10 @@ def _subtotal(label: str, rows: list[MonthlyRow]) -> list[Any]:
             f"{late} điểm chậm tiến độ" if late else ON_TRACK]
 
 
+def _as_of_line(rep: MonthlyReport) -> str:
+    return f"Số liệu đến ngày {fmt_date(rep.as_of)}; lập ngày {fmt_date(rep.generated)}"
+
+
 def write_monthly(rep: MonthlyReport, fmt: str, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
@@ -253,14 +258,14 @@ def _monthly_csv(rep: MonthlyReport, out: Path) -> Path:
     # UTF-8 with BOM: Excel on Windows opens Vietnamese text correctly only with it.
     with out.open("w", encoding="utf-8-sig", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow([rep.title])
-        w.writerow([f"Số liệu đến ngày {fmt_date(rep.as_of)}; lập ngày {fmt_date(rep.generated)}"])
-        w.writerow(MONTHLY_HEADERS)
+        w.writerow(cells([rep.title]))
+        w.writerow(cells([_as_of_line(rep)]))
+        w.writerow(cells(MONTHLY_HEADERS))
         for unit, rows in rep.units():
             for r in rows:
-                w.writerow(["" if v is None else v for v in _row_values(r)])
-            w.writerow(["" if v is None else v for v in _subtotal(f"Cộng {unit}", rows)])
-        w.writerow(["" if v is None else v for v in _subtotal("TỔNG CỘNG", rep.rows)])
+                w.writerow(cells("" if v is None else v for v in _row_values(r)))
+            w.writerow(cells("" if v is None else v for v in _subtotal(f"Cộng {unit}", rows)))
+        w.writerow(cells("" if v is None else v for v in _subtotal("TỔNG CỘNG", rep.rows)))
     return out
 
 
@@ -286,7 +291,7 @@ def _monthly_xlsx(rep: MonthlyReport, out: Path) -> Path:
 
     def styled(values: list[Any], font=None, fill_=None, align=None) -> list[Any]:
         out_row = []
-        for v in values:
+        for v in cells(values):
             c = WriteOnlyCell(ws, value=v)
             if font is not None:
                 c.font = font
@@ -298,12 +303,12 @@ def _monthly_xlsx(rep: MonthlyReport, out: Path) -> Path:
         return out_row
 
     ws.append(styled([rep.title], title_font))
-    ws.append([f"Số liệu đến ngày {fmt_date(rep.as_of)}; lập ngày {fmt_date(rep.generated)}"])
+    ws.append(cells([_as_of_line(rep)]))
     ws.append([])
     ws.append(styled(MONTHLY_HEADERS, bold, fill, wrap))
     for unit, rows in rep.units():
         for r in rows:
-            values = _row_values(r)
+            values = cells(_row_values(r))
             if r.assessment == LATE:
                 last = WriteOnlyCell(ws, value=values[-1])
                 last.font = late_font
@@ -313,9 +318,9 @@ def _monthly_xlsx(rep: MonthlyReport, out: Path) -> Path:
     ws.append(styled(_subtotal("TỔNG CỘNG", rep.rows), bold))
 
     cs = wb.create_sheet("Biểu đồ")
-    cs.append(["Ngày", "Lũy kế thực tế (trang)", "Kế hoạch (đường thẳng đến hạn)"])
+    cs.append(cells(["Ngày", "Lũy kế thực tế (trang)", "Kế hoạch (đường thẳng đến hạn)"]))
     for d, a, p in zip(rep.chart_days, rep.chart_actual, rep.chart_planned, strict=True):
-        cs.append([fmt_date(d), a, round(p)])
+        cs.append(cells([fmt_date(d), a, round(p)]))
     if rep.chart_days:
         last_row = len(rep.chart_days) + 1
         chart = LineChart()
@@ -562,12 +567,12 @@ def write_acceptance(rep: AcceptanceReport, fmt: str, out: Path) -> Path:
     if fmt == "csv":
         with out.open("w", encoding="utf-8-sig", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow([rep.title])
-            w.writerow([f"Lập ngày {fmt_date(rep.generated)}"])
-            w.writerow(ACCEPT_HEADERS)
+            w.writerow(cells([rep.title]))
+            w.writerow(cells([f"Lập ngày {fmt_date(rep.generated)}"]))
+            w.writerow(cells(ACCEPT_HEADERS))
             for r in rep.rows:
-                w.writerow(_acc_values(r))
-            w.writerow(total)
+                w.writerow(cells(_acc_values(r)))
+            w.writerow(cells(total))
         return out
     from openpyxl import Workbook
     from openpyxl.styles import Font
@@ -575,25 +580,25 @@ def write_acceptance(rep: AcceptanceReport, fmt: str, out: Path) -> Path:
     wb = Workbook()
     ws = wb.active
     ws.title = "Nghiệm thu"
-    ws.append([rep.title])
+    ws.append(cells([rep.title]))
     ws["A1"].font = Font(bold=True, size=13)
-    ws.append([f"Lập ngày {fmt_date(rep.generated)}"])
+    ws.append(cells([f"Lập ngày {fmt_date(rep.generated)}"]))
     ws.append([])
-    ws.append(ACCEPT_HEADERS)
+    ws.append(cells(ACCEPT_HEADERS))
     for c in ws[ws.max_row]:
         c.font = Font(bold=True)
     for r in rep.rows:
-        ws.append(_acc_values(r))
-    ws.append(total)
+        ws.append(cells(_acc_values(r)))
+    ws.append(cells(total))
     for c in ws[ws.max_row]:
         c.font = Font(bold=True)
     for col, wdt in zip("ABCDEFGH", (20, 18, 24, 14, 14, 14, 14, 60), strict=True):
         ws.column_dimensions[col].width = wdt
     ds = wb.create_sheet("Hồ sơ nghiệm thu")
-    ds.append(["Mã điểm", "Mã hồ sơ", "Số trang nghiệm thu", "Ngày nghiệm thu"])
+    ds.append(cells(["Mã điểm", "Mã hồ sơ", "Số trang nghiệm thu", "Ngày nghiệm thu"]))
     for c in ds[1]:
         c.font = Font(bold=True)
     for sid, fc, pages, day in rep.files:
-        ds.append([sid, fc, pages, fmt_date(day)])
+        ds.append(cells([sid, fc, pages, fmt_date(day)]))
     wb.save(out)
     return out

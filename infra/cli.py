@@ -55,7 +55,7 @@ def _local_settings(settings: Settings, state_dir: Path | None) -> Settings:
 def _component_env(local: Settings) -> dict[str, str]:
     from infra.stack import stack_env
 
-    return stack_env(local, with_paths=True)
+    return stack_env(local, with_paths=True, reader=True)
 
 
 def _say(msg: str) -> None:
@@ -67,7 +67,10 @@ def _ok(msg: str) -> None:
 
 
 def _fail(msg: str) -> None:
-    click.secho(f"✘ {msg}", fg="red", err=True)
+    from sohoa.masking import mask_text
+
+    # Failures quote the logs and output of other programs: mask what they may hold.
+    click.secho(f"✘ {mask_text(msg)}", fg="red", err=True)
 
 
 @click.command("up")
@@ -121,8 +124,11 @@ def up(ctx: click.Context, no_components: bool, state_dir: Path | None) -> None:
         argv = [sys.executable, "-m", "sohoa.cli"]
         if config_path:
             argv += ["--config", str(Path(config_path).resolve())]
-        res = subprocess.run([*argv, "db", "migrate"], env=env, capture_output=True, text=True,
-                             timeout=600)
+        from infra.stack import owner_env
+
+        # Only this step runs as the owner of the database.
+        res = subprocess.run([*argv, "db", "migrate"], env={**env, **owner_env(local)},
+                             capture_output=True, text=True, timeout=600)
         if res.returncode == 0:
             for line in res.stdout.strip().splitlines():
                 _say(f"  {line}")
@@ -156,9 +162,15 @@ def _print_endpoints(local: Settings, stack, with_components: bool) -> None:
     host = local.stack.host
     click.echo("")
     click.secho("Điểm truy cập (endpoints):", bold=True)
+    from infra.postgres import pgpass_path
+
+    masked = local.masked()["postgres"]
     rows = [
         ("Kafka (bootstrap)", stack.kafka.bootstrap),
-        ("PostgreSQL (DSN)", local.masked()["postgres"]["dsn"]),
+        ("PostgreSQL ghi (writer DSN)", masked["dsn"]),
+        ("PostgreSQL đọc (reader DSN)", masked["reader_dsn"] or masked["dsn"]),
+        ("PostgreSQL chủ sở hữu (owner DSN)", masked["owner_dsn"] or masked["dsn"]),
+        ("Mật khẩu PostgreSQL (passfile)", str(pgpass_path(stack.state_dir))),
     ]
     comps = set(local.stack.components) if with_components else set()
     if "watch" in comps:

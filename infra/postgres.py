@@ -26,9 +26,14 @@ from sohoa.config import StackConfig
 log = logging.getLogger(__name__)
 
 PG_USER = "postgres"
-APP_ROLE = "sohoa"
+APP_ROLE = "sohoa"  # owns the database and its tables; runs the migrations
+WRITER_ROLE = "sohoa_writer"  # the consumer, plan imports
+READER_ROLE = "sohoa_reader"  # status, reports, /metrics gauges, Grafana
+APP_ROLES = (APP_ROLE, WRITER_ROLE, READER_ROLE)
 APP_DB = "sohoa"
 FALLBACK_ROOT = Path("/var/lib/sohoa")
+# The administration connection's peer map (pg_ident.conf): OS user -> the superuser.
+ADMIN_MAP = "sohoa_admin"
 
 
 def _find_bin_dir() -> Path | None:
@@ -68,6 +73,14 @@ def pg_bin_dir() -> Path:
 def _datadir_record(state_dir: Path) -> Path:
     """Where a state dir records the cluster directory it chose (see PostgresNode.root)."""
     return state_dir / "pg" / "datadir"
+
+
+def pgpass_path(state_dir: Path) -> Path:
+    """The libpq password file of the local stack's roles (mode 0600, in a 0700 directory).
+
+    DSNs name it (``?passfile=``) instead of carrying a password: nothing printed, logged or put
+    in a process environment holds a secret, and libpq refuses a file others can read."""
+    return Path(state_dir).resolve() / "secrets" / "pgpass"
 
 
 def discard_cluster(state_dir: Path) -> None:
@@ -167,8 +180,10 @@ class PostgresNode:
             d.mkdir(parents=True, exist_ok=True)
             self._chown(d)
         self.data_dir.chmod(0o700)
+        # Never a trust window: write_config() replaces these rules before the first start.
         res = self._run(str(bindir / "initdb"), "-D", str(self.data_dir), "-U", PG_USER,
-                        "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
+                        "--auth-local=peer", "--auth-host=scram-sha-256", "-E", "UTF8",
+                        "--locale=C.UTF-8")
         if res.returncode != 0:
             raise StackError(f"initdb thất bại (initdb failed): {res.stderr[-2000:]}")
         conf = self.data_dir / "postgresql.conf"
@@ -193,11 +208,36 @@ class PostgresNode:
             "logging_collector = off\n"
             "log_min_messages = warning\n"
             "log_line_prefix = '%m [%p] %q%u@%d '\n"
+            "password_encryption = 'scram-sha-256'\n"
         )
         self._chown(path)
+        self._write_auth()
+
+    def _write_auth(self) -> None:
+        """Password (SCRAM-SHA-256) for every role over TCP and the socket; the superuser only
+        over the socket, by peer, for the OS user that already owns the cluster's processes
+        (root or the user running it) — it has no password, so it cannot log in over TCP."""
+        admins = sorted({pwd.getpwuid(os.geteuid()).pw_name, PG_USER})
+        hba = self.data_dir / "pg_hba.conf"
+        hba.write_text(
+            "# written by sohoa (infra/postgres.py) on every start\n"
+            "# TYPE  DATABASE  USER      ADDRESS  METHOD\n"
+            f"local   all       {PG_USER}            peer map={ADMIN_MAP}\n"
+            "local   all       all                scram-sha-256\n"
+            f"host    all       {PG_USER}  all      reject\n"
+            "host    all       all       all      scram-sha-256\n")
+        ident = self.data_dir / "pg_ident.conf"
+        ident.write_text("# written by sohoa (infra/postgres.py) on every start\n"
+                         + "".join(f"{ADMIN_MAP}  {u}  {PG_USER}\n" for u in admins))
+        for path in (hba, ident):
+            path.chmod(0o600)
+            self._chown(path)
 
     def start(self, wait: bool = True) -> None:
         if self.running():
+            # A server started by an older sohoa may still trust everyone: the rules are
+            # rewritten here and ensure_app_database() reloads them.
+            self._write_auth()
             if wait:
                 self.wait_ready()
             return
@@ -272,25 +312,44 @@ class PostgresNode:
 
     # --- connections ---------------------------------------------------------------------------
     def superuser_dsn(self, dbname: str = "postgres") -> str:
-        return f"postgresql://{PG_USER}@{self.stack.host}:{self.stack.postgres_port}/{dbname}"
+        """The cluster's superuser over the Unix socket (peer auth): administration only —
+        creating roles and databases — never a client of the running stack."""
+        from psycopg.conninfo import make_conninfo
 
-    def app_dsn(self, dbname: str = APP_DB) -> str:
-        return f"postgresql://{APP_ROLE}@{self.stack.host}:{self.stack.postgres_port}/{dbname}"
+        return make_conninfo(user=PG_USER, dbname=dbname, host=str(self.sock_dir),
+                             port=self.stack.postgres_port)
+
+    def app_dsn(self, dbname: str = APP_DB, role: str = APP_ROLE) -> str:
+        return role_dsn(self.stack.host, self.stack.postgres_port, dbname, role,
+                        pgpass_path(self.state_dir))
 
     def ensure_app_database(self) -> None:
-        """Role and database `sohoa` (superuser locally; migrations add writer/reader roles)."""
+        """The roles (owner ``sohoa``, ``sohoa_writer``, ``sohoa_reader``; none a superuser,
+        each with a SCRAM password kept in :func:`pgpass_path`) and the database ``sohoa``.
+
+        Run on every start: a cluster made before the roles had passwords (or with ``sohoa``
+        a superuser) is brought to this shape, and a lost password file is made anew."""
         import psycopg
         from psycopg import sql
 
+        passwords = ensure_pgpass(pgpass_path(self.state_dir))
         with psycopg.connect(self.superuser_dsn(), autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
-                                (APP_ROLE,)).fetchone():
-                conn.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER").format(
-                    sql.Identifier(APP_ROLE)))
+            for role in APP_ROLES:
+                verifier = conn.pgconn.encrypt_password(
+                    passwords[role].encode(), role.encode(), b"scram-sha-256").decode()
+                exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                                      (role,)).fetchone()
+                # Only a SCRAM verifier travels: the password never appears in a statement.
+                conn.execute(sql.SQL(
+                    "{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+                    "NOBYPASSRLS PASSWORD {}").format(
+                    sql.SQL("ALTER" if exists else "CREATE"), sql.Identifier(role),
+                    sql.Literal(verifier)))
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
                                 (APP_DB,)).fetchone():
                 conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
                     sql.Identifier(APP_DB), sql.Identifier(APP_ROLE)))
+            conn.execute("SELECT pg_reload_conf()")
 
     def create_database(self, name: str) -> str:
         import psycopg
@@ -300,3 +359,41 @@ class PostgresNode:
             conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
                 sql.Identifier(name), sql.Identifier(APP_ROLE)))
         return self.app_dsn(name)
+
+
+def role_dsn(host: str, port: int, dbname: str, role: str, passfile: Path) -> str:
+    """A URL DSN of ``role`` whose password libpq reads from ``passfile``."""
+    from urllib.parse import quote
+
+    return (f"postgresql://{role}@{host}:{port}/{quote(dbname, safe='')}"
+            f"?passfile={quote(str(passfile), safe='/')}")
+
+
+def ensure_pgpass(path: Path) -> dict[str, str]:
+    """The local stack's role passwords, made (random, 256 bits) the first time.
+
+    ``path`` is a libpq password file (``host:port:db:user:password``, one line per role, any
+    host, port and database); its directory is 0700 and the file 0600, created so from the start
+    (no window where another user could read it)."""
+    import secrets
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    passwords: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            parts = line.split(":")
+            if len(parts) == 5 and parts[3] in APP_ROLES:
+                passwords[parts[3]] = parts[4]
+    if set(passwords) == set(APP_ROLES):
+        path.chmod(0o600)
+        return passwords
+    for role in APP_ROLES:
+        passwords.setdefault(role, secrets.token_urlsafe(32))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write("".join(f"*:*:*:{role}:{passwords[role]}\n" for role in APP_ROLES))
+    os.replace(tmp, path)
+    return passwords

@@ -9,7 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from infra.kafka import KafkaNode
-from infra.postgres import PostgresNode
+from infra.postgres import (
+    APP_DB,
+    APP_ROLE,
+    READER_ROLE,
+    WRITER_ROLE,
+    PostgresNode,
+    pgpass_path,
+    role_dsn,
+)
 from infra.procs import free_port
 from infra.topics import ApplyResult, apply_spec, load_spec
 from sohoa.config import Settings, TopicsConfig
@@ -61,9 +69,13 @@ class LocalStack:
         return {"kafka": kafka, "postgres": pg}
 
 
-def stack_env(settings: Settings, with_paths: bool = True) -> dict[str, str]:
+def stack_env(settings: Settings, with_paths: bool = True, reader: bool = False
+              ) -> dict[str, str]:
     """``SOHOA_*`` variables that point a child process at this stack (and, ``with_paths``,
-    at the hot folders, outbox, OCR output and Faust data dir ``settings`` uses)."""
+    at the hot folders, outbox, OCR output and Faust data dir ``settings`` uses).
+
+    PostgreSQL as the writer; with ``reader``, reads as the reader role too. The owner's DSN
+    is never passed on: only `sohoa db migrate` gets it (see infra/cli.py `up`)."""
     s = settings.stack
     env = {
         "SOHOA_KAFKA__BOOTSTRAP": settings.kafka.bootstrap,
@@ -80,6 +92,8 @@ def stack_env(settings: Settings, with_paths: bool = True) -> dict[str, str]:
         "SOHOA_TOPICS__FILE_EVENTS": t.file_events,
         "SOHOA_TOPICS__DEAD_LETTERS": t.dead_letters,
     })
+    if reader and settings.postgres.reader_dsn is not None:
+        env["SOHOA_POSTGRES__READER_DSN"] = settings.postgres.reader_dsn.get_secret_value()
     if settings.stack.kafka_home:
         env["SOHOA_STACK__KAFKA_HOME"] = str(settings.stack.kafka_home)
     if with_paths:
@@ -90,6 +104,13 @@ def stack_env(settings: Settings, with_paths: bool = True) -> dict[str, str]:
             "SOHOA_STREAMS__DATA_DIR": str(settings.streams.data_dir),
         })
     return env
+
+
+def owner_env(settings: Settings) -> dict[str, str]:
+    """The variable that lets `sohoa db migrate` run as the database owner: given to that step
+    only, never to the components."""
+    owner = settings.postgres.owner_dsn
+    return {"SOHOA_POSTGRES__OWNER_DSN": owner.get_secret_value()} if owner else {}
 
 
 def run_env(tag: str, state: Path, *, ocr: bool = False) -> dict[str, str]:
@@ -113,14 +134,15 @@ def run_env(tag: str, state: Path, *, ocr: bool = False) -> dict[str, str]:
 def settings_for_stack(base: Settings, state_dir: Path, **stack_fields: object) -> Settings:
     """``base`` with the stack's ports/state dir and the Kafka/PostgreSQL that follow from them."""
     data = base.model_dump(by_alias=True)
-    data["postgres"]["dsn"] = base.postgres.url
-    if base.postgres.reader_dsn:
-        data["postgres"]["reader_dsn"] = base.postgres.reader_dsn.get_secret_value()
     if base.kafka.sasl_password:
         data["kafka"]["sasl_password"] = base.kafka.sasl_password.get_secret_value()
     data["stack"].update(stack_fields)
     data["stack"]["state_dir"] = Path(state_dir).resolve()
     s = data["stack"]
     data["kafka"]["bootstrap"] = f"{s['host']}:{s['kafka_port']}"
-    data["postgres"]["dsn"] = f"postgresql://sohoa@{s['host']}:{s['postgres_port']}/sohoa"
+    passfile = pgpass_path(Path(state_dir))
+    data["postgres"].update({
+        key: role_dsn(s["host"], s["postgres_port"], APP_DB, role, passfile)
+        for key, role in (("dsn", WRITER_ROLE), ("reader_dsn", READER_ROLE),
+                          ("owner_dsn", APP_ROLE))})
     return Settings.model_validate(json.loads(json.dumps(data, default=str)))

@@ -39,5 +39,5 @@ class AgentMetrics:
     def event_sent(self, type_: str, n: int = 1) -> None:
         self._events_sent.labels(self.site, type_).inc(n)
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)

@@ -13,7 +13,7 @@ from datetime import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -63,10 +63,31 @@ class TopicsConfig(BaseModel):
     spec: Path | None = Field(default=None, description="Override of infra/topics.toml")
 
 
+_LOCAL_DSN = "postgresql://{role}@127.0.0.1:15432/sohoa?passfile=.state/secrets/pgpass"
+
+
 class PostgresConfig(BaseModel):
-    dsn: SecretStr = SecretStr("postgresql://sohoa@127.0.0.1:15432/sohoa")
+    """Three roles, least privilege first: the writer (``dsn``: the consumer, plan imports),
+    the reader (``reader_dsn``: status, reports, reconcile, /metrics gauges) and the owner
+    (``owner_dsn``: migrations only).
+
+    The defaults are the local stack's (`sohoa up`), whose passwords libpq reads from the
+    ``passfile`` it writes. An unset reader or owner DSN is the local stack's while ``dsn`` is,
+    and otherwise falls back to ``dsn`` (a database set elsewhere brings its own roles)."""
+
+    dsn: SecretStr = SecretStr(_LOCAL_DSN.format(role="sohoa_writer"))
     reader_dsn: SecretStr | None = None
+    owner_dsn: SecretStr | None = None
     connect_timeout_s: float = 5.0
+
+    @model_validator(mode="after")
+    def _local_roles(self) -> PostgresConfig:
+        if self.dsn.get_secret_value() == _LOCAL_DSN.format(role="sohoa_writer"):
+            if self.reader_dsn is None:
+                self.reader_dsn = SecretStr(_LOCAL_DSN.format(role="sohoa_reader"))
+            if self.owner_dsn is None:
+                self.owner_dsn = SecretStr(_LOCAL_DSN.format(role="sohoa"))
+        return self
 
     @property
     def url(self) -> str:
@@ -114,7 +135,8 @@ class WatcherConfig(BaseModel):
     heartbeat_interval_s: float = 30.0
     send_batch: int = 500
     metrics_port: int | None = None
-    metrics_addr: str = "0.0.0.0"
+    # Loopback: a site that wants the centre to scrape its agent sets its VPN address here.
+    metrics_addr: str = "127.0.0.1"
     quarantine_dir: Path | None = None
     hash_workers: int = 0               # 0 = min(4, cores): hashing releases the GIL
     kafka_block_s: float = 10.0         # longest a send or connect may block on a missing broker
@@ -297,22 +319,11 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     def masked(self) -> dict[str, Any]:
-        """The effective configuration with every secret (and DSN password) masked."""
-        data = self.model_dump(mode="json", by_alias=True)
-        data["postgres"]["dsn"] = _mask_dsn(self.postgres.url)
-        if self.postgres.reader_dsn:
-            data["postgres"]["reader_dsn"] = _mask_dsn(self.postgres.reader_dsn.get_secret_value())
-        return data
+        """The effective configuration with every secret masked: secret fields and password-like
+        keys wholly, passwords inside DSNs and other strings (see sohoa.masking)."""
+        from sohoa.masking import mask_tree
 
-
-def _mask_dsn(dsn: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(dsn)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":******@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return dsn
+        return mask_tree(self.model_dump(mode="python", by_alias=True))
 
 
 def config_file() -> Path | None:

@@ -8,8 +8,21 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from sohoa.masking import MASK, is_secret_name, mask_text, mask_tree
+
 _RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
-_SECRET_WORDS = ("password", "secret", "token", "dsn")
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    """The record's own fields, secrets masked (by name, and inside every text)."""
+    out: dict[str, Any] = {}
+    for key, value in record.__dict__.items():
+        if key in _RESERVED or key.startswith("_"):
+            continue
+        out[key] = MASK if is_secret_name(key) else (
+            value if isinstance(value, bool | int | float) or value is None
+            else mask_tree(value, key))
+    return out
 
 
 class JsonFormatter(logging.Formatter):
@@ -18,30 +31,21 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "event": record.getMessage(),
+            "event": mask_text(record.getMessage()),
         }
-        for key, value in record.__dict__.items():
-            if key in _RESERVED or key.startswith("_"):
-                continue
-            if any(w in key.lower() for w in _SECRET_WORDS):
-                value = "******"
-            out[key] = value
+        out.update(_extras(record))
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = mask_text(self.formatException(record.exc_info))
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        extras = " ".join(
-            f"{k}={v}" for k, v in record.__dict__.items()
-            if k not in _RESERVED and not k.startswith("_")
-            and not any(w in k.lower() for w in _SECRET_WORDS)
-        )
-        base = f"{record.levelname.lower():7} {record.name}: {record.getMessage()}"
+        extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
+        base = f"{record.levelname.lower():7} {record.name}: {mask_text(record.getMessage())}"
         text = f"{base} {extras}".rstrip()
         if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
+            text += "\n" + mask_text(self.formatException(record.exc_info))
         return text
 
 

@@ -78,7 +78,9 @@ def make_app(settings: Settings, app_id: str, web_port: int, partitions: int | N
         topic_replication_factor=settings.streams.replication_factor,
         topic_disable_leader=True,
         table_standby_replicas=0,
-        web_enabled=True,
+        web_enabled=True,              # for /metrics only:
+        web_tables_enabled=False,      # /table/… would serve the tables' data (URIs, hashes,
+        web_router_enabled=False,      # classification); /router/… resolves keys to it
         web_port=web_port,
         web_bind=settings.streams.web_host,
         web_host=settings.streams.web_host,

@@ -7,6 +7,8 @@ API (stable, other test files rely on it):
     stack.kafka_bootstrap   "127.0.0.1:PORT"
     stack.pg_dsn            superuser DSN to database `postgres`
     stack.new_database(name_prefix) -> DSN of a fresh empty database (owner: role sohoa)
+    stack.database_env(name_prefix) -> SOHOA_POSTGRES__* of a fresh database as `sohoa up` gives
+                            them: DSN (sohoa_writer), READER_DSN, OWNER_DSN (migrations)
     stack.new_topics() -> TopicsConfig with unique names, created with the spec's partitions
     stack.stop_kafka() / start_kafka() / kill_kafka() (SIGKILL) / pause_kafka() / resume_kafka()
     stack.stop_postgres() / start_postgres()
@@ -70,6 +72,14 @@ class StackHandle:
     def new_database(self, name_prefix: str = "t") -> str:
         prefix = re.sub(r"[^a-z0-9_]", "_", name_prefix.lower())[:40] or "t"
         return self.local.pg.create_database(f"{prefix}_{uuid.uuid4().hex[:10]}")
+
+    def database_env(self, name_prefix: str = "t") -> dict[str, str]:
+        from psycopg.conninfo import make_conninfo
+
+        owner = self.new_database(name_prefix)
+        return {"SOHOA_POSTGRES__DSN": make_conninfo(owner, user="sohoa_writer"),
+                "SOHOA_POSTGRES__READER_DSN": make_conninfo(owner, user="sohoa_reader"),
+                "SOHOA_POSTGRES__OWNER_DSN": owner}
 
     def new_topics(self) -> TopicsConfig:
         suffix = uuid.uuid4().hex[:10]

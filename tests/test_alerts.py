@@ -54,6 +54,54 @@ def test_scrape_config_is_valid() -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus not installed")
+def test_default_config_scrapes_only_loopback_targets(tmp_path: Path) -> None:
+    """Prometheus itself reads the shipped configuration (rules, discovery and all) and says
+    what it would scrape and where it would send alerts: only this machine's loopback."""
+    import contextlib
+    import ipaddress
+    import json
+    import time
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    from infra.procs import free_port
+
+    shutil.copytree(PROM, tmp_path / "prometheus")
+    port = free_port()
+    log = (tmp_path / "prometheus.log").open("wb")
+    proc = subprocess.Popen(
+        ["prometheus", "--config.file=prometheus.yml", f"--storage.tsdb.path={tmp_path / 'db'}",
+         f"--web.listen-address=127.0.0.1:{port}"], cwd=tmp_path / "prometheus",
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def get(path: str) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return json.loads(resp.read())["data"]
+
+    try:
+        deadline = time.monotonic() + 60
+        targets: list[dict] = []
+        while time.monotonic() < deadline and len(targets) < 3:
+            assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
+            with contextlib.suppress(OSError):
+                targets = get("/api/v1/targets")["activeTargets"]
+            time.sleep(0.5)
+        time.sleep(6)  # a discovery update later (file_sd, if any, has been read by now)
+        targets = get("/api/v1/targets")["activeTargets"]
+        managers = get("/api/v1/alertmanagers")["activeAlertmanagers"]
+        config = get("/api/v1/status/config")["yaml"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+    hosts = {urlsplit(t["scrapeUrl"]).hostname for t in targets}
+    hosts |= {urlsplit(m["url"]).hostname for m in managers}
+    assert len(targets) == 3 and managers, (targets, managers)
+    assert all(ipaddress.ip_address(h).is_loopback for h in hosts), hosts
+    assert "_sd_configs" not in config  # no discovery that could add remote targets
+
+
 @needs_promtool
 def test_promtool_unit_tests_pass() -> None:
     files = sorted(str(p.relative_to(PROM)) for p in (PROM / "tests").glob("*.yml"))

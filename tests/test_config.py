@@ -102,3 +102,17 @@ def test_kafka_client_kwargs_pass_sasl_and_tls_through(tmp_path) -> None:
     assert kw["sasl_mechanism"] == "SCRAM-SHA-512"
     assert kw["sasl_plain_password"] == "pw"
     assert kw["ssl_cafile"] == "/etc/ca.pem"
+
+
+def test_postgres_roles_default_to_the_local_stack_and_follow_an_explicit_dsn(
+        monkeypatch) -> None:
+    local = load_config().postgres
+    assert "sohoa_writer@127.0.0.1:15432" in local.url
+    assert "sohoa_reader@" in local.reader_dsn.get_secret_value()
+    assert "//sohoa@" in local.owner_dsn.get_secret_value()
+    assert all("passfile=.state/secrets/pgpass" in d for d in (
+        local.url, local.reader_dsn.get_secret_value(), local.owner_dsn.get_secret_value()))
+    # A database set elsewhere brings its own roles: unset ones fall back to its DSN.
+    monkeypatch.setenv("SOHOA_POSTGRES__DSN", "postgresql://w@db.tinh/sohoa")
+    other = load_config().postgres
+    assert other.reader_dsn is None and other.owner_dsn is None

@@ -44,7 +44,8 @@ def consumer_env(stack, **extra: str) -> dict[str, str]:
         "SOHOA_TOPICS__SITE_EVENTS": topics.site_events,
         "SOHOA_TOPICS__FILE_EVENTS": topics.file_events,
         "SOHOA_TOPICS__DEAD_LETTERS": topics.dead_letters,
-        "SOHOA_POSTGRES__DSN": stack.new_database("consume"),
+        # Migrated by the owner, consumed by the writer, gauges read by the reader.
+        **stack.database_env("consume"),
         "SOHOA_CONSUMER__GROUP_ID": f"progress-{uuid.uuid4().hex[:8]}",
         "SOHOA_CONSUMER__METRICS_PORT": str(_free_port()),
         "SOHOA_CONSUMER__GAUGE_CACHE_S": "0",
@@ -219,7 +220,7 @@ def test_bad_input_is_dead_lettered_and_metrics_and_status_show_progress(
     finally:
         producer.close()
     try:
-        line = 'sohoa_pages_scanned_total{site="xa-tan-phu"} 1.0'
+        line = 'sohoa_site_pages_scanned{site="xa-tan-phu"} 1.0'
         wait_for(lambda: line in _metrics(env), 120, line, (proc,))
         wait_for(lambda: "sohoa_consumer_dead_letters_total{" in _metrics(env),
                  60, "the dead letter counted", (proc,))

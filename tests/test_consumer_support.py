@@ -23,10 +23,17 @@ DOMAIN_TABLES = ("sites", "files", "pages", "page_revisions", "page_removals", "
 
 
 def fresh_db(stack, prefix: str = "cons") -> str:
+    """A fresh database migrated by its owner; the DSN of the writer role, which the consumer
+    runs as (so every test through here proves the writer's grants are enough)."""
     dsn = stack.new_database(prefix)
     with psycopg.connect(dsn, autocommit=True) as conn:
         migrate(conn)
-    return dsn
+    return as_role(dsn, "sohoa_writer")
+
+
+def as_role(dsn: str, role: str) -> str:
+    """``dsn`` as another of the stack's roles (same database, same password file)."""
+    return psycopg.conninfo.make_conninfo(dsn, user=role)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 def _component_env(stack, tmp_path: Path, site: str) -> dict[str, str]:
     topics = stack.new_topics()
-    dsn = stack.new_database("e2e")
+    db = stack.database_env("e2e")
     hot = tmp_path / "hot"
     hot.mkdir()
     return {
@@ -31,7 +31,7 @@ def _component_env(stack, tmp_path: Path, site: str) -> dict[str, str]:
         "SOHOA_TOPICS__SITE_EVENTS": topics.site_events,
         "SOHOA_TOPICS__FILE_EVENTS": topics.file_events,
         "SOHOA_TOPICS__DEAD_LETTERS": topics.dead_letters,
-        "SOHOA_POSTGRES__DSN": dsn,
+        **db,
         "SOHOA_WATCHER__SITE_ID": site,
         "SOHOA_WATCHER__ROOTS": json.dumps([str(hot)]),
         "SOHOA_WATCHER__OUTBOX_PATH": str(tmp_path / "outbox.sqlite3"),
@@ -92,7 +92,7 @@ def test_one_page_goes_from_hot_folder_to_postgres_and_metrics(stack, tmp_path: 
         assert files[0]["pages"] == 1
         assert files[0]["state"] == "scanning"
 
-        metrics_line = f'sohoa_pages_scanned_total{{site="{site}"}} 1.0'
+        metrics_line = f'sohoa_site_pages_scanned{{site="{site}"}} 1.0'
         wait_for(lambda: metrics_line in _metrics(env["SOHOA_CONSUMER__METRICS_PORT"]), 60,
                  f"'{metrics_line}' on the consumer's /metrics", procs)
 

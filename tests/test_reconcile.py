@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import unicodedata
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -71,3 +72,70 @@ def test_reconcile_lists_missing_extra_and_altered(stack, tmp_path: Path) -> Non
     res = run_sohoa(["reconcile", "--site", "xa-a", "--root", str(root), "--json"], env)
     assert json.loads(res.stdout)["missing"] == []
     assert res.returncode == 1  # still altered and extra
+
+
+@pytest.mark.timeout(120)  # a FIFO read would block forever: fail, not hang
+def test_reconcile_reads_only_regular_files_under_the_root(stack, tmp_path: Path) -> None:
+    import socket
+
+    root = tmp_path / "hot"
+    dsn = fresh_db(stack, "recon_links")
+    env = {**stack.env, "SOHOA_POSTGRES__DSN": dsn, "SOHOA_WATCHER__MAX_FILE_BYTES": "1000"}
+    events = [scan(root, f"UBND/HS-1/{i:03d}.tif", f"page {i}".encode(),
+                   t=T0 + timedelta(seconds=i)) for i in range(1, 4)]
+    with psycopg.connect(dsn) as conn:
+        apply_events(conn, events)
+    folder = root / "UBND" / "HS-1"
+    # Page 3, counted in the database, replaced by a link to a secret file.
+    (folder / "003.tif").unlink()
+    (folder / "003.tif").symlink_to("/etc/passwd")
+    (folder / "004.tif").symlink_to("/etc/passwd")
+    (folder / "005.tif").symlink_to("/dev/zero")
+    os.mkfifo(folder / "006.tif")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(folder / "007.tif"))
+    (folder / "008.tif").write_bytes(b"x" * 1001)  # over watcher.max_file_bytes
+    (root / "UBND" / "HS-ETC").symlink_to("/etc", target_is_directory=True)
+    (root / "UBND" / "HS-ETC2").symlink_to(folder, target_is_directory=True)
+    try:
+        res = run_sohoa(["reconcile", "--site", "xa-a", "--root", str(root), "--json"], env,
+                        timeout=100)
+    finally:
+        sock.close()
+    assert res.returncode == 1, res.stdout + res.stderr
+    data = json.loads(res.stdout)
+    assert data["matched"] == 2
+    assert [m["page_no"] for m in data["missing"]] == [3]
+    assert data["extra"] == [] and data["altered"] == []
+    skipped = {s["path"]: s["reason"] for s in data["skipped"]}
+    assert set(skipped) == {f"UBND/HS-1/{n:03d}.tif" for n in range(3, 9)} | {
+        "UBND/HS-ETC", "UBND/HS-ETC2"}
+    assert "symlink" in skipped["UBND/HS-1/003.tif"]
+    assert "FIFO" in skipped["UBND/HS-1/006.tif"]
+    assert "max_file_bytes" in skipped["UBND/HS-1/008.tif"]
+    passwd = hashlib.sha256(Path("/etc/passwd").read_bytes()).hexdigest()
+    assert passwd not in res.stdout and "root:" not in res.stdout
+
+
+def test_sha256_file_refuses_what_is_not_the_walked_regular_file(tmp_path: Path) -> None:
+    from consumers.reconcile import NotReadable, sha256_file
+
+    page = tmp_path / "001.tif"
+    page.write_bytes(b"page")
+    seen = os.lstat(page)
+    assert sha256_file(page, 100, seen) == hashlib.sha256(b"page").hexdigest()
+    # Swapped between the walk and the read: another file at the same path.
+    (tmp_path / "new").write_bytes(b"other")
+    os.replace(tmp_path / "new", page)
+    with pytest.raises(NotReadable, match="changed"):
+        sha256_file(page, 100, seen)
+    with pytest.raises(NotReadable, match="max_file_bytes"):
+        sha256_file(page, 3)
+    link = tmp_path / "002.tif"
+    link.symlink_to(page)
+    with pytest.raises(NotReadable, match="symlink"):
+        sha256_file(link, 100)
+    fifo = tmp_path / "003.tif"
+    os.mkfifo(fifo)
+    with pytest.raises(NotReadable, match="FIFO"):
+        sha256_file(fifo, 100)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -14,7 +15,7 @@ import psycopg
 import pytest
 
 from infra.components import Components
-from infra.postgres import discard_cluster
+from infra.postgres import PostgresNode, discard_cluster, pgpass_path
 from infra.procs import free_port
 from infra.stack import settings_for_stack
 from infra.topics import apply_spec, describe, load_spec
@@ -115,14 +116,16 @@ def test_up_down_up_keeps_kafka_records_and_postgres_rows(tmp_path):
     env.update({"SOHOA_LOGGING__JSON": "false", "SOHOA_CONSUMER__METRICS_PORT": str(metrics_port),
                 "SOHOA_CONSUMER__METRICS_HOST": "127.0.0.1"})
     bootstrap = f"127.0.0.1:{ports['KAFKA_PORT']}"
-    dsn = f"postgresql://sohoa@127.0.0.1:{ports['POSTGRES_PORT']}/sohoa"
+    # The owner's DSN: passwords are in the state dir's libpq password file.
+    dsn = (f"postgresql://sohoa@127.0.0.1:{ports['POSTGRES_PORT']}/sohoa"
+           f"?passfile={pgpass_path(state)}")
     settings = Settings(kafka={"bootstrap": bootstrap})
     topic = f"persist.{uuid.uuid4().hex[:8]}"
     try:
         res = _sohoa(env, "up", "--no-components", "--state-dir", str(state))
         assert res.returncode == 0, res.stdout + res.stderr
         assert "Kafka (bootstrap)" in res.stdout and bootstrap in res.stdout
-        assert dsn in res.stdout
+        assert dsn.replace("sohoa@", "sohoa_writer@") in res.stdout
         assert "sohoa.site-events: created" in res.stdout
 
         producer = make_producer(settings.kafka)
@@ -205,6 +208,17 @@ def test_up_starts_every_component_and_down_stops_them(tmp_path):
         assert "sohoa_watcher_outbox_depth" in _wait_metrics(urls["watch"])
         assert "sohoa_consumer_events_applied_total" in _wait_metrics(urls["consume"])
         assert "sohoa_stream_events_total" in _wait_metrics(urls["streams"], 120)
+        _assert_least_privilege(state, ports["STACK__POSTGRES_PORT"], res.stdout)
+        # Exposure: every metrics port listens on loopback only, and the Faust web port
+        # serves no table views (data: URIs, hashes, classification).
+        for key in ("WATCHER__METRICS_PORT", "CONSUMER__METRICS_PORT", "STREAMS__WEB_PORT",
+                    "STREAMS__OCR_WEB_PORT"):
+            assert _listening(ports[key]) == {"127.0.0.1"}, key
+        for path in ("/table/", "/router/"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(f"http://127.0.0.1:{ports['STREAMS__WEB_PORT']}{path}",
+                                       timeout=10)
+            assert err.value.code == 404, path
 
         again = _sohoa(env, "up", "--state-dir", str(state))
         assert again.returncode == 0, again.stdout + again.stderr
@@ -225,6 +239,44 @@ def test_up_starts_every_component_and_down_stops_them(tmp_path):
     finally:
         _sohoa(env, "down", "--state-dir", str(state))
         discard_cluster(state)
+
+
+def _assert_least_privilege(state: Path, pg_port: int, up_output: str) -> None:
+    """No client backend of the running stack is a superuser: the consumer writes as
+    sohoa_writer and its /metrics gauges (scraped above) read as sohoa_reader; `sohoa up`
+    printed no password."""
+    passwords = [line.rsplit(":", 1)[1] for line in
+                 pgpass_path(state).read_text().splitlines()]
+    assert len(passwords) == 3 and not any(p in up_output for p in passwords)
+    node = PostgresNode(settings_for_stack(Settings(), state, postgres_port=pg_port).stack)
+    with psycopg.connect(node.superuser_dsn(), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT a.usename, r.rolsuper FROM pg_stat_activity a "
+            "JOIN pg_roles r ON r.oid = a.usesysid "
+            "WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()").fetchall()
+    assert rows, "the consumer holds connections"
+    assert [u for u, su in rows if su] == []
+    assert {u for u, _ in rows} == {"sohoa_writer", "sohoa_reader"}
+
+
+def _listening(port: int) -> set[str]:
+    """The local addresses listening on TCP ``port`` (from /proc/net/tcp and tcp6)."""
+    import ipaddress
+
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, hexport = local.split(":")
+            if state != "0A" or int(hexport, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(addr)
+            # Each 32-bit word is in host (little-endian) order.
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            ip = ipaddress.ip_address(raw)
+            mapped = getattr(ip, "ipv4_mapped", None)
+            found.add(str(mapped or ip))
+    return found
 
 
 def _state(pid: int) -> str | None:

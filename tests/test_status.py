@@ -63,8 +63,8 @@ def test_gauges_come_from_postgres(planned) -> None:
     collector = ProgressCollector(settings)
     reg.register(collector)
     text = generate_latest(reg).decode()
-    assert 'sohoa_pages_scanned_total{site="xa-a"} 3.0' in text
-    assert 'sohoa_pages_scanned_total{site="xa-moi"} 1.0' in text
+    assert 'sohoa_site_pages_scanned{site="xa-a"} 3.0' in text
+    assert 'sohoa_site_pages_scanned{site="xa-moi"} 1.0' in text
     assert 'sohoa_site_target_pages{site="xa-a"} 100.0' in text
     assert 'sohoa_site_remaining_pages{site="xa-a"} 97.0' in text
     assert 'sohoa_site_outbox_depth{site="xa-a"} 7.0' in text
@@ -85,9 +85,9 @@ def test_gauges_come_from_postgres(planned) -> None:
     # Cached: a new page does not show until the cache expires.
     with psycopg.connect(dsn) as conn:
         apply_events(conn, [page(site="xa-a", code="F1", no=4)])
-    assert 'sohoa_pages_scanned_total{site="xa-a"} 3.0' in generate_latest(reg).decode()
+    assert 'sohoa_site_pages_scanned{site="xa-a"} 3.0' in generate_latest(reg).decode()
     collector.cache_s = 0
-    assert 'sohoa_pages_scanned_total{site="xa-a"} 4.0' in generate_latest(reg).decode()
+    assert 'sohoa_site_pages_scanned{site="xa-a"} 4.0' in generate_latest(reg).decode()
 
 
 def test_status_on_an_unmigrated_database_says_what_to_do(stack) -> None:
@@ -95,3 +95,35 @@ def test_status_on_an_unmigrated_database_says_what_to_do(stack) -> None:
     out = run_sohoa(["status"], env)
     assert out.returncode == 1
     assert "sohoa db migrate" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_page_counts_that_can_fall_are_gauges(planned) -> None:
+    """Removing a page lowers the scanned count; exported as a counter, Prometheus would read
+    the fall as a reset and increase() would spike."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from sohoa.events import PageRemoved
+    from tests.test_consumer_apply import page
+
+    _env, dsn = planned
+    settings = Settings(postgres={"dsn": dsn}, consumer={"gauge_cache_s": 0})
+    reg = CollectorRegistry()
+    reg.register(ProgressCollector(settings))
+
+    def families() -> dict:
+        return {f.name: f for f in text_string_to_metric_families(generate_latest(reg).decode())}
+
+    def scanned(fams: dict) -> float:
+        return next(s.value for s in fams["sohoa_site_pages_scanned"].samples
+                    if s.labels == {"site": "xa-a"})
+
+    before = families()
+    for name in ("sohoa_site_pages_scanned", "sohoa_site_pages_accepted",
+                 "sohoa_site_qc_failed_pages"):
+        assert before[name].type == "gauge", name
+        assert not name.endswith("_total")
+    gone = page(site="xa-a", code="F1", no=3)
+    with psycopg.connect(dsn) as conn:
+        apply_events(conn, [PageRemoved(site_id="xa-a", file_code="F1", page_no=3,
+                                        sha256=gone.sha256)])
+    assert (scanned(before), scanned(families())) == (3.0, 2.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -191,6 +192,22 @@ def test_worker_assembles_from_kafka_and_dead_letters_bad_payloads(stack, tmp_pa
             fake_page(S, "HS-B", 1), fake_page(S, "HS-B", 3),
         ])
 
+        def pages_folded():
+            url = f"http://127.0.0.1:{env['SOHOA_STREAMS__WEB_PORT']}/metrics"
+            line = 'sohoa_stream_events_total{stage="assembly",type="PageScanned"} 4.0'
+            try:
+                with urllib.request.urlopen(url, timeout=3) as r:
+                    return line in r.read().decode()
+            except OSError:
+                return False
+
+        wait_for(pages_folded, 120, "four pages folded into the assembly table", (proc,))
+        # The web port serves metrics, never a file's state (URIs, hashes, classification).
+        for path in (f"/files/{S}/HS-B", "/table/", "/table/files/"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(
+                    f"http://127.0.0.1:{env['SOHOA_STREAMS__WEB_PORT']}{path}", timeout=5)
+            assert err.value.code == 404, path
         send(stack, topics[0], [fake_page(S, "HS-A", 3), closed(S, "HS-B")])
 
         def assembled():

@@ -173,7 +173,7 @@ def province() -> dict:
 def site_detail() -> dict:
     b = Board()
     s = '{site="$site"}'
-    b.add("stat", "Trang đã quét", [prom(f"sohoa_pages_scanned_total{s}", instant=True)],
+    b.add("stat", "Trang đã quét", [prom(f"sohoa_site_pages_scanned{s}", instant=True)],
           w=4, h=4, unit="short", options=_stat_opts("none"))
     b.add("stat", "Kế hoạch (trang)", [prom(f"sohoa_site_target_pages{s}", instant=True)],
           w=4, h=4, unit="short", options=_stat_opts("none"))
@@ -243,9 +243,9 @@ def site_detail() -> dict:
                     "giờ trong giờ làm việc.")
     variables = [{
         "name": "site", "label": "Điểm số hóa", "type": "query", "datasource": PROM,
-        "query": {"query": "label_values(sohoa_pages_scanned_total, site)",
+        "query": {"query": "label_values(sohoa_site_pages_scanned, site)",
                   "refId": "site"},
-        "definition": "label_values(sohoa_pages_scanned_total, site)",
+        "definition": "label_values(sohoa_site_pages_scanned, site)",
         "refresh": 2, "sort": 1, "includeAll": False, "multi": False,
     }]
     return _dashboard("sohoa-diem", "Chi tiết điểm số hóa", b.panels, variables=variables,
