@@ -4,7 +4,8 @@ for readers that parse every event of a batch (the consumer's parse process).
 The contract is still :mod:`sohoa.events`, and pydantic still judges. These msgspec structs
 mirror those models but are stricter where the two libraries differ (no numeric strings,
 no floats for integers, a timezone always, no missing ``event_id``, ``schema`` or
-``occurred_at`` to default). :func:`decode_page_event` returns None for anything they do not
+``occurred_at`` to default, names already in NFC: pydantic normalises the others).
+:func:`decode_page_event` returns None for anything they do not
 accept, and the caller hands that payload to :func:`sohoa.events.parse_event`, which accepts it
 or names the field at fault. So a payload decoded here is one pydantic accepts, with the same
 values: ``tests/test_fast_events.py`` holds both to that over the generator's events and a
@@ -24,7 +25,8 @@ from typing import Annotated, ClassVar, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-from sohoa.events import SHA256_RE, SITE_ID_RE, wire_name
+from sohoa.events import NAME_RE, SHA256_RE, SITE_ID_RE, wire_name
+from sohoa.naming import is_nfc
 
 
 def _whole(pattern: str) -> str:
@@ -36,16 +38,20 @@ def _whole(pattern: str) -> str:
 SiteId = Annotated[str, Meta(pattern=_whole(SITE_ID_RE))]
 Sha256 = Annotated[str, Meta(pattern=_whole(SHA256_RE))]
 EventId = Annotated[str, Meta(min_length=8, max_length=64)]
-FileCode = Annotated[str, Meta(min_length=1, max_length=200)]
-Fonds = Annotated[str, Meta(max_length=200)]
+_NAME = _whole(NAME_RE)
+FileCode = Annotated[str, Meta(min_length=1, max_length=200, pattern=_NAME)]
+Fonds = Annotated[str, Meta(max_length=200, pattern=_NAME)]
+DocumentName = Annotated[str, Meta(min_length=1, max_length=255, pattern=_NAME)]
 PageNo = Annotated[int, Meta(ge=0, le=100_000)]
+PageIndex = Annotated[int, Meta(ge=1, le=100_000)]
 Revision = Annotated[int, Meta(ge=1)]
 NonEmpty = Annotated[str, Meta(min_length=1)]
+Millimetres = Annotated[float, Meta(gt=0, le=100_000)]
 
 
 class _Schema(Struct, forbid_unknown_fields=True):
     name: str
-    version: Literal[1]
+    version: Literal[2]
 
 
 class _Check(Struct, forbid_unknown_fields=True):
@@ -65,13 +71,21 @@ class _FilePage(Struct, forbid_unknown_fields=True, rename={"schema_": "schema"}
     site_id: SiteId
     fonds: Fonds = ""
     file_code: FileCode
-    page_no: PageNo
+    document: DocumentName
+    page_index: PageIndex = 1
     sha256: Sha256
     revision: Revision = 1
 
+    def names_nfc(self) -> bool:
+        """Names in NFC already (else pydantic decides: it normalises them)."""
+        return is_nfc(self.fonds) and is_nfc(self.file_code) and is_nfc(self.document)
 
-class FastPageScanned(_FilePage):
+
+class FastPageScanned(_FilePage, kw_only=True):
+    number: PageNo | None = None
+    document_pages: PageIndex = 1
     uri: NonEmpty
+    document_sha256: Sha256
     size_bytes: Annotated[int, Meta(ge=1)]
     media_type: NonEmpty
     path: str = ""
@@ -79,9 +93,11 @@ class FastPageScanned(_FilePage):
     NAME: ClassVar[str] = "PageScanned"
 
 
-class FastPageChecked(_FilePage):
+class FastPageChecked(_FilePage, kw_only=True):
     checks: msgspec.Raw  # validated by _CHECKS; kept as sent
     passed: bool
+    width_mm: Millimetres | None = None
+    height_mm: Millimetres | None = None
 
     NAME: ClassVar[str] = "PageChecked"
 
@@ -119,12 +135,14 @@ def decode_page_event(raw: bytes) -> PageEvent | None:
         return None
     try:
         ev = decoder.decode(raw)
-        if ev.schema_.name != ev.NAME:
+        if ev.schema_.name != ev.NAME or not ev.names_nfc():
             return None
         at = _utc(ev.occurred_at)
         if at is None:
             return None
         if isinstance(ev, FastPageScanned):
+            if ev.page_index > ev.document_pages:
+                return None  # pydantic names the fault
             return PageEvent(ev, at)
         checks = _CHECKS.decode(ev.checks)
         return PageEvent(ev, at, bytes(ev.checks).decode(),

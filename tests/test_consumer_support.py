@@ -18,8 +18,8 @@ VOLATILE = {"applied_at", "created_at", "updated_at", "stored_at", "imported_at"
             "part", "offset"}
 # The tables whose contents must not depend on the order or repetition of events.
 DOMAIN_TABLES = ("sites", "files", "pages", "page_revisions", "page_removals", "page_checks",
-                 "file_assemblies", "ocr_results", "verdicts", "site_heartbeats",
-                 "daily_progress", "dead_letters")
+                 "legacy_page_checks", "file_assemblies", "ocr_results", "verdicts",
+                 "site_heartbeats", "daily_progress", "dead_letters")
 
 
 def fresh_db(stack, prefix: str = "cons") -> str:
