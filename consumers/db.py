@@ -66,8 +66,9 @@ def migration_files() -> list[tuple[int, str, str]]:
     return out
 
 
-def migrate(conn: psycopg.Connection) -> list[str]:
-    """Apply pending migrations under an advisory lock; return the names applied.
+def migrate(conn: psycopg.Connection, *, upto: int | None = None) -> list[str]:
+    """Apply pending migrations (those numbered up to ``upto``, if given) under an advisory
+    lock; return the names applied.
 
     Each migration runs in its own transaction with its bookkeeping row, so a failed one leaves
     nothing half-done and a second run is a no-op.
@@ -82,7 +83,7 @@ def migrate(conn: psycopg.Connection) -> list[str]:
             " applied_at timestamptz NOT NULL DEFAULT now())")
         done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
         for version, name, sql in migration_files():
-            if version in done:
+            if version in done or (upto is not None and version > upto):
                 continue
             with conn.transaction():
                 conn.execute(sql)
