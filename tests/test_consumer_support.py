@@ -46,6 +46,10 @@ def records(events: Iterable[Event], topic: str = "t", partition: int = 0,
 
 def apply_all(conn: psycopg.Connection, recs: Sequence[Record], batch: int = 500,
               group: str = "g") -> BatchApplier:
+    """Apply ``recs`` in batches, each in its own transaction as the consumer does (a read the
+    test made before has its implicit transaction ended first)."""
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+        conn.commit()
     applier = BatchApplier(conn, group)
     for i in range(0, len(recs), batch):
         with conn.transaction():
