@@ -315,8 +315,9 @@ def report_acceptance(ctx: click.Context, contractor: str, date_from: str, date_
 def reconcile(ctx: click.Context, site: str, root: Path, as_json: bool) -> None:
     """Đối chiếu trang trên đĩa với cơ sở dữ liệu (disk vs. database).
 
-    Lists every page missing (in the database, not on disk), extra (on disk, not in the
-    database) or altered (SHA-256 differs). Exit code 0 only when they agree. Read-only.
+    Lists every document missing (in the database, not on disk), extra (on disk, not in the
+    database) or altered (SHA-256 differs), with its fonds, file and pages; paths are compared
+    as spelled on disk. Exit code 0 only when they agree. Read-only.
     """
     from consumers.reconcile import reconcile_site
 
@@ -331,6 +332,7 @@ def reconcile(ctx: click.Context, site: str, root: Path, as_json: bool) -> None:
                              ("khác nội dung (altered)", res.altered)):
             for item in items:
                 click.echo(f"{label}: {item.describe()}")
-        click.echo(f"{site}: {res.matched} trang khớp, {len(res.missing)} thiếu, "
-                   f"{len(res.extra)} thừa, {len(res.altered)} khác")
+        click.echo(f"{site}: {res.matched} trang khớp ({res.matched_documents} văn bản), "
+                   f"{len(res.missing)} văn bản thiếu, {len(res.extra)} tệp thừa, "
+                   f"{len(res.altered)} văn bản khác")
     sys.exit(0 if res.ok else 1)

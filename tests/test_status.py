@@ -95,3 +95,33 @@ def test_status_on_an_unmigrated_database_says_what_to_do(stack) -> None:
     out = run_sohoa(["status"], env)
     assert out.returncode == 1
     assert "sohoa db migrate" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_status_json_and_metrics_agree_on_fonds_documents_and_pages(stack) -> None:
+    """A file of two fonds-mates (same code, two fonds) and a multi-page PDF: status, the
+    site's figures and /metrics give the same pages, documents and checked pages."""
+    from tests.test_consumer_identity import checked, document
+
+    dsn = fresh_db(stack, "status")
+    env = {**stack.env, "SOHOA_POSTGRES__DSN": dsn, "COLUMNS": "250"}
+    a = document("QD-01.pdf", 12, fonds="A") + document("001.tif", 1, fonds="A", minutes=1)
+    b = document("001.tif", 1, fonds="B", content="b", minutes=2)
+    with psycopg.connect(dsn) as conn:
+        apply_events(conn, a + b + [checked(p) for p in a[:5]])
+    st = json.loads(run_sohoa(["status", "--json"], env).stdout)
+    files = {(f["fonds"], f["file_code"]): f for f in st["files"]}
+    assert {k: (f["documents"], f["pages"], f["checked_pages"]) for k, f in files.items()} == {
+        ("A", "HS-01"): (2, 13, 5), ("B", "HS-01"): (1, 1, 0)}
+    (site,) = st["sites"]
+    assert (site["pages"], site["documents"], site["files"], site["checked_pages"]) == (
+        14, 3, 2, 5)
+    reg = CollectorRegistry()
+    reg.register(ProgressCollector(Settings(postgres={"dsn": dsn})))
+    text = generate_latest(reg).decode()
+    assert 'sohoa_pages_scanned_total{site="xa-a"} 14.0' in text
+    assert 'sohoa_documents_scanned_total{site="xa-a"} 3.0' in text
+    assert 'sohoa_site_checked_pages{site="xa-a"} 5.0' in text
+    table = run_sohoa(["status", "--site", "xa-a"], env).stdout
+    assert "Văn bản" in table and "Đã kiểm tra" in table
+    row = next(line for line in table.splitlines() if "HS-01" in line and " A " in line)
+    assert [c.strip() for c in row.split("│")[5:8]] == ["2", "13", "5"]
