@@ -295,7 +295,8 @@ def report_acceptance(ctx: click.Context, contractor: str, date_from: str, date_
     out = out or Path(f"nghiem-thu-{slug}-{d1:%Y%m%d}-{d2:%Y%m%d}.{fmt}")
     with _schema_needed(), _connect(settings, reader=True) as conn:
         data = build_acceptance(conn, contractor, d1, d2,
-                                timezone=settings.campaign.timezone)
+                                timezone=settings.campaign.timezone,
+                                tolerance=settings.reports.page_size_tolerance)
     if not data.rows:
         click.echo(f"cảnh báo: nhà thầu {contractor!r} không có điểm nào trong kế hoạch",
                    err=True)
