@@ -187,3 +187,12 @@ def test_the_fast_structs_mirror_the_models_fields(fast: type, model: type) -> N
         if f.required:
             continue
         assert not theirs[name].is_required() and theirs[name].default == f.default, name
+
+
+def test_the_fast_checks_follow_the_contracts_patterns() -> None:
+    """`plain` checks digests and names by hand (one pass, not a pattern per field): it must
+    change when the contract's patterns do."""
+    from consumers.fast_events import CHECKED_PATTERNS
+    from sohoa import events
+
+    assert {k: getattr(events, k) for k in CHECKED_PATTERNS} == CHECKED_PATTERNS

@@ -1,7 +1,7 @@
 """Apply a batch of events to PostgreSQL in one transaction, with exactly-once effect.
 
 How a batch is written (all inside the caller's transaction):
-1. every record is parsed (:mod:`.prepare`, in the consumer's parse process); valid events
+1. every record is parsed (:mod:`.prepared`, in the consumer's parse process); valid events
    become staging rows (:mod:`.staging`: their columns declared once), COPYed in binary
    (:mod:`.copy_wire`) into a temporary staging table; invalid ones become dead-letter rows
    keyed by a stable id derived from topic/partition/offset;
@@ -15,7 +15,7 @@ How a batch is written (all inside the caller's transaction):
    an orderly stream.
 """
 
-from consumers.apply.prepare import Prepared, prepare, prepare_wire, stage_rows
+from consumers.apply.prepared import Prepared, prepare, prepare_wire, stage_rows
 from consumers.apply.records import (
     BatchResult,
     DeadLetterRow,

@@ -37,7 +37,7 @@ SELECT site_id FROM new
 """
 
 # `touched_files` holds the batch's files and their merged facts (COPYed, see
-# `prepare.touched_files`). The upsert also locks each file's row until the batch commits, so
+# `prepared.touched_files`). The upsert also locks each file's row until the batch commits, so
 # two batches about one file run their merges one after the other.
 UPSERT_FILES = """
 INSERT INTO files (site_id, fonds, file_code, opened, first_seen_at)

@@ -3,7 +3,7 @@
 A page is (site_id, fonds, file_code, document, page_index). Every merge is commutative: the
 highest revision wins, then the latest time, then the larger page digest, then the larger
 document digest; first-seen times take the least. `pick_rev` / `pick_page` mark the staging row
-that wins each revision / page within the batch (`prepare.pick_pages`, the same rule).
+that wins each revision / page within the batch (`prepared.pick_pages`, the same rule).
 """
 
 from __future__ import annotations

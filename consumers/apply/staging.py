@@ -68,14 +68,14 @@ class StageRow(NamedTuple):
     height_mm: Annotated[float | None, FLOAT]
     names: Annotated[list[str] | None, Pg("text[]")]  # the checks that failed
     doc: Annotated[str | None, Pg("jsonb")]  # the event's document (a check's: its checks)
-    # Decided for the batch's PageScanned rows by `prepare.pick_pages`.
+    # Decided for the batch's PageScanned rows by `prepared.pick_pages`.
     pick_rev: Annotated[bool | None, BOOL] = None
     pick_page: Annotated[bool | None, BOOL] = None
     first_at: Annotated[datetime | None, TIME] = None
 
 
 class TouchedFile(NamedTuple):
-    """A file the batch names, with what the batch says of it (`prepare.touched_files`)."""
+    """A file the batch names, with what the batch says of it (`prepared.touched_files`)."""
 
     site_id: Annotated[str, KEY]
     fonds: Annotated[str, KEY]
@@ -158,6 +158,11 @@ CHECK_KEY = operator.itemgetter(0, 1, 2, 3, 4, 5, 12, 13)
 I_NAMES, I_DOC = STAGE_COLUMNS.index("names"), STAGE_COLUMNS.index("doc")
 
 
+# A row made from a tuple of all its fields (the generated __new__ parses 29 arguments: twice
+# the time, once per event).
+_new = tuple.__new__
+
+
 def is_legacy_check(r: StageRow) -> bool:
     """A version-1 PageChecked: it named its page by number only, and the document of that
     page is on record here only, so the writer finds it (`statements.RESOLVE_LEGACY_CHECKS`).
@@ -207,10 +212,10 @@ def row_of_event(seq: int, ev: Event, rec: Record) -> StageRow:
         doc = _raw_document(ev, rec.value)
         if isinstance(ev, DeadLetter):
             path = reason_class(ev.reason)
-    return StageRow(seq, ev.event_id, ev.NAME, ev.site_id, fonds, file_code, document,
-                    page_index, number, document_pages, revision, sha, document_sha,
-                    ev.occurred_at, rec.topic, rec.partition, rec.offset, uri, path, size,
-                    media, passed, width, height, names, doc)
+    return _new(StageRow, (seq, ev.event_id, ev.NAME, ev.site_id, fonds, file_code, document,
+                           page_index, number, document_pages, revision, sha, document_sha,
+                           ev.occurred_at, rec.topic, rec.partition, rec.offset, uri, path,
+                           size, media, passed, width, height, names, doc, None, None, None))
 
 
 def row_of_page(seq: int, page: PageEvent, rec: Record) -> StageRow:
@@ -218,12 +223,14 @@ def row_of_page(seq: int, page: PageEvent, rec: Record) -> StageRow:
     equal)."""
     ev = page.event
     if isinstance(ev, FastPageScanned):
-        return StageRow(seq, ev.event_id, ev.NAME, ev.site_id, ev.fonds, ev.file_code,
-                        ev.document, ev.page_index, ev.number, ev.document_pages, ev.revision,
-                        ev.sha256, ev.document_sha256, page.occurred_at, rec.topic,
-                        rec.partition, rec.offset, ev.uri, ev.path, ev.size_bytes,
-                        ev.media_type, None, None, None, None, None)
-    return StageRow(seq, ev.event_id, ev.NAME, ev.site_id, ev.fonds, ev.file_code, ev.document,
-                    ev.page_index, None, None, ev.revision, ev.sha256, None, page.occurred_at,
-                    rec.topic, rec.partition, rec.offset, None, None, None, None, ev.passed,
-                    ev.width_mm, ev.height_mm, page.failed_checks, page.checks_json)
+        return _new(StageRow, (
+            seq, ev.event_id, ev.NAME, ev.site_id, ev.fonds, ev.file_code, ev.document,
+            ev.page_index, ev.number, ev.document_pages, ev.revision, ev.sha256,
+            ev.document_sha256, page.occurred_at, rec.topic, rec.partition, rec.offset, ev.uri,
+            ev.path, ev.size_bytes, ev.media_type, None, None, None, None, None, None, None,
+            None))
+    return _new(StageRow, (
+        seq, ev.event_id, ev.NAME, ev.site_id, ev.fonds, ev.file_code, ev.document,
+        ev.page_index, None, None, ev.revision, ev.sha256, None, page.occurred_at, rec.topic,
+        rec.partition, rec.offset, None, None, None, None, ev.passed, ev.width_mm, ev.height_mm,
+        page.failed_checks, page.checks_json, None, None, None))

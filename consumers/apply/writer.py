@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from consumers.apply.prepare import Prepared, prepare
+from consumers.apply.prepared import Prepared, prepare
 from consumers.apply.records import BatchResult, DeadLetterRow, Record, SiteDefaults, reason_class
 from consumers.apply.sql_files import NEW_SITES
 from consumers.apply.sql_pages import REPICK

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import operator
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from consumers.apply.staging import (
     I_NAMES,
     REVISION_KEY,
     REVISIONS,
+    STAGE_COLUMNS,
     STAGE_OIDS,
     TOUCHED_FILE_OIDS,
     StageRow,
@@ -56,12 +58,13 @@ def prepare(records: list[Record]) -> Prepared:
     started = time.process_time()
     rows, result = stage_rows(records)
     sites = sorted({r.site_id for r in rows if r.etype != "DeadLetter"})
-    legacy = [r for r in rows if is_legacy_check(r)]
+    types = Counter(r[_I_ETYPE] for r in rows)
+    legacy = [r for r in rows if is_legacy_check(r)] if types["PageChecked"] else []
     return Prepared(copy_binary(_without_check_documents(rows), STAGE_OIDS), len(rows),
-                    copy_audit(rows), copy_revisions(rows), copy_checks(rows),
-                    copy_checks(legacy, legacy=True),
+                    copy_audit(rows, bool(legacy)), copy_revisions(rows),
+                    copy_checks(rows, with_legacy=bool(legacy)), copy_checks(legacy),
                     copy_binary(touched_files(rows), TOUCHED_FILE_OIDS), sites,
-                    Counter(r.etype for r in rows), len(legacy), result, records,
+                    types, len(legacy), result, records,
                     time.process_time() - started)
 
 
@@ -107,16 +110,27 @@ def _staged(seq: int, rec: Record) -> StageRow:
     return row_of_event(seq, parse_event(rec.value), rec)
 
 
+_PAGE_KEY = operator.itemgetter(*(STAGE_COLUMNS.index(c) for c in (
+    "site_id", "fonds", "file_code", "document", "page_index")))
+_I_ETYPE, _I_AT, _I_REV, _I_SHA, _I_DOC_SHA = (STAGE_COLUMNS.index(c) for c in (
+    "etype", "occurred_at", "revision", "sha256", "document_sha256"))
+_FILE_KEY = operator.itemgetter(*(STAGE_COLUMNS.index(c) for c in (
+    "site_id", "fonds", "file_code")))
+_PICKS = len(StageRow._field_defaults)  # pick_rev, pick_page, first_at: the row's last fields
+_I_PICK_REV = STAGE_COLUMNS.index("pick_rev")
+
+
 def pick_pages(rows: list[StageRow]) -> list[StageRow]:
     """Mark, among this batch's PageScanned, the row that wins each revision and each page,
     and each page's first time: the same rule as the upserts (revision, then time, then page
     digest, then document digest), decided here so the database does not sort and window
     every batch. Most pages occur once in a batch: such a row wins both and its own time is
-    the first, with no ranking."""
+    the first, with no ranking. (Positions, not names: this runs for every page event.)"""
     groups: dict[tuple, list[int]] = {}
+    key_of = _PAGE_KEY
     for i, r in enumerate(rows):
-        if r.etype == "PageScanned":
-            key = (r.site_id, r.fonds, r.file_code, r.document, r.page_index)
+        if r[_I_ETYPE] == "PageScanned":
+            key = key_of(r)
             g = groups.get(key)
             if g is None:
                 groups[key] = [i]
@@ -125,25 +139,26 @@ def pick_pages(rows: list[StageRow]) -> list[StageRow]:
     if not groups:
         return rows
     out = list(rows)
-    make = StageRow._make
+    new = tuple.__new__
     for g in groups.values():
         if len(g) == 1:
             i = g[0]
-            out[i] = make((*rows[i][:-3], True, True, rows[i].occurred_at))
+            r = rows[i]
+            out[i] = new(StageRow, (*r[:-_PICKS], True, True, r[_I_AT]))
             continue
-        page_win = max(g, key=lambda j: (rows[j].revision, rows[j].occurred_at, rows[j].sha256,
-                                         rows[j].document_sha256, j))
+        page_win = max(g, key=lambda j: (rows[j][_I_REV], rows[j][_I_AT], rows[j][_I_SHA],
+                                         rows[j][_I_DOC_SHA], j))
         rev_win: dict[int | None, tuple] = {}
         for j in g:
             r = rows[j]
-            rank = (r.occurred_at, r.sha256, r.document_sha256, j)
-            best = rev_win.get(r.revision)
+            rank = (r[_I_AT], r[_I_SHA], r[_I_DOC_SHA], j)
+            best = rev_win.get(r[_I_REV])
             if best is None or rank > best:
-                rev_win[r.revision] = rank
+                rev_win[r[_I_REV]] = rank
         winners = {rank[-1] for rank in rev_win.values()}
-        first = min(rows[j].occurred_at for j in g)
+        first = min(rows[j][_I_AT] for j in g)
         for j in g:
-            out[j] = make((*rows[j][:-3], j in winners, j == page_win, first))
+            out[j] = new(StageRow, (*rows[j][:-_PICKS], j in winners, j == page_win, first))
     return out
 
 
@@ -154,25 +169,30 @@ def touched_files(rows: list[StageRow]) -> list[TouchedFile]:
     this includes the files of replayed events: their facts are merged already, and every
     merge of a file is idempotent, so merging them again changes nothing."""
     files: dict[tuple[str, str, str], list] = {}
+    key_of = _FILE_KEY
     for r in rows:
-        if r.file_code is None or r.fonds is None:
+        key = key_of(r)
+        if key[2] is None or key[1] is None:
             continue
-        key = (r.site_id, r.fonds, r.file_code)
+        etype, at = r[_I_ETYPE], r[_I_AT]
         f = files.get(key)
         if f is None:
-            f = files[key] = [False, False, r.occurred_at]
-        f[0] = f[0] or r.etype in _PAGE_TYPES
-        f[1] = f[1] or r.etype in _OPENING_TYPES
-        if r.occurred_at < f[2]:
-            f[2] = r.occurred_at
+            f = files[key] = [False, False, at]
+        f[0] = f[0] or etype in _PAGE_TYPES
+        f[1] = f[1] or etype in _OPENING_TYPES
+        if at < f[2]:
+            f[2] = at
     return [TouchedFile(*key, changed, opened, first)
             for key, (changed, opened, first) in files.items()]
 
 
-def copy_audit(rows: list[StageRow]) -> bytes:
+def copy_audit(rows: list[StageRow], legacy: bool = True) -> bytes:
     """The audit rows of staged ``rows``, COPY binary for ``audit_log``. A version-1 check's
-    document is not known yet: its row names the page by number only."""
+    document is not known yet: its row names the page by number only (``legacy``: there may
+    be such checks)."""
     pick = AUDIT.pick
+    if not legacy:
+        return copy_binary(map(pick, rows), AUDIT.oids)
     return copy_binary((_no_document(pick(r)) if is_legacy_check(r) else pick(r)
                         for r in rows), AUDIT.oids)
 
@@ -189,17 +209,18 @@ def copy_revisions(rows: list[StageRow]) -> bytes:
     ``page_revisions``, in key order: consecutive inserts land on neighbouring leaves of the
     primary key (~10 % of this COPY against arrival order)."""
     pick = REVISIONS.pick
-    return copy_binary(sorted((pick(r) for r in rows if r.etype == "PageScanned" and r.pick_rev),
+    return copy_binary(sorted((pick(r) for r in rows
+                               if r[_I_ETYPE] == "PageScanned" and r[_I_PICK_REV]),
                               key=REVISION_KEY), REVISIONS.oids)
 
 
-def copy_checks(rows: list[StageRow], *, legacy: bool = False) -> bytes:
-    """The page checks of staged ``rows``, COPY binary for ``page_checks``, in key order (as
-    :func:`copy_revisions`): those of version 2, or (``legacy``) those of version 1, whose
-    page the writer finds before they go there."""
+def copy_checks(rows: list[StageRow], *, with_legacy: bool = True) -> bytes:
+    """The page checks among staged ``rows``, COPY binary for ``page_checks``, in key order
+    (as :func:`copy_revisions`). ``with_legacy=False`` leaves out version-1 checks: their
+    page is found by the writer before they go there."""
     pick = CHECKS.pick
-    return copy_binary(sorted((pick(r) for r in rows
-                               if r.etype == "PageChecked" and is_legacy_check(r) == legacy),
+    return copy_binary(sorted((pick(r) for r in rows if r[_I_ETYPE] == "PageChecked"
+                               and (with_legacy or not is_legacy_check(r))),
                               key=CHECK_KEY), CHECKS.oids)
 
 
@@ -208,7 +229,7 @@ def _without_check_documents(rows: list[StageRow]) -> Iterator[tuple]:
     a check is COPYed there whole (:func:`copy_checks`), so its JSON is parsed once, not
     twice."""
     for r in rows:
-        if r.etype == "PageChecked":
+        if r[_I_ETYPE] == "PageChecked":
             yield (*r[:I_NAMES], None, None, *r[I_DOC + 1:])
         else:
             yield r
