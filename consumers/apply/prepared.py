@@ -24,7 +24,7 @@ from consumers.apply.staging import (
     TOUCHED_FILE_OIDS,
     StageRow,
     TouchedFile,
-    is_legacy_check,
+    is_legacy,
     row_of_event,
     row_of_page,
 )
@@ -44,11 +44,11 @@ class Prepared:
     audit: bytes  # their audit rows, COPY binary (see staging.AUDIT)
     revisions: bytes  # the page revisions they win, COPY binary (see staging.REVISIONS)
     checks: bytes  # their page checks but version-1 ones, COPY binary (see staging.CHECKS)
-    legacy: bytes  # their version-1 checks, COPY binary for `stage_checks` (document unknown)
+    legacy_checks: bytes  # their version-1 checks, COPY binary for `stage_checks`
     files: bytes  # the files they touch, COPY binary for `touched_files`
     sites: list[str]  # the sites they name (dead letters aside)
     staged_types: Counter[str]  # rows per event type
-    legacy_checks: int  # how many ``legacy`` holds: their page is found by its number
+    legacy: Counter[str]  # version-1 rows per type, whose page the writer finds by number
     result: BatchResult
     records: list[Record]
     cpu_s: float = 0.0  # CPU seconds the preparation took, where it ran
@@ -59,12 +59,13 @@ def prepare(records: list[Record]) -> Prepared:
     rows, result = stage_rows(records)
     sites = sorted({r.site_id for r in rows if r.etype != "DeadLetter"})
     types = Counter(r[_I_ETYPE] for r in rows)
-    legacy = [r for r in rows if is_legacy_check(r)] if types["PageChecked"] else []
+    legacy = ([r for r in rows if is_legacy(r)]
+              if types["PageChecked"] or types["PageRemoved"] else [])
     return Prepared(copy_binary(_without_check_documents(rows), STAGE_OIDS), len(rows),
                     copy_audit(rows, bool(legacy)), copy_revisions(rows),
-                    copy_checks(rows, with_legacy=bool(legacy)), copy_checks(legacy),
+                    copy_checks(rows, with_legacy=not legacy), copy_checks(legacy),
                     copy_binary(touched_files(rows), TOUCHED_FILE_OIDS), sites,
-                    types, len(legacy), result, records,
+                    types, Counter(r[_I_ETYPE] for r in legacy), result, records,
                     time.process_time() - started)
 
 
@@ -189,11 +190,11 @@ def touched_files(rows: list[StageRow]) -> list[TouchedFile]:
 def copy_audit(rows: list[StageRow], legacy: bool = True) -> bytes:
     """The audit rows of staged ``rows``, COPY binary for ``audit_log``. A version-1 check's
     document is not known yet: its row names the page by number only (``legacy``: there may
-    be such checks)."""
+    be such events)."""
     pick = AUDIT.pick
     if not legacy:
         return copy_binary(map(pick, rows), AUDIT.oids)
-    return copy_binary((_no_document(pick(r)) if is_legacy_check(r) else pick(r)
+    return copy_binary((_no_document(pick(r)) if is_legacy(r) else pick(r)
                         for r in rows), AUDIT.oids)
 
 
@@ -220,7 +221,7 @@ def copy_checks(rows: list[StageRow], *, with_legacy: bool = True) -> bytes:
     page is found by the writer before they go there."""
     pick = CHECKS.pick
     return copy_binary(sorted((pick(r) for r in rows if r[_I_ETYPE] == "PageChecked"
-                               and (with_legacy or not is_legacy_check(r))),
+                               and (with_legacy or not is_legacy(r))),
                               key=CHECK_KEY), CHECKS.oids)
 
 

@@ -53,7 +53,7 @@ AUDIT_UNOPENED = """
 INSERT INTO audit_log (event_id, action, site_id, fonds, file_code, document, page_index,
                        number, detail, occurred_at)
 SELECT s.event_id, 'file_not_opened', s.site_id, s.fonds, s.file_code,
-       CASE WHEN s.etype = 'PageChecked' AND s.number IS NOT NULL THEN NULL ELSE s.document END,
+       CASE WHEN s.etype <> 'PageScanned' AND s.number IS NOT NULL THEN NULL ELSE s.document END,
        s.page_index, s.number,
        s.etype || ' for a file with no scanned page yet: kept, counted when pages arrive',
        s.occurred_at

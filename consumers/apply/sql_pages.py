@@ -41,11 +41,12 @@ FROM (
 WHERE s.seq = x.seq
 """
 
-# A version-1 check named its page by number: its page is the file's page with that number
-# (a single-page document, so page 1), among those stored and those this batch scans; the one
-# whose content the check names first, then by document name. Runs only for a batch that
-# holds such a check.
-RESOLVE_LEGACY_CHECKS = f"""
+# A version-1 check (or removal) named its page by number: its page is the file's page with
+# that number (a single-page document, so page 1), among those stored and those this batch
+# scans; the one whose content it names first, then by document name. Runs only for a batch
+# that holds such an event. A removal whose page is not found keeps its legacy name (it is
+# kept, and matches no page).
+RESOLVE_LEGACY = f"""
 UPDATE stage s SET document = COALESCE((
     SELECT x.document FROM (
         SELECT p.document, p.sha256 FROM pages p
@@ -58,7 +59,8 @@ UPDATE stage s SET document = COALESCE((
           AND c.page_index = 1
     ) x
     ORDER BY (x.sha256 = s.sha256) DESC, x.document LIMIT 1), s.document)
-WHERE s.etype = 'PageChecked' AND s.number IS NOT NULL AND starts_with(s.document, {LEGACY})
+WHERE s.etype IN ('PageChecked', 'PageRemoved') AND s.number IS NOT NULL
+  AND starts_with(s.document, {LEGACY})
 """
 
 # …then the checks found go into `page_checks` and the others wait in `legacy_page_checks`

@@ -39,8 +39,8 @@ FLOAT, TIME = Pg("float8"), Pg("timestamptz")
 class StageRow(NamedTuple):
     """One event of a batch. A page event names its page by (fonds, file_code, document,
     page_index); ``number`` is the page number a single-page document's name claims, and on a
-    PageChecked it marks a version-1 check whose document is still to be found (see
-    :func:`is_legacy_check`)."""
+    PageChecked or PageRemoved it marks a version-1 event whose document is still to be found
+    (see :func:`is_legacy`)."""
 
     seq: Annotated[int, Pg("int4", not_null=True)]
     event_id: Annotated[str, KEY]
@@ -163,11 +163,12 @@ I_NAMES, I_DOC = STAGE_COLUMNS.index("names"), STAGE_COLUMNS.index("doc")
 _new = tuple.__new__
 
 
-def is_legacy_check(r: StageRow) -> bool:
-    """A version-1 PageChecked: it named its page by number only, and the document of that
-    page is on record here only, so the writer finds it (`statements.RESOLVE_LEGACY_CHECKS`).
-    Its staging row carries that number; a version-2 check's carries none."""
-    return r.etype == "PageChecked" and r.number is not None
+def is_legacy(r: StageRow) -> bool:
+    """A version-1 PageChecked (or PageRemoved) that named its page by number only: the
+    document of that page is on record here only, so the writer finds it
+    (`sql_pages.RESOLVE_LEGACY`). Its staging row carries that number; a version-2 check's or
+    removal's carries none."""
+    return r.number is not None and r.etype != "PageScanned"
 
 
 def _raw_document(ev: Event, raw: bytes | None) -> str:
@@ -207,6 +208,8 @@ def row_of_event(seq: int, ev: Event, rec: Record) -> StageRow:
                                     ).decode()
     elif isinstance(ev, PageRemoved):
         document, page_index, sha = ev.document, ev.page_index, ev.sha256  # typed: no document
+        if document.startswith(LEGACY_DOCUMENT_PREFIX):
+            number = int(document[len(LEGACY_DOCUMENT_PREFIX):])
     else:
         revision = getattr(ev, "revision", None)
         doc = _raw_document(ev, rec.value)

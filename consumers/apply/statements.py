@@ -12,13 +12,14 @@ from consumers.apply import sql_files, sql_pages
 PLAN_SHARED = "SELECT pg_advisory_xact_lock_shared(%s, %s)"
 
 # The dedup path: write the audit row of every staged event not applied before and drop the
-# others from the stage. A version-1 check's document is not known yet (`sql_pages.LEGACY`).
+# others from the stage. A version-1 check's (or removal's) document is not known yet
+# (`sql_pages.RESOLVE_LEGACY`).
 DEDUP_APPLIED = """
 WITH ins AS (
     INSERT INTO audit_log (event_id, action, site_id, fonds, file_code, document, page_index,
                            number, occurred_at, topic, part, "offset")
     SELECT event_id, etype, site_id, fonds, file_code,
-           CASE WHEN etype = 'PageChecked' AND number IS NOT NULL THEN NULL ELSE document END,
+           CASE WHEN etype <> 'PageScanned' AND number IS NOT NULL THEN NULL ELSE document END,
            page_index, number, occurred_at, topic, part, off
     FROM stage
     ON CONFLICT (event_id, action) DO NOTHING
@@ -48,7 +49,7 @@ ON CONFLICT (dedup_key) DO NOTHING
 class Step:
     """A merge statement. ``after_copy``: it runs when the batch went in by COPY too (False:
     it writes what that COPY already wrote). ``legacy``: it runs only for a batch holding
-    version-1 checks."""
+    version-1 checks or removals that name their page by number."""
 
     name: str
     sql: str
@@ -59,7 +60,7 @@ class Step:
 MERGE_STEPS: tuple[Step, ...] = (
     Step("upsert_files", sql_files.UPSERT_FILES),
     Step("audit_unopened", sql_files.AUDIT_UNOPENED),
-    Step("resolve_legacy_checks", sql_pages.RESOLVE_LEGACY_CHECKS, legacy=True),
+    Step("resolve_legacy", sql_pages.RESOLVE_LEGACY, legacy=True),
     Step("legacy_checks", sql_pages.LEGACY_CHECKS, legacy=True),
     Step("unpark_checks", sql_pages.UNPARK_CHECKS),
     Step("days_before", sql_files.DAYS_BEFORE),
@@ -90,7 +91,7 @@ MERGE_STEPS: tuple[Step, ...] = (
 
 def merge_steps(*, copied: bool, legacy: bool) -> tuple[Step, ...]:
     """The steps of a batch that went in by COPY (``copied``) or not, holding version-1
-    checks (``legacy``) or not."""
+    events named by number (``legacy``) or not."""
     return tuple(s for s in MERGE_STEPS
                  if (s.after_copy or not copied) and (legacy or not s.legacy))
 

@@ -141,7 +141,7 @@ class BatchApplier:
                 if prepared.staged_types["PageScanned"]:
                     with cur.copy(REVISIONS.copy) as cp:
                         cp.write(prepared.revisions)
-                if prepared.staged_types["PageChecked"] > prepared.legacy_checks:
+                if prepared.staged_types["PageChecked"] > prepared.legacy["PageChecked"]:
                     with cur.copy(CHECKS.copy) as cp:
                         cp.write(prepared.checks)
         except psycopg.errors.UniqueViolation:
@@ -158,9 +158,9 @@ class BatchApplier:
         result.duplicates += prepared.staged - fresh
         if not fresh:
             return
-        if prepared.legacy_checks:  # rare: checks of version 1, to be placed by SQL
+        if prepared.legacy["PageChecked"]:  # rare: checks of version 1, placed by SQL
             with self._timed("copy_legacy_checks"), cur.copy(COPY_STAGE_CHECKS) as cp:
-                cp.write(prepared.legacy)
+                cp.write(prepared.legacy_checks)
         with self._timed("copy_touched_files"), cur.copy(COPY_TOUCHED_FILES) as cp:
             cp.write(prepared.files)
         d = self.site_defaults
@@ -168,7 +168,7 @@ class BatchApplier:
             "tz": d.timezone, "ws": d.work_start, "we": d.work_end, "wd": list(d.workdays),
             "sites": prepared.sites})
         result.sites_created = [r[0] for r in cur.fetchall()]
-        copied, legacy = result.path == "copy", prepared.legacy_checks > 0
+        copied, legacy = result.path == "copy", bool(prepared.legacy)
         if self.timings is None:
             cur.execute(MERGE_SCRIPTS[(copied, legacy)], prepare=False)
         else:
@@ -184,7 +184,7 @@ class BatchApplier:
         rest; stage the batch's checks for the merge that keeps those of the rest."""
         self._exec(cur, "dedup_applied", DEDUP_APPLIED)
         dropped = cur.rowcount  # read before the COPY below sets its own
-        if prepared.staged_types["PageChecked"] > prepared.legacy_checks:
+        if prepared.staged_types["PageChecked"] > prepared.legacy["PageChecked"]:
             with self._timed("copy_stage_checks"), cur.copy(COPY_STAGE_CHECKS) as cp:
                 cp.write(prepared.checks)
         if dropped:
