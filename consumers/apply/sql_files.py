@@ -262,20 +262,10 @@ CROSS JOIN LATERAL (
 WHERE {same_file("f", "t")} AND t.pages_changed
 """
 
-# The state is a function of the stored facts, never of the order they came in: a verdict of
-# the current (or a newer) assembly wins, then OCR of it, then page checks, then assembly.
-# (Migration 005 applies the same rule to the files it migrates.)
+# A file's state follows from its stored facts by `sohoa_file_state` (migration 005, which
+# sets every migrated file's state with it too).
 FILE_STATE = f"""
-UPDATE files f SET state = CASE
-    WHEN f.verdict IS NOT NULL AND f.verdict_revision >= COALESCE(f.assembled_revision, 0)
-        THEN f.verdict
-    WHEN f.ocr_status IS NOT NULL AND f.ocr_revision >= COALESCE(f.assembled_revision, 0)
-        THEN CASE f.ocr_status WHEN 'completed' THEN 'ocr_done' ELSE 'ocr_failed' END
-    WHEN f.assembled_revision IS NOT NULL AND f.pages > 0 AND f.checked_pages >= f.pages
-        THEN 'checked'
-    WHEN f.assembled_revision IS NOT NULL THEN 'assembled'
-    WHEN f.closed_at IS NOT NULL THEN 'closed'
-    ELSE 'scanning' END
+UPDATE files f SET state = sohoa_file_state(f)
 FROM touched_files t
 WHERE {same_file("f", "t")}
 """

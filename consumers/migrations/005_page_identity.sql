@@ -322,6 +322,23 @@ ALTER TABLE files
     ADD COLUMN manifest_documents jsonb;              -- the manifest's documents, in order
 UPDATE files SET manifest_documents = '[]' WHERE manifest_at IS NOT NULL;
 
+-- A file's state is a function of its stored facts, never of the order they came in: a
+-- verdict of the current (or a newer) assembly wins, then OCR of it, then page checks, then
+-- assembly. The applier sets it with this function too (consumers.apply.sql_files.FILE_STATE).
+CREATE OR REPLACE FUNCTION sohoa_file_state(f files) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN f.verdict IS NOT NULL AND f.verdict_revision >= COALESCE(f.assembled_revision, 0)
+            THEN f.verdict
+        WHEN f.ocr_status IS NOT NULL AND f.ocr_revision >= COALESCE(f.assembled_revision, 0)
+            THEN CASE f.ocr_status WHEN 'completed' THEN 'ocr_done' ELSE 'ocr_failed' END
+        WHEN f.assembled_revision IS NOT NULL AND f.pages > 0 AND f.checked_pages >= f.pages
+            THEN 'checked'
+        WHEN f.assembled_revision IS NOT NULL THEN 'assembled'
+        WHEN f.closed_at IS NOT NULL THEN 'closed'
+        ELSE 'scanning' END
+$$;
+
 -- The applier's rules (consumers.apply.sql_files: FILE_PAGES, FILE_STATE, DAILY), for every
 -- file and day.
 UPDATE files f SET pages = a.n, documents = a.documents, last_page_at = a.last_at,
@@ -337,16 +354,7 @@ FROM (SELECT f2.site_id, f2.fonds, f2.file_code,
 WHERE f.site_id = a.site_id AND f.fonds = a.fonds AND f.file_code = a.file_code
   AND (f.pages, f.documents, f.last_page_at, f.checked_pages, f.qc_failed_pages)
       IS DISTINCT FROM (a.n, a.documents, a.last_at, a.checked, a.failed);
-UPDATE files f SET state = CASE
-    WHEN f.verdict IS NOT NULL AND f.verdict_revision >= COALESCE(f.assembled_revision, 0)
-        THEN f.verdict
-    WHEN f.ocr_status IS NOT NULL AND f.ocr_revision >= COALESCE(f.assembled_revision, 0)
-        THEN CASE f.ocr_status WHEN 'completed' THEN 'ocr_done' ELSE 'ocr_failed' END
-    WHEN f.assembled_revision IS NOT NULL AND f.pages > 0 AND f.checked_pages >= f.pages
-        THEN 'checked'
-    WHEN f.assembled_revision IS NOT NULL THEN 'assembled'
-    WHEN f.closed_at IS NOT NULL THEN 'closed'
-    ELSE 'scanning' END;
+UPDATE files f SET state = sohoa_file_state(f);
 
 DELETE FROM daily_progress;
 INSERT INTO daily_progress (site_id, day, pages_scanned, pages_accepted, files_accepted)
