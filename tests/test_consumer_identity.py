@@ -295,3 +295,20 @@ def test_a_version_1_removal_named_by_number_finds_its_page(stack, monkeypatch, 
             ("Trang 03.tif",)]
         assert file_row(conn)[:2] == (0, 0)
         assert day_pages(conn) == 0
+
+
+def test_a_version_1_event_whose_upgrade_fails_is_a_dead_letter_and_the_rest_counts(
+        pg) -> None:  # noqa: F811
+    """A version-1 page named by a URI that urllib cannot split (a bracket in its host) made
+    the contract's upgrade raise ValueError, not InvalidEvent: the batch's parse failed, and
+    the consumer with it, on every restart."""
+    _dsn, conn = pg
+    bad = _v1("PageScanned", event_id="v1-bad-uri", occurred_at="2026-03-03T02:00:00Z",
+              page_no=1, uri="file://[scan/001.tif", sha256=sha("bad"), size_bytes=1,
+              media_type="image/tiff")
+    with conn.transaction():
+        res = BatchApplier(conn, "g").apply([Record("t", 0, 0, bad), Record("t", 0, 1, V1_SCAN)])
+    assert res.applied["PageScanned"] == 1
+    assert [d.offset for d in res.dead_letters] == [0]
+    assert "IPv6" in res.dead_letters[0].reason
+    assert conn.execute("SELECT next_offset FROM consumer_offsets").fetchone() == (2,)

@@ -91,6 +91,9 @@ def stage_rows(records: list[Record]) -> tuple[list[StageRow], BatchResult]:
         except InvalidEvent as exc:
             result.dead_letters.append(dead_letter_for(rec, exc.reason))
             continue
+        except ValueError as exc:  # input the contract failed to turn into InvalidEvent
+            result.dead_letters.append(dead_letter_for(rec, f"invalid event: {exc}"))
+            continue
         if row.event_id in seen:  # the same fact twice in one batch: the first counts
             result.duplicates += 1
             continue
