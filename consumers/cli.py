@@ -305,7 +305,8 @@ def report_acceptance(ctx: click.Context, contractor: str, date_from: str, date_
     out = out or Path(f"nghiem-thu-{slug}-{d1:%Y%m%d}-{d2:%Y%m%d}.{fmt}")
     with _schema_needed(), _connect(settings, reader=True) as conn:
         data = build_acceptance(conn, contractor, d1, d2,
-                                timezone=settings.campaign.timezone)
+                                timezone=settings.campaign.timezone,
+                                tolerance=settings.reports.page_size_tolerance)
     if not data.rows:
         click.echo(f"cảnh báo: nhà thầu {contractor!r} không có điểm nào trong kế hoạch",
                    err=True)
@@ -325,10 +326,11 @@ def report_acceptance(ctx: click.Context, contractor: str, date_from: str, date_
 def reconcile(ctx: click.Context, site: str, root: Path, as_json: bool) -> None:
     """Đối chiếu trang trên đĩa với cơ sở dữ liệu (disk vs. database).
 
-    Lists every page missing (in the database, not on disk), extra (on disk, not in the
-    database) or altered (SHA-256 differs). Exit code 0 only when they agree. Read-only;
-    symlinks are never followed, FIFOs/sockets/devices never read, files over
-    watcher.max_file_bytes never hashed (listed as skipped).
+    Lists every document missing (in the database, not on disk), extra (on disk, not in the
+    database) or altered (SHA-256 differs), with its fonds, file and pages; paths are compared
+    as spelled on disk. Exit code 0 only when they agree. Read-only; symlinks are never
+    followed, FIFOs/sockets/devices never read, files over watcher.max_file_bytes never
+    hashed (listed as skipped).
     """
     from consumers.reconcile import reconcile_site
 
@@ -344,7 +346,7 @@ def reconcile(ctx: click.Context, site: str, root: Path, as_json: bool) -> None:
                              ("bỏ qua (skipped)", res.skipped)):
             for item in items:
                 click.echo(f"{label}: {item.describe()}")
-        click.echo(f"{site}: {res.matched} trang khớp, {len(res.missing)} thiếu, "
-                   f"{len(res.extra)} thừa, {len(res.altered)} khác, "
-                   f"{len(res.skipped)} bỏ qua")
+        click.echo(f"{site}: {res.matched} trang khớp ({res.matched_documents} văn bản), "
+                   f"{len(res.missing)} văn bản thiếu, {len(res.extra)} tệp thừa, "
+                   f"{len(res.altered)} văn bản khác, {len(res.skipped)} bỏ qua")
     sys.exit(0 if res.ok else 1)

@@ -86,8 +86,9 @@ def grant_sweep_sql() -> str:
         encoding="utf-8")
 
 
-def migrate(conn: psycopg.Connection) -> list[str]:
-    """Apply pending migrations under an advisory lock; return the names applied.
+def migrate(conn: psycopg.Connection, *, upto: int | None = None) -> list[str]:
+    """Apply pending migrations (those numbered up to ``upto``, if given) under an advisory
+    lock; return the names applied.
 
     Each migration runs in its own transaction with its bookkeeping row and the grant sweep
     (``migrations/grants.sql``: every table, view and sequence, whichever migration made or
@@ -114,7 +115,7 @@ def migrate(conn: psycopg.Connection) -> list[str]:
         done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
         sweep = grant_sweep_sql()
         for version, name, sql in migration_files():
-            if version in done:
+            if version in done or (upto is not None and version > upto):
                 continue
             try:
                 with conn.transaction():

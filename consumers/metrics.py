@@ -107,6 +107,9 @@ class ProgressCollector(Collector):
         # counter that falls reads as a reset to Prometheus, and increase() spikes).
         scanned = gauge("sohoa_site_pages_scanned", "Distinct current pages scanned per site "
                         "(removed pages leave the count)")
+        documents = gauge("sohoa_site_documents_scanned", "Distinct current documents (a "
+                          "multi-page PDF or TIFF is one, each of its pages a page) per site")
+        checked = gauge("sohoa_site_checked_pages", "Current pages whose revision has a check")
         accepted = gauge("sohoa_site_pages_accepted", "Pages in accepted files per site")
         qc_failed = gauge("sohoa_site_qc_failed_pages", "Current pages whose latest check "
                           "failed")
@@ -132,6 +135,8 @@ class ProgressCollector(Collector):
             lab = [s.site_id]
             info.add_metric([s.site_id, s.unit or "chua-ro", s.contractor or ""], 1.0)
             scanned.add_metric(lab, s.pages_scanned)
+            documents.add_metric(lab, s.documents_scanned)
+            checked.add_metric(lab, s.checked_pages)
             accepted.add_metric(lab, s.pages_accepted)
             qc_failed.add_metric(lab, s.qc_failed_pages)
             working.add_metric(lab, 1.0 if s.working_now else 0.0)

@@ -25,6 +25,8 @@ class SiteProgress:
     timezone: str
     auto_created: bool
     pages_scanned: int
+    documents_scanned: int
+    checked_pages: int
     pages_accepted: int
     files_total: int
     files_accepted: int
@@ -93,7 +95,9 @@ def load_sites(conn: psycopg.Connection, campaign: CampaignConfig, *,
             contractor=row["contractor"], target_pages=row["target_pages"],
             target_files=row["target_files"], deadline=row["deadline"],
             timezone=row["timezone"], auto_created=row["auto_created"],
-            pages_scanned=int(row["pages_scanned"]), pages_accepted=int(row["pages_accepted"]),
+            pages_scanned=int(row["pages_scanned"]),
+            documents_scanned=int(row["documents_scanned"]),
+            checked_pages=int(row["checked_pages"]), pages_accepted=int(row["pages_accepted"]),
             files_total=int(row["files_total"]), files_accepted=int(row["files_accepted"]),
             qc_failed_pages=int(row["qc_failed_pages"]),
             remaining_pages=row["remaining_pages"], last_page_at=row["last_page_at"],

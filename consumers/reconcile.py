@@ -1,13 +1,15 @@
 """`sohoa reconcile`: pages on disk vs. the current pages PostgreSQL holds for a site.
 
-Read-only: files are opened for reading and hashed, never moved or changed. A page is matched
-by its path relative to the hot-folder root (``PageScanned.path``, else the path of its
-``file://`` URI under the root).
+Read-only: files are opened for reading and hashed, never moved or changed. A document (a file
+on disk: one image, or a multi-page PDF/TIFF holding many pages) is matched by its path under
+the hot-folder root as spelled on disk (``PageScanned.path``, else the path of its ``file://``
+URI under the root) and compared by its document digest; each discrepancy names its fonds,
+file, document and pages.
 
 Only regular files under the root are read: symbolic links (to files or folders) are never
 followed, FIFOs, sockets and devices never opened for reading, and a file over
 ``watcher.max_file_bytes`` (the agent refuses such a page) is not hashed. Each is listed as
-skipped, with why; a page the database expects there counts as missing.
+skipped, with why; a document the database expects there counts as missing.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 import stat
 import unicodedata
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -28,18 +30,41 @@ from sohoa.config import WatcherConfig
 
 @dataclass(frozen=True)
 class Discrepancy:
+    """A document (one file on disk) that disagrees, with the pages the database holds of it
+    (none for a file on disk the database does not know)."""
+
     path: str
+    fonds: str | None = None
     file_code: str | None = None
-    page_no: int | None = None
-    db_sha256: str | None = None
+    document: str | None = None
+    pages: tuple[int, ...] = ()  # page indexes in the document
+    numbers: tuple[int, ...] = ()  # the page numbers the document claims (one-page documents)
+    db_sha256: str | None = None  # the document's digest on record
     disk_sha256: str | None = None
 
     def describe(self) -> str:
-        where = f" (hồ sơ {self.file_code}, trang {self.page_no})" if self.file_code else ""
+        where = ""
+        if self.file_code is not None:
+            where = (f" (phông {self.fonds or '—'}, hồ sơ {self.file_code}, "
+                     f"văn bản {self.document}, {_pages(self.pages, self.numbers)})")
         if self.db_sha256 and self.disk_sha256:
             return (f"{self.path}{where}: CSDL {self.db_sha256[:12]}…, "
                     f"đĩa {self.disk_sha256[:12]}…")
         return f"{self.path}{where}"
+
+    def to_json(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["pages"], out["numbers"] = list(self.pages), list(self.numbers)
+        return out
+
+
+def _pages(indexes: tuple[int, ...], numbers: tuple[int, ...]) -> str:
+    if len(indexes) == 1:
+        return f"trang {numbers[0]}" if numbers else "trang 1"
+    lo, hi = min(indexes), max(indexes)
+    if len(indexes) == hi - lo + 1:
+        return f"{len(indexes)} trang ({lo}–{hi})"
+    return f"{len(indexes)} trang ({', '.join(map(str, indexes))})"
 
 
 @dataclass(frozen=True)
@@ -55,7 +80,8 @@ class Skipped:
 class ReconcileResult:
     site_id: str
     root: str
-    matched: int = 0
+    matched: int = 0  # pages whose document on disk has the digest on record
+    matched_documents: int = 0
     missing: list[Discrepancy] = field(default_factory=list)
     extra: list[Discrepancy] = field(default_factory=list)
     altered: list[Discrepancy] = field(default_factory=list)
@@ -67,11 +93,12 @@ class ReconcileResult:
 
     def to_json(self) -> dict[str, Any]:
         def items(xs: list[Discrepancy]) -> list[dict[str, Any]]:
-            return [x.__dict__ for x in xs]
+            return [x.to_json() for x in xs]
 
         return {"site_id": self.site_id, "root": self.root, "ok": self.ok,
-                "matched": self.matched, "missing": items(self.missing),
-                "extra": items(self.extra), "altered": items(self.altered),
+                "matched": self.matched, "matched_documents": self.matched_documents,
+                "missing": items(self.missing), "extra": items(self.extra),
+                "altered": items(self.altered),
                 "skipped": [x.__dict__ for x in self.skipped]}
 
 
@@ -141,7 +168,8 @@ class DiskPage:
 
 def disk_pages(root: Path, cfg: WatcherConfig,
                skipped: list[Skipped] | None = None) -> dict[str, DiskPage]:
-    """Relative path (POSIX, NFC) → every regular page file under ``root``.
+    """Relative path (POSIX, as spelled on disk) → every regular document file under
+    ``root``. A folder spelled in NFD and its NFC twin are two folders here, as on disk.
 
     Links are not followed (folders or files); a page-named entry that is not a regular file,
     or is larger than ``cfg.max_file_bytes``, goes to ``skipped`` instead."""
@@ -179,54 +207,104 @@ def disk_pages(root: Path, cfg: WatcherConfig,
 
 
 def _rel(full: Path, root: Path) -> str:
-    # The agent sends NFC paths; a Vietnamese name may sit on disk decomposed.
-    return unicodedata.normalize("NFC", full.relative_to(root).as_posix())
+    # As spelled on disk: the agent sends paths so, and an NFD twin is another path.
+    return full.relative_to(root).as_posix()
 
 
 def _rel_path(path: str, uri: str, root: Path) -> str | None:
+    """Where a document is under ``root``: its path as the agent sent it (as spelled on disk),
+    else its ``file://`` URI's path under the root."""
     if path:
-        return unicodedata.normalize("NFC", Path(path).as_posix().lstrip("/"))
+        return PurePosixPath(path).as_posix().lstrip("/")
     parts = urlsplit(uri)
     if parts.scheme != "file":
         return None
     p = Path(unquote(parts.path))
     for base, cand in ((root, p), (root.resolve(), p.resolve())):
         try:
-            return unicodedata.normalize("NFC", cand.relative_to(base).as_posix())
+            return cand.relative_to(base).as_posix()
         except ValueError:
             continue
     return None
+
+
+@dataclass
+class _Document:
+    fonds: str
+    file_code: str
+    document: str
+    sha256: str  # of the latest scanned page's document bytes
+    latest: Any
+    pages: list[tuple[int, int | None]] = field(default_factory=list)
+
+    def discrepancy(self, path: str, disk_sha: str | None = None) -> Discrepancy:
+        return Discrepancy(path, self.fonds, self.file_code, self.document,
+                           tuple(i for i, _ in self.pages),
+                           tuple(n for _, n in self.pages if n is not None), self.sha256,
+                           disk_sha)
+
+
+_PAGES = """
+SELECT fonds, file_code, document, page_index, number, document_sha256, path, uri, scanned_at
+FROM pages WHERE site_id = %s AND NOT removed
+ORDER BY fonds, file_code, document, page_index
+"""
+
+
+def _stored(conn: psycopg.Connection, site_id: str, root: Path
+            ) -> tuple[dict[str, _Document], list[tuple[str, _Document]]]:
+    """The site's current documents by path under ``root``, and those with no path there."""
+    docs: dict[str, _Document] = {}
+    unplaced: dict[str, _Document] = {}
+    for fonds, code, document, index, number, dsha, path, uri, at in conn.execute(
+            _PAGES, (site_id,)):
+        rel = _rel_path(path, uri, root)
+        into, key = (unplaced, uri) if rel is None else (docs, rel)
+        d = into.get(key)
+        if d is None:
+            d = into[key] = _Document(fonds, code, document, dsha, at)
+        elif at > d.latest:  # the document's bytes are those its latest page names
+            d.sha256, d.latest = dsha, at
+        d.pages.append((index, number))
+    return docs, sorted(unplaced.items())
+
+
+def _pair(db: dict[str, _Document], disk: dict[str, Any]) -> dict[str, str]:
+    """Stored path → disk path: the same spelling, else (rows stored before paths were kept as
+    spelled, in NFC) the one disk path left whose NFC form is the same."""
+    pairs = {rel: rel for rel in db if rel in disk}
+    by_nfc: dict[str, list[str]] = {}
+    for rel in disk.keys() - pairs.values():
+        by_nfc.setdefault(unicodedata.normalize("NFC", rel), []).append(rel)
+    for rel in db.keys() - pairs.keys():
+        cands = by_nfc.get(unicodedata.normalize("NFC", rel), [])
+        if len(cands) == 1 and rel == unicodedata.normalize("NFC", rel):
+            pairs[rel] = cands.pop()
+    return pairs
 
 
 def reconcile_site(conn: psycopg.Connection, cfg: WatcherConfig, site_id: str,
                    root: Path, *, progress: bool = True) -> ReconcileResult:
     root = root.resolve()
     res = ReconcileResult(site_id, str(root))
-    db: dict[str, tuple[str, int, str]] = {}
-    unplaced: list[tuple[str, int, str, str]] = []
-    for file_code, page_no, sha, path, uri in conn.execute(
-            "SELECT file_code, page_no, sha256, path, uri FROM pages "
-            "WHERE site_id = %s AND NOT removed ORDER BY file_code, page_no", (site_id,)):
-        rel = _rel_path(path, uri, root)
-        if rel is None:
-            unplaced.append((file_code, page_no, sha, uri))
-        else:
-            db[rel] = (file_code, page_no, sha)
+    db, unplaced = _stored(conn, site_id, root)
     disk = disk_pages(root, cfg, res.skipped)
     hashes = _hash_all(disk, cfg.max_file_bytes, res.skipped, progress)
-    for rel in sorted(set(db) & set(hashes)):
-        file_code, page_no, sha = db[rel]
-        if hashes[rel] == sha:
-            res.matched += 1
+    pairs = _pair(db, hashes)
+    for rel in sorted(pairs):
+        doc = db[rel]
+        actual = hashes[pairs[rel]]
+        if actual == doc.sha256:
+            res.matched += len(doc.pages)
+            res.matched_documents += 1
         else:
-            res.altered.append(Discrepancy(rel, file_code, page_no, sha, hashes[rel]))
-    for rel in sorted(set(db) - set(hashes)):
-        file_code, page_no, sha = db[rel]
-        res.missing.append(Discrepancy(rel, file_code, page_no, sha, None))
-    for file_code, page_no, sha, uri in unplaced:
-        res.missing.append(Discrepancy(uri, file_code, page_no, sha, None))
-    for rel in sorted(set(hashes) - set(db)):
-        res.extra.append(Discrepancy(rel, None, None, None, hashes[rel]))
+            res.altered.append(doc.discrepancy(pairs[rel], actual))
+    for rel in sorted(db.keys() - pairs.keys()):
+        res.missing.append(db[rel].discrepancy(rel))
+    for uri, doc in unplaced:
+        res.missing.append(doc.discrepancy(uri))
+    for rel in sorted(hashes.keys() - set(pairs.values())):
+        res.extra.append(Discrepancy(rel, disk_sha256=hashes[rel]))
     res.skipped.sort(key=lambda s: s.path)
     return res
 

@@ -1,7 +1,9 @@
 """The monthly progress report and the contractor acceptance report, in Vietnamese.
 
 Figures come from ``daily_progress`` (pages by the local day they were first scanned,
-accepted pages by the day of their file's verdict) and ``verdicts``; dates are dd/mm/yyyy.
+accepted pages by the day of their file's verdict) and ``verdicts``; dates are dd/mm/yyyy. The
+acceptance report also counts the accepted files' pages by physical size and in A4
+equivalents (:mod:`consumers.page_sizes`), the unit contracts pay in.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from psycopg.rows import dict_row
 
 from consumers.cells import cells
 from consumers.forecast import WorkCalendar, forecast_site
-from sohoa.config import CampaignConfig
+from consumers.page_sizes import SIZE_CLASS_VI, SizeClass, SizeTally
+from sohoa.config import CampaignConfig, ReportsConfig
 
 ON_TRACK = "đúng tiến độ"
 LATE = "chậm tiến độ"
@@ -489,9 +492,21 @@ class AcceptanceRow:
     name: str
     files_accepted: int
     pages_accepted: int
+    sizes: SizeTally  # the accepted files' current pages by size class, and A4 equivalents
     rescan_verdicts: int
     rejected_verdicts: int
     reasons: Counter[str]
+
+
+@dataclass
+class AcceptedFile:
+    site_id: str
+    fonds: str
+    file_code: str
+    documents: int
+    pages_accepted: int
+    day: date
+    sizes: SizeTally
 
 
 @dataclass
@@ -501,40 +516,80 @@ class AcceptanceReport:
     date_to: date
     generated: date
     rows: list[AcceptanceRow]
-    files: list[tuple[str, str, int, date]]  # site, file code, pages accepted, day accepted
+    files: list[AcceptedFile]
+    tolerance: float = ReportsConfig().page_size_tolerance
 
     @property
     def title(self) -> str:
         return (f"Báo cáo nghiệm thu khối lượng số hóa — nhà thầu {self.contractor}, "
                 f"từ {fmt_date(self.date_from)} đến {fmt_date(self.date_to)}")
 
+    @property
+    def rule(self) -> str:
+        pct = f"{100 * self.tolerance:g}".replace(".", ",")
+        return ("Quy đổi trang A4: khổ A4 trở xuống = 1, khổ A3 = 2, khổ lớn hơn = diện tích "
+                f"÷ diện tích A4, làm tròn lên (dung sai lề quét {pct}% mỗi cạnh).")
+
+    def totals(self) -> SizeTally:
+        out = SizeTally()
+        for r in self.rows:
+            out += r.sizes
+        return out
+
+    def unknown_note(self) -> str | None:
+        n = self.totals().unknown
+        if not n:
+            return None
+        return (f"Lưu ý: {_n(n)} trang chưa rõ khổ (ảnh không ghi độ phân giải) chưa được quy "
+                "đổi A4; cần xác định khổ của các trang này trước khi thanh toán.")
+
+
+_ACCEPTED_FILES = """
+SELECT f.site_id, f.fonds, f.file_code, f.documents, COALESCE(f.pages_accepted, 0),
+       (f.verdict_at AT TIME ZONE s.timezone)::date AS day
+FROM files f JOIN sites s USING (site_id)
+WHERE f.site_id = ANY(%(ids)s) AND f.state = 'accepted'
+  AND (f.verdict_at AT TIME ZONE s.timezone)::date BETWEEN %(d1)s AND %(d2)s
+ORDER BY f.site_id, day, f.fonds, f.file_code
+"""
+
+# The current pages of those files, with the size their latest check found.
+_ACCEPTED_PAGES = """
+SELECT f.site_id, f.fonds, f.file_code, p.width_mm, p.height_mm
+FROM files f JOIN sites s USING (site_id)
+JOIN pages p ON p.site_id = f.site_id AND p.fonds = f.fonds AND p.file_code = f.file_code
+WHERE f.site_id = ANY(%(ids)s) AND f.state = 'accepted' AND NOT p.removed
+  AND (f.verdict_at AT TIME ZONE s.timezone)::date BETWEEN %(d1)s AND %(d2)s
+"""
+
 
 def build_acceptance(conn: psycopg.Connection, contractor: str, d1: date, d2: date,
-                     *, today: date | None = None,
-                     timezone: str = "Asia/Ho_Chi_Minh") -> AcceptanceReport:
+                     *, today: date | None = None, timezone: str = "Asia/Ho_Chi_Minh",
+                     tolerance: float = ReportsConfig().page_size_tolerance
+                     ) -> AcceptanceReport:
     today = today or datetime.now(ZoneInfo(timezone)).date()
     sites = conn.execute(
         "SELECT site_id, COALESCE(name, site_id), COALESCE(unit, '') FROM sites "
         "WHERE contractor = %s ORDER BY unit, site_id", (contractor,)).fetchall()
-    ids = [s[0] for s in sites]
-    files = conn.execute("""
-        SELECT f.site_id, f.file_code, COALESCE(f.pages_accepted, 0),
-               (f.verdict_at AT TIME ZONE s.timezone)::date AS day
-        FROM files f JOIN sites s USING (site_id)
-        WHERE f.site_id = ANY(%s) AND f.state = 'accepted'
-          AND (f.verdict_at AT TIME ZONE s.timezone)::date BETWEEN %s AND %s
-        ORDER BY f.site_id, day, f.file_code""", (ids, d1, d2)).fetchall()
+    q = {"ids": [s[0] for s in sites], "d1": d1, "d2": d2}
+    sizes: dict[tuple[str, str, str], SizeTally] = defaultdict(SizeTally)
+    for sid, fonds, code, width, height in conn.execute(_ACCEPTED_PAGES, q):
+        sizes[(sid, fonds, code)].add(width, height, tolerance)
+    files = [AcceptedFile(sid, fonds, code, docs, pages, day, sizes[(sid, fonds, code)])
+             for sid, fonds, code, docs, pages, day in conn.execute(_ACCEPTED_FILES, q)]
     verdicts = conn.execute("""
         SELECT v.site_id, v.verdict, v.reasons
         FROM verdicts v JOIN sites s USING (site_id)
-        WHERE v.site_id = ANY(%s) AND v.verdict <> 'accepted'
-          AND (v.occurred_at AT TIME ZONE s.timezone)::date BETWEEN %s AND %s""",
-                            (ids, d1, d2)).fetchall()
+        WHERE v.site_id = ANY(%(ids)s) AND v.verdict <> 'accepted'
+          AND (v.occurred_at AT TIME ZONE s.timezone)::date BETWEEN %(d1)s AND %(d2)s""",
+                            q).fetchall()
     acc_files: Counter[str] = Counter()
     acc_pages: Counter[str] = Counter()
-    for sid, _fc, pages, _day in files:
-        acc_files[sid] += 1
-        acc_pages[sid] += pages
+    site_sizes: dict[str, SizeTally] = defaultdict(SizeTally)
+    for f in files:
+        acc_files[f.site_id] += 1
+        acc_pages[f.site_id] += f.pages_accepted
+        site_sizes[f.site_id] += f.sizes
     rescans: Counter[str] = Counter()
     rejects: Counter[str] = Counter()
     reasons: dict[str, Counter[str]] = defaultdict(Counter)
@@ -542,28 +597,41 @@ def build_acceptance(conn: psycopg.Connection, contractor: str, d1: date, d2: da
         (rescans if verdict == "needs_rescan" else rejects)[sid] += 1
         for r in rs or [{}]:
             reasons[sid][r.get("reason") or "(không rõ)"] += 1
-    rows = [AcceptanceRow(unit, sid, name, acc_files[sid], acc_pages[sid], rescans[sid],
-                          rejects[sid], reasons[sid]) for sid, name, unit in sites]
-    return AcceptanceReport(contractor, d1, d2, today, rows,
-                            [(s, f, p, d) for s, f, p, d in files])
+    rows = [AcceptanceRow(unit, sid, name, acc_files[sid], acc_pages[sid], site_sizes[sid],
+                          rescans[sid], rejects[sid], reasons[sid]) for sid, name, unit in sites]
+    return AcceptanceReport(contractor, d1, d2, today, rows, files, tolerance)
 
 
+SIZE_HEADERS = [f"{SIZE_CLASS_VI[c]} (trang)" for c in SizeClass] + ["Quy đổi A4 (trang A4)"]
 ACCEPT_HEADERS = ["Đơn vị", "Mã điểm", "Tên điểm", "Hồ sơ nghiệm thu", "Trang nghiệm thu",
-                  "Số lần yêu cầu quét lại", "Số lần không đạt", "Lý do (số lần)"]
+                  *SIZE_HEADERS, "Số lần yêu cầu quét lại", "Số lần không đạt",
+                  "Lý do (số lần)"]
+FILE_HEADERS = ["Mã điểm", "Phông", "Mã hồ sơ", "Văn bản", "Số trang nghiệm thu", *SIZE_HEADERS,
+                "Ngày nghiệm thu"]
+
+
+def _sizes(t: SizeTally) -> list[int]:
+    return [t.a4, t.a3, t.larger, t.unknown, t.a4_equivalents]
 
 
 def _acc_values(r: AcceptanceRow) -> list[Any]:
-    return [r.unit, r.site_id, r.name, r.files_accepted, r.pages_accepted, r.rescan_verdicts,
-            r.rejected_verdicts,
+    return [r.unit, r.site_id, r.name, r.files_accepted, r.pages_accepted, *_sizes(r.sizes),
+            r.rescan_verdicts, r.rejected_verdicts,
             "; ".join(f"{k} ({v})" for k, v in r.reasons.most_common())]
+
+
+def _file_values(f: AcceptedFile) -> list[Any]:
+    return [f.site_id, f.fonds, f.file_code, f.documents, f.pages_accepted, *_sizes(f.sizes),
+            fmt_date(f.day)]
 
 
 def write_acceptance(rep: AcceptanceReport, fmt: str, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     total = ["TỔNG CỘNG", "", f"{len(rep.rows)} điểm",
              sum(r.files_accepted for r in rep.rows), sum(r.pages_accepted for r in rep.rows),
-             sum(r.rescan_verdicts for r in rep.rows), sum(r.rejected_verdicts for r in rep.rows),
-             ""]
+             *_sizes(rep.totals()), sum(r.rescan_verdicts for r in rep.rows),
+             sum(r.rejected_verdicts for r in rep.rows), ""]
+    notes = [rep.rule] + ([note] if (note := rep.unknown_note()) else [])
     if fmt == "csv":
         with out.open("w", encoding="utf-8-sig", newline="") as fh:
             w = csv.writer(fh)
@@ -573,9 +641,12 @@ def write_acceptance(rep: AcceptanceReport, fmt: str, out: Path) -> Path:
             for r in rep.rows:
                 w.writerow(cells(_acc_values(r)))
             w.writerow(cells(total))
+            for note in notes:
+                w.writerow(cells([note]))
         return out
     from openpyxl import Workbook
     from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
 
     wb = Workbook()
     ws = wb.active
@@ -592,13 +663,17 @@ def write_acceptance(rep: AcceptanceReport, fmt: str, out: Path) -> Path:
     ws.append(cells(total))
     for c in ws[ws.max_row]:
         c.font = Font(bold=True)
-    for col, wdt in zip("ABCDEFGH", (20, 18, 24, 14, 14, 14, 14, 60), strict=True):
-        ws.column_dimensions[col].width = wdt
+    ws.append([])
+    for note in notes:
+        ws.append(cells([note]))
+    widths = (20, 18, 24, 14, 14, 14, 12, 14, 14, 14, 14, 14, 60)
+    for i, wdt in enumerate(widths, 1):
+        ws.column_dimensions[get_column_letter(i)].width = wdt
     ds = wb.create_sheet("Hồ sơ nghiệm thu")
-    ds.append(cells(["Mã điểm", "Mã hồ sơ", "Số trang nghiệm thu", "Ngày nghiệm thu"]))
+    ds.append(cells(FILE_HEADERS))
     for c in ds[1]:
         c.font = Font(bold=True)
-    for sid, fc, pages, day in rep.files:
-        ds.append(cells([sid, fc, pages, fmt_date(day)]))
+    for f in rep.files:
+        ds.append(cells(_file_values(f)))
     wb.save(out)
     return out

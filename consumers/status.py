@@ -12,18 +12,19 @@ from consumers.progress import SiteProgress, load_sites
 from sohoa.config import CampaignConfig
 
 _FILES = """
-SELECT site_id, file_code, fonds, state, pages, expected_pages, assembled_pages,
+SELECT site_id, fonds, file_code, state, documents, pages, expected_pages, assembled_pages,
        checked_pages, qc_failed_pages, verdict, pages_accepted, first_seen_at, last_page_at,
        closed_at, verdict_at, title, classification
 FROM files
 WHERE (%(site)s::text IS NULL OR site_id = %(site)s::text)
   AND (%(state)s::text IS NULL OR state = %(state)s::text)
-ORDER BY site_id, file_code
+ORDER BY site_id, fonds, file_code
 """
 
 
 def site_json(s: SiteProgress) -> dict[str, Any]:
-    out = {"site_id": s.site_id, "pages": s.pages_scanned, "files": s.files_total}
+    out = {"site_id": s.site_id, "pages": s.pages_scanned, "documents": s.documents_scanned,
+           "files": s.files_total}
     out.update(s.to_json())
     return out
 
@@ -42,6 +43,11 @@ def collect(conn: psycopg.Connection, campaign: CampaignConfig, *, site: str | N
             files.append(r)
     return {"generated_at": datetime.now(UTC).isoformat(),
             "sites": [site_json(s) for s in sites], "files": files}
+
+
+def _n(value: int) -> str:
+    """An integer as officers read it (vi-VN: 1.234)."""
+    return f"{value:,}".replace(",", ".")
 
 
 def _d(value) -> str:
@@ -73,7 +79,7 @@ def render(data: dict[str, Any], sites: list[SiteProgress], console) -> None:
                       ("Máy trạm", "left")):
         t.add_column(col, justify=just)
     for s in sites:
-        pct = (f"{100 * s.pages_scanned / s.target_pages:.1f}%"
+        pct = (f"{100 * s.pages_scanned / s.target_pages:.1f}%".replace(".", ",")
                if s.target_pages else "—")
         if s.target_pages is None:
             verdict = "[yellow]chưa có kế hoạch[/]"
@@ -81,22 +87,24 @@ def render(data: dict[str, Any], sites: list[SiteProgress], console) -> None:
             verdict = "[red]chậm tiến độ[/]"
         else:
             verdict = "[green]đúng tiến độ[/]"
-        t.add_row(s.site_id, s.unit or "—", s.contractor or "—", f"{s.pages_scanned:,}",
-                  f"{s.target_pages:,}" if s.target_pages is not None else "—", pct,
-                  f"{s.pages_accepted:,}", f"{s.files_accepted}/{s.files_total}",
+        t.add_row(s.site_id, s.unit or "—", s.contractor or "—", _n(s.pages_scanned),
+                  _n(s.target_pages) if s.target_pages is not None else "—", pct,
+                  _n(s.pages_accepted), f"{_n(s.files_accepted)}/{_n(s.files_total)}",
                   _d(s.deadline), _d(s.forecast_completion), verdict,
                   _ago(s.last_page_at, now), _ago(s.last_heartbeat_at, now))
     console.print(t)
     files = data["files"]
     if files:
         ft = Table(title="Hồ sơ (files)")
-        for col in ("Điểm", "Mã hồ sơ", "Trạng thái", "Trang", "Dự kiến", "QC lỗi",
-                    "Kết luận"):
+        for col in ("Điểm", "Phông", "Mã hồ sơ", "Trạng thái", "Văn bản", "Trang",
+                    "Đã kiểm tra", "Dự kiến", "QC lỗi", "Kết luận"):
             ft.add_column(col)
         for f in files:
-            ft.add_row(f["site_id"], f["file_code"], STATE_VI.get(f["state"], f["state"]),
-                       str(f["pages"]), str(f["expected_pages"] or "—"),
-                       str(f["qc_failed_pages"]), f["verdict"] or "—")
+            ft.add_row(f["site_id"], f["fonds"] or "—", f["file_code"],
+                       STATE_VI.get(f["state"], f["state"]), _n(f["documents"]),
+                       _n(f["pages"]), _n(f["checked_pages"]),
+                       _n(f["expected_pages"]) if f["expected_pages"] else "—",
+                       _n(f["qc_failed_pages"]), f["verdict"] or "—")
         console.print(ft)
 
 

@@ -1,8 +1,11 @@
 """A deterministic synthetic event history for tests and benchmarks of the progress store.
 
-Each file goes through the pipeline as the real components would emit it: manifest, pages
-(some rescanned, a few removed), close, assembly, page checks, OCR (a few failures), verdict,
-and for files sent back, the rescan round. Times fall inside working hours on working days.
+Each file goes through the pipeline as the real components would emit it (version 2 of the
+contract): manifest, pages (some rescanned, a few removed), close, assembly, page checks, OCR (a
+few failures), verdict, and for files sent back, the rescan round. A file's documents are one
+image per page, and in every third file also a multi-page PDF. Page checks state a physical
+size (A4, some A3, a few unknown). Event ids are stable: the same config gives the same events.
+Times fall inside working hours on working days.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from sohoa.events import (
     PageText,
     RescanReason,
     SiteHeartbeat,
+    stable_event_id,
 )
+from sohoa.naming import natural_key
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
@@ -76,6 +81,39 @@ def generate(cfg: SynthConfig) -> list[Event]:
     return [e for _, _, e in sorted(_gen(cfg), key=lambda t: (t[0], t[1]))]
 
 
+A4, A3 = (210.0, 297.0), (297.0, 420.0)
+
+
+def page_size(document: str, index: int) -> tuple[float | None, float | None]:
+    """The physical size a synthetic page's check reports: mostly A4, some A3, and a few that
+    state no resolution (unknown size)."""
+    key = sum(map(ord, document)) + index
+    if key % 13 == 0:
+        return None, None
+    return A3 if key % 7 == 0 else A4
+
+
+@dataclass(frozen=True)
+class _Page:
+    document: str
+    index: int
+    pages: int  # of its document
+    number: int | None
+    media_type: str
+
+
+def _layout(fi: int, n: int) -> list[_Page]:
+    """A file's pages in order: one image per page, except that every third file holds a
+    multi-page PDF (a decision of half its pages) after its first image."""
+    if fi % 3 != 2 or n < 4:
+        return [_Page(f"{p:03d}.tif", 1, 1, p, "image/tiff") for p in range(1, n + 1)]
+    k = n // 2
+    doc = f"QD-{fi:05d}.pdf"
+    return ([_Page("001.tif", 1, 1, 1, "image/tiff")]
+            + [_Page(doc, i, k, None, "application/pdf") for i in range(1, k + 1)]
+            + [_Page(f"{p:03d}.tif", 1, 1, p, "image/tiff") for p in range(2, n - k + 1)])
+
+
 def _gen(cfg: SynthConfig) -> Iterator[tuple[datetime, int, Event]]:
     rnd = random.Random(cfg.seed)
     days = _work_days(cfg.start, cfg.days)
@@ -93,86 +131,126 @@ def _gen(cfg: SynthConfig) -> Iterator[tuple[datetime, int, Event]]:
             day = days[(fi * len(days)) // max(1, cfg.files_per_site)]
             t0 = _at(day, rnd)
             base = dict(site_id=site, file_code=code, fonds=fonds)
-            yield emit(FileManifest(**base, title=f"Hồ sơ {fi}", expected_pages=cfg.pages_per_file,
-                                    occurred_at=t0))
+
+            def eid(*parts: object, _b=(site, fonds, code)) -> str:
+                return stable_event_id("synth", *_b, *parts)
+
+            layout = _layout(fi, cfg.pages_per_file)
+            yield emit(FileManifest(**base, event_id=eid("manifest"), title=f"Hồ sơ {fi}",
+                                    expected_pages=len(layout), occurred_at=t0))
             t = t0
-            current: dict[int, tuple[int, str]] = {}
-            for p in range(1, cfg.pages_per_file + 1):
+            # page key -> (revision, page digest, document digest)
+            current: dict[tuple[str, int], tuple[int, str, str]] = {}
+            doc_sha: dict[str, str] = {}
+            by_key = {(pg.document, pg.index): pg for pg in layout}
+            for pg in layout:
                 t += timedelta(seconds=rnd.randint(20, 90))
-                h = sha(site, code, p, 1)
-                current[p] = (1, h)
-                yield emit(PageScanned.make(**base, page_no=p, uri=f"file:///hot/{fonds}/{code}/"
-                                            f"{p:03d}.tif", sha256=h, size_bytes=1000 + p,
-                                            media_type="image/tiff", revision=1,
-                                            path=f"{fonds}/{code}/{p:03d}.tif", occurred_at=t))
-                if rnd.random() < cfg.removed_share:
+                h = sha(site, code, pg.document, pg.index, 1)
+                dsha = doc_sha.setdefault(pg.document, h if pg.pages == 1
+                                          else sha(site, code, pg.document, "doc", 1))
+                current[(pg.document, pg.index)] = (1, h, dsha)
+                yield emit(_scan(base, pg, 1, h, dsha, t))
+                if pg.pages == 1 and rnd.random() < cfg.removed_share:
                     t += timedelta(seconds=5)
-                    yield emit(PageRemoved(**base, page_no=p, sha256=h,
-                                           path=f"{fonds}/{code}/{p:03d}.tif", occurred_at=t))
-                    del current[p]
+                    yield emit(PageRemoved(**base, event_id=eid("removed", pg.document),
+                                           document=pg.document, sha256=h,
+                                           path=_path(fonds, code, pg.document),
+                                           occurred_at=t))
+                    del current[(pg.document, pg.index)]
             t += timedelta(seconds=30)
-            yield emit(FileClosed(**base, reason="marker", pages_seen=len(current),
-                                  occurred_at=t))
+            yield emit(FileClosed(**base, event_id=eid("closed"), reason="marker",
+                                  pages_seen=len(current), occurred_at=t))
             if not cfg.with_stream_events:
                 continue
             rev = 1
             rescan = rnd.random() < cfg.rescan_share
             for round_ in (1, 2) if rescan else (1,):
                 t += timedelta(seconds=10)
-                refs = [PageRef(page_no=p, uri=f"file:///hot/{fonds}/{code}/{p:03d}.tif",
-                                sha256=h, revision=r) for p, (r, h) in sorted(current.items())]
-                yield emit(FileAssembled(**base, revision=rev, pages=refs,
+                keys = sorted(current, key=lambda k: (natural_key(k[0]), k[1]))
+                refs = [PageRef(document=d, page_index=i, number=by_key[(d, i)].number,
+                                uri=_uri(fonds, code, d), document_sha256=current[(d, i)][2],
+                                sha256=current[(d, i)][1], media_type=by_key[(d, i)].media_type,
+                                revision=current[(d, i)][0]) for d, i in keys]
+                yield emit(FileAssembled(**base, event_id=eid("assembled", rev), revision=rev,
+                                         pages=refs,
                                          trigger="marker" if round_ == 1 else "late_page",
-                                         expected_pages=cfg.pages_per_file,
-                                         count_mismatch=len(refs) != cfg.pages_per_file,
+                                         expected_pages=len(layout),
+                                         count_mismatch=len(refs) != len(layout),
                                          occurred_at=t))
-                bad_page = None
-                for p, (r, h) in sorted(current.items()):
+                bad: tuple[str, int] | None = None
+                for pos, (d, i) in enumerate(keys, 1):
+                    r, h, _dsha = current[(d, i)]
                     t += timedelta(seconds=2)
-                    passed = not (round_ == 1 and rescan and bad_page is None)
+                    passed = not (round_ == 1 and rescan and bad is None)
                     if not passed:
-                        bad_page = p
-                    yield emit(PageChecked(**base, page_no=p, sha256=h, revision=r,
+                        bad = (d, i)
+                        bad_pos = pos
+                    width, height = page_size(d, i)
+                    yield emit(PageChecked(**base, event_id=eid("checked", rev, d, i, r),
+                                           document=d, page_index=i, sha256=h, revision=r,
                                            checks=[CheckResult(check="dpi", value=300 if passed
                                                                else 150, threshold=200,
                                                                passed=passed)],
-                                           passed=passed, occurred_at=t))
+                                           passed=passed, width_mm=width, height_mm=height,
+                                           occurred_at=t))
                 t += timedelta(seconds=60)
                 if rnd.random() < cfg.ocr_fail_share:
-                    yield emit(OcrFailed(**base, revision=rev, reason="tesseract timeout",
-                                         occurred_at=t))
+                    yield emit(OcrFailed(**base, event_id=eid("ocr-failed", rev), revision=rev,
+                                         reason="tesseract timeout", occurred_at=t))
                 else:
-                    yield emit(OcrCompleted(**base, revision=rev, output_uri=f"file:///ocr/{code}"
-                                            f".pdf", output_sha256=sha("ocr", site, code, rev),
-                                            pages=[PageText(page_no=p, chars=1200,
+                    yield emit(OcrCompleted(**base, event_id=eid("ocr", rev), revision=rev,
+                                            output_uri=f"file:///ocr/{code}.pdf",
+                                            output_sha256=sha("ocr", site, code, rev),
+                                            pages=[PageText(document=d, page_index=i, chars=1200,
                                                             mean_confidence=88.0)
-                                                   for p in sorted(current)],
+                                                   for d, i in keys],
                                             seconds=3.5, occurred_at=t))
                 t += timedelta(seconds=5)
-                if round_ == 1 and rescan:
-                    yield emit(FileVerdict(**base, revision=rev, verdict="needs_rescan",
-                                           reasons=[RescanReason(page_no=bad_page,
+                if round_ == 1 and rescan and bad is not None:
+                    yield emit(FileVerdict(**base, event_id=eid("verdict", rev), revision=rev,
+                                           verdict="needs_rescan",
+                                           reasons=[RescanReason(document=bad[0],
+                                                                 page_index=bad[1],
+                                                                 position=bad_pos,
                                                                  reason="dpi dưới 200")],
                                            pages_total=len(current),
                                            pages_accepted=len(current) - 1, occurred_at=t))
-                    # The operator rescans the bad page the next working day.
+                    # The operator rescans the bad page's document the next working day: that
+                    # page changes; a multi-page document gets new bytes (its other pages
+                    # keep their content, so they are not new revisions).
                     nxt = days[min(days.index(day) + 1, len(days) - 1)]
                     t = max(t, _at(nxt, rnd))
-                    if bad_page is not None:
-                        h2 = sha(site, code, bad_page, 2)
-                        current[bad_page] = (2, h2)
-                        yield emit(PageScanned.make(
-                            **base, page_no=bad_page, uri=f"file:///hot/{fonds}/{code}/"
-                            f"{bad_page:03d}.tif", sha256=h2, size_bytes=2000, revision=2,
-                            media_type="image/tiff", path=f"{fonds}/{code}/{bad_page:03d}.tif",
-                            occurred_at=t))
+                    pg = by_key[bad]
+                    r, _h, _dsha = current[bad]
+                    h2 = sha(site, code, pg.document, pg.index, r + 1)
+                    dsha2 = h2 if pg.pages == 1 else sha(site, code, pg.document, "doc", r + 1)
+                    current[bad] = (r + 1, h2, dsha2)
+                    yield emit(_scan(base, pg, r + 1, h2, dsha2, t))
                     rev += 1
                 else:
-                    yield emit(FileVerdict(**base, revision=rev, verdict="accepted",
-                                           pages_total=len(current),
+                    yield emit(FileVerdict(**base, event_id=eid("verdict", rev), revision=rev,
+                                           verdict="accepted", pages_total=len(current),
                                            pages_accepted=len(current), occurred_at=t))
         if cfg.heartbeats:
             for d in days:
-                yield emit(SiteHeartbeat(site_id=site, agent_version="0.1.0",
-                                         outbox_depth=rnd.randint(0, 3),
-                                         occurred_at=_at(d, rnd)))
+                yield emit(SiteHeartbeat(site_id=site, event_id=stable_event_id(
+                    "synth-heartbeat", site, d), agent_version="0.1.0",
+                    outbox_depth=rnd.randint(0, 3), occurred_at=_at(d, rnd)))
+
+
+def _path(fonds: str, code: str, document: str) -> str:
+    return f"{fonds}/{code}/{document}"
+
+
+def _uri(fonds: str, code: str, document: str) -> str:
+    return f"file:///hot/{_path(fonds, code, document)}"
+
+
+def _scan(base: dict, pg: _Page, revision: int, h: str, dsha: str, t: datetime) -> PageScanned:
+    return PageScanned.make(**base, document=pg.document, page_index=pg.index, number=pg.number,
+                            document_pages=pg.pages, uri=_uri(base["fonds"], base["file_code"],
+                                                              pg.document),
+                            document_sha256=dsha, sha256=h, size_bytes=1000 * pg.pages + pg.index,
+                            media_type=pg.media_type, revision=revision,
+                            path=_path(base["fonds"], base["file_code"], pg.document),
+                            occurred_at=t)

@@ -258,6 +258,16 @@ class CampaignConfig(BaseModel):
     forecast_window_days: int = 10
 
 
+class ReportsConfig(BaseModel):
+    """Figures of the reports officers sign."""
+
+    # A page counts as A4 (or A3) when each side exceeds that format's by at most this share,
+    # and a larger page's area is shrunk by it on each side before it is divided by A4's:
+    # scanners add a margin, and physical sizes come from pixels ÷ dpi. 3 % is ~6 mm on an A4
+    # page's short side (US Letter counts as A4).
+    page_size_tolerance: float = Field(default=0.03, ge=0, le=0.2)
+
+
 class SimulateConfig(BaseModel):
     """`sohoa simulate`: synthetic campaign traffic for demos, the boards' tests, benchmarks."""
 
@@ -300,6 +310,7 @@ class Settings(BaseSettings):
     verdict: VerdictConfig = VerdictConfig()
     consumer: ConsumerConfig = ConsumerConfig()
     campaign: CampaignConfig = CampaignConfig()
+    reports: ReportsConfig = ReportsConfig()
     simulate: SimulateConfig = SimulateConfig()
     logging: LoggingConfig = LoggingConfig()
 

@@ -51,11 +51,15 @@ pytestmark = pytest.mark.integration
 T0 = datetime(2026, 3, 3, 2, 0, tzinfo=UTC)  # 09:00 in Hà Nội, a Tuesday
 
 
-def page(site="xa-a", code="F1", no=1, rev=1, t=T0, content=None) -> PageScanned:
-    return PageScanned.make(site_id=site, file_code=code, page_no=no, revision=rev,
-                            uri=f"file:///hot/{code}/{no:03d}.tif",
-                            sha256=sha(content or (site, code, no, rev)), size_bytes=10,
-                            media_type="image/tiff", path=f"{code}/{no:03d}.tif", occurred_at=t)
+def page(site="xa-a", code="F1", no=1, rev=1, t=T0, content=None, fonds="",
+         document=None) -> PageScanned:
+    """A one-page document claiming page ``no`` (named ``NNN.tif`` unless ``document``)."""
+    document = document or f"{no:03d}.tif"
+    return PageScanned.make(site_id=site, fonds=fonds, file_code=code, document=document,
+                            number=no, revision=rev, uri=f"file:///hot/{code}/{document}",
+                            sha256=sha(content or (site, fonds, code, document, rev)),
+                            size_bytes=10, media_type="image/tiff", path=f"{code}/{document}",
+                            occurred_at=t)
 
 
 def one(conn, sql, *args):
@@ -110,24 +114,31 @@ def test_counts_match_an_independent_tally_of_the_events(pg) -> None:  # noqa: F
     removed: set[tuple] = set()
     for e in events:
         if isinstance(e, PageScanned):
-            k = (e.site_id, e.file_code, e.page_no)
+            k = (e.site_id, e.fonds, e.file_code, e.document, e.page_index)
             first[k] = min(first.get(k, e.occurred_at), e.occurred_at)
             if k not in current or e.revision > current[k][0]:
                 current[k] = (e.revision, e.sha256, e.occurred_at)
                 removed.discard(k)
         elif isinstance(e, PageRemoved):
-            k = (e.site_id, e.file_code, e.page_no)
+            k = (e.site_id, e.fonds, e.file_code, e.document, e.page_index)
             if k in current and current[k][1] == e.sha256:
                 removed.add(k)
     live = set(current) - removed
     assert removed, "the history should remove a few pages"
+    assert any(k[4] > 1 for k in live), "the history should hold multi-page documents"
     per_site = defaultdict(int)
     per_day = defaultdict(int)
+    per_file: dict[tuple, tuple[int, set]] = {}
     for k in live:
         per_site[k[0]] += 1
         per_day[(k[0], first[k].astimezone(tz).date())] += 1
+        n, docs = per_file.get(k[:3], (0, set()))
+        per_file[k[:3]] = (n + 1, docs | {k[3]})
     got_site = dict(conn.execute("SELECT site_id, pages_scanned FROM v_site_progress"))
     assert got_site == dict(per_site)
+    got_files = {(s, f, c): (n, d) for s, f, c, n, d in conn.execute(
+        "SELECT site_id, fonds, file_code, pages, documents FROM files WHERE pages > 0")}
+    assert got_files == {k: (n, len(docs)) for k, (n, docs) in per_file.items()}
     got_day = {(s, d): n for s, d, n in conn.execute(
         "SELECT site_id, day, pages_scanned FROM daily_progress WHERE pages_scanned > 0")}
     assert got_day == dict(per_day)
@@ -135,11 +146,11 @@ def test_counts_match_an_independent_tally_of_the_events(pg) -> None:  # noqa: F
     latest: dict[tuple, FileVerdict] = {}
     for e in events:
         if isinstance(e, FileVerdict):
-            k = (e.site_id, e.file_code)
+            k = (e.site_id, e.fonds, e.file_code)
             if k not in latest or e.revision > latest[k].revision:
                 latest[k] = e
     acc = defaultdict(int)
-    for (s, _f), v in latest.items():
+    for (s, _fonds, _f), v in latest.items():
         if v.verdict == "accepted":
             acc[s] += v.pages_accepted
     got_acc = dict(conn.execute("SELECT site_id, pages_accepted FROM v_site_progress"))
@@ -149,11 +160,11 @@ def test_counts_match_an_independent_tally_of_the_events(pg) -> None:  # noqa: F
 def test_file_state_follows_revisions_not_arrival_order(pg) -> None:  # noqa: F811
     _dsn, conn = pg
     p1 = page(no=1)
-    ref = PageRef(page_no=1, uri=p1.uri, sha256=p1.sha256)
+    ref = ref_of(p1)
     asm1 = FileAssembled(site_id="xa-a", file_code="F1", revision=1, pages=[ref],
                          occurred_at=T0 + timedelta(minutes=1))
     ocr1 = OcrCompleted(site_id="xa-a", file_code="F1", revision=1, output_uri="file:///o.pdf",
-                        output_sha256="b" * 64, pages=[PageText(page_no=1, chars=10)],
+                        output_sha256="b" * 64, pages=[PageText(document=p1.document, chars=10)],
                         occurred_at=T0 + timedelta(minutes=2))
     ver1 = FileVerdict(site_id="xa-a", file_code="F1", revision=1, verdict="accepted",
                        pages_total=1, pages_accepted=1, occurred_at=T0 + timedelta(minutes=3))
@@ -177,11 +188,20 @@ def test_file_state_follows_revisions_not_arrival_order(pg) -> None:  # noqa: F8
     assert one(conn, "SELECT state FROM files")[0] == "assembled"
 
 
-def check(p: PageScanned, passed: bool, minutes: int) -> PageChecked:
-    return PageChecked(site_id=p.site_id, file_code=p.file_code, page_no=p.page_no,
-                       sha256=p.sha256, revision=p.revision, passed=passed,
+def ref_of(p: PageScanned) -> PageRef:
+    return PageRef(document=p.document, page_index=p.page_index, number=p.number, uri=p.uri,
+                   document_sha256=p.document_sha256, sha256=p.sha256, revision=p.revision)
+
+
+def check(p: PageScanned, passed: bool, minutes: int, size: tuple[float, float] | None = None
+          ) -> PageChecked:
+    width, height = size or (None, None)
+    return PageChecked(site_id=p.site_id, fonds=p.fonds, file_code=p.file_code,
+                       document=p.document, page_index=p.page_index, sha256=p.sha256,
+                       revision=p.revision, passed=passed,
                        checks=[CheckResult(check="dpi", value=300 if passed else 150,
                                            threshold=200, passed=passed)],
+                       width_mm=width, height_mm=height,
                        occurred_at=T0 + timedelta(minutes=minutes))
 
 
@@ -220,10 +240,10 @@ def test_the_dedup_path_repicks_only_when_it_dropped_a_replay(stack) -> None:
         applier.timings = Counter()
         with conn.transaction():
             applier.apply(records([p1, check(p1, True, 5)]))
-        assert "_REPICK" not in applier.timings
+        assert "repick" not in applier.timings
         with conn.transaction():
             applier.apply(records([p1, check(p1, True, 6)], start=2))  # p1 replayed
-        assert "_REPICK" in applier.timings
+        assert "repick" in applier.timings
         assert one(conn, "SELECT count(*) FROM page_checks") == (2,)
 
 
@@ -231,16 +251,16 @@ def test_removed_page_leaves_the_count_and_a_rescan_brings_it_back(pg) -> None: 
     _dsn, conn = pg
     p1 = page(no=1)
     p2 = page(no=2, t=T0 + timedelta(seconds=30))
-    rm = PageRemoved(site_id="xa-a", file_code="F1", page_no=1, sha256=p1.sha256,
+    rm = PageRemoved(site_id="xa-a", file_code="F1", document=p1.document, sha256=p1.sha256,
                      occurred_at=T0 + timedelta(minutes=5))
     apply_events(conn, [p1, p2, rm])
     assert one(conn, "SELECT pages FROM files") == (2 - 1,)
-    assert one(conn, "SELECT removed FROM pages WHERE page_no = 1") == (True,)
+    assert one(conn, "SELECT removed FROM pages WHERE number = 1") == (True,)
     assert one(conn, "SELECT count(*) FROM page_revisions") == (2,)  # history kept
     again = page(no=1, rev=2, t=T0 + timedelta(minutes=9))
     apply_events(conn, [again])
     assert one(conn, "SELECT pages FROM files") == (2,)
-    assert one(conn, "SELECT revision, removed FROM pages WHERE page_no = 1") == (2, False)
+    assert one(conn, "SELECT revision, removed FROM pages WHERE number = 1") == (2, False)
     assert one(conn, "SELECT pages_scanned FROM daily_progress") == (2,)
 
 
@@ -250,7 +270,7 @@ def test_a_removal_in_a_later_batch_takes_the_page_off_its_day(pg) -> None:  # n
     p1, p2 = page(no=1), page(no=2, t=T0 + timedelta(seconds=30))
     apply_events(conn, [p1, p2])
     assert one(conn, "SELECT pages_scanned FROM daily_progress") == (2,)
-    apply_events(conn, [PageRemoved(site_id="xa-a", file_code="F1", page_no=1,
+    apply_events(conn, [PageRemoved(site_id="xa-a", file_code="F1", document=p1.document,
                                     sha256=p1.sha256, occurred_at=T0 + timedelta(days=2))])
     assert one(conn, "SELECT day, pages_scanned FROM daily_progress") == (date(2026, 3, 3), 1)
 
@@ -305,8 +325,9 @@ def test_a_page_from_an_unplanned_site_is_kept_and_audited(pg) -> None:  # noqa:
 
 def _audit_rows(conn) -> list[tuple]:
     return conn.execute(
-        'SELECT event_id, action, site_id, file_code, page_no, detail, occurred_at, topic, part,'
-        ' "offset" FROM audit_log ORDER BY event_id, action').fetchall()
+        'SELECT event_id, action, site_id, fonds, file_code, document, page_index, number,'
+        ' detail, occurred_at, topic, part, "offset" FROM audit_log ORDER BY event_id, action'
+    ).fetchall()
 
 
 def test_copy_and_dedup_paths_end_in_the_same_tables(stack) -> None:
@@ -350,9 +371,9 @@ def test_a_replay_or_a_second_event_for_a_stored_revision_takes_the_dedup_path(s
                 start += len(batch)
                 assert (sum(res.applied.values()), res.duplicates) == (applied, dups)
                 assert res.path == (path if copy_first else "dedup")
-            assert one(conn, "SELECT sha256 FROM page_revisions WHERE page_no = 2") == (
+            assert one(conn, "SELECT sha256 FROM page_revisions WHERE number = 2") == (
                 p2b.sha256,)
-            assert one(conn, "SELECT sha256 FROM pages WHERE page_no = 2") == (p2b.sha256,)
+            assert one(conn, "SELECT sha256 FROM pages WHERE number = 2") == (p2b.sha256,)
             dumps.append(dump(conn))
             audits.append(_audit_rows(conn))
     assert_same_tables(dumps[0], dumps[1])
@@ -365,7 +386,7 @@ def test_whole_numbers_written_as_decimals_are_counted(pg) -> None:  # noqa: F81
     ended as a dead letter."""
     _dsn, conn = pg
     p1 = page(no=1)
-    ref = PageRef(page_no=1, uri=p1.uri, sha256=p1.sha256)
+    ref = ref_of(p1)
     events = [
         p1,
         FileManifest(site_id="xa-a", file_code="F1", expected_pages=4, priority=2),

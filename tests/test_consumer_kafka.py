@@ -204,12 +204,12 @@ def test_bad_input_is_dead_lettered_and_metrics_and_status_show_progress(
     env = consumer_env(stack)
     assert run_sohoa(["db", "migrate"], env).returncode == 0
     proc = start(env, tmp_path, "consume")
-    good = PageScanned.make(site_id="xa-tan-phu", file_code="HS-1", page_no=1,
-                            uri="file:///hot/HS-1/001.tif", sha256="c" * 64, size_bytes=9,
-                            media_type="image/tiff")
+    good = PageScanned.make(site_id="xa-tan-phu", file_code="HS-1", document="001.tif",
+                            number=1, uri="file:///hot/HS-1/001.tif", sha256="c" * 64,
+                            size_bytes=9, media_type="image/tiff")
     producer = make_producer(stack.settings.kafka)
     try:
-        producer.send(env["SOHOA_TOPICS__SITE_EVENTS"], key="xa-tan-phu/HS-1",
+        producer.send(env["SOHOA_TOPICS__SITE_EVENTS"], key="xa-tan-phu//HS-1",
                       value=b'{"schema": {"name": "PageScanned", "version": 1}}')
         producer.send(env["SOHOA_TOPICS__SITE_EVENTS"], key=good.key(), value=good.to_json())
         # A dead letter from another component (streams) is stored for the boards too.

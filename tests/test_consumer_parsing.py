@@ -16,14 +16,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from consumers.apply import (
-    STAGE_COLUMNS,
-    BatchApplier,
-    Record,
-    copy_binary,
-    prepare,
-    stage_rows,
-)
+from consumers.apply import STAGE_COLUMNS, BatchApplier, Record, StageRow, prepare, stage_rows
+from consumers.apply.copy_wire import copy_binary
+from consumers.apply.staging import STAGE_OIDS
 from consumers.parsing import ParsePool
 from sohoa.events import CheckResult, PageChecked, PageScanned
 from tests.test_consumer_support import pg, records  # noqa: F401
@@ -33,14 +28,16 @@ SHA = "a" * 64
 
 
 def _page(no: int, site: str = "xa-a") -> PageScanned:
-    return PageScanned(site_id=site, file_code="F1", fonds="P", page_no=no, sha256=SHA,
+    return PageScanned(site_id=site, file_code="F1", fonds="P", document="QĐ 15.pdf",
+                       page_index=no, document_pages=9, sha256=SHA, document_sha256=SHA,
                        uri=f"file:///x/{no}\tq\\r.tif", path=f"x/{no}\n.tif",
                        size_bytes=10, media_type="image/tiff",
                        occurred_at=T0 + timedelta(minutes=no))
 
 
 def _check(no: int) -> PageChecked:
-    return PageChecked(site_id="xa-a", file_code="F1", page_no=no, sha256=SHA,
+    return PageChecked(site_id="xa-a", file_code="F1", fonds="P", document="QĐ 15.pdf",
+                       page_index=no, sha256=SHA, width_mm=209.9, height_mm=297,
                        passed=False, occurred_at=T0 + timedelta(hours=1, minutes=no),
                        checks=[CheckResult(check="độ phân giải, \"dpi\"", value=1, threshold=300,
                                            passed=False),
@@ -59,10 +56,11 @@ def test_copy_binary_loads_the_same_rows_as_psycopg_write_row(pg) -> None:  # no
     assert b'"value":1,' in recs[2].value
     rows, _ = stage_rows(recs)
     # Values a COPY format must escape, and a zone other than UTC.
-    rows.append((99, "e\t99", "PageChecked", "xã\\b", "F\n1", None, 3, 1, SHA,
-                 datetime(2026, 1, 1, 7, tzinfo=timezone(timedelta(hours=7))), "t", 0, 5,
-                 None, None, None, None, True, ["a,b", 'q"x', "{c}", "d\\e", "ê"],
-                 '{"k": "v\\tw"}', None, None, None))
+    rows.append(StageRow(99, "e\t99", "PageChecked", "xã\\b", None, "F\n1", "d\\o\tc", 3, None,
+                         None, 1, SHA, None,
+                         datetime(2026, 1, 1, 7, tzinfo=timezone(timedelta(hours=7))), "t", 0,
+                         5, None, None, None, None, True, 1.5, None,
+                         ["a,b", 'q"x', "{c}", "d\\e", "ê"], '{"k": "v\\tw"}'))
     BatchApplier(conn, "g")  # the staging table's shape
     cols = ", ".join(STAGE_COLUMNS)
     with conn.transaction():
@@ -73,7 +71,7 @@ def test_copy_binary_loads_the_same_rows_as_psycopg_write_row(pg) -> None:  # no
         conn.execute("CREATE TEMP TABLE c AS SELECT * FROM stage WITH NO DATA")
         # What the applier sends: the binary format, typed as the staging columns.
         with conn.cursor().copy(f"COPY c ({cols}) FROM STDIN (FORMAT BINARY)") as cp:
-            cp.write(copy_binary(rows))
+            cp.write(copy_binary(rows, STAGE_OIDS))
         a, c = _table(conn, "a"), _table(conn, "c")
     assert len(a) == len(rows)
     assert a == c

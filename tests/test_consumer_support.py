@@ -18,8 +18,8 @@ VOLATILE = {"applied_at", "created_at", "updated_at", "stored_at", "imported_at"
             "part", "offset"}
 # The tables whose contents must not depend on the order or repetition of events.
 DOMAIN_TABLES = ("sites", "files", "pages", "page_revisions", "page_removals", "page_checks",
-                 "file_assemblies", "ocr_results", "verdicts", "site_heartbeats",
-                 "daily_progress", "dead_letters")
+                 "legacy_page_checks", "file_assemblies", "ocr_results", "verdicts",
+                 "site_heartbeats", "daily_progress", "dead_letters")
 
 
 def fresh_db(stack, prefix: str = "cons") -> str:
@@ -53,6 +53,10 @@ def records(events: Iterable[Event], topic: str = "t", partition: int = 0,
 
 def apply_all(conn: psycopg.Connection, recs: Sequence[Record], batch: int = 500,
               group: str = "g") -> BatchApplier:
+    """Apply ``recs`` in batches, each in its own transaction as the consumer does (a read the
+    test made before has its implicit transaction ended first)."""
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+        conn.commit()
     applier = BatchApplier(conn, group)
     for i in range(0, len(recs), batch):
         with conn.transaction():

@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from openpyxl import load_workbook
 
-from consumers.synth import SynthConfig, generate, site_ids
-from sohoa.events import FileVerdict, PageRemoved, PageScanned
+from consumers.synth import A3, A4, SynthConfig, generate, site_ids
+from sohoa.events import FileVerdict, PageChecked, PageRemoved, PageScanned
 from tests.procs import run_sohoa
 from tests.test_consumer_support import apply_events, fresh_db
 
@@ -50,12 +50,33 @@ def month(stack, tmp_path_factory):
     return env, events, tmp
 
 
+def _page_key(e) -> tuple:
+    return (e.site_id, e.fonds, e.file_code, e.document, e.page_index)
+
+
+def live_pages(events) -> set[tuple]:
+    """The current pages the events leave: (site, fonds, file, document, page index)."""
+    current: dict[tuple, tuple[int, str]] = {}
+    removed: set[tuple] = set()
+    for e in events:
+        if isinstance(e, PageScanned):
+            k = _page_key(e)
+            if k not in current or e.revision > current[k][0]:
+                current[k] = (e.revision, e.sha256)
+                removed.discard(k)
+        elif isinstance(e, PageRemoved) and current.get(_page_key(e), (0, ""))[1] == e.sha256:
+            removed.add(_page_key(e))
+    return set(current) - removed
+
+
 def live_pages_by_site_day(events) -> dict[str, Counter]:
     current: dict[tuple, tuple[int, str]] = {}
     first: dict[tuple, object] = {}
     removed: set[tuple] = set()
     for e in events:
-        k = (e.site_id, getattr(e, "file_code", None), getattr(e, "page_no", None))
+        if not isinstance(e, PageScanned | PageRemoved):
+            continue
+        k = _page_key(e)
         if isinstance(e, PageScanned):
             first[k] = min(first.get(k, e.occurred_at), e.occurred_at)
             if k not in current or e.revision > current[k][0]:
@@ -155,25 +176,66 @@ def test_acceptance_report_counts_what_the_verdicts_say(month) -> None:
     rescans: Counter = Counter()
     for e in events:
         if isinstance(e, FileVerdict) and e.site_id in sites:
-            k = (e.site_id, e.file_code)
+            k = (e.site_id, e.fonds, e.file_code)
             if k not in latest or e.revision > latest[k].revision:
                 latest[k] = e
             if e.verdict == "needs_rescan":
                 rescans[e.site_id] += 1
     files: Counter = Counter()
     pages: Counter = Counter()
-    for (sid, _f), v in latest.items():
+    accepted: set[tuple] = set()
+    for k, v in latest.items():
         if v.verdict == "accepted" and v.occurred_at.astimezone(TZ).month == 3:
-            files[sid] += 1
-            pages[sid] += v.pages_accepted
+            files[k[0]] += 1
+            pages[k[0]] += v.pages_accepted
+            accepted.add(k)
+    # Each accepted page's size, as its latest check stated it (synth: A4, A3 or none).
+    size: dict[tuple, tuple] = {}
+    for e in events:
+        if isinstance(e, PageChecked):
+            size[_page_key(e)] = (e.width_mm, e.height_mm)
+    by_class: dict[str, Counter] = defaultdict(Counter)
+    for k in live_pages(events):
+        if k[:3] in accepted:
+            by_class[k[0]][{A4: "a4", A3: "a3", (None, None): "unknown"}[size[k]]] += 1
     ws = load_workbook(out)["Nghiệm thu"]
     rows = {r[1]: r for r in ws.iter_rows(values_only=True) if r[1] in sites}
     assert set(rows) == set(sites)
     assert sum(rescans.values()) > 0
+    assert all(by_class[s]["a3"] and by_class[s]["unknown"] for s in sites)
     for sid in sites:
-        _unit, _id, _name, f, p, rs, rj, reasons = rows[sid]
+        _unit, _id, _name, f, p, a4, a3, larger, unknown, units, rs, rj, reasons = rows[sid]
         assert (f, p, rs, rj) == (files[sid], pages[sid], rescans[sid], 0)
+        c = by_class[sid]
+        assert (a4, a3, larger, unknown) == (c["a4"], c["a3"], 0, c["unknown"])
+        assert a4 + a3 + unknown == p  # every accepted page in one class
+        assert units == c["a4"] + 2 * c["a3"]  # unknown sizes are not counted as 1
         if rs:
             assert "dpi dưới 200" in reasons
-    detail = load_workbook(out)["Hồ sơ nghiệm thu"]
-    assert detail.max_row - 1 == sum(files.values())
+    notes = [r[0] for r in ws.iter_rows(values_only=True) if r[0] and r[0].startswith("Lưu ý")]
+    assert notes == [f"Lưu ý: {sum(c['unknown'] for c in by_class.values())} trang chưa rõ khổ "
+                     "(ảnh không ghi độ phân giải) chưa được quy đổi A4; cần xác định khổ của "
+                     "các trang này trước khi thanh toán."]
+    detail = list(load_workbook(out)["Hồ sơ nghiệm thu"].iter_rows(values_only=True))
+    assert len(detail) - 1 == sum(files.values())
+    assert sum(r[9] for r in detail[1:]) == sum(rows[s][9] for s in sites)  # A4 equivalents
+    assert {r[1] for r in detail[1:]} == {"UBND"}  # fonds
+    assert any(r[3] < r[4] for r in detail[1:])  # a file holding a multi-page PDF
+
+
+def test_acceptance_csv_shows_the_size_classes_and_a4_equivalents(month) -> None:
+    env, _events, tmp = month
+    out = tmp / "nghiem-thu.csv"
+    res = run_sohoa(["report", "acceptance", "--contractor", "Cty Số Việt", "--from",
+                     "01/03/2026", "--to", "31/03/2026", "--format", "csv", "--out", str(out)],
+                    env)
+    assert res.returncode == 0, res.stderr
+    rows = list(csv.reader(out.read_bytes().decode("utf-8-sig").splitlines()))
+    header = rows[2]
+    assert header[5:10] == ["Khổ A4 trở xuống (trang)", "Khổ A3 (trang)",
+                            "Khổ lớn hơn A3 (trang)", "Chưa rõ khổ (trang)",
+                            "Quy đổi A4 (trang A4)"]
+    total = next(r for r in rows if r[0] == "TỔNG CỘNG")
+    a4, a3, larger, unknown, units = map(int, total[5:10])
+    assert a4 + a3 + larger + unknown == int(total[4]) and units == a4 + 2 * a3
+    assert any(r[0].startswith("Quy đổi trang A4: khổ A4 trở xuống = 1") for r in rows)

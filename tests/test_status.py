@@ -124,6 +124,36 @@ def test_page_counts_that_can_fall_are_gauges(planned) -> None:
         assert not name.endswith("_total")
     gone = page(site="xa-a", code="F1", no=3)
     with psycopg.connect(dsn) as conn:
-        apply_events(conn, [PageRemoved(site_id="xa-a", file_code="F1", page_no=3,
-                                        sha256=gone.sha256)])
+        apply_events(conn, [PageRemoved(site_id="xa-a", fonds=gone.fonds, file_code="F1",
+                                        document=gone.document, sha256=gone.sha256)])
     assert (scanned(before), scanned(families())) == (3.0, 2.0)
+
+
+def test_status_json_and_metrics_agree_on_fonds_documents_and_pages(stack) -> None:
+    """A file of two fonds-mates (same code, two fonds) and a multi-page PDF: status, the
+    site's figures and /metrics give the same pages, documents and checked pages."""
+    from tests.test_consumer_identity import checked, document
+
+    dsn = fresh_db(stack, "status")
+    env = {**stack.env, "SOHOA_POSTGRES__DSN": dsn, "COLUMNS": "250"}
+    a = document("QD-01.pdf", 12, fonds="A") + document("001.tif", 1, fonds="A", minutes=1)
+    b = document("001.tif", 1, fonds="B", content="b", minutes=2)
+    with psycopg.connect(dsn) as conn:
+        apply_events(conn, a + b + [checked(p) for p in a[:5]])
+    st = json.loads(run_sohoa(["status", "--json"], env).stdout)
+    files = {(f["fonds"], f["file_code"]): f for f in st["files"]}
+    assert {k: (f["documents"], f["pages"], f["checked_pages"]) for k, f in files.items()} == {
+        ("A", "HS-01"): (2, 13, 5), ("B", "HS-01"): (1, 1, 0)}
+    (site,) = st["sites"]
+    assert (site["pages"], site["documents"], site["files"], site["checked_pages"]) == (
+        14, 3, 2, 5)
+    reg = CollectorRegistry()
+    reg.register(ProgressCollector(Settings(postgres={"dsn": dsn})))
+    text = generate_latest(reg).decode()
+    assert 'sohoa_site_pages_scanned{site="xa-a"} 14.0' in text
+    assert 'sohoa_site_documents_scanned{site="xa-a"} 3.0' in text
+    assert 'sohoa_site_checked_pages{site="xa-a"} 5.0' in text
+    table = run_sohoa(["status", "--site", "xa-a"], env).stdout
+    assert "Văn bản" in table and "Đã kiểm tra" in table
+    row = next(line for line in table.splitlines() if "HS-01" in line and " A " in line)
+    assert [c.strip() for c in row.split("│")[5:8]] == ["2", "13", "5"]

@@ -11,8 +11,9 @@ DO $sweep$
 DECLARE
     -- Appended to, never rewritten or erased: the audit trail and the histories.
     append_only CONSTANT text[] := ARRAY['audit_log', 'verdicts', 'dead_letters', 'page_checks'];
-    -- Rows deleted by the applier and plan imports (days recounted from the pages).
-    deletes_from CONSTANT text[] := ARRAY['daily_progress'];
+    -- Rows deleted by the applier and plan imports (days recounted from the pages; version-1
+    -- checks placed on their page once it arrives).
+    deletes_from CONSTANT text[] := ARRAY['daily_progress', 'legacy_page_checks'];
     rel record;
 BEGIN
     IF (SELECT count(*) FROM pg_roles
