@@ -14,9 +14,11 @@ import pytest
 from openpyxl import load_workbook
 
 from consumers.cells import FORMULA_TRIGGERS, neutralise
+from consumers.page_sizes import SizeTally
 from consumers.reports import (
     AcceptanceReport,
     AcceptanceRow,
+    AcceptedFile,
     MonthlyReport,
     MonthlyRow,
     write_acceptance,
@@ -26,7 +28,8 @@ from sohoa.events import FileVerdict, PageScanned
 from tests.procs import run_sohoa
 from tests.test_consumer_support import apply_events, fresh_db
 
-LINK = '=HYPERLINK("http://127.0.0.1/x","Bấm vào đây")'
+# A folder name can hold no "/": the formula a contractor's folder can carry.
+LINK = '=HYPERLINK("127.0.0.1:8080","Bấm vào đây")'
 HOSTILE = [LINK, "+1+1", "-2+3", "@SUM(1,1)", "\t=1+1", "\r=1+1", " =1+1",
            "=cmd|' /C calc'!A0"]
 
@@ -75,15 +78,18 @@ def test_reports_written_from_hostile_values_hold_no_formula(tmp_path: Path) -> 
     write_monthly(monthly, "csv", tmp_path / "m.csv")
     _assert_inert(tmp_path / "m.xlsx", tmp_path / "m.csv", HOSTILE)
 
-    acc_rows = [AcceptanceRow(v, f"xa-{i}", v, 1, 3, 0, 0, Counter({v: 1}))
+    acc_rows = [AcceptanceRow(v, f"xa-{i}", v, 1, 3, SizeTally(a4=3, a4_equivalents=3), 0, 0,
+                              Counter({v: 1}))
                 for i, v in enumerate(HOSTILE)]
     acc = AcceptanceReport("@Cty", date(2026, 3, 1), date(2026, 3, 31), date(2026, 3, 31),
-                           acc_rows, [("xa-0", v, 3, date(2026, 3, 5)) for v in HOSTILE])
+                           acc_rows, [AcceptedFile("xa-0", v, v, 1, 3, date(2026, 3, 5),
+                                                   SizeTally(a4=3, a4_equivalents=3))
+                                      for v in HOSTILE])
     write_acceptance(acc, "xlsx", tmp_path / "a.xlsx")
     write_acceptance(acc, "csv", tmp_path / "a.csv")
     _assert_inert(tmp_path / "a.xlsx", tmp_path / "a.csv", HOSTILE)
     detail = load_workbook(tmp_path / "a.xlsx")["Hồ sơ nghiệm thu"]
-    assert detail["B2"].value == "'" + LINK and detail["B2"].data_type == "s"
+    assert detail["C2"].value == "'" + LINK and detail["C2"].data_type == "s"
 
 
 @pytest.mark.integration
@@ -97,7 +103,7 @@ def test_acceptance_report_of_a_folder_named_like_a_formula(stack, tmp_path: Pat
     for n in (1, 2):
         sha = hashlib.sha256(f"p{n}".encode()).hexdigest()
         events.append(PageScanned.make(
-            site_id="xa-a", fonds="UBND", file_code=LINK, page_no=n,
+            site_id="xa-a", fonds="UBND", file_code=LINK, document=f"{n:03d}.tif", number=n,
             uri=f"file:///hot/UBND/x/{n:03d}.tif", sha256=sha, size_bytes=10,
             media_type="image/tiff", path=f"UBND/x/{n:03d}.tif",
             occurred_at=t0 + timedelta(seconds=n)))
