@@ -9,17 +9,20 @@ Every threshold lives here; code never carries its own literal.
 from __future__ import annotations
 
 import os
+import re
 from datetime import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from sohoa.events import SITE_ID_RE
 
 DEFAULT_CONFIG_FILE = Path("sohoa.toml")
 _config_file: Path | None = None
@@ -140,6 +143,40 @@ class QcConfig(BaseModel):
     workers: int = 0               # 0 = one per core
 
 
+class SourceSiteConfig(BaseModel):
+    """Where one site's pages may be read at the centre."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    roots: list[Path] = Field(min_length=1)
+
+
+class SourcesConfig(BaseModel):
+    """What the centre's workers (QC, OCR) may read when an event names a page
+    (`streams/sources.py`). A page is read only under its own site's roots; nothing else."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # [sources.sites.<site_id>] roots = ["/srv/scan/xa-tan-phu"]
+    sites: dict[str, SourceSiteConfig] = {}
+    # Roots of every site not listed above; "{site_id}" is replaced by the event's site, e.g.
+    # ["/mnt/lan-share/{site_id}"]. Without the placeholder all such sites share the roots.
+    default_roots: list[str] = []
+    # The agent this machine runs (watcher.site_id) may be read under watcher.roots: the local
+    # stack (`sohoa up`) and a site that is also its own centre. Off for a central server.
+    watcher_roots: bool = True
+    max_bytes: int = Field(default=512 * 1024 * 1024, gt=0)  # the agent's max_file_bytes
+    read_timeout_s: float = Field(default=120.0, gt=0)  # open + read + SHA-256 of one page
+
+    @field_validator("sites")
+    @classmethod
+    def _site_ids(cls, v: dict[str, SourceSiteConfig]) -> dict[str, SourceSiteConfig]:
+        bad = [s for s in v if not re.match(SITE_ID_RE, s)]
+        if bad:
+            raise ValueError(f"not a site id: {bad}")
+        return v
+
+
 class OcrConfig(BaseModel):
     enabled: bool = True
     languages: str = "vie+eng"
@@ -257,6 +294,7 @@ class Settings(BaseSettings):
     stack: StackConfig = StackConfig()
     watcher: WatcherConfig = WatcherConfig()
     qc: QcConfig = QcConfig()
+    sources: SourcesConfig = SourcesConfig()
     ocr: OcrConfig = OcrConfig()
     streams: StreamsConfig = StreamsConfig()
     verdict: VerdictConfig = VerdictConfig()

@@ -29,6 +29,7 @@ from typing import Any
 
 from sohoa.disk import disk_full
 from streams.qc import PageUnreadable, read_verified
+from streams.sources import PageSources
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -107,7 +108,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 # --- in the child process ----------------------------------------------------------------
 
-def build_input_pdf(pages: list[dict[str, Any]], dest: Path) -> list[int]:
+def build_input_pdf(pages: list[dict[str, Any]], dest: Path, site_id: str,
+                    sources: PageSources) -> list[int]:
     """One PDF of all pages in order; each page's bytes verified against its SHA-256.
     Returns the page number of each PDF page (a multi-page TIFF gives several)."""
     import img2pdf
@@ -118,7 +120,7 @@ def build_input_pdf(pages: list[dict[str, Any]], dest: Path) -> list[int]:
     for p in pages:
         before = len(out.pages)
         try:
-            data = read_verified(p["uri"], p["sha256"])
+            data = read_verified(p["uri"], p["sha256"], site_id, sources)
         except PageUnreadable as exc:
             raise OcrInputError(f"page {p['page_no']}: {exc}") from None
         if data[:5] == b"%PDF-":
@@ -187,7 +189,7 @@ def ocr_child(job: dict[str, Any]) -> dict[str, Any]:
         from ocrmypdf import exceptions as ox
 
         src = work / "input.pdf"
-        page_nos = build_input_pdf(job["pages"], src)
+        page_nos = build_input_pdf(job["pages"], src, job["site_id"], job["sources"])
         paths = OcrPaths(Path(job["pdf"]), Path(job["text"]), Path(job["result"]))
         paths.pdf.parent.mkdir(parents=True, exist_ok=True)
         tmp_pdf = paths.pdf.with_name(temp_name(paths.pdf.name))

@@ -11,16 +11,14 @@ Every input, however broken, returns a result with a reason; nothing here raises
 
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
 from sohoa.config import QcConfig
+from streams.sources import PageSources, SourceError
 
 COLOUR_MODES = {"RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
 
@@ -29,23 +27,12 @@ class PageUnreadable(Exception):
     """The page cannot be read or decoded; ``str(exc)`` is the reason."""
 
 
-def uri_to_path(uri: str) -> Path:
-    parts = urlsplit(uri)
-    if parts.scheme not in ("file", ""):
-        raise PageUnreadable(f"unsupported URI scheme: {parts.scheme}")
-    return Path(unquote(parts.path))
-
-
-def read_verified(uri: str, sha256: str) -> bytes:
-    """The page's bytes, after proving they are what the site hashed."""
+def read_verified(uri: str, sha256: str, site_id: str, sources: PageSources) -> bytes:
+    """The page's bytes, read only within the site's sources and proven to be what it hashed."""
     try:
-        data = uri_to_path(uri).read_bytes()
-    except OSError as exc:
-        raise PageUnreadable(f"unreadable: {exc.strerror or exc}") from None
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != sha256:
-        raise PageUnreadable(f"sha256 mismatch: file changed since it was scanned ({actual[:12]})")
-    return data
+        return sources.read_verified(site_id, uri, sha256)
+    except SourceError as exc:
+        raise PageUnreadable(str(exc)) from None
 
 
 @dataclass
@@ -68,12 +55,13 @@ def _check(name: str, value: Any, threshold: Any, passed: bool) -> dict[str, Any
     return {"check": name, "value": value, "threshold": threshold, "passed": bool(passed)}
 
 
-def check_page(uri: str, sha256: str, cfg: dict[str, Any]) -> dict[str, Any]:
+def check_page(uri: str, sha256: str, cfg: dict[str, Any], site_id: str,
+               sources: PageSources) -> dict[str, Any]:
     """All checks of one page. Returns {"checks": [...], "passed": bool, "decoded": bool}."""
     qc = QcConfig(**cfg)
     checks: list[dict[str, Any]] = []
     try:
-        data = read_verified(uri, sha256)
+        data = read_verified(uri, sha256, site_id, sources)
         checks.append(_check("sha256", "ok", None, True))
         raster = load_raster(data, qc)
     except PageUnreadable as exc:

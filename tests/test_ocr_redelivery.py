@@ -34,7 +34,8 @@ def test_same_file_twice_at_once_is_ocred_once(tmp_path: Path, monkeypatch) -> N
         page_no=1, uri=page.resolve().as_uri(),
         sha256=hashlib.sha256(page.read_bytes()).hexdigest())])
     settings = Settings(ocr={"output_dir": tmp_path / "ocr", "concurrency": 2},
-                        streams={"data_dir": tmp_path / "faust"})
+                        streams={"data_dir": tmp_path / "faust"},
+                        sources={"sites": {"xa-a": {"roots": [tmp_path / "hot"]}}})
     proc = FileProcessor(settings, publish_event=None)
     proc.clean_scratch()
 

@@ -10,6 +10,7 @@ import pikepdf
 import pytest
 
 from streams.ocr import OcrInputError, OcrPaths, build_input_pdf, inputs_digest, load_done
+from streams.sources import PageSources
 from tests import pages
 from tests.pages import PageSpec
 
@@ -45,13 +46,14 @@ def test_input_pdf_keeps_order_and_verifies_hashes(tmp_path: Path) -> None:
     refs = [{"page_no": i + 1, "uri": f.as_uri(),
              "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
             for i, f in enumerate([a, b, c, d])]
-    numbers = build_input_pdf(refs, tmp_path / "in.pdf")
+    src = PageSources({"xa-a": [str(tmp_path)]}, [], 1 << 30, 30.0)
+    numbers = build_input_pdf(refs, tmp_path / "in.pdf", "xa-a", src)
     assert numbers == [1, 2, 2, 3, 4]
     with pikepdf.open(tmp_path / "in.pdf") as pdf:
         assert len(pdf.pages) == 5
     refs[0]["sha256"] = "0" * 64
     with pytest.raises(OcrInputError, match="sha256 mismatch"):
-        build_input_pdf(refs, tmp_path / "in2.pdf")
+        build_input_pdf(refs, tmp_path / "in2.pdf", "xa-a", src)
 
 
 def test_stale_temp_outputs_of_dead_processes_are_removed(tmp_path: Path) -> None:
