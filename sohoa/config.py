@@ -88,6 +88,10 @@ class StackConfig(BaseModel):
     kafka_home: Path | None = Field(default=None, description="Use an existing Kafka install")
     postgres_port: int = 15432
     components: list[Literal["watch", "streams", "consume"]] = ["watch", "streams", "consume"]
+    # The local broker with SASL/SCRAM-SHA-512 and ACLs (infra/kafka.py): kafka.sasl_username
+    # becomes its super user; sites get their own users (`sohoa kafka grant-site`). Off by
+    # default: the demo stack is one machine on loopback (docs/architecture.md, Site identity).
+    kafka_sasl: bool = False
     start_timeout_s: float = 90.0
     component_grace_s: float = 5.0   # a component that dies this soon after `up` is reported
     stop_timeout_s: float = 30.0     # SIGTERM → SIGKILL after this long in `sohoa down`
@@ -278,6 +282,40 @@ class SimulateConfig(BaseModel):
     image_px: tuple[int, int] = (1240, 1754)  # A5 at 200 dpi: passes the TT 02 floor
 
 
+class IdentityConfig(BaseModel):
+    """Which site produced a record (`sohoa/identity.py`): HMAC-SHA256 under a per-site secret."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # The site agent: this site's own secret; every record it sends is signed with it.
+    site_secret: SecretStr | None = None
+    # The centre: every site's secret. Once any is set, the assembly app and the consumer refuse
+    # a site event that is unsigned, signed with another key, or claims another site.
+    sites: dict[str, SecretStr] = {}
+
+    @field_validator("sites")
+    @classmethod
+    def _sites(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        bad = [s for s in v if not re.match(SITE_ID_RE, s)]
+        if bad:
+            raise ValueError(f"not a site id: {bad}")
+        for site, secret in v.items():
+            _long_enough(secret, f"identity.sites.{site}")
+        return v
+
+    @field_validator("site_secret")
+    @classmethod
+    def _secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            _long_enough(v, "identity.site_secret")
+        return v
+
+
+def _long_enough(secret: SecretStr, name: str) -> None:
+    if len(secret.get_secret_value()) < 32:
+        raise ValueError(f"{name}: at least 32 characters (e.g. `openssl rand -hex 32`)")
+
+
 class LoggingConfig(BaseModel):
     level: str = "INFO"
     json_format: bool = Field(default=True, alias="json")
@@ -301,6 +339,7 @@ class Settings(BaseSettings):
     consumer: ConsumerConfig = ConsumerConfig()
     campaign: CampaignConfig = CampaignConfig()
     simulate: SimulateConfig = SimulateConfig()
+    identity: IdentityConfig = IdentityConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @classmethod
