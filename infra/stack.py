@@ -122,6 +122,8 @@ def settings_for_stack(base: Settings, state_dir: Path, **stack_fields: object) 
     if ident.site_secret:
         data["identity"]["site_secret"] = ident.site_secret.get_secret_value()
     data["identity"]["sites"] = {k: v.get_secret_value() for k, v in ident.sites.items()}
+    if base.simulate.postgres_dsn:
+        data["simulate"]["postgres_dsn"] = base.simulate.postgres_dsn.get_secret_value()
     data["stack"].update(stack_fields)
     data["stack"]["state_dir"] = Path(state_dir).resolve()
     s = data["stack"]

@@ -261,8 +261,21 @@ class CampaignConfig(BaseModel):
     forecast_window_days: int = 10
 
 
+def _sim_topics() -> TopicsConfig:
+    return TopicsConfig(site_events="sohoa.sim.site-events", file_events="sohoa.sim.file-events",
+                        dead_letters="sohoa.sim.dead-letters")
+
+
 class SimulateConfig(BaseModel):
-    """`sohoa simulate`: synthetic campaign traffic for demos, the boards' tests, benchmarks."""
+    """`sohoa simulate`: synthetic campaign traffic for demos, the boards' tests, benchmarks.
+
+    Simulated traffic lives apart from real work: its own topics (never the ones in `topics`,
+    which the real workers read) and its own database for the plan (never `postgres.dsn`).
+    A consumer pointed at both (`SOHOA_TOPICS__*`, `SOHOA_POSTGRES__DSN`) shows it on boards."""
+
+    topics: TopicsConfig = Field(default_factory=_sim_topics)
+    postgres_dsn: SecretStr | None = Field(
+        default=None, description="Database the simulated plan is imported into (--plan-out)")
 
     sites: int = Field(default=8, ge=1, le=500)
     days: int = Field(default=10, ge=0, le=400, description="Working days of history")
