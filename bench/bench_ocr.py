@@ -35,6 +35,7 @@ from sohoa.events import FileAssembled, OcrCompleted, PageRef
 from streams.app_ocr import FileProcessor
 from streams.ocr import build_input_pdf
 from streams.qc import check_page
+from streams.sources import PageSources
 
 SPLITS = [(1, 2, 1), (2, 1, 1), (1, 1, 2)]  # (files at once, ocrmypdf jobs, tesseract threads)
 
@@ -56,6 +57,17 @@ def make_files(root: Path, n_files: int, pages: int) -> list[FileAssembled]:
                                 document_sha256=sha, sha256=sha, media_type="image/png"))
         out.append(FileAssembled(site_id="bench", fonds="UBND", file_code=code, pages=refs))
     return out
+
+
+def pages_root(files: list[FileAssembled]) -> Path:
+    """The folder holding every page (the bench site's only source root)."""
+    from urllib.parse import unquote, urlsplit
+
+    return Path(unquote(urlsplit(files[0].pages[0].uri).path)).parents[1]
+
+
+def bench_sources(files: list[FileAssembled]) -> PageSources:
+    return PageSources({"bench": [str(pages_root(files))]}, [], 1 << 30, 120.0)
 
 
 def children_cpu() -> float:
@@ -88,6 +100,7 @@ def run_stage(files: list[FileAssembled], out: Path, data: Path, conc: int, jobs
     settings.ocr.tesseract_threads = threads
     settings.streams.data_dir = data
     settings.streams.ocr_app_id = f"bench-{conc}{jobs}{threads}"
+    settings.sources.default_roots = [str(pages_root(files))]
 
     async def main() -> float:
         async def publish(_ev) -> None:
@@ -111,11 +124,12 @@ def run_stage(files: list[FileAssembled], out: Path, data: Path, conc: int, jobs
 
 def qc_cpu(files: list[FileAssembled]) -> tuple[float, int]:
     cfg = Settings().qc.model_dump(mode="json")
+    sources = bench_sources(files)
     t0 = time.process_time()
     n = 0
     for fa in files:
         for p in fa.pages:
-            res = check_page(p.uri, p.sha256, cfg)
+            res = check_page(p.uri, p.sha256, cfg, fa.site_id, sources)
             assert res["decoded"], res
             n += 1
     return time.process_time() - t0, n
@@ -130,7 +144,7 @@ def run(n_files: int, pages: int) -> dict:
         dest.parent.mkdir(parents=True, exist_ok=True)
         build_input_pdf([{"document": p.document, "page_index": p.page_index, "uri": p.uri,
                           "document_sha256": p.document_sha256, "sha256": p.sha256}
-                         for p in fa.pages], dest)
+                         for p in fa.pages], dest, fa.site_id, bench_sources(files))
         inputs.append(dest)
     total_pages = n_files * pages
     splits = []

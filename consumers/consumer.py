@@ -10,6 +10,7 @@ records, and the dedup in :mod:`consumers.apply` makes a replay harmless anyway.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import signal
 import threading
@@ -31,10 +32,33 @@ from consumers.apply import stored_offsets as read_offsets
 from consumers.db import connect_retry
 from consumers.metrics import ConsumerMetrics
 from consumers.parsing import Parsed, ParsePool
-from sohoa.config import Settings
+from sohoa.config import Settings, TopicsConfig
+from sohoa.identity import SiteGuard
 from sohoa.kafka_clients import make_consumer, make_producer
 
 log = logging.getLogger(__name__)
+
+
+def screen(guard: SiteGuard, polled: list[Any], topics: TopicsConfig
+           ) -> tuple[list[Record], list[DeadLetterRow]]:
+    """The records to parse, and dead letters of those not proven to come from the site they
+    name (sohoa/identity.py): every site event, and every dead letter a site signed (the
+    centre's own dead letters are not signed; see docs/architecture.md, Site identity)."""
+    if not guard.enforcing:
+        return [Record(r.topic, r.partition, r.offset, r.value, r.key) for r in polled], []
+    ok: list[Record] = []
+    refused: list[DeadLetterRow] = []
+    for r in polled:
+        rec = Record(r.topic, r.partition, r.offset, r.value, r.key)
+        if r.topic == topics.site_events or (
+                r.topic == topics.dead_letters and guard.signed_by_site(r.headers)):
+            why = guard.refusal(r.topic, r.key, r.value, r.headers)
+            if why is not None:
+                # Not the claimed site's: it must not show among that site's dead letters.
+                refused.append(dataclasses.replace(dead_letter_for(rec, why), site_id="unknown"))
+                continue
+        ok.append(rec)
+    return ok, refused
 
 
 def _listener_base() -> type:
@@ -61,6 +85,7 @@ class ProgressConsumer:
         self.parser = ParsePool()
         self.inflight: Parsed | None = None
         self.batches = 0
+        self.guard = SiteGuard.from_settings(settings)
 
     # --- PostgreSQL ---------------------------------------------------------------------
 
@@ -167,11 +192,11 @@ class ProgressConsumer:
 
     def flush(self) -> None:
         """Hand the pending records to the parser; write the batch parsed before meanwhile."""
-        records = [Record(r.topic, r.partition, r.offset, r.value, r.key) for r in self.pending]
+        records, refused = screen(self.guard, self.pending, self.settings.topics)
         self.pending = []
-        if not records:
+        if not records and not refused:
             return
-        nxt = self.parser.submit(records)
+        nxt = self.parser.submit(records, refused)
         if self._write_inflight():
             self.inflight = nxt
         else:

@@ -24,7 +24,7 @@ import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from consumers.apply import Prepared, Record, prepare, prepare_wire, wire
+from consumers.apply import DeadLetterRow, Prepared, Record, prepare, prepare_wire, wire
 
 log = logging.getLogger(__name__)
 
@@ -53,23 +53,33 @@ def _worker_init() -> None:
 class Parsed:
     """A batch being parsed; :meth:`result` waits for it."""
 
-    def __init__(self, owner: ParsePool, records: list[Record], fut: Future[Prepared] | None
-                 ) -> None:
+    def __init__(self, owner: ParsePool, records: list[Record], fut: Future[Prepared] | None,
+                 refused: list[DeadLetterRow] | None = None) -> None:
         self.owner = owner
         self.records = records
         self.fut = fut
+        # Records refused before parsing (consumer.screen): dead letters of this batch, and
+        # their offsets commit with it.
+        self.refused = refused or []
 
     def result(self) -> Prepared:
+        prepared = None
         if self.fut is not None:
             try:
                 prepared = self.fut.result()
                 prepared.records = self.records
-                return prepared
             except BrokenProcessPool:
                 log.warning("parse process died; parsing this batch in-process",
                             extra={"records": len(self.records)})
                 self.owner.restart()
-        return prepare(self.records)
+        if prepared is None:
+            prepared = prepare(self.records)
+        res = prepared.result
+        for d in self.refused:
+            res.dead_letters.append(d)
+            key = (d.topic or "", d.partition if d.partition is not None else -1)
+            res.offsets[key] = max(res.offsets.get(key, -1), (d.offset or 0) + 1)
+        return prepared
 
     def cancel(self) -> None:
         if self.fut is not None:
@@ -91,14 +101,16 @@ class ParsePool:
         if old is not None:
             old.shutdown(wait=False, cancel_futures=True)
 
-    def submit(self, records: list[Record]) -> Parsed:
+    def submit(self, records: list[Record], refused: list[DeadLetterRow] | None = None
+               ) -> Parsed:
         if self._pool is None:
             self._pool = self._start()
         try:
-            return Parsed(self, records, self._pool.submit(prepare_wire, wire(records)))
+            return Parsed(self, records, self._pool.submit(prepare_wire, wire(records)),
+                          refused)
         except (BrokenProcessPool, RuntimeError):
             self.restart()
-            return Parsed(self, records, None)
+            return Parsed(self, records, None, refused)
 
     def warm(self) -> None:
         """Start the worker and wait until it can parse (start-up is not a batch's cost)."""

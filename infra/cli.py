@@ -299,3 +299,33 @@ def topics_show(ctx: click.Context, spec: Path | None, as_json: bool) -> None:
                    f"retention.ms {r['configs'].get('retention.ms', '-')}, "
                    f"cleanup {r['configs'].get('cleanup.policy', '-')}, "
                    f"min ISR {r['configs'].get('min.insync.replicas', '-')}")
+
+
+@topics.command("grant-site")
+@click.argument("site_id")
+@click.pass_context
+def topics_grant_site(ctx: click.Context, site_id: str) -> None:
+    """Cấp tài khoản Kafka riêng cho một điểm số hóa (a site's own Kafka user).
+
+    Creates (or resets) the SCRAM-SHA-512 user ``site-<SITE_ID>`` allowed to write only the
+    site-events and dead-letters topics, and a fresh signing secret; prints the site's and
+    the centre's config blocks. Needs a broker with an authorizer and the centre's user.
+    """
+    import re
+
+    from kafka.errors import KafkaError
+
+    from infra.access import grant_site
+    from sohoa.events import SITE_ID_RE
+
+    if not re.match(SITE_ID_RE, site_id):
+        raise click.BadParameter(f"mã điểm không hợp lệ (not a site id): {site_id!r}")
+    settings = _settings(ctx)
+    try:
+        access = grant_site(settings.kafka, settings.topics, site_id)
+    except (KafkaError, RuntimeError) as exc:
+        raise click.ClickException(
+            f"Không cấp được quyền trên {settings.kafka.bootstrap}: {exc}") from None
+    click.echo(f"# sohoa.toml của điểm {site_id} (site agent):\n"
+               f"{access.site_toml(settings.kafka.bootstrap)}")
+    click.echo(f"# thêm vào sohoa.toml của trung tâm (centre):\n{access.centre_toml()}")

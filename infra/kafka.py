@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -24,6 +25,7 @@ from sohoa.config import KafkaConfig, StackConfig
 log = logging.getLogger(__name__)
 
 POM_DIR = Path(__file__).resolve().parent / "kafka"
+_SAFE_CRED = re.compile(r"^[A-Za-z0-9._+=/-]{1,200}$")
 
 # Loggers that print a line per request / per partition move at INFO.
 _QUIET_LOGGERS = (
@@ -97,8 +99,10 @@ def java_bin() -> str:
 class KafkaNode:
     """The Kafka of ``sohoa up`` and of the test fixture: same code, different state dirs."""
 
-    def __init__(self, stack: StackConfig) -> None:
+    def __init__(self, stack: StackConfig, kafka: KafkaConfig | None = None) -> None:
         self.stack = stack
+        # The clients' side of the connection; with stack.kafka_sasl its user is the super user.
+        self.kafka = kafka or KafkaConfig(bootstrap=f"{stack.host}:{stack.kafka_port}")
         self.state_dir = Path(stack.state_dir).resolve()
         self.dir = self.state_dir / "kafka"
         self.data_dir = self.dir / "data"
@@ -119,6 +123,45 @@ class KafkaNode:
 
     def running(self) -> bool:
         return self.pid is not None
+
+    def admin_credentials(self) -> tuple[str, str]:
+        """(user, password) of the super user of a SASL broker, from the clients' config."""
+        k = self.kafka
+        if (k.security_protocol != "SASL_PLAINTEXT" or k.sasl_mechanism != "SCRAM-SHA-512"
+                or not k.sasl_username or k.sasl_password is None):
+            raise StackError(
+                "stack.kafka_sasl cần kafka.security_protocol = \"SASL_PLAINTEXT\", "
+                "kafka.sasl_mechanism = \"SCRAM-SHA-512\", kafka.sasl_username và "
+                "kafka.sasl_password (the broker's super user is the centre's own Kafka user)")
+        user, pw = k.sasl_username, k.sasl_password.get_secret_value()
+        if not _SAFE_CRED.match(user) or not _SAFE_CRED.match(pw):
+            raise StackError("kafka.sasl_username / sasl_password: only letters, digits and "
+                             "._-+=/ (they are written into the broker's JAAS line)")
+        return user, pw
+
+    def _sasl_props(self) -> dict[str, str]:
+        s = self.stack
+        user, pw = self.admin_credentials()
+        return {
+            "listeners": f"SASL_PLAINTEXT://{s.host}:{s.kafka_port},"
+                         f"CONTROLLER://{s.host}:{s.kafka_controller_port}",
+            "advertised.listeners": f"SASL_PLAINTEXT://{s.host}:{s.kafka_port}",
+            "inter.broker.listener.name": "SASL_PLAINTEXT",
+            "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,"
+                                              "CONTROLLER:PLAINTEXT",
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+            "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{user}" password="{pw}";',
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            # The controller listener stays PLAINTEXT on loopback (KRaft's controller cannot
+            # use SCRAM, whose users live in the metadata it serves); its principal is
+            # ANONYMOUS and must be a super user. Clients never reach it: they connect to the
+            # SASL listener, where ANONYMOUS does not exist.
+            "super.users": f"User:{user};User:ANONYMOUS",
+            "allow.everyone.if.no.acl.found": "false",
+        }
 
     def write_config(self) -> None:
         s = self.stack
@@ -153,10 +196,14 @@ class KafkaNode:
             "log.retention.check.interval.ms": "300000",
             "unclean.leader.election.enable": "false",
         }
-        self.properties_path.write_text(
-            "# written by sohoa (infra/kafka.py); edits are overwritten on every start\n"
-            + "".join(f"{k}={v}\n" for k, v in props.items())
-        )
+        if s.kafka_sasl:
+            props.update(self._sasl_props())
+        # The JAAS line holds the super user's password: readable by this user only.
+        fd = os.open(self.properties_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("# written by sohoa (infra/kafka.py); edits are overwritten on every start\n"
+                     + "".join(f"{k}={v}\n" for k, v in props.items()))
         quiet = "".join(f"log4j.logger.{name}=WARN\n" for name in _QUIET_LOGGERS)
         self.log4j_path.write_text(
             "log4j.rootLogger=INFO, file\n"
@@ -183,9 +230,13 @@ class KafkaNode:
         cluster_id = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
         if res.returncode != 0 or not cluster_id:
             raise StackError(f"Kafka StorageTool random-uuid failed: {res.stderr[-2000:]}")
+        scram: list[str] = []
+        if self.stack.kafka_sasl:  # the super user must exist before the broker can start
+            user, pw = self.admin_credentials()
+            scram = ["--add-scram", f'SCRAM-SHA-512=[name="{user}",password="{pw}"]']
         res = subprocess.run(
             self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                       "-c", str(self.properties_path)),
+                       "-c", str(self.properties_path), *scram),
             capture_output=True, text=True, timeout=120,
         )
         if res.returncode != 0:
@@ -242,7 +293,8 @@ class KafkaNode:
 
         if not port_open(self.stack.host, self.stack.kafka_port):
             return False
-        admin = make_admin(KafkaConfig(bootstrap=self.bootstrap), request_timeout_ms=5000)
+        admin = make_admin(self.kafka.model_copy(update={"bootstrap": self.bootstrap}),
+                           request_timeout_ms=5000)
         try:
             admin.list_topics()
             return True

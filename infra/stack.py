@@ -35,7 +35,7 @@ class LocalStack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.state_dir = Path(settings.stack.state_dir).resolve()
-        self.kafka = KafkaNode(settings.stack)
+        self.kafka = KafkaNode(settings.stack, settings.kafka)
         self.pg = PostgresNode(settings.stack)
 
     @property
@@ -136,6 +136,12 @@ def settings_for_stack(base: Settings, state_dir: Path, **stack_fields: object) 
     data = base.model_dump(by_alias=True)
     if base.kafka.sasl_password:
         data["kafka"]["sasl_password"] = base.kafka.sasl_password.get_secret_value()
+    ident = base.identity  # secrets dump as "**********": carry the values
+    if ident.site_secret:
+        data["identity"]["site_secret"] = ident.site_secret.get_secret_value()
+    data["identity"]["sites"] = {k: v.get_secret_value() for k, v in ident.sites.items()}
+    if base.simulate.postgres_dsn:
+        data["simulate"]["postgres_dsn"] = base.simulate.postgres_dsn.get_secret_value()
     data["stack"].update(stack_fields)
     data["stack"]["state_dir"] = Path(state_dir).resolve()
     s = data["stack"]

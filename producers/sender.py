@@ -36,6 +36,7 @@ from producers.outbox import Outbox
 from sohoa.config import Settings
 from sohoa.disk import disk_full
 from sohoa.events import SiteHeartbeat
+from sohoa.identity import Signer
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class Sender(threading.Thread):
         self.oldest_s = 0.0
         self.error: BaseException | None = None
         self._full_until = 0.0  # monotonic time before which a full outbox disk is not retried
+        self._signer = Signer.from_settings(settings)
 
     # --- control from the main thread ---------------------------------------------------
 
@@ -159,7 +161,9 @@ class Sender(threading.Thread):
                     rows = ob.unsent(cursor, self.cfg.send_batch)
                     for row in rows:
                         try:
-                            fut = producer.send(topics[row.kind], value=row.value, key=row.key)
+                            topic = topics[row.kind]
+                            fut = producer.send(topic, value=row.value, key=row.key,
+                                                headers=self._sign(topic, row.key, row.value))
                         except Exception as exc:  # metadata timeout, buffer full: broker away
                             self._note_error(exc)
                             self._failed.append((row.seq, row.etype))
@@ -183,6 +187,10 @@ class Sender(threading.Thread):
             if self.depth == 0:
                 self.drained.set()
             ob.close()
+
+    def _sign(self, topic: str, key: str | bytes | None, value: bytes) -> Any:
+        """This site's signature headers (sohoa/identity.py); None without a site secret."""
+        return None if self._signer is None else self._signer.headers(topic, key, value)
 
     def _on_ack(self, seq: int, _metadata: Any) -> None:
         self._acked.append(seq)
@@ -279,8 +287,10 @@ class Sender(threading.Thread):
             oldest_unsent_age_s=round(oldest, 3), disk_free_bytes=disk_free(self.roots),
             roots=[str(r) for r in self.roots],
         )
+        topic, value = self.settings.topics.site_events, hb.to_json()
         try:
-            producer.send(self.settings.topics.site_events, value=hb.to_json(), key=hb.key())
+            producer.send(topic, value=value, key=hb.key(),
+                          headers=self._sign(topic, hb.key(), value))
         except Exception as exc:
             self._note_error(exc)
 

@@ -1,11 +1,14 @@
-"""`sohoa simulate`: a synthetic digitization campaign that drives the real pipeline.
+"""`sohoa simulate`: a synthetic digitization campaign that drives a pipeline of its own.
 
 N sites scan pages inside their working hours (the campaign calendar: weekdays, working hours,
-lunch break, Vietnamese public holidays) at different speeds. Events go to the real Kafka topics
-(PageScanned with ``occurred_at`` in simulated time, FileClosed, SiteHeartbeat with the outbox
-depth, and — standing in for the central pipeline when it is not running — FileAssembled,
-PageChecked, OcrCompleted and FileVerdict), or, with ``--hot-folder``, real small images and
-closing markers are written for the real site agent to pick up.
+lunch break, Vietnamese public holidays) at different speeds. Events (PageScanned with
+``occurred_at`` in simulated time, FileClosed, SiteHeartbeat with the outbox depth, and —
+standing in for the central pipeline — FileAssembled, PageChecked, OcrCompleted and
+FileVerdict) go to the simulation's own topics (``simulate.topics``) and the plan to its own
+database (``simulate.postgres_dsn``): the command refuses to run when either is the real one,
+so simulated pages never reach the real workers nor mix with real counts. With
+``--hot-folder``, real small images and closing markers are written instead, for a site agent
+to pick up (never inside a real agent's root).
 
 The ``boards``/``demo`` scenarios give the monitoring something to show: one stalled site, one
 agent that cannot deliver (outbox growing), one site behind its deadline, one with a high QC
@@ -446,13 +449,60 @@ def build_campaign(settings: Settings, *, sites: int, days: int, scenario: str, 
 # --- sinks --------------------------------------------------------------------------------
 
 
+class NotIsolated(click.ClickException):
+    """The simulation would write where real work is read or counted."""
+
+
+def _db_identity(dsn: str) -> tuple[str, str, str]:
+    """(host, port, database) of a URL or key=value DSN, for comparing two DSNs."""
+    import re
+    from urllib.parse import urlsplit
+
+    if "://" in dsn:
+        u = urlsplit(dsn)
+        return (u.hostname or "localhost", str(u.port or 5432), u.path.lstrip("/"))
+    kv = dict(re.findall(r"(\w+)\s*=\s*('[^']*'|\S+)", dsn))
+    kv = {k: v.strip("'") for k, v in kv.items()}
+    return (kv.get("host", "localhost"), kv.get("port", "5432"), kv.get("dbname", ""))
+
+
+def check_isolated(settings: Settings, hot_folder: Path | None, do_import: bool) -> None:
+    """Refuse to run where the simulation could reach the real workers or real counts: its
+    topics must not be the real ones (``topics.*``, nor the default names), its plan database
+    not ``postgres.dsn``, its hot folder not inside a real agent's root."""
+    if hot_folder is not None:
+        target = Path(os.path.abspath(hot_folder))
+        for root in settings.watcher.roots:
+            r = Path(os.path.abspath(root))
+            if target == r or r in target.parents:
+                raise NotIsolated(
+                    f"--hot-folder {hot_folder} nằm trong thư mục quét thật {root} "
+                    "(watcher.roots): trang mô phỏng sẽ bị tính như trang thật. "
+                    "(the simulated pages would be counted as real work)")
+        return
+    real = {*settings.topics.model_dump(exclude={"spec"}).values(),
+            *TopicsConfig().model_dump(exclude={"spec"}).values()}
+    clash = sorted(real & set(settings.simulate.topics.model_dump(exclude={"spec"}).values()))
+    if clash:
+        raise NotIsolated(
+            f"simulate.topics trùng topic thật {clash}: các worker thật sẽ xử lý sự kiện mô "
+            "phỏng. Đặt simulate.topics khác (mặc định sohoa.sim.*). "
+            "(simulated events must stay off the topics the real workers read)")
+    sim_dsn = settings.simulate.postgres_dsn
+    if do_import and sim_dsn is not None and _db_identity(sim_dsn.get_secret_value()) == \
+            _db_identity(settings.postgres.url):
+        raise NotIsolated(
+            "simulate.postgres_dsn là cơ sở dữ liệu thật (postgres.dsn): kế hoạch mô phỏng sẽ "
+            "lẫn vào số liệu thật. (the simulated plan must go to its own database)")
+
+
 class KafkaSink:
-    """Sends events to the configured topics with the kernel's idempotent producer."""
+    """Sends events to the simulation's own topics with the kernel's idempotent producer."""
 
     def __init__(self, settings: Settings) -> None:
         from sohoa.kafka_clients import make_producer
 
-        self.topics: TopicsConfig = settings.topics
+        self.topics: TopicsConfig = settings.simulate.topics
         self.producer = make_producer(settings.kafka, client_id=f"{settings.kafka.client_id}-sim")
         self.errors: list[str] = []
         self.sent = 0
@@ -602,13 +652,15 @@ def write_plan(path: Path, rows: list[dict[str, Any]]) -> None:
         w.writerows(rows)
 
 
-def import_plan(path: Path, start: date) -> str:
-    """Run `sohoa campaign import` (the progress store's command) as its own process."""
+def import_plan(path: Path, start: date, dsn: str) -> str:
+    """Run `sohoa campaign import` (the progress store's command) as its own process, into
+    the simulation's database ``dsn``."""
     argv = [sys.executable, "-m", "sohoa.cli", "campaign", "import", str(path),
             "--start", start.isoformat()]
     from sohoa.config import config_file
 
     env = dict(os.environ)
+    env["SOHOA_POSTGRES__DSN"] = dsn
     if config_file() is not None:
         env["SOHOA_CONFIG"] = str(config_file())
     res = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
@@ -656,6 +708,13 @@ def simulate(ctx: click.Context, sites: int | None, days: int | None,
     """
     settings: Settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings()
     cfg = settings.simulate
+    want_import = plan_out is not None and do_import and hot_folder is None
+    check_isolated(settings, hot_folder, want_import)
+    if want_import and cfg.postgres_dsn is None:
+        raise click.UsageError(
+            "--plan-out nhập kế hoạch vào cơ sở dữ liệu mô phỏng: đặt simulate.postgres_dsn "
+            "(SOHOA_SIMULATE__POSTGRES_DSN), hoặc dùng --no-import. "
+            "(the simulated plan goes to its own database: set simulate.postgres_dsn)")
     sites = sites or cfg.sites
     days = cfg.days if days is None else days
     speed = speed or cfg.speed
@@ -670,9 +729,10 @@ def simulate(ctx: click.Context, sites: int | None, days: int | None,
     if plan_out is not None:
         write_plan(plan_out, camp.plan_rows())
         click.echo(f"đã ghi kế hoạch {plan_out} ({len(camp.runs)} điểm)", err=True)
-        if do_import and hot_folder is None:
+        if want_import and cfg.postgres_dsn is not None:
             first_day = camp.start.astimezone(camp.calendar.tz).date()
-            click.echo(import_plan(plan_out, first_day), err=True)
+            click.echo(import_plan(plan_out, first_day, cfg.postgres_dsn.get_secret_value()),
+                       err=True)
 
     sink: Any = HotFolderSink(hot_folder, settings) if hot_folder else KafkaSink(settings)
     if isinstance(sink, HotFolderSink):
@@ -687,7 +747,7 @@ def simulate(ctx: click.Context, sites: int | None, days: int | None,
             send_history(sink, history, lambda n: bar.advance(task, n))
             if scenario in ("boards", "demo") and hot_folder is None:
                 bad_site = camp.sites[0].site_id
-                sink.send_raw(settings.topics.site_events, bad_site, malformed_event(bad_site))
+                sink.send_raw(cfg.topics.site_events, bad_site, malformed_event(bad_site))
             if live:
                 bar.update(task, description="Chạy trực tiếp")
                 send_live(sink, live, camp.end, speed, lambda n: bar.advance(task, n))

@@ -9,17 +9,20 @@ Every threshold lives here; code never carries its own literal.
 from __future__ import annotations
 
 import os
+import re
 from datetime import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from sohoa.events import SITE_ID_RE
 
 DEFAULT_CONFIG_FILE = Path("sohoa.toml")
 _config_file: Path | None = None
@@ -106,6 +109,10 @@ class StackConfig(BaseModel):
     kafka_home: Path | None = Field(default=None, description="Use an existing Kafka install")
     postgres_port: int = 15432
     components: list[Literal["watch", "streams", "consume"]] = ["watch", "streams", "consume"]
+    # The local broker with SASL/SCRAM-SHA-512 and ACLs (infra/kafka.py): kafka.sasl_username
+    # becomes its super user; sites get their own users (`sohoa kafka grant-site`). Off by
+    # default: the demo stack is one machine on loopback (docs/architecture.md, Site identity).
+    kafka_sasl: bool = False
     start_timeout_s: float = 90.0
     component_grace_s: float = 5.0   # a component that dies this soon after `up` is reported
     stop_timeout_s: float = 30.0     # SIGTERM → SIGKILL after this long in `sohoa down`
@@ -176,6 +183,40 @@ class QcConfig(BaseModel):
     skew_search_deg: float = 10.0
     workers: int = 0               # 0 = one per core
     pages_per_task: int = 16       # a document's pages per pool task (several workers share it)
+
+
+class SourceSiteConfig(BaseModel):
+    """Where one site's pages may be read at the centre."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    roots: list[Path] = Field(min_length=1)
+
+
+class SourcesConfig(BaseModel):
+    """What the centre's workers (QC, OCR) may read when an event names a page
+    (`streams/sources.py`). A page is read only under its own site's roots; nothing else."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # [sources.sites.<site_id>] roots = ["/srv/scan/xa-tan-phu"]
+    sites: dict[str, SourceSiteConfig] = {}
+    # Roots of every site not listed above; "{site_id}" is replaced by the event's site, e.g.
+    # ["/mnt/lan-share/{site_id}"]. Without the placeholder all such sites share the roots.
+    default_roots: list[str] = []
+    # The agent this machine runs (watcher.site_id) may be read under watcher.roots: the local
+    # stack (`sohoa up`) and a site that is also its own centre. Off for a central server.
+    watcher_roots: bool = True
+    max_bytes: int = Field(default=512 * 1024 * 1024, gt=0)  # the agent's max_file_bytes
+    read_timeout_s: float = Field(default=120.0, gt=0)  # open + read + SHA-256 of one page
+
+    @field_validator("sites")
+    @classmethod
+    def _site_ids(cls, v: dict[str, SourceSiteConfig]) -> dict[str, SourceSiteConfig]:
+        bad = [s for s in v if not re.match(SITE_ID_RE, s)]
+        if bad:
+            raise ValueError(f"not a site id: {bad}")
+        return v
 
 
 class OcrConfig(BaseModel):
@@ -268,8 +309,21 @@ class ReportsConfig(BaseModel):
     page_size_tolerance: float = Field(default=0.03, ge=0, le=0.2)
 
 
+def _sim_topics() -> TopicsConfig:
+    return TopicsConfig(site_events="sohoa.sim.site-events", file_events="sohoa.sim.file-events",
+                        dead_letters="sohoa.sim.dead-letters")
+
+
 class SimulateConfig(BaseModel):
-    """`sohoa simulate`: synthetic campaign traffic for demos, the boards' tests, benchmarks."""
+    """`sohoa simulate`: synthetic campaign traffic for demos, the boards' tests, benchmarks.
+
+    Simulated traffic lives apart from real work: its own topics (never the ones in `topics`,
+    which the real workers read) and its own database for the plan (never `postgres.dsn`).
+    A consumer pointed at both (`SOHOA_TOPICS__*`, `SOHOA_POSTGRES__DSN`) shows it on boards."""
+
+    topics: TopicsConfig = Field(default_factory=_sim_topics)
+    postgres_dsn: SecretStr | None = Field(
+        default=None, description="Database the simulated plan is imported into (--plan-out)")
 
     sites: int = Field(default=8, ge=1, le=500)
     days: int = Field(default=10, ge=0, le=400, description="Working days of history")
@@ -289,6 +343,40 @@ class SimulateConfig(BaseModel):
     image_px: tuple[int, int] = (1240, 1754)  # A5 at 200 dpi: passes the TT 02 floor
 
 
+class IdentityConfig(BaseModel):
+    """Which site produced a record (`sohoa/identity.py`): HMAC-SHA256 under a per-site secret."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # The site agent: this site's own secret; every record it sends is signed with it.
+    site_secret: SecretStr | None = None
+    # The centre: every site's secret. Once any is set, the assembly app and the consumer refuse
+    # a site event that is unsigned, signed with another key, or claims another site.
+    sites: dict[str, SecretStr] = {}
+
+    @field_validator("sites")
+    @classmethod
+    def _sites(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        bad = [s for s in v if not re.match(SITE_ID_RE, s)]
+        if bad:
+            raise ValueError(f"not a site id: {bad}")
+        for site, secret in v.items():
+            _long_enough(secret, f"identity.sites.{site}")
+        return v
+
+    @field_validator("site_secret")
+    @classmethod
+    def _secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            _long_enough(v, "identity.site_secret")
+        return v
+
+
+def _long_enough(secret: SecretStr, name: str) -> None:
+    if len(secret.get_secret_value()) < 32:
+        raise ValueError(f"{name}: at least 32 characters (e.g. `openssl rand -hex 32`)")
+
+
 class LoggingConfig(BaseModel):
     level: str = "INFO"
     json_format: bool = Field(default=True, alias="json")
@@ -305,6 +393,7 @@ class Settings(BaseSettings):
     stack: StackConfig = StackConfig()
     watcher: WatcherConfig = WatcherConfig()
     qc: QcConfig = QcConfig()
+    sources: SourcesConfig = SourcesConfig()
     ocr: OcrConfig = OcrConfig()
     streams: StreamsConfig = StreamsConfig()
     verdict: VerdictConfig = VerdictConfig()
@@ -312,6 +401,7 @@ class Settings(BaseSettings):
     campaign: CampaignConfig = CampaignConfig()
     reports: ReportsConfig = ReportsConfig()
     simulate: SimulateConfig = SimulateConfig()
+    identity: IdentityConfig = IdentityConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @classmethod

@@ -18,6 +18,7 @@ import faust
 
 from sohoa.config import Settings
 from sohoa.events import FileEvent, InvalidEvent, PageScanned, SiteHeartbeat, parse_event
+from sohoa.identity import SiteGuard
 from streams import metrics
 from streams.assembly import FileState, StateCache
 from streams.faustapp import (
@@ -59,6 +60,10 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
                         help="First [file_code, page_no] of each content, keyed site/sha256")
     check_content = cfg.qc_enabled and cfg.site_duplicate_check
     idle, settle = cfg.idle_timeout_s, cfg.late_page_settle_s
+    guard = SiteGuard.from_settings(settings)
+    if not guard.enforcing:
+        log.warning("site identity not enforced: no identity.sites configured, site events "
+                    "are accepted unsigned")
 
     async def emit_assembled(state: FileState, ev: Any) -> None:
         await publish(file_events, ev)
@@ -99,6 +104,12 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
                     log.warning("invalid site event", extra={
                         "reason": exc.reason, "partition": msg.partition,
                         "offset": msg.offset})
+                    continue
+                refusal = guard.refusal(msg.topic, msg.key, msg.value, msg.headers, ev.site_id)
+                if refusal is not None:  # not proven to come from the site it names
+                    metrics.EVENTS.labels("assembly", "refused").inc()
+                    dead.append(dead_letter("assembly", refusal, msg.value, topic=msg.topic,
+                                            partition=msg.partition, offset=msg.offset))
                     continue
                 metrics.EVENTS.labels("assembly", ev.NAME).inc()
                 if isinstance(ev, SiteHeartbeat) or not isinstance(ev, FileEvent):

@@ -42,6 +42,7 @@ from streams import metrics
 from streams.faustapp import dead_letter, make_app, publish, raw_topic, source_partitions
 from streams.ocr import OcrPaths, inputs_digest, load_done, run_job
 from streams.qc_task import check_chunk
+from streams.sources import PageSources
 from streams.verdict import PageId, decide
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class FileProcessor:
         self.settings = settings
         self.publish = publish_event
         self.qc_cfg = settings.qc.model_dump(mode="json")
+        self.sources = PageSources.from_settings(settings)
         self._qc_pool: ProcessPoolExecutor | None = None
         self._threads = ThreadPoolExecutor(max_workers=max(2, settings.ocr.concurrency + 1),
                                            thread_name_prefix="sohoa-ocr-wait")
@@ -104,8 +106,8 @@ class FileProcessor:
             for _ in range(2):
                 try:
                     return await loop.run_in_executor(
-                        self.qc_pool(), check_chunk, fa.site_id, first.uri,
-                        first.document_sha256, first.media_type, pages, self.qc_cfg)
+                        self.qc_pool(), check_chunk, fa.site_id, first.uri, first.media_type,
+                        pages, self.qc_cfg, self.sources)
                 except BrokenProcessPool:
                     # A checker died on a hostile file (crash, out of memory): new pool.
                     self._qc_pool = None
@@ -178,6 +180,7 @@ class FileProcessor:
         digest = inputs_digest(pages, options)
         job_id = stable_event_id("ocr-job", fa.site_id, fa.file_code, fa.revision, time.time())
         job = {"pages": pages, "options": options, "inputs_digest": digest,
+               "site_id": fa.site_id, "sources": self.sources,
                "pdf": str(paths.pdf), "text": str(paths.text), "result": str(paths.result),
                "work_dir": str(self.work_root / job_id)}
         timeout = max(o.timeout_s_min, o.timeout_s_per_page * len(pages))

@@ -29,6 +29,7 @@ from typing import Any
 
 from sohoa.disk import disk_full
 from streams.qc import PageUnreadable, read_verified
+from streams.sources import PageSources
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -107,9 +108,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 # --- in the child process ----------------------------------------------------------------
 
-def build_input_pdf(pages: list[dict[str, Any]], dest: Path) -> list[tuple[str, int]]:
-    """One PDF of all pages in order; each document's bytes verified against its SHA-256.
-    Returns the (document, page_index) of each PDF page."""
+def build_input_pdf(pages: list[dict[str, Any]], dest: Path, site_id: str,
+                    sources: PageSources) -> list[tuple[str, int]]:
+    """One PDF of all pages in order; each document's bytes read within the site's sources and
+    verified against its SHA-256. Returns the (document, page_index) of each PDF page."""
     import img2pdf
     import pikepdf
 
@@ -122,7 +124,7 @@ def build_input_pdf(pages: list[dict[str, Any]], dest: Path) -> list[tuple[str, 
         data = cache.get(where)
         if data is None:
             try:
-                data = read_verified(p["uri"], p["document_sha256"])
+                data = read_verified(p["uri"], p["document_sha256"], site_id, sources)
             except PageUnreadable as exc:
                 raise OcrInputError(f"{label}: {exc}") from None
             cache.clear()  # one document at a time: pages come in document order
@@ -218,7 +220,7 @@ def ocr_child(job: dict[str, Any]) -> dict[str, Any]:
         from ocrmypdf import exceptions as ox
 
         src = work / "input.pdf"
-        page_keys = build_input_pdf(job["pages"], src)
+        page_keys = build_input_pdf(job["pages"], src, job["site_id"], job["sources"])
         paths = OcrPaths(Path(job["pdf"]), Path(job["text"]), Path(job["result"]))
         paths.pdf.parent.mkdir(parents=True, exist_ok=True)
         tmp_pdf = paths.pdf.with_name(temp_name(paths.pdf.name))

@@ -13,17 +13,16 @@ Every input, however broken, returns a result with a reason; nothing here raises
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
 from sohoa.config import QcConfig
-from sohoa.documents import Document, DocumentRejected, PageInfo, file_sha256, open_document
+from sohoa.documents import Document, DocumentRejected, PageInfo, open_document
+from streams.sources import PageSources, SourceError
 from streams.textmarks import find_content, ink_mask
 
 COLOUR_MODES = {"RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
@@ -34,22 +33,12 @@ class PageUnreadable(Exception):
     """The page cannot be read or decoded; ``str(exc)`` is the reason."""
 
 
-def uri_to_path(uri: str) -> Path:
-    parts = urlsplit(uri)
-    if parts.scheme not in ("file", ""):
-        raise PageUnreadable(f"unsupported URI scheme: {parts.scheme}")
-    return Path(unquote(parts.path))
-
-
-def read_verified(uri: str, sha256: str) -> bytes:
-    """The file's bytes, after proving they are what the site hashed (the OCR input)."""
+def read_verified(uri: str, sha256: str, site_id: str, sources: PageSources) -> bytes:
+    """The page's bytes, read only within the site's sources and proven to be what it hashed."""
     try:
-        data = uri_to_path(uri).read_bytes()
-    except OSError as exc:
-        raise PageUnreadable(f"unreadable: {exc.strerror or exc}") from None
-    if hashlib.sha256(data).hexdigest() != sha256:
-        raise PageUnreadable("sha256 mismatch: file changed since it was scanned")
-    return data
+        return sources.read_verified(site_id, uri, sha256)
+    except SourceError as exc:
+        raise PageUnreadable(str(exc)) from None
 
 
 @dataclass
@@ -100,28 +89,28 @@ def check_document_pages(path: str, media_type: str, pages: list[tuple[int, str]
         return [_check_page_of(doc, i, expected, qc) for i, expected in pages]
 
 
-def check_page(uri: str, sha256: str, cfg: dict[str, Any]) -> dict[str, Any]:
-    """The first page of a document named by URI, proven by the whole file's SHA-256 (the
-    event contract before documents). Returns {"checks", "passed", "decoded", "frames"}."""
+def check_page(uri: str, sha256: str, cfg: dict[str, Any], site_id: str,
+               sources: PageSources) -> dict[str, Any]:
+    """The first page of a document named by URI, read only within the site's sources and
+    proven by the whole file's SHA-256 (the event contract before documents). Returns
+    {"checks", "passed", "decoded", "frames"}."""
     qc = QcConfig(**cfg)
     try:
-        path = uri_to_path(uri)
-        same = file_sha256(path) == sha256
-    except (PageUnreadable, OSError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) else str(exc)
-        check = _check("decode", f"unreadable: {why or 'I/O error'}", None, False)
-        return {"checks": [check], "passed": False, "decoded": False}
-    if not same:
-        return {"checks": [_sha_mismatch()], "passed": False, "decoded": False}
-    try:
-        doc = open_document(path)
-    except Exception as exc:
-        checks = [_check("sha256", "ok", None, True), _check("decode", plain(exc)[:300], None,
-                                                             False)]
-        return {"checks": checks, "passed": False, "decoded": False}
-    with doc:
-        res = _check_page_of(doc, 1, None, qc)
-        frames = doc.page_count
+        with sources.open_verified(site_id, uri, sha256) as page:
+            try:
+                doc = open_document(Path(page.path))
+            except Exception as exc:
+                checks = [_check("sha256", "ok", None, True),
+                          _check("decode", plain(exc)[:300], None, False)]
+                return {"checks": checks, "passed": False, "decoded": False}
+            with doc:
+                res = _check_page_of(doc, 1, None, qc)
+                frames = doc.page_count
+    except SourceError as exc:
+        if str(exc).startswith("sha256 mismatch"):
+            return {"checks": [_sha_mismatch()], "passed": False, "decoded": False}
+        return {"checks": [_check("decode", str(exc)[:300], None, False)], "passed": False,
+                "decoded": False}
     checks = [_check("sha256", "ok", None, True), *res["checks"]]
     return {"checks": checks, "passed": res["passed"], "decoded": res["decoded"],
             "frames": frames}

@@ -1,8 +1,8 @@
 """The QC pool's unit of work: some pages of one document, read once, checked one by one.
 
-Runs in the OCR app's spawn process pool. The document is found from the event's URI (workers
-read only where the event's site may point), then each page is decoded and measured in turn
-(:func:`streams.qc.check_document_pages`), so memory holds one page at a time whatever the
+Runs in the OCR app's spawn process pool. The document is opened only where the event's site
+may point (:class:`streams.sources.PageSources`), then each page is decoded and measured in
+turn (:func:`streams.qc.check_document_pages`), so memory holds one page at a time whatever the
 document's size. Each page is proven by its own content digest, so a chunk of a 500-page
 document need not hash the whole file again.
 """
@@ -11,19 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.qc import PageUnreadable, check_document_pages, uri_to_path
+from streams.qc import check_document_pages
+from streams.sources import PageSources, SourceError
 
 
-def check_chunk(site_id: str, uri: str, document_sha256: str, media_type: str,
-                pages: list[tuple[int, str]], cfg: dict[str, Any]) -> list[dict[str, Any]]:
+def check_chunk(site_id: str, uri: str, media_type: str, pages: list[tuple[int, str]],
+                cfg: dict[str, Any], sources: PageSources) -> list[dict[str, Any]]:
     """One result per page of ``pages`` ([(page_index, page digest)]), in order: its checks,
     whether it passed, and its physical size in millimetres when known."""
-    del site_id, document_sha256  # the page digests prove the bytes
     try:
-        path = uri_to_path(uri)
-    except PageUnreadable as exc:
+        with sources.open_confined(site_id, uri) as doc:
+            return check_document_pages(doc.path, media_type, pages, cfg)
+    except SourceError as exc:  # refused or unreadable: every page says so, and no more
         return [{"page_index": i, "passed": False, "decoded": False, "width_mm": None,
                  "height_mm": None, "checks": [{"check": "decode", "value": str(exc)[:300],
                                                 "threshold": None, "passed": False}]}
                 for i, _ in pages]
-    return check_document_pages(str(path), media_type, pages, cfg)

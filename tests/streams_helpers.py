@@ -4,6 +4,7 @@ kafka-python, reading the file-events and dead-letter topics."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from infra.stack import run_env
@@ -18,6 +19,7 @@ from sohoa.kafka_clients import make_consumer, make_producer
 
 
 def streams_env(stack, tmp_path: Path, ocr: bool = False, **extra: str) -> dict[str, str]:
+    """The test's pages live under ``tmp_path``: the only folder its workers may read."""
     topics = stack.new_topics()
     env = {
         **stack.env,
@@ -27,6 +29,7 @@ def streams_env(stack, tmp_path: Path, ocr: bool = False, **extra: str) -> dict[
         "SOHOA_TOPICS__FILE_EVENTS": topics.file_events,
         "SOHOA_TOPICS__DEAD_LETTERS": topics.dead_letters,
         "SOHOA_STREAMS__COMMIT_INTERVAL_S": "0.5",
+        "SOHOA_SOURCES__DEFAULT_ROOTS": json.dumps([str(tmp_path)]),
     }
     env.update(extra)
     return env

@@ -172,9 +172,17 @@ def run(stack, tmp_path_factory) -> Any:
     }
     res = run_sohoa(["db", "migrate"], env)
     assert res.returncode == 0, res.stderr
+    # The simulation writes only its own topics and database (simulate.*); this test's
+    # consumer reads exactly those, as the pipeline of a demo would.
+    sim_env = {**env, **{k: v for k, v in stack.env.items()
+                         if k.startswith("SOHOA_TOPICS__") or k == "SOHOA_POSTGRES__DSN"},
+               "SOHOA_SIMULATE__TOPICS__SITE_EVENTS": topics.site_events,
+               "SOHOA_SIMULATE__TOPICS__FILE_EVENTS": topics.file_events,
+               "SOHOA_SIMULATE__TOPICS__DEAD_LETTERS": topics.dead_letters,
+               "SOHOA_SIMULATE__POSTGRES_DSN": owner_dsn}
     res = run_sohoa(["simulate", "--sites", "7", "--days", "10", "--pages-per-day", "120",
                      "--scenario", "boards", "--seed", "5", "--plan-out",
-                     str(tmp / "plan.csv"), "--json"], env, timeout=600)
+                     str(tmp / "plan.csv"), "--json"], sim_env, timeout=600)
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     roles = {s["role"]: s["site_id"] for s in summary["sites"]}

@@ -35,7 +35,8 @@ def test_same_file_twice_at_once_is_ocred_once(tmp_path: Path, monkeypatch) -> N
         document="001.png", number=1, uri=page.resolve().as_uri(), document_sha256=sha,
         sha256=sha)])
     settings = Settings(ocr={"output_dir": tmp_path / "ocr", "concurrency": 2},
-                        streams={"data_dir": tmp_path / "faust"})
+                        streams={"data_dir": tmp_path / "faust"},
+                        sources={"sites": {"xa-a": {"roots": [tmp_path / "hot"]}}})
     proc = FileProcessor(settings, publish_event=None)
     proc.clean_scratch()
 

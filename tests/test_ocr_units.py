@@ -10,6 +10,7 @@ import pikepdf
 import pytest
 
 from streams.ocr import OcrInputError, OcrPaths, build_input_pdf, inputs_digest, load_done
+from streams.sources import PageSources
 from tests import pages
 from tests.pages import PageSpec
 
@@ -48,13 +49,14 @@ def test_input_pdf_keeps_order_and_verifies_hashes(tmp_path: Path) -> None:
         sha = hashlib.sha256(f.read_bytes()).hexdigest()
         refs += [{"document": f.name, "page_index": i, "uri": f.as_uri(),
                   "document_sha256": sha, "sha256": sha} for i in range(1, n + 1)]
-    keys = build_input_pdf(refs, tmp_path / "in.pdf")
+    src = PageSources({"xa-a": [str(tmp_path)]}, [], 1 << 30, 30.0)
+    keys = build_input_pdf(refs, tmp_path / "in.pdf", "xa-a", src)
     assert keys == [("1.png", 1), ("2.tif", 1), ("2.tif", 2), ("3.pdf", 1), ("4.png", 1)]
     with pikepdf.open(tmp_path / "in.pdf") as pdf:
         assert len(pdf.pages) == 5
     refs[0]["document_sha256"] = "0" * 64
     with pytest.raises(OcrInputError, match="sha256 mismatch"):
-        build_input_pdf(refs, tmp_path / "in2.pdf")
+        build_input_pdf(refs, tmp_path / "in2.pdf", "xa-a", src)
 
 
 def test_stale_temp_outputs_of_dead_processes_are_removed(tmp_path: Path) -> None:

@@ -10,15 +10,23 @@ from PIL import ImageFilter
 
 from sohoa.config import QcConfig
 from streams.qc import check_page
+from streams.sources import PageSources
 from tests import pages
 from tests.pages import PageSpec
 
 CFG = QcConfig().model_dump(mode="json")
 
 
+SITE = "xa-qc"
+
+
+def sources(root: Path) -> PageSources:
+    return PageSources({SITE: [str(root)]}, [], 1 << 30, 30.0)
+
+
 def run(path: Path, sha: str | None = None) -> dict:
     sha = sha or hashlib.sha256(path.read_bytes()).hexdigest()
-    return check_page(path.resolve().as_uri(), sha, CFG)
+    return check_page(path.resolve().as_uri(), sha, CFG, SITE, sources(path.resolve().parent))
 
 
 def failed(res: dict) -> set[str]:
@@ -90,5 +98,5 @@ def test_one_pixel_giant_and_altered_pages(tmp_path: Path) -> None:
     altered = run(p, sha="0" * 64)
     assert failed(altered) == {"sha256"} and not altered["decoded"]
     assert "differs" in value(altered, "sha256")
-    gone = check_page((tmp_path / "nope.png").as_uri(), "0" * 64, CFG)
+    gone = check_page((tmp_path / "nope.png").as_uri(), "0" * 64, CFG, SITE, sources(tmp_path))
     assert "unreadable" in value(gone, "decode")

@@ -288,9 +288,7 @@ def test_simulate_sends_everything_to_kafka(stack, tmp_path: Path) -> None:
     from sohoa.kafka_clients import make_consumer
 
     topics = stack.new_topics()
-    env = {**os.environ, **stack.env, "SOHOA_TOPICS__SITE_EVENTS": topics.site_events,
-           "SOHOA_TOPICS__FILE_EVENTS": topics.file_events,
-           "SOHOA_TOPICS__DEAD_LETTERS": topics.dead_letters, "SOHOA_LOGGING__JSON": "false"}
+    env = {**os.environ, **stack.env, **sim_topics_env(topics), "SOHOA_LOGGING__JSON": "false"}
     res = subprocess.run(
         [sys.executable, "-m", "sohoa.cli", "simulate", "--sites", "6", "--days", "2",
          "--pages-per-day", "60", "--scenario", "boards", "--seed", "7", "--json"],
@@ -347,3 +345,71 @@ def test_hot_folder_pages_go_through_the_real_agent(stack, tmp_path: Path) -> No
     assert not any(e.NAME == "DeadLetter" for e in events)
     closed = of_type(events, "FileClosed")
     assert len(closed) == site["files_closed"]
+
+
+def sim_topics_env(topics, prefix: str = "SOHOA_SIMULATE__TOPICS__") -> dict[str, str]:
+    return {f"{prefix}SITE_EVENTS": topics.site_events,
+            f"{prefix}FILE_EVENTS": topics.file_events,
+            f"{prefix}DEAD_LETTERS": topics.dead_letters}
+
+
+def records_on(stack, topics) -> int:
+    from kafka import TopicPartition
+
+    from sohoa.kafka_clients import make_consumer
+
+    c = make_consumer(stack.settings.kafka, group_id=None)
+    try:
+        total = 0
+        for name in (topics.site_events, topics.file_events, topics.dead_letters):
+            parts = [TopicPartition(name, p) for p in c.partitions_for_topic(name) or ()]
+            total += sum(c.end_offsets(parts).values()) if parts else 0
+        return total
+    finally:
+        c.close()
+
+
+@pytest.mark.integration
+def test_simulation_never_reaches_the_real_topics_or_database(stack, tmp_path: Path) -> None:
+    """Simulated pages go to the simulation's topics and database only; a configuration that
+    would send them where the real workers read, or import the plan into the real database, or
+    write pages into a real agent's hot folder, is refused before anything is sent."""
+    import psycopg
+
+    from tests.procs import run_sohoa
+
+    real, sim = stack.new_topics(), stack.new_topics()
+    real_db, sim_db = stack.new_database("real"), stack.new_database("sim")
+    hot = tmp_path / "hot"
+    env = {**stack.env, **sim_topics_env(real, "SOHOA_TOPICS__"), **sim_topics_env(sim),
+           "SOHOA_POSTGRES__DSN": real_db, "SOHOA_SIMULATE__POSTGRES_DSN": sim_db,
+           "SOHOA_WATCHER__ROOTS": json.dumps([str(hot)]), "SOHOA_LOGGING__JSON": "false"}
+    for dsn in (real_db, sim_db):
+        assert run_sohoa(["db", "migrate"], {**env, "SOHOA_POSTGRES__DSN": dsn}).returncode == 0
+    args = ["simulate", "--sites", "3", "--days", "1", "--pages-per-day", "30", "--seed", "4",
+            "--plan-out", str(tmp_path / "plan.csv"), "--json"]
+    res = run_sohoa(args, env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+
+    def sites(dsn: str) -> int:
+        with psycopg.connect(dsn) as conn:
+            return conn.execute("SELECT count(*) FROM sites").fetchone()[0]
+
+    assert records_on(stack, real) == 0
+    assert records_on(stack, sim) >= sum(s["events"] for s in summary["sites"]) > 0
+    assert sites(real_db) == 0 and sites(sim_db) == len(summary["sites"])
+
+    refused = {
+        "simulate.topics": {"SOHOA_SIMULATE__TOPICS__SITE_EVENTS": real.site_events},
+        "simulate.topics ": {"SOHOA_SIMULATE__TOPICS__FILE_EVENTS": "sohoa.file-events"},
+        "simulate.postgres_dsn": {"SOHOA_SIMULATE__POSTGRES_DSN": real_db},
+    }
+    for what, override in refused.items():
+        res = run_sohoa(args, {**env, **override}, timeout=300)
+        assert res.returncode != 0 and what.strip() in res.stderr, (what, res.stderr)
+    res = run_sohoa(["simulate", "--sites", "1", "--days", "1", "--hot-folder",
+                     str(hot / "sim")], env, timeout=300)
+    assert res.returncode != 0 and "watcher.roots" in res.stderr, res.stderr
+    assert not (hot / "sim").exists()
+    assert records_on(stack, real) == 0 and sites(real_db) == 0
