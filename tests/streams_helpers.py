@@ -68,11 +68,19 @@ def page_event(site: str, file_code: str, page_no: int | None, path: Path,
              ".jpeg": "image/jpeg", ".png": "image/png", ".pdf": "application/pdf"}.get(
                  suffix, "application/octet-stream")
     doc_sha = hashlib.sha256(data).hexdigest()
+    if page_sha256 is None:  # the page's content digest, as the agent computes it
+        from sohoa.documents import DocumentRejected, inspect_document
+
+        try:
+            with path.open("rb") as fh:
+                page_sha256 = inspect_document(fh, len(data)).page_sha256[page_index - 1]
+        except (DocumentRejected, IndexError):
+            page_sha256 = doc_sha  # a broken input: the agent would not have sent it
     return PageScanned.make(
         site_id=site, fonds=fonds, file_code=file_code, document=path.name,
-        page_index=page_index, number=page_no if document_pages == 1 else None,
+        page_index=page_index, number=page_no,
         document_pages=document_pages, uri=path.resolve().as_uri(), document_sha256=doc_sha,
-        sha256=page_sha256 or doc_sha, size_bytes=max(1, len(data)), media_type=media,
+        sha256=page_sha256, size_bytes=max(1, len(data)), media_type=media,
         revision=revision, path=f"{fonds}/{file_code}/{path.name}")
 
 
@@ -87,7 +95,7 @@ def document_events(site: str, file_code: str, path: Path, fonds: str = "UBND",
     n = len(facts.page_sha256)
     return [PageScanned.make(
         site_id=site, fonds=fonds, file_code=file_code, document=path.name, page_index=i,
-        number=number if n == 1 else None, document_pages=n, uri=path.resolve().as_uri(),
+        number=number, document_pages=n, uri=path.resolve().as_uri(),
         document_sha256=facts.sha256, sha256=digest, size_bytes=path.stat().st_size,
         media_type=facts.media_type, revision=revision, path=f"{fonds}/{file_code}/{path.name}")
         for i, digest in enumerate(facts.page_sha256, start=1)]

@@ -221,9 +221,9 @@ def test_the_ocr_app_refuses_pages_outside_the_sites_roots(stack, tmp_path: Path
     (root / "UBND" / "big.tif").write_bytes(os.urandom(2_500_000))
 
     def crafted(code: str, uri: str, digest: str) -> PageScanned:
-        return PageScanned.make(site_id=SITE, fonds="UBND", file_code=code, page_no=1, uri=uri,
-                                sha256=digest, size_bytes=1000, media_type="image/png",
-                                path=f"UBND/{code}/001.png")
+        return PageScanned.make(site_id=SITE, fonds="UBND", file_code=code, document="001.png",
+                                number=1, uri=uri, sha256=digest, size_bytes=1000,
+                                media_type="image/png", path=f"UBND/{code}/001.png")
 
     trav = f"{root.as_uri()}/UBND/%2e%2e/%2e%2e/elsewhere/001.png"
     cases = {
