@@ -113,11 +113,11 @@ def _monthly_total(env: dict[str, str], tmp_path: Path) -> int:
                    str(out)], env)
     assert r.returncode == 0, r.stderr
     rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8-sig"))))
-    header = rows[0]
-    col = next(i for i, h in enumerate(header) if "lũy kế" in h.lower()
-               and "kế hoạch" not in h.lower())
-    site_col = next(i for i, h in enumerate(header) if "điểm" in h.lower())
-    return sum(int(str(r[col]).replace(".", "") or 0) for r in rows[1:]
+    at = next(i for i, r in enumerate(rows) if "Mã điểm" in r)
+    header = rows[at]
+    col = header.index("Lũy kế (trang)")
+    site_col = header.index("Mã điểm")
+    return sum(int(str(r[col]).replace(".", "") or 0) for r in rows[at + 1:]
                if len(r) > site_col and r[site_col] == SITE)
 
 
@@ -187,7 +187,7 @@ def test_documents_fonds_and_spellings_are_counted_exactly(stack, tmp_path: Path
         site = next(s for s in _status(env)["sites"] if s["site_id"] == SITE)
         assert site["pages"] == total == 82
         assert _monthly_total(env, tmp_path) == total
-        wait_for(lambda: _metric(env, "sohoa_pages_scanned") == total, 60,
+        wait_for(lambda: _metric(env, "sohoa_site_pages_scanned") == total, 60,
                  "the consumer's /metrics", procs)
         rec = _reconcile(env, root)
         assert rec["ok"], rec
@@ -210,7 +210,7 @@ def test_documents_fonds_and_spellings_are_counted_exactly(stack, tmp_path: Path
         assert sum(f["pages"] for f in files.values()) == total
         assert _reconcile(env, root)["ok"]
         assert _monthly_total(env, tmp_path) == total
-        wait_for(lambda: _metric(env, "sohoa_pages_scanned") == total, 60,
+        wait_for(lambda: _metric(env, "sohoa_site_pages_scanned") == total, 60,
                  "the consumer's /metrics after the rescan", procs)
     finally:
         for p in reversed(procs):
