@@ -409,3 +409,29 @@ def export_schemas(directory: Path) -> list[Path]:
 
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+# --- OCR progress (issue 22) --------------------------------------------------------------
+# Self-contained so it merges with the page-identity contract change as one block.
+
+
+class OcrProgress(FileEvent):
+    """How far a file's OCR has got, sent while it runs (at most every
+    ``ocr.progress_every_s`` per file), so ``sohoa status`` can show a long file moving.
+    The total can grow while documents are opened (a multi-page TIFF or PDF counts as one
+    until its pages are known)."""
+
+    NAME: ClassVar[str] = "OcrProgress"
+    revision: int = Field(default=1, ge=1)
+    pages_done: int = Field(ge=0)
+    pages_total: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _done_within_total(self) -> OcrProgress:
+        if self.pages_done > self.pages_total:
+            raise ValueError("pages_done is more than pages_total")
+        return self
+
+
+EVENT_TYPES = (*EVENT_TYPES, OcrProgress)
+_BY_NAME[OcrProgress.NAME] = OcrProgress

@@ -40,6 +40,7 @@ EXAMPLES: list[ev.Event] = [
     ev.FileVerdict(site_id="s1", file_code="F", verdict=ev.Verdict.NEEDS_RESCAN,
                    reasons=[ev.RescanReason(page_no=2, reason="dpi 150 < 200")]),
     ev.DeadLetter(source="consumer", reason="field 'x': bad", payload="{}"),
+    ev.OcrProgress(site_id="s1", file_code="F", revision=2, pages_done=3, pages_total=50),
 ]
 
 
@@ -137,3 +138,10 @@ def test_schema_export_writes_one_valid_schema_per_event(tmp_path) -> None:
     bad = dict(good, sha256="nope")
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, by_title["PageScanned"])
+
+
+def test_ocr_progress_cannot_claim_more_pages_done_than_there_are() -> None:
+    with pytest.raises(InvalidEvent, match="pages_done"):
+        parse_event(ev.OcrProgress(site_id="s1", file_code="F", pages_done=2,
+                                   pages_total=2).to_json().replace(b'"pages_done":2',
+                                                                    b'"pages_done":3'))
