@@ -81,6 +81,7 @@ class StackConfig(BaseModel):
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
     kafka_version: str = "3.9.1"
+    verapdf_version: str = "1.30.2"  # PDF/A validator for tests and bench (infra/verapdf.py)
     kafka_heap: str = "512m"
     kafka_home: Path | None = Field(default=None, description="Use an existing Kafka install")
     postgres_port: int = 15432

@@ -44,6 +44,9 @@ ENGINE = "tesseract-capi/1"
 OUTPUT_MODE = 0o640
 # Page identity carried from the job's page into its result.
 _IDENTITY = ("page_no", "document", "page_index")
+# Temp outputs this process is writing: an engine whose worker died removes them on its way
+# out (streams.ocr_pool), before the restarted worker looks for leftovers.
+WRITING: set[Path] = set()
 
 
 class OcrInputError(Exception):
@@ -237,6 +240,7 @@ def ocr_file(job: dict[str, Any], engines: Engines,
     final = Path(job["pdf"])
     tmp_pdf = final.with_name(temp_name(final.name))
     sources: list[Any] = []
+    WRITING.add(tmp_pdf)
     try:
         work.mkdir(parents=True, exist_ok=True)
         return _ocr_file(job, engines, progress, work, tmp_pdf, sources, started)
@@ -252,6 +256,7 @@ def ocr_file(job: dict[str, Any], engines: Engines,
         for s in sources:
             s.close()
         tmp_pdf.unlink(missing_ok=True)
+        WRITING.discard(tmp_pdf)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -28,9 +28,13 @@ Progress = Callable[[int, int], None]
 
 
 def _watch_parent(parent: int) -> None:
+    from streams import ocr
+
     while True:
-        time.sleep(1.0)
+        time.sleep(0.5)
         if os.getppid() != parent:
+            for tmp in list(ocr.WRITING):
+                tmp.unlink(missing_ok=True)
             os._exit(3)
 
 

@@ -147,7 +147,7 @@ def _full_page_image(page: pikepdf.Page) -> tuple[Any, int] | None:
     """The page's only image and its resolution, when the page draws exactly that image,
     upright, over its whole crop box (what a scanner writes); else None."""
     try:
-        images = list(page.images.items())
+        images = list(page.get_images(recursive=False).items())
     except Exception:
         return None
     if len(images) != 1:

@@ -1,4 +1,5 @@
-"""OCR job helpers: output paths, completion marker, input PDF (no Tesseract)."""
+"""OCR job helpers: output paths, completion marker, page sources, text-layer placement (no
+recognition)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 import pikepdf
 import pytest
 
-from streams.ocr import OcrInputError, OcrPaths, build_input_pdf, inputs_digest, load_done
+from streams.ocr import OcrPaths, inputs_digest, load_done
+from streams.ocr_pdf import text_layer_matrix
+from streams.page_source import SourceError, open_source
 from tests import pages
 from tests.pages import PageSpec
 
@@ -37,21 +40,58 @@ def test_load_done_needs_same_inputs_and_intact_pdf(tmp_path: Path) -> None:
     assert load_done(paths, digest) is None
 
 
-def test_input_pdf_keeps_order_and_verifies_hashes(tmp_path: Path) -> None:
-    a = pages.write_page(tmp_path / "1.png", PageSpec(dpi=200))
+def test_inputs_digest_follows_page_identity_and_language() -> None:
+    page = {"page_no": 1, "uri": "file:///a.png", "sha256": "a" * 64}
+    base = inputs_digest([page], {"languages": "vie"})
+    assert inputs_digest([{**page, "uri": "file:///moved.png"}], {"languages": "vie"}) == base
+    assert inputs_digest([{**page, "languages": "vie+eng"}], {"languages": "vie"}) != base
+    assert inputs_digest([page], {"languages": "vie+eng"}) != base
+    doc = {"document": "QD.tif", "page_index": 2, "uri": "file:///QD.tif", "sha256": "b" * 64,
+           "document_sha256": "c" * 64}
+    assert inputs_digest([doc], {}) != inputs_digest([{**doc, "page_index": 3}], {})
+
+
+def test_page_sources_count_pages_and_copy_them_untouched(tmp_path: Path) -> None:
+    a = pages.write_page(tmp_path / "1.jpg", PageSpec(dpi=200))
     b = pages.multipage_tiff(tmp_path / "2.tif", [PageSpec(), PageSpec(seed=1)])
     c = pages.scanner_pdf(tmp_path / "3.pdf")
     d = pages.png_with_alpha(tmp_path / "4.png")
-    refs = [{"page_no": i + 1, "uri": f.as_uri(),
-             "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
-            for i, f in enumerate([a, b, c, d])]
-    numbers = build_input_pdf(refs, tmp_path / "in.pdf")
-    assert numbers == [1, 2, 2, 3, 4]
-    with pikepdf.open(tmp_path / "in.pdf") as pdf:
+    out = pikepdf.new()
+    counts = []
+    for f in (a, b, c, d):
+        src = open_source(f.read_bytes())
+        counts.append(src.page_count)
+        for i in range(src.page_count):
+            with src.pix(i) as pix:
+                assert pix.size == (1654, 2339) and pix.resolution == (200, 200)
+            src.append_page(out, i)
+    assert counts == [1, 2, 1, 1]
+    out.save(tmp_path / "out.pdf")
+    with pikepdf.open(tmp_path / "out.pdf") as pdf:
         assert len(pdf.pages) == 5
-    refs[0]["sha256"] = "0" * 64
-    with pytest.raises(OcrInputError, match="sha256 mismatch"):
-        build_input_pdf(refs, tmp_path / "in2.pdf")
+        jpeg = next(iter(pdf.pages[0].get_images().values())).read_raw_bytes()
+    assert jpeg == a.read_bytes()
+    with pytest.raises(SourceError, match="encrypted"):
+        open_source(pages.encrypted_pdf(tmp_path / "e.pdf").read_bytes())
+    with pytest.raises(SourceError, match="undecodable"):
+        open_source(pages.corrupt(tmp_path / "c.tif").read_bytes())
+
+
+@pytest.mark.parametrize("turn", [0, 90, 180, 270])
+def test_text_layer_lands_on_the_page_for_every_turn(turn: int) -> None:
+    """Text found on the image turned ``turn`` degrees clockwise (the upright reading) is
+    placed back on the unturned page: the text page's corners land on the page's corners."""
+    page = [10.0, 20.0, 610.0, 820.0]            # 600 x 800, not at the origin
+    text = (400.0, 300.0) if turn in (90, 270) else (300.0, 400.0)  # the turned image's box
+    m = text_layer_matrix(text, page, turn)
+    corners = {m.transform((x, y)) for x in (0, text[0]) for y in (0, text[1])}
+    assert {(round(x, 6), round(y, 6)) for x, y in corners} == {
+        (10.0, 20.0), (610.0, 20.0), (10.0, 820.0), (610.0, 820.0)}
+    # The upright reading's top-left corner, on the page as scanned: a page that had to turn
+    # 90 degrees clockwise lies with its top to the left, so that corner is bottom-left.
+    top_left = {0: (10.0, 820.0), 90: (10.0, 20.0), 180: (610.0, 20.0), 270: (610.0, 820.0)}
+    x, y = m.transform((0, text[1]))
+    assert (round(x, 6), round(y, 6)) == top_left[turn]
 
 
 def test_stale_temp_outputs_of_dead_processes_are_removed(tmp_path: Path) -> None:
