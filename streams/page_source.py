@@ -1,27 +1,26 @@
 """The pages of one scanned document (JPEG, PNG, TIFF of one or many pages, PDF), as the OCR
 engine needs them: the image Tesseract reads (:meth:`PageSource.pix`) and the original page,
-untouched, for the output PDF (:meth:`PageSource.append_page`).
+for the output PDF (:meth:`PageSource.append_page`).
 
-Images go to Tesseract as the ``tesseract`` command reads them (leptonica, from the file's
-bytes), so a JPEG or PNG page is decoded once and never re-encoded; only what leptonica cannot
-read (or a PDF page drawn with more than one image) goes through Pillow or pdfium first. The
-output page is img2pdf's: a JPEG's bytes pass through as they are, PNG and TIFF pixels are
-kept losslessly.
+Tesseract reads an image as the ``tesseract`` command does (leptonica, from the file's bytes),
+so a page is decoded for OCR once and never re-encoded for it; only what leptonica cannot read
+(or a PDF page that is more than one image) goes through Pillow or pdfium first. The output
+page keeps the original image: a JPEG's or a G4 TIFF's bytes and a PNG's compressed data pass
+through, other TIFF pixels are deflated losslessly, a PDF page is copied as it is.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
 from typing import Any
 
 import pikepdf
 
+from streams.pdf_images import pixels_page, png_page
 from streams.tesseract import Pix, TesseractError
 
-# Tesseract reads images up to this size in either dimension (and PDF pages are rasterised
-# at no more than this resolution).
-RASTER_DPI = 300
+RASTER_DPI = 300   # a PDF page that is not one image is rasterised at this resolution
+_PASSTHROUGH_TIFF = {"group3", "group4", "jpeg", "tiff_jpeg"}  # img2pdf copies these bytes
 
 
 class SourceError(Exception):
@@ -36,38 +35,38 @@ def open_source(data: bytes) -> PageSource:
     return ImageSource(data)
 
 
-@dataclass
 class PageSource:
-    data: bytes
-    page_count: int = 1
-    _pdf: pikepdf.Pdf | None = field(default=None, repr=False)
+    """One document's pages. Pages copied into an output PDF may refer to PDFs this source
+    holds: :meth:`close` only after that output is saved."""
+
+    page_count = 1
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self._held: list[pikepdf.Pdf] = []
 
     def pix(self, index: int) -> Pix:
         """The image of page ``index`` (0-based) for Tesseract."""
         raise NotImplementedError
 
     def append_page(self, out: pikepdf.Pdf, index: int) -> pikepdf.Page:
-        """Copy page ``index`` as it is into ``out``; returns the new page."""
-        pdf = self._image_pdf()
-        out.pages.append(pdf.pages[index])
+        """Page ``index`` with its original image, added to ``out``; returns it."""
+        raise NotImplementedError
+
+    def _copy_first_page(self, out: pikepdf.Pdf, pdf_bytes: bytes) -> pikepdf.Page:
+        src = pikepdf.open(io.BytesIO(pdf_bytes))
+        self._held.append(src)
+        out.pages.append(src.pages[0])
         return out.pages[-1]
 
-    def _image_pdf(self) -> pikepdf.Pdf:
-        if self._pdf is None:
-            self._pdf = pikepdf.open(io.BytesIO(_img2pdf(self.data)))
-        return self._pdf
-
     def close(self) -> None:
-        if self._pdf is not None:
-            self._pdf.close()
-            self._pdf = None
+        for pdf in self._held:
+            pdf.close()
+        self._held.clear()
 
 
 class ImageSource(PageSource):
     """JPEG, PNG (or any single image Pillow opens)."""
-
-    def __init__(self, data: bytes) -> None:
-        super().__init__(data, 1)
 
     def pix(self, index: int) -> Pix:
         try:
@@ -75,19 +74,43 @@ class ImageSource(PageSource):
         except TesseractError:
             return pix_from_pil(_open_pil(self.data))
 
+    def append_page(self, out: pikepdf.Pdf, index: int) -> pikepdf.Page:
+        page = png_page(out, self.data)
+        if page is not None:
+            return page
+        return self._copy_first_page(out, _img2pdf(self.data))
+
 
 class TiffSource(PageSource):
     def __init__(self, data: bytes) -> None:
-        img = _open_pil(data)
-        super().__init__(data, getattr(img, "n_frames", 1))
+        super().__init__(data)
+        self._img = _open_pil(data)
+        self.page_count = getattr(self._img, "n_frames", 1)
+
+    def _frame(self, index: int) -> Any:
+        try:
+            self._img.seek(index)
+            self._img.load()
+        except (OSError, ValueError, EOFError) as exc:
+            raise SourceError(f"undecodable TIFF page {index + 1}: {exc}") from None
+        return self._img
 
     def pix(self, index: int) -> Pix:
         try:
             return Pix.from_bytes(self.data, tiff_frame=index)
         except TesseractError:
-            img = _open_pil(self.data)
-            img.seek(index)
-            return pix_from_pil(img)
+            return pix_from_pil(self._frame(index))
+
+    def append_page(self, out: pikepdf.Pdf, index: int) -> pikepdf.Page:
+        frame = self._frame(index)
+        compression = frame.info.get("compression", "")
+        if self.page_count == 1 and compression in _PASSTHROUGH_TIFF:
+            return self._copy_first_page(out, _img2pdf(self.data))
+        if frame.mode == "1":  # bilevel: G4 again (lossless), as archives keep it
+            buf = io.BytesIO()
+            frame.save(buf, "TIFF", compression="group4", dpi=frame.info.get("dpi", (0, 0)))
+            return self._copy_first_page(out, _img2pdf(buf.getvalue()))
+        return pixels_page(out, frame)
 
 
 class PdfSource(PageSource):
@@ -95,23 +118,24 @@ class PdfSource(PageSource):
     reads the page's one image when it fills the page, else the page rasterised."""
 
     def __init__(self, data: bytes) -> None:
+        super().__init__(data)
         try:
-            pdf = pikepdf.open(io.BytesIO(data))
+            self._pdf = pikepdf.open(io.BytesIO(data))
         except pikepdf.PasswordError:
             raise SourceError("encrypted PDF") from None
         except pikepdf.PdfError as exc:
             raise SourceError(f"corrupt PDF: {exc}") from None
-        if pdf.is_encrypted:
+        self._held.append(self._pdf)
+        if self._pdf.is_encrypted:
             raise SourceError("encrypted PDF")
-        super().__init__(data, len(pdf.pages), pdf)
+        self.page_count = len(self._pdf.pages)
 
-    def _image_pdf(self) -> pikepdf.Pdf:
-        assert self._pdf is not None
-        return self._pdf
+    def append_page(self, out: pikepdf.Pdf, index: int) -> pikepdf.Page:
+        out.pages.append(self._pdf.pages[index])
+        return out.pages[-1]
 
     def pix(self, index: int) -> Pix:
-        page = self._image_pdf().pages[index]
-        image = _full_page_image(page)
+        image = _full_page_image(self._pdf.pages[index])
         if image is not None:
             raw, dpi = image
             if raw.filters == [pikepdf.Name.DCTDecode] and not raw.obj.get("/Decode"):
@@ -123,7 +147,7 @@ class PdfSource(PageSource):
                     pass
             try:
                 return pix_from_pil(raw.as_pil_image(), dpi)
-            except Exception:  # an encoding Pillow cannot turn into pixels: let pdfium draw it
+            except Exception:  # an encoding Pillow cannot turn into pixels: pdfium draws it
                 pass
         return self._rasterise(index)
 
@@ -147,38 +171,32 @@ def _full_page_image(page: pikepdf.Page) -> tuple[Any, int] | None:
     """The page's only image and its resolution, when the page draws exactly that image,
     upright, over its whole crop box (what a scanner writes); else None."""
     try:
-        images = list(page.get_images(recursive=False).items())
+        images = list(page.get_images(recursive=False).values())
+        ops = pikepdf.parse_content_stream(page)
     except Exception:
         return None
     if len(images) != 1:
         return None
-    obj = images[0][1]
-    ops = pikepdf.parse_content_stream(page)
     kinds = [str(op) for _, op in ops]
-    if sorted(set(kinds)) != sorted({"q", "Q", "cm", "Do"}) or kinds.count("Do") != 1:
+    if set(kinds) != {"q", "Q", "cm", "Do"} or kinds.count("Do") != 1 or kinds.count("cm") != 1:
         return None
-    cms = [operands for operands, op in ops if str(op) == "cm"]
-    if len(cms) != 1:
-        return None
-    a, b, c, d, e, f = (float(x) for x in cms[0])
-    box = [float(x) for x in page.cropbox]
+    a, b, c, d, e, f = (float(x) for x in next(o for o, op in ops if str(op) == "cm"))
+    x0, y0, x1, y1 = (float(v) for v in page.cropbox)
     if b or c or a <= 0 or d <= 0:
         return None
-    if abs(e - box[0]) > 1 or abs(f - box[1]) > 1 or abs(a - (box[2] - box[0])) > 1 or abs(
-            d - (box[3] - box[1])) > 1:
+    if max(abs(e - x0), abs(f - y0), abs(a - (x1 - x0)), abs(d - (y1 - y0))) > 1:
         return None
-    raw = pikepdf.PdfImage(obj)
-    dpi = round(raw.width / (a / 72))
-    return raw, dpi
+    raw = pikepdf.PdfImage(images[0])
+    return raw, round(raw.width / (a / 72))
 
 
 def pix_from_pil(img: Any, dpi: int | None = None) -> Pix:
-    """A Pillow image as a leptonica one, through uncompressed PNM (no encoding cost);
+    """A Pillow image as a leptonica one (as BMP: leptonica reads it with a copy per row);
     transparency is laid on white paper, odd modes become RGB."""
     from PIL import Image
 
     if dpi is None:
-        dpi = round(float(img.info.get("dpi", (0, 0))[0] or 0))
+        dpi = round(float((img.info.get("dpi") or (0, 0))[0] or 0))
     if img.mode not in ("1", "L", "RGB"):
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             rgba = img.convert("RGBA")
@@ -189,7 +207,7 @@ def pix_from_pil(img: Any, dpi: int | None = None) -> Pix:
         else:
             img = img.convert("RGB")
     buf = io.BytesIO()
-    img.save(buf, "PPM")
+    img.save(buf, "BMP")
     pix = Pix.from_bytes(buf.getvalue())
     if dpi:
         pix.set_resolution(dpi, dpi)
@@ -200,39 +218,26 @@ def _open_pil(data: bytes) -> Any:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        img = Image.open(io.BytesIO(data))
-        img.load() if getattr(img, "n_frames", 1) == 1 else None
-        return img
+        return Image.open(io.BytesIO(data))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise SourceError(f"undecodable image: {exc}") from None
 
 
 def _img2pdf(data: bytes) -> bytes:
-    """img2pdf keeps the image as it is (JPEG bytes passed through, PNG/TIFF lossless); what
-    it refuses (alpha, odd modes) is first laid on white as a lossless PNG/TIFF."""
+    """img2pdf passes a JPEG's (and a G4 TIFF's) bytes through; what it refuses is decoded
+    and laid on white first."""
     import img2pdf
 
     try:
         return img2pdf.convert(data, rotation=img2pdf.Rotation.ifvalid)
     except Exception:
-        return img2pdf.convert(_normalise(data))
-
-
-def _normalise(data: bytes) -> bytes:
-    from PIL import Image
-
-    img = _open_pil(data)
-    dpi = img.info.get("dpi", (200, 200))
-    frames = []
-    try:
-        for i in range(getattr(img, "n_frames", 1)):
-            img.seek(i)
-            frame = img.convert("RGBA")
-            paper = Image.new("RGBA", frame.size, (255, 255, 255, 255))
-            frames.append(Image.alpha_composite(paper, frame).convert("RGB"))
-    except (OSError, ValueError) as exc:
-        raise SourceError(f"undecodable image: {exc}") from None
-    buf = io.BytesIO()
-    frames[0].save(buf, "TIFF", dpi=dpi, compression="tiff_lzw", save_all=len(frames) > 1,
-                   append_images=frames[1:])
-    return buf.getvalue()
+        img = _open_pil(data)
+        try:
+            img.load()
+        except (OSError, ValueError) as exc:
+            raise SourceError(f"undecodable image: {exc}") from None
+        out = pikepdf.new()
+        pixels_page(out, img)
+        buf = io.BytesIO()
+        out.save(buf)
+        return buf.getvalue()
