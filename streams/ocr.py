@@ -1,9 +1,9 @@
 """OCR of one assembled file into one searchable PDF/A-2b plus a UTF-8 text sidecar.
 
 The job runs in a long-lived engine process (``streams.ocr_pool``), page by page: each page's
-original image goes to Tesseract as it is (no image -> PDF -> raster round trip), Tesseract's
-text-only renderer writes the invisible text layer, which is grafted onto the original page,
-and the whole is declared PDF/A-2b with pikepdf (``streams.ocr_pdf``). Orientation detection
+original image goes to Tesseract as it is (no image -> PDF -> raster round trip); its hOCR
+becomes an invisible text layer (ocrmypdf's renderer), grafted onto the original page, and
+the whole is declared PDF/A-2b with pikepdf (``streams.ocr_pdf``). Orientation detection
 runs only on pages that need it.
 
 A job's pages are either today's ``{"page_no", "uri", "sha256"}`` (a multi-page TIFF or PDF
@@ -20,7 +20,6 @@ replayed job whose inputs are unchanged reuses it instead of OCR-ing again. Outp
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -202,6 +201,33 @@ def _documents(pages: list[dict[str, Any]]) -> Iterator[_Doc]:
         yield current
 
 
+def _pages_of(doc: _Doc, page_count: int) -> list[tuple[dict[str, Any], int]]:
+    """(job page, 0-based page of the document) to OCR, in order."""
+    if doc.legacy:
+        return [(doc.pages[0], i) for i in range(page_count)]
+    todo = []
+    for p in doc.pages:
+        index = int(p.get("page_index", 1)) - 1
+        if not 0 <= index < page_count:
+            raise OcrInputError(f"{_label(p)}: the document has {page_count} page(s)")
+        todo.append((p, index))
+    return todo
+
+
+def _parse_hocr(path: Path, hocr: str) -> Any:
+    """ocrmypdf's page tree of one page's hOCR (None when Tesseract gave none)."""
+    from ocrmypdf.hocrtransform.hocr_parser import HocrParseError, HocrParser
+
+    if not hocr.strip():
+        return None
+    path.write_text(f'<?xml version="1.0" encoding="UTF-8"?>\n<html><body>{hocr}</body></html>',
+                    encoding="utf-8")
+    try:
+        return HocrParser(path).parse()
+    except HocrParseError:
+        return None
+
+
 def _label(p: dict[str, Any]) -> str:
     if "document" in p:
         return f"{p['document']} page {p.get('page_index', '?')}"
@@ -213,7 +239,7 @@ def recognise_upright(engines: Engines, engine: Any, pix: Any,
     """OCR a page; orientation detection only for a page whose text came out sideways or
     poorly (upside down). Returns (result, the turn of the image Tesseract's last result is
     for, the page's display rotation or None to keep the page's own). The engine holds the
-    returned result (for the renderer)."""
+    returned result (for its hOCR)."""
     rec = engine.recognise(pix)
     conf = rec.mean_confidence
     low = conf is None or conf < options["osd_below_confidence"]
@@ -222,12 +248,12 @@ def recognise_upright(engines: Engines, engine: Any, pix: Any,
     found = engines.osd().orientation(pix)
     if found is None or found.degrees == 0:
         return rec, 0, None
-    if rec.sideways and not low and found.degrees in (90, 270):
-        # Tesseract read the sideways lines already; only the page's display turns.
-        return rec, 0, found.degrees
     with pix.rotated(found.degrees // 90) as turned:
         again = engine.recognise(turned)
-    if (again.mean_confidence or 0) > (conf or 0):
+    # Sideways lines are read about as well as upright ones, but only upright lines make a
+    # text layer that follows the words; upside down, the better reading wins.
+    margin = 5.0 if rec.sideways else 0.0
+    if (again.mean_confidence or 0) > (conf or 0) - margin:
         return again, found.degrees, found.degrees
     return engine.recognise(pix), 0, None  # the turn did not help: back to the page as it was
 
@@ -266,12 +292,12 @@ def _ocr_file(job: dict[str, Any], engines: Engines, progress: Callable[[int, in
 
     from streams import ocr_pdf
     from streams.page_source import SourceError, open_source
-    from streams.tesseract import Renderer, TesseractError, quiet_stderr
+    from streams.tesseract import TesseractError, quiet_stderr
 
     opts = job["options"]
     paths = OcrPaths(Path(job["pdf"]), Path(job["text"]), Path(job["result"]))
     out = pikepdf.new()
-    renderer: Renderer | None = None
+    layers: list[tuple[int, Any, float]] = []   # (output page, hOCR page tree, dpi)
     per_page: list[dict[str, Any]] = []
     texts: list[str] = []
     turns: list[int] = []
@@ -279,35 +305,24 @@ def _ocr_file(job: dict[str, Any], engines: Engines, progress: Callable[[int, in
     for doc in _documents(job["pages"]):
         first = doc.pages[0]
         try:
-            data = read_verified(doc.uri, doc.sha256)
-        except PageUnreadable as exc:
-            raise OcrInputError(f"{_label(first)}: {exc}") from None
-        try:
-            source = open_source(data)
-        except SourceError as exc:
+            source = open_source(read_verified(doc.uri, doc.sha256))
+        except (PageUnreadable, SourceError) as exc:
             raise OcrInputError(f"{_label(first)}: {exc}") from None
         sources.append(source)
-        if doc.legacy:
-            todo = [(first, i) for i in range(source.page_count)]
-            total += source.page_count - 1
-        else:
-            todo = []
-            for p in doc.pages:
-                index = int(p.get("page_index", 1)) - 1
-                if not 0 <= index < source.page_count:
-                    raise OcrInputError(f"{_label(p)}: the document has "
-                                        f"{source.page_count} page(s)")
-                todo.append((p, index))
+        todo = _pages_of(doc, source.page_count)
+        total += len(todo) - len(doc.pages)
         for p, index in todo:
             engine = engines.get(p.get("languages") or opts["languages"])
-            if renderer is None:
-                renderer = Renderer(work / "text", engine.datapath)
             try:
                 with source.pix(index) as pix, quiet_stderr():
                     rec, turn, display = recognise_upright(engines, engine, pix, opts)
-                    renderer.add(engine)
+                    hocr = engine.hocr()
             except (TesseractError, SourceError) as exc:
                 raise OcrInputError(f"{_label(p)}: {exc}") from None
+            n = len(per_page)
+            tree = _parse_hocr(work / f"p{n:05d}.hocr", hocr)
+            if tree is not None and tree.bbox is not None:
+                layers.append((n, tree, float(tree.dpi or 300)))
             page = source.append_page(out, index)
             if display is not None:
                 page.obj.Rotate = display
@@ -318,27 +333,22 @@ def _ocr_file(job: dict[str, Any], engines: Engines, progress: Callable[[int, in
                          mean_confidence=rec.mean_confidence, turned=turn or display or 0)
             per_page.append(entry)
             progress(len(per_page), total)
-    if renderer is None:
+    if not per_page:
         raise OcrInputError("no pages")
-    try:
-        text_pdf_path = renderer.finish()
-    except TesseractError as exc:
-        if shutil.disk_usage(work).free < (1 << 20):
-            raise OSError(errno.ENOSPC, "No space left on device (OCR work disk)") from exc
-        raise
-    with pikepdf.open(text_pdf_path) as text_pdf:
-        if len(text_pdf.pages) != len(out.pages):
-            raise RuntimeError(f"text layer has {len(text_pdf.pages)} pages for "
-                               f"{len(out.pages)}")
-        fonts: dict[str, Any] = {}
-        cmyk: dict[str, Any] = {}
-        pdfa = opts["output_type"].startswith("pdfa")
-        for page, text_page, turn in zip(out.pages, text_pdf.pages, turns, strict=True):
-            ocr_pdf.graft_text_layer(out, page, text_page, turn, fonts)
-            if pdfa:
-                ocr_pdf.use_cmyk_profile(out, page, cmyk)
-        paths.pdf.parent.mkdir(parents=True, exist_ok=True)
-        ocr_pdf.save(out, tmp_pdf, pdfa, job.get("title", paths.pdf.stem))
+    pdfa = opts["output_type"].startswith("pdfa")
+    if layers:
+        ocr_pdf.render_text_pages(layers, work / "text.pdf")
+        with pikepdf.open(work / "text.pdf") as text_pdf:
+            if len(text_pdf.pages) != len(layers):
+                raise RuntimeError(f"text layer has {len(text_pdf.pages)} pages for "
+                                   f"{len(layers)}")
+            for (n, _, _), text_page in zip(layers, text_pdf.pages, strict=True):
+                ocr_pdf.graft_text_layer(out, out.pages[n], text_page, turns[n])
+    cmyk: dict[str, Any] = {}
+    for page in out.pages if pdfa else ():
+        ocr_pdf.use_cmyk_profile(out, page, cmyk)
+    paths.pdf.parent.mkdir(parents=True, exist_ok=True)
+    ocr_pdf.save(out, tmp_pdf, pdfa, job.get("title", paths.pdf.stem))
     os.chmod(tmp_pdf, OUTPUT_MODE)
     output_sha = _sha256_file(tmp_pdf)
     text = "\f".join(texts)

@@ -1,5 +1,6 @@
-"""The searchable PDF of one file: each original page with Tesseract's invisible text layer
-grafted on it, declared PDF/A-2b with pikepdf (no Ghostscript pass, no re-rendering).
+"""The searchable PDF of one file: each original page with an invisible text layer grafted on
+it, declared PDF/A-2b with pikepdf (no Ghostscript pass, no re-rendering). The text layer is
+ocrmypdf's (its fpdf2 renderer, from Tesseract's hOCR), the one ocrmypdf's own output has.
 
 PDF/A-2b asks of this output: fonts embedded (Tesseract's glyphless font is), an output intent
 (sRGB, from pikepdf), XMP metadata agreeing with the document information, and device colour
@@ -10,6 +11,7 @@ kept as it is) is given a DefaultCMYK profile on its page instead of being conve
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pikepdf
 from pikepdf import Matrix, Name
@@ -42,28 +44,23 @@ def text_layer_matrix(text_box: tuple[float, float], page_box: list[float],
 
 
 def graft_text_layer(out: pikepdf.Pdf, page: pikepdf.Page, text_page: pikepdf.Page,
-                     turn_cw: int, font_cache: dict[str, pikepdf.Object]) -> None:
-    """Draw ``text_page`` (from Tesseract's text-only PDF) over ``page`` as a form XObject,
-    after the page's own content, so the image stays as it was."""
+                     turn_cw: int) -> None:
+    """Draw ``text_page`` (an invisible-text page) over ``page`` as a form XObject, after the
+    page's own content, so the image stays as it was. Fonts shared by text pages are copied
+    into ``out`` once (pikepdf keeps one copy per foreign object)."""
+    text_page.contents_coalesce()
     contents = text_page.obj.get(Name.Contents)
-    if contents is None:
-        return
-    data = contents.read_bytes()
+    data = contents.read_bytes() if contents is not None else b""
     if not data.strip():
         return
     box = [float(v) for v in text_page.mediabox]
     matrix = text_layer_matrix((box[2] - box[0], box[3] - box[1]),
                                [float(v) for v in page.cropbox], turn_cw)
-    font_res = pikepdf.Dictionary()
-    for key, font in text_page.obj.Resources.get(Name.Font, pikepdf.Dictionary()).items():
-        if key not in font_cache:
-            font_cache[key] = out.copy_foreign(font)
-        font_res[key] = font_cache[key]
     form = out.make_stream(data)
     form.Type = Name.XObject
     form.Subtype = Name.Form
     form.BBox = pikepdf.Array(box)
-    form.Resources = pikepdf.Dictionary(Font=font_res)
+    form.Resources = out.copy_foreign(text_page.obj.get(Name.Resources, pikepdf.Dictionary()))
     name = Name("/OCR-Text")
     resources = page.obj.get(Name.Resources)
     if resources is None:
@@ -106,6 +103,17 @@ def use_cmyk_profile(out: pikepdf.Pdf, page: pikepdf.Page,
     if spaces is None:
         resources.ColorSpace = spaces = pikepdf.Dictionary()
     spaces[Name.DefaultCMYK] = cache["cmyk"]
+
+
+def render_text_pages(pages: list[tuple[int, Any, float]], dest: Path) -> None:
+    """Invisible-text pages, one per ``(n, ocrmypdf OcrElement page, dpi)``, into ``dest``
+    (ocrmypdf's fpdf2 renderer: glyphless font, words stretched over their boxes)."""
+    import ocrmypdf
+    from ocrmypdf.font import MultiFontManager
+    from ocrmypdf.fpdf_renderer.renderer import Fpdf2MultiPageRenderer
+
+    fonts = MultiFontManager(Path(ocrmypdf.__file__).parent / "data")
+    Fpdf2MultiPageRenderer(pages, fonts, invisible_text=True).render(dest)
 
 
 def save(out: pikepdf.Pdf, path: Path, pdfa: bool, title: str) -> None:

@@ -2,10 +2,9 @@
 calls that feed it images.
 
 Why not the ``tesseract`` command: an engine that stays loaded OCRs page after page with no
-process start or model load per page, and its text-only PDF renderer writes the invisible
-text layer straight from the recognition results (no hOCR parsed in Python). The calls are
-the ones the command itself makes (``SetImage``, ``Recognize``, the PDF renderer's
-``AddImage``), with the same page segmentation (``PSM_AUTO``), so the text is the same.
+process start, no model load and no image encoding per page. The calls are the ones the
+command itself makes (leptonica reads the image, ``SetImage``, ``Recognize``), with the same
+page segmentation (``PSM_AUTO``), so the text is the same.
 
 An :class:`Engine` is not thread-safe and is meant to live in one OCR worker process
 (``streams.ocr_pool``); a crash inside the library takes that process down, never the caller.
@@ -21,7 +20,6 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 PSM_AUTO = 3  # tesseract's default page segmentation (the command's `--psm 3`)
 
@@ -66,11 +64,11 @@ class _Libs:
             (t, "TessBaseAPIGetSourceYResolution"): (_INT, [_VP]),
             (t, "TessBaseAPIRecognize"): (_INT, [_VP, _VP]),
             (t, "TessBaseAPIGetUTF8Text"): (_VP, [_VP]),
+            (t, "TessBaseAPIGetHOCRText"): (_VP, [_VP, _INT]),
             (t, "TessBaseAPIAllWordConfidences"): (ctypes.POINTER(_INT), [_VP]),
             (t, "TessBaseAPIDetectOrientationScript"): (
                 _INT, [_VP, ctypes.POINTER(_INT), ctypes.POINTER(ctypes.c_float),
                        ctypes.POINTER(_CP), ctypes.POINTER(ctypes.c_float)]),
-            (t, "TessBaseAPIGetDatapath"): (_CP, [_VP]),
             (t, "TessBaseAPIClear"): (None, [_VP]),
             (t, "TessBaseAPIGetIterator"): (_VP, [_VP]),
             (t, "TessResultIteratorGetPageIterator"): (_VP, [_VP]),
@@ -81,11 +79,6 @@ class _Libs:
                        ctypes.POINTER(_INT), ctypes.POINTER(_INT)]),
             (t, "TessDeleteText"): (None, [_VP]),
             (t, "TessDeleteIntArray"): (None, [ctypes.POINTER(_INT)]),
-            (t, "TessPDFRendererCreate"): (_VP, [_CP, _CP, _INT]),
-            (t, "TessResultRendererBeginDocument"): (_INT, [_VP, _CP]),
-            (t, "TessResultRendererAddImage"): (_INT, [_VP, _VP]),
-            (t, "TessResultRendererEndDocument"): (_INT, [_VP]),
-            (t, "TessDeleteResultRenderer"): (None, [_VP]),
             (lp, "pixReadMem"): (_VP, [_CP, ctypes.c_size_t]),
             (lp, "pixReadMemTiff"): (_VP, [_CP, ctypes.c_size_t, _INT]),
             (lp, "pixDestroy"): (None, [ctypes.POINTER(_VP)]),
@@ -204,26 +197,17 @@ class Engine:
         if languages != "osd":
             lib.TessBaseAPISetPageSegMode(self.handle, PSM_AUTO)
 
-    @property
-    def datapath(self) -> str:
-        return libs().TessBaseAPIGetDatapath(self.handle).decode()
-
     def set_variable(self, name: str, value: str) -> None:
         if not libs().TessBaseAPISetVariable(self.handle, name.encode(), value.encode()):
             raise TesseractError(f"unknown tesseract variable {name!r}")
 
     def recognise(self, pix: Pix) -> Recognised:
-        """OCR one page; its results stay in the engine for :meth:`Renderer.add`."""
+        """OCR one page; its results stay in the engine (for :meth:`hocr`) until the next."""
         lib = libs()
         lib.TessBaseAPISetImage2(self.handle, pix.ptr)
         if lib.TessBaseAPIRecognize(self.handle, None) != 0:
             raise TesseractError("tesseract could not recognise the page")
-        raw = lib.TessBaseAPIGetUTF8Text(self.handle)
-        try:
-            text = ctypes.string_at(raw).decode("utf-8", errors="replace") if raw else ""
-        finally:
-            if raw:
-                lib.TessDeleteText(raw)
+        text = _take_text(lib.TessBaseAPIGetUTF8Text(self.handle))
         confs = lib.TessBaseAPIAllWordConfidences(self.handle)
         values: list[int] = []
         if confs:
@@ -235,6 +219,10 @@ class Engine:
             finally:
                 lib.TessDeleteIntArray(confs)
         return Recognised(text, tuple(values), self._sideways())
+
+    def hocr(self, page_number: int = 0) -> str:
+        """The last recognised page as hOCR (words, boxes, confidences, the image's dpi)."""
+        return _take_text(libs().TessBaseAPIGetHOCRText(self.handle, page_number))
 
     def _sideways(self) -> bool:
         """Most text lines taller than wide: the page was scanned on its side (Tesseract
@@ -285,36 +273,14 @@ class Engine:
             self.handle = None
 
 
-class Renderer:
-    """Tesseract's text-only PDF renderer: one invisible-text page per :meth:`add`."""
-
-    def __init__(self, outputbase: Path, datapath: str, title: str = "") -> None:
-        lib = libs()
-        self.path = Path(f"{outputbase}.pdf")
-        self.handle = lib.TessPDFRendererCreate(str(outputbase).encode(),
-                                                datapath.rstrip("/").encode(), 1)
-        if not self.handle or not lib.TessResultRendererBeginDocument(self.handle,
-                                                                      title.encode()):
-            raise TesseractError(f"cannot start a PDF at {self.path}")
-
-    def add(self, engine: Engine) -> None:
-        """The page last recognised by ``engine``."""
-        if not libs().TessResultRendererAddImage(self.handle, engine.handle):
-            raise TesseractError("tesseract could not render the text layer")
-
-    def finish(self) -> Path:
-        lib = libs()
-        ok = lib.TessResultRendererEndDocument(self.handle)
-        lib.TessDeleteResultRenderer(self.handle)
-        self.handle = None
-        if not ok:
-            raise TesseractError(f"cannot finish {self.path}")
-        return self.path
-
-    def close(self) -> None:
-        if self.handle:
-            libs().TessDeleteResultRenderer(self.handle)
-            self.handle = None
+def _take_text(raw: int | None) -> str:
+    """A string Tesseract allocated, decoded and freed."""
+    if not raw:
+        return ""
+    try:
+        return ctypes.string_at(raw).decode("utf-8", errors="replace")
+    finally:
+        libs().TessDeleteText(raw)
 
 
 @contextmanager

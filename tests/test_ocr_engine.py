@@ -135,8 +135,9 @@ def test_languages_come_from_the_page_else_the_default(pool, tmp_path: Path) -> 
 
 def test_pages_scanned_upside_down_or_sideways_are_shown_upright(pool, tmp_path: Path) -> None:
     texts = [pages.text_lines(8, k) for k in (2, 5, 8, 11)]
-    # PIL turns counter-clockwise. A page lying on its right side is read sideways by
-    # Tesseract already (only its display turns); on its left side, it is read again turned.
+    # PIL turns counter-clockwise. Tesseract reads a page lying on its right side well even
+    # sideways (orientation detection runs because its lines are tall), on its left side
+    # poorly; both are read again turned upright, and shown upright (/Rotate).
     turned = {"180.png": 180, "090.png": -90, "270.png": 90, "000.png": 0}
     files = []
     for (name, angle), t in zip(turned.items(), texts, strict=True):
