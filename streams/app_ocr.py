@@ -160,7 +160,8 @@ class FileProcessor:
         paths = OcrPaths.for_file(o.output_dir, fa.site_id, fa.fonds, fa.file_code, fa.revision)
         pages = [{"page_no": p.page_no, "uri": p.uri, "sha256": p.sha256} for p in fa.pages]
         options = {"engine": ENGINE, "languages": o.languages, "output_type": o.output_type,
-                   "rotate_pages": o.rotate_pages, "osd_below_confidence": o.osd_below_confidence}
+                   "rotate_pages": o.rotate_pages, "osd_below_confidence": o.osd_below_confidence,
+                   "denoise": o.denoise}
         digest = inputs_digest(pages, options)
         job_id = stable_event_id("ocr-job", fa.site_id, fa.file_code, fa.revision, time.time())
         title = f"{fa.fonds}/{fa.file_code}" if fa.fonds else fa.file_code

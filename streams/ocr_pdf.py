@@ -110,7 +110,7 @@ def render_text_pages(pages: list[tuple[int, Any, float]], dest: Path) -> None:
     (ocrmypdf's fpdf2 renderer: glyphless font, words stretched over their boxes)."""
     import ocrmypdf
     from ocrmypdf.font import MultiFontManager
-    from ocrmypdf.fpdf_renderer.renderer import Fpdf2MultiPageRenderer
+    from ocrmypdf.fpdf_renderer import Fpdf2MultiPageRenderer
 
     fonts = MultiFontManager(Path(ocrmypdf.__file__).parent / "data")
     Fpdf2MultiPageRenderer(pages, fonts, invisible_text=True).render(dest)

@@ -88,6 +88,9 @@ class _Libs:
             (lp, "pixGetYRes"): (_INT, [_VP]),
             (lp, "pixSetResolution"): (_INT, [_VP, _INT, _INT]),
             (lp, "pixRotateOrth"): (_VP, [_VP, _INT]),
+            (lp, "pixBlockconv"): (_VP, [_VP, _INT, _INT]),
+            (lp, "pixGetDepth"): (_INT, [_VP]),
+            (lp, "pixGetColormap"): (_VP, [_VP]),
             (lp, "setMsgSeverity"): (_INT, [_INT]),
         }
         for (lib, name), (res, args) in sig.items():
@@ -145,6 +148,16 @@ class Pix:
     def rotated(self, quarter_turns_cw: int) -> Pix:
         """A new image turned clockwise by ``quarter_turns_cw`` x 90 degrees."""
         out = Pix(libs().pixRotateOrth(self.ptr, quarter_turns_cw % 4))
+        out.set_resolution(*self.resolution)
+        return out
+
+    def smoothed(self) -> Pix:
+        """A new image, each pixel the mean of its 3x3 neighbourhood; a bilevel image is
+        returned as a copy of itself (nothing to smooth)."""
+        lib = libs()
+        if lib.pixGetDepth(self.ptr) == 1 and not lib.pixGetColormap(self.ptr):
+            return self.rotated(0)
+        out = Pix(lib.pixBlockconv(self.ptr, 1, 1))
         out.set_resolution(*self.resolution)
         return out
 

@@ -45,7 +45,7 @@ def make_job(tmp_path: Path, page_list: list[dict[str, Any]], code: str = "HS-1"
              **options: Any) -> dict[str, Any]:
     paths = OcrPaths.for_file(tmp_path / "ocr", "xa-a", "UBND", code, 1)
     opts = {"engine": ENGINE, "languages": "vie", "output_type": "pdfa-2",
-            "rotate_pages": True, "osd_below_confidence": 60.0, **options}
+            "rotate_pages": True, "osd_below_confidence": 60.0, "denoise": True, **options}
     return {"pages": page_list, "options": opts, "inputs_digest": inputs_digest(page_list, opts),
             "title": f"UBND/{code} (r1)", "pdf": str(paths.pdf), "text": str(paths.text),
             "result": str(paths.result), "work_dir": str(tmp_path / "work" / code)}
@@ -227,3 +227,42 @@ def test_image_page_sizes_follow_their_resolution(pool, tmp_path: Path) -> None:
             w, h = (float(v) for v in page.mediabox[2:])
             assert abs(w - 595.3) < 2 and abs(h - 841.9) < 2, (w, h)
     assert Image.open(a).size == (2480, 3508)
+
+
+def test_progress_of_a_file_in_ocr_goes_to_metrics_and_events(tmp_path: Path) -> None:
+    """While a file is OCR'd, its pages done of pages are in the OCR worker's metrics and, at
+    most every ocr.progress_every_s, in OcrProgress events; the series goes when it is done."""
+    import asyncio
+
+    from prometheus_client import REGISTRY
+
+    from sohoa.config import Settings
+    from sohoa.events import FileAssembled, OcrCompleted, OcrProgress, PageRef
+    from streams.app_ocr import FileProcessor
+
+    files = [pages.write_page(tmp_path / "in" / f"{n:03d}.png",
+                              PageSpec(seed=n, text=pages.text_lines(10, n))) for n in range(1, 7)]
+    fa = FileAssembled(site_id="xa-a", fonds="UBND", file_code="HS-PROG", pages=[
+        PageRef(page_no=n, uri=f.as_uri(), sha256=_sha(f)) for n, f in enumerate(files, 1)])
+    settings = Settings(ocr={"output_dir": tmp_path / "ocr", "concurrency": 1,
+                             "progress_every_s": 0.3},
+                        streams={"data_dir": tmp_path / "faust"})
+    labels = {"site": "xa-a", "fonds": "UBND", "file": "HS-PROG"}
+    seen: list[tuple[int, int, float | None]] = []
+
+    async def publish(ev) -> None:
+        if isinstance(ev, OcrProgress):
+            gauge = REGISTRY.get_sample_value("sohoa_ocr_file_pages_done", labels)
+            seen.append((ev.pages_done, ev.pages_total, gauge))
+
+    proc = FileProcessor(settings, publish)
+    proc.clean_scratch()
+    try:
+        done = asyncio.run(proc.ocr(fa))
+    finally:
+        proc.close()
+    assert isinstance(done, OcrCompleted), done
+    assert seen, "no OcrProgress while six pages were OCR'd"
+    assert all(t == 6 and 1 <= d <= 6 and g is not None and g >= d for d, t, g in seen), seen
+    assert [d for d, _, _ in seen] == sorted({d for d, _, _ in seen})  # no repeats, rising
+    assert REGISTRY.get_sample_value("sohoa_ocr_file_pages_done", labels) is None

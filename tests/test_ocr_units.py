@@ -114,3 +114,20 @@ def test_stale_temp_outputs_of_dead_processes_are_removed(tmp_path: Path) -> Non
     assert clean_stale_temps(tmp_path) == 1
     assert sorted(p.name for p in d.iterdir()) == sorted(
         [alive.name, other_host.name, "r1.pdf"])
+
+
+def test_smoothing_keeps_the_page_geometry(tmp_path: Path) -> None:
+    """The smoothed image is what Tesseract reads: its words must land where the original's
+    are, so size and resolution are the original's (also for a bilevel page, left as is)."""
+    from PIL import Image
+
+    from streams.tesseract import Pix
+
+    img = Image.new("L", (40, 30), 255)
+    img.putpixel((20, 15), 0)             # one dark speck on white paper
+    img.save(tmp_path / "speck.png", dpi=(300, 300))
+    with Pix.from_bytes((tmp_path / "speck.png").read_bytes()) as pix, pix.smoothed() as soft:
+        assert soft.size == (40, 30) and soft.resolution == (300, 300)
+    bilevel = pages.g4_tiff(tmp_path / "g4.tif", PageSpec(dpi=200))
+    with Pix.from_bytes(bilevel.read_bytes()) as pix, pix.smoothed() as same:
+        assert same.size == pix.size == (1654, 2339) and same.resolution == (200, 200)
