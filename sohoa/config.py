@@ -153,8 +153,9 @@ class OcrConfig(BaseModel):
     # sideways or with a mean word confidence below osd_below_confidence (upside down).
     rotate_pages: bool = True
     osd_below_confidence: float = 60.0
-    # Smooth the image Tesseract reads (3x3 mean; the PDF keeps the original): specks stop
-    # being read as '.', '_', '|'. bench/bench_ocr.py: CER 0.131 % -> see docs/scaling.md.
+    # Tesseract reads the page in grey, smoothed 3x3 (the PDF keeps the original image):
+    # specks stop being read as '.', '_', '|', and grey costs Tesseract less
+    # (bench/bench_ocr.py, docs/scaling.md: CER 0.131 % -> 0.0 % on the bench's pages).
     denoise: bool = True
     # Files OCR'd at once, each by one long-lived engine process (streams/ocr_pool.py);
     # Tesseract's own threads (OpenMP) only burnt CPU when measured (bench/bench_ocr.py), so

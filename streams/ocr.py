@@ -202,9 +202,9 @@ def _documents(pages: list[dict[str, Any]]) -> Iterator[_Doc]:
 
 
 def _ocr_image(source: Any, index: int, options: dict[str, Any]) -> Any:
-    """The image Tesseract reads: the page's own, smoothed 3x3 when ``options["denoise"]``
-    (isolated specks then fall under the binarisation threshold instead of being read as
-    '.', '_' or '|'; bench/bench_ocr.py measures the text it gives)."""
+    """The image Tesseract reads: the page's own or, with ``options["denoise"]``, its grey
+    smoothed 3x3 (isolated specks then fall under the binarisation threshold instead of
+    being read as '.', '_' or '|'; bench/bench_ocr.py measures the text it gives)."""
     pix = source.pix(index)
     if not options.get("denoise"):
         return pix

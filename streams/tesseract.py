@@ -89,6 +89,7 @@ class _Libs:
             (lp, "pixSetResolution"): (_INT, [_VP, _INT, _INT]),
             (lp, "pixRotateOrth"): (_VP, [_VP, _INT]),
             (lp, "pixBlockconv"): (_VP, [_VP, _INT, _INT]),
+            (lp, "pixConvertTo8"): (_VP, [_VP, _INT]),
             (lp, "pixGetDepth"): (_INT, [_VP]),
             (lp, "pixGetColormap"): (_VP, [_VP]),
             (lp, "setMsgSeverity"): (_INT, [_INT]),
@@ -152,12 +153,14 @@ class Pix:
         return out
 
     def smoothed(self) -> Pix:
-        """A new image, each pixel the mean of its 3x3 neighbourhood; a bilevel image is
-        returned as a copy of itself (nothing to smooth)."""
+        """A new grey image, each pixel the mean of its 3x3 neighbourhood (colour becomes
+        luminance first: Tesseract's recogniser reads grey anyway, and grey costs it less); a
+        bilevel image is returned as a copy (nothing to smooth)."""
         lib = libs()
         if lib.pixGetDepth(self.ptr) == 1 and not lib.pixGetColormap(self.ptr):
             return self.rotated(0)
-        out = Pix(lib.pixBlockconv(self.ptr, 1, 1))
+        with Pix(lib.pixConvertTo8(self.ptr, 0)) as grey:
+            out = Pix(lib.pixBlockconv(grey.ptr, 1, 1))
         out.set_resolution(*self.resolution)
         return out
 

@@ -123,8 +123,8 @@ def test_smoothing_keeps_the_page_geometry(tmp_path: Path) -> None:
 
     from streams.tesseract import Pix
 
-    img = Image.new("L", (40, 30), 255)
-    img.putpixel((20, 15), 0)             # one dark speck on white paper
+    img = Image.new("RGB", (40, 30), (250, 248, 240))
+    img.putpixel((20, 15), (0, 0, 0))             # one dark speck on paper
     img.save(tmp_path / "speck.png", dpi=(300, 300))
     with Pix.from_bytes((tmp_path / "speck.png").read_bytes()) as pix, pix.smoothed() as soft:
         assert soft.size == (40, 30) and soft.resolution == (300, 300)
