@@ -266,3 +266,14 @@ def test_progress_of_a_file_in_ocr_goes_to_metrics_and_events(tmp_path: Path) ->
     assert all(t == 6 and 1 <= d <= 6 and g is not None and g >= d for d, t, g in seen), seen
     assert [d for d, _, _ in seen] == sorted({d for d, _, _ in seen})  # no repeats, rising
     assert REGISTRY.get_sample_value("sohoa_ocr_file_pages_done", labels) is None
+
+
+def test_plain_pdf_output_when_pdfa_is_not_asked_for(pool, tmp_path: Path) -> None:
+    text = pages.text_lines(5, 2)
+    page = pages.write_page(tmp_path / "001.jpg", PageSpec(text=text))
+    job = make_job(tmp_path, legacy([page]), output_type="pdf")
+    assert pool.run(job, 600)["ok"]
+    with pikepdf.open(job["pdf"]) as doc:
+        assert not doc.open_metadata().pdfa_status
+        assert "/OutputIntents" not in doc.Root
+    assert cer("\n".join(text), text_layer(Path(job["pdf"]), 1)) < 0.02
