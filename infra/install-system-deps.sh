@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system packages sohoa needs on Debian/Ubuntu; idempotent (skips what is there).
-#   PostgreSQL server, Tesseract with Vietnamese + English, Ghostscript (PDF/A), poppler-utils,
-#   Prometheus (+ promtool), DejaVu fonts (Vietnamese glyphs in reports), a JDK for Kafka,
-#   Maven to fetch the Kafka jars, jbig2dec (pikepdf decodes a PDF's JBIG2 page images with it:
-#   many document scanners write bilevel pages as JBIG2).
+#   PostgreSQL server, Tesseract with Vietnamese + English (the OCR engine loads libtesseract),
+#   Ghostscript (its CMYK profile for PDF/A; ocrmypdf in the bench), poppler-utils, Prometheus
+#   (+ promtool), DejaVu fonts (Vietnamese glyphs in reports), a JDK for Kafka and veraPDF,
+#   Maven to fetch the Kafka and veraPDF jars, jbig2dec (pikepdf decodes a PDF's JBIG2 page
+#   images with it: many document scanners write bilevel pages as JBIG2).
 # Usage: sudo infra/install-system-deps.sh        (DRY_RUN=1 to only print what it would do)
 set -euo pipefail
 
@@ -26,6 +27,7 @@ fi
 want tesseract-ocr
 want tesseract-ocr-vie
 want tesseract-ocr-eng
+want tesseract-ocr-osd   # orientation detection of pages read sideways or upside down
 want ghostscript
 want poppler-utils
 want jbig2dec

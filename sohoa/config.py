@@ -105,6 +105,7 @@ class StackConfig(BaseModel):
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
     kafka_version: str = "3.9.1"
+    verapdf_version: str = "1.30.2"  # PDF/A validator for tests and bench (infra/verapdf.py)
     kafka_heap: str = "512m"
     kafka_home: Path | None = Field(default=None, description="Use an existing Kafka install")
     postgres_port: int = 15432
@@ -221,17 +222,28 @@ class SourcesConfig(BaseModel):
 
 class OcrConfig(BaseModel):
     enabled: bool = True
-    languages: str = "vie+eng"
+    # Tesseract languages of a page when the file's manifest names none for its document
+    # (its documents[].language, e.g. "vie+eng", reaches the OCR job through
+    # FileAssembled.languages). Vietnamese alone: adding English cost time and accuracy on
+    # Vietnamese pages (issue 22: CER 0.13 % against 0.36 %).
+    languages: str = "vie"
     output_dir: Path = Path(".state/ocr")
     output_type: Literal["pdfa-2", "pdf"] = "pdfa-2"
-    deskew: bool = False
+    # Pages shown upright: orientation detection runs only on a page whose text came out
+    # sideways or with a mean word confidence below osd_below_confidence (upside down).
     rotate_pages: bool = True
-    # Measured on 2 cores (bench/bench_ocr.py): two files at once with one ocrmypdf job and
-    # one Tesseract thread each beat one file with two jobs; Tesseract's own threads (OpenMP)
-    # only burnt CPU (2.5x the CPU time for no gain). Keep concurrency x jobs = cores.
+    osd_below_confidence: float = 60.0
+    # Tesseract reads the page in grey, smoothed 3x3 (the PDF keeps the original image):
+    # specks stop being read as '.', '_', '|', and grey costs Tesseract less
+    # (bench/bench_ocr.py, docs/scaling.md: CER 0.131 % -> 0.0 % on the bench's pages).
+    denoise: bool = True
+    # Files OCR'd at once, each by one long-lived engine process (streams/ocr_pool.py);
+    # Tesseract's own threads (OpenMP) only burnt CPU when measured (bench/bench_ocr.py), so
+    # keep tesseract_threads = 1 and concurrency = cores.
     concurrency: int = 2
-    tesseract_threads: int = 1     # OMP_THREAD_LIMIT per Tesseract
-    jobs_per_file: int = 1
+    tesseract_threads: int = 1     # OMP_THREAD_LIMIT per engine process
+    engine_max_files: int = 200    # an engine process is replaced after this many files
+    progress_every_s: float = 5.0  # OcrProgress events of a file, at most this often
     timeout_s_per_page: float = 60.0
     timeout_s_min: float = 120.0
     retries: int = 2
