@@ -11,10 +11,16 @@ from psycopg.rows import dict_row
 from consumers.progress import SiteProgress, load_sites
 from sohoa.config import CampaignConfig
 
-_FILES = """
+# OCR progress (migration 007) while the OCR of the current assembly runs: it has progress
+# and no result yet.
+_OCR_RUNNING = ("ocr_progress_revision = assembled_revision "
+                "AND (ocr_revision IS NULL OR ocr_revision < assembled_revision)")
+_FILES = f"""
 SELECT site_id, fonds, file_code, state, documents, pages, expected_pages, assembled_pages,
        checked_pages, qc_failed_pages, verdict, pages_accepted, first_seen_at, last_page_at,
-       closed_at, verdict_at, title, classification
+       closed_at, verdict_at, title, classification,
+       CASE WHEN {_OCR_RUNNING} THEN ocr_pages_done END AS ocr_pages_done,
+       CASE WHEN {_OCR_RUNNING} THEN ocr_pages_total END AS ocr_pages_total
 FROM files
 WHERE (%(site)s::text IS NULL OR site_id = %(site)s::text)
   AND (%(state)s::text IS NULL OR state = %(state)s::text)
@@ -97,14 +103,16 @@ def render(data: dict[str, Any], sites: list[SiteProgress], console) -> None:
     if files:
         ft = Table(title="Hồ sơ (files)")
         for col in ("Điểm", "Phông", "Mã hồ sơ", "Trạng thái", "Văn bản", "Trang",
-                    "Đã kiểm tra", "Dự kiến", "QC lỗi", "Kết luận"):
+                    "Đã kiểm tra", "Dự kiến", "QC lỗi", "Đang OCR", "Kết luận"):
             ft.add_column(col)
         for f in files:
+            ocr = (f"{_n(f['ocr_pages_done'])}/{_n(f['ocr_pages_total'])} trang"
+                   if f.get("ocr_pages_total") else "—")
             ft.add_row(f["site_id"], f["fonds"] or "—", f["file_code"],
                        STATE_VI.get(f["state"], f["state"]), _n(f["documents"]),
                        _n(f["pages"]), _n(f["checked_pages"]),
                        _n(f["expected_pages"]) if f["expected_pages"] else "—",
-                       _n(f["qc_failed_pages"]), f["verdict"] or "—")
+                       _n(f["qc_failed_pages"]), ocr, f["verdict"] or "—")
         console.print(ft)
 
 
