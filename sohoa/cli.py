@@ -12,6 +12,7 @@ import click
 
 from sohoa import __version__
 from sohoa.config import load_config
+from sohoa.errors import ConfigError
 from sohoa.logs import setup_logging
 
 # command name -> "module:attribute" of a click.Command, imported only when used.
@@ -81,6 +82,9 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
         settings = load_config(config_path)
     except FileNotFoundError as exc:
         raise click.ClickException(f"Không tìm thấy tệp cấu hình: {exc}") from None
+    except ConfigError as exc:
+        click.echo(f"Lỗi cấu hình: {exc}", err=True)
+        ctx.exit(exc.exit_code)
     setup_logging(settings.logging.level, settings.logging.json_format)
     ctx.obj = settings
 
