@@ -18,6 +18,9 @@ Figures:
   agent run set against the mean of the raw runs either side of it: on a shared 2-core box
   the raw limit alone swung 2x between back-to-back runs, so every pair's ratio is printed,
   and the median of the pairs is the figure.
+- document: a 300-page scanner PDF (A4, 200 dpi, one JPEG a page) renamed into a file folder,
+  drop → last page's Kafka ack, beside the same 300 pages as single JPEG files dropped the
+  same way; alternated (pdf, files, pdf, …), each figure the median of its runs.
 - catch-up: start-up over 100,000 existing pages (cold: none sent yet; warm: all known, 100 new
   ones arrived while the agent was down); goal < 60 s.
 - idle CPU with 100,000 pages under watch, at the default reconcile interval (300 s), over a
@@ -339,6 +342,52 @@ class Bench:
         return {"rate": n / (t_end - t0), "cpu_us": cpu_us, "own_us": own_us,
                 "dropped_s": round(t_dropped - t0, 2), "load": round(load, 2)}
 
+    def document(self, pages: int, rounds: int) -> list[dict]:
+        """A long PDF against the same pages as single files: drop → last ack, alternated."""
+        from sohoa.samples import page_jpegs, scanner_pdf
+
+        staging = self.state / "document"
+        jpegs = page_jpegs(pages)
+        pdf = scanner_pdf(staging / "QD-300.pdf", jpegs)
+        singles = []
+        for i, data in enumerate(jpegs, start=1):
+            f = staging / "singles" / f"{i:04d}.jpg"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_bytes(data)
+            singles.append(f)
+        times: dict[str, list[float]] = {"pdf": [], "files": []}
+        loads = []
+        for r in range(rounds):
+            for kind in ("pdf", "files"):
+                env, root, outbox = self.env(f"doc-{kind}-{r}")
+                folder = root / "UBND" / "HS-DOC"
+                folder.mkdir(parents=True)
+                agent = self.agent(env, log=self.state / f"doc-{kind}-{r}" / "watch.log")
+                time.sleep(3)  # watching and connected before the drop
+                loads.append(os.getloadavg()[0])
+                t0 = time.perf_counter()
+                moved = [pdf] if kind == "pdf" else singles
+                for src in moved:
+                    os.rename(src, folder / src.name)
+                t_end = wait_sent(outbox, pages, 600, agent)
+                times[kind].append(t_end - t0)
+                self.stop(agent)
+                for src in moved:
+                    os.rename(folder / src.name, src)
+        pdf_s, files_s = median(times["pdf"]), median(times["files"])
+        return [
+            {"name": f"{pages}-page PDF ({pdf.stat().st_size // 1_000_000} MB): drop → last "
+                     f"page's Kafka ack, median of {rounds}", "value": round(pdf_s, 2),
+             "unit": "s", "load": round(max(loads), 2)},
+            {"name": f"the same {pages} pages as single JPEG files, median of {rounds}",
+             "value": round(files_s, 2), "unit": "s"},
+            {"name": "  runs (PDF / files)", "value": " ".join(
+                f"{a:.2f}/{b:.2f}" for a, b in zip(times["pdf"], times["files"], strict=True)),
+             "unit": "s"},
+            {"name": "PDF time / single files time", "value": round(pdf_s / files_s, 2),
+             "unit": "ratio"},
+        ]
+
     def _raw_limit(self, n: int, files: list[Path], size: int) -> dict:
         """Same bytes, same run: one thread hashing the page files, then kafka-python producing
         as many page events (acks=all, idempotent) to a topic laid out like the agent's."""
@@ -458,7 +507,7 @@ class Bench:
 
 def run(only: list[str], drop_n: int, drop_size: int, catch_n: int, idle_s: float,
         reconcile_s: float, mem_n: int, keep: bool, drop_mode: str = "rename",
-        pairs: int = 3) -> dict:
+        pairs: int = 3, doc_pages: int = 300) -> dict:
     from infra.kafka import KafkaNode
     from infra.stack import settings_for_stack
 
@@ -474,6 +523,9 @@ def run(only: list[str], drop_n: int, drop_size: int, catch_n: int, idle_s: floa
     try:
         if not only or "drop" in only:
             figures += bench.drop(drop_n, drop_size, drop_mode, pairs)
+            print(json.dumps(figures, indent=1), file=sys.stderr)
+        if not only or "document" in only:
+            figures += bench.document(doc_pages, pairs)
             print(json.dumps(figures, indent=1), file=sys.stderr)
         if not only or "catchup" in only:
             figures += bench.catch_up_and_idle(catch_n, idle_s, reconcile_s)
@@ -491,7 +543,9 @@ def run(only: list[str], drop_n: int, drop_size: int, catch_n: int, idle_s: floa
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--only", action="append", default=[], choices=["drop", "catchup", "memory"])
+    ap.add_argument("--only", action="append", default=[],
+                    choices=["drop", "document", "catchup", "memory"])
+    ap.add_argument("--document-pages", type=int, default=300)
     ap.add_argument("--drop-pages", type=int, default=10_000)
     ap.add_argument("--drop-bytes", type=int, default=100_000)
     ap.add_argument("--drop-mode", choices=["rename", "write"], default="rename",
@@ -513,7 +567,7 @@ def main(argv: list[str] | None = None) -> dict:
     idle_s = args.idle_seconds if args.idle_seconds is not None else args.reconcile_seconds
     result = run(args.only, args.drop_pages, args.drop_bytes, args.catchup_pages,
                  idle_s, args.reconcile_seconds, args.memory_pages, args.keep,
-                 args.drop_mode, args.pairs)
+                 args.drop_mode, args.pairs, args.document_pages)
     return emit(result, args.json)
 
 

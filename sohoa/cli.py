@@ -12,6 +12,7 @@ import click
 
 from sohoa import __version__
 from sohoa.config import load_config
+from sohoa.errors import ConfigError, ExitCode
 from sohoa.logs import setup_logging
 
 # command name -> "module:attribute" of a click.Command, imported only when used.
@@ -42,9 +43,15 @@ class LazyGroup(click.Group):
         module, attr = LAZY_COMMANDS[cmd_name].split(":")
         try:
             return getattr(importlib.import_module(module), attr)
-        except ImportError as exc:
-            missing = getattr(exc, "name", None) or str(exc)
+        except ModuleNotFoundError as exc:
+            missing = exc.name or ""
+            if not missing or missing.split(".")[0] in OWN_PACKAGES:
+                raise  # a bug in sohoa itself: its traceback, not advice to install
             return _unavailable(cmd_name, missing)
+
+
+# sohoa's own top-level packages: a module of these missing is a bug, never an install step.
+OWN_PACKAGES = frozenset({"sohoa", "producers", "streams", "consumers", "infra", "bench"})
 
 
 def _unavailable(name: str, missing: str) -> click.Command:
@@ -52,11 +59,12 @@ def _unavailable(name: str, missing: str) -> click.Command:
                    context_settings={"ignore_unknown_options": True})
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def cmd(args: tuple[str, ...]) -> None:
-        raise click.ClickException(
-            f"Lệnh '{name}' cần gói chưa cài: {missing}. "
-            f"Cài bằng: pip install 'sohoa[central]' (hoặc sohoa[site] cho máy quét). "
-            f"(command '{name}' needs {missing}: install sohoa[central])"
-        )
+        click.echo(
+            f"Lệnh '{name}' cần gói chưa cài: {missing}. Trên máy chủ trung tâm, cài bằng: "
+            f"pip install -e '.[central]' trong thư mục mã nguồn sohoa (máy quét chỉ cần "
+            f"'.[site]' và lệnh 'sohoa watch'). (command '{name}' needs the third-party "
+            f"package {missing}: install sohoa's central extra)", err=True)
+        sys.exit(ExitCode.UNAVAILABLE)
     return cmd
 
 
@@ -81,6 +89,9 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
         settings = load_config(config_path)
     except FileNotFoundError as exc:
         raise click.ClickException(f"Không tìm thấy tệp cấu hình: {exc}") from None
+    except ConfigError as exc:
+        click.echo(f"Lỗi cấu hình: {exc}", err=True)
+        ctx.exit(exc.exit_code)
     setup_logging(settings.logging.level, settings.logging.json_format)
     ctx.obj = settings
 

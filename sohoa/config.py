@@ -28,7 +28,14 @@ DEFAULT_CONFIG_FILE = Path("sohoa.toml")
 _config_file: Path | None = None
 
 
-class KafkaConfig(BaseModel):
+class Section(BaseModel):
+    """A section of the configuration: a key it does not know is an error naming the key and
+    its section (a typo such as ``min_dpii`` must not silently leave the default in force)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaConfig(Section):
     bootstrap: str = "127.0.0.1:19092"
     client_id: str = "sohoa"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -57,7 +64,7 @@ class KafkaConfig(BaseModel):
         return kw
 
 
-class TopicsConfig(BaseModel):
+class TopicsConfig(Section):
     """Topic names; partitions, retention and compaction live in infra/topics.toml."""
 
     site_events: str = "sohoa.site-events"
@@ -69,7 +76,7 @@ class TopicsConfig(BaseModel):
 _LOCAL_DSN = "postgresql://{role}@127.0.0.1:15432/sohoa?passfile=.state/secrets/pgpass"
 
 
-class PostgresConfig(BaseModel):
+class PostgresConfig(Section):
     """Three roles, least privilege first: the writer (``dsn``: the consumer, plan imports),
     the reader (``reader_dsn``: status, reports, reconcile, /metrics gauges) and the owner
     (``owner_dsn``: migrations only).
@@ -97,7 +104,7 @@ class PostgresConfig(BaseModel):
         return self.dsn.get_secret_value()
 
 
-class StackConfig(BaseModel):
+class StackConfig(Section):
     """The local stack that `sohoa up` runs on this machine."""
 
     state_dir: Path = Path(".state")
@@ -119,7 +126,7 @@ class StackConfig(BaseModel):
     stop_timeout_s: float = 30.0     # SIGTERM → SIGKILL after this long in `sohoa down`
 
 
-class WatcherConfig(BaseModel):
+class WatcherConfig(Section):
     site_id: str = "demo"
     roots: list[Path] = [Path(".state/hotfolder")]
     layout: str = "{fonds}/{file}/{page}"
@@ -145,7 +152,6 @@ class WatcherConfig(BaseModel):
     metrics_port: int | None = None
     # Loopback: a site that wants the centre to scrape its agent sets its VPN address here.
     metrics_addr: str = "127.0.0.1"
-    quarantine_dir: Path | None = None
     hash_workers: int = 0               # 0 = min(4, cores): hashing releases the GIL
     kafka_block_s: float = 10.0         # longest a send or connect may block on a missing broker
     delivery_timeout_s: float = 120.0   # then the record is re-sent from the outbox
@@ -154,7 +160,7 @@ class WatcherConfig(BaseModel):
     outbox_retain_sent_s: float = 30 * 86400.0  # sent events kept for audit, then pruned
 
 
-class QcConfig(BaseModel):
+class QcConfig(Section):
     """TT 02/2019/TT-BNV floor and the image checks' thresholds."""
 
     min_dpi: int = 200
@@ -186,7 +192,7 @@ class QcConfig(BaseModel):
     pages_per_task: int = 16       # a document's pages per pool task (several workers share it)
 
 
-class SourceSiteConfig(BaseModel):
+class SourceSiteConfig(Section):
     """Where one site's pages may be read at the centre."""
 
     model_config = ConfigDict(extra="forbid")
@@ -194,7 +200,7 @@ class SourceSiteConfig(BaseModel):
     roots: list[Path] = Field(min_length=1)
 
 
-class SourcesConfig(BaseModel):
+class SourcesConfig(Section):
     """What the centre's workers (QC, OCR) may read when an event names a page
     (`streams/sources.py`). A page is read only under its own site's roots; nothing else."""
 
@@ -220,7 +226,7 @@ class SourcesConfig(BaseModel):
         return v
 
 
-class OcrConfig(BaseModel):
+class OcrConfig(Section):
     enabled: bool = True
     # Tesseract languages of a page when the file's manifest names none for its document
     # (its documents[].language, e.g. "vie+eng", reaches the OCR job through
@@ -252,7 +258,7 @@ class OcrConfig(BaseModel):
     skip_when_rescan: bool = True  # no OCR for a file whose verdict will be needs-rescan
 
 
-class StreamsConfig(BaseModel):
+class StreamsConfig(Section):
     app_id: str = "sohoa-assembly"
     ocr_app_id: str = "sohoa-ocr"
     web_port: int = 16066
@@ -282,14 +288,14 @@ class StreamsConfig(BaseModel):
     loglevel: str = "WARNING"      # of Faust's own worker logging
 
 
-class VerdictConfig(BaseModel):
+class VerdictConfig(Section):
     # A file with more failed pages than this share is rejected as a whole (redo the file) ...
     max_failed_pages_share_for_reject: float = 0.5
     reject_min_pages: int = 4      # ... when it has at least this many pages
     min_mean_ocr_confidence: float = 0.0
 
 
-class ConsumerConfig(BaseModel):
+class ConsumerConfig(Section):
     group_id: str = "sohoa-progress"
     # Only a backlog fills a batch (batch_max_ms closes it otherwise); then each merge statement's
     # fixed cost is shared by more events: 8000 costs ~14% less CPU per event than 2000 (bench).
@@ -300,7 +306,7 @@ class ConsumerConfig(BaseModel):
     gauge_cache_s: float = 10.0
 
 
-class CampaignConfig(BaseModel):
+class CampaignConfig(Section):
     name: str = "Số hóa tài liệu lưu trữ"
     timezone: str = "Asia/Ho_Chi_Minh"
     workdays: list[int] = [0, 1, 2, 3, 4]  # Monday=0
@@ -311,7 +317,7 @@ class CampaignConfig(BaseModel):
     forecast_window_days: int = 10
 
 
-class ReportsConfig(BaseModel):
+class ReportsConfig(Section):
     """Figures of the reports officers sign."""
 
     # A page counts as A4 (or A3) when each side exceeds that format's by at most this share,
@@ -326,7 +332,7 @@ def _sim_topics() -> TopicsConfig:
                         dead_letters="sohoa.sim.dead-letters")
 
 
-class SimulateConfig(BaseModel):
+class SimulateConfig(Section):
     """`sohoa simulate`: synthetic campaign traffic for demos, the boards' tests, benchmarks.
 
     Simulated traffic lives apart from real work: its own topics (never the ones in `topics`,
@@ -355,7 +361,7 @@ class SimulateConfig(BaseModel):
     image_px: tuple[int, int] = (1240, 1754)  # A5 at 200 dpi: passes the TT 02 floor
 
 
-class IdentityConfig(BaseModel):
+class IdentityConfig(Section):
     """Which site produced a record (`sohoa/identity.py`): HMAC-SHA256 under a per-site secret."""
 
     model_config = ConfigDict(extra="forbid")
@@ -389,14 +395,16 @@ def _long_enough(secret: SecretStr, name: str) -> None:
         raise ValueError(f"{name}: at least 32 characters (e.g. `openssl rand -hex 32`)")
 
 
-class LoggingConfig(BaseModel):
+class LoggingConfig(Section):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
     level: str = "INFO"
     json_format: bool = Field(default=True, alias="json")
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="SOHOA_", env_nested_delimiter="__", extra="ignore",
+        env_prefix="SOHOA_", env_nested_delimiter="__", extra="forbid",
     )
 
     kafka: KafkaConfig = KafkaConfig()
@@ -449,10 +457,32 @@ def config_file() -> Path | None:
 
 
 def load_config(path: Path | None = None, **overrides: Any) -> Settings:
-    """Build the effective settings; ``path`` wins over ``$SOHOA_CONFIG``."""
+    """Build the effective settings; ``path`` wins over ``$SOHOA_CONFIG``. A key no section
+    knows, or a value of the wrong kind, is a :class:`sohoa.errors.ConfigError` naming it."""
+    from pydantic import ValidationError
+
+    from sohoa.errors import ConfigError
+
     global _config_file
     if path is not None:
         if not path.exists():
             raise FileNotFoundError(f"config file not found: {path}")
         _config_file = path
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_config_error(exc)) from None
+
+
+def describe_config_error(exc: Any) -> str:
+    """One line per fault, in Vietnamese first: the key with its section, and what is wrong."""
+    lines = []
+    for e in exc.errors():
+        key = ".".join(str(x) for x in e["loc"])
+        if e["type"] == "extra_forbidden":
+            section, _, name = key.rpartition(".")
+            where = f"mục [{section}]" if section else "cấp ngoài cùng"
+            lines.append(f"khóa không hợp lệ '{name}' trong {where} (unknown key {key})")
+        else:
+            lines.append(f"'{key}': {e['msg']}")
+    return "; ".join(lines)

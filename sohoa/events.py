@@ -524,8 +524,15 @@ class PageRemovedV1(_V1):
     path: str = ""
 
     def upgrade(self) -> PageRemoved:
-        return PageRemoved(**self._common(), document=_document_of(self.path, "", self.page_no),
-                           sha256=self.sha256, path=self.path)
+        if self.path:
+            return PageRemoved(**self._common(), document=_document_of(self.path, "",
+                                                                       self.page_no),
+                               sha256=self.sha256, path=self.path)
+        # No path: named by number only, as a version-1 check is (the consumer resolves it).
+        return PageRemoved.model_construct(
+            schema_=SchemaRef(name=PageRemoved.NAME, version=PageRemoved.VERSION),
+            **self._common(), document=legacy_document(self.page_no), page_index=1,
+            sha256=self.sha256, path="")
 
 
 class FileManifestV1(_V1):
@@ -718,6 +725,8 @@ def parse_event(raw: bytes | str | dict[str, Any]) -> Event:
             return legacy.model_validate(data).upgrade()
         except ValidationError as exc:
             raise InvalidEvent(f"{legacy.NAME} v1: {_describe(exc)}", _raw(raw)) from None
+        except ValueError as exc:  # e.g. a URI urllib cannot split ("file://[x/y.tif")
+            raise InvalidEvent(f"{legacy.NAME} v1: {exc}", _raw(raw)) from None
     cls = _BY_NAME.get(schema["name"])
     if cls is None:
         raise InvalidEvent(f"field 'schema.name': unknown event {schema['name']!r}", _raw(raw))

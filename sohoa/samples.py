@@ -119,3 +119,32 @@ def tiny_png(path: Path, dpi: int = 200, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, "PNG", dpi=(dpi, dpi))
     return path
+
+
+def page_jpegs(pages: int, dpi: int = 200, quality: int = 70) -> list[bytes]:
+    """``pages`` distinct scanned pages as JPEG bytes, cheaply: a few rendered pages, each copy
+    marked apart by a row of dots encoding its index, so no two pages share a digest."""
+    import io
+
+    bases = [render_page(PageSpec(seed=s, noise=0.002, dpi=dpi)) for s in range(6)]
+    out = []
+    for i in range(pages):
+        img = bases[i % len(bases)].copy()
+        for k in range(16):
+            img.putpixel((40 + 3 * k, 40), (0, 0, 0) if (i >> k) & 1 else (250, 250, 250))
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=quality, dpi=(dpi, dpi))
+        out.append(buf.getvalue())
+    return out
+
+
+def scanner_pdf(path: Path, jpegs: list[bytes]) -> Path:
+    """A multi-page PDF as a document scanner writes it (one JPEG per page), written under a
+    temp name and renamed, so a watcher sees the whole document or nothing."""
+    import img2pdf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_bytes(img2pdf.convert(jpegs))
+    tmp.replace(path)
+    return path

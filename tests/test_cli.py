@@ -43,3 +43,32 @@ def test_schema_export_and_validate(tmp_path) -> None:
     fail = runner.invoke(main, ["schema", "validate"], input=good + "\n" + json.dumps(bad) + "\n")
     assert fail.exit_code == 1
     assert "dòng 2" in fail.output and "page_index" in fail.output
+
+
+def test_the_loader_advises_an_install_only_for_a_missing_third_party_module(
+        monkeypatch) -> None:
+    """A missing third-party package is an install step; an ImportError raised by a bug in
+    sohoa's own code must surface with its traceback, not as advice to install."""
+    import importlib
+
+    from sohoa import cli as cli_mod
+    from sohoa.errors import ExitCode
+
+    real = importlib.import_module
+
+    def fake(name: str, *a, **kw):
+        if name == "consumers.cli":
+            raise ModuleNotFoundError("No module named 'psycopg'", name="psycopg")
+        if name == "infra.cli":
+            raise ModuleNotFoundError("No module named 'consumers.gone'",
+                                      name="consumers.gone")
+        return real(name, *a, **kw)
+
+    monkeypatch.setattr(cli_mod.importlib, "import_module", fake)
+    runner = CliRunner()
+    third_party = runner.invoke(main, ["status"])
+    assert third_party.exit_code == ExitCode.UNAVAILABLE
+    assert "psycopg" in third_party.output and "central" in third_party.output
+    own_bug = runner.invoke(main, ["up"])
+    assert isinstance(own_bug.exception, ModuleNotFoundError)
+    assert "install" not in own_bug.output

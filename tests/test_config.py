@@ -116,3 +116,31 @@ def test_postgres_roles_default_to_the_local_stack_and_follow_an_explicit_dsn(
     monkeypatch.setenv("SOHOA_POSTGRES__DSN", "postgresql://w@db.tinh/sohoa")
     other = load_config().postgres
     assert other.reader_dsn is None and other.owner_dsn is None
+
+
+@pytest.mark.parametrize(("text", "key", "section"), [
+    ("[qc]\nmin_dpii = 300\n", "min_dpii", "[qc]"),
+    ("[watcher]\nstability_windows_s = 5\n", "stability_windows_s", "[watcher]"),
+    ('[kafak]\nbootstrap = "127.0.0.1:9092"\n', "kafak", "cấp ngoài cùng"),
+    ('[watcher]\nquarantine_dir = "/tmp/q"\n', "quarantine_dir", "[watcher]"),
+])
+def test_an_unknown_key_is_refused_naming_it_and_its_section(tmp_path, text, key,
+                                                              section) -> None:
+    from sohoa.errors import ConfigError, ExitCode
+
+    p = _toml(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    assert f"'{key}'" in str(exc.value) and section in str(exc.value)
+    # The CLI says so and exits with EX_CONFIG, whatever the command.
+    result = CliRunner().invoke(main, ["--config", str(p), "config", "show"])
+    assert result.exit_code == ExitCode.CONFIG == 78
+    assert "Lỗi cấu hình" in result.output and key in result.output
+
+
+def test_a_typo_in_an_environment_override_is_refused(monkeypatch) -> None:
+    from sohoa.errors import ConfigError
+
+    monkeypatch.setenv("SOHOA_QC__MIN_DPII", "300")
+    with pytest.raises(ConfigError, match="min_dpii"):
+        load_config()

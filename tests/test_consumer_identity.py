@@ -12,7 +12,6 @@ import pytest
 
 from consumers.apply import BatchApplier, Record
 from consumers.synth import sha
-from sohoa import events as ev
 from sohoa.events import (
     CheckResult,
     FileAssembled,
@@ -260,22 +259,10 @@ def test_a_version_1_check_waits_for_its_page_and_a_replay_changes_nothing(pg) -
     assert conn.execute("SELECT check_passed FROM pages").fetchone() == (False,)
 
 
-def _removal_by_number(self: ev.PageRemovedV1) -> ev.PageRemoved:
-    """PageRemovedV1.upgrade as proposed to the contract: with no path, the removal names its
-    page by number only, as a version-1 check does (today it names a document "3", which a page
-    named by its URI never is)."""
-    document = (ev._document_of(self.path, "", self.page_no) if self.path
-                else ev.legacy_document(self.page_no))
-    return ev.PageRemoved.model_construct(
-        schema_=ev.SchemaRef(name=ev.PageRemoved.NAME, version=ev.PageRemoved.VERSION),
-        **self._common(), document=document, page_index=1, sha256=self.sha256, path=self.path)
-
-
 @pytest.mark.parametrize("together", [False, True], ids=["apart", "one batch"])
 @pytest.mark.parametrize("copy_first", [True, False], ids=["copy", "dedup"])
-def test_a_version_1_removal_named_by_number_finds_its_page(stack, monkeypatch, together,
+def test_a_version_1_removal_named_by_number_finds_its_page(stack, together,
                                                              copy_first) -> None:
-    monkeypatch.setattr(ev.PageRemovedV1, "upgrade", _removal_by_number)
     scan = _v1("PageScanned", event_id="v1-scan-uri", occurred_at="2026-03-03T02:00:00Z",
                page_no=3, uri="s3://kho/Trang%2003.tif", sha256=sha("p3"), size_bytes=10,
                media_type="image/tiff")

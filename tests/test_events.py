@@ -266,3 +266,18 @@ def test_ocr_progress_cannot_claim_more_pages_done_than_there_are() -> None:
         parse_event(ev.OcrProgress(site_id="s1", file_code="F", pages_done=2,
                                    pages_total=2).to_json().replace(b'"pages_done":2',
                                                                     b'"pages_done":3'))
+
+
+def test_a_version_1_removal_without_a_path_is_named_by_number() -> None:
+    data = {"schema": {"name": "PageRemoved", "version": 1}, "site_id": "s", "file_code": "F",
+            "page_no": 7, "sha256": SHA}
+    e = parse_event(json.dumps(data).encode())
+    assert (e.document, e.page_index) == (ev.legacy_document(7), 1)
+
+
+def test_a_version_1_uri_urllib_cannot_split_is_an_invalid_event() -> None:
+    data = {"schema": {"name": "FileAssembled", "version": 1}, "site_id": "s",
+            "file_code": "F", "pages": [{"page_no": 1, "uri": "file://[x/y.tif", "sha256": SHA}]}
+    with pytest.raises(InvalidEvent) as exc:
+        parse_event(json.dumps(data).encode())
+    assert exc.value.reason.startswith("FileAssembled v1:")
