@@ -157,6 +157,10 @@ class QcConfig(BaseModel):
     """TT 02/2019/TT-BNV floor and the image checks' thresholds."""
 
     min_dpi: int = 200
+    # Art. 8 TT 05/2025: maps and drawings at 300 dpi. A document whose type (tên loại, from
+    # the manifest's record) starts with one of these, case and accents aside, gets that floor.
+    min_dpi_large_format: int = 300
+    large_format_types: list[str] = ["Bản đồ", "Bản vẽ"]
     require_colour: bool = True
     min_width_mm: float = 140.0    # a little under A5's short side
     max_width_mm: float = 440.0    # a little over A3's long side
