@@ -53,7 +53,10 @@ def check(packages: list[Path]) -> dict[Path, list[str]]:
         if not line.startswith("{"):
             continue
         item = json.loads(line)
-        out[Path(item["package"])] = faults(item["report"])
+        if "error" in item:
+            out[Path(item["package"])] = [f"không kiểm tra được gói: {item['error']}"]
+        else:
+            out[Path(item["package"])] = faults(item["report"])
     return out
 
 

@@ -42,8 +42,12 @@ def main() -> int:
     from eark_validator.specifications.specification import SpecificationVersion
 
     for p in packages:
-        report = validator.PackageValidator(Path(p), SpecificationVersion(version)) \
-            .validation_report
+        try:
+            report = validator.PackageValidator(Path(p), SpecificationVersion(version)) \
+                .validation_report
+        except Exception as exc:  # a corrupt package is that package's fault, not a crash
+            print(json.dumps({"package": p, "error": f"{type(exc).__name__}: {exc}"}))
+            continue
         print(json.dumps({"package": p, "report": json.loads(report.model_dump_json())}))
     return 0
 
