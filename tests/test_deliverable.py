@@ -185,6 +185,27 @@ def test_handover_builds_and_verifies_and_the_store_shows_it(world, handed_over)
                             (SITE,)).fetchone()
     assert steps == [("H01.1.05", "verified"), ("H01.1.06", "verified")]
     assert site == (2, 2, 2, 4)
+    _status_and_report_show_it(world)
+
+
+def _status_and_report_show_it(world) -> None:
+    from openpyxl import load_workbook
+
+    from consumers.reports import build_monthly, write_monthly
+    from consumers.status import collect
+
+    s = world["settings"]
+    with psycopg.connect(s.postgres.reader_dsn.get_secret_value()) as conn:
+        data = collect(conn, s.campaign)
+        rep = build_monthly(conn, s.campaign, T0.year, T0.month)
+    [site] = [x for x in data["sites"] if x["site_id"] == SITE]
+    assert site["deliverable"]["files_verified"] == 2
+    assert site["deliverable"]["pages_verified"] == 4
+    shown = {f["file_code"]: f["deliverable"] for f in data["files"]}
+    assert shown["H01.1.05"] == "verified" and shown["H01.1.07"] is None
+    out = write_monthly(rep, "xlsx", world["dir"] / "thang.xlsx")
+    rows = list(load_workbook(out)["Bàn giao"].iter_rows(values_only=True))
+    assert (SITE, 2, 2, 2, 0, 4, 4) in rows
 
 
 def _copy(root: Path, tmp: Path) -> Path:
