@@ -84,3 +84,7 @@ def faults(report: dict) -> list[str]:
     if str(structure.get("status", "")).lower() == "notwellformed" and not found:
         found.append(f"cấu trúc gói: {structure.get('status')}")
     return found
+
+
+if __name__ == "__main__":  # `make install`: the validator's environment made up front
+    print(ensure())

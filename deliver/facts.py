@@ -187,14 +187,14 @@ def problems(f: FileFacts) -> list[str]:
         out.append("chưa có bản PDF/A (OCR) của lần nghiệm thu này")
     elif not f.ocr_pdf.is_file():
         out.append(f"không thấy bản PDF/A {f.ocr_pdf}")
-    elif _sha256(f.ocr_pdf) != f.ocr_sha256:
+    elif sha256_file(f.ocr_pdf) != f.ocr_sha256:
         out.append(f"bản PDF/A {f.ocr_pdf.name} đã bị thay đổi sau OCR (SHA-256 khác)")
     elif [(p.document, p.page_index) for p in f.pages] != f.ocr_pages:
         out.append("các trang của bản PDF/A không khớp các trang đã nghiệm thu")
     return out
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -12,7 +12,6 @@ the biên bản giao nhận (DOCX and PDF), the list of packages (JSON) and a ch
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -20,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from deliver.facts import FileFacts
+from deliver.facts import FileFacts, sha256_file
 from deliver.package import BuiltPackage
 from sohoa.config import Settings
 from sohoa.metadata import vn_int
@@ -85,14 +84,6 @@ def write_sums(root: Path) -> None:
     tmp = root / f".{SUMS_NAME}.{os.getpid()}.tmp"
     tmp.write_text("".join(rows), encoding="utf-8")
     os.replace(tmp, root / SUMS_NAME)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 _COLUMNS = ("STT", "Phông", "Mã hồ sơ", "Tiêu đề hồ sơ", "Thời gian", "Thời hạn bảo quản",

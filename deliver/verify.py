@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from lxml import etree
 
 from deliver import csip
+from deliver.facts import sha256_file
 from deliver.handover import (
     CATALOGUE_NAME,
     LIST_NAME,
@@ -24,7 +25,6 @@ from deliver.handover import (
     MINUTES_PDF,
     PACKAGES_DIR,
     SUMS_NAME,
-    sha256_file,
 )
 from deliver.ipxml import METS, XLINK, q
 from deliver.signing import check_signature
