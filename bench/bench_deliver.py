@@ -7,9 +7,10 @@ Each file's OCR output is a PDF/A-2b made by ocrmypdf from A4 colour JPEG pages 
 (OCR skipped: packaging does not read the text); `deliver.package.build` then splits it by
 document, signs each copy (PKCS#12, a CA the bench makes), writes METS/EAD/PREMIS validated
 against the shipped XSDs and zips the package. Figures: packages per minute and pages per
-second of that build, the time per step (split+sign, XML, zip) as a share, and the package's
-bytes per page beside the signed PDFs' bytes per page (the metadata's overhead). No broker or
-database: the facts are built in memory as the progress store would give them.
+second of that build (one process, one file after another), and the package's bytes per page
+beside the signed PDFs' and the OCR output's bytes per page (the overhead of the metadata,
+signatures and schemas). No broker or database: the facts are built in memory as the
+progress store would give them.
 """
 
 from __future__ import annotations
