@@ -37,8 +37,8 @@ def _cfg(p12: Path, **kw) -> SigningConfig:
                             "pkcs12_passphrase": SecretStr(PASSPHRASE), **kw})
 
 
-def _stamp(path: Path) -> tuple[list[float], bytes, str]:
-    """The signature widget's rectangle, its appearance stream and its font's name."""
+def _stamp(path: Path) -> tuple[list[float], bytes, str, list[float]]:
+    """The signature widget's rectangle, appearance stream, font name and the page box."""
     with pikepdf.open(path) as pdf:
         page = pdf.pages[0]
         annot = next(a for a in page.obj.Annots if a.get("/FT") == "/Sig")
