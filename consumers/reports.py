@@ -23,6 +23,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from consumers.cells import cells
+from consumers.deliverables import SiteDeliverable, by_site
 from consumers.forecast import WorkCalendar, forecast_site
 from consumers.page_sizes import SIZE_CLASS_VI, SizeClass, SizeTally
 from sohoa.config import CampaignConfig, ReportsConfig
@@ -80,6 +81,8 @@ class MonthlyReport:
     chart_days: list[date] = field(default_factory=list)
     chart_actual: list[float | None] = field(default_factory=list)
     chart_planned: list[float] = field(default_factory=list)
+    # The deliverable per site (packaged / handed over / verified), as of the report.
+    deliverables: dict[str, SiteDeliverable] = field(default_factory=dict)
 
     @property
     def title(self) -> str:
@@ -213,7 +216,7 @@ def build_monthly(conn: psycopg.Connection, campaign: CampaignConfig, year: int,
         running += float(totals_by_day.get(day, 0))
         actual.append(running if day <= as_of else None)
     return MonthlyReport(year, month, today, as_of, rows, chart_days, actual,
-                         [float(x) for x in planned])
+                         [float(x) for x in planned], by_site(conn))
 
 
 MONTHLY_HEADERS = ["Đơn vị", "Mã điểm", "Tên điểm", "Nhà thầu", "Kế hoạch (trang)",
@@ -335,6 +338,14 @@ def _monthly_xlsx(rep: MonthlyReport, out: Path) -> Path:
         chart.set_categories(Reference(cs, min_col=1, min_row=2, max_row=last_row))
         chart.width, chart.height = 28, 14
         cs.add_chart(chart, "E2")
+    bs = wb.create_sheet("Bàn giao")
+    bs.append(cells(["Mã điểm", "Hồ sơ đã đóng gói", "Hồ sơ đã bàn giao",
+                     "Hồ sơ đã kiểm tra đạt", "Hồ sơ kiểm tra không đạt", "Trang đã đóng gói",
+                     "Trang đã kiểm tra đạt"]))
+    for r in rep.rows:
+        d = rep.deliverables.get(r.site_id, SiteDeliverable())
+        bs.append(cells([r.site_id, d.files_packaged, d.files_handed_over, d.files_verified,
+                         d.files_verify_failed, d.pages_packaged, d.pages_verified]))
     wb.save(out)
     return out
 

@@ -112,6 +112,7 @@ class StackConfig(Section):
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
     kafka_version: str = "3.9.1"
+    verapdf_version: str = "1.30.2"  # PDF/A validator for tests and bench (infra/verapdf.py)
     kafka_heap: str = "512m"
     kafka_home: Path | None = Field(default=None, description="Use an existing Kafka install")
     postgres_port: int = 15432
@@ -163,6 +164,10 @@ class QcConfig(Section):
     """TT 02/2019/TT-BNV floor and the image checks' thresholds."""
 
     min_dpi: int = 200
+    # Art. 8 TT 05/2025: maps and drawings at 300 dpi. A document whose type (tên loại, from
+    # the manifest's record) starts with one of these, case and accents aside, gets that floor.
+    min_dpi_large_format: int = 300
+    large_format_types: list[str] = ["Bản đồ", "Bản vẽ"]
     require_colour: bool = True
     min_width_mm: float = 140.0    # a little under A5's short side
     max_width_mm: float = 440.0    # a little over A3's long side
@@ -383,6 +388,41 @@ def _long_enough(secret: SecretStr, name: str) -> None:
         raise ValueError(f"{name}: at least 32 characters (e.g. `openssl rand -hex 32`)")
 
 
+class SigningConfig(Section):
+    """The digitizing body's signature on each digitized document (Art. 8 TT 05/2025):
+    `deliver/signing.py`. The key comes from a PKCS#12 file or a PKCS#11 token (USB token)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    body_name: str = Field(default="", description="Tên cơ quan số hóa, shown on the stamp")
+    pkcs12_path: Path | None = None
+    pkcs12_passphrase: SecretStr | None = None
+    pkcs11_lib: Path | None = Field(default=None, description="The token's PKCS#11 module")
+    pkcs11_token_label: str | None = None
+    pkcs11_pin: SecretStr | None = None
+    pkcs11_key_label: str | None = None
+    pkcs11_cert_label: str | None = None
+    # Times New Roman where installed, else a metric-compatible font (Liberation Serif).
+    font_path: Path | None = None
+    timezone: str = "Asia/Ho_Chi_Minh"   # the signing time on the stamp (ISO 8601)
+    font_size_pt: float = 10.0
+    margin_pt: float = 18.0              # from the first page's top and right edges
+    # CA certificates a signature must chain to (`handover verify`, the signing self-check).
+    trust_roots: list[Path] = []
+
+
+class DeliverConfig(Section):
+    """Packages and hand-overs (`sohoa package`, `sohoa handover`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    output_dir: Path = Path(".state/deliver")
+    # The receiving archive's code, prefixed to arcFileCode / arcDocCode (Art. 17).
+    archive_code: str = ""
+    agency_name: str = Field(default="", description="Cơ quan giao nộp (biên bản)")
+    receiver_name: str = Field(default="", description="Lưu trữ lịch sử nhận (biên bản)")
+
+
 class LoggingConfig(Section):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -410,6 +450,8 @@ class Settings(BaseSettings):
     reports: ReportsConfig = ReportsConfig()
     simulate: SimulateConfig = SimulateConfig()
     identity: IdentityConfig = IdentityConfig()
+    signing: SigningConfig = SigningConfig()
+    deliver: DeliverConfig = DeliverConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @classmethod

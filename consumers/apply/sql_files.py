@@ -178,7 +178,8 @@ UPDATE files f SET
     classification = m.doc->>'classification', priority = (m.doc->>'priority')::numeric::smallint,
     start_date = m.doc->>'start_date', end_date = m.doc->>'end_date',
     manifest_documents = COALESCE(m.doc->'documents', '[]'::jsonb),
-    metadata = COALESCE(m.doc->'metadata', '{{}}'::jsonb), manifest_at = m.occurred_at
+    metadata = COALESCE(m.doc->'metadata', '{{}}'::jsonb), record = m.doc->'record',
+    manifest_at = m.occurred_at
 FROM (SELECT DISTINCT ON (site_id, fonds, file_code) * FROM stage WHERE etype = 'FileManifest'
       ORDER BY site_id, fonds, file_code, occurred_at DESC, event_id DESC) m
 WHERE {same_file("f", "m")} AND (f.manifest_at IS NULL OR m.occurred_at > f.manifest_at)
