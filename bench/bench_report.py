@@ -24,7 +24,8 @@ from bench.bench_consumer import postgres
 from bench.common import emit
 from consumers.db import migrate
 from consumers.forecast import WorkCalendar
-from consumers.reports import build_monthly, write_monthly
+from consumers.monthly import build_monthly
+from consumers.monthly_doc import write_monthly
 from sohoa.config import CampaignConfig
 
 
@@ -78,7 +79,7 @@ def run(dsn: str | None, sites: int, month: str) -> dict:
             rep = build_monthly(conn, CampaignConfig(), year, mon,
                                 today=first + timedelta(days=45))
             figures["query_and_forecast_s"] = time.perf_counter() - t
-        for fmt in ("csv", "xlsx", "pdf"):
+        for fmt in ("csv", "xlsx", "pdf", "docx"):
             t = time.perf_counter()
             path = write_monthly(rep, fmt, out_dir / f"report.{fmt}")
             figures[f"write_{fmt}_s"] = time.perf_counter() - t

@@ -63,3 +63,11 @@ def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
         parts.append((0, int(chunk)) if i % 2 else (1, chunk))
     parts.append((2, name))
     return tuple(parts)
+
+
+def fold(text: str) -> str:
+    """A name compared without regard to case, diacritics or spacing: "Cty  SỐ Việt" and
+    "cty so viet" fold alike (đ is a letter of its own in Unicode: it folds to d by hand)."""
+    decomposed = unicodedata.normalize("NFD", nfc(text).casefold().replace("đ", "d"))
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(bare.split())

@@ -11,10 +11,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from openpyxl import load_workbook
-
-from consumers.cells import FORMULA_TRIGGERS, neutralise
-from consumers.page_sizes import SizeTally
 from consumers.reports import (
     AcceptanceReport,
     AcceptanceRow,
@@ -24,6 +20,10 @@ from consumers.reports import (
     write_acceptance,
     write_monthly,
 )
+from openpyxl import load_workbook
+
+from consumers.cells import FORMULA_TRIGGERS, neutralise
+from consumers.page_sizes import SizeTally
 from sohoa.events import FileVerdict, PageScanned
 from tests.procs import run_sohoa
 from tests.test_consumer_support import apply_events, fresh_db
