@@ -24,7 +24,7 @@ from sohoa.config import IssuerConfig
 SIZE_COLS = [Col(f"{SIZE_CLASS_VI[c]} (trang)", "int", 1.0, 12) for c in SizeClass] + [
     Col("Quy đổi A4 (trang A4)", "int", 1.0, 12)]
 SITE_COLUMNS = [
-    Col("STT", "text", 0.45, 6), Col("Đơn vị", "text", 1.6, 22),
+    Col("STT", "text", 0.55, 6), Col("Đơn vị", "text", 1.6, 22),
     Col("Điểm số hóa", "text", 1.8, 24), Col("Mã điểm", "text", 1.0, 16, printed=False),
     Col("Hồ sơ nghiệm thu", "int", 0.9, 12), Col("Trang nghiệm thu", "int", 1.0, 12),
     *SIZE_COLS, Col("Số lần yêu cầu quét lại", "int", 0.9, 12),
@@ -38,12 +38,12 @@ FILE_COLUMNS = [
     Col("Ngày nghiệm thu", "date", 1.0, 12),
 ]
 VALUE_COLUMNS = [
-    Col("STT", "text", 0.4, 6), Col("Khổ tài liệu", "text", 2.0, 28),
+    Col("STT", "text", 0.55, 6), Col("Khổ tài liệu", "text", 2.0, 28),
     Col("Số trang", "int", 1.0, 12), Col("Quy đổi (trang A4)", "int", 1.0, 12),
     Col("Đơn vị tính", "text", 1.3, 16), Col("Đơn giá (đồng)", "money", 1.1, 14),
     Col("Thành tiền (đồng)", "money", 1.4, 18),
 ]
-REASON_COLUMNS = [Col("STT", "text", 0.4, 6), Col("Lý do không đạt", "text", 4.0, 50),
+REASON_COLUMNS = [Col("STT", "text", 0.55, 6), Col("Lý do không đạt", "text", 4.0, 50),
                   Col("Số lần", "int", 1.0, 10)]
 REFUSED_COLUMNS = [
     Col("STT", "text", 0.5, 6), Col("Điểm số hóa", "text", 1.6, 24),

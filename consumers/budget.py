@@ -95,7 +95,7 @@ class BudgetReport:
         groups: dict[str, list[BudgetRow]] = defaultdict(list)
         for r in self.rows:
             groups[r.unit].append(r)
-        return sorted(groups.items())
+        return sorted(groups.items(), key=lambda kv: vi.sort_key(kv[0]))
 
 
 def _split(remaining: int, mix: Mix) -> tuple[int, int, int, int]:

@@ -16,7 +16,7 @@ from consumers.official import form as official_form
 from sohoa.config import IssuerConfig
 
 SITE_COLUMNS = [
-    Col("STT", "text", 0.45, 6), Col("Đơn vị / Điểm số hóa", "text", 2.0, 30),
+    Col("STT", "text", 0.55, 6), Col("Đơn vị / Điểm số hóa", "text", 2.0, 30),
     Col("Mã điểm", "text", 1.0, 16, printed=False), Col("Kế hoạch (trang)", "int", 1.0, 12),
     Col("Đã số hóa (trang)", "int", 1.0, 12), Col("Còn lại (trang)", "int", 1.0, 12),
     Col("Khổ A4 trở xuống (trang)", "int", 1.0, 12), Col("Khổ A3 (trang)", "int", 0.9, 12),
@@ -25,7 +25,7 @@ SITE_COLUMNS = [
     Col("Cần đạt (trang/ ngày)", "dec1", 0.9, 10), Col("Cơ sở tính toán", "text", 4.0, 80),
 ]
 UNIT_COLUMNS = [
-    Col("STT", "text", 0.45, 6), Col("Đơn vị", "text", 2.4, 30),
+    Col("STT", "text", 0.55, 6), Col("Đơn vị", "text", 2.4, 30),
     Col("Số điểm", "int", 0.7, 8), Col("Còn lại (trang)", "int", 1.1, 12),
     Col("Quy đổi A4 (trang A4)", "int", 1.1, 12), Col("Kinh phí (đồng)", "money", 1.6, 18),
 ]

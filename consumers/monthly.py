@@ -21,6 +21,7 @@ import numpy as np
 import psycopg
 from psycopg.rows import dict_row
 
+from consumers import vi
 from consumers.calendar_days import load_calendar
 from consumers.forecast import WorkCalendar, forecast_site, required_rate
 from sohoa.config import CampaignConfig
@@ -109,11 +110,11 @@ class MonthlyReport:
         return [r for r in self.rows if not r.planned]
 
     def units(self) -> list[tuple[str, list[MonthlyRow]]]:
-        """The plan's sites by unit, units in name order."""
+        """The plan's sites by unit, units in Vietnamese alphabetical order."""
         groups: dict[str, list[MonthlyRow]] = defaultdict(list)
         for r in self.planned_rows:
             groups[r.unit].append(r)
-        return sorted(groups.items())
+        return sorted(groups.items(), key=lambda kv: vi.sort_key(kv[0]))
 
     def at_risk(self) -> list[MonthlyRow]:
         """Planned sites the forecast puts past their deadline (or stalled with pages left),

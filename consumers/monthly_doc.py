@@ -42,8 +42,8 @@ COLUMNS = [
 ]
 
 AT_RISK_COLUMNS = [
-    Col("STT", "text", 0.4, 6),
-    Col("Điểm số hóa (đơn vị)", "text", 2.2, 34),
+    Col("STT", "text", 0.5, 6),
+    Col("Điểm số hóa (đơn vị)", "text", 2.1, 34),
     Col("Còn lại (trang)", "int", 1.0, 12),
     Col("Ngày làm việc còn lại", "int", 1.0, 12),
     Col("Cần đạt (trang/ ngày)", "dec1", 1.15, 12),

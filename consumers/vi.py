@@ -41,6 +41,14 @@ def long_date(d: date) -> str:
     return f"ngày {d.day:02d} tháng {month} năm {d.year}"
 
 
+def sort_key(text: str) -> tuple[str, str]:
+    """Vietnamese alphabetical order, near enough for names in a list: letters without their
+    marks first (Đ with D, not after Z as in code points), the exact text breaking ties."""
+    from sohoa.naming import fold
+
+    return fold(text), text
+
+
 def money(value: int | None) -> str:
     """12345678 -> "12.345.678 đồng"."""
     return "" if value is None else f"{num(value)} đồng"

@@ -126,4 +126,6 @@ class OfficialDoc:
         return f"{self.heading.doc_type.capitalize()} {self.heading.summary}".strip()
 
     def tables(self) -> list[Table]:
-        return [b for b in [*self.body, *self.appendix] if isinstance(b, Table)]
+        """The appendix's tables (the detail, usually what a spreadsheet is opened for) first,
+        then the body's."""
+        return [b for b in [*self.appendix, *self.body] if isinstance(b, Table)]

@@ -65,6 +65,7 @@ def _rule(container, length_pt: float, avail_pt: float) -> None:
 
 
 def _no_borders(table) -> None:
+    """A layout table: no borders and no cell margins (the heading's lines must fit)."""
     tbl_pr = table._tbl.tblPr
     borders = OxmlElement("w:tblBorders")
     for edge in ("top", "left", "bottom", "right", "insideH", "insideV"):
@@ -72,6 +73,13 @@ def _no_borders(table) -> None:
         el.set(qn("w:val"), "nil")
         borders.append(el)
     tbl_pr.append(borders)
+    margins = OxmlElement("w:tblCellMar")
+    for side in ("left", "right"):
+        el = OxmlElement(f"w:{side}")
+        el.set(qn("w:w"), "0")
+        el.set(qn("w:type"), "dxa")
+        margins.append(el)
+    tbl_pr.append(margins)
 
 
 def _shade(cell, fill: str) -> None:
@@ -85,7 +93,7 @@ def _shade(cell, fill: str) -> None:
 def _heading(doc, d: OfficialDoc) -> None:
     h = d.heading
     party = h.form == "party"
-    left_mm, right_mm = PORTRAIT_TEXT_MM * 0.42, PORTRAIT_TEXT_MM * 0.58
+    left_mm, right_mm = PORTRAIT_TEXT_MM * 0.45, PORTRAIT_TEXT_MM * 0.55
     t = doc.add_table(rows=1, cols=2)
     _no_borders(t)
     t.autofit = False
@@ -145,7 +153,7 @@ def _cell_text(cell, text: str, size: float, *, bold: bool = False, align: str =
 def _table(doc, t: Table, text_mm: float) -> None:
     t = t.printed()
     if t.caption:
-        _para(doc, t.caption, 12, bold=True, space_after=4)
+        _para(doc, t.caption, 12, bold=True, space_after=4).paragraph_format.keep_with_next = True
     table = doc.add_table(rows=1, cols=len(t.columns))
     table.style = "Table Grid"
     table.alignment = WD_TABLE_ALIGNMENT.CENTER
@@ -184,7 +192,8 @@ def _blocks(doc, blocks, text_mm: float) -> None:
             if b.style == "body":
                 _para(doc, b.text, 13, align="justify", indent_cm=1.0, space_after=4)
             elif b.style == "heading":
-                _para(doc, b.text, 13, bold=True, align="left", space_after=3)
+                head = _para(doc, b.text, 13, bold=True, align="left", space_after=3)
+                head.paragraph_format.keep_with_next = True
             elif b.style == "caption":
                 _para(doc, b.text, 12, bold=True, space_after=4)
             elif b.style == "note":
@@ -195,7 +204,8 @@ def _blocks(doc, blocks, text_mm: float) -> None:
             _table(doc, b, text_mm)
         elif isinstance(b, Chart):
             if b.caption:
-                _para(doc, b.caption, 12, bold=True, space_after=4)
+                cap = _para(doc, b.caption, 12, bold=True, space_after=4)
+                cap.paragraph_format.keep_with_next = True
             doc.add_picture(io.BytesIO(b.png), width=Cm(min(b.width_cm, text_mm / 10)))
             doc.paragraphs[-1].alignment = WD_ALIGN_PARAGRAPH.CENTER
 

@@ -75,8 +75,9 @@ def _styles() -> dict[str, ParagraphStyle]:
         "summary": st("summary", b, 14), "p_summary": st("p_summary", b, 14),
         "body": st("body", f, 13, TA_JUSTIFY, firstLineIndent=1 * cm, spaceBefore=3,
                    spaceAfter=3),
-        "heading": st("heading", b, 13, TA_LEFT, spaceBefore=6, spaceAfter=3),
-        "caption": st("caption", b, 12, TA_CENTER, spaceBefore=6, spaceAfter=4),
+        "heading": st("heading", b, 13, TA_LEFT, spaceBefore=6, spaceAfter=3, keepWithNext=1),
+        "caption": st("caption", b, 12, TA_CENTER, spaceBefore=6, spaceAfter=4,
+                      keepWithNext=1),
         "note": st("note", i, 11, TA_JUSTIFY, spaceBefore=2),
         "center": st("center", i, 12, TA_CENTER),
         "recip_title": st("recip_title", f"{f}-bolditalic", 12, TA_LEFT),
@@ -96,7 +97,7 @@ def _p(text: str, style: ParagraphStyle) -> Paragraph:
 def _heading(doc: OfficialDoc, s: dict[str, ParagraphStyle], width: float) -> list[Flowable]:
     h = doc.heading
     party = h.form == "party"
-    left_w, right_w = width * 0.42, width * 0.58
+    left_w, right_w = width * 0.45, width * 0.55
     left: list[Flowable] = []
     if h.parent:
         left.append(_p(h.parent, s["p_parent" if party else "parent"]))
@@ -116,6 +117,7 @@ def _heading(doc: OfficialDoc, s: dict[str, ParagraphStyle], width: float) -> li
                  _p(h.place_date, s["place"])]
     top = RLTable([[left, right]], colWidths=[left_w, right_w])
     top.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"),
+                             ("FONT", (0, 0), (-1, -1), pdf_family()),
                              ("LEFTPADDING", (0, 0), (-1, -1), 0),
                              ("RIGHTPADDING", (0, 0), (-1, -1), 0)]))
     out: list[Flowable] = [top, Spacer(1, 18),
@@ -193,9 +195,9 @@ def _blocks(blocks, s, width: float) -> list[Flowable]:
             ratio = img.imageHeight / img.imageWidth
             w = min(width, b.width_cm * cm)
             img.drawWidth, img.drawHeight = w, w * ratio
-            if b.caption:
-                out.append(_p(b.caption, s["caption"]))
-            out.append(img)
+            # The caption stays with its chart on one page.
+            out.append(KeepTogether([_p(b.caption, s["caption"]), img] if b.caption
+                                    else [img]))
     return out
 
 
@@ -223,6 +225,7 @@ def _closing(doc: OfficialDoc, s: dict[str, ParagraphStyle], width: float) -> Fl
         widths = [width * 0.45, width * 0.55]
     t = RLTable([cells], colWidths=widths)
     t.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"),
+                           ("FONT", (0, 0), (-1, -1), pdf_family()),
                            ("LEFTPADDING", (0, 0), (-1, -1), 0),
                            ("RIGHTPADDING", (0, 0), (-1, -1), 0)]))
     return KeepTogether([Spacer(1, 12), t])
@@ -254,7 +257,8 @@ def write_pdf(doc: OfficialDoc, out: Path) -> Path:
                      pagesize=(land_w, land_h), onPage=number_pages),
     ]
     rl = BaseDocTemplate(str(out), pagesize=A4, pageTemplates=templates, title=doc.title,
-                         author=doc.heading.issuer, creator="sohoa", lang="vi-VN")
+                         author=doc.heading.issuer, creator="sohoa", lang="vi-VN",
+                         initialFontName=family)
     story: list[Flowable] = [*_heading(doc, s, pw), *_blocks(doc.body, s, pw),
                              _closing(doc, s, pw)]
     if doc.appendix:
