@@ -131,6 +131,19 @@ def _heading(doc: OfficialDoc, s: dict[str, ParagraphStyle], width: float) -> li
     return out
 
 
+PAD = 3.0  # reportlab's default top and bottom cell padding
+
+
+def _row_height(row: list, widths: list[float], size: float, spanned: bool) -> float:
+    """The height reportlab would give the row: its tallest wrapped cell plus padding."""
+    heights = [size * 1.2]  # one line of a plain (number) cell
+    for i, (value, w) in enumerate(zip(row, widths, strict=True)):
+        if isinstance(value, Paragraph):
+            avail = sum(widths) if spanned and i == 0 else w
+            heights.append(value.wrap(avail - 4, 10_000)[1])
+    return max(heights) + 2 * PAD
+
+
 def _table(t: Table, s: dict[str, ParagraphStyle], width: float) -> list[Flowable]:
     t = t.printed()
     size = t.font_pt
@@ -139,44 +152,52 @@ def _table(t: Table, s: dict[str, ParagraphStyle], width: float) -> list[Flowabl
     head = ParagraphStyle("h", parent=s["head"], fontSize=size, leading=size * 1.2)
     total_w = sum(c.width for c in t.columns)
     widths = [width * c.width / total_w for c in t.columns]
-    data: list[list] = [[_p(c.title, head) for c in t.columns]]
-    style: list[tuple] = [
+    header = [_p(c.title, head) for c in t.columns]
+    base: list[tuple] = [
         ("FONT", (0, 0), (-1, -1), pdf_family(), size),
         ("GRID", (0, 0), (-1, -1), 0.4, colors.black),
         ("BACKGROUND", (0, 0), (-1, 0), HEADER_BG),
         ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
         ("LEFTPADDING", (0, 0), (-1, -1), 2), ("RIGHTPADDING", (0, 0), (-1, -1), 2),
-    ]
-    for ci, c in enumerate(t.columns):
-        if c.kind != "text":
-            style.append(("ALIGN", (ci, 1), (ci, -1), "RIGHT"))
+    ] + [("ALIGN", (ci, 1), (ci, -1), "RIGHT") for ci, c in enumerate(t.columns)
+         if c.kind != "text"]
     bold = f"{pdf_family()}-bold"
+    # (cells, style commands for that row with row index 0)
+    body: list[tuple[list, list[tuple]]] = []
     for r in t.rows:
-        ri = len(data)
         if r.style == "group":
-            data.append([_p(str(r.values[0]), cell_b)] + [""] * (len(t.columns) - 1))
-            style.append(("SPAN", (0, ri), (-1, ri)))
+            body.append(([_p(str(r.values[0]), cell_b)] + [""] * (len(t.columns) - 1),
+                         [("SPAN", (0, 0), (-1, 0))]))
             continue
         strong = r.style in ("subtotal", "total")
         row = []
         for c, v in zip(t.columns, r.values, strict=True):
             text = show(v, c.kind)
             row.append(_p(text, cell_b if strong else cell) if c.kind == "text" else text)
-        data.append(row)
+        cmds: list[tuple] = []
         if strong:
-            style += [("FONT", (0, ri), (-1, ri), bold, size),
-                      ("BACKGROUND", (0, ri), (-1, ri), SUBTOTAL_BG)]
+            cmds += [("FONT", (0, 0), (-1, 0), bold, size),
+                     ("BACKGROUND", (0, 0), (-1, 0), SUBTOTAL_BG)]
         if r.emphasis:
-            style.append(("TEXTCOLOR", (-1, ri), (-1, ri), LATE))
-            last = row[-1]
-            if isinstance(last, Paragraph):
+            cmds.append(("TEXTCOLOR", (-1, 0), (-1, 0), LATE))
+            if isinstance(row[-1], Paragraph):
                 row[-1] = Paragraph(f'<font color="#C00000">{escape(show(r.values[-1], "text"))}'
                                     "</font>", cell_b if strong else cell)
-    table = LongTable(data, colWidths=widths, repeatRows=1)
-    table.setStyle(TableStyle(style))
+        body.append((row, cmds))
     out: list[Flowable] = []
     if t.caption:
         out.append(_p(t.caption, s["caption"]))
+    data = [header] + [row for row, _ in body]
+    style = list(base)
+    for i, (_row, cmds) in enumerate(body, 1):
+        style += [(name, (a[0], i), (b[0], i), *rest) for name, a, b, *rest in cmds]
+    # Row heights measured once here: given them, reportlab does not measure every remaining
+    # row again at each page break (which made a long table cost O(rows²)).
+    table = LongTable(data, colWidths=widths, repeatRows=1,
+                      rowHeights=[_row_height(row, widths, size,
+                                              r is not None and r.style == "group")
+                                  for row, r in zip(data, [None, *t.rows], strict=True)])
+    table.setStyle(TableStyle(style))
     out.append(table)
     out += [_p(n, s["note"]) for n in t.notes]
     out.append(Spacer(1, 8))
