@@ -194,10 +194,7 @@ def campaign_import(ctx: click.Context, plan: Path, campaign_name: str | None,
     try:
         rows = read_plan(plan, settings.campaign)
     except PlanError as exc:
-        click.echo("Kế hoạch không hợp lệ (invalid plan):", err=True)
-        for e in exc.errors:
-            click.echo(f"  - {e}", err=True)
-        sys.exit(2)
+        _invalid("Kế hoạch không hợp lệ (invalid plan):", exc.errors)
     if dry_run:
         click.echo(f"hợp lệ: {len(rows)} điểm (valid, nothing written)")
         return
@@ -207,6 +204,14 @@ def campaign_import(ctx: click.Context, plan: Path, campaign_name: str | None,
                         source=str(plan), start_date=start,
                         workdays=list(settings.campaign.workdays))
     click.echo(f"đã nhập {n} điểm từ {plan.name} (imported {n} sites)")
+
+
+def _invalid(title: str, errors: list[str]) -> None:
+    """A file the office typed is refused: every bad cell listed, exit 2, nothing written."""
+    click.echo(title, err=True)
+    for e in errors:
+        click.echo(f"  - {e}", err=True)
+    sys.exit(2)
 
 
 def _parse_date_opt(value: str | None) -> date | None:
@@ -281,10 +286,7 @@ def calendar_import(ctx: click.Context, file: Path, replace: bool, dry_run: bool
         try:
             entries = read_calendar(file, plan_sites(conn))
         except CalendarError as exc:
-            click.echo("Lịch không hợp lệ (invalid calendar):", err=True)
-            for e in exc.errors:
-                click.echo(f"  - {e}", err=True)
-            sys.exit(2)
+            _invalid("Lịch không hợp lệ (invalid calendar):", exc.errors)
         if dry_run:
             click.echo(f"hợp lệ: {len(entries)} ngày (valid, nothing written)")
             return
@@ -320,10 +322,6 @@ def report() -> None:
 REPORT_FORMATS = ["docx", "pdf", "xlsx", "csv"]
 
 
-def _doc_date(value: str | None) -> date | None:
-    return _parse_date_opt(value)
-
-
 @report.command("monthly")
 @click.option("--month", required=True, help="MM/YYYY or YYYY-MM, e.g. 03/2026")
 @click.option("--format", "fmt", type=click.Choice(REPORT_FORMATS), default="docx",
@@ -349,7 +347,7 @@ def report_monthly(ctx: click.Context, month: str, fmt: str, out: Path | None,
         year, mon = parse_month(month)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--month") from None
-    signed = _doc_date(doc_date)
+    signed = _parse_date_opt(doc_date)
     out = out or Path(f"bao-cao-tien-do-{year:04d}-{mon:02d}.{fmt}")
     with _schema_needed(), _busy("Đang tổng hợp số liệu…"), \
             _connect(settings, reader=True) as conn:
@@ -404,7 +402,7 @@ def report_acceptance(ctx: click.Context, contractor: str, date_from: str, date_
                                 contract=contract)
     slug = re.sub(r"[^\w]+", "-", names[0]).strip("-") or "nha-thau"
     out = out or Path(f"nghiem-thu-{slug}-{d1:%Y%m%d}-{d2:%Y%m%d}.{fmt}")
-    write_acceptance(data, fmt, out, settings.reports.issuer, _doc_date(doc_date))
+    write_acceptance(data, fmt, out, settings.reports.issuer, _parse_date_opt(doc_date))
     if contract is None:
         click.echo(f"cảnh báo: chưa có hợp đồng của {names[0]!r} trong cấu hình "
                    "(reports.contracts): biên bản không có đơn giá, thành tiền", err=True)
@@ -437,7 +435,7 @@ def report_budget(ctx: click.Context, fmt: str, units: tuple[str, ...], out: Pat
         except BudgetError as exc:
             raise click.ClickException(str(exc)) from None
     out = out or Path(f"du-toan-kinh-phi-{data.as_of:%Y%m%d}.{fmt}")
-    write_budget(data, fmt, out, settings.reports.issuer, _doc_date(doc_date))
+    write_budget(data, fmt, out, settings.reports.issuer, _parse_date_opt(doc_date))
     click.echo(f"đã ghi {out} ({len(data.rows)} điểm)")
 
 
