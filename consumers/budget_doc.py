@@ -47,7 +47,7 @@ def site_table(rep: BudgetReport) -> Table:
     rows: list[Row] = []
     n = 0
     for gi, (unit, members) in enumerate(rep.units()):
-        rows.append(Row([f"{ROMAN[gi] if gi < len(ROMAN) else gi + 1}. {unit}"], "group"))
+        rows.append(Row([ROMAN[gi] if gi < len(ROMAN) else str(gi + 1), unit], "group"))
         for r in members:
             n += 1
             rows.append(Row([str(n), r.name, r.site_id, r.target, r.scanned, r.remaining, r.a4,

@@ -75,7 +75,7 @@ def progress_table(rep: MonthlyReport) -> Table:
     n = 0
     for gi, (unit, members) in enumerate(rep.units()):
         label = ROMAN[gi] if gi < len(ROMAN) else str(gi + 1)
-        rows.append(Row([f"{label}. {unit}"], "group"))
+        rows.append(Row([label, unit], "group"))
         for r in members:
             n += 1
             rows.append(Row(_site_values(str(n), r), emphasis=r.assessment == LATE))
@@ -83,7 +83,7 @@ def progress_table(rep: MonthlyReport) -> Table:
     rows.append(Row(_sum_values(TOTAL_LABEL, rep.planned_rows, planned=True), "total"))
     notes = []
     if rep.unplanned_rows:
-        rows.append(Row([UNPLANNED_GROUP], "group"))
+        rows.append(Row(["", UNPLANNED_GROUP], "group"))
         for i, r in enumerate(rep.unplanned_rows, 1):
             rows.append(Row(_site_values(f"({i})", r)))
         rows.append(Row(_sum_values(UNPLANNED_TOTAL, rep.unplanned_rows, planned=False),
@@ -216,7 +216,7 @@ def _csv(rep: MonthlyReport, out: Path) -> Path:
         w.writerow(cells(c.title for c in table.columns))
         for r in table.rows:
             if r.style == "group":
-                w.writerow(cells([r.values[0]]))
+                w.writerow(cells(r.values))
             else:
                 w.writerow(cells(show(v, c.kind) for v, c in zip(r.values, table.columns,
                                                                  strict=True)))

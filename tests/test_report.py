@@ -222,14 +222,15 @@ def test_monthly_xlsx_figures_match_an_independent_count(month) -> None:
     assert body[SITES[1]][col["Dự kiến hoàn thành"]] > datetime(2026, 4, 30)
     # TỔNG CỘNG: the plan's sites only; the site outside it is listed apart.
     labels = [r[1] for r in rows]
-    groups = [r[0] for r in rows]       # a group's label spans the row from column A
     grand = rows[labels.index(TOTAL_LABEL)]
     assert grand[col["Lũy kế (trang)"]] == sum(total[s] for s in PLANNED)
     assert grand[col["Kế hoạch (trang)"]] == sum(TARGETS.values())
     assert grand[col["Tỷ lệ hoàn thành"]] == pytest.approx(
         sum(total[s] for s in PLANNED) / sum(TARGETS.values()))
-    assert groups.index(UNPLANNED_GROUP) > labels.index(TOTAL_LABEL)
-    assert groups.index("I. Huyện Định Quán") < groups.index("II. Huyện Tân Phú")
+    assert labels.index(UNPLANNED_GROUP) > labels.index(TOTAL_LABEL)
+    # Units in Vietnamese order (Đ with D, before T), numbered I, II in the STT column.
+    assert [r[:2] for r in rows if r[1] in ("Huyện Định Quán", "Huyện Tân Phú")] == [
+        ["I", "Huyện Định Quán"], ["II", "Huyện Tân Phú"]]
     outside = rows[labels.index(UNPLANNED_TOTAL)]
     assert outside[col["Lũy kế (trang)"]] == total[SITES[4]]
     assert outside[col["Đánh giá"]] == "chưa có kế hoạch"

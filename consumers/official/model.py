@@ -46,7 +46,8 @@ RowStyle = Literal["", "group", "subtotal", "total"]
 @dataclass
 class Row:
     values: list[Any]
-    # group: a full-width label (values[0]); subtotal and total: bold sums.
+    # group: a heading row, [number (I, II…), label] in the first two columns, bold; subtotal
+    # and total: bold sums.
     style: RowStyle = ""
     emphasis: bool = False      # e.g. a late site's status, shown in red
 
@@ -67,6 +68,7 @@ class Table:
             return self
         rows = [r if r.style == "group" else
                 Row([r.values[i] for i in keep], r.style, r.emphasis) for r in self.rows]
+        assert all(c.printed for c in self.columns[:2]), "group labels sit in columns 1-2"
         return Table([self.columns[i] for i in keep], rows, self.sheet, self.caption,
                      self.font_pt, self.notes)
 

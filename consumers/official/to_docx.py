@@ -125,12 +125,10 @@ def _heading(doc, d: OfficialDoc) -> None:
 
 
 def _tc(text: str, width: int, size_pt: float, *, bold: bool = False, align: str = "left",
-        red: bool = False, fill: str | None = None, span: int = 1) -> str:
+        red: bool = False, fill: str | None = None) -> str:
     """One table cell as WordprocessingML (rows are written as text and parsed once per
     table: python-docx's element API costs ~10 ms a row, a province's table has thousands)."""
     props = f'<w:tcW w:w="{width}" w:type="dxa"/>'
-    if span > 1:
-        props += f'<w:gridSpan w:val="{span}"/>'
     if fill:
         props += f'<w:shd w:val="clear" w:color="auto" w:fill="{fill}"/>'
     run = ("<w:b/>" if bold else "") + ('<w:color w:val="C00000"/>' if red else "") + \
@@ -157,16 +155,13 @@ def _table(doc, t: Table, text_mm: float) -> None:
         for c, w in zip(t.columns, widths, strict=True)) + "</w:tr>"]
     last = len(t.columns) - 1
     for r in t.rows:
-        if r.style == "group":
-            label = _tc(str(r.values[0]), sum(widths), size, bold=True, span=len(widths))
-            rows.append(f"<w:tr>{label}</w:tr>")
-            continue
-        strong = r.style in ("subtotal", "total")
+        values = r.values + [""] * (len(widths) - len(r.values))
+        strong = r.style in ("subtotal", "total", "group")
         rows.append("<w:tr>" + "".join(
             _tc(show(v, c.kind), w, size, bold=strong,
                 align="left" if c.kind == "text" else "right", red=r.emphasis and i == last,
-                fill="F2F2F2" if strong else None)
-            for i, (c, v, w) in enumerate(zip(t.columns, r.values, widths, strict=True)))
+                fill="F2F2F2" if r.style in ("subtotal", "total") else None)
+            for i, (c, v, w) in enumerate(zip(t.columns, values, widths, strict=True)))
             + "</w:tr>")
     body = parse_xml(f"<w:tbl {nsdecls('w')}>{''.join(rows)}</w:tbl>")
     for tr in list(body):

@@ -76,8 +76,8 @@ def _styles() -> dict[str, ParagraphStyle]:
         "body": st("body", f, 13, TA_JUSTIFY, firstLineIndent=1 * cm, spaceBefore=3,
                    spaceAfter=3),
         "heading": st("heading", b, 13, TA_LEFT, spaceBefore=6, spaceAfter=3, keepWithNext=1),
-        "caption": st("caption", b, 12, TA_CENTER, spaceBefore=6, spaceAfter=4,
-                      keepWithNext=1),
+        # No keepWithNext: kept with a long table it would push the table to a new page.
+        "caption": st("caption", b, 12, TA_CENTER, spaceBefore=6, spaceAfter=4),
         "note": st("note", i, 11, TA_JUSTIFY, spaceBefore=2),
         "center": st("center", i, 12, TA_CENTER),
         "recip_title": st("recip_title", f"{f}-bolditalic", 12, TA_LEFT),
@@ -134,13 +134,12 @@ def _heading(doc: OfficialDoc, s: dict[str, ParagraphStyle], width: float) -> li
 PAD = 3.0  # reportlab's default top and bottom cell padding
 
 
-def _row_height(row: list, widths: list[float], size: float, spanned: bool) -> float:
+def _row_height(row: list, widths: list[float], size: float) -> float:
     """The height reportlab would give the row: its tallest wrapped cell plus padding."""
     heights = [size * 1.2]  # one line of a plain (number) cell
-    for i, (value, w) in enumerate(zip(row, widths, strict=True)):
+    for value, w in zip(row, widths, strict=True):
         if isinstance(value, Paragraph):
-            avail = sum(widths) if spanned and i == 0 else w
-            heights.append(value.wrap(avail - 4, 10_000)[1])
+            heights.append(value.wrap(w - 4, 10_000)[1])
     return max(heights) + 2 * PAD
 
 
@@ -165,19 +164,19 @@ def _table(t: Table, s: dict[str, ParagraphStyle], width: float) -> list[Flowabl
     # (cells, style commands for that row with row index 0)
     body: list[tuple[list, list[tuple]]] = []
     for r in t.rows:
-        if r.style == "group":
-            body.append(([_p(str(r.values[0]), cell_b)] + [""] * (len(t.columns) - 1),
-                         [("SPAN", (0, 0), (-1, 0))]))
-            continue
-        strong = r.style in ("subtotal", "total")
+        # A group heading is a plain bold row ("I" | "Huyện Tân Phú"), never a SPAN: spans make
+        # reportlab walk every cell of the remaining table at each page break.
+        strong = r.style in ("subtotal", "total", "group")
         row = []
-        for c, v in zip(t.columns, r.values, strict=True):
+        values = r.values + [""] * (len(t.columns) - len(r.values))
+        for c, v in zip(t.columns, values, strict=True):
             text = show(v, c.kind)
             row.append(_p(text, cell_b if strong else cell) if c.kind == "text" else text)
         cmds: list[tuple] = []
         if strong:
-            cmds += [("FONT", (0, 0), (-1, 0), bold, size),
-                     ("BACKGROUND", (0, 0), (-1, 0), SUBTOTAL_BG)]
+            cmds.append(("FONT", (0, 0), (-1, 0), bold, size))
+        if r.style in ("subtotal", "total"):
+            cmds.append(("BACKGROUND", (0, 0), (-1, 0), SUBTOTAL_BG))
         if r.emphasis:
             cmds.append(("TEXTCOLOR", (-1, 0), (-1, 0), LATE))
             if isinstance(row[-1], Paragraph):
@@ -194,9 +193,7 @@ def _table(t: Table, s: dict[str, ParagraphStyle], width: float) -> list[Flowabl
     # Row heights measured once here: given them, reportlab does not measure every remaining
     # row again at each page break (which made a long table cost O(rows²)).
     table = LongTable(data, colWidths=widths, repeatRows=1,
-                      rowHeights=[_row_height(row, widths, size,
-                                              r is not None and r.style == "group")
-                                  for row, r in zip(data, [None, *t.rows], strict=True)])
+                      rowHeights=[_row_height(row, widths, size) for row in data])
     table.setStyle(TableStyle(style))
     out.append(table)
     out += [_p(n, s["note"]) for n in t.notes]

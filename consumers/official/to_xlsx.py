@@ -67,15 +67,15 @@ def _table_sheet(wb: Workbook, doc: OfficialDoc, t: Table) -> None:
         c.font, c.fill, c.alignment = BOLD, HEADER_FILL, wrap
     for i, c in enumerate(t.columns, 1):
         ws.column_dimensions[get_column_letter(i)].width = c.xlsx_width
+    row = HEADER_ROW  # counted here: ws.max_row scans every cell on each call
     for r in t.rows:
+        row += 1
         if r.style == "group":
-            ws.append(cells([r.values[0]]))
-            row = ws.max_row
-            ws.merge_cells(start_row=row, start_column=1, end_row=row, end_column=n)
-            ws.cell(row, 1).font = BOLD
+            ws.append(cells(r.values))
+            for ci in range(1, len(r.values) + 1):
+                ws.cell(row, ci).font = BOLD
             continue
         ws.append(cells(_typed(v, c) for v, c in zip(r.values, t.columns, strict=True)))
-        row = ws.max_row
         strong = r.style in ("subtotal", "total")
         for ci, c in enumerate(t.columns, 1):
             cell = ws.cell(row, ci)
@@ -85,11 +85,10 @@ def _table_sheet(wb: Workbook, doc: OfficialDoc, t: Table) -> None:
                 cell.font, cell.fill = BOLD, TOTAL_FILL
         if r.emphasis:
             ws.cell(row, n).font = LATE
-    last = ws.max_row
     for note in t.notes:
         ws.append(cells([note]))
     ws.freeze_panes = ws.cell(HEADER_ROW + 1, 1)
-    _page_setup(ws, n, max(last, ws.max_row), f"{HEADER_ROW}:{HEADER_ROW}")
+    _page_setup(ws, n, row + len(t.notes), f"{HEADER_ROW}:{HEADER_ROW}")
 
 
 def _text_sheet(wb: Workbook, doc: OfficialDoc) -> None:
