@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the system packages sohoa needs on Debian/Ubuntu; idempotent (skips what is there).
 #   PostgreSQL server, Tesseract with Vietnamese + English, Ghostscript (PDF/A), poppler-utils,
-#   Prometheus (+ promtool), DejaVu fonts (Vietnamese glyphs in reports), a JDK for Kafka,
+#   Prometheus (+ promtool), DejaVu fonts (Vietnamese glyphs in charts), Liberation fonts 2.x
+#   (Liberation Serif: Times New Roman's metrics with every Vietnamese letter, embedded in the
+#   PDF reports, whose forms prescribe Times New Roman), a JDK for Kafka,
 #   Maven to fetch the Kafka jars, jbig2dec (pikepdf decodes a PDF's JBIG2 page images with it:
 #   many document scanners write bilevel pages as JBIG2), Liberation fonts (Liberation Serif:
 #   metric-compatible with Times New Roman, for Art. 8's signature text where Times New Roman
@@ -13,7 +15,8 @@ say() { printf '%s\n' "$*"; }
 
 if ! command -v apt-get >/dev/null 2>&1; then
   say "Không có apt-get: hãy tự cài postgresql, tesseract-ocr (+vie, eng), ghostscript,"
-  say "poppler-utils, jbig2dec, prometheus, fonts-dejavu-core, fonts-liberation, softhsm2, JDK 17+, maven. (not a Debian/Ubuntu system)"
+  say "poppler-utils, jbig2dec, prometheus, fonts-dejavu-core, fonts-liberation, fonts-liberation2,"
+  say "softhsm2, JDK 17+, maven. (not a Debian/Ubuntu system)"
   exit 1
 fi
 
@@ -33,6 +36,7 @@ want poppler-utils
 want jbig2dec
 want fonts-dejavu-core
 want fonts-liberation
+want fonts-liberation2
 want softhsm2
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || want prometheus
 command -v java >/dev/null 2>&1 || missing+=(default-jdk-headless)
