@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m deliver.csip   # eark-validator in its own venv (it pins lxml 5.1)
 	touch $(STAMP)
 
 # veraPDF (PDF/A validator of the OCR tests and bench), from Maven Central, cached in ~/.cache/sohoa

@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from sohoa.metadata import DocumentRecord, FileRecord
 from sohoa.naming import nfc
 
 # Namespace for deterministic event ids: the same fact always gets the same id.
@@ -261,6 +262,8 @@ class ManifestDocument(BaseModel):
     pages: int | None = Field(default=None, ge=1, description="Expected pages")
     language: str | None = Field(default=None, max_length=40,
                                  description="Tesseract languages, e.g. 'vie' or 'vie+fra'")
+    record: DocumentRecord | None = Field(
+        default=None, description="The document's archival metadata (sohoa.metadata)")
 
 
 class FileManifest(FileEvent):
@@ -276,7 +279,10 @@ class FileManifest(FileEvent):
     end_date: str | None = None
     documents: list[ManifestDocument] = Field(
         default_factory=list, description="The file's documents in order (optional)")
-    metadata: dict[str, str] = Field(default_factory=dict, description="TT 05/2025 fields")
+    metadata: dict[str, str] = Field(default_factory=dict, description="Other fields, free text")
+    record: FileRecord | None = Field(
+        default=None, description="The file's archival metadata, 18 fields (sohoa.metadata); "
+                                  "omitted for classified files")
 
     @model_validator(mode="after")
     def _documents_once(self) -> FileManifest:
@@ -345,6 +351,9 @@ class FileAssembled(FileEvent):
     languages: dict[str, str] = Field(
         default_factory=dict, description="OCR languages per document, where the manifest "
                                           "says")
+    document_types: dict[str, str] = Field(
+        default_factory=dict, description="Tên loại per document, where the manifest says "
+                                          "(QC's dpi floor: maps and drawings)")
 
     def documents(self) -> list[str]:
         """The file's documents in order."""

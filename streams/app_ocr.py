@@ -41,6 +41,7 @@ from sohoa.events import (
     parse_event,
     stable_event_id,
 )
+from sohoa.metadata import is_large_format
 from streams import metrics
 from streams.faustapp import dead_letter, make_app, publish, raw_topic, source_partitions
 from streams.ocr import ENGINE, OcrPaths, inputs_digest, load_done
@@ -116,11 +117,12 @@ class FileProcessor:
         async def one(refs: list[PageRef]) -> list[dict[str, Any]]:
             first = refs[0]
             pages = [(r.page_index, r.sha256) for r in refs]
+            cfg = self.qc_config_for(fa, first.document)
             for _ in range(2):
                 try:
                     return await loop.run_in_executor(
                         self.qc_pool(), check_chunk, fa.site_id, first.uri, first.media_type,
-                        pages, self.qc_cfg, self.sources)
+                        pages, cfg, self.sources)
                 except BrokenProcessPool:
                     # A checker died on a hostile file (crash, out of memory): new pool.
                     self._qc_pool = None
@@ -157,6 +159,14 @@ class FileProcessor:
                     if not c["passed"]:
                         metrics.QC_FAILURES.labels(fa.site_id, c["check"]).inc()
         return by_page
+
+    def qc_config_for(self, fa: FileAssembled, document: str) -> dict[str, Any]:
+        """The QC thresholds of one document: a map or drawing (its type in the manifest's
+        record) has Art. 8's higher dpi floor."""
+        q = self.settings.qc
+        if is_large_format(fa.document_types.get(document), q.large_format_types):
+            return {**self.qc_cfg, "min_dpi": max(q.min_dpi, q.min_dpi_large_format)}
+        return self.qc_cfg
 
     # --- OCR ----------------------------------------------------------------------------
     def ocr_skip_reason(self, fa: FileAssembled,

@@ -176,7 +176,8 @@ UPDATE files f SET
     classification = m.doc->>'classification', priority = (m.doc->>'priority')::numeric::smallint,
     start_date = m.doc->>'start_date', end_date = m.doc->>'end_date',
     manifest_documents = COALESCE(m.doc->'documents', '[]'::jsonb),
-    metadata = COALESCE(m.doc->'metadata', '{{}}'::jsonb), manifest_at = m.occurred_at
+    metadata = COALESCE(m.doc->'metadata', '{{}}'::jsonb), record = m.doc->'record',
+    manifest_at = m.occurred_at
 FROM (SELECT DISTINCT ON (site_id, fonds, file_code) * FROM stage WHERE etype = 'FileManifest'
       ORDER BY site_id, fonds, file_code, occurred_at DESC, event_id DESC) m
 WHERE {same_file("f", "m")} AND (f.manifest_at IS NULL OR m.occurred_at > f.manifest_at)
@@ -240,7 +241,7 @@ LEFT JOIN LATERAL (
 WHERE {same_file("f", "t")}
 """
 
-# How far the OCR of the file's current assembly has got (migration 007): a progress of
+# How far the OCR of the file's current assembly has got (migration 010): a progress of
 # another revision is stale, and of the stored revision only a later one counts (a retried
 # attempt starts again from its first page). After FILE_CURRENT, which sets the revision.
 OCR_PROGRESS = f"""
