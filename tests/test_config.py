@@ -149,7 +149,7 @@ def test_a_typo_in_an_environment_override_is_refused(monkeypatch) -> None:
 def test_report_settings_reject_unknown_keys_and_duplicate_contracts(tmp_path) -> None:
     """A misspelt key in the issuer, a contract or its prices is an error, not a default
     silently printed on a document the office signs."""
-    from pydantic import ValidationError
+    from sohoa.errors import ConfigError
 
     ok = tmp_path / "ok.toml"
     ok.write_text('[reports.issuer]\nform = "party"\nname = "Văn phòng"\nabbreviation = "VPTU"\n'
@@ -170,7 +170,7 @@ def test_report_settings_reject_unknown_keys_and_duplicate_contracts(tmp_path) -
                 '[reports.issuer]\nabbreviation = "S NV"\n'):
         path = tmp_path / "bad.toml"
         path.write_text(bad, encoding="utf-8")
-        with pytest.raises(ValidationError):
+        with pytest.raises(ConfigError):
             load_config(path)
 
 
