@@ -189,10 +189,10 @@ def test_handover_builds_and_verifies_and_the_store_shows_it(world, handed_over)
 
 
 def _status_and_report_show_it(world) -> None:
-    from consumers.monthly import build_monthly
-    from consumers.monthly_doc import write_monthly
     from openpyxl import load_workbook
 
+    from consumers.monthly import build_monthly
+    from consumers.monthly_doc import write_monthly
     from consumers.status import collect
 
     s = world["settings"]
