@@ -114,26 +114,29 @@ class FileProcessor:
         tasks = [refs[i:i + chunk] for refs in by_doc.values()
                  for i in range(0, len(refs), chunk)]
 
-        async def one(refs: list[PageRef]) -> list[dict[str, Any]]:
+        site_dups = {(d.document, d.page_index): d for d in fa.duplicate_in_site}
+        by_page: dict[PageId, list[dict[str, Any]]] = {}
+
+        async def one(refs: list[PageRef]) -> None:
             first = refs[0]
             pages = [(r.page_index, r.sha256) for r in refs]
             cfg = self.qc_config_for(fa, first.document)
+            results: list[dict[str, Any]] | None = None
             for _ in range(2):
                 try:
-                    return await loop.run_in_executor(
+                    results = await loop.run_in_executor(
                         self.qc_pool(), check_chunk, fa.site_id, first.uri, first.media_type,
                         pages, cfg, self.sources)
+                    break
                 except BrokenProcessPool:
                     # A checker died on a hostile file (crash, out of memory): new pool.
                     self._qc_pool = None
-            return [{"page_index": r.page_index, "passed": False, "checks": [
-                {"check": "decode", "value": "checker crashed on this file",
-                 "threshold": None, "passed": False}]} for r in refs]
-
-        done = await asyncio.gather(*(one(t) for t in tasks))
-        site_dups = {(d.document, d.page_index): d for d in fa.duplicate_in_site}
-        by_page: dict[PageId, list[dict[str, Any]]] = {}
-        for refs, results in zip(tasks, done, strict=True):
+            if results is None:
+                results = [{"page_index": r.page_index, "passed": False, "checks": [
+                    {"check": "decode", "value": "checker crashed on this file",
+                     "threshold": None, "passed": False}]} for r in refs]
+            # Each chunk's checks are published as it finishes: a long document shows its
+            # progress, and a worker killed halfway has sent what it had done.
             for ref, res in zip(refs, results, strict=True):
                 key = (ref.document, ref.page_index)
                 dup = site_dups.get(key)
@@ -144,7 +147,7 @@ class FileProcessor:
                                  f"{dup.other_document} page {dup.other_page_index}"})
                     res["passed"] = False
                 by_page.setdefault(key, []).extend(res["checks"])
-                ev = PageChecked(
+                await self.publish(PageChecked(
                     event_id=stable_event_id("PageChecked", 2, fa.site_id, fa.fonds,
                                              fa.file_code, fa.revision, ref.document,
                                              ref.page_index, ref.sha256),
@@ -152,12 +155,13 @@ class FileProcessor:
                     document=ref.document, page_index=ref.page_index, sha256=ref.sha256,
                     revision=fa.revision, checks=[CheckResult(**c) for c in res["checks"]],
                     passed=res["passed"], width_mm=_mm(res.get("width_mm")),
-                    height_mm=_mm(res.get("height_mm")))
-                await self.publish(ev)
+                    height_mm=_mm(res.get("height_mm"))))
                 metrics.QC_PAGES.labels(fa.site_id).inc()
                 for c in res["checks"]:
                     if not c["passed"]:
                         metrics.QC_FAILURES.labels(fa.site_id, c["check"]).inc()
+
+        await asyncio.gather(*(one(t) for t in tasks))
         return by_page
 
     def qc_config_for(self, fa: FileAssembled, document: str) -> dict[str, Any]:
