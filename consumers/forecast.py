@@ -152,6 +152,20 @@ def forecast_site(
                     bool(deadline is not None and completion > deadline))
 
 
+def required_rate(calendar: WorkCalendar, today: date, remaining: int | None,
+                  deadline: date | None) -> dict[str, int | float | None]:
+    """Working days from ``today`` to the deadline (both counted) and the pages per working day
+    the remaining pages then need: {"working_days_left", "required_per_day"}; the rate is None
+    without a plan, and None with pages left but no working day left (the deadline has passed:
+    no rate can make it)."""
+    if remaining is None or deadline is None:
+        return {"working_days_left": None, "required_per_day": None}
+    left = calendar.working_days_between(today, deadline)
+    if remaining == 0:
+        return {"working_days_left": left, "required_per_day": 0.0}
+    return {"working_days_left": left, "required_per_day": remaining / left if left else None}
+
+
 def planned_cumulative(calendar: WorkCalendar, *, start: date, deadline: date, target: int,
                        day: date) -> float:
     """The straight line: pages that should be done by the end of ``day`` (working days)."""

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from consumers.forecast import Forecast, WorkCalendar, forecast_site
+from consumers.forecast import Forecast, WorkCalendar, forecast_site, required_rate
 from sohoa.config import CampaignConfig
 
 
@@ -40,6 +40,8 @@ class SiteProgress:
     throughput_per_day: float
     forecast_completion: date | None
     at_risk: bool
+    working_days_left: int | None = None      # from today to the deadline, both counted
+    required_per_day: float | None = None     # pages per working day the deadline now needs
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -104,7 +106,8 @@ def load_sites(conn: psycopg.Connection, campaign: CampaignConfig, *,
             last_heartbeat_at=row["last_heartbeat_at"], outbox_depth=row["outbox_depth"],
             oldest_unsent_age_s=row["oldest_unsent_age_s"], working_now=cal.working_now(now),
             throughput_per_day=fc.throughput_per_day, forecast_completion=fc.completion,
-            at_risk=fc.at_risk))
+            at_risk=fc.at_risk,
+            **required_rate(cal, today, fc.remaining_pages, row["deadline"])))
     return out
 
 
