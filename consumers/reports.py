@@ -11,6 +11,7 @@ from __future__ import annotations
 import calendar as _calendar
 import csv
 import math
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -35,11 +36,15 @@ DONE = "đã hoàn thành"
 
 
 def parse_month(text: str) -> tuple[int, int]:
-    try:
-        d = datetime.strptime(text.strip(), "%Y-%m")
-    except ValueError:
-        raise ValueError(f"tháng không hợp lệ {text!r}: dùng YYYY-MM, ví dụ 2026-03") from None
-    return d.year, d.month
+    """"2026-03" or "03/2026" (also "3/2026") -> (2026, 3)."""
+    s = text.strip()
+    m = re.fullmatch(r"(\d{4})-(\d{1,2})", s) or re.fullmatch(r"(\d{1,2})/(\d{4})", s)
+    if m:
+        a, b = m.groups()
+        year, month = (int(a), int(b)) if len(a) == 4 else (int(b), int(a))
+        if 1 <= month <= 12:
+            return year, month
+    raise ValueError(f"tháng không hợp lệ {text!r}: dùng MM/YYYY hoặc YYYY-MM, ví dụ 03/2026")
 
 
 def fmt_date(d: date | None) -> str:

@@ -12,7 +12,7 @@ import click
 
 from sohoa import __version__
 from sohoa.config import load_config
-from sohoa.errors import ConfigError, ExitCode
+from sohoa.errors import ConfigError, ExitCode, SohoaError
 from sohoa.logs import setup_logging
 
 # command name -> "module:attribute" of a click.Command, imported only when used.
@@ -33,6 +33,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "sign": "deliver.cli:sign",
     "package": "deliver.cli:package",
     "handover": "deliver.cli:handover",
+    "web": "web.cli:web",
 }
 
 
@@ -53,9 +54,19 @@ class LazyGroup(click.Group):
                 raise  # a bug in sohoa itself: its traceback, not advice to install
             return _unavailable(cmd_name, missing)
 
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SohoaError as exc:
+            # A fault the person at the keyboard can fix: the message and its exit code,
+            # never a traceback.
+            click.echo(f"Lỗi: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
 
 # sohoa's own top-level packages: a module of these missing is a bug, never an install step.
-OWN_PACKAGES = frozenset({"sohoa", "producers", "streams", "consumers", "infra", "bench"})
+OWN_PACKAGES = frozenset({"sohoa", "producers", "streams", "consumers", "infra", "deliver",
+                          "web", "bench"})
 
 
 def _unavailable(name: str, missing: str) -> click.Command:

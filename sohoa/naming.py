@@ -111,3 +111,11 @@ def normal_extension(ext: str) -> str:
     """".TIF", "tif" and ".tif" are one extension: ".tif"."""
     ext = ext.strip().casefold()
     return ext if ext.startswith(".") else f".{ext}"
+
+
+def fold(text: str) -> str:
+    """A name compared without regard to case, diacritics or spacing: "Cty  SỐ Việt" and
+    "cty so viet" fold alike (đ is a letter of its own in Unicode: it folds to d by hand)."""
+    decomposed = unicodedata.normalize("NFD", nfc(text).casefold().replace("đ", "d"))
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(bare.split())
