@@ -98,20 +98,27 @@ def consume(ctx: click.Context, migrate: bool) -> None:
 
 @click.command("status")
 @click.option("--json", "as_json", is_flag=True, help="JSON: {sites: [...], files: [...]}.")
-@click.option("--site", help="Only this site.")
-@click.option("--state", help="Only files in this state (scanning, accepted, needs_rescan…).")
+@click.option("--site", help="Only this site: its id or its name in the plan.")
+@click.option("--state", help="Only files in this state: scanning, accepted, needs_rescan… "
+                              "or its Vietnamese name (cần quét lại…).")
 @click.option("--files/--no-files", "with_files", default=None,
               help="List files too (default: with --json or --site).")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, site: str | None, state: str | None,
            with_files: bool | None) -> None:
-    """Tiến độ theo điểm số hóa và theo hồ sơ (progress per site and per file)."""
+    """Tiến độ theo điểm số hóa và theo hồ sơ (progress per site and per file).
+
+    The table takes the terminal's width: the columns that matter most first (site, pages,
+    share, deadline, status), more as the width allows, one block per site when narrow.
+    """
     from consumers.status import collect, render
 
     settings = _settings(ctx)
+    state = _file_state(state)
     if with_files is None:
         with_files = as_json or site is not None or state is not None
     with _schema_needed(), _connect(settings, reader=True) as conn:
+        site = _site_id(conn, site)
         data = collect(conn, settings.campaign, site=site, state=state, with_files=with_files)
         if as_json:
             click.echo(json.dumps(data, ensure_ascii=False, indent=2))
@@ -121,6 +128,47 @@ def status(ctx: click.Context, as_json: bool, site: str | None, state: str | Non
         from consumers.progress import load_sites
 
         render(data, load_sites(conn, settings.campaign, site=site), Console())
+
+
+def _known(items: list[str], what: str, more_hint: str) -> str:
+    shown = items[:40]
+    text = ", ".join(shown) if shown else "(chưa có)"
+    if len(items) > len(shown):
+        text += f" … và {len(items) - len(shown)} {what} khác ({more_hint})"
+    return text
+
+
+def _site_id(conn, site: str | None) -> str | None:
+    """A site given by its id or its plan name (case and accents aside); an unknown one is a
+    usage error listing the known sites."""
+    if site is None:
+        return None
+    from sohoa.naming import fold
+
+    rows = conn.execute("SELECT site_id, name FROM sites ORDER BY site_id").fetchall()
+    if any(sid == site for sid, _ in rows):
+        return site
+    found = {sid for sid, name in rows if fold(site) in (fold(sid), fold(name or ""))}
+    if len(found) == 1:
+        return found.pop()
+    known = [f"{sid} ({name})" if name else sid for sid, name in rows]
+    raise click.BadParameter(
+        f"không có điểm {site!r}" + (" (trùng tên nhiều điểm)" if found else "")
+        + f". Các điểm: {_known(known, 'điểm', 'sohoa campaign show')}", param_hint="--site")
+
+
+def _file_state(state: str | None) -> str | None:
+    if state is None:
+        return None
+    from consumers.status import FILE_STATES, STATE_VI
+    from sohoa.naming import fold
+
+    for key in FILE_STATES:
+        if fold(state) in (key, fold(STATE_VI[key])):
+            return key
+    known = ", ".join(f"{k} ({STATE_VI[k]})" for k in FILE_STATES)
+    raise click.BadParameter(f"không có trạng thái {state!r}. Các trạng thái: {known}",
+                             param_hint="--state")
 
 
 # --- db -------------------------------------------------------------------------------------
@@ -236,6 +284,8 @@ def campaign_show(ctx: click.Context, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from consumers.vi import num
+
     t = Table(title="Kế hoạch số hóa (campaign plan)")
     for col in ("Chiến dịch", "Điểm", "Tên", "Đơn vị", "Nhà thầu", "Trang KH", "Hồ sơ KH",
                 "Hạn", "Giờ làm việc", "Ghi chú"):
@@ -243,8 +293,8 @@ def campaign_show(ctx: click.Context, as_json: bool) -> None:
     for r in rows:
         t.add_row(r["campaign"] or "—", r["site_id"], r["name"] or "—", r["unit"] or "—",
                   r["contractor"] or "—",
-                  f"{r['target_pages']:,}" if r["target_pages"] is not None else "—",
-                  f"{r['target_files']:,}" if r["target_files"] is not None else "—",
+                  num(r["target_pages"]) if r["target_pages"] is not None else "—",
+                  num(r["target_files"]) if r["target_files"] is not None else "—",
                   r["deadline"].strftime("%d/%m/%Y") if r["deadline"] else "—",
                   f"{r['work_start']:%H:%M}–{r['work_end']:%H:%M}",
                   "tự tạo, chưa có kế hoạch" if r["auto_created"] else "")
@@ -259,7 +309,7 @@ def report() -> None:
 
 
 @report.command("monthly")
-@click.option("--month", required=True, help="YYYY-MM")
+@click.option("--month", required=True, help="MM/YYYY or YYYY-MM, e.g. 03/2026")
 @click.option("--format", "fmt", type=click.Choice(["xlsx", "pdf", "csv"]), default="xlsx",
               show_default=True)
 @click.option("--out", "out", type=click.Path(path_type=Path, dir_okay=False),
@@ -284,7 +334,8 @@ def report_monthly(ctx: click.Context, month: str, fmt: str, out: Path | None) -
 
 
 @report.command("acceptance")
-@click.option("--contractor", required=True, help="Nhà thầu (as in the plan).")
+@click.option("--contractor", required=True,
+              help="Nhà thầu as in the plan (case and accents aside).")
 @click.option("--from", "date_from", required=True, help="dd/mm/yyyy or yyyy-mm-dd")
 @click.option("--to", "date_to", required=True, help="dd/mm/yyyy or yyyy-mm-dd (inclusive)")
 @click.option("--format", "fmt", type=click.Choice(["xlsx", "csv"]), default="xlsx",
@@ -301,23 +352,36 @@ def report_acceptance(ctx: click.Context, contractor: str, date_from: str, date_
     assert d1 is not None and d2 is not None
     if d2 < d1:
         raise click.BadParameter("--to trước --from", param_hint="--to")
-    slug = re.sub(r"[^\w]+", "-", contractor).strip("-") or "nha-thau"
-    out = out or Path(f"nghiem-thu-{slug}-{d1:%Y%m%d}-{d2:%Y%m%d}.{fmt}")
     with _schema_needed(), _connect(settings, reader=True) as conn:
+        contractor = _contractor(conn, contractor)
         data = build_acceptance(conn, contractor, d1, d2,
                                 timezone=settings.campaign.timezone,
                                 tolerance=settings.reports.page_size_tolerance)
-    if not data.rows:
-        click.echo(f"cảnh báo: nhà thầu {contractor!r} không có điểm nào trong kế hoạch",
-                   err=True)
+    slug = re.sub(r"[^\w]+", "-", contractor).strip("-") or "nha-thau"
+    out = out or Path(f"nghiem-thu-{slug}-{d1:%Y%m%d}-{d2:%Y%m%d}.{fmt}")
     write_acceptance(data, fmt, out)
     click.echo(f"đã ghi {out} ({len(data.rows)} điểm)")
+
+
+def _contractor(conn, name: str) -> str:
+    """The plan's spelling of a contractor named without regard to case or accents; an
+    unknown one is a usage error listing the plan's contractors."""
+    from sohoa.naming import fold
+
+    known = [r[0] for r in conn.execute(
+        "SELECT DISTINCT contractor FROM sites WHERE contractor <> '' ORDER BY 1")]
+    found = [c for c in known if fold(c) == fold(name)]
+    if len(found) == 1:
+        return found[0]
+    raise click.BadParameter(
+        f"không có nhà thầu {name!r} trong kế hoạch. Các nhà thầu: "
+        f"{_known(known, 'nhà thầu', 'sohoa campaign show')}", param_hint="--contractor")
 
 
 # --- reconcile ------------------------------------------------------------------------------
 
 @click.command("reconcile")
-@click.option("--site", required=True, help="Site id.")
+@click.option("--site", required=True, help="Site id or its name in the plan.")
 @click.option("--root", required=True, type=click.Path(path_type=Path, exists=True,
                                                        file_okay=False),
               help="The site's hot-folder root as seen from here.")
@@ -336,6 +400,7 @@ def reconcile(ctx: click.Context, site: str, root: Path, as_json: bool) -> None:
 
     settings = _settings(ctx)
     with _schema_needed(), _connect(settings, reader=True) as conn:
+        site = _site_id(conn, site)
         res = reconcile_site(conn, settings.watcher, site, root)
     if as_json:
         click.echo(json.dumps(res.to_json(), ensure_ascii=False, indent=2))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -54,6 +55,17 @@ class LazyGroup(click.Group):
                 raise  # a bug in sohoa itself: its traceback, not advice to install
             return _unavailable(cmd_name, missing)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """One line per command, its description whole or cut between words, never inside a
+        bracket (click's own cut stops at the limit, wherever it falls)."""
+        commands = [(name, cmd) for name in self.list_commands(ctx)
+                    if (cmd := self.get_command(ctx, name)) is not None and not cmd.hidden]
+        if not commands:
+            return
+        limit = formatter.width - 6 - max(len(name) for name, _ in commands)
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, short_help(cmd, limit)) for name, cmd in commands])
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -63,6 +75,32 @@ class LazyGroup(click.Group):
             click.echo(f"Lỗi: {exc}", err=True)
             ctx.exit(exc.exit_code)
 
+
+def short_help(cmd: click.Command, limit: int) -> str:
+    """The command's first paragraph if it fits ``limit``; else without its bracketed asides
+    (the English gloss); else cut after a whole word outside any bracket, with "…"."""
+    text = cmd.short_help or ""
+    if not text:
+        paragraphs = [p for p in (cmd.help or "").split("\n\n") if p.strip() != "\b"]
+        text = " ".join(paragraphs[0].split()) if paragraphs else ""
+    if len(text) <= limit:
+        return text
+    bare = re.sub(r"\s*\([^()]*\)", "", text).strip()
+    if len(bare) <= limit:
+        return bare
+    out, depth = "", 0
+    for word in bare.split():
+        depth += word.count("(") - word.count(")")
+        candidate = f"{out} {word}".strip()
+        if len(candidate) + 1 > limit:
+            break
+        if depth == 0:
+            out = candidate
+    return out.rstrip(",;:") + "…"
+
+
+# Long-running commands a supervisor runs: they log as configured, terminal or not.
+SERVICES = frozenset({"watch", "streams", "consume", "web"})
 
 # sohoa's own top-level packages: a module of these missing is a bug, never an install step.
 OWN_PACKAGES = frozenset({"sohoa", "producers", "streams", "consumers", "infra", "deliver",
@@ -107,7 +145,8 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
     except ConfigError as exc:
         click.echo(f"Lỗi cấu hình: {exc}", err=True)
         ctx.exit(exc.exit_code)
-    setup_logging(settings.logging.level, settings.logging.json_format)
+    setup_logging(settings.logging.level, settings.logging.json_format,
+                  interactive=ctx.invoked_subcommand not in SERVICES)
     ctx.obj = settings
 
 
