@@ -9,7 +9,7 @@ SOHOA := $(VENV)/bin/sohoa
 STAMP := $(VENV)/.sohoa-installed
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps run demo down status test test-faults bench lint clean
+.PHONY: help install system-deps verapdf run demo down status test test-faults bench lint clean
 
 help:
 	@echo "make run     — cài đặt, khởi động Kafka + PostgreSQL + các thành phần, chạy thử trang mẫu"
@@ -27,7 +27,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m deliver.csip   # eark-validator in its own venv (it pins lxml 5.1)
 	touch $(STAMP)
 
-install: system-deps $(STAMP)
+# veraPDF (PDF/A validator of the OCR tests and bench), from Maven Central, cached in ~/.cache/sohoa
+verapdf: $(STAMP)
+	$(PY) -m infra.verapdf --ensure >/dev/null
+
+install: system-deps $(STAMP) verapdf
 
 run: install
 	$(SOHOA) up

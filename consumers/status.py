@@ -14,10 +14,16 @@ from consumers.progress import SiteProgress, load_sites
 from consumers.vi import num, pct
 from sohoa.config import CampaignConfig
 
-_FILES = """
+# OCR progress (migration 010) while the OCR of the current assembly runs: it has progress
+# and no result yet.
+_OCR_RUNNING = ("f.ocr_progress_revision = f.assembled_revision "
+                "AND (f.ocr_revision IS NULL OR f.ocr_revision < f.assembled_revision)")
+_FILES = f"""
 SELECT f.site_id, f.fonds, f.file_code, f.state, f.documents, f.pages, f.expected_pages,
        f.assembled_pages, f.checked_pages, f.qc_failed_pages, f.verdict, f.pages_accepted,
        f.first_seen_at, f.last_page_at, f.closed_at, f.verdict_at, f.title, f.classification,
+       CASE WHEN {_OCR_RUNNING} THEN f.ocr_pages_done END AS ocr_pages_done,
+       CASE WHEN {_OCR_RUNNING} THEN f.ocr_pages_total END AS ocr_pages_total,
        d.step AS deliverable, d.package
 FROM files f LEFT JOIN v_file_deliverable d USING (site_id, fonds, file_code)
 WHERE (%(site)s::text IS NULL OR f.site_id = %(site)s::text)
@@ -107,17 +113,20 @@ SITE_COLUMNS = (
     Column("Máy trạm", 12), Column("Gói/giao/đạt", 13, True))
 
 FILE_COLUMNS = (
-    Column("Điểm", 5), Column("Phông", 3), Column("Mã hồ sơ", 0), Column("Trạng thái", 0),
+    Column("Điểm", 6), Column("Phông", 3), Column("Mã hồ sơ", 0), Column("Trạng thái", 0),
     Column("Văn bản", 6), Column("Trang", 1, True), Column("Đã kiểm tra", 7, True),
-    Column("Dự kiến", 8, True), Column("QC lỗi", 2, True), Column("Kết luận", 9),
-    Column("Bàn giao", 4))
+    Column("Dự kiến", 8, True), Column("QC lỗi", 2, True), Column("Đang OCR", 5, True),
+    Column("Kết luận", 9), Column("Bàn giao", 4))
 
 
 def _file_cells(f: dict[str, Any]) -> list[str]:
     return [f["site_id"], f["fonds"] or "—", f["file_code"],
             STATE_VI.get(f["state"], f["state"]), _n(f["documents"]), _n(f["pages"]),
             _n(f["checked_pages"]), _n(f["expected_pages"]) if f["expected_pages"] else "—",
-            _n(f["qc_failed_pages"]), STATE_VI.get(f["verdict"] or "", f["verdict"] or "—"),
+            _n(f["qc_failed_pages"]),
+            (f"{_n(f['ocr_pages_done'])}/{_n(f['ocr_pages_total'])} trang"
+             if f.get("ocr_pages_total") else "—"),
+            STATE_VI.get(f["verdict"] or "", f["verdict"] or "—"),
             DELIVERABLE_VI.get(f["deliverable"] or "", "—")]
 
 

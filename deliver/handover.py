@@ -168,9 +168,10 @@ def _minutes_pdf(path: Path, lines: list[str], entries: list[HandoverEntry]) -> 
     from reportlab.lib.styles import ParagraphStyle
     from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
-    from consumers.reports import _fonts
+    from consumers.official.fonts import pdf_family
 
-    regular, bold = _fonts()
+    regular = pdf_family()
+    bold = f"{regular}-bold"
     body = ParagraphStyle("body", fontName=regular, fontSize=10.5, leading=14)
     centre = ParagraphStyle("centre", parent=body, alignment=1)
     heading = ParagraphStyle("heading", parent=centre, fontName=bold, fontSize=13, leading=18)

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Installs the system packages sohoa needs on Debian/Ubuntu; idempotent (skips what is there).
-#   PostgreSQL server, Tesseract with Vietnamese + English, Ghostscript (PDF/A), poppler-utils,
-#   Prometheus (+ promtool), DejaVu fonts (Vietnamese glyphs in reports), a JDK for Kafka,
-#   Maven to fetch the Kafka jars, jbig2dec (pikepdf decodes a PDF's JBIG2 page images with it:
-#   many document scanners write bilevel pages as JBIG2), Liberation fonts (Liberation Serif:
-#   metric-compatible with Times New Roman, for Art. 8's signature text where Times New Roman
-#   is not installed), SoftHSM2 (a PKCS#11 token for the signing tests; sites use USB tokens),
+#   PostgreSQL server, Tesseract with Vietnamese + English (the OCR engine loads libtesseract),
+#   Ghostscript (its CMYK profile for PDF/A; ocrmypdf in the bench), poppler-utils, Prometheus
+#   (+ promtool), DejaVu fonts (Vietnamese glyphs in charts), Liberation fonts 2.x
+#   (Liberation Serif: Times New Roman's metrics with every Vietnamese letter, embedded in the
+#   PDF reports, whose forms prescribe Times New Roman), a JDK for Kafka and veraPDF,
+#   Maven to fetch the Kafka and veraPDF jars, jbig2dec (pikepdf decodes a PDF's JBIG2 page
+#   images with it: many document scanners write bilevel pages as JBIG2), Liberation fonts
+#   (Liberation Serif: metric-compatible with Times New Roman, for Art. 8's signature text
+#   where Times New Roman is not installed), SoftHSM2 (a PKCS#11 token for the signing tests;
+#   sites use USB tokens),
 #   Alertmanager (+ amtool: the routing tests, `make run`'s alerts), Chromium and ChromeDriver
 #   (the headless browser test of `sohoa web`; no test tool downloads a browser of its own).
 # Usage: sudo infra/install-system-deps.sh        (DRY_RUN=1 to only print what it would do)
@@ -15,8 +19,9 @@ say() { printf '%s\n' "$*"; }
 
 if ! command -v apt-get >/dev/null 2>&1; then
   say "Không có apt-get: hãy tự cài postgresql, tesseract-ocr (+vie, eng), ghostscript,"
-  say "poppler-utils, jbig2dec, prometheus, fonts-dejavu-core, fonts-liberation, softhsm2, prometheus-alertmanager,"
-  say "chromium, chromium-driver, JDK 17+, maven. (not a Debian/Ubuntu system)"
+  say "poppler-utils, jbig2dec, prometheus, fonts-dejavu-core, fonts-liberation, fonts-liberation2,"
+  say "softhsm2, prometheus-alertmanager, chromium, chromium-driver, JDK 17+, maven."
+  say "(not a Debian/Ubuntu system)"
   exit 1
 fi
 
@@ -31,11 +36,13 @@ fi
 want tesseract-ocr
 want tesseract-ocr-vie
 want tesseract-ocr-eng
+want tesseract-ocr-osd   # orientation detection of pages read sideways or upside down
 want ghostscript
 want poppler-utils
 want jbig2dec
 want fonts-dejavu-core
 want fonts-liberation
+want fonts-liberation2
 want softhsm2
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || want prometheus
 command -v prometheus-alertmanager >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1 \

@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.kafka import java_bin
-from infra.procs import StackError
+from infra.maven import fetch_jars
 from sohoa.config import StackConfig
 
 log = logging.getLogger(__name__)
@@ -43,24 +42,9 @@ def ensure_libs(stack: StackConfig | None = None) -> Path:
     libs = libs_dir(stack)
     if _has_cli_jar(libs):
         return libs
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise StackError(
-            "Thiếu Maven để tải veraPDF. Cài bằng: apt-get install -y maven (hoặc chạy "
-            "infra/install-system-deps.sh). (maven not found: needed to fetch veraPDF)")
-    libs.mkdir(parents=True, exist_ok=True)
-    log.info("resolving verapdf jars with maven", extra={"libs": str(libs),
-                                                         "version": stack.verapdf_version})
-    cmd = [mvn, "-q", "-B", "package", f"-Dverapdf.libs.dir={libs}",
-           f"-Dverapdf.version={stack.verapdf_version}"]
-    res = subprocess.run(cmd, cwd=POM_DIR, capture_output=True, text=True, timeout=1800)
-    shutil.rmtree(POM_DIR / "target", ignore_errors=True)
-    if res.returncode != 0 or not _has_cli_jar(libs):
-        tail = "\n".join((res.stdout + res.stderr).splitlines()[-20:])
-        raise StackError(
-            f"Maven không tải được veraPDF {stack.verapdf_version} (exit {res.returncode}).\n"
-            f"{tail}\nKiểm tra mạng tới Maven Central / ~/.m2/settings.xml. "
-            f"(maven failed: `{' '.join(cmd)}` in {POM_DIR})")
+    fetch_jars("veraPDF", stack.verapdf_version, POM_DIR, libs,
+               {"verapdf.libs.dir": str(libs), "verapdf.version": stack.verapdf_version},
+               _has_cli_jar)
     return libs
 
 

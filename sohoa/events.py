@@ -408,6 +408,23 @@ class OcrFailed(FileEvent):
     attempts: int = Field(default=1, ge=1)
 
 
+class OcrProgress(FileEvent):
+    """How far a file's OCR has got: pages OCR'd of the pages of the revision in OCR, sent
+    while it runs (at most every ``ocr.progress_every_s``), so ``sohoa status`` shows a long
+    file moving."""
+
+    NAME: ClassVar[str] = "OcrProgress"
+    revision: int = Field(default=1, ge=1)
+    pages_done: int = Field(ge=0)
+    pages_total: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _done_within_total(self) -> OcrProgress:
+        if self.pages_done > self.pages_total:
+            raise ValueError("pages_done is more than pages_total")
+        return self
+
+
 class Verdict(StrEnum):
     ACCEPTED = "accepted"
     NEEDS_RESCAN = "needs_rescan"
@@ -451,7 +468,7 @@ class DeadLetter(Event):
 
 EVENT_TYPES: tuple[type[Event], ...] = (
     PageScanned, PageRemoved, FileManifest, FileClosed, SiteHeartbeat,
-    FileAssembled, PageChecked, OcrCompleted, OcrFailed, FileVerdict, DeadLetter,
+    FileAssembled, PageChecked, OcrProgress, OcrCompleted, OcrFailed, FileVerdict, DeadLetter,
 )
 # --- version 1, read only ------------------------------------------------------------------
 # Events written before documents and fonds were part of a page's identity. Readers still take

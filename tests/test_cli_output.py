@@ -98,14 +98,14 @@ def test_top_level_help_never_cuts_a_description_inside_a_bracket() -> None:
     ("2026-12", (2026, 12)), ("12/2026", (2026, 12)), ("3/2026", (2026, 3)),
     (" 03/2026 ", (2026, 3))])
 def test_a_month_is_taken_in_both_promised_formats(text: str, month: tuple[int, int]) -> None:
-    from consumers.reports import parse_month
+    from consumers.monthly import parse_month
 
     assert parse_month(text) == month
 
 
 @pytest.mark.parametrize("text", ["13/2026", "2026/12", "tháng 12", "2026-13"])
 def test_a_wrong_month_is_refused_naming_the_formats(text: str) -> None:
-    from consumers.reports import parse_month
+    from consumers.monthly import parse_month
 
     with pytest.raises(ValueError, match="MM/YYYY"):
         parse_month(text)

@@ -191,7 +191,8 @@ def test_handover_builds_and_verifies_and_the_store_shows_it(world, handed_over)
 def _status_and_report_show_it(world) -> None:
     from openpyxl import load_workbook
 
-    from consumers.reports import build_monthly, write_monthly
+    from consumers.monthly import build_monthly
+    from consumers.monthly_doc import write_monthly
     from consumers.status import collect
 
     s = world["settings"]
@@ -205,7 +206,7 @@ def _status_and_report_show_it(world) -> None:
     assert shown["H01.1.05"] == "verified" and shown["H01.1.07"] is None
     out = write_monthly(rep, "xlsx", world["dir"] / "thang.xlsx")
     rows = list(load_workbook(out)["Bàn giao"].iter_rows(values_only=True))
-    assert (SITE, 2, 2, 2, 0, 4, 4) in rows
+    assert (2, 2, 2, 0, 4, 4) in [tuple(r[-6:]) for r in rows], rows
 
 
 def _copy(root: Path, tmp: Path) -> Path:

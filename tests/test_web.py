@@ -282,5 +282,5 @@ def test_a_report_request_with_a_wrong_name_is_refused_with_the_known_ones(
         drv.get(f"{web.url}/bao-cao/nghiem-thu?nha-thau=Cty+Kh%C3%B4ng&tu=01/01/2026"
                 "&den=31/01/2026")
     text = drv.find_element(By.TAG_NAME, "main").text
-    assert "Không có nhà thầu 'Cty Không'" in text
+    assert "không có nhà thầu 'Cty Không'" in text
     assert "Cty Số Việt" in text and "Cty Lưu Trữ Đông Nam" in text

@@ -3,6 +3,8 @@ rescan reasons, a file, the file lookup, report downloads and the runbook."""
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, abort, render_template, request, send_file
@@ -73,7 +75,8 @@ def reports() -> Any:
     return render_template("reports.html", months=queries.months_with_pages(conn),
                            contractors=queries.contractors(conn),
                            monthly_formats=downloads.MONTHLY_FORMATS,
-                           acceptance_formats=downloads.ACCEPTANCE_FORMATS)
+                           acceptance_formats=downloads.ACCEPTANCE_FORMATS,
+                           budget_formats=downloads.BUDGET_FORMATS)
 
 
 @pages.get("/bao-cao/tien-do")
@@ -81,7 +84,7 @@ def monthly_report() -> Any:
     with downloads.workdir() as tmp:
         try:
             built = downloads.monthly(db(), settings(), request.args.get("thang", ""),
-                                      request.args.get("dinh-dang", "xlsx"), _path(tmp))
+                                      request.args.get("dinh-dang", "docx"), Path(tmp))
         except downloads.ReportRefused as exc:
             abort(400, str(exc))
         return _send(built)
@@ -93,15 +96,21 @@ def acceptance_report() -> Any:
     d1, d2 = parse_day(request.args.get("tu")), parse_day(request.args.get("den"))
     if not contractor or d1 is None or d2 is None:
         abort(400, "Cần nhà thầu, ngày bắt đầu và ngày kết thúc (dd/mm/yyyy).")
-    conn = db()
-    known = queries.contractors(conn)
-    if contractor not in known:
-        abort(400, f"Không có nhà thầu '{contractor}' trong kế hoạch. Các nhà thầu: "
-                   + ", ".join(known))
     with downloads.workdir() as tmp:
         try:
-            built = downloads.acceptance(conn, settings(), contractor, d1, d2,
-                                         request.args.get("dinh-dang", "xlsx"), _path(tmp))
+            built = downloads.acceptance(db(), settings(), contractor, d1, d2,
+                                         request.args.get("dinh-dang", "docx"), Path(tmp))
+        except downloads.ReportRefused as exc:
+            abort(400, str(exc))
+        return _send(built)
+
+
+@pages.get("/bao-cao/du-toan")
+def budget_report() -> Any:
+    with downloads.workdir() as tmp:
+        try:
+            built = downloads.budget(db(), settings(), request.args.get("dinh-dang", "xlsx"),
+                                     Path(tmp))
         except downloads.ReportRefused as exc:
             abort(400, str(exc))
         return _send(built)
@@ -117,16 +126,8 @@ def runbook() -> Any:
     return render_template("runbook.html", title=title, body=body, toc=toc)
 
 
-def _path(tmp: str):
-    from pathlib import Path
-
-    return Path(tmp)
-
-
 def _send(built: downloads.Built) -> Any:
     # Read into memory: the temp folder goes when the request returns.
-    import io
-
     data = built.path.read_bytes()
     return send_file(io.BytesIO(data), mimetype=built.media_type, as_attachment=True,
                      download_name=built.download_name)
