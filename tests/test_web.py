@@ -138,6 +138,22 @@ def _shot(drv, web: Site, name: str) -> None:
     assert overflow <= 1, f"{name}: {overflow}px wider than a phone screen"
 
 
+def _go(drv, element) -> None:
+    """Click a link or a submit button and wait for the next page to be loaded."""
+    before = drv.current_url
+    old = drv.find_element("tag name", "html")
+    element.click()
+
+    def loaded() -> bool:
+        try:
+            old.tag_name  # noqa: B018  (raises once the old page is gone)
+            return False
+        except Exception:
+            return drv.execute_script("return document.readyState") == "complete"
+
+    wait_for(loaded, 30, f"the page after {before}", interval=0.1)
+
+
 def _login(drv, web: Site) -> None:
     from selenium.webdriver.common.by import By
 
@@ -146,8 +162,8 @@ def _login(drv, web: Site) -> None:
     _shot(drv, web, "dang-nhap")
     drv.find_element(By.NAME, "ten").send_keys(USER)
     drv.find_element(By.NAME, "mat-khau").send_keys(PASSWORD)
-    drv.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    wait_for(lambda: "/dang-nhap" not in drv.current_url, 10, "the login to go through")
+    _go(drv, drv.find_element(By.CSS_SELECTOR, "form button[type=submit]"))
+    assert "/dang-nhap" not in drv.current_url
 
 
 def test_every_page_shows_the_campaign_as_the_events_give_it(web: Site, browser) -> None:
@@ -186,7 +202,7 @@ def test_every_page_shows_the_campaign_as_the_events_give_it(web: Site, browser)
     _shot(drv, web, "tong-quan")
 
     # --- sites behind schedule: the pages per working day the deadline now needs ---------
-    drv.find_element(By.LINK_TEXT, "Điểm chậm tiến độ").click()
+    _go(drv, drv.find_element(By.LINK_TEXT, "Điểm chậm tiến độ"))
     rows = drv.find_elements(By.CSS_SELECTOR, "#cham tbody tr")
     assert [r.get_attribute("data-site") for r in rows] == ["xa-0001"]
     remaining = s.target("xa-0001") - s.pages["xa-0001"]
@@ -199,7 +215,7 @@ def test_every_page_shows_the_campaign_as_the_events_give_it(web: Site, browser)
     _shot(drv, web, "cham-tien-do")
 
     # --- a site: its files, rescan lists with reasons in Vietnamese ------------------------
-    row.find_element(By.CSS_SELECTOR, "td a").click()
+    _go(drv, row.find_element(By.CSS_SELECTOR, "td a"))
     assert _text(drv, "h1") == "Xã Phú Lâm"
     assert _text(drv, "#da-quet") == vn(s.pages["xa-0001"])
     _shot(drv, web, "diem-xa-phu-lam")
@@ -223,7 +239,7 @@ def test_every_page_shows_the_campaign_as_the_events_give_it(web: Site, browser)
         assert english not in body
     _shot(drv, web, "diem-ho-so")
     # Only the files needing a rescan, by the state filter.
-    drv.find_element(By.CSS_SELECTOR, '.chips a[data-state="needs_rescan"]').click()
+    _go(drv, drv.find_element(By.CSS_SELECTOR, '.chips a[data-state="needs_rescan"]'))
     shown = [r.get_attribute("data-file")
              for r in drv.find_elements(By.CSS_SELECTOR, "#ho-so-list tbody tr")]
     expected = sorted(f"{f}/{c}" for (f, c), v in s.files[RESCAN_SITE].items()
@@ -238,9 +254,9 @@ def test_every_page_shows_the_campaign_as_the_events_give_it(web: Site, browser)
     _shot(drv, web, "ho-so")
 
     # --- lookup by fonds and file code -----------------------------------------------------
-    drv.find_element(By.LINK_TEXT, "Tra cứu hồ sơ").click()
+    _go(drv, drv.find_element(By.LINK_TEXT, "Tra cứu hồ sơ"))
     drv.find_element(By.NAME, "ma").send_keys("hs-ql")
-    drv.find_element(By.CSS_SELECTOR, "main form button").click()
+    _go(drv, drv.find_element(By.CSS_SELECTOR, "main form button"))
     found = [r.get_attribute("data-file")
              for r in drv.find_elements(By.CSS_SELECTOR, "#ket-qua tbody tr")]
     assert sorted(found) == [f"{RESCAN_SITE}/UBND-DQ/HS-QL-0{i}" for i in (1, 2, 3)]
@@ -253,17 +269,22 @@ def test_every_page_shows_the_campaign_as_the_events_give_it(web: Site, browser)
     assert "Không tìm thấy hồ sơ nào" in _text(drv, "#so-ket-qua")
 
     # --- reports: downloads of what `sohoa report` writes ---------------------------------
-    drv.find_element(By.LINK_TEXT, "Báo cáo").click()
+    _go(drv, drv.find_element(By.LINK_TEXT, "Báo cáo"))
     _shot(drv, web, "bao-cao")
     month = f"{s.today:%m/%Y}"
     drv.find_element(By.CSS_SELECTOR, f'#bao-cao-thang option[value="{month}"]').click()
+    drv.find_element(By.CSS_SELECTOR, '#bao-cao-thang option[value="xlsx"]').click()
     drv.find_element(By.CSS_SELECTOR, "#bao-cao-thang button").click()
     xlsx = web.downloads / f"bao-cao-tien-do-{s.today:%Y-%m}.xlsx"
     wait_for(xlsx.exists, 60, f"the download of {xlsx.name}", interval=0.5)
     from openpyxl import load_workbook
 
-    ws = load_workbook(xlsx).worksheets[0]
-    assert f"tháng {month}" in str(ws["A1"].value)
+    cells = {str(c.value) for ws in load_workbook(xlsx).worksheets for row in ws.iter_rows()
+             for c in row if c.value is not None}
+    text = " ".join(cells)
+    assert f"tháng {month}" in text
+    for name, *_rest in PLAN.values():
+        assert name in cells, name  # the plan's names, as on the page
 
     # --- the runbook the alerts link to -------------------------------------------------------
     drv.get(f"{web.url}/so-tay#sohoasitestalled")
