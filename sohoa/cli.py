@@ -74,6 +74,14 @@ class LazyGroup(click.Group):
             # never a traceback.
             click.echo(f"Lỗi: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except ModuleNotFoundError as exc:
+            # Commands import their heavy libraries when they run (the site agent's install
+            # has no psycopg, Faust…): a missing third-party one is an install step.
+            missing = exc.name or ""
+            if not missing or missing.split(".")[0] in OWN_PACKAGES:
+                raise
+            _say_install(ctx.invoked_subcommand or "", missing)
+            ctx.exit(ExitCode.UNAVAILABLE)
 
 
 def short_help(cmd: click.Command, limit: int) -> str:
@@ -112,13 +120,17 @@ def _unavailable(name: str, missing: str) -> click.Command:
                    context_settings={"ignore_unknown_options": True})
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def cmd(args: tuple[str, ...]) -> None:
-        click.echo(
-            f"Lệnh '{name}' cần gói chưa cài: {missing}. Trên máy chủ trung tâm, cài bằng: "
-            f"pip install -e '.[central]' trong thư mục mã nguồn sohoa (máy quét chỉ cần "
-            f"'.[site]' và lệnh 'sohoa watch'). (command '{name}' needs the third-party "
-            f"package {missing}: install sohoa's central extra)", err=True)
+        _say_install(name, missing)
         sys.exit(ExitCode.UNAVAILABLE)
     return cmd
+
+
+def _say_install(name: str, missing: str) -> None:
+    click.echo(
+        f"Lệnh '{name}' cần gói chưa cài: {missing}. Lệnh này chạy ở máy chủ trung tâm; cài "
+        f"bằng: pip install '.[central]' trong thư mục mã nguồn sohoa (máy quét chỉ cần "
+        f"'.[site]' và lệnh 'sohoa watch'). (command '{name}' needs the third-party "
+        f"package {missing}: install sohoa's central extra)", err=True)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -36,6 +36,10 @@ def web(ctx: click.Context, host: str | None, port: int | None) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
+    from waitress import serve
+
+    from web.app import create_app
+
     settings = _settings(ctx)
     cfg = settings.web
     if cfg.auth == "login" and not cfg.users:
@@ -44,10 +48,6 @@ def web(ctx: click.Context, host: str | None, port: int | None) -> None:
             "  [web.users]\n  van-phong = \"<chuỗi của `sohoa web hash-password`>\"\n"
             "hoặc dùng cổng xác thực: web.auth = \"proxy\". (no users configured)",
             ExitCode.CONFIG)
-    from waitress import serve
-
-    from web.app import create_app
-
     host = host or cfg.host
     port = port or cfg.port
     app = create_app(settings)
