@@ -21,6 +21,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "up": "infra.cli:up",
     "down": "infra.cli:down",
     "topics": "infra.cli:topics",
+    "monitoring": "infra.cli:monitoring",
     "watch": "producers.cli:watch",
     "streams": "streams.cli:streams",
     "consume": "consumers.cli:consume",

@@ -121,6 +121,10 @@ class StackConfig(Section):
     # becomes its super user; sites get their own users (`sohoa kafka grant-site`). Off by
     # default: the demo stack is one machine on loopback (docs/architecture.md, Site identity).
     kafka_sasl: bool = False
+    # `sohoa up --monitoring`: Prometheus and Alertmanager beside the stack (infra/monitoring.py)
+    monitoring: bool = False
+    prometheus_port: int = 19090
+    alertmanager_port: int = 19093
     start_timeout_s: float = 90.0
     component_grace_s: float = 5.0   # a component that dies this soon after `up` is reported
     stop_timeout_s: float = 30.0     # SIGTERM → SIGKILL after this long in `sohoa down`
