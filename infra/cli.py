@@ -203,6 +203,8 @@ def _print_endpoints(local: Settings, stack, with_components: bool) -> None:
     if "consume" in comps:
         rows.append(("Chỉ số tiến độ (consumer metrics)",
                      f"http://{local.consumer.metrics_host}:{local.consumer.metrics_port}/metrics"))
+    if "web" in comps:
+        rows.append(("Trang tiến độ (sohoa web)", f"http://{local.web.host}:{local.web.port}/"))
     for root in local.watcher.roots:
         rows.append(("Thư mục quét (hot folder)", str(Path(root).resolve())))
     rows += [

@@ -116,7 +116,9 @@ class StackConfig(Section):
     kafka_heap: str = "512m"
     kafka_home: Path | None = Field(default=None, description="Use an existing Kafka install")
     postgres_port: int = 15432
-    components: list[Literal["watch", "streams", "consume"]] = ["watch", "streams", "consume"]
+    # "web" too once web.users (or web.auth = "proxy") is set: `sohoa web` beside the stack.
+    components: list[Literal["watch", "streams", "consume", "web"]] = ["watch", "streams",
+                                                                     "consume"]
     # The local broker with SASL/SCRAM-SHA-512 and ACLs (infra/kafka.py): kafka.sasl_username
     # becomes its super user; sites get their own users (`sohoa kafka grant-site`). Off by
     # default: the demo stack is one machine on loopback (docs/architecture.md, Site identity).

@@ -270,6 +270,7 @@ def test_every_page_shows_the_campaign_as_the_events_give_it(web: Site, browser)
 
     # --- reports: downloads of what `sohoa report` writes ---------------------------------
     _go(drv, drv.find_element(By.LINK_TEXT, "Báo cáo"))
+    assert drv.title.startswith("Báo cáo — ")
     _shot(drv, web, "bao-cao")
     month = f"{s.today:%m/%Y}"
     drv.find_element(By.CSS_SELECTOR, f'#bao-cao-thang option[value="{month}"]').click()
@@ -285,6 +286,14 @@ def test_every_page_shows_the_campaign_as_the_events_give_it(web: Site, browser)
     assert f"tháng {month}" in text
     for name, *_rest in PLAN.values():
         assert name in cells, name  # the plan's names, as on the page
+    # The budget estimate of the remaining work, per unit and site.
+    drv.find_element(By.CSS_SELECTOR, '#du-toan option[value="xlsx"]').click()
+    drv.find_element(By.CSS_SELECTOR, "#du-toan button").click()
+    budget = web.downloads / f"du-toan-kinh-phi-{s.today:%Y%m%d}.xlsx"
+    wait_for(budget.exists, 60, f"the download of {budget.name}", interval=0.5)
+    names = {str(c.value) for ws in load_workbook(budget).worksheets for row in ws.iter_rows()
+             for c in row if c.value is not None}
+    assert "Xã Phú Lâm" in names
 
     # --- the runbook the alerts link to -------------------------------------------------------
     drv.get(f"{web.url}/so-tay#sohoasitestalled")

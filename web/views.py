@@ -4,6 +4,7 @@ rescan reasons, a file, the file lookup, report downloads and the runbook."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,13 +82,9 @@ def reports() -> Any:
 
 @pages.get("/bao-cao/tien-do")
 def monthly_report() -> Any:
-    with downloads.workdir() as tmp:
-        try:
-            built = downloads.monthly(db(), settings(), request.args.get("thang", ""),
-                                      request.args.get("dinh-dang", "docx"), Path(tmp))
-        except downloads.ReportRefused as exc:
-            abort(400, str(exc))
-        return _send(built)
+    return _download(lambda tmp: downloads.monthly(
+        db(), settings(), request.args.get("thang", ""), request.args.get("dinh-dang", "docx"),
+        tmp))
 
 
 @pages.get("/bao-cao/nghiem-thu")
@@ -96,24 +93,27 @@ def acceptance_report() -> Any:
     d1, d2 = parse_day(request.args.get("tu")), parse_day(request.args.get("den"))
     if not contractor or d1 is None or d2 is None:
         abort(400, "Cần nhà thầu, ngày bắt đầu và ngày kết thúc (dd/mm/yyyy).")
-    with downloads.workdir() as tmp:
-        try:
-            built = downloads.acceptance(db(), settings(), contractor, d1, d2,
-                                         request.args.get("dinh-dang", "docx"), Path(tmp))
-        except downloads.ReportRefused as exc:
-            abort(400, str(exc))
-        return _send(built)
+    return _download(lambda tmp: downloads.acceptance(
+        db(), settings(), contractor, d1, d2, request.args.get("dinh-dang", "docx"), tmp))
 
 
 @pages.get("/bao-cao/du-toan")
 def budget_report() -> Any:
+    return _download(lambda tmp: downloads.budget(
+        db(), settings(), request.args.get("dinh-dang", "xlsx"), tmp))
+
+
+def _download(build: Callable[[Path], downloads.Built]) -> Any:
+    """Build a document in a temp folder and send it (read into memory: the folder goes when
+    the request returns); a request the reports refuse is a 400 with their sentence."""
     with downloads.workdir() as tmp:
         try:
-            built = downloads.budget(db(), settings(), request.args.get("dinh-dang", "xlsx"),
-                                     Path(tmp))
+            built = build(Path(tmp))
         except downloads.ReportRefused as exc:
             abort(400, str(exc))
-        return _send(built)
+        data = built.path.read_bytes()
+    return send_file(io.BytesIO(data), mimetype=built.media_type, as_attachment=True,
+                     download_name=built.download_name)
 
 
 @pages.get("/so-tay")
@@ -124,10 +124,3 @@ def runbook() -> Any:
         abort(404, "Không tìm thấy docs/runbook.md trong thư mục cài đặt sohoa.")
     title, body, toc = render()
     return render_template("runbook.html", title=title, body=body, toc=toc)
-
-
-def _send(built: downloads.Built) -> Any:
-    # Read into memory: the temp folder goes when the request returns.
-    data = built.path.read_bytes()
-    return send_file(io.BytesIO(data), mimetype=built.media_type, as_attachment=True,
-                     download_name=built.download_name)
