@@ -31,7 +31,7 @@ USER, PASSWORD = "van-phong", "mật-khẩu-thử-nghiệm"
 # Chromium on a closed network: no background traffic, no first-run, no sandbox as root.
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage")
+         "--disable-dev-shm-usage", "--lang=vi-VN")
 
 
 def vn(n: int) -> str:
