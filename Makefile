@@ -1,5 +1,6 @@
 # sohoa — the two commands a new user needs:
-#   make run    install, start the local stack, drop Vietnamese sample pages, show their progress
+#   make run    install, start the local stack (with Prometheus and Alertmanager on loopback),
+#               drop Vietnamese sample pages, show their progress
 #   make test   install, start a throw-away Kafka + PostgreSQL on free ports, run every test, stop them
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -34,7 +35,7 @@ verapdf: $(STAMP)
 install: system-deps $(STAMP) verapdf
 
 run: install
-	$(SOHOA) up
+	$(SOHOA) up --monitoring
 	$(PY) -m infra.demo
 	@echo "Dừng hệ thống: make down"
 

@@ -98,20 +98,27 @@ def consume(ctx: click.Context, migrate: bool) -> None:
 
 @click.command("status")
 @click.option("--json", "as_json", is_flag=True, help="JSON: {sites: [...], files: [...]}.")
-@click.option("--site", help="Only this site.")
-@click.option("--state", help="Only files in this state (scanning, accepted, needs_rescan…).")
+@click.option("--site", help="Only this site: its id or its name in the plan.")
+@click.option("--state", help="Only files in this state: scanning, accepted, needs_rescan… "
+                              "or its Vietnamese name (cần quét lại…).")
 @click.option("--files/--no-files", "with_files", default=None,
               help="List files too (default: with --json or --site).")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, site: str | None, state: str | None,
            with_files: bool | None) -> None:
-    """Tiến độ theo điểm số hóa và theo hồ sơ (progress per site and per file)."""
+    """Tiến độ theo điểm số hóa và theo hồ sơ (progress per site and per file).
+
+    The table takes the terminal's width: the columns that matter most first (site, pages,
+    share, deadline, status), more as the width allows, one block per site when narrow.
+    """
     from consumers.status import collect, render
 
     settings = _settings(ctx)
+    state = _file_state(state)
     if with_files is None:
         with_files = as_json or site is not None or state is not None
     with _schema_needed(), _connect(settings, reader=True) as conn:
+        site = _site_id(conn, site)
         data = collect(conn, settings.campaign, site=site, state=state, with_files=with_files)
         if as_json:
             click.echo(json.dumps(data, ensure_ascii=False, indent=2))
@@ -121,6 +128,47 @@ def status(ctx: click.Context, as_json: bool, site: str | None, state: str | Non
         from consumers.progress import load_sites
 
         render(data, load_sites(conn, settings.campaign, site=site), Console())
+
+
+def _known(items: list[str], what: str, more_hint: str) -> str:
+    shown = items[:40]
+    text = ", ".join(shown) if shown else "(chưa có)"
+    if len(items) > len(shown):
+        text += f" … và {len(items) - len(shown)} {what} khác ({more_hint})"
+    return text
+
+
+def _site_id(conn, site: str | None) -> str | None:
+    """A site given by its id or its plan name (case and accents aside); an unknown one is a
+    usage error listing the known sites."""
+    if site is None:
+        return None
+    from sohoa.naming import fold
+
+    rows = conn.execute("SELECT site_id, name FROM sites ORDER BY site_id").fetchall()
+    if any(sid == site for sid, _ in rows):
+        return site
+    found = {sid for sid, name in rows if fold(site) in (fold(sid), fold(name or ""))}
+    if len(found) == 1:
+        return found.pop()
+    known = [f"{sid} ({name})" if name else sid for sid, name in rows]
+    raise click.BadParameter(
+        f"không có điểm {site!r}" + (" (trùng tên nhiều điểm)" if found else "")
+        + f". Các điểm: {_known(known, 'điểm', 'sohoa campaign show')}", param_hint="--site")
+
+
+def _file_state(state: str | None) -> str | None:
+    if state is None:
+        return None
+    from consumers.status import FILE_STATES, STATE_VI
+    from sohoa.naming import fold
+
+    for key in FILE_STATES:
+        if fold(state) in (key, fold(STATE_VI[key])):
+            return key
+    known = ", ".join(f"{k} ({STATE_VI[k]})" for k in FILE_STATES)
+    raise click.BadParameter(f"không có trạng thái {state!r}. Các trạng thái: {known}",
+                             param_hint="--state")
 
 
 # --- db -------------------------------------------------------------------------------------
@@ -241,6 +289,8 @@ def campaign_show(ctx: click.Context, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from consumers.vi import num
+
     t = Table(title="Kế hoạch số hóa (campaign plan)")
     for col in ("Chiến dịch", "Điểm", "Tên", "Đơn vị", "Nhà thầu", "Trang KH", "Hồ sơ KH",
                 "Hạn", "Giờ làm việc", "Ghi chú"):
@@ -248,8 +298,8 @@ def campaign_show(ctx: click.Context, as_json: bool) -> None:
     for r in rows:
         t.add_row(r["campaign"] or "—", r["site_id"], r["name"] or "—", r["unit"] or "—",
                   r["contractor"] or "—",
-                  f"{r['target_pages']:,}" if r["target_pages"] is not None else "—",
-                  f"{r['target_files']:,}" if r["target_files"] is not None else "—",
+                  num(r["target_pages"]) if r["target_pages"] is not None else "—",
+                  num(r["target_files"]) if r["target_files"] is not None else "—",
                   r["deadline"].strftime("%d/%m/%Y") if r["deadline"] else "—",
                   f"{r['work_start']:%H:%M}–{r['work_end']:%H:%M}",
                   "tự tạo, chưa có kế hoạch" if r["auto_created"] else "")
@@ -395,7 +445,7 @@ def report_acceptance(ctx: click.Context, contractor: str, date_from: str, date_
         try:
             names = match_contractor(conn, contractor)
         except UnknownContractor as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.BadParameter(str(exc), param_hint="--contractor") from None
         contract = contract_for(settings.reports, names[0])
         data = build_acceptance(conn, names, d1, d2, timezone=settings.campaign.timezone,
                                 tolerance=settings.reports.page_size_tolerance,
@@ -442,7 +492,7 @@ def report_budget(ctx: click.Context, fmt: str, units: tuple[str, ...], out: Pat
 # --- reconcile ------------------------------------------------------------------------------
 
 @click.command("reconcile")
-@click.option("--site", required=True, help="Site id.")
+@click.option("--site", required=True, help="Site id or its name in the plan.")
 @click.option("--root", required=True, type=click.Path(path_type=Path, exists=True,
                                                        file_okay=False),
               help="The site's hot-folder root as seen from here.")
@@ -461,6 +511,7 @@ def reconcile(ctx: click.Context, site: str, root: Path, as_json: bool) -> None:
 
     settings = _settings(ctx)
     with _schema_needed(), _connect(settings, reader=True) as conn:
+        site = _site_id(conn, site)
         res = reconcile_site(conn, settings.watcher, site, root)
     if as_json:
         click.echo(json.dumps(res.to_json(), ensure_ascii=False, indent=2))

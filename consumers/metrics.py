@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from consumers.status import FILE_STATES
 from sohoa.config import Settings
+from sohoa.naming import slug
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +133,15 @@ class ProgressCollector(Collector):
                           "deadline, both counted (holidays, days off, make-up days applied)")
         required = gauge("sohoa_site_required_pages_per_day", "Pages per working day the "
                          "remaining pages need to meet the deadline (absent once it has passed)")
-        info = gauge("sohoa_site_info", "Always 1: the campaign plan's unit and contractor of "
-                     "a site (unit 'chua-ro' until the plan names one)",
-                     ("site", "unit", "contractor"))
+        info = gauge("sohoa_site_info", "Always 1: the campaign plan's name, unit and "
+                     "contractor of a site, and unit_key, the unit as a routing key "
+                     "(unit 'chưa rõ', unit_key 'chua-ro' until the plan names one)",
+                     ("site", "name", "unit", "unit_key", "contractor"))
         for s in sites:
             lab = [s.site_id]
-            info.add_metric([s.site_id, s.unit or "chua-ro", s.contractor or ""], 1.0)
+            unit = s.unit or "chưa rõ"
+            info.add_metric([s.site_id, s.name or s.site_id, unit, slug(unit) or "chua-ro",
+                             s.contractor or ""], 1.0)
             scanned.add_metric(lab, s.pages_scanned)
             documents.add_metric(lab, s.documents_scanned)
             checked.add_metric(lab, s.checked_pages)

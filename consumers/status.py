@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,6 +11,7 @@ from psycopg.rows import dict_row
 
 from consumers.deliverables import SiteDeliverable, by_site
 from consumers.progress import SiteProgress, load_sites
+from consumers.vi import num, pct
 from sohoa.config import CampaignConfig
 
 # OCR progress (migration 010) while the OCR of the current assembly runs: it has progress
@@ -56,9 +58,9 @@ def collect(conn: psycopg.Connection, campaign: CampaignConfig, *, site: str | N
             "files": files}
 
 
-def _n(value: int) -> str:
+def _n(value: int | None) -> str:
     """An integer as officers read it (vi-VN: 1.234)."""
-    return f"{value:,}".replace(",", ".")
+    return "—" if value is None else num(value)
 
 
 def _d(value) -> str:
@@ -78,50 +80,120 @@ def _ago(ts: datetime | None, now: datetime) -> str:
     return f"{secs // 86400} ngày trước"
 
 
-def render(data: dict[str, Any], sites: list[SiteProgress], console) -> None:
+@dataclass(frozen=True)
+class Column:
+    header: str
+    rank: int               # a narrow terminal keeps the lowest ranks
+    right: bool = False
+
+
+def _site_cells(s: SiteProgress, d: SiteDeliverable, now: datetime) -> list[str]:
+    if s.target_pages is None:
+        verdict = "[yellow]chưa có kế hoạch[/]"
+    elif not s.remaining_pages:
+        verdict = "[green]đã hoàn thành[/]"
+    elif s.at_risk:
+        verdict = "[red]chậm tiến độ[/]"
+    else:
+        verdict = "[green]đúng tiến độ[/]"
+    share = s.pages_scanned / s.target_pages if s.target_pages else None
+    return [s.name or s.site_id, s.site_id if s.name else "", s.unit or "—",
+            s.contractor or "—", _n(s.pages_scanned), _n(s.target_pages),
+            pct(share) if share is not None else "—", _n(s.pages_accepted),
+            f"{_n(s.files_accepted)}/{_n(s.files_total)}", _d(s.deadline),
+            _d(s.forecast_completion), verdict, _ago(s.last_page_at, now),
+            _ago(s.last_heartbeat_at, now), d.short()]
+
+
+SITE_COLUMNS = (
+    Column("Điểm", 0), Column("Mã điểm", 9), Column("Đơn vị", 6), Column("Nhà thầu", 8),
+    Column("Đã quét", 1, True), Column("Kế hoạch", 5, True), Column("Tỷ lệ", 2, True),
+    Column("Nghiệm thu", 7, True), Column("Hồ sơ", 10, True), Column("Hạn", 3),
+    Column("Dự kiến xong", 4), Column("Đánh giá", 0), Column("Trang gần nhất", 11),
+    Column("Máy trạm", 12), Column("Gói/giao/đạt", 13, True))
+
+FILE_COLUMNS = (
+    Column("Điểm", 6), Column("Phông", 3), Column("Mã hồ sơ", 0), Column("Trạng thái", 0),
+    Column("Văn bản", 6), Column("Trang", 1, True), Column("Đã kiểm tra", 7, True),
+    Column("Dự kiến", 8, True), Column("QC lỗi", 2, True), Column("Đang OCR", 5, True),
+    Column("Kết luận", 9), Column("Bàn giao", 4))
+
+
+def _file_cells(f: dict[str, Any]) -> list[str]:
+    return [f["site_id"], f["fonds"] or "—", f["file_code"],
+            STATE_VI.get(f["state"], f["state"]), _n(f["documents"]), _n(f["pages"]),
+            _n(f["checked_pages"]), _n(f["expected_pages"]) if f["expected_pages"] else "—",
+            _n(f["qc_failed_pages"]),
+            (f"{_n(f['ocr_pages_done'])}/{_n(f['ocr_pages_total'])} trang"
+             if f.get("ocr_pages_total") else "—"),
+            STATE_VI.get(f["verdict"] or "", f["verdict"] or "—"),
+            DELIVERABLE_VI.get(f["deliverable"] or "", "—")]
+
+
+def fit_columns(columns: tuple[Column, ...], rows: list[list[str]], width: int) -> list[int]:
+    """Indices of the columns to show, in their order: columns by rank while they fit
+    ``width`` whole (a rich table line is 1 + the sum of each column's width + 3); none if
+    even the rank-0 columns do not."""
+    from rich.cells import cell_len
+    from rich.text import Text
+
+    def plain(cell: str) -> int:
+        return cell_len(Text.from_markup(cell).plain)
+
+    widths = [max([cell_len(c.header)] + [plain(r[i]) for r in rows])
+              for i, c in enumerate(columns)]
+    chosen: list[int] = []
+    used = 1
+    for i in sorted(range(len(columns)), key=lambda i: columns[i].rank):
+        if used + widths[i] + 3 > width:
+            if columns[i].rank == 0:
+                return []
+            break
+        chosen.append(i)
+        used += widths[i] + 3
+    return sorted(chosen)
+
+
+def _table(title: str, columns: tuple[Column, ...], rows: list[list[str]], console) -> None:
     from rich.table import Table
 
-    now = datetime.now(UTC)
-    t = Table(title="Tiến độ số hóa theo điểm (progress per site)", show_lines=False)
-    for col, just in (("Điểm", "left"), ("Đơn vị", "left"), ("Nhà thầu", "left"),
-                      ("Trang đã quét", "right"), ("Kế hoạch", "right"), ("Tỷ lệ", "right"),
-                      ("Nghiệm thu", "right"), ("Hồ sơ", "right"), ("Hạn", "left"),
-                      ("Dự kiến xong", "left"), ("Đánh giá", "left"), ("Trang gần nhất", "left"),
-                      ("Máy trạm", "left"), ("Gói/giao/đạt", "right")):
-        t.add_column(col, justify=just)
-    delivered = {d["site_id"]: SiteDeliverable(**d["deliverable"]) for d in data["sites"]}
-    for s in sites:
-        pct = (f"{100 * s.pages_scanned / s.target_pages:.1f}%".replace(".", ",")
-               if s.target_pages else "—")
-        if s.target_pages is None:
-            verdict = "[yellow]chưa có kế hoạch[/]"
-        elif s.at_risk:
-            verdict = "[red]chậm tiến độ[/]"
-        else:
-            verdict = "[green]đúng tiến độ[/]"
-        t.add_row(s.site_id, s.unit or "—", s.contractor or "—", _n(s.pages_scanned),
-                  _n(s.target_pages) if s.target_pages is not None else "—", pct,
-                  _n(s.pages_accepted), f"{_n(s.files_accepted)}/{_n(s.files_total)}",
-                  _d(s.deadline), _d(s.forecast_completion), verdict,
-                  _ago(s.last_page_at, now), _ago(s.last_heartbeat_at, now),
-                  delivered.get(s.site_id, SiteDeliverable()).short())
+    shown = fit_columns(columns, rows, console.width)
+    if not shown:
+        _vertical(title, columns, rows, console)
+        return
+    t = Table(title=title)
+    for i in shown:
+        t.add_column(columns[i].header, justify="right" if columns[i].right else "left",
+                     no_wrap=True)
+    for r in rows:
+        t.add_row(*(r[i] for i in shown))
     console.print(t)
-    files = data["files"]
-    if files:
-        ft = Table(title="Hồ sơ (files)")
-        for col in ("Điểm", "Phông", "Mã hồ sơ", "Trạng thái", "Văn bản", "Trang",
-                    "Đã kiểm tra", "Dự kiến", "QC lỗi", "Đang OCR", "Kết luận", "Bàn giao"):
-            ft.add_column(col)
-        for f in files:
-            ocr = (f"{_n(f['ocr_pages_done'])}/{_n(f['ocr_pages_total'])} trang"
-                   if f.get("ocr_pages_total") else "—")
-            ft.add_row(f["site_id"], f["fonds"] or "—", f["file_code"],
-                       STATE_VI.get(f["state"], f["state"]), _n(f["documents"]),
-                       _n(f["pages"]), _n(f["checked_pages"]),
-                       _n(f["expected_pages"]) if f["expected_pages"] else "—",
-                       _n(f["qc_failed_pages"]), ocr, f["verdict"] or "—",
-                       DELIVERABLE_VI.get(f["deliverable"] or "", "—"))
-        console.print(ft)
+    hidden = [c.header for i, c in enumerate(columns) if i not in shown
+              and any(r[i] for r in rows)]
+    if hidden:
+        console.print(f"[dim](màn hình hẹp: ẩn cột {', '.join(hidden)}; xem đủ bằng --json "
+                      "hoặc cửa sổ rộng hơn)[/]", soft_wrap=False, overflow="fold")
+
+
+def _vertical(title: str, columns: tuple[Column, ...], rows: list[list[str]],
+              console) -> None:
+    """One block per row, a line per column: a terminal too narrow for any table."""
+    console.print(f"[bold]{title}[/]", overflow="fold")
+    for r in rows:
+        console.print("")
+        for c, cell in zip(columns, r, strict=True):
+            if cell:
+                console.print(f"{c.header}: {cell}", overflow="fold")
+
+
+def render(data: dict[str, Any], sites: list[SiteProgress], console) -> None:
+    now = datetime.now(UTC)
+    delivered = {d["site_id"]: SiteDeliverable(**d["deliverable"]) for d in data["sites"]}
+    rows = [_site_cells(s, delivered.get(s.site_id, SiteDeliverable()), now) for s in sites]
+    _table("Tiến độ số hóa theo điểm (progress per site)", SITE_COLUMNS, rows, console)
+    if data["files"]:
+        _table("Hồ sơ (files)", FILE_COLUMNS, [_file_cells(f) for f in data["files"]],
+               console)
 
 
 STATE_VI = {

@@ -78,14 +78,19 @@ def _fail(msg: str) -> None:
               help="Chỉ khởi động Kafka và PostgreSQL (just Kafka + PostgreSQL).")
 @click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False),
               help="Thư mục trạng thái (default: stack.state_dir, .state/).")
+@click.option("--monitoring/--no-monitoring", default=None,
+              help="Chạy cả Prometheus và Alertmanager trên máy này (default stack.monitoring).")
 @click.pass_context
-def up(ctx: click.Context, no_components: bool, state_dir: Path | None) -> None:
+def up(ctx: click.Context, no_components: bool, state_dir: Path | None,
+       monitoring: bool | None) -> None:
     """Khởi động Kafka, PostgreSQL, các topic, cơ sở dữ liệu và các thành phần trên máy này.
 
     Start the local stack: Kafka (one KRaft node), PostgreSQL (a private cluster), the topic
     spec (infra/topics.toml), database migrations, then `sohoa watch`, `sohoa streams` and
-    `sohoa consume` as background processes (stack.components). Data is kept between runs;
-    `sohoa down` stops everything. Exit code 0: all parts up; 1: a part failed.
+    `sohoa consume` as background processes (stack.components). With --monitoring, also
+    Prometheus (stack.prometheus_port) with sohoa's rules and Alertmanager
+    (stack.alertmanager_port), on loopback. Data is kept between runs; `sohoa down` stops
+    everything. Exit code 0: all parts up; 1: a part failed.
     """
     from infra.components import HINTS, Components
     from infra.procs import StackError
@@ -154,6 +159,19 @@ def up(ctx: click.Context, no_components: bool, state_dir: Path | None) -> None:
             else:
                 _ok(f"sohoa {r.name} đã chạy (pid {r.pid}, nhật ký {r.log_path})")
 
+    if monitoring if monitoring is not None else local.stack.monitoring:
+        from infra.monitoring import LocalMonitoring
+
+        _say("Đang khởi động Prometheus và Alertmanager…")
+        for r in LocalMonitoring(local).start():
+            if r.error:
+                failed = True
+                _fail(f"{r.name}: {r.error}")
+            elif r.already_running:
+                _ok(f"{r.name} đang chạy sẵn (pid {r.pid}): {r.url}")
+            else:
+                _ok(f"{r.name} đã chạy (pid {r.pid}): {r.url}")
+
     _print_endpoints(local, stack, with_components=not no_components)
     sys.exit(1 if failed else 0)
 
@@ -185,6 +203,8 @@ def _print_endpoints(local: Settings, stack, with_components: bool) -> None:
     if "consume" in comps:
         rows.append(("Chỉ số tiến độ (consumer metrics)",
                      f"http://{local.consumer.metrics_host}:{local.consumer.metrics_port}/metrics"))
+    if "web" in comps:
+        rows.append(("Trang tiến độ (sohoa web)", f"http://{local.web.host}:{local.web.port}/"))
     for root in local.watcher.roots:
         rows.append(("Thư mục quét (hot folder)", str(Path(root).resolve())))
     rows += [
@@ -213,14 +233,18 @@ def down(ctx: click.Context, state_dir: Path | None) -> None:
     stack = LocalStack(local)
     comps = Components(local, None, {})
     stopped_any = False
-    for name, clean in comps.stop(list(COMPONENTS)).items():
+    from infra.monitoring import LocalMonitoring
+
+    stopped = {f"sohoa {n}": c for n, c in comps.stop(list(COMPONENTS)).items()}
+    stopped.update({n.capitalize(): c for n, c in LocalMonitoring(local).stop().items()})
+    for name, clean in stopped.items():
         if clean is None:
             continue
         stopped_any = True
         if clean:
-            _ok(f"Đã dừng sohoa {name}")
+            _ok(f"Đã dừng {name}")
         else:
-            click.secho(f"⚠ sohoa {name} không tự dừng kịp, đã buộc dừng (SIGKILL)", fg="yellow")
+            click.secho(f"⚠ {name} không tự dừng kịp, đã buộc dừng (SIGKILL)", fg="yellow")
     for label, node in (("Kafka", stack.kafka), ("PostgreSQL", stack.pg)):
         if not node.running():
             continue
@@ -329,3 +353,27 @@ def topics_grant_site(ctx: click.Context, site_id: str) -> None:
     click.echo(f"# sohoa.toml của điểm {site_id} (site agent):\n"
                f"{access.site_toml(settings.kafka.bootstrap)}")
     click.echo(f"# thêm vào sohoa.toml của trung tâm (centre):\n{access.centre_toml()}")
+
+
+@click.group("monitoring")
+def monitoring() -> None:
+    """Cấu hình giám sát: Prometheus, Alertmanager, Grafana (monitoring/)."""
+
+
+@monitoring.command("build")
+@click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Thư mục ghi bản cấu hình (replaced if present).")
+@click.pass_context
+def monitoring_build(ctx: click.Context, out: Path) -> None:
+    """Ghi bản cấu hình giám sát để triển khai (a deployable copy of monitoring/).
+
+    Every alert's runbook_url and the boards' link to the runbook are made absolute on
+    monitoring.runbook_base_url (default: the runbook `sohoa web` serves on this machine,
+    http://127.0.0.1:18080/so-tay). Point Prometheus at OUT/prometheus/prometheus.yml,
+    Alertmanager at OUT/alertmanager/alertmanager.yml, Grafana at OUT/grafana.
+    """
+    from infra.monitoring import build
+
+    settings = _settings(ctx)
+    path = build(settings, out)
+    click.echo(f"đã ghi {path} (runbook: {settings.monitoring.runbook_base_url})")

@@ -1,4 +1,5 @@
-"""The sohoa components (`watch`, `streams`, `consume`) as detached processes of `sohoa up`."""
+"""The sohoa components (`watch`, `streams`, `consume`, `web`) as detached processes of
+`sohoa up`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from sohoa.config import Settings
 
 log = logging.getLogger(__name__)
 
-COMPONENTS = ("watch", "streams", "consume")
+COMPONENTS = ("watch", "streams", "consume", "web")
 MARKER = "sohoa.cli"
 
 # How to fix the usual reasons a component dies at start.
@@ -25,6 +26,8 @@ HINTS = {
                "tesseract + gói tiếng Việt (tesseract-ocr-vie) đã cài",
     "consume": "kiểm tra PostgreSQL (postgres.dsn), đã chạy `sohoa db migrate`, "
                "consumer.metrics_port chưa bị chiếm",
+    "web": "thêm tài khoản vào [web.users] (`sohoa web hash-password`) hoặc đặt "
+           "web.auth = \"proxy\"; web.port chưa bị chiếm",
 }
 
 

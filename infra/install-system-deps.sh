@@ -9,7 +9,9 @@
 #   images with it: many document scanners write bilevel pages as JBIG2), Liberation fonts
 #   (Liberation Serif: metric-compatible with Times New Roman, for Art. 8's signature text
 #   where Times New Roman is not installed), SoftHSM2 (a PKCS#11 token for the signing tests;
-#   sites use USB tokens).
+#   sites use USB tokens),
+#   Alertmanager (+ amtool: the routing tests, `make run`'s alerts), Chromium and ChromeDriver
+#   (the headless browser test of `sohoa web`; no test tool downloads a browser of its own).
 # Usage: sudo infra/install-system-deps.sh        (DRY_RUN=1 to only print what it would do)
 set -euo pipefail
 
@@ -18,7 +20,8 @@ say() { printf '%s\n' "$*"; }
 if ! command -v apt-get >/dev/null 2>&1; then
   say "Không có apt-get: hãy tự cài postgresql, tesseract-ocr (+vie, eng), ghostscript,"
   say "poppler-utils, jbig2dec, prometheus, fonts-dejavu-core, fonts-liberation, fonts-liberation2,"
-  say "softhsm2, JDK 17+, maven. (not a Debian/Ubuntu system)"
+  say "softhsm2, prometheus-alertmanager, chromium, chromium-driver, JDK 17+, maven."
+  say "(not a Debian/Ubuntu system)"
   exit 1
 fi
 
@@ -42,6 +45,10 @@ want fonts-liberation
 want fonts-liberation2
 want softhsm2
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || want prometheus
+command -v prometheus-alertmanager >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1 \
+  || want prometheus-alertmanager
+command -v chromium >/dev/null 2>&1 || want chromium
+command -v chromedriver >/dev/null 2>&1 || want chromium-driver
 command -v java >/dev/null 2>&1 || missing+=(default-jdk-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import click
 
 from sohoa import __version__
 from sohoa.config import load_config
-from sohoa.errors import ConfigError, ExitCode
+from sohoa.errors import ConfigError, ExitCode, SohoaError
 from sohoa.logs import setup_logging
 
 # command name -> "module:attribute" of a click.Command, imported only when used.
@@ -20,6 +21,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "up": "infra.cli:up",
     "down": "infra.cli:down",
     "topics": "infra.cli:topics",
+    "monitoring": "infra.cli:monitoring",
     "watch": "producers.cli:watch",
     "streams": "streams.cli:streams",
     "consume": "consumers.cli:consume",
@@ -33,6 +35,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "sign": "deliver.cli:sign",
     "package": "deliver.cli:package",
     "handover": "deliver.cli:handover",
+    "web": "web.cli:web",
 }
 
 
@@ -53,9 +56,64 @@ class LazyGroup(click.Group):
                 raise  # a bug in sohoa itself: its traceback, not advice to install
             return _unavailable(cmd_name, missing)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """One line per command, its description whole or cut between words, never inside a
+        bracket (click's own cut stops at the limit, wherever it falls)."""
+        commands = [(name, cmd) for name in self.list_commands(ctx)
+                    if (cmd := self.get_command(ctx, name)) is not None and not cmd.hidden]
+        if not commands:
+            return
+        limit = formatter.width - 6 - max(len(name) for name, _ in commands)
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, short_help(cmd, limit)) for name, cmd in commands])
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SohoaError as exc:
+            # A fault the person at the keyboard can fix: the message and its exit code,
+            # never a traceback.
+            click.echo(f"Lỗi: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except ModuleNotFoundError as exc:
+            # Commands import their heavy libraries when they run (the site agent's install
+            # has no psycopg, Faust…): a missing third-party one is an install step.
+            missing = exc.name or ""
+            if not missing or missing.split(".")[0] in OWN_PACKAGES:
+                raise
+            _say_install(ctx.invoked_subcommand or "", missing)
+            ctx.exit(ExitCode.UNAVAILABLE)
+
+
+def short_help(cmd: click.Command, limit: int) -> str:
+    """The command's first paragraph if it fits ``limit``; else without its bracketed asides
+    (the English gloss); else cut after a whole word outside any bracket, with "…"."""
+    text = cmd.short_help or ""
+    if not text:
+        paragraphs = [p for p in (cmd.help or "").split("\n\n") if p.strip() != "\b"]
+        text = " ".join(paragraphs[0].split()) if paragraphs else ""
+    if len(text) <= limit:
+        return text
+    bare = re.sub(r"\s*\([^()]*\)", "", text).strip()
+    if len(bare) <= limit:
+        return bare
+    out, depth = "", 0
+    for word in bare.split():
+        depth += word.count("(") - word.count(")")
+        candidate = f"{out} {word}".strip()
+        if len(candidate) + 1 > limit:
+            break
+        if depth == 0:
+            out = candidate
+    return out.rstrip(",;:") + "…"
+
+
+# Long-running commands a supervisor runs: they log as configured, terminal or not.
+SERVICES = frozenset({"watch", "streams", "consume", "web"})
 
 # sohoa's own top-level packages: a module of these missing is a bug, never an install step.
-OWN_PACKAGES = frozenset({"sohoa", "producers", "streams", "consumers", "infra", "bench"})
+OWN_PACKAGES = frozenset({"sohoa", "producers", "streams", "consumers", "infra", "deliver",
+                          "web", "bench"})
 
 
 def _unavailable(name: str, missing: str) -> click.Command:
@@ -63,13 +121,17 @@ def _unavailable(name: str, missing: str) -> click.Command:
                    context_settings={"ignore_unknown_options": True})
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def cmd(args: tuple[str, ...]) -> None:
-        click.echo(
-            f"Lệnh '{name}' cần gói chưa cài: {missing}. Trên máy chủ trung tâm, cài bằng: "
-            f"pip install -e '.[central]' trong thư mục mã nguồn sohoa (máy quét chỉ cần "
-            f"'.[site]' và lệnh 'sohoa watch'). (command '{name}' needs the third-party "
-            f"package {missing}: install sohoa's central extra)", err=True)
+        _say_install(name, missing)
         sys.exit(ExitCode.UNAVAILABLE)
     return cmd
+
+
+def _say_install(name: str, missing: str) -> None:
+    click.echo(
+        f"Lệnh '{name}' cần gói chưa cài: {missing}. Lệnh này chạy ở máy chủ trung tâm; cài "
+        f"bằng: pip install '.[central]' trong thư mục mã nguồn sohoa (máy quét chỉ cần "
+        f"'.[site]' và lệnh 'sohoa watch'). (command '{name}' needs the third-party "
+        f"package {missing}: install sohoa's central extra)", err=True)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -96,7 +158,8 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
     except ConfigError as exc:
         click.echo(f"Lỗi cấu hình: {exc}", err=True)
         ctx.exit(exc.exit_code)
-    setup_logging(settings.logging.level, settings.logging.json_format)
+    setup_logging(settings.logging.level, settings.logging.json_format,
+                  interactive=ctx.invoked_subcommand not in SERVICES)
     ctx.obj = settings
 
 

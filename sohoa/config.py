@@ -116,11 +116,17 @@ class StackConfig(Section):
     kafka_heap: str = "512m"
     kafka_home: Path | None = Field(default=None, description="Use an existing Kafka install")
     postgres_port: int = 15432
-    components: list[Literal["watch", "streams", "consume"]] = ["watch", "streams", "consume"]
+    # "web" too once web.users (or web.auth = "proxy") is set: `sohoa web` beside the stack.
+    components: list[Literal["watch", "streams", "consume", "web"]] = ["watch", "streams",
+                                                                     "consume"]
     # The local broker with SASL/SCRAM-SHA-512 and ACLs (infra/kafka.py): kafka.sasl_username
     # becomes its super user; sites get their own users (`sohoa kafka grant-site`). Off by
     # default: the demo stack is one machine on loopback (docs/architecture.md, Site identity).
     kafka_sasl: bool = False
+    # `sohoa up --monitoring`: Prometheus and Alertmanager beside the stack (infra/monitoring.py)
+    monitoring: bool = False
+    prometheus_port: int = 19090
+    alertmanager_port: int = 19093
     start_timeout_s: float = 90.0
     component_grace_s: float = 5.0   # a component that dies this soon after `up` is reported
     stop_timeout_s: float = 30.0     # SIGTERM → SIGKILL after this long in `sohoa down`
@@ -532,6 +538,71 @@ class DeliverConfig(Section):
     receiver_name: str = Field(default="", description="Lưu trữ lịch sử nhận (biên bản)")
 
 
+# A password hash as `sohoa web hash-password` writes it (Werkzeug's format: method$salt$hash).
+_PASSWORD_HASH_RE = r"^(scrypt|pbkdf2)(:[A-Za-z0-9]+)*\$[^$]+\$[0-9a-f]+$"
+
+
+class WebConfig(Section):
+    """`sohoa web`: the province office's read-only page (`web/`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"  # loopback: another address is an explicit choice
+    port: int = 18080
+    threads: int = Field(default=4, ge=1)
+    # How a visitor proves who they are: "login" (users below, a session cookie) or "proxy"
+    # (a reverse proxy on a trusted address authenticates and names the user in a header).
+    auth: Literal["login", "proxy"] = "login"
+    # user name -> password hash (`sohoa web hash-password`); never a password in clear.
+    users: dict[str, SecretStr] = {}
+    # Signs the session cookie. Unset: a random key per start (everyone logs in again after a
+    # restart); set one (`openssl rand -hex 32`) to keep sessions across restarts.
+    session_secret: SecretStr | None = None
+    session_hours: float = Field(default=12.0, gt=0)
+    cookie_secure: bool = False  # true when served over HTTPS (behind a proxy, usually)
+    login_attempts: int = Field(default=5, ge=1)   # failures per user and address ...
+    login_lockout_s: float = Field(default=900.0, ge=0)  # ... then refused this long
+    proxy_user_header: str = "X-Remote-User"
+    trusted_proxies: list[str] = ["127.0.0.1", "::1"]  # addresses allowed to set the header
+    proxy_users: list[str] = []  # empty: every user the proxy authenticates
+    files_per_page: int = Field(default=200, ge=10)
+
+    @field_validator("users")
+    @classmethod
+    def _hashed(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, value in v.items():
+            if not re.match(_PASSWORD_HASH_RE, value.get_secret_value()):
+                raise ValueError(f"web.users.{name}: not a password hash; make one with "
+                                 "`sohoa web hash-password`")
+        return v
+
+    @field_validator("session_secret")
+    @classmethod
+    def _secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            _long_enough(v, "web.session_secret")
+        return v
+
+
+class MonitoringConfig(Section):
+    """What `sohoa monitoring build` writes into the alert rules and boards."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Absolute address of the runbook (docs/runbook.md) that every alert's runbook_url and the
+    # boards' link point at, an alert's anchor appended (#sohoasitestalled). Default: the page
+    # `sohoa web` serves on this machine.
+    runbook_base_url: str = "http://127.0.0.1:18080/so-tay"
+
+    @field_validator("runbook_base_url")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v) or "#" in v:
+            raise ValueError("an absolute http(s) address without '#', e.g. "
+                             "https://sohoa.example.gov.vn/so-tay")
+        return v.rstrip("/")
+
+
 class LoggingConfig(Section):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -561,6 +632,8 @@ class Settings(BaseSettings):
     identity: IdentityConfig = IdentityConfig()
     signing: SigningConfig = SigningConfig()
     deliver: DeliverConfig = DeliverConfig()
+    web: WebConfig = WebConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @classmethod

@@ -49,15 +49,48 @@ class TextFormatter(logging.Formatter):
         return text
 
 
-def setup_logging(level: str = "INFO", json_format: bool = True) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if json_format else TextFormatter())
+_LABELS = {"WARNING": "cảnh báo", "ERROR": "lỗi", "CRITICAL": "lỗi nghiêm trọng"}
+
+
+class TerminalFormatter(logging.Formatter):
+    """A warning for the person at the keyboard: one short line, no JSON, no logger name."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        label = _LABELS.get(record.levelname, record.levelname.lower())
+        extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
+        return f"{label}: {mask_text(record.getMessage())} {extras}".rstrip()
+
+
+def setup_logging(level: str = "INFO", json_format: bool = True, *, interactive: bool = False,
+                  stream: Any = None) -> None:
+    """Logs go to stderr, never stdout (stdout is a command's output: tables, JSON, paths).
+
+    A service (``interactive=False``: watch, streams, consume, web) logs as configured
+    whatever stderr is: its supervisor keeps the lines. An interactive command whose stderr
+    is a terminal shows warnings and errors only, as short text lines, so no JSON line lands
+    among the table it prints; with stderr redirected (cron, scripts) it logs as configured.
+    """
+    stream = stream if stream is not None else sys.stderr
+    handler = logging.StreamHandler(stream)
+    at_terminal = interactive and _isatty(stream)
+    if at_terminal:
+        handler.setFormatter(TerminalFormatter())
+    else:
+        handler.setFormatter(JsonFormatter() if json_format else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(max(logging.WARNING, logging.getLevelName(level.upper())) if at_terminal
+                  else level.upper())
     # Client libraries are chatty at INFO about every reconnect; keep their warnings only.
     for noisy in ("kafka", "aiokafka", "faust", "mode", "urllib3", "PIL", "ocrmypdf"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def get_logger(name: str) -> logging.Logger:

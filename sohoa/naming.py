@@ -119,3 +119,9 @@ def fold(text: str) -> str:
     decomposed = unicodedata.normalize("NFD", nfc(text).casefold().replace("đ", "d"))
     bare = "".join(c for c in decomposed if not unicodedata.combining(c))
     return " ".join(bare.split())
+
+
+def slug(text: str) -> str:
+    """A free-text name as a routing key: folded, words joined by "-" ("Huyện Tân Phú" ->
+    "huyen-tan-phu"), so a rule written once matches however the plan spells the name."""
+    return "-".join(re.findall(r"[a-z0-9]+", fold(text)))

@@ -75,8 +75,10 @@ def test_gauges_come_from_postgres(planned) -> None:
     assert 'sohoa_files{site="xa-moi",state="accepted"} 0.0' in text
     assert 'sohoa_site_working_now{site="xa-a"}' in text
     assert "sohoa_consumer_store_up 1.0" in text
-    assert 'sohoa_site_info{contractor="Cty X",site="xa-a",unit="Huyện A"} 1.0' in text
-    assert 'sohoa_site_info{contractor="",site="xa-moi",unit="chua-ro"} 1.0' in text
+    assert ('sohoa_site_info{contractor="Cty X",name="xa-a",site="xa-a",unit="Huyện A",'
+            'unit_key="huyen-a"} 1.0') in text
+    assert ('sohoa_site_info{contractor="",name="xa-moi",site="xa-moi",unit="chưa rõ",'
+            'unit_key="chua-ro"} 1.0') in text
     deadline = next(ln for ln in text.splitlines()
                     if ln.startswith('sohoa_site_deadline_timestamp_seconds{site="xa-a"}'))
     ts = float(deadline.split()[-1])

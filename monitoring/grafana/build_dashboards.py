@@ -18,11 +18,17 @@ from typing import Any
 PROM = {"type": "prometheus", "uid": "sohoa-prometheus"}
 PG = {"type": "grafana-postgresql-datasource", "uid": "sohoa-postgres"}
 OUT = Path(__file__).resolve().parent / "dashboards"
+# monitoring.runbook_base_url's default (sohoa/config.py MonitoringConfig): the runbook that
+# `sohoa web` serves on this machine.
+DEFAULT_RUNBOOK = "http://127.0.0.1:18080/so-tay"
 
 
-def prom(expr: str, legend: str = "", *, instant: bool = False, ref: str = "A") -> dict:
+def prom(expr: str, legend: str = "", *, instant: bool = False, ref: str = "A",
+         table: bool = False) -> dict:
     t = {"refId": ref, "datasource": PROM, "expr": expr, "legendFormat": legend or "__auto",
          "range": not instant, "instant": instant, "editorMode": "code"}
+    if table:
+        t["format"] = "table"
     return t
 
 
@@ -40,7 +46,7 @@ class Board:
 
     def add(self, kind: str, title: str, targets: list[dict], *, w: int, h: int,
             unit: str | None = None, description: str = "", options: dict | None = None,
-            defaults: dict | None = None) -> None:
+            defaults: dict | None = None, transformations: list[dict] | None = None) -> None:
         if self.x + w > 24:
             self.y += self.row_h
             self.x, self.row_h = 0, 0
@@ -55,6 +61,7 @@ class Board:
             "targets": targets,
             "fieldConfig": {"defaults": fdefaults, "overrides": []},
             "options": options or {},
+            **({"transformations": transformations} if transformations else {}),
         })
         self.x += w
         self.row_h = max(self.row_h, h)
@@ -96,7 +103,7 @@ ORDER BY 1, 2
 """
 
 
-def province() -> dict:
+def province(runbook_url: str) -> dict:
     b = Board()
     b.add("stat", "Trang đã quét", [prom("sohoa:pages_scanned:sum", instant=True)],
           w=4, h=4, unit="short", options=_stat_opts("none"),
@@ -139,7 +146,36 @@ def province() -> dict:
         description="Đường liền: trang đã quét cộng dồn; đường '— kế hoạch': từ ngày bắt đầu "
                     "chiến dịch tới khối lượng kế hoạch vào ngày hạn của từng điểm.")
 
-    b.add("table", "Điểm cần chú ý", [sql("""
+    # The sites the forecast puts past their deadline, with the pace each now needs: one row
+    # per site, the four queries joined on the site label.
+    late = "on (site) max by (site) (sohoa_site_behind_schedule) == 1"
+    b.add("table", "Điểm cần chú ý (dự kiến không kịp hạn)", [
+        prom("max by (site) (sohoa_site_remaining_pages) * on (site) group_left (name, unit) "
+             f"sohoa:site_unit:info and {late}", instant=True, table=True, ref="A"),
+        prom(f"max by (site) (sohoa_site_working_days_left) and {late}", instant=True,
+             table=True, ref="B"),
+        prom(f"max by (site) (sohoa_site_required_pages_per_day) and {late}", instant=True,
+             table=True, ref="C"),
+        prom(f"max by (site) (sohoa_site_throughput_pages_per_day) and {late}", instant=True,
+             table=True, ref="D"),
+    ], w=24, h=8, options={"sortBy": [{"displayName": "Cần (trang/ngày)", "desc": True}]},
+        description="Điểm có ngày dự kiến hoàn thành sau hạn (hoặc ngừng quét khi còn trang): "
+                    "số trang còn lại, số ngày làm việc đến hạn, số trang mỗi ngày làm việc "
+                    "cần đạt để kịp hạn và tốc độ hiện nay. Điểm đã quá hạn không có cột "
+                    "\"Cần\".",
+        transformations=[
+            {"id": "merge", "options": {}},
+            {"id": "organize", "options": {
+                "excludeByName": {"Time": True},
+                "indexByName": {"name": 0, "site": 1, "unit": 2, "Value #A": 3,
+                                "Value #B": 4, "Value #C": 5, "Value #D": 6},
+                "renameByName": {"name": "Điểm", "site": "Mã điểm", "unit": "Đơn vị",
+                                 "Value #A": "Còn lại (trang)",
+                                 "Value #B": "Ngày làm việc còn lại",
+                                 "Value #C": "Cần (trang/ngày)",
+                                 "Value #D": "Tốc độ hiện nay (trang/ngày)"}}}])
+
+    b.add("table", "Tất cả các điểm", [sql("""
         SELECT v.site_id AS "Điểm", v.unit AS "Đơn vị", v.contractor AS "Nhà thầu",
                v.pages_scanned AS "Đã quét", v.target_pages AS "Kế hoạch",
                round(100.0 * v.pages_scanned / NULLIF(v.target_pages, 0), 1) AS "Hoàn thành %",
@@ -151,7 +187,7 @@ def province() -> dict:
         FROM v_site_progress v
         ORDER BY v.pages_scanned::float8 / NULLIF(v.target_pages, 0) NULLS FIRST, v.site_id
         """)], w=24, h=9,
-        description="Mọi điểm, điểm chậm nhất trước. Cảnh báo đang bật xem ở các ô phía trên.")
+        description="Mọi điểm, tỷ lệ hoàn thành thấp nhất trước.")
 
     b.add("table", "Bàn giao cho Lưu trữ lịch sử", [sql("""
         SELECT d.site_id AS "Điểm", p.unit AS "Đơn vị", p.files_accepted AS "Hồ sơ nghiệm thu",
@@ -179,10 +215,10 @@ def province() -> dict:
         """, fmt="time_series")], w=8, h=8, unit="short",
         options={"xTickLabelRotation": -45, "stacking": "none"})
     return _dashboard("sohoa-tinh", "Tiến độ số hóa toàn tỉnh", b.panels, variables=[],
-                      time_from="now-30d", time_to="now+30d")
+                      time_from="now-30d", time_to="now+30d", runbook_url=runbook_url)
 
 
-def site_detail() -> dict:
+def site_detail(runbook_url: str) -> dict:
     b = Board()
     s = '{site="$site"}'
     b.add("stat", "Trang đã quét", [prom(f"sohoa_site_pages_scanned{s}", instant=True)],
@@ -201,6 +237,19 @@ def site_detail() -> dict:
     b.add("stat", "Tốc độ (trang/ngày làm việc)", [prom(
         f"sohoa_site_throughput_pages_per_day{s}", instant=True)],
         w=4, h=4, unit="short", options=_stat_opts("none"))
+    b.add("stat", "Cần để kịp hạn (trang/ngày làm việc)", [prom(
+        f"sohoa_site_required_pages_per_day{s}", instant=True)],
+        w=12, h=4, unit="short", options=_stat_opts("background"),
+        defaults={"decimals": 1},
+        description="Số trang còn lại chia cho số ngày làm việc từ hôm nay đến hết ngày hạn "
+                    "(không tính ngày nghỉ, ngày lễ, ngày nghỉ bù; tính ngày làm bù). So với "
+                    "ô \"Tốc độ\": nếu cần nhiều hơn tốc độ hiện nay, điểm sẽ chậm hạn. "
+                    "Trống khi đã quá hạn.")
+    b.add("stat", "Ngày làm việc còn lại đến hạn", [prom(
+        f"sohoa_site_working_days_left{s}", instant=True)],
+        w=12, h=4, unit="short", options=_stat_opts("background"),
+        defaults=_thresholds((None, "red"), (1, "orange"), (21, "green")),
+        description="Từ 20 ngày làm việc trở xuống, cảnh báo chậm tiến độ của điểm là khẩn.")
 
     b.add("barchart", "Trang quét theo ngày", [sql("""
         SELECT day::timestamptz AS time, pages_scanned AS "Trang quét",
@@ -261,18 +310,19 @@ def site_detail() -> dict:
         "refresh": 2, "sort": 1, "includeAll": False, "multi": False,
     }]
     return _dashboard("sohoa-diem", "Chi tiết điểm số hóa", b.panels, variables=variables,
-                      time_from="now-30d", time_to="now+30d")
+                      time_from="now-30d", time_to="now+30d", runbook_url=runbook_url)
 
 
 def _dashboard(uid: str, title: str, panels: list[dict], *, variables: list[dict],
-               time_from: str, time_to: str) -> dict:
+               time_from: str, time_to: str, runbook_url: str) -> dict:
     return {
         "uid": uid, "title": title, "tags": ["sohoa"], "timezone": "Asia/Ho_Chi_Minh",
         "editable": True, "schemaVersion": 39, "version": 1, "refresh": "1m",
         "time": {"from": time_from, "to": time_to},
         "templating": {"list": variables},
         "annotations": {"list": []},
-        "links": [{"title": "Sổ tay cảnh báo", "type": "link", "url": "/docs/runbook.md"}],
+        "links": [{"title": "Sổ tay cảnh báo", "type": "link", "url": runbook_url,
+                   "targetBlank": True}],
         "panels": panels,
     }
 
@@ -280,8 +330,11 @@ def _dashboard(uid: str, title: str, panels: list[dict], *, variables: list[dict
 BOARDS = {"tien-do-toan-tinh.json": province, "chi-tiet-diem.json": site_detail}
 
 
-def render() -> dict[str, str]:
-    return {name: json.dumps(fn(), ensure_ascii=False, indent=2) + "\n"
+def render(runbook_url: str = DEFAULT_RUNBOOK) -> dict[str, str]:
+    """The boards as JSON; their link to the runbook is ``runbook_url`` (absolute: Grafana
+    runs elsewhere than `sohoa web`). The committed files use the default; `sohoa monitoring
+    build` renders them with ``monitoring.runbook_base_url``."""
+    return {name: json.dumps(fn(runbook_url), ensure_ascii=False, indent=2) + "\n"
             for name, fn in BOARDS.items()}
 
 
