@@ -9,7 +9,7 @@ SOHOA := $(VENV)/bin/sohoa
 STAMP := $(VENV)/.sohoa-installed
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps run demo down status test test-faults bench lint clean
+.PHONY: help install system-deps object-store run demo down status test test-faults bench lint clean
 
 help:
 	@echo "make run     — cài đặt, khởi động Kafka + PostgreSQL + các thành phần, chạy thử trang mẫu"
@@ -26,7 +26,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-install: system-deps $(STAMP)
+# The object store (SeaweedFS) built from its Go module once per version, then cached in
+# ~/.cache/sohoa/seaweedfs-<version>/ (a no-op when present).
+object-store: $(STAMP)
+	$(PY) -m infra.objects build
+
+install: system-deps $(STAMP) object-store
 
 run: install
 	$(SOHOA) up

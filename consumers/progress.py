@@ -40,6 +40,10 @@ class SiteProgress:
     throughput_per_day: float
     forecast_completion: date | None
     at_risk: bool
+    upload_pending_pages: int | None = None
+    upload_pending_bytes: int | None = None
+    oldest_unuploaded_age_s: float | None = None
+    upload_error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -58,8 +62,10 @@ def calendar_for(row: dict[str, Any], campaign: CampaignConfig | None = None) ->
 
 
 _SITES = """
-SELECT v.*, s.workdays, s.work_start, s.work_end
+SELECT v.*, s.workdays, s.work_start, s.work_end, h.upload_pending_pages,
+       h.upload_pending_bytes, h.oldest_unuploaded_age_s, h.upload_error
 FROM v_site_progress v JOIN sites s USING (site_id)
+LEFT JOIN site_heartbeats h USING (site_id)
 WHERE (%(site)s::text IS NULL OR v.site_id = %(site)s::text)
 ORDER BY v.unit NULLS LAST, v.site_id
 """
@@ -104,7 +110,10 @@ def load_sites(conn: psycopg.Connection, campaign: CampaignConfig, *,
             last_heartbeat_at=row["last_heartbeat_at"], outbox_depth=row["outbox_depth"],
             oldest_unsent_age_s=row["oldest_unsent_age_s"], working_now=cal.working_now(now),
             throughput_per_day=fc.throughput_per_day, forecast_completion=fc.completion,
-            at_risk=fc.at_risk))
+            at_risk=fc.at_risk, upload_pending_pages=row["upload_pending_pages"],
+            upload_pending_bytes=row["upload_pending_bytes"],
+            oldest_unuploaded_age_s=row["oldest_unuploaded_age_s"],
+            upload_error=row["upload_error"]))
     return out
 
 

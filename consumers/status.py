@@ -67,6 +67,25 @@ def _ago(ts: datetime | None, now: datetime) -> str:
     return f"{secs // 86400} ngày trước"
 
 
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f}".replace(",", " ").replace(".", ",").replace(" ", ".") + " MB"
+
+
+def _uploads(s: SiteProgress) -> str:
+    """Pages the site has not stored in the object store yet: how many, how big, how old."""
+    if s.last_heartbeat_at is None or s.upload_pending_pages is None:
+        return "—"
+    if not s.upload_pending_pages:
+        text = "0"
+    else:
+        age = int(s.oldest_unuploaded_age_s or 0)
+        text = (f"{_n(s.upload_pending_pages)} trang, {_mb(s.upload_pending_bytes or 0)}, "
+                f"cũ nhất {age // 60} phút")
+    if s.upload_error:
+        text += " [red](lỗi tải lên)[/]"
+    return text
+
+
 def render(data: dict[str, Any], sites: list[SiteProgress], console) -> None:
     from rich.table import Table
 
@@ -76,7 +95,7 @@ def render(data: dict[str, Any], sites: list[SiteProgress], console) -> None:
                       ("Trang đã quét", "right"), ("Kế hoạch", "right"), ("Tỷ lệ", "right"),
                       ("Nghiệm thu", "right"), ("Hồ sơ", "right"), ("Hạn", "left"),
                       ("Dự kiến xong", "left"), ("Đánh giá", "left"), ("Trang gần nhất", "left"),
-                      ("Máy trạm", "left")):
+                      ("Máy trạm", "left"), ("Chờ gửi", "right"), ("Chờ tải lên", "left")):
         t.add_column(col, justify=just)
     for s in sites:
         pct = (f"{100 * s.pages_scanned / s.target_pages:.1f}%".replace(".", ",")
@@ -91,7 +110,8 @@ def render(data: dict[str, Any], sites: list[SiteProgress], console) -> None:
                   _n(s.target_pages) if s.target_pages is not None else "—", pct,
                   _n(s.pages_accepted), f"{_n(s.files_accepted)}/{_n(s.files_total)}",
                   _d(s.deadline), _d(s.forecast_completion), verdict,
-                  _ago(s.last_page_at, now), _ago(s.last_heartbeat_at, now))
+                  _ago(s.last_page_at, now), _ago(s.last_heartbeat_at, now),
+                  _n(s.outbox_depth) if s.outbox_depth is not None else "—", _uploads(s))
     console.print(t)
     files = data["files"]
     if files:

@@ -3,7 +3,8 @@
 #   PostgreSQL server, Tesseract with Vietnamese + English, Ghostscript (PDF/A), poppler-utils,
 #   Prometheus (+ promtool), DejaVu fonts (Vietnamese glyphs in reports), a JDK for Kafka,
 #   Maven to fetch the Kafka jars, jbig2dec (pikepdf decodes a PDF's JBIG2 page images with it:
-#   many document scanners write bilevel pages as JBIG2).
+#   many document scanners write bilevel pages as JBIG2), Go (builds the object store, SeaweedFS,
+#   from its Go module once: infra/objects.py).
 # Usage: sudo infra/install-system-deps.sh        (DRY_RUN=1 to only print what it would do)
 set -euo pipefail
 
@@ -11,7 +12,7 @@ say() { printf '%s\n' "$*"; }
 
 if ! command -v apt-get >/dev/null 2>&1; then
   say "Không có apt-get: hãy tự cài postgresql, tesseract-ocr (+vie, eng), ghostscript,"
-  say "poppler-utils, jbig2dec, prometheus, fonts-dejavu-core, JDK 17+, maven. (not a Debian/Ubuntu system)"
+  say "poppler-utils, jbig2dec, prometheus, fonts-dejavu-core, JDK 17+, maven, Go ≥ 1.26.6. (not a Debian/Ubuntu system)"
   exit 1
 fi
 
@@ -33,6 +34,7 @@ want fonts-dejavu-core
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || want prometheus
 command -v java >/dev/null 2>&1 || missing+=(default-jdk-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
+command -v go >/dev/null 2>&1 || missing+=(golang-go)
 
 if [ ${#missing[@]} -eq 0 ]; then
   say "Đã đủ gói hệ thống (all system packages present)."
