@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from producers.outbox import ENQUEUE_SQL, UPLOAD_SQL, Outbox
-from producers.uploader import UploadQueue, Uploader
+from producers.uploader import Uploader, UploadQueue
 from sohoa.config import Settings, UploadConfig, WatcherConfig
 from sohoa.events import PageScanned
 from sohoa.objectstore import (

@@ -136,7 +136,7 @@ def test_agent_names_the_object_and_queues_the_upload(tmp_path: Path, upload: bo
 
 
 def test_upload_needs_the_store_and_a_key() -> None:
-    with pytest.raises(ConfigError, match="upload.enabled needs"):
+    with pytest.raises(ConfigError, match=r"upload\.enabled needs"):
         from sohoa.config import load_config
 
         load_config(upload={"enabled": True})
