@@ -276,6 +276,16 @@ class ObjectStore:
                             "ChecksumSHA256": p.checksum_sha256} for p in parts]})
         return r.get("ChecksumSHA256") or ""
 
+    def list_keys(self, bucket: str, prefix: str) -> list[str]:
+        keys: list[str] = []
+        token: dict[str, str] = {}
+        while True:
+            r = self._call("list_objects_v2", Bucket=bucket, Prefix=prefix, **token)
+            keys += [o["Key"] for o in r.get("Contents", [])]
+            if not r.get("IsTruncated"):
+                return keys
+            token = {"ContinuationToken": r["NextContinuationToken"]}
+
     def abort(self, bucket: str, key: str, upload_id: str) -> None:
         self._call("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
 
