@@ -82,9 +82,11 @@ class UploadQueue:
         self.db = ob.db
 
     def next(self) -> UploadJob | None:
+        # In the order of the events that wait for them (the sender sends in that order).
         r = self.db.execute(
-            "SELECT sha256, root, path, size, upload_id, part_size FROM uploads "
-            "WHERE state = 'pending' ORDER BY created, sha256 LIMIT 1").fetchone()
+            "SELECT sha256, root, path, size, upload_id, part_size FROM uploads u "
+            "WHERE state = 'pending' ORDER BY (SELECT min(seq) FROM outbox o "
+            "WHERE o.blob = u.sha256 AND o.sent IS NULL), created LIMIT 1").fetchone()
         return UploadJob(*r) if r else None
 
     def sources(self, job: UploadJob) -> list[tuple[str, str]]:
@@ -209,7 +211,7 @@ class Uploader(threading.Thread):
                     continue
                 except (StoreError, OSError) as exc:
                     msg = f"{type(exc).__name__}: {exc}"
-                    self._note("upload failed; the document stays queued and is retried", msg)
+                    self._note(_headline(exc), msg)
                     queue.failed(job.sha256, msg)
                     self.stopping.wait(backoff)
                     backoff = min(backoff * 2, self.cfg.retry_max_s)
@@ -361,6 +363,22 @@ class Uploader(threading.Thread):
         except StoreError as exc:
             log.warning("could not abort a multipart upload (the store expires it)",
                         extra={"key": key, "error": str(exc)})
+
+
+def _headline(exc: BaseException) -> str:
+    """What an operator should know first about a failed upload."""
+    code = getattr(exc, "code", "")
+    if code == "unreachable":
+        why = "object store unreachable"
+    elif code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        why = "object store refused this site's key (check [store] access_key_id and its rights)"
+    elif code in ("InternalError", "500", "503", "ServiceUnavailable", "SlowDown"):
+        why = "object store failed to write (its disk full or a volume down: see its log)"
+    elif isinstance(exc, OSError):
+        why = "cannot read the document here"
+    else:
+        why = "upload failed"
+    return f"{why}; the document stays queued and is retried"
 
 
 def _read_exact(f: BinaryIO, size: int) -> bytes:

@@ -61,6 +61,17 @@ def test_events_wait_for_their_document_in_order(tmp_path: Path) -> None:
     assert ob.upload_depth().pages == 0
 
 
+def test_documents_upload_in_the_order_their_events_wait(tmp_path: Path) -> None:
+    """Documents queued in one commit share their time: the first event's goes first, or a
+    stored document's events would wait behind an unstored one's."""
+    ob = Outbox(tmp_path / "o.sqlite3")
+    _queue(ob, [(_page(1, SHA_B), SHA_B), (_page(2, SHA_A), SHA_A)])
+    q = UploadQueue(ob)
+    assert q.next().sha256 == SHA_B
+    q.finish(SHA_B, "stored")
+    assert len(ob.unsent(0, 10)) == 1
+
+
 def test_a_lost_document_found_again_is_uploaded(tmp_path: Path) -> None:
     ob = Outbox(tmp_path / "o.sqlite3")
     _queue(ob, [(_page(1, SHA_A), SHA_A)])
