@@ -84,8 +84,8 @@ def test_kill9_mid_upload_of_200mb_pdf_resumes_and_counts_once(stack, objects,
                       SOHOA_WATCHER__MAX_FILE_BYTES=str(400 * MIB))
     assert run_sohoa(["db", "migrate"], env).returncode == 0
     root = Path(json.loads(env["SOHOA_WATCHER__ROOTS"])[0])
-    pdf = raw_pdf(root / "FONDS-A" / "HS-01" / "QD-200MB.pdf", 20, 10 * 1000 * 1000)
-    assert pdf.stat().st_size > 200 * 1000 * 1000
+    pdf = raw_pdf(root / "FONDS-A" / "HS-01" / "QD-200MB.pdf", 20, 10 * MIB)
+    assert pdf.stat().st_size > 200 * 1000 * 1000  # 210 MB
     logs = tmp_path / "logs"
     consume = SohoaProcess(["consume"], env, logs / "consume.log")
     # Slowed to ~40 MB/s so the cut lands in the middle of the upload.
@@ -132,8 +132,9 @@ def test_object_server_down_60s_while_pages_arrive(stack, objects, tmp_path: Pat
              SohoaProcess(["watch"], env, logs / "watch.log"))
 
     def page(i: int) -> None:
+        # Each page its own content (the same bytes would be one object, stored already).
         write_page(root / "UBND" / f"HS-{i // 10:02d}" / f"{i % 10 + 1:03d}.png",
-                   PageSpec(seed=i, dpi=50))
+                   PageSpec(seed=i, dpi=50, noise=0.01))
 
     try:
         for i in range(5):
