@@ -84,6 +84,17 @@ def test_each_key_does_only_its_part_and_nothing_is_overwritten(objects) -> None
     assert got["Body"].read() == data
 
 
+def test_object_store_listens_on_loopback_only_and_sends_nothing_out(objects) -> None:
+    import subprocess
+
+    out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True, check=True).stdout
+    mine = [line.split()[3] for line in out.splitlines() if f"pid={objects.node.pid}," in line]
+    assert len(mine) >= 8 and all(a.startswith("127.0.0.1:") for a in mine), mine
+    argv = objects.node.argv(Path("weed"))
+    assert "-master.telemetry=false" in argv  # no usage statistics to the internet
+    assert {"-s3.port.iceberg=0", "-s3.port.lance=0"} <= set(argv)
+
+
 # --- the uploader ------------------------------------------------------------------------------
 
 def _settings(objects, tmp_path: Path, **upload) -> Settings:
