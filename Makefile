@@ -9,7 +9,7 @@ SOHOA := $(VENV)/bin/sohoa
 STAMP := $(VENV)/.sohoa-installed
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps object-store run demo down status test test-faults bench lint clean
+.PHONY: help install system-deps object-store verapdf run demo down status test test-faults bench lint clean
 
 help:
 	@echo "make run     — cài đặt, khởi động Kafka + PostgreSQL + các thành phần, chạy thử trang mẫu"
@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m deliver.csip   # eark-validator in its own venv (it pins lxml 5.1)
 	touch $(STAMP)
 
 # The object store (SeaweedFS) built from its Go module once per version, then cached in
@@ -31,7 +32,11 @@ $(STAMP): pyproject.toml
 object-store: $(STAMP)
 	$(PY) -m infra.objects build
 
-install: system-deps $(STAMP) object-store
+# veraPDF (PDF/A validator of the OCR tests and bench), from Maven Central, cached in ~/.cache/sohoa
+verapdf: $(STAMP)
+	$(PY) -m infra.verapdf --ensure >/dev/null
+
+install: system-deps $(STAMP) verapdf object-store
 
 run: install
 	$(SOHOA) up

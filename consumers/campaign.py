@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 import zoneinfo
 from dataclasses import dataclass
@@ -15,6 +13,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from consumers.db import PLAN_LOCK
+from consumers.tabular import TabularError, read_rows
 from sohoa.config import CampaignConfig
 from sohoa.events import SITE_ID_RE
 
@@ -61,30 +60,14 @@ def _norm_header(h: Any) -> str:
 
 def _raw_rows(path: Path) -> tuple[list[str], list[tuple[int, list[Any]]]]:
     """Header and (row number as the user sees it, cells) of a CSV or XLSX plan."""
-    suffix = path.suffix.lower()
-    if suffix in (".xlsx", ".xlsm"):
-        from openpyxl import load_workbook
-
-        wb = load_workbook(path, read_only=True, data_only=True)
-        ws = wb.worksheets[0]
-        rows = [(i, list(r)) for i, r in enumerate(ws.iter_rows(values_only=True), 1)]
-        wb.close()
-    elif suffix in (".csv", ".txt"):
-        text = path.read_bytes().decode("utf-8-sig")
-        dialect = ";" if text.split("\n", 1)[0].count(";") > text.split("\n", 1)[0].count(",") \
-            else ","
-        rows = [(i, r) for i, r in enumerate(csv.reader(io.StringIO(text), delimiter=dialect), 1)]
-    else:
-        raise PlanError([f"{path.name}: định dạng không hỗ trợ (unsupported format "
-                         f"{suffix!r}; use .xlsx or .csv)"])
-    rows = [(i, r) for i, r in rows if any(str(c or "").strip() for c in r)]
-    if not rows:
-        raise PlanError([f"{path.name}: tệp trống (empty file)"])
-    _header_no, header = rows[0]
-    return [_norm_header(h) for h in header], rows[1:]
+    try:
+        header, rows = read_rows(path)
+    except TabularError as exc:
+        raise PlanError([str(exc)]) from None
+    return [_norm_header(h) for h in header], rows
 
 
-def _parse_date(v: Any) -> date:
+def parse_date(v: Any) -> date:
     if isinstance(v, datetime):
         return v.date()
     if isinstance(v, date):
@@ -172,7 +155,7 @@ def read_plan(path: Path, defaults: CampaignConfig) -> list[PlanRow]:
         contractor = get("contractor", str, required=False)
         target_pages = get("target_pages", _parse_count)
         target_files = get("target_files", _parse_count)
-        deadline = get("deadline", _parse_date)
+        deadline = get("deadline", parse_date)
         name = get("name", str, required=False)
         tz = get("timezone", str, required=False, default=defaults.timezone)
         try:

@@ -194,10 +194,7 @@ def campaign_import(ctx: click.Context, plan: Path, campaign_name: str | None,
     try:
         rows = read_plan(plan, settings.campaign)
     except PlanError as exc:
-        click.echo("Kế hoạch không hợp lệ (invalid plan):", err=True)
-        for e in exc.errors:
-            click.echo(f"  - {e}", err=True)
-        sys.exit(2)
+        _invalid("Kế hoạch không hợp lệ (invalid plan):", exc.errors)
     if dry_run:
         click.echo(f"hợp lệ: {len(rows)} điểm (valid, nothing written)")
         return
@@ -207,6 +204,14 @@ def campaign_import(ctx: click.Context, plan: Path, campaign_name: str | None,
                         source=str(plan), start_date=start,
                         workdays=list(settings.campaign.workdays))
     click.echo(f"đã nhập {n} điểm từ {plan.name} (imported {n} sites)")
+
+
+def _invalid(title: str, errors: list[str]) -> None:
+    """A file the office typed is refused: every bad cell listed, exit 2, nothing written."""
+    click.echo(title, err=True)
+    for e in errors:
+        click.echo(f"  - {e}", err=True)
+    sys.exit(2)
 
 
 def _parse_date_opt(value: str | None) -> date | None:
@@ -251,6 +256,62 @@ def campaign_show(ctx: click.Context, as_json: bool) -> None:
     Console().print(t)
 
 
+@campaign.group("calendar")
+def campaign_calendar() -> None:
+    """Ngày nghỉ bù, ngày làm bù (one-off days off and make-up working days)."""
+
+
+@campaign_calendar.command("import")
+@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--replace", is_flag=True, help="Replace the stored calendar instead of adding.")
+@click.option("--dry-run", is_flag=True, help="Validate only.")
+@click.pass_context
+def calendar_import(ctx: click.Context, file: Path, replace: bool, dry_run: bool) -> None:
+    """Nhập lịch nghỉ bù / làm bù từ CSV hoặc XLSX.
+
+    \b
+    Columns (header row, any order; Vietnamese headers accepted):
+      ngày (day)        dd/mm/yyyy or yyyy-mm-dd, required
+      loại (kind)       nghỉ / nghỉ bù (day off) or làm bù / làm việc (working day)
+      mã điểm (site_id) one site of the plan            } neither: the whole province
+      đơn vị (unit)     every site of a unit of the plan }
+      ghi chú (note)    optional
+    Errors name the row and column (dòng N, cột X); nothing is written unless every row is
+    valid. Forecasts, reports and the alerts' gauges follow the calendar at once.
+    """
+    from consumers.calendar_days import CalendarError, import_calendar, plan_sites, read_calendar
+
+    settings = _settings(ctx)
+    with _schema_needed(), _connect(settings) as conn:
+        try:
+            entries = read_calendar(file, plan_sites(conn))
+        except CalendarError as exc:
+            _invalid("Lịch không hợp lệ (invalid calendar):", exc.errors)
+        if dry_run:
+            click.echo(f"hợp lệ: {len(entries)} ngày (valid, nothing written)")
+            return
+        n = import_calendar(conn, entries, source=str(file), replace=replace)
+    click.echo(f"đã nhập {n} ngày từ {file.name} (imported {n} days)")
+
+
+@campaign_calendar.command("show")
+@click.pass_context
+def calendar_show(ctx: click.Context) -> None:
+    """Các ngày nghỉ bù, làm bù đã nhập."""
+    from consumers.calendar_days import KIND_VI, show_rows
+
+    settings = _settings(ctx)
+    with _schema_needed(), _connect(settings, reader=True) as conn:
+        rows = show_rows(conn)
+    if not rows:
+        click.echo("chưa có ngày nghỉ bù / làm bù nào")
+    scope_vi = {"all": "toàn tỉnh", "unit": "đơn vị", "site": "điểm"}
+    for day, kind, scope_kind, scope, note in rows:
+        where = scope_vi[scope_kind] + (f" {scope}" if scope else "")
+        click.echo(f"{day:%d/%m/%Y}  {KIND_VI[kind]:<12}  {where}" + (f"  — {note}" if note
+                                                                      else ""))
+
+
 # --- report ---------------------------------------------------------------------------------
 
 @click.group("report")
@@ -258,59 +319,123 @@ def report() -> None:
     """Báo cáo (reports), tiếng Việt."""
 
 
+REPORT_FORMATS = ["docx", "pdf", "xlsx", "csv"]
+
+
 @report.command("monthly")
-@click.option("--month", required=True, help="YYYY-MM")
-@click.option("--format", "fmt", type=click.Choice(["xlsx", "pdf", "csv"]), default="xlsx",
-              show_default=True)
+@click.option("--month", required=True, help="MM/YYYY or YYYY-MM, e.g. 03/2026")
+@click.option("--format", "fmt", type=click.Choice(REPORT_FORMATS), default="docx",
+              show_default=True, help="docx (editable), pdf, xlsx (typed cells) or csv (data).")
 @click.option("--out", "out", type=click.Path(path_type=Path, dir_okay=False),
               help="Output file (default bao-cao-tien-do-YYYY-MM.<format>).")
+@click.option("--date", "doc_date", help="Date of the document, dd/mm/yyyy (default today).")
 @click.pass_context
-def report_monthly(ctx: click.Context, month: str, fmt: str, out: Path | None) -> None:
-    """Báo cáo tiến độ số hóa tài liệu lưu trữ tháng MM/YYYY."""
-    from consumers.reports import build_monthly, parse_month, write_monthly
+def report_monthly(ctx: click.Context, month: str, fmt: str, out: Path | None,
+                   doc_date: str | None) -> None:
+    """Báo cáo tiến độ số hóa tài liệu lưu trữ tháng MM/YYYY.
+
+    An official document of the issuing body ([reports.issuer] in the config: state form per
+    Nghị định 30/2020/NĐ-CP or Party form per Hướng dẫn 36-HD/VPTW): figures, the at-risk
+    sites with the pages per working day each now needs, Nơi nhận, signature; the table per
+    unit and site and the chart in the appendix.
+    """
+    from consumers.monthly import build_monthly, parse_month
+    from consumers.monthly_doc import write_monthly
 
     settings = _settings(ctx)
     try:
         year, mon = parse_month(month)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--month") from None
+    signed = _parse_date_opt(doc_date)
     out = out or Path(f"bao-cao-tien-do-{year:04d}-{mon:02d}.{fmt}")
     with _schema_needed(), _busy("Đang tổng hợp số liệu…"), \
             _connect(settings, reader=True) as conn:
         data = build_monthly(conn, settings.campaign, year, mon)
     with _busy(f"Đang ghi {out.name}…"):
-        write_monthly(data, fmt, out)
-    click.echo(f"đã ghi {out} ({len(data.rows)} điểm)")
+        write_monthly(data, fmt, out, settings.reports.issuer, signed)
+    click.echo(f"đã ghi {out} ({len(data.planned_rows)} điểm trong kế hoạch"
+               + (f", {len(data.unplanned_rows)} điểm ngoài kế hoạch" if data.unplanned_rows
+                  else "") + ")")
 
 
 @report.command("acceptance")
-@click.option("--contractor", required=True, help="Nhà thầu (as in the plan).")
+@click.option("--contractor", required=True,
+              help="Nhà thầu as in the plan (case and diacritics ignored).")
 @click.option("--from", "date_from", required=True, help="dd/mm/yyyy or yyyy-mm-dd")
 @click.option("--to", "date_to", required=True, help="dd/mm/yyyy or yyyy-mm-dd (inclusive)")
-@click.option("--format", "fmt", type=click.Choice(["xlsx", "csv"]), default="xlsx",
+@click.option("--format", "fmt", type=click.Choice(REPORT_FORMATS), default="docx",
               show_default=True)
 @click.option("--out", "out", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--date", "doc_date", help="Date of the record, dd/mm/yyyy (default today).")
 @click.pass_context
 def report_acceptance(ctx: click.Context, contractor: str, date_from: str, date_to: str,
-                      fmt: str, out: Path | None) -> None:
-    """Báo cáo nghiệm thu khối lượng (accepted volume per site, basis for payment)."""
-    from consumers.reports import build_acceptance, write_acceptance
+                      fmt: str, out: Path | None, doc_date: str | None) -> None:
+    """Biên bản nghiệm thu khối lượng số hóa (basis for payment).
+
+    Accepted pages by size class and A4 equivalents, their value at the unit prices of the
+    contractor's contract ([[reports.contracts]] in the config), pages not accepted with
+    their reasons, signature blocks of both parties. An unknown contractor is an error that
+    lists the plan's contractors.
+    """
+    from consumers.acceptance import (
+        UnknownContractor,
+        build_acceptance,
+        contract_for,
+        match_contractor,
+    )
+    from consumers.acceptance_doc import write_acceptance
 
     settings = _settings(ctx)
     d1, d2 = _parse_date_opt(date_from), _parse_date_opt(date_to)
     assert d1 is not None and d2 is not None
     if d2 < d1:
         raise click.BadParameter("--to trước --from", param_hint="--to")
-    slug = re.sub(r"[^\w]+", "-", contractor).strip("-") or "nha-thau"
-    out = out or Path(f"nghiem-thu-{slug}-{d1:%Y%m%d}-{d2:%Y%m%d}.{fmt}")
     with _schema_needed(), _connect(settings, reader=True) as conn:
-        data = build_acceptance(conn, contractor, d1, d2,
-                                timezone=settings.campaign.timezone,
-                                tolerance=settings.reports.page_size_tolerance)
-    if not data.rows:
-        click.echo(f"cảnh báo: nhà thầu {contractor!r} không có điểm nào trong kế hoạch",
-                   err=True)
-    write_acceptance(data, fmt, out)
+        try:
+            names = match_contractor(conn, contractor)
+        except UnknownContractor as exc:
+            raise click.ClickException(str(exc)) from None
+        contract = contract_for(settings.reports, names[0])
+        data = build_acceptance(conn, names, d1, d2, timezone=settings.campaign.timezone,
+                                tolerance=settings.reports.page_size_tolerance,
+                                contract=contract)
+    slug = re.sub(r"[^\w]+", "-", names[0]).strip("-") or "nha-thau"
+    out = out or Path(f"nghiem-thu-{slug}-{d1:%Y%m%d}-{d2:%Y%m%d}.{fmt}")
+    write_acceptance(data, fmt, out, settings.reports.issuer, _parse_date_opt(doc_date))
+    if contract is None:
+        click.echo(f"cảnh báo: chưa có hợp đồng của {names[0]!r} trong cấu hình "
+                   "(reports.contracts): biên bản không có đơn giá, thành tiền", err=True)
+    click.echo(f"đã ghi {out} ({len(data.rows)} điểm)")
+
+
+@report.command("budget")
+@click.option("--format", "fmt", type=click.Choice(["docx", "pdf", "xlsx"]), default="xlsx",
+              show_default=True)
+@click.option("--unit", "units", multiple=True,
+              help="Only this unit of the plan (repeatable; case and diacritics ignored).")
+@click.option("--out", "out", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--date", "doc_date", help="Date of the document, dd/mm/yyyy (default today).")
+@click.pass_context
+def report_budget(ctx: click.Context, fmt: str, units: tuple[str, ...], out: Path | None,
+                  doc_date: str | None) -> None:
+    """Dự toán kinh phí số hóa (budget estimate of the remaining work).
+
+    Per unit and site: the plan's remaining pages, split by size class in the mix of the pages
+    scanned so far, priced at the contract's unit prices (else reports.budget_unit_prices), with
+    the working days left and the pages per day they need; the basis of every figure is stated.
+    """
+    from consumers.budget import BudgetError, build_budget
+    from consumers.budget_doc import write_budget
+
+    settings = _settings(ctx)
+    with _schema_needed(), _connect(settings, reader=True) as conn:
+        try:
+            data = build_budget(conn, settings, units=list(units))
+        except BudgetError as exc:
+            raise click.ClickException(str(exc)) from None
+    out = out or Path(f"du-toan-kinh-phi-{data.as_of:%Y%m%d}.{fmt}")
+    write_budget(data, fmt, out, settings.reports.issuer, _parse_date_opt(doc_date))
     click.echo(f"đã ghi {out} ({len(data.rows)} điểm)")
 
 

@@ -2,7 +2,9 @@
 
 A site works on its configured weekdays, inside its working hours, except Vietnamese public
 holidays, which come from the maintained ``holidays`` library (country VN: Tết, Giỗ Tổ Hùng
-Vương, 30/4, 1/5, Quốc khánh…), never from a hand-kept list.
+Vương, 30/4, 1/5, Quốc khánh…), never from a hand-kept list. One-off days off (ngày nghỉ bù,
+a province's own day off) and make-up working days (làm bù, usually a Saturday) come from the
+calendar the office imports (:mod:`consumers.calendar_days`) and override both.
 """
 
 from __future__ import annotations
@@ -40,6 +42,17 @@ def _working_ordinals(workdays: tuple[int, ...], first_year: int, last_year: int
     return out
 
 
+@lru_cache(maxsize=256)
+def _adjusted_ordinals(workdays: tuple[int, ...], window: tuple[int, int],
+                       off: frozenset[date], extra: frozenset[date]) -> list[int]:
+    """The weekday table with one calendar's exceptions applied (make-up days win)."""
+    base = _working_ordinals(workdays, *window)
+    lo, hi = date(window[0], 1, 1), date(window[1], 12, 31)
+    drop = {d.toordinal() for d in off if lo <= d <= hi and d not in extra}
+    add = {d.toordinal() for d in extra if lo <= d <= hi}
+    return sorted((set(base) - drop) | add)
+
+
 def holiday_name(day: date) -> str | None:
     return holidays.country_holidays("VN", years=day.year).get(day)
 
@@ -53,8 +66,14 @@ class WorkCalendar:
     # Offices stop for lunch; a quiet scanner then is not a stalled site.
     lunch_start: time | None = time(11, 30)
     lunch_end: time | None = time(13, 30)
+    days_off: frozenset[date] = frozenset()    # one-off days off (nghỉ bù, …)
+    extra_days: frozenset[date] = frozenset()  # make-up working days (làm bù)
 
     def is_working_day(self, day: date) -> bool:
+        if day in self.extra_days:
+            return True
+        if day in self.days_off:
+            return False
         return day.weekday() in self.workdays and not is_holiday(day)
 
     def working_now(self, now: datetime) -> bool:
@@ -77,7 +96,11 @@ class WorkCalendar:
         return base, base + 23
 
     def _ordinals(self, around: date) -> list[int]:
-        return _working_ordinals(tuple(sorted(self.workdays)), *self._window(around))
+        window = self._window(around)
+        workdays = tuple(sorted(self.workdays))
+        if not self.days_off and not self.extra_days:
+            return _working_ordinals(workdays, *window)
+        return _adjusted_ordinals(workdays, window, self.days_off, self.extra_days)
 
     def working_days_before(self, day: date, n: int) -> list[date]:
         """The ``n`` working days strictly before ``day``, newest first."""
@@ -150,6 +173,20 @@ def forecast_site(
         completion = calendar.nth_working_day_from(today, days_needed)
     return Forecast(throughput, remaining, completion,
                     bool(deadline is not None and completion > deadline))
+
+
+def required_rate(calendar: WorkCalendar, today: date, remaining: int | None,
+                  deadline: date | None) -> dict[str, int | float | None]:
+    """Working days from ``today`` to the deadline (both counted) and the pages per working day
+    the remaining pages then need: {"working_days_left", "required_per_day"}; the rate is None
+    without a plan, and None with pages left but no working day left (the deadline has passed:
+    no rate can make it)."""
+    if remaining is None or deadline is None:
+        return {"working_days_left": None, "required_per_day": None}
+    left = calendar.working_days_between(today, deadline)
+    if remaining == 0:
+        return {"working_days_left": left, "required_per_day": 0.0}
+    return {"working_days_left": left, "required_per_day": remaining / left if left else None}
 
 
 def planned_cumulative(calendar: WorkCalendar, *, start: date, deadline: date, target: int,

@@ -133,6 +133,10 @@ class ProgressCollector(Collector):
                         "working day (Vietnamese public holidays off)")
         throughput = gauge("sohoa_site_throughput_pages_per_day",
                            "Pages per working day over the forecast window")
+        days_left = gauge("sohoa_site_working_days_left", "Working days from today to the "
+                          "deadline, both counted (holidays, days off, make-up days applied)")
+        required = gauge("sohoa_site_required_pages_per_day", "Pages per working day the "
+                         "remaining pages need to meet the deadline (absent once it has passed)")
         info = gauge("sohoa_site_info", "Always 1: the campaign plan's unit and contractor of "
                      "a site (unit 'chua-ro' until the plan names one)",
                      ("site", "unit", "contractor"))
@@ -152,6 +156,10 @@ class ProgressCollector(Collector):
             if s.deadline is not None:
                 deadline.add_metric(lab, day_end_ts(s.deadline, s.timezone))
                 behind.add_metric(lab, 1.0 if s.at_risk else 0.0)
+            if s.working_days_left is not None:
+                days_left.add_metric(lab, s.working_days_left)
+            if s.required_per_day is not None:
+                required.add_metric(lab, s.required_per_day)
             if s.forecast_completion is not None:
                 forecast.add_metric(lab, day_end_ts(s.forecast_completion, s.timezone))
             if s.last_page_at is not None:

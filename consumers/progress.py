@@ -9,7 +9,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from consumers.forecast import Forecast, WorkCalendar, forecast_site
+from consumers.calendar_days import CalendarDays, load_calendar
+from consumers.forecast import Forecast, WorkCalendar, forecast_site, required_rate
 from sohoa.config import CampaignConfig
 
 
@@ -40,6 +41,8 @@ class SiteProgress:
     throughput_per_day: float
     forecast_completion: date | None
     at_risk: bool
+    working_days_left: int | None = None      # from today to the deadline, both counted
+    required_per_day: float | None = None     # pages per working day the deadline now needs
     upload_pending_pages: int | None = None
     upload_pending_bytes: int | None = None
     oldest_unuploaded_age_s: float | None = None
@@ -53,12 +56,17 @@ class SiteProgress:
         return out
 
 
-def calendar_for(row: dict[str, Any], campaign: CampaignConfig | None = None) -> WorkCalendar:
-    """The site's own days and hours; the lunch break is the campaign's."""
+def calendar_for(row: dict[str, Any], campaign: CampaignConfig | None = None,
+                 days: CalendarDays | None = None) -> WorkCalendar:
+    """The site's own days and hours with the office's days off and make-up days; the lunch
+    break is the campaign's."""
     lunch = {} if campaign is None else {"lunch_start": campaign.lunch_start,
                                          "lunch_end": campaign.lunch_end}
+    off, extra = (frozenset(), frozenset()) if days is None else days.for_site(
+        row["site_id"], row.get("unit"))
     return WorkCalendar(timezone=row["timezone"], workdays=tuple(row["workdays"]),
-                        work_start=row["work_start"], work_end=row["work_end"], **lunch)
+                        work_start=row["work_start"], work_end=row["work_end"],
+                        days_off=off, extra_days=extra, **lunch)
 
 
 _SITES = """
@@ -88,9 +96,10 @@ def load_sites(conn: psycopg.Connection, campaign: CampaignConfig, *,
     daily: dict[str, dict[date, int]] = {}
     for sid, day, n in conn.execute(_DAILY, {"since": since, "site": site}).fetchall():
         daily.setdefault(sid, {})[day] = n
+    days = load_calendar(conn)
     out = []
     for row in sites:
-        cal = calendar_for(row, campaign)
+        cal = calendar_for(row, campaign, days)
         today = as_of or cal.local_today(now)
         fc: Forecast = forecast_site(
             cal, daily.get(row["site_id"], {}), today=today, scanned=int(row["pages_scanned"]),
@@ -113,7 +122,8 @@ def load_sites(conn: psycopg.Connection, campaign: CampaignConfig, *,
             at_risk=fc.at_risk, upload_pending_pages=row["upload_pending_pages"],
             upload_pending_bytes=row["upload_pending_bytes"],
             oldest_unuploaded_age_s=row["oldest_unuploaded_age_s"],
-            upload_error=row["upload_error"]))
+            upload_error=row["upload_error"],
+            **required_rate(cal, today, fc.remaining_pages, row["deadline"])))
     return out
 
 

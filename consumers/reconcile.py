@@ -33,6 +33,7 @@ from urllib.parse import unquote, urlsplit
 import psycopg
 
 from sohoa.config import WatcherConfig
+from sohoa.naming import FileNames
 
 
 @dataclass(frozen=True)
@@ -164,15 +165,6 @@ def _too_large(max_bytes: int) -> str:
     return f"lớn hơn {max_bytes:,} byte (watcher.max_file_bytes), không băm".replace(",", ".")
 
 
-def _is_page(name: str, cfg: WatcherConfig) -> bool:
-    low = name.lower()
-    if low in {n.lower() for n in cfg.ignore_names}:
-        return False
-    if any(name.startswith(p) for p in cfg.ignore_prefixes):
-        return False
-    return any(low.endswith(ext.lower()) for ext in cfg.extensions)
-
-
 @dataclass(frozen=True)
 class DiskPage:
     path: Path
@@ -187,6 +179,7 @@ def disk_pages(root: Path, cfg: WatcherConfig,
     Links are not followed (folders or files); a page-named entry that is not a regular file,
     or is larger than ``cfg.max_file_bytes``, goes to ``skipped`` instead."""
     out: dict[str, DiskPage] = {}
+    names = FileNames.of(cfg)  # the agent's own rule for what is a page document
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         keep = []
         for d in dirnames:
@@ -201,7 +194,7 @@ def disk_pages(root: Path, cfg: WatcherConfig,
             keep.append(d)
         dirnames[:] = keep
         for name in filenames:
-            if not _is_page(name, cfg):
+            if not names.is_document(name):
                 continue
             full = Path(dirpath) / name
             rel = _rel(full, root)

@@ -8,30 +8,40 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from consumers.deliverables import SiteDeliverable, by_site
 from consumers.progress import SiteProgress, load_sites
 from sohoa.config import CampaignConfig
 
-_FILES = """
-SELECT site_id, fonds, file_code, state, documents, pages, expected_pages, assembled_pages,
-       checked_pages, qc_failed_pages, verdict, pages_accepted, first_seen_at, last_page_at,
-       closed_at, verdict_at, title, classification
-FROM files
-WHERE (%(site)s::text IS NULL OR site_id = %(site)s::text)
-  AND (%(state)s::text IS NULL OR state = %(state)s::text)
-ORDER BY site_id, fonds, file_code
+# OCR progress (migration 010) while the OCR of the current assembly runs: it has progress
+# and no result yet.
+_OCR_RUNNING = ("f.ocr_progress_revision = f.assembled_revision "
+                "AND (f.ocr_revision IS NULL OR f.ocr_revision < f.assembled_revision)")
+_FILES = f"""
+SELECT f.site_id, f.fonds, f.file_code, f.state, f.documents, f.pages, f.expected_pages,
+       f.assembled_pages, f.checked_pages, f.qc_failed_pages, f.verdict, f.pages_accepted,
+       f.first_seen_at, f.last_page_at, f.closed_at, f.verdict_at, f.title, f.classification,
+       CASE WHEN {_OCR_RUNNING} THEN f.ocr_pages_done END AS ocr_pages_done,
+       CASE WHEN {_OCR_RUNNING} THEN f.ocr_pages_total END AS ocr_pages_total,
+       d.step AS deliverable, d.package
+FROM files f LEFT JOIN v_file_deliverable d USING (site_id, fonds, file_code)
+WHERE (%(site)s::text IS NULL OR f.site_id = %(site)s::text)
+  AND (%(state)s::text IS NULL OR f.state = %(state)s::text)
+ORDER BY f.site_id, f.fonds, f.file_code
 """
 
 
-def site_json(s: SiteProgress) -> dict[str, Any]:
+def site_json(s: SiteProgress, d: SiteDeliverable | None = None) -> dict[str, Any]:
     out = {"site_id": s.site_id, "pages": s.pages_scanned, "documents": s.documents_scanned,
            "files": s.files_total}
     out.update(s.to_json())
+    out["deliverable"] = vars(d or SiteDeliverable())
     return out
 
 
 def collect(conn: psycopg.Connection, campaign: CampaignConfig, *, site: str | None = None,
             state: str | None = None, with_files: bool = True) -> dict[str, Any]:
     sites = load_sites(conn, campaign, site=site)
+    deliverables = by_site(conn, site)
     files: list[dict[str, Any]] = []
     if with_files:
         rows = conn.cursor(row_factory=dict_row).execute(
@@ -42,7 +52,8 @@ def collect(conn: psycopg.Connection, campaign: CampaignConfig, *, site: str | N
                     r[k] = v.astimezone(UTC).isoformat()
             files.append(r)
     return {"generated_at": datetime.now(UTC).isoformat(),
-            "sites": [site_json(s) for s in sites], "files": files}
+            "sites": [site_json(s, deliverables.get(s.site_id)) for s in sites],
+            "files": files}
 
 
 def _n(value: int) -> str:
@@ -95,8 +106,10 @@ def render(data: dict[str, Any], sites: list[SiteProgress], console) -> None:
                       ("Trang đã quét", "right"), ("Kế hoạch", "right"), ("Tỷ lệ", "right"),
                       ("Nghiệm thu", "right"), ("Hồ sơ", "right"), ("Hạn", "left"),
                       ("Dự kiến xong", "left"), ("Đánh giá", "left"), ("Trang gần nhất", "left"),
-                      ("Máy trạm", "left"), ("Chờ gửi", "right"), ("Chờ tải lên", "left")):
+                      ("Máy trạm", "left"), ("Chờ gửi", "right"), ("Chờ tải lên", "left"),
+                      ("Gói/giao/đạt", "right")):
         t.add_column(col, justify=just)
+    delivered = {d["site_id"]: SiteDeliverable(**d["deliverable"]) for d in data["sites"]}
     for s in sites:
         pct = (f"{100 * s.pages_scanned / s.target_pages:.1f}%".replace(".", ",")
                if s.target_pages else "—")
@@ -111,20 +124,24 @@ def render(data: dict[str, Any], sites: list[SiteProgress], console) -> None:
                   _n(s.pages_accepted), f"{_n(s.files_accepted)}/{_n(s.files_total)}",
                   _d(s.deadline), _d(s.forecast_completion), verdict,
                   _ago(s.last_page_at, now), _ago(s.last_heartbeat_at, now),
-                  _n(s.outbox_depth) if s.outbox_depth is not None else "—", _uploads(s))
+                  _n(s.outbox_depth) if s.outbox_depth is not None else "—", _uploads(s),
+                  delivered.get(s.site_id, SiteDeliverable()).short())
     console.print(t)
     files = data["files"]
     if files:
         ft = Table(title="Hồ sơ (files)")
         for col in ("Điểm", "Phông", "Mã hồ sơ", "Trạng thái", "Văn bản", "Trang",
-                    "Đã kiểm tra", "Dự kiến", "QC lỗi", "Kết luận"):
+                    "Đã kiểm tra", "Dự kiến", "QC lỗi", "Đang OCR", "Kết luận", "Bàn giao"):
             ft.add_column(col)
         for f in files:
+            ocr = (f"{_n(f['ocr_pages_done'])}/{_n(f['ocr_pages_total'])} trang"
+                   if f.get("ocr_pages_total") else "—")
             ft.add_row(f["site_id"], f["fonds"] or "—", f["file_code"],
                        STATE_VI.get(f["state"], f["state"]), _n(f["documents"]),
                        _n(f["pages"]), _n(f["checked_pages"]),
                        _n(f["expected_pages"]) if f["expected_pages"] else "—",
-                       _n(f["qc_failed_pages"]), f["verdict"] or "—")
+                       _n(f["qc_failed_pages"]), ocr, f["verdict"] or "—",
+                       DELIVERABLE_VI.get(f["deliverable"] or "", "—"))
         console.print(ft)
 
 
@@ -134,3 +151,5 @@ STATE_VI = {
     "needs_rescan": "cần quét lại", "rejected": "không đạt", "ocr_failed": "OCR lỗi",
 }
 FILE_STATES = tuple(STATE_VI)   # every state consumers.apply can give a file
+DELIVERABLE_VI = {"packaged": "đã đóng gói", "handed_over": "đã bàn giao",
+                  "verified": "đã kiểm tra, đạt", "verify_failed": "kiểm tra không đạt"}

@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Installs the system packages sohoa needs on Debian/Ubuntu; idempotent (skips what is there).
-#   PostgreSQL server, Tesseract with Vietnamese + English, Ghostscript (PDF/A), poppler-utils,
-#   Prometheus (+ promtool), DejaVu fonts (Vietnamese glyphs in reports), a JDK for Kafka,
-#   Maven to fetch the Kafka jars, jbig2dec (pikepdf decodes a PDF's JBIG2 page images with it:
-#   many document scanners write bilevel pages as JBIG2), Go (builds the object store, SeaweedFS,
-#   from its Go module once: infra/objects.py).
+#   PostgreSQL server, Tesseract with Vietnamese + English (the OCR engine loads libtesseract),
+#   Ghostscript (its CMYK profile for PDF/A; ocrmypdf in the bench), poppler-utils, Prometheus
+#   (+ promtool), DejaVu fonts (Vietnamese glyphs in charts), Liberation fonts 2.x
+#   (Liberation Serif: Times New Roman's metrics with every Vietnamese letter, embedded in the
+#   PDF reports, whose forms prescribe Times New Roman), a JDK for Kafka and veraPDF,
+#   Maven to fetch the Kafka and veraPDF jars, jbig2dec (pikepdf decodes a PDF's JBIG2 page
+#   images with it: many document scanners write bilevel pages as JBIG2), Liberation fonts
+#   (Liberation Serif: metric-compatible with Times New Roman, for Art. 8's signature text
+#   where Times New Roman is not installed), SoftHSM2 (a PKCS#11 token for the signing tests;
+#   sites use USB tokens), Go (builds the object store, SeaweedFS, from its Go module
+#   once: infra/objects.py).
 # Usage: sudo infra/install-system-deps.sh        (DRY_RUN=1 to only print what it would do)
 set -euo pipefail
 
@@ -12,7 +18,8 @@ say() { printf '%s\n' "$*"; }
 
 if ! command -v apt-get >/dev/null 2>&1; then
   say "Không có apt-get: hãy tự cài postgresql, tesseract-ocr (+vie, eng), ghostscript,"
-  say "poppler-utils, jbig2dec, prometheus, fonts-dejavu-core, JDK 17+, maven, Go ≥ 1.26.6. (not a Debian/Ubuntu system)"
+  say "poppler-utils, jbig2dec, prometheus, fonts-dejavu-core, fonts-liberation, fonts-liberation2,"
+  say "softhsm2, JDK 17+, maven, Go ≥ 1.26.6. (not a Debian/Ubuntu system)"
   exit 1
 fi
 
@@ -27,10 +34,14 @@ fi
 want tesseract-ocr
 want tesseract-ocr-vie
 want tesseract-ocr-eng
+want tesseract-ocr-osd   # orientation detection of pages read sideways or upside down
 want ghostscript
 want poppler-utils
 want jbig2dec
 want fonts-dejavu-core
+want fonts-liberation
+want fonts-liberation2
+want softhsm2
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || want prometheus
 command -v java >/dev/null 2>&1 || missing+=(default-jdk-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)

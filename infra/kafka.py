@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from infra.maven import fetch_jars
 from infra.procs import (
     NotReady,
     StackError,
@@ -61,25 +62,9 @@ def ensure_libs(stack: StackConfig) -> Path:
             f"(no Kafka jars in {libs}: point KAFKA_HOME at a Kafka {stack.kafka_version} "
             f"install, or unset it to download the jars with Maven)"
         )
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise StackError(
-            "Thiếu Maven để tải Kafka. Cài bằng: apt-get install -y maven (hoặc chạy "
-            "infra/install-system-deps.sh). (maven not found: needed to fetch the Kafka jars)"
-        )
-    libs.mkdir(parents=True, exist_ok=True)
-    log.info("resolving kafka jars with maven", extra={"libs": str(libs),
-                                                        "version": stack.kafka_version})
-    cmd = [mvn, "-q", "-B", "package", f"-Dkafka.libs.dir={libs}",
-           f"-Dkafka.version={stack.kafka_version}"]
-    res = subprocess.run(cmd, cwd=POM_DIR, capture_output=True, text=True, timeout=1800)
-    if res.returncode != 0 or not _has_kafka_jar(libs):
-        tail = "\n".join((res.stdout + res.stderr).splitlines()[-20:])
-        raise StackError(
-            f"Maven không tải được Kafka {stack.kafka_version} (exit {res.returncode}).\n{tail}\n"
-            f"Kiểm tra mạng tới Maven Central / ~/.m2/settings.xml, hoặc đặt KAFKA_HOME. "
-            f"(maven failed: `{' '.join(cmd)}` in {POM_DIR})"
-        )
+    fetch_jars("Kafka", stack.kafka_version, POM_DIR, libs,
+               {"kafka.libs.dir": str(libs), "kafka.version": stack.kafka_version},
+               _has_kafka_jar, hint=", hoặc đặt KAFKA_HOME")
     return libs
 
 

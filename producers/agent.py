@@ -42,7 +42,7 @@ from producers.walks import WalksMixin
 from sohoa.config import Settings
 from sohoa.disk import disk_full
 from sohoa.events import Classification
-from sohoa.naming import nfc
+from sohoa.naming import FileNames
 from sohoa.objectstore import page_uri
 
 log = logging.getLogger(__name__)
@@ -146,10 +146,7 @@ class Agent(WalksMixin, FilingMixin):
         workers = cfg.hash_workers or min(4, os.cpu_count() or 1)
         self.workers = workers
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hash")
-        self._ignore_names = {n.casefold() for n in cfg.ignore_names}
-        self._ignore_prefixes = tuple(cfg.ignore_prefixes)
-        self._ignore_suffixes = tuple(s.casefold() for s in cfg.ignore_suffixes)
-        self._exts = {e.casefold() for e in cfg.extensions}
+        self.names = FileNames.of(cfg)
         # With uploads on, a document's events name its object and wait for its upload.
         self.upload_bucket = settings.store.pages_bucket if settings.upload.enabled else None
         self._observer: Any = None
@@ -158,19 +155,10 @@ class Agent(WalksMixin, FilingMixin):
     # --- names ----------------------------------------------------------------------------
 
     def _litter(self, name: str) -> bool:
-        folded = name.casefold()
-        return (folded in self._ignore_names or name.startswith(self._ignore_prefixes)
-                or folded.endswith(self._ignore_suffixes))
+        return self.names.litter(name)
 
     def _kind(self, name: str) -> str:
-        folded = nfc(name).casefold()
-        if folded == self.cfg.manifest_name.casefold():
-            return "manifest"
-        if folded == self.cfg.close_marker.casefold():
-            return "marker"
-        if os.path.splitext(folded)[1] in self._exts:
-            return "page"
-        return "other"
+        return self.names.kind(name)
 
     def _rel(self, root: int, path: Path) -> str | None:
         # String work, not PurePath.relative_to: this runs for every event and every new page.
@@ -538,7 +526,7 @@ class Agent(WalksMixin, FilingMixin):
             self._to_hash.append((key, c))
         else:
             self._reject_once(c.root, c.path, c.rel, c.size, c.mtime_ns, "not_image",
-                              f"not a page: extension not in {sorted(self._exts)}")
+                              f"not a page: extension not in {sorted(self.names.extensions)}")
 
     # --- results ----------------------------------------------------------------------------
 

@@ -1,9 +1,12 @@
 """A file folder's ``hoso.json``: validated into a FileManifest, classified files kept at home.
 
-Fields the contract types (title, expected_pages, classification, priority, dates, documents)
-are read as such; any other text or number is TT 05/2025 metadata. For a classified file only
-what counting needs leaves the site: the classification, the expected page count and the
-documents' names and page counts. Its title and metadata stay in the folder.
+Fields the contract types (title, expected_pages, classification, priority, dates, documents,
+the archival ``record`` of the file and of each document: :mod:`sohoa.metadata`) are read as
+such; any other text or number is free-form metadata. A record breaking a rule is refused with
+every Vietnamese message naming its field. For a classified file only what counting and
+checking need leaves the site: the classification, the expected page count, the documents'
+names, page counts and OCR languages, and each document's type (tên loại: QC's dpi floor for
+maps and drawings). Its title, dates, records and metadata stay in the folder.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from sohoa.events import FileManifest, stable_event_id
+from sohoa.metadata import DocumentRecord, FileRecord, record_problems
 
 MANIFEST_MAX_BYTES = 1 << 20
 _TYPED = ("title", "expected_pages", "classification", "priority", "start_date", "end_date",
-          "documents", "metadata")
+          "documents", "metadata", "record")
 
 
 def manifest_event(raw: bytes, site: str, fonds: str, file_code: str) -> FileManifest:
@@ -46,6 +50,7 @@ def manifest_event(raw: bytes, site: str, fonds: str, file_code: str) -> FileMan
         # A document may be listed by its name alone.
         fields["documents"] = [{"name": d} if isinstance(d, str) else d
                                for d in fields["documents"]]
+    _check_records(fields)
     try:
         ev = FileManifest(site_id=site, fonds=fonds, file_code=file_code, **fields)
     except ValidationError as exc:
@@ -54,8 +59,10 @@ def manifest_event(raw: bytes, site: str, fonds: str, file_code: str) -> FileMan
         raise ValueError(f"field '{loc}': {e['msg']}") from None
     if ev.classification.is_classified:
         # Fail closed: nothing but what counting needs leaves the site.
-        ev = ev.model_copy(update={"title": None, "metadata": {}, "start_date": None,
-                                   "end_date": None})
+        ev = ev.model_copy(update={
+            "title": None, "metadata": {}, "start_date": None, "end_date": None, "record": None,
+            "documents": [d.model_copy(update={"record": _type_only(d.record)})
+                          for d in ev.documents]})
     sha = stable_event_id("FileManifest", 2, site, fonds, file_code,
                           ev.model_dump_json(exclude={"event_id", "occurred_at"}))
     return ev.model_copy(update={"event_id": sha})
@@ -63,3 +70,23 @@ def manifest_event(raw: bytes, site: str, fonds: str, file_code: str) -> FileMan
 
 def _text(v: Any) -> Any:
     return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+
+
+def _check_records(fields: dict[str, Any]) -> None:
+    """Every fault of the file's and the documents' records, in one Vietnamese message."""
+    problems = []
+    if isinstance(fields.get("record"), dict):
+        problems += [f"hồ sơ — {p}" for p in record_problems(FileRecord, fields["record"])]
+    for d in fields.get("documents") or []:
+        if isinstance(d, dict) and isinstance(d.get("record"), dict):
+            name = d.get("name", "?")
+            problems += [f"văn bản '{name}' — {p}"
+                         for p in record_problems(DocumentRecord, d["record"])]
+    if problems:
+        raise ValueError("siêu dữ liệu sai: " + "; ".join(problems))
+
+
+def _type_only(record: DocumentRecord | None) -> DocumentRecord | None:
+    if record is None or record.ten_loai is None:
+        return None
+    return DocumentRecord(ten_loai=record.ten_loai)

@@ -29,6 +29,10 @@ LAZY_COMMANDS: dict[str, str] = {
     "report": "consumers.cli:report",
     "reconcile": "consumers.cli:reconcile",
     "simulate": "producers.simulate:simulate",
+    "metadata": "producers.metadata_cli:metadata",
+    "sign": "deliver.cli:sign",
+    "package": "deliver.cli:package",
+    "handover": "deliver.cli:handover",
 }
 
 

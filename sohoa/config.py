@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import time
+from datetime import date, time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -112,6 +112,7 @@ class StackConfig(Section):
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
     kafka_version: str = "3.9.1"
+    verapdf_version: str = "1.30.2"  # PDF/A validator for tests and bench (infra/verapdf.py)
     kafka_heap: str = "512m"
     kafka_home: Path | None = Field(default=None, description="Use an existing Kafka install")
     postgres_port: int = 15432
@@ -232,6 +233,10 @@ class QcConfig(Section):
     """TT 02/2019/TT-BNV floor and the image checks' thresholds."""
 
     min_dpi: int = 200
+    # Art. 8 TT 05/2025: maps and drawings at 300 dpi. A document whose type (tên loại, from
+    # the manifest's record) starts with one of these, case and accents aside, gets that floor.
+    min_dpi_large_format: int = 300
+    large_format_types: list[str] = ["Bản đồ", "Bản vẽ"]
     require_colour: bool = True
     min_width_mm: float = 140.0    # a little under A5's short side
     max_width_mm: float = 440.0    # a little over A3's long side
@@ -296,17 +301,28 @@ class SourcesConfig(Section):
 
 class OcrConfig(Section):
     enabled: bool = True
-    languages: str = "vie+eng"
+    # Tesseract languages of a page when the file's manifest names none for its document
+    # (its documents[].language, e.g. "vie+eng", reaches the OCR job through
+    # FileAssembled.languages). Vietnamese alone: adding English cost time and accuracy on
+    # Vietnamese pages (issue 22: CER 0.13 % against 0.36 %).
+    languages: str = "vie"
     output_dir: Path = Path(".state/ocr")
     output_type: Literal["pdfa-2", "pdf"] = "pdfa-2"
-    deskew: bool = False
+    # Pages shown upright: orientation detection runs only on a page whose text came out
+    # sideways or with a mean word confidence below osd_below_confidence (upside down).
     rotate_pages: bool = True
-    # Measured on 2 cores (bench/bench_ocr.py): two files at once with one ocrmypdf job and
-    # one Tesseract thread each beat one file with two jobs; Tesseract's own threads (OpenMP)
-    # only burnt CPU (2.5x the CPU time for no gain). Keep concurrency x jobs = cores.
+    osd_below_confidence: float = 60.0
+    # Tesseract reads the page in grey, smoothed 3x3 (the PDF keeps the original image):
+    # specks stop being read as '.', '_', '|', and grey costs Tesseract less
+    # (bench/bench_ocr.py, docs/scaling.md: CER 0.131 % -> 0.0 % on the bench's pages).
+    denoise: bool = True
+    # Files OCR'd at once, each by one long-lived engine process (streams/ocr_pool.py);
+    # Tesseract's own threads (OpenMP) only burnt CPU when measured (bench/bench_ocr.py), so
+    # keep tesseract_threads = 1 and concurrency = cores.
     concurrency: int = 2
-    tesseract_threads: int = 1     # OMP_THREAD_LIMIT per Tesseract
-    jobs_per_file: int = 1
+    tesseract_threads: int = 1     # OMP_THREAD_LIMIT per engine process
+    engine_max_files: int = 200    # an engine process is replaced after this many files
+    progress_every_s: float = 5.0  # OcrProgress events of a file, at most this often
     timeout_s_per_page: float = 60.0
     timeout_s_min: float = 120.0
     retries: int = 2
@@ -374,14 +390,112 @@ class CampaignConfig(Section):
     forecast_window_days: int = 10
 
 
+class SignerConfig(Section):
+    """Who signs: quyền hạn ký (``KT. GIÁM ĐỐC``; Party: ``T/L BAN THƯỜNG VỤ``), chức vụ, họ tên."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    authority: str = ""
+    title: str = "GIÁM ĐỐC"
+    name: str = ""
+
+
+class IssuerConfig(Section):
+    """The body that issues the reports, in the form its system prescribes: ``state`` (Nghị
+    định 30/2020/NĐ-CP) or ``party`` (Hướng dẫn 36-HD/VPTW of the Party's Central Office)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    form: Literal["state", "party"] = "state"
+    # The heading writes both in capitals, as the forms require.
+    parent: str = "Ủy ban nhân dân tỉnh"    # cơ quan chủ quản trực tiếp ("" when none)
+    name: str = "Sở Nội vụ"                 # cơ quan ban hành
+    full_name: str = ""                     # in running text, e.g. "Sở Nội vụ tỉnh Đồng Nai"
+    abbreviation: str = Field(default="SNV", min_length=1)  # in the symbol: BC-SNV / BC/VPTU
+    place: str = ""                         # địa danh, e.g. "Đồng Nai"
+    # The register number; left blank the office's văn thư writes it on issue.
+    number: str = ""
+    recipients: list[str] = []              # Nơi nhận, one line each
+    archive: str = "VT"                     # "Lưu: VT, …" (state) / "Lưu Văn phòng" (party)
+    signer: SignerConfig = SignerConfig()
+
+    @field_validator("abbreviation")
+    @classmethod
+    def _symbol(cls, v: str) -> str:
+        if re.search(r"[\s/]", v):
+            raise ValueError("no spaces or '/' in an abbreviation (e.g. SNV, VPTU)")
+        return v
+
+
+class UnitPrices(Section):
+    """Đơn giá in đồng: per page up to A4, per A3 page, and per A4 equivalent of a larger page.
+    A3 left out costs two A4 pages, larger pages cost the A4 price per equivalent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    a4: int = Field(gt=0)
+    a3: int | None = Field(default=None, gt=0)
+    larger: int | None = Field(default=None, gt=0)
+
+    @property
+    def a3_price(self) -> int:
+        return self.a3 if self.a3 is not None else 2 * self.a4
+
+    @property
+    def larger_price(self) -> int:
+        return self.larger if self.larger is not None else self.a4
+
+
+class ContractConfig(Section):
+    """One digitization contract: the acceptance record's parties, number and prices."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    contractor: str = Field(min_length=1)  # as the plan names it (case and accents ignored)
+    number: str = Field(min_length=1)      # số hợp đồng, e.g. "15/2026/HĐ-SNV"
+    signed: date | None = None
+    name: str = "Số hóa tài liệu lưu trữ"  # tên hợp đồng / gói thầu
+    legal_name: str | None = None          # bên B in full; default the contractor
+    representative: str = ""
+    representative_title: str = "Giám đốc"
+    # Bên A's representative; default the issuer's signer.
+    client_representative: str | None = None
+    client_representative_title: str | None = None
+    unit_prices: UnitPrices
+    vat_included: bool = True
+    copies: int = Field(default=4, ge=1)    # "lập thành 04 bản"
+
+
 class ReportsConfig(Section):
-    """Figures of the reports officers sign."""
+    """Figures of the reports officers sign, and the form they are issued in."""
+
+    model_config = ConfigDict(extra="forbid")
 
     # A page counts as A4 (or A3) when each side exceeds that format's by at most this share,
     # and a larger page's area is shrunk by it on each side before it is divided by A4's:
     # scanners add a margin, and physical sizes come from pixels ÷ dpi. 3 % is ~6 mm on an A4
     # page's short side (US Letter counts as A4).
     page_size_tolerance: float = Field(default=0.03, ge=0, le=0.2)
+    issuer: IssuerConfig = IssuerConfig()
+    contracts: list[ContractConfig] = []
+    # Prices a budget estimate uses for a site whose contractor has no contract above.
+    budget_unit_prices: UnitPrices | None = None
+    # A site's own size mix estimates its remaining pages once it has scanned this many pages
+    # of known size; before that, the mix of every site's pages is assumed.
+    budget_min_sample_pages: int = Field(default=200, ge=1)
+
+    @field_validator("contracts")
+    @classmethod
+    def _one_contract_each(cls, v: list[ContractConfig]) -> list[ContractConfig]:
+        from sohoa.naming import fold
+
+        seen: set[str] = set()
+        for c in v:
+            key = fold(c.contractor)
+            if key in seen:
+                raise ValueError(f"two contracts for contractor {c.contractor!r}")
+            seen.add(key)
+        return v
 
 
 def _sim_topics() -> TopicsConfig:
@@ -452,6 +566,41 @@ def _long_enough(secret: SecretStr, name: str) -> None:
         raise ValueError(f"{name}: at least 32 characters (e.g. `openssl rand -hex 32`)")
 
 
+class SigningConfig(Section):
+    """The digitizing body's signature on each digitized document (Art. 8 TT 05/2025):
+    `deliver/signing.py`. The key comes from a PKCS#12 file or a PKCS#11 token (USB token)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    body_name: str = Field(default="", description="Tên cơ quan số hóa, shown on the stamp")
+    pkcs12_path: Path | None = None
+    pkcs12_passphrase: SecretStr | None = None
+    pkcs11_lib: Path | None = Field(default=None, description="The token's PKCS#11 module")
+    pkcs11_token_label: str | None = None
+    pkcs11_pin: SecretStr | None = None
+    pkcs11_key_label: str | None = None
+    pkcs11_cert_label: str | None = None
+    # Times New Roman where installed, else a metric-compatible font (Liberation Serif).
+    font_path: Path | None = None
+    timezone: str = "Asia/Ho_Chi_Minh"   # the signing time on the stamp (ISO 8601)
+    font_size_pt: float = 10.0
+    margin_pt: float = 18.0              # from the first page's top and right edges
+    # CA certificates a signature must chain to (`handover verify`, the signing self-check).
+    trust_roots: list[Path] = []
+
+
+class DeliverConfig(Section):
+    """Packages and hand-overs (`sohoa package`, `sohoa handover`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    output_dir: Path = Path(".state/deliver")
+    # The receiving archive's code, prefixed to arcFileCode / arcDocCode (Art. 17).
+    archive_code: str = ""
+    agency_name: str = Field(default="", description="Cơ quan giao nộp (biên bản)")
+    receiver_name: str = Field(default="", description="Lưu trữ lịch sử nhận (biên bản)")
+
+
 class LoggingConfig(Section):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -481,6 +630,8 @@ class Settings(BaseSettings):
     reports: ReportsConfig = ReportsConfig()
     simulate: SimulateConfig = SimulateConfig()
     identity: IdentityConfig = IdentityConfig()
+    signing: SigningConfig = SigningConfig()
+    deliver: DeliverConfig = DeliverConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="after")

@@ -37,6 +37,7 @@ DIGEST_PREFIX = f"sohoa-page-digest/{DIGEST_VERSION}\x00".encode()
 _CHUNK = 1 << 20
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 PDF, TIFF, JPEG, PNG = "application/pdf", "image/tiff", "image/jpeg", "image/png"
+UNKNOWN_MEDIA_TYPE = "application/octet-stream"  # a page reference's default (sohoa.events)
 _PIL_MEDIA = {"TIFF": TIFF, "JPEG": JPEG, "PNG": PNG, "MPO": JPEG}
 
 
@@ -317,10 +318,12 @@ class Document:
     def page_info(self, i: int) -> PageInfo:
         raise NotImplementedError
 
-    def page_image(self, i: int, draft_px: int | None = None) -> Any:
+    def page_image(self, i: int, draft_px: int | None = None, *,
+                   keep_depth: bool = False) -> Any:
         """The page decoded as an 8-bit Pillow image (16-bit samples scaled, not clipped;
         alpha kept). ``draft_px``: the caller needs no more than this on the long side, so a
-        JPEG may be decoded at a reduced scale (still at least that size)."""
+        JPEG may be decoded at a reduced scale (still at least that size). ``keep_depth``:
+        16-bit samples stay 16-bit (a lossless copy of the page, e.g. the OCR output's)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -339,17 +342,25 @@ class Document:
         return i - 1
 
 
-def open_document(path: Path, media_type: str | None = None) -> Document:
-    """Open ``path`` read-only. ``media_type`` as the agent found it; None sniffs."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except FileNotFoundError:
-        raise DocumentRejected("unreadable", "file not found (moved or deleted since it was "
-                                             "scanned)") from None
-    except OSError as exc:
-        raise DocumentRejected("unreadable", f"cannot read: {exc.strerror or 'I/O error'}"
-                               ) from None
+def open_document(source: Path | bytes, media_type: str | None = None) -> Document:
+    """Open a document read-only: a path, or its bytes already read (a worker that proved
+    them against the site's hash decodes those very bytes, not the file again).
+    ``media_type`` as the agent found it; None, or the contract's "don't know" (a version-1
+    event did not say), sniffs."""
+    if media_type == UNKNOWN_MEDIA_TYPE:
+        media_type = None
+    if isinstance(source, bytes):
+        head = source[:16]
+    else:
+        try:
+            with open(source, "rb") as f:
+                head = f.read(16)
+        except FileNotFoundError:
+            raise DocumentRejected("unreadable", "file not found (moved or deleted since it "
+                                                 "was scanned)") from None
+        except OSError as exc:
+            raise DocumentRejected("unreadable", f"cannot read: {exc.strerror or 'I/O error'}"
+                                   ) from None
     actual = sniff(head)
     if actual is None:
         raise DocumentRejected("not_image", "not an image or PDF (header not recognised)")
@@ -359,15 +370,22 @@ def open_document(path: Path, media_type: str | None = None) -> Document:
     if actual == PDF:
         from sohoa.pdf_pages import PdfDocument
 
-        return PdfDocument(path)
+        return PdfDocument(source)
     from sohoa.image_pages import ImageDocument
 
-    return ImageDocument(path, actual)
+    return ImageDocument(source, actual)
 
 
-def file_sha256(path: Path) -> str:
+def open_binary(source: Path | bytes) -> BinaryIO:
+    """A binary file over a document's path or bytes."""
+    return io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+
+
+def file_sha256(source: Path | bytes) -> str:
+    if isinstance(source, bytes):
+        return hashlib.sha256(source).hexdigest()
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(source, "rb") as f:
         buf = bytearray(_CHUNK)
         view = memoryview(buf)
         while n := f.readinto(buf):  # type: ignore[attr-defined]

@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from sohoa.metadata import DocumentRecord, FileRecord
 from sohoa.naming import nfc
 
 # Namespace for deterministic event ids: the same fact always gets the same id.
@@ -261,6 +262,8 @@ class ManifestDocument(BaseModel):
     pages: int | None = Field(default=None, ge=1, description="Expected pages")
     language: str | None = Field(default=None, max_length=40,
                                  description="Tesseract languages, e.g. 'vie' or 'vie+fra'")
+    record: DocumentRecord | None = Field(
+        default=None, description="The document's archival metadata (sohoa.metadata)")
 
 
 class FileManifest(FileEvent):
@@ -276,7 +279,10 @@ class FileManifest(FileEvent):
     end_date: str | None = None
     documents: list[ManifestDocument] = Field(
         default_factory=list, description="The file's documents in order (optional)")
-    metadata: dict[str, str] = Field(default_factory=dict, description="TT 05/2025 fields")
+    metadata: dict[str, str] = Field(default_factory=dict, description="Other fields, free text")
+    record: FileRecord | None = Field(
+        default=None, description="The file's archival metadata, 18 fields (sohoa.metadata); "
+                                  "omitted for classified files")
 
     @model_validator(mode="after")
     def _documents_once(self) -> FileManifest:
@@ -351,6 +357,9 @@ class FileAssembled(FileEvent):
     languages: dict[str, str] = Field(
         default_factory=dict, description="OCR languages per document, where the manifest "
                                           "says")
+    document_types: dict[str, str] = Field(
+        default_factory=dict, description="Tên loại per document, where the manifest says "
+                                          "(QC's dpi floor: maps and drawings)")
 
     def documents(self) -> list[str]:
         """The file's documents in order."""
@@ -405,6 +414,23 @@ class OcrFailed(FileEvent):
     attempts: int = Field(default=1, ge=1)
 
 
+class OcrProgress(FileEvent):
+    """How far a file's OCR has got: pages OCR'd of the pages of the revision in OCR, sent
+    while it runs (at most every ``ocr.progress_every_s``), so ``sohoa status`` shows a long
+    file moving."""
+
+    NAME: ClassVar[str] = "OcrProgress"
+    revision: int = Field(default=1, ge=1)
+    pages_done: int = Field(ge=0)
+    pages_total: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _done_within_total(self) -> OcrProgress:
+        if self.pages_done > self.pages_total:
+            raise ValueError("pages_done is more than pages_total")
+        return self
+
+
 class Verdict(StrEnum):
     ACCEPTED = "accepted"
     NEEDS_RESCAN = "needs_rescan"
@@ -448,7 +474,7 @@ class DeadLetter(Event):
 
 EVENT_TYPES: tuple[type[Event], ...] = (
     PageScanned, PageRemoved, FileManifest, FileClosed, SiteHeartbeat,
-    FileAssembled, PageChecked, OcrCompleted, OcrFailed, FileVerdict, DeadLetter,
+    FileAssembled, PageChecked, OcrProgress, OcrCompleted, OcrFailed, FileVerdict, DeadLetter,
 )
 # --- version 1, read only ------------------------------------------------------------------
 # Events written before documents and fonds were part of a page's identity. Readers still take

@@ -8,6 +8,7 @@ never has more than one page decoded.
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from sohoa.documents import (
     DocumentRejected,
     PageInfo,
     file_sha256,
+    open_binary,
 )
 
 _CHUNK = 1 << 20
@@ -27,18 +29,18 @@ _WIDE = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 
 
 class ImageDocument(Document):
-    def __init__(self, path: Path, media_type: str) -> None:
+    def __init__(self, source: Path | bytes, media_type: str) -> None:
         from PIL import Image
 
         Image.MAX_IMAGE_PIXELS = None  # the QC bounds pixels itself, from page_info
-        self.path, self.media_type = path, media_type
+        self.source, self.media_type = source, media_type
         self._pil: Any = None
         self._dirs: list[Any] = []
         if media_type == TIFF:
             from sohoa.tiff_walk import TiffDamaged, pages, walk
 
             try:
-                with open(path, "rb") as f:
+                with open_binary(source) as f:
                     size = f.seek(0, 2)
 
                     def read_at(off: int, n: int) -> bytes:
@@ -62,10 +64,10 @@ class ImageDocument(Document):
     def page_sha256(self, i: int) -> str:
         k = self._index(i)
         if self.media_type != TIFF:
-            return file_sha256(self.path)
+            return file_sha256(self.source)
         d = self._dirs[k]
         h = hashlib.sha256(DIGEST_PREFIX + b"tiff\x00" + d.canonical_header())
-        with open(self.path, "rb") as f:
+        with open_binary(self.source) as f:
             for off, n in d.regions:
                 f.seek(off)
                 while n > 0 and (chunk := f.read(min(n, _CHUNK))):
@@ -79,11 +81,13 @@ class ImageDocument(Document):
         k = self._index(i)
         try:
             if self._pil is None:
-                self._pil = Image.open(self.path)
+                # A path: Pillow owns (and closes) the file it opens.
+                src = self.source
+                self._pil = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
             if self._dirs:
                 self._pil.seek(self._dirs[k].index)
         except UnidentifiedImageError:
-            if self._dirs and _header(self.path) == b"MM\x00+":
+            if self._dirs and _header(self.source) == b"MM\x00+":
                 # Pillow reads the BigTIFF version at the wrong byte in big-endian files.
                 raise DocumentRejected("unreadable", "big-endian BigTIFF: the image decoder "
                                                      "cannot read it; save it little-endian "
@@ -103,7 +107,13 @@ class ImageDocument(Document):
         return PageInfo(w, h, dpi, img.mode, fmt,
                         w / dpi * 25.4 if dpi else None, h / dpi * 25.4 if dpi else None)
 
-    def page_image(self, i: int, draft_px: int | None = None) -> Any:
+    def frame_index(self, i: int) -> int:
+        """The 0-based directory of page ``i`` in the TIFF's main chain (reduced-resolution
+        copies are not pages), as libtiff and leptonica number frames; 0 for JPEG and PNG."""
+        return self._dirs[self._index(i)].index if self._dirs else 0
+
+    def page_image(self, i: int, draft_px: int | None = None, *,
+                   keep_depth: bool = False) -> Any:
         img = self._frame(i)
         w, h = img.size
         if img.format == "JPEG" and draft_px and max(w, h) > 2 * draft_px:
@@ -114,14 +124,14 @@ class ImageDocument(Document):
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise DocumentRejected("corrupt", f"image data is truncated or damaged: "
                                               f"{_plain(exc)}") from None
-        out = to_8bit(img)
+        out = img if keep_depth else to_8bit(img)
         if out is img and self.page_count > 1:
             out = img.copy()  # the open image moves on to the next page
         return out
 
 
-def _header(path: Path) -> bytes:
-    with open(path, "rb") as f:
+def _header(source: Path | bytes) -> bytes:
+    with open_binary(source) as f:
         return f.read(4)
 
 

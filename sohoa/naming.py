@@ -63,3 +63,59 @@ def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
         parts.append((0, int(chunk)) if i % 2 else (1, chunk))
     parts.append((2, name))
     return tuple(parts)
+
+
+class FileNames:
+    """Which names in a hot folder are page documents, manifests, closing markers or litter:
+    one rule for the agent's detection and for reconcile's walk (``watcher`` settings)."""
+
+    def __init__(self, extensions: list[str], ignore_names: list[str],
+                 ignore_prefixes: list[str], ignore_suffixes: list[str],
+                 manifest_name: str = "hoso.json", close_marker: str = "DONE") -> None:
+        self.extensions = frozenset(normal_extension(e) for e in extensions)
+        self._names = frozenset(n.casefold() for n in ignore_names)
+        self._prefixes = tuple(ignore_prefixes)
+        self._suffixes = tuple(s.casefold() for s in ignore_suffixes)
+        self._manifest = manifest_name.casefold()
+        self._marker = close_marker.casefold()
+
+    @classmethod
+    def of(cls, watcher: object) -> FileNames:
+        w = watcher
+        return cls(w.extensions, w.ignore_names, w.ignore_prefixes,  # type: ignore[attr-defined]
+                   w.ignore_suffixes, w.manifest_name, w.close_marker)  # type: ignore[attr-defined]
+
+    def litter(self, name: str) -> bool:
+        """System files and temp names of write-then-rename: never looked at."""
+        folded = name.casefold()
+        return (folded in self._names or name.startswith(self._prefixes)
+                or folded.endswith(self._suffixes))
+
+    def kind(self, name: str) -> str:
+        """page | manifest | marker | other (litter aside)."""
+        folded = nfc(name).casefold()
+        if folded == self._manifest:
+            return "manifest"
+        if folded == self._marker:
+            return "marker"
+        head, dot, ext = folded.rpartition(".")
+        if dot and head and f".{ext}" in self.extensions:
+            return "page"
+        return "other"
+
+    def is_document(self, name: str) -> bool:
+        return not self.litter(name) and self.kind(name) == "page"
+
+
+def normal_extension(ext: str) -> str:
+    """".TIF", "tif" and ".tif" are one extension: ".tif"."""
+    ext = ext.strip().casefold()
+    return ext if ext.startswith(".") else f".{ext}"
+
+
+def fold(text: str) -> str:
+    """A name compared without regard to case, diacritics or spacing: "Cty  SỐ Việt" and
+    "cty so viet" fold alike (đ is a letter of its own in Unicode: it folds to d by hand)."""
+    decomposed = unicodedata.normalize("NFD", nfc(text).casefold().replace("đ", "d"))
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(bare.split())

@@ -9,6 +9,7 @@ not by the document.
 from __future__ import annotations
 
 import hashlib
+import io
 import struct
 from decimal import Decimal
 from pathlib import Path
@@ -290,8 +291,8 @@ def decode_image(x: Any) -> Any:
 class PdfDocument(Document):
     media_type = PDF
 
-    def __init__(self, path: Path) -> None:
-        self.pdf = open_pdf(str(path))
+    def __init__(self, source: Path | bytes) -> None:
+        self.pdf = open_pdf(io.BytesIO(source) if isinstance(source, bytes) else str(source))
         self.page_count = len(self.pdf.pages)
 
     def close(self) -> None:
@@ -330,7 +331,8 @@ class PdfDocument(Document):
             w_mm, h_mm = size[0] / 72 * 25.4, size[1] / 72 * 25.4
         return PageInfo(w, h, dpi, image_mode(x), f"PDF/{filters(x)}", w_mm, h_mm)
 
-    def page_image(self, i: int, draft_px: int | None = None) -> Any:
+    def page_image(self, i: int, draft_px: int | None = None, *,
+                   keep_depth: bool = False) -> Any:
         from sohoa.image_pages import to_8bit
 
         _, x = self._image(i)
@@ -344,4 +346,4 @@ class PdfDocument(Document):
             raise DocumentRejected("corrupt", f"PDF image ({filters(x)}) is damaged: "
                                               f"{_plain(exc)}") from None
         img.format = None  # the page is a PDF page, whatever its image's codec
-        return to_8bit(img)
+        return img if keep_depth else to_8bit(img)

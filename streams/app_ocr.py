@@ -1,6 +1,7 @@
 """The OCR app (its own consumer group, ``streams.ocr_app_id``): for each FileAssembled on the
-file-events topic, check every page (process pool), OCR the file into PDF/A (child
-processes), and publish PageChecked, OcrCompleted/OcrFailed and the FileVerdict.
+file-events topic, check every page (process pool), OCR the file into PDF/A (long-lived
+engine processes, ``streams.ocr_pool``), and publish PageChecked, OcrProgress while a long
+file is in OCR, OcrCompleted/OcrFailed and the FileVerdict.
 
 It keeps no table: everything it needs is in the FileAssembled event and in the output
 directory, so OCR machines can be added (more partitions served) or restarted freely. A
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -32,15 +34,18 @@ from sohoa.events import (
     InvalidEvent,
     OcrCompleted,
     OcrFailed,
+    OcrProgress,
     PageChecked,
     PageRef,
     PageText,
     parse_event,
     stable_event_id,
 )
+from sohoa.metadata import is_large_format
 from streams import metrics
 from streams.faustapp import dead_letter, make_app, publish, raw_topic, source_partitions
-from streams.ocr import OcrPaths, inputs_digest, load_done, run_job
+from streams.ocr import ENGINE, OcrPaths, inputs_digest, load_done
+from streams.ocr_pool import EnginePool
 from streams.qc_task import check_chunk
 from streams.sources import PageSources
 from streams.verdict import PageId, decide
@@ -57,6 +62,7 @@ class FileProcessor:
         self.qc_cfg = settings.qc.model_dump(mode="json")
         self.sources = PageSources.from_settings(settings)
         self._qc_pool: ProcessPoolExecutor | None = None
+        self._engines: EnginePool | None = None
         self._threads = ThreadPoolExecutor(max_workers=max(2, settings.ocr.concurrency + 1),
                                            thread_name_prefix="sohoa-ocr-wait")
         self._ocr_slots = asyncio.Semaphore(max(1, settings.ocr.concurrency))
@@ -82,9 +88,17 @@ class FileProcessor:
                 max_workers=n, mp_context=multiprocessing.get_context("spawn"))
         return self._qc_pool
 
+    def engine_pool(self) -> EnginePool:
+        if self._engines is None:
+            o = self.settings.ocr
+            self._engines = EnginePool(o.concurrency, o.tesseract_threads, o.engine_max_files)
+        return self._engines
+
     def close(self) -> None:
         if self._qc_pool is not None:
             self._qc_pool.shutdown(wait=False, cancel_futures=True)
+        if self._engines is not None:
+            self._engines.close()
         self._threads.shutdown(wait=False, cancel_futures=True)
 
     # --- QC ---------------------------------------------------------------------------
@@ -103,11 +117,12 @@ class FileProcessor:
         async def one(refs: list[PageRef]) -> list[dict[str, Any]]:
             first = refs[0]
             pages = [(r.page_index, r.sha256) for r in refs]
+            cfg = self.qc_config_for(fa, first.document)
             for _ in range(2):
                 try:
                     return await loop.run_in_executor(
                         self.qc_pool(), check_chunk, fa.site_id, first.uri, first.media_type,
-                        pages, self.qc_cfg, self.sources)
+                        pages, cfg, self.sources)
                 except BrokenProcessPool:
                     # A checker died on a hostile file (crash, out of memory): new pool.
                     self._qc_pool = None
@@ -145,6 +160,14 @@ class FileProcessor:
                         metrics.QC_FAILURES.labels(fa.site_id, c["check"]).inc()
         return by_page
 
+    def qc_config_for(self, fa: FileAssembled, document: str) -> dict[str, Any]:
+        """The QC thresholds of one document: a map or drawing (its type in the manifest's
+        record) has Art. 8's higher dpi floor."""
+        q = self.settings.qc
+        if is_large_format(fa.document_types.get(document), q.large_format_types):
+            return {**self.qc_cfg, "min_dpi": max(q.min_dpi, q.min_dpi_large_format)}
+        return self.qc_cfg
+
     # --- OCR ----------------------------------------------------------------------------
     def ocr_skip_reason(self, fa: FileAssembled,
                         checks: dict[PageId, list[dict[str, Any]]]) -> str | None:
@@ -174,13 +197,14 @@ class FileProcessor:
                   **({"languages": fa.languages[p.document]}
                      if p.document in fa.languages else {})}
                  for p in fa.pages]
-        options = {"languages": o.languages, "output_type": o.output_type,
-                   "rotate_pages": o.rotate_pages, "deskew": o.deskew, "jobs": o.jobs_per_file,
-                   "tesseract_threads": o.tesseract_threads}
+        options = {"engine": ENGINE, "languages": o.languages, "output_type": o.output_type,
+                   "rotate_pages": o.rotate_pages, "osd_below_confidence": o.osd_below_confidence,
+                   "denoise": o.denoise}
         digest = inputs_digest(pages, options)
         job_id = stable_event_id("ocr-job", fa.site_id, fa.file_code, fa.revision, time.time())
+        title = f"{fa.fonds}/{fa.file_code}" if fa.fonds else fa.file_code
         job = {"pages": pages, "options": options, "inputs_digest": digest,
-               "site_id": fa.site_id, "sources": self.sources,
+               "site_id": fa.site_id, "sources": self.sources, "title": f"{title} (r{fa.revision})",
                "pdf": str(paths.pdf), "text": str(paths.text), "result": str(paths.result),
                "work_dir": str(self.work_root / job_id)}
         timeout = max(o.timeout_s_min, o.timeout_s_per_page * len(pages))
@@ -199,13 +223,12 @@ class FileProcessor:
         attempts = 0
         result: dict[str, Any] | None = done
         if done is None:
-            loop = asyncio.get_running_loop()
             async with self._ocr_slots:
                 failures = full = 0
                 while True:
                     attempts += 1
                     started = time.monotonic()
-                    result = await loop.run_in_executor(self._threads, run_job, job, timeout)
+                    result = await self._run_with_progress(fa, job, timeout)
                     metrics.OCR_SECONDS.observe(time.monotonic() - started)
                     if result.get("ok") or result.get("kind") == "input":
                         break
@@ -237,13 +260,59 @@ class FileProcessor:
                                          fa.file_code, fa.revision),
                 output_uri=paths.pdf.resolve().as_uri(), output_sha256=result["output_sha256"],
                 text_uri=paths.text.resolve().as_uri(),
-                pages=[PageText(**p) for p in result["pages"]],
+                pages=[PageText(**{k: v for k, v in p.items() if k in PageText.model_fields})
+                       for p in result["pages"]],
                 seconds=result.get("seconds", 0.0), **common)
         return OcrFailed(
             event_id=stable_event_id("OcrFailed", 2, fa.site_id, fa.fonds, fa.file_code,
                                      fa.revision),
             reason=f"{result.get('kind', 'error')}: {result.get('reason', 'unknown')}",
             attempts=max(1, attempts), **common)
+
+    async def _run_with_progress(self, fa: FileAssembled, job: dict[str, Any],
+                                 timeout: float) -> dict[str, Any]:
+        """One OCR attempt in an engine process; meanwhile the file's pages done of pages go
+        to the metrics as they come and, at most every ``ocr.progress_every_s``, out as an
+        OcrProgress event."""
+        loop = asyncio.get_running_loop()
+        labels = (fa.site_id, fa.fonds, fa.file_code)
+        state = {"done": 0, "total": 0}
+
+        def progress(done: int, total: int) -> None:  # in the waiting thread
+            state["done"], state["total"] = done, total
+            metrics.OCR_FILE_PAGES_DONE.labels(*labels).set(done)
+            metrics.OCR_FILE_PAGES_TOTAL.labels(*labels).set(total)
+            metrics.OCR_PAGES.labels(fa.site_id).inc()
+
+        run = loop.run_in_executor(self._threads, self.engine_pool().run, job, timeout,
+                                   progress)
+        sent = (0, 0)
+        try:
+            while True:
+                try:
+                    return await asyncio.wait_for(asyncio.shield(run),
+                                                  self.settings.ocr.progress_every_s)
+                except TimeoutError:
+                    now = (state["done"], state["total"])
+                    if now != sent and now[1]:
+                        sent = now
+                        await self._publish_progress(fa, *now)
+        finally:
+            for gauge in (metrics.OCR_FILE_PAGES_DONE, metrics.OCR_FILE_PAGES_TOTAL):
+                with contextlib.suppress(KeyError):  # no page was done
+                    gauge.remove(*labels)
+
+    async def _publish_progress(self, fa: FileAssembled, done: int, total: int) -> None:
+        ev = OcrProgress(
+            event_id=stable_event_id("OcrProgress", fa.site_id, fa.fonds, fa.file_code,
+                                     fa.revision, done, total),
+            site_id=fa.site_id, fonds=fa.fonds, file_code=fa.file_code, revision=fa.revision,
+            pages_done=done, pages_total=total)
+        try:
+            await self.publish(ev)
+        except Exception:  # progress is a courtesy: never fail the file's OCR for it
+            log.warning("could not publish OCR progress", exc_info=True, extra={
+                "site_id": fa.site_id, "file_code": fa.file_code})
 
     # --- one file -----------------------------------------------------------------------
     async def handle(self, fa: FileAssembled, dead: Any) -> None:

@@ -90,6 +90,8 @@ class FileState:
     classification: str = Classification.PUBLIC.value
     # The manifest's documents, in order: name -> (expected pages or None, language or None).
     listed: dict[str, tuple[int | None, str | None]] = field(default_factory=dict)
+    # The manifest's document types (tên loại), where it gives them: QC's dpi floor.
+    types: dict[str, str] = field(default_factory=dict)
     revision: int = 1
     assembled: bool = False      # the current revision has been published
     closed: bool = False         # the site sent its closing marker at some point
@@ -113,7 +115,7 @@ class FileState:
             "at": self.assembled_at,
             "pd": {_enc(k): sha for k, sha in self.pending.items()},
             "sd": {_enc(k): list(v) for k, v in self.site_dups.items()},
-            "df": self.deferred,
+            "df": self.deferred, "ty": self.types,
         }
 
     @classmethod
@@ -130,7 +132,7 @@ class FileState:
             pending={_dec(k): sha for k, sha in d.get("pd", {}).items()},
             site_dups={_dec(k): (v[0], v[1], v[2], int(v[3]))
                        for k, v in d.get("sd", {}).items()},
-            deferred=d.get("df"),
+            deferred=d.get("df"), types=dict(d.get("ty") or {}),
         )
 
     @classmethod
@@ -196,6 +198,10 @@ class FileState:
             listed = {d.name: (d.pages, d.language) for d in event.documents}
             if listed and listed != self.listed:
                 self.listed, changed = listed, True
+            types = {d.name: d.record.ten_loai for d in event.documents
+                     if d.record is not None and d.record.ten_loai}
+            if types != self.types:
+                self.types, changed = types, True
             if changed and not self.assembled and self._count_reached():
                 return True, self._maybe_assemble("expected_count", now)
             return changed, None
@@ -363,6 +369,7 @@ class FileState:
                 for k, o in sorted(self.site_dups.items()) if k in self.pages],
             languages={n: lang for n, (_p, lang) in self.listed.items()
                        if lang and n in present},
+            document_types={n: t for n, t in self.types.items() if n in present},
         )
 
 

@@ -15,6 +15,14 @@ OCR_FILES = Counter("sohoa_ocr_files_total", "Files through OCR", ["site", "resu
 OCR_BACKLOG = Gauge("sohoa_ocr_backlog_files", "Files waiting for or in OCR")
 OCR_SECONDS = Histogram("sohoa_ocr_seconds", "Wall time of one file's OCR",
                         buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600))
+OCR_PAGES = Counter("sohoa_ocr_pages_total", "Pages OCR'd (each page of a multi-page document)",
+                    ["site"])
+# Per file while its OCR runs (the series is removed when the file is done): a 500-page
+# document shows how far it has got.
+OCR_FILE_PAGES_DONE = Gauge("sohoa_ocr_file_pages_done", "Pages OCR'd so far of a file in OCR",
+                            ["site", "fonds", "file"])
+OCR_FILE_PAGES_TOTAL = Gauge("sohoa_ocr_file_pages_total", "Pages of a file in OCR",
+                             ["site", "fonds", "file"])
 DEAD_LETTERS = Counter("sohoa_dead_letters_total", "Dead letters sent by the streams",
                        ["stage", "reason"])
 VERDICTS = Counter("sohoa_verdicts_total", "File verdicts published", ["site", "state"])

@@ -1,37 +1,58 @@
 """OCR of one assembled file into one searchable PDF/A-2b plus a UTF-8 text sidecar.
 
-``ocrmypdf.ocr()`` is not thread-safe and its memory grows across runs, so every job runs in
-a fresh ``spawn`` child process (:func:`run_job`) that the parent can kill on timeout.
-Tesseract's own threads are capped (``OMP_THREAD_LIMIT``) so that
-``concurrency x jobs_per_file x tesseract_threads`` matches the cores.
+The job runs in a long-lived engine process (``streams.ocr_pool``), page by page: each page's
+original image goes to Tesseract as it is (no image -> PDF -> raster round trip); its hOCR
+becomes an invisible text layer (ocrmypdf's renderer), grafted onto the original page, and
+the whole is declared PDF/A-2b with pikepdf (``streams.ocr_pdf``). Orientation detection
+runs only on pages that need it.
+
+A job's pages are ``{"document", "page_index", "uri", "document_sha256", "sha256",
+"media_type"}``, one entry per page in file order, with ``"languages"`` (e.g. ``"vie+eng"``)
+where the file's manifest names the document's; else the job's. Each document is read once,
+through the site's sources (``streams.sources``: confined to the site's roots, size-capped,
+timed) and proven by its SHA-256; each page is then proven by its content digest
+(``sohoa.documents``) before it is OCR'd.
 
 Output paths derive from site/fonds/file/revision; everything is written to a temp name in the
 same directory and renamed, so a retry, a kill -9 or a replay never leaves a half file or a
 second copy. A ``.json`` result written last (also by rename) marks the job complete; a
-replayed job whose inputs are unchanged reuses it instead of OCR-ing again.
+replayed job whose inputs are unchanged reuses it instead of OCR-ing again. Outputs are
+0640: archive text is not for every local user.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import multiprocessing
 import os
 import re
 import shutil
 import socket
 import tempfile
 import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sohoa.disk import disk_full
-from streams.qc import PageUnreadable, read_verified
-from streams.sources import PageSources
+from sohoa.documents import DocumentRejected
+from streams.qc import PageUnreadable, plain, read_verified
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# Tesseract language names ("vie", "chi_sim", "script/Latin") joined by "+": nothing that
+# could name a file outside Tesseract's data folder.
+_LANGUAGES = re.compile(r"[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)?"
+                        r"(\+[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)?)*")
+# Part of every job's inputs digest: outputs of another engine are not reused on replay.
+ENGINE = "tesseract-capi/1"
+OUTPUT_MODE = 0o640
+# Page identity carried from the job's page into its result.
+_IDENTITY = ("document", "page_index")
+# Temp outputs this process is writing: an engine whose worker died removes them on its way
+# out (streams.ocr_pool), before the restarted worker looks for leftovers.
+WRITING: set[Path] = set()
 
 
 class OcrInputError(Exception):
@@ -65,7 +86,8 @@ def safe_name(part: str) -> str:
 def inputs_digest(pages: list[dict[str, Any]], options: dict[str, Any]) -> str:
     h = hashlib.sha256()
     for p in pages:
-        h.update(f"{p['document']}\x1f{p['page_index']}:{p['sha256']}\n".encode())
+        ident = {k: p.get(k) for k in (*_IDENTITY, "document_sha256", "languages")}
+        h.update(f"{json.dumps(ident, sort_keys=True)}:{p['sha256']}\n".encode())
     h.update(json.dumps(options, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -99,194 +121,11 @@ def _atomic_write(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the output from its readers
+        os.chmod(tmp, OUTPUT_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-# --- in the child process ----------------------------------------------------------------
-
-def build_input_pdf(pages: list[dict[str, Any]], dest: Path, site_id: str,
-                    sources: PageSources) -> list[tuple[str, int]]:
-    """One PDF of all pages in order; each document's bytes read within the site's sources and
-    verified against its SHA-256. Returns the (document, page_index) of each PDF page."""
-    import img2pdf
-    import pikepdf
-
-    out = pikepdf.new()
-    keys: list[tuple[str, int]] = []
-    cache: dict[tuple[str, str], bytes] = {}
-    for p in pages:
-        label = f"{p['document']} page {p['page_index']}"
-        where = (p["uri"], p["document_sha256"])
-        data = cache.get(where)
-        if data is None:
-            try:
-                data = read_verified(p["uri"], p["document_sha256"], site_id, sources)
-            except PageUnreadable as exc:
-                raise OcrInputError(f"{label}: {exc}") from None
-            cache.clear()  # one document at a time: pages come in document order
-            cache[where] = data
-        index = int(p["page_index"])
-        if data[:5] == b"%PDF-":
-            try:
-                src = pikepdf.open(io.BytesIO(data))
-            except pikepdf.PasswordError:
-                raise OcrInputError(f"{label}: encrypted PDF") from None
-            except pikepdf.PdfError as exc:
-                raise OcrInputError(f"{label}: corrupt PDF: {exc}") from None
-            if index > len(src.pages):
-                raise OcrInputError(f"{label}: the document has {len(src.pages)} pages")
-            out.pages.append(src.pages[index - 1])
-        else:
-            frame = _frame(data, index, label)
-            try:
-                pdf_bytes = img2pdf.convert(frame, rotation=img2pdf.Rotation.ifvalid)
-            except Exception:
-                pdf_bytes = img2pdf.convert(_normalise_image(frame, label))
-            out.pages.extend(pikepdf.open(io.BytesIO(pdf_bytes)).pages)
-        keys.append((p["document"], index))
-    out.save(dest)
-    return keys
-
-
-def _frame(data: bytes, index: int, label: str) -> bytes:
-    """The bytes of one page of an image document: the file itself when it has one page,
-    else that frame re-encoded losslessly (TIFF, same dpi)."""
-    from PIL import Image
-
-    try:
-        img = Image.open(io.BytesIO(data))
-        frames = getattr(img, "n_frames", 1)
-        if frames == 1 and index == 1:
-            return data
-        if index > frames:
-            raise OcrInputError(f"{label}: the document has {frames} pages")
-        img.seek(index - 1)
-        buf = io.BytesIO()
-        img.save(buf, "TIFF", dpi=img.info.get("dpi", (200, 200)), compression="tiff_lzw")
-        return buf.getvalue()
-    except OcrInputError:
-        raise
-    except Exception as exc:
-        raise OcrInputError(f"{label}: undecodable image: {type(exc).__name__}") from None
-
-
-def _normalise_image(data: bytes, label: str) -> bytes:
-    """What img2pdf refuses (alpha, odd modes) becomes a plain RGB PNG at the same dpi."""
-    from PIL import Image
-
-    try:
-        img = Image.open(io.BytesIO(data))
-        dpi = img.info.get("dpi", (200, 200))
-        frames = []
-        for i in range(getattr(img, "n_frames", 1)):
-            img.seek(i)
-            frame = img.convert("RGBA")
-            paper = Image.new("RGBA", frame.size, (255, 255, 255, 255))
-            frames.append(Image.alpha_composite(paper, frame).convert("RGB"))
-    except Exception as exc:
-        raise OcrInputError(f"{label}: undecodable image: {type(exc).__name__}") from None
-    buf = io.BytesIO()
-    frames[0].save(buf, "TIFF", dpi=dpi, compression="tiff_lzw", save_all=len(frames) > 1,
-                   append_images=frames[1:])
-    return buf.getvalue()
-
-
-def _hocr_confidences(work: Path) -> dict[int, float | None]:
-    """Mean word confidence per page (1-based) from Tesseract's hOCR in the work folder."""
-    out: dict[int, float | None] = {}
-    for hocr in sorted(work.rglob("*_ocr_hocr.hocr")):
-        m = re.match(r"(\d+)_", hocr.name)
-        if not m:
-            continue
-        text = hocr.read_text(encoding="utf-8", errors="replace")
-        confs = [int(c) for c in re.findall(r"x_wconf (\d+)", text)]
-        out[int(m.group(1))] = round(sum(confs) / len(confs), 2) if confs else None
-    return out
-
-
-def ocr_child(job: dict[str, Any]) -> dict[str, Any]:
-    """Body of the child process. Returns a result dict; never raises."""
-    work = Path(job["work_dir"])
-    work.mkdir(parents=True, exist_ok=True)
-    os.environ["TMPDIR"] = str(work)  # ocrmypdf's work folder (with the hOCR) goes here
-    tempfile.tempdir = str(work)
-    started = time.monotonic()
-    try:
-        import ocrmypdf
-        from ocrmypdf import exceptions as ox
-
-        src = work / "input.pdf"
-        page_keys = build_input_pdf(job["pages"], src, job["site_id"], job["sources"])
-        paths = OcrPaths(Path(job["pdf"]), Path(job["text"]), Path(job["result"]))
-        paths.pdf.parent.mkdir(parents=True, exist_ok=True)
-        tmp_pdf = paths.pdf.with_name(temp_name(paths.pdf.name))
-        tmp_txt = work / "sidecar.txt"
-        opts = job["options"]
-        kw: dict[str, Any] = {
-            "language": opts["languages"].split("+"), "output_type": opts["output_type"],
-            "rotate_pages": opts["rotate_pages"], "deskew": opts["deskew"], "sidecar": tmp_txt,
-            "jobs": opts["jobs"], "progress_bar": False, "keep_temporary_files": True,
-        }
-        try:
-            try:
-                ocrmypdf.ocr(src, tmp_pdf, **kw)
-            except ox.PriorOcrFoundError:
-                # A scanner that already put (its own) text on the page: ours replaces it.
-                # (--skip-text is not usable with Ghostscript 10.0-10.02 for PDF/A.)
-                ocrmypdf.ocr(src, tmp_pdf, force_ocr=True, **kw)
-        except ox.EncryptedPdfError:
-            return _fail("input", "encrypted PDF")
-        except ox.InputFileError as exc:
-            return _fail("input", f"input file error: {exc}")
-        except ox.UnsupportedImageFormatError as exc:
-            return _fail("input", f"unsupported image format: {exc}")
-        except ox.DpiError as exc:
-            return _fail("input", f"dpi error: {exc}")
-        except ox.DigitalSignatureError:
-            return _fail("input", "digitally signed PDF")
-        except ox.TaggedPDFError:
-            return _fail("input", "tagged PDF already has text")
-        except ox.MissingDependencyError as exc:
-            return _fail("internal", f"missing dependency: {exc}")
-        except (ox.SubprocessOutputError, ox.ExitCodeException) as exc:
-            if disk_full(exc):  # e.g. Ghostscript could not write its work files
-                return _fail("disk_full", f"no space left on the OCR output or work disk: {exc}")
-            if isinstance(exc, ox.SubprocessOutputError):
-                return _fail("transient", f"ocr engine failed: {exc}")
-            return _fail("transient", f"ocrmypdf {type(exc).__name__}: {exc}")
-        text = tmp_txt.read_text(encoding="utf-8", errors="replace")
-        texts = text.split("\f")
-        confs = _hocr_confidences(work)
-        per_page = []
-        for i, (document, page_index) in enumerate(page_keys):
-            t = texts[i] if i < len(texts) else ""
-            per_page.append({"document": document, "page_index": page_index,
-                             "chars": len("".join(t.split())),
-                             "mean_confidence": confs.get(i + 1)})
-        output_sha = _sha256_file(tmp_pdf)
-        _atomic_write(paths.text, text.encode("utf-8"))
-        os.replace(tmp_pdf, paths.pdf)
-        result = {"ok": True, "output_sha256": output_sha, "pages": per_page,
-                  "seconds": round(time.monotonic() - started, 3),
-                  "inputs_digest": job["inputs_digest"]}
-        _atomic_write(paths.result, json.dumps(result).encode())
-        return result
-    except OcrInputError as exc:
-        return _fail("input", str(exc))
-    except MemoryError:
-        return _fail("transient", "out of memory")
-    except Exception as exc:
-        if disk_full(exc):
-            return _fail("disk_full", f"no space left on the OCR output or work disk: {exc}")
-        return _fail("transient", f"{type(exc).__name__}: {exc}")
-    finally:
-        stray = Path(job["pdf"]).with_name(temp_name(Path(job["pdf"]).name))
-        stray.unlink(missing_ok=True)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def temp_name(final: str, pid: int | None = None) -> str:
@@ -295,44 +134,233 @@ def temp_name(final: str, pid: int | None = None) -> str:
     return f".{final}.{socket.gethostname()}.{pid or os.getpid()}.tmp"
 
 
-def _fail(kind: str, reason: str) -> dict[str, Any]:
+def failure(kind: str, reason: str) -> dict[str, Any]:
     return {"ok": False, "kind": kind, "reason": reason[:500]}
 
 
-def _child_main(job: dict[str, Any], conn: Any) -> None:
-    os.environ["OMP_THREAD_LIMIT"] = str(job["options"]["tesseract_threads"])
-    try:
-        conn.send(ocr_child(job))
-    finally:
-        conn.close()
+# --- in the engine process ---------------------------------------------------------------
 
+class Engines:
+    """The Tesseract engines of one process, by language set (a few kept loaded), and the
+    orientation engine, loaded the first time a page needs it."""
 
-def run_job(job: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    """Run one OCR job in a fresh spawn child; kill it on timeout. Blocking: call it from a
-    thread, never from the event loop."""
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child_main, args=(job, child), daemon=True,
-                       name=f"sohoa-ocr-{Path(job['pdf']).parent.name}")
-    proc.start()
-    child.close()
-    try:
-        if parent.poll(timeout_s):
+    def __init__(self, keep: int = 3) -> None:
+        self.keep = keep
+        self._by_lang: OrderedDict[str, Any] = OrderedDict()
+        self._osd: Any = None
+
+    def get(self, languages: str) -> Any:
+        from streams.tesseract import Engine, TesseractError
+
+        eng = self._by_lang.pop(languages, None)
+        if eng is None:
+            if not _LANGUAGES.fullmatch(languages):
+                raise OcrInputError(f"not a Tesseract language set: {languages[:40]!r}")
             try:
-                result = parent.recv()
-            except EOFError:
-                result = None
-        else:
-            result = _fail("timeout", f"timeout after {timeout_s:.0f}s")
-        proc.join(5)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(5)
-        if result is None:
-            result = _fail("transient", f"ocr process died (exit {proc.exitcode})")
-        return result
+                eng = Engine(languages)
+            except TesseractError as exc:
+                raise OcrInputError(str(exc)) from None
+            while len(self._by_lang) >= self.keep:
+                self._by_lang.popitem(last=False)[1].close()
+        self._by_lang[languages] = eng
+        return eng
+
+    def osd(self) -> Any:
+        from streams.tesseract import Engine
+
+        if self._osd is None:
+            self._osd = Engine("osd")
+        return self._osd
+
+    def close(self) -> None:
+        for eng in self._by_lang.values():
+            eng.close()
+        self._by_lang.clear()
+        if self._osd is not None:
+            self._osd.close()
+            self._osd = None
+
+
+def _documents(pages: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Runs of consecutive job pages of one document (a file's pages come document by
+    document), so each document is read once."""
+    run: list[dict[str, Any]] = []
+    for p in pages:
+        if run and (p["uri"], p["document_sha256"]) != (run[0]["uri"],
+                                                        run[0]["document_sha256"]):
+            yield run
+            run = []
+        run.append(p)
+    if run:
+        yield run
+
+
+def _ocr_image(source: Any, i: int, options: dict[str, Any]) -> Any:
+    """The image Tesseract reads: the page's own or, with ``options["denoise"]``, its grey
+    smoothed 3x3 (isolated specks then fall under the binarisation threshold instead of
+    being read as '.', '_' or '|'; bench/bench_ocr.py measures the text it gives)."""
+    pix = source.pix(i)
+    if not options.get("denoise"):
+        return pix
+    with pix:
+        return pix.smoothed()
+
+
+def _open(run: list[dict[str, Any]], job: dict[str, Any]) -> Any:
+    """The run's document, read within the site's sources and proven by its SHA-256."""
+    from streams.page_source import open_source
+
+    first = run[0]
+    try:
+        data = read_verified(first["uri"], first["document_sha256"], job["site_id"],
+                             job["sources"])
+        return open_source(data, first.get("media_type"))
+    except PageUnreadable as exc:
+        raise OcrInputError(f"{_label(first)}: {exc}") from None
+    except DocumentRejected as exc:
+        raise OcrInputError(f"{_label(first)}: {plain(exc)}") from None
+
+
+def _parse_hocr(path: Path, hocr: str) -> Any:
+    """ocrmypdf's page tree of one page's hOCR (None when Tesseract gave none)."""
+    from ocrmypdf.hocrtransform import HocrParseError, HocrParser
+
+    if not hocr.strip():
+        return None
+    path.write_text(f'<?xml version="1.0" encoding="UTF-8"?>\n<html><body>{hocr}</body></html>',
+                    encoding="utf-8")
+    try:
+        return HocrParser(path).parse()
+    except HocrParseError:
+        return None
+
+
+def _label(p: dict[str, Any]) -> str:
+    return f"{p['document']} page {p['page_index']}"
+
+
+def recognise_upright(engines: Engines, engine: Any, pix: Any,
+                      options: dict[str, Any]) -> tuple[Any, int, int | None]:
+    """OCR a page; orientation detection only for a page whose text came out sideways or
+    poorly (upside down). Returns (result, the turn of the image Tesseract's last result is
+    for, the page's display rotation or None to keep the page's own). The engine holds the
+    returned result (for its hOCR)."""
+    rec = engine.recognise(pix)
+    conf = rec.mean_confidence
+    low = conf is None or conf < options["osd_below_confidence"]
+    if not options["rotate_pages"] or not (rec.sideways or low) or not rec.word_confidences:
+        return rec, 0, None
+    found = engines.osd().orientation(pix)
+    if found is None or found.degrees == 0:
+        return rec, 0, None
+    with pix.rotated(found.degrees // 90) as turned:
+        again = engine.recognise(turned)
+    # Sideways lines are read about as well as upright ones, but only upright lines make a
+    # text layer that follows the words; upside down, the better reading wins.
+    margin = 5.0 if rec.sideways else 0.0
+    if (again.mean_confidence or 0) > (conf or 0) - margin:
+        return again, found.degrees, found.degrees
+    return engine.recognise(pix), 0, None  # the turn did not help: back to the page as it was
+
+
+def ocr_file(job: dict[str, Any], engines: Engines,
+             progress: Callable[[int, int], None]) -> dict[str, Any]:
+    """The whole job, in the engine process. Returns a result dict; never raises."""
+    work = Path(job["work_dir"])
+    started = time.monotonic()
+    final = Path(job["pdf"])
+    tmp_pdf = final.with_name(temp_name(final.name))
+    sources: list[Any] = []
+    WRITING.add(tmp_pdf)
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        return _ocr_file(job, engines, progress, work, tmp_pdf, sources, started)
+    except OcrInputError as exc:
+        return failure("input", str(exc))
+    except MemoryError:
+        return failure("transient", "out of memory")
+    except Exception as exc:
+        if disk_full(exc):
+            return failure("disk_full", f"no space left on the OCR output or work disk: {exc}")
+        return failure("transient", f"{type(exc).__name__}: {exc}")
     finally:
-        parent.close()
-        if proc.is_alive():
-            proc.kill()
-        shutil.rmtree(job["work_dir"], ignore_errors=True)
+        for s in sources:
+            s.close()
+        tmp_pdf.unlink(missing_ok=True)
+        WRITING.discard(tmp_pdf)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _ocr_file(job: dict[str, Any], engines: Engines, progress: Callable[[int, int], None],
+              work: Path, tmp_pdf: Path, sources: list[Any], started: float) -> dict[str, Any]:
+    import pikepdf
+
+    from streams import ocr_pdf
+    from streams.tesseract import TesseractError, quiet_stderr
+
+    opts = job["options"]
+    paths = OcrPaths(Path(job["pdf"]), Path(job["text"]), Path(job["result"]))
+    out = pikepdf.new()
+    layers: list[tuple[int, Any, float]] = []   # (output page, hOCR page tree, dpi)
+    per_page: list[dict[str, Any]] = []
+    texts: list[str] = []
+    turns: list[int] = []
+    total = len(job["pages"])
+    for run in _documents(job["pages"]):
+        source = _open(run, job)
+        sources.append(source)
+        for p in run:
+            i = int(p["page_index"])
+            engine = engines.get(p.get("languages") or opts["languages"])
+            try:
+                source.check(i, p["sha256"], proven=p["document_sha256"])
+                with _ocr_image(source, i, opts) as pix, quiet_stderr():
+                    rec, turn, display = recognise_upright(engines, engine, pix, opts)
+                    hocr = engine.hocr()
+                page = source.append_page(out, i)
+            except TesseractError as exc:
+                raise OcrInputError(f"{_label(p)}: {exc}") from None
+            except DocumentRejected as exc:
+                raise OcrInputError(f"{_label(p)}: {plain(exc)}") from None
+            n = len(per_page)
+            tree = _parse_hocr(work / f"p{n:05d}.hocr", hocr)
+            if tree is not None and tree.bbox is not None:
+                layers.append((n, tree, float(tree.dpi or 300)))
+            if display is not None:
+                page.obj.Rotate = display
+            turns.append(turn)
+            texts.append(rec.text)
+            entry = {k: p[k] for k in _IDENTITY}
+            entry.update(chars=len("".join(rec.text.split())),
+                         mean_confidence=rec.mean_confidence, turned=turn or display or 0)
+            per_page.append(entry)
+            progress(len(per_page), total)
+        source.release()
+    if not per_page:
+        raise OcrInputError("no pages")
+    pdfa = opts["output_type"].startswith("pdfa")
+    if layers:
+        ocr_pdf.render_text_pages(layers, work / "text.pdf")
+        with pikepdf.open(work / "text.pdf") as text_pdf:
+            if len(text_pdf.pages) != len(layers):
+                raise RuntimeError(f"text layer has {len(text_pdf.pages)} pages for "
+                                   f"{len(layers)}")
+            for (n, _, _), text_page in zip(layers, text_pdf.pages, strict=True):
+                ocr_pdf.graft_text_layer(out, out.pages[n], text_page, turns[n])
+    cmyk: dict[str, Any] = {}
+    for page in out.pages if pdfa else ():
+        ocr_pdf.use_cmyk_profile(out, page, cmyk)
+    paths.pdf.parent.mkdir(parents=True, exist_ok=True)
+    ocr_pdf.save(out, tmp_pdf, pdfa, job.get("title", paths.pdf.stem))
+    os.chmod(tmp_pdf, OUTPUT_MODE)
+    output_sha = _sha256_file(tmp_pdf)
+    text = "\f".join(texts)
+    _atomic_write(paths.text, text.encode("utf-8"))
+    if os.getppid() != job.get("parent_pid", os.getppid()):
+        raise RuntimeError("the worker that asked for this OCR is gone")  # a new one redoes it
+    os.replace(tmp_pdf, paths.pdf)
+    result = {"ok": True, "output_sha256": output_sha, "pages": per_page,
+              "seconds": round(time.monotonic() - started, 3),
+              "inputs_digest": job["inputs_digest"]}
+    _atomic_write(paths.result, json.dumps(result).encode())
+    return result

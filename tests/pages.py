@@ -18,7 +18,8 @@ from sohoa.samples import SAMPLE_LINES, PageSpec, render_page, write_page
 __all__ = [
     "SAMPLE_LINES", "PageSpec", "cmyk_jpeg", "corrupt", "encrypted_pdf", "g4_tiff",
     "giant_tiff", "multipage_tiff", "one_pixel", "palette_png", "png_with_alpha",
-    "render_page", "scanner_pdf", "text_lines", "truncated", "write_page",
+    "render_page", "scanner_pdf", "scanner_pdf_with_text", "text_lines", "truncated",
+    "write_page",
 ]
 
 DEFAULT = PageSpec()
@@ -69,6 +70,41 @@ def scanner_pdf(path: Path, spec: PageSpec = DEFAULT) -> Path:
     buf = io.BytesIO()
     render_page(spec).save(buf, "JPEG", quality=90, dpi=(spec.dpi, spec.dpi))
     path.write_bytes(img2pdf.convert(buf.getvalue()))
+    return path
+
+
+def scanner_pdf_with_text(path: Path, spec: PageSpec = DEFAULT, hidden: str = "",
+                          visible: str = "", in_form: bool = False) -> Path:
+    """A scanner PDF page with text of its own over the image: ``hidden`` in render mode 3,
+    as a scanner's (or an earlier OCR's) text layer is, and ``visible`` drawn in black, both
+    in Helvetica (not embedded, as scanners write it); ``in_form``: the text in a form
+    XObject the page draws, as ocrmypdf grafts its layer."""
+    import pikepdf
+
+    scanner_pdf(path, spec)
+    with pikepdf.open(path, allow_overwriting_input=True) as pdf:
+        page = pdf.pages[0]
+        font = pdf.make_indirect(pikepdf.Dictionary(
+            Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1, BaseFont=pikepdf.Name.Helvetica,
+            Encoding=pikepdf.Name.WinAnsiEncoding))
+        ops = b""
+        if hidden:
+            ops += b"BT /FOld 11 Tf 3 Tr 1 0 0 1 60 700 Tm (%s) Tj ET\n" % hidden.encode("cp1252")
+        if visible:
+            ops += (b"q 0 g BT /FOld 30 Tf 0 Tr 1 0 0 1 60 790 Tm (%s) Tj ET Q\n"
+                    % visible.encode("cp1252"))
+        fonts = pikepdf.Dictionary(FOld=font)
+        if in_form:
+            form = pdf.make_stream(ops)
+            form.Type, form.Subtype = pikepdf.Name.XObject, pikepdf.Name.Form
+            form.BBox = page.mediabox
+            form.Resources = pikepdf.Dictionary(Font=fonts)
+            page.obj.Resources.XObject.OldText = form
+            page.contents_add(pdf.make_stream(b"q /OldText Do Q"))
+        else:
+            page.obj.Resources.Font = fonts
+            page.contents_add(pdf.make_stream(ops))
+        pdf.save(path)
     return path
 
 

@@ -144,3 +144,38 @@ def test_a_typo_in_an_environment_override_is_refused(monkeypatch) -> None:
     monkeypatch.setenv("SOHOA_QC__MIN_DPII", "300")
     with pytest.raises(ConfigError, match="min_dpii"):
         load_config()
+
+
+def test_report_settings_reject_unknown_keys_and_duplicate_contracts(tmp_path) -> None:
+    """A misspelt key in the issuer, a contract or its prices is an error, not a default
+    silently printed on a document the office signs."""
+    from sohoa.errors import ConfigError
+
+    ok = tmp_path / "ok.toml"
+    ok.write_text('[reports.issuer]\nform = "party"\nname = "Văn phòng"\nabbreviation = "VPTU"\n'
+                  '[reports.issuer.signer]\nauthority = "T/L Ban Thường vụ"\n'
+                  '[[reports.contracts]]\ncontractor = "Cty Số Việt"\nnumber = "15/2026/HĐ"\n'
+                  'unit_prices = { a4 = 1500 }\n', encoding="utf-8")
+    s = load_config(ok)
+    assert s.reports.issuer.form == "party"
+    assert s.reports.contracts[0].unit_prices.a3_price == 3000   # A3 = two A4 pages
+    for bad in ('[reports.issuer]\nnmae = "Sở Nội vụ"\n',
+                '[reports.issuer.signer]\nten = "A"\n',
+                '[reports]\nissuer_name = "x"\n',
+                '[[reports.contracts]]\ncontractor = "A"\nnumber = "1"\n'
+                'unit_prices = { a4 = 1, A3 = 2 }\n',
+                '[[reports.contracts]]\ncontractor = "Cty Số Việt"\nnumber = "1"\n'
+                'unit_prices = { a4 = 1 }\n[[reports.contracts]]\ncontractor = "CTY SO VIET"\n'
+                'number = "2"\nunit_prices = { a4 = 1 }\n',
+                '[reports.issuer]\nabbreviation = "S NV"\n'):
+        path = tmp_path / "bad.toml"
+        path.write_text(bad, encoding="utf-8")
+        with pytest.raises(ConfigError):
+            load_config(path)
+
+
+def test_the_reports_example_config_loads() -> None:
+    example = Path(__file__).resolve().parents[1] / "docs" / "reports.example.toml"
+    s = load_config(example)
+    assert s.reports.issuer.abbreviation == "SNV"
+    assert s.reports.contracts[0].unit_prices.larger_price == 1400

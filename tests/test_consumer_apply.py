@@ -27,6 +27,7 @@ from sohoa.events import (
     FileVerdict,
     OcrCompleted,
     OcrFailed,
+    OcrProgress,
     PageChecked,
     PageRef,
     PageRemoved,
@@ -186,6 +187,51 @@ def test_file_state_follows_revisions_not_arrival_order(pg) -> None:  # noqa: F8
     with conn.transaction():
         applier.apply(records([ver1], start=20))  # a replay of the old verdict changes nothing
     assert one(conn, "SELECT state FROM files")[0] == "assembled"
+
+
+def test_ocr_progress_is_kept_for_the_current_assembly_only(pg) -> None:  # noqa: F811
+    """OcrProgress is no dead letter: the file keeps the latest pages done of pages of the
+    revision it is assembled at; an older progress, or one of another revision, is not."""
+    _dsn, conn = pg
+    p1 = page(no=1)
+
+    def asm(rev: int, minutes: int) -> FileAssembled:
+        return FileAssembled(site_id="xa-a", file_code="F1", revision=rev, pages=[ref_of(p1)],
+                             occurred_at=T0 + timedelta(minutes=minutes))
+
+    def progress(rev: int, done: int, total: int, minutes: float) -> OcrProgress:
+        return OcrProgress(site_id="xa-a", file_code="F1", revision=rev, pages_done=done,
+                           pages_total=total, occurred_at=T0 + timedelta(minutes=minutes))
+
+    def stored() -> tuple:
+        row = one(conn, "SELECT ocr_pages_done, ocr_pages_total, ocr_progress_revision "
+                        "FROM files")
+        conn.commit()  # each batch its own transaction, as the consumer runs them
+        return row
+
+    applier = BatchApplier(conn, "g")
+    seq = iter(range(0, 10_000, 10))
+
+    def apply(*events) -> None:
+        with conn.transaction():
+            applier.apply(records(events, start=next(seq)))
+
+    apply(p1, progress(1, 1, 5, 1))  # before its assembly: nothing to show it against
+    assert stored() == (None, None, None)
+    apply(asm(1, 2), progress(1, 2, 5, 3), progress(1, 3, 5, 4))  # one batch: the latest
+    assert stored() == (3, 5, 1)
+    apply(progress(1, 2, 5, 3.5))  # late, older: no step back
+    assert stored() == (3, 5, 1)
+    apply(progress(1, 4, 5, 5))
+    assert stored() == (4, 5, 1)
+    apply(asm(2, 10), progress(1, 5, 5, 11))  # a newer assembly: revision 1's is stale
+    assert stored() == (4, 5, 1)
+    apply(progress(2, 1, 3, 12))
+    assert stored() == (1, 3, 2)
+    apply(progress(2, 0, 3, 13))  # a retried attempt starts again
+    assert stored() == (0, 3, 2)
+    assert one(conn, "SELECT count(*) FROM dead_letters") == (0,)
+    assert one(conn, "SELECT count(*) FROM audit_log WHERE action = 'OcrProgress'") == (8,)
 
 
 def ref_of(p: PageScanned) -> PageRef:

@@ -52,6 +52,7 @@ EXAMPLES: list[ev.Event] = [
                    reasons=[ev.RescanReason(document="2.tif", position=2,
                                             reason="dpi 150 < 200")]),
     ev.DeadLetter(source="consumer", reason="field 'x': bad", payload="{}"),
+    ev.OcrProgress(site_id="s1", file_code="F", revision=2, pages_done=3, pages_total=50),
 ]
 
 
@@ -258,6 +259,13 @@ def test_a_version_1_event_that_breaks_its_own_contract_names_the_field() -> Non
     with pytest.raises(InvalidEvent) as exc:
         parse_event(json.dumps(data).encode())
     assert "PageScanned v1" in exc.value.reason and "'sha256'" in exc.value.reason
+
+
+def test_ocr_progress_cannot_claim_more_pages_done_than_there_are() -> None:
+    with pytest.raises(InvalidEvent, match="pages_done"):
+        parse_event(ev.OcrProgress(site_id="s1", file_code="F", pages_done=2,
+                                   pages_total=2).to_json().replace(b'"pages_done":2',
+                                                                    b'"pages_done":3'))
 
 
 def test_a_version_1_removal_without_a_path_is_named_by_number() -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from sohoa.events import OcrCompleted, OcrFailed
 from sohoa.samples import PageSpec, write_page
+from tests.ocr_helpers import assert_pdfa
 from tests.pages import text_lines
 from tests.procs import wait_for
 from tests.test_faults import PAUSE_S, Spine, read_events
@@ -43,9 +44,12 @@ def write_files(spine: Spine) -> list[str]:
 
 
 def assert_one_output_each(spine: Spine, stack, output_dir: Path, codes: list[str]) -> None:
+    outputs = []
     for code in codes:
         pdfs = sorted(output_dir.rglob(f"{code}/*.pdf"))
         assert len(pdfs) == 1, (code, pdfs)
+        outputs += pdfs
+    assert_pdfa(outputs)
     done = [e for e in read_events(stack, spine.env["SOHOA_TOPICS__FILE_EVENTS"],
                                    {"OcrCompleted"}) if isinstance(e, OcrCompleted)]
     ids = {c: {e.event_id for e in done if e.file_code == c} for c in codes}
@@ -60,7 +64,7 @@ def test_kill9_ocr_worker_during_ocr(stack, tmp_path: Path) -> None:
         work = tmp_path / "faust" / spine.env["SOHOA_STREAMS__OCR_APP_ID"] / "work"
         wait_for(lambda: work.exists() and any(work.iterdir()), 240, "an OCR job running",
                  spine.alive_procs(), interval=0.2)
-        time.sleep(1.5)  # inside ocrmypdf
+        time.sleep(1.5)  # inside the engine process, between pages
         assert spine.pg_verdict_files() < FILES, "every verdict was in before the kill"
         spine.kill9("ocr")
         time.sleep(PAUSE_S)

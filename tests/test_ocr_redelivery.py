@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-import streams.app_ocr as app_ocr
 from sohoa.config import Settings
 from sohoa.events import FileAssembled, OcrCompleted, PageRef
 from streams.app_ocr import FileProcessor
+from streams.ocr_pool import EnginePool
 from tests import pages
 from tests.pages import PageSpec
 
@@ -21,13 +21,13 @@ pytestmark = pytest.mark.ocr
 
 def test_same_file_twice_at_once_is_ocred_once(tmp_path: Path, monkeypatch) -> None:
     runs: list[str] = []
-    real_run_job = app_ocr.run_job
+    real_run = EnginePool.run
 
-    def counting_run_job(job, timeout):
+    def counting_run(self, job, timeout, progress=None):
         runs.append(job["work_dir"])
-        return real_run_job(job, timeout)
+        return real_run(self, job, timeout, progress)
 
-    monkeypatch.setattr(app_ocr, "run_job", counting_run_job)
+    monkeypatch.setattr(EnginePool, "run", counting_run)
     page = pages.write_page(tmp_path / "hot" / "001.png", PageSpec(seed=3,
                                                                    text=pages.text_lines(6, 1)))
     sha = hashlib.sha256(page.read_bytes()).hexdigest()
@@ -37,7 +37,11 @@ def test_same_file_twice_at_once_is_ocred_once(tmp_path: Path, monkeypatch) -> N
     settings = Settings(ocr={"output_dir": tmp_path / "ocr", "concurrency": 2},
                         streams={"data_dir": tmp_path / "faust"},
                         sources={"sites": {"xa-a": {"roots": [tmp_path / "hot"]}}})
-    proc = FileProcessor(settings, publish_event=None)
+
+    async def publish(_ev) -> None:
+        return None
+
+    proc = FileProcessor(settings, publish_event=publish)
     proc.clean_scratch()
 
     async def twice() -> list[OcrCompleted]:

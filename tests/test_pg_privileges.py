@@ -16,7 +16,8 @@ from infra.postgres import APP_ROLES, pgpass_path
 from tests.test_consumer_support import as_role
 
 pytestmark = pytest.mark.integration
-APPEND_ONLY = ("audit_log", "verdicts", "dead_letters", "page_checks")
+APPEND_ONLY = ("audit_log", "verdicts", "dead_letters", "page_checks",
+               "deliverable_events")
 
 
 @pytest.fixture

@@ -13,17 +13,12 @@ import psycopg
 import pytest
 from openpyxl import load_workbook
 
+from consumers.acceptance import AcceptanceReport, AcceptanceRow, AcceptedFile
+from consumers.acceptance_doc import write_acceptance
 from consumers.cells import FORMULA_TRIGGERS, neutralise
+from consumers.monthly import MonthlyReport, MonthlyRow
+from consumers.monthly_doc import write_monthly
 from consumers.page_sizes import SizeTally
-from consumers.reports import (
-    AcceptanceReport,
-    AcceptanceRow,
-    AcceptedFile,
-    MonthlyReport,
-    MonthlyRow,
-    write_acceptance,
-    write_monthly,
-)
 from sohoa.events import FileVerdict, PageScanned
 from tests.procs import run_sohoa
 from tests.test_consumer_support import apply_events, fresh_db
@@ -89,7 +84,8 @@ def test_reports_written_from_hostile_values_hold_no_formula(tmp_path: Path) -> 
     write_acceptance(acc, "csv", tmp_path / "a.csv")
     _assert_inert(tmp_path / "a.xlsx", tmp_path / "a.csv", HOSTILE)
     detail = load_workbook(tmp_path / "a.xlsx")["Hồ sơ nghiệm thu"]
-    assert detail["C2"].value == "'" + LINK and detail["C2"].data_type == "s"
+    assert detail["E5"].value == "Mã hồ sơ"
+    assert detail["E6"].value == "'" + LINK and detail["E6"].data_type == "s"
 
 
 @pytest.mark.integration

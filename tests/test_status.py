@@ -157,3 +157,35 @@ def test_status_json_and_metrics_agree_on_fonds_documents_and_pages(stack) -> No
     assert "Văn bản" in table and "Đã kiểm tra" in table
     row = next(line for line in table.splitlines() if "HS-01" in line and " A " in line)
     assert [c.strip() for c in row.split("│")[5:8]] == ["2", "13", "5"]
+
+
+def test_status_shows_how_far_a_file_in_ocr_has_got(planned) -> None:
+    """Issue 22: pages done of pages while a file's OCR runs, gone once its OCR is done."""
+    from sohoa.events import FileAssembled, OcrCompleted, OcrProgress, PageRef, PageText
+    from tests.test_consumer_apply import page
+
+    env, dsn = planned
+    now = datetime.now(UTC)
+    pgs = [page(site="xa-a", code="F1", no=i, t=now - timedelta(minutes=9 - i))
+           for i in range(1, 4)]
+    refs = [PageRef(document=p.document, number=p.number, uri=p.uri,
+                    document_sha256=p.document_sha256, sha256=p.sha256) for p in pgs]
+    with psycopg.connect(dsn) as conn:
+        apply_events(conn, [
+            FileAssembled(site_id="xa-a", file_code="F1", pages=refs, occurred_at=now),
+            OcrProgress(site_id="xa-a", file_code="F1", pages_done=2, pages_total=3,
+                        occurred_at=now + timedelta(seconds=5))])
+
+    def f1() -> dict:
+        st = json.loads(run_sohoa(["status", "--json"], env).stdout)
+        return next(f for f in st["files"] if f["file_code"] == "F1")
+
+    assert (f1()["ocr_pages_done"], f1()["ocr_pages_total"]) == (2, 3)
+    table = run_sohoa(["status", "--site", "xa-a"], env).stdout
+    assert "Đang OCR" in table and "2/3 trang" in table
+    with psycopg.connect(dsn) as conn:
+        apply_events(conn, [OcrCompleted(
+            site_id="xa-a", file_code="F1", output_uri="file:///o.pdf", output_sha256="b" * 64,
+            pages=[PageText(document=p.document, chars=10) for p in pgs],
+            occurred_at=now + timedelta(seconds=9))])
+    assert (f1()["ocr_pages_done"], f1()["ocr_pages_total"]) == (None, None)

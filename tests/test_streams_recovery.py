@@ -45,7 +45,7 @@ def test_kill9_during_ocr_then_restart(stack, tmp_path: Path) -> None:
         send(stack, site_topic, events)
         wait_for(lambda: work.exists() and any(work.iterdir()), 240, "an OCR job running",
                  (first,), interval=0.2)
-        time.sleep(1.5)  # well inside ocrmypdf
+        time.sleep(1.5)  # well inside an OCR engine process
     finally:
         first.kill9()
     partial = list((tmp_path / "ocr").rglob("*.pdf"))

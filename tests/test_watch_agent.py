@@ -108,7 +108,7 @@ def test_rescan_is_a_new_revision_and_delete_is_reported(stack, tmp_path: Path) 
     assert run_sohoa(["watch", "--once"], env).returncode == 0
     all_evs = read_topic(stack, env["SOHOA_TOPICS__SITE_EVENTS"], 1500)
     removed = of_type(all_evs, "PageRemoved")
-    assert [(e.file_code, e.document) for e in removed] == [("HS-003", "002.png")]
+    assert [(e.file_code, e.document) for e in removed] == [("HS-003", "002.tif")]
     assert removed[0].sha256 == next(e.sha256 for e in evs if e.number == 2)
     # It comes back (same bytes): counted again as a new revision, not swallowed as a replay.
     write_atomic(p2, tiny_image("TIFF", seed=2))
@@ -187,7 +187,8 @@ def test_slow_writer_and_rename_count_once(stack, tmp_path: Path) -> None:
         assert sorted(e.number for e in evs) == [1, 2]
         import hashlib
 
-        assert [e.sha256 for e in evs if e.number == 1] == [hashlib.sha256(data).hexdigest()]
+        assert [e.document_sha256 for e in evs if e.number == 1] == [
+            hashlib.sha256(data).hexdigest()]
         dead = read_topic(stack, env["SOHOA_TOPICS__DEAD_LETTERS"], 1000)
         assert dead == [], [d.reason for d in dead]
     finally:

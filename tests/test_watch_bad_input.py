@@ -33,7 +33,7 @@ NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
 def _in_process(tmp_path: Path, root: Path) -> tuple[Agent, AgentMetrics]:
     cfg = WatcherConfig(site_id="xa-bad", roots=[root], stability_window_s=0.2,
                         outbox_path=tmp_path / "ob" / "outbox.sqlite3",
-                        max_file_bytes=MAX_BYTES_FOR_BAD)
+                        max_file_bytes=MAX_BYTES_FOR_BAD, incomplete_grace_s=0)
     metrics = AgentMetrics("xa-bad")
     agent = Agent(Settings(watcher=cfg), metrics)
     return agent, metrics
@@ -72,7 +72,8 @@ def test_every_bad_input_is_counted_by_reason_and_litter_is_ignored(tmp_path: Pa
 @pytest.mark.integration
 def test_bad_inputs_reach_the_centre_and_originals_are_untouched(stack, tmp_path: Path) -> None:
     env = agent_env(stack, tmp_path, site="xa-bad",
-                    SOHOA_WATCHER__MAX_FILE_BYTES=str(MAX_BYTES_FOR_BAD))
+                    SOHOA_WATCHER__MAX_FILE_BYTES=str(MAX_BYTES_FOR_BAD),
+                    SOHOA_WATCHER__INCOMPLETE_GRACE_S="0")
     root = hot(env)
     root.rmdir()
     good = make_bad_inputs(root, tmp_path / "elsewhere")

@@ -342,3 +342,22 @@ def test_fast_page_scanned_bytes_equal_the_validated_model() -> None:
     # A decomposed name is not what the layout gives: the model's path normalises it.
     nfd = page_scanned(**{**base, "file_code": unicodedata.normalize("NFD", "Hồ sơ")})
     assert isinstance(nfd, PageScanned) and nfd.file_code == "Hồ sơ"
+
+
+@pytest.mark.parametrize("extensions", [[".tif"], ["tif"], ["TIF"], [".TIF"]])
+def test_the_agent_and_reconcile_share_one_page_name_rule(tmp_path: Path, extensions) -> None:
+    """With extensions=["tif"] the agent detected nothing while reconcile matched every name
+    ending in "tif" ("motif", "x.gif"-like names); both now ask sohoa.naming.FileNames."""
+    from consumers.reconcile import disk_pages
+    from sohoa.config import WatcherConfig
+    from sohoa.naming import FileNames
+
+    cfg = WatcherConfig(extensions=extensions)
+    names = FileNames.of(cfg)
+    folder = tmp_path / "F" / "HS"
+    folder.mkdir(parents=True)
+    for n in ("001.tif", "002.TIF", "motif", "x.tiff", ".003.tif", "004.tif.part", "Thumbs.db"):
+        (folder / n).write_bytes(tiny_image("TIFF", 1))
+    agent_pages = sorted(p.name for p in folder.iterdir() if names.is_document(p.name))
+    assert agent_pages == ["001.tif", "002.TIF"]
+    assert sorted(Path(r).name for r in disk_pages(tmp_path, cfg)) == agent_pages

@@ -116,7 +116,7 @@ BAD_EXPECTED = {
     "too_large": ["F/HS-1/016.tif"],
     "unreadable": ["F/HS-1/017.png"],
     "symlink": ["F/HS-1/018.png", "F/HS-LINK"],  # a linked folder is reported, not entered
-    "bad_name": ["F/HS-1/bia.png", "F/HS-1/con/019.png"],
+    "bad_name": ["F/HS-1/con/019.png", "F/HS-1/b\x07ia.png"],
 }
 LITTER = ["F/HS-1/Thumbs.db", "F/HS-1/.DS_Store", "F/HS-1/desktop.ini", "F/HS-1/~$bien ban.docx"]
 MAX_BYTES_FOR_BAD = 4000
@@ -129,7 +129,10 @@ def make_bad_inputs(root: Path, outside: Path) -> dict[str, bytes]:
     """
     folder = root / "F" / "HS-1"
     folder.mkdir(parents=True)
-    good = {"F/HS-1/001.png": tiny_image("PNG", 1), "F/HS-1/002.PNG": tiny_image("PNG", 2)}
+    # A name with no number (a cover) is a document all the same; one holding a control
+    # character is not a name the pipeline can carry.
+    good = {"F/HS-1/001.png": tiny_image("PNG", 1), "F/HS-1/002.PNG": tiny_image("PNG", 2),
+            "F/HS-1/bia.png": tiny_image("PNG", 12)}
     for rel, data in good.items():
         (root / rel).write_bytes(data)
     (folder / "010.png").write_bytes(b"")
@@ -154,7 +157,7 @@ def make_bad_inputs(root: Path, outside: Path) -> dict[str, bytes]:
     (outside / "099.png").write_bytes(tiny_image("PNG", 11))
     (folder / "018.png").symlink_to(outside / "secret.png")
     (root / "F" / "HS-LINK").symlink_to(outside, target_is_directory=True)
-    (folder / "bia.png").write_bytes(tiny_image("PNG", 12))
+    (folder / "b\x07ia.png").write_bytes(tiny_image("PNG", 14))
     (folder / "con").mkdir()
     (folder / "con" / "019.png").write_bytes(tiny_image("PNG", 13))
     for rel in LITTER:

@@ -135,8 +135,6 @@ WHERE (excluded.assembled_at, excluded.event_id)
 """
 
 # A retried OCR of the same revision: a completion beats a failure, then the latest wins.
-# (OCR progress of a revision, when the contract carries it, is one more fact of this table's
-# row: its own merge beside this one, the latest progress winning.)
 OCR = """
 INSERT INTO ocr_results (site_id, fonds, file_code, revision, status, output_uri,
                          output_sha256, text_uri, pages, mean_confidence, seconds, reason,
@@ -178,7 +176,8 @@ UPDATE files f SET
     classification = m.doc->>'classification', priority = (m.doc->>'priority')::numeric::smallint,
     start_date = m.doc->>'start_date', end_date = m.doc->>'end_date',
     manifest_documents = COALESCE(m.doc->'documents', '[]'::jsonb),
-    metadata = COALESCE(m.doc->'metadata', '{{}}'::jsonb), manifest_at = m.occurred_at
+    metadata = COALESCE(m.doc->'metadata', '{{}}'::jsonb), record = m.doc->'record',
+    manifest_at = m.occurred_at
 FROM (SELECT DISTINCT ON (site_id, fonds, file_code) * FROM stage WHERE etype = 'FileManifest'
       ORDER BY site_id, fonds, file_code, occurred_at DESC, event_id DESC) m
 WHERE {same_file("f", "m")} AND (f.manifest_at IS NULL OR m.occurred_at > f.manifest_at)
@@ -247,6 +246,25 @@ LEFT JOIN LATERAL (
     SELECT * FROM verdicts x WHERE {same_file("x", "t")}
     ORDER BY revision DESC, occurred_at DESC, event_id DESC LIMIT 1) v ON true
 WHERE {same_file("f", "t")}
+"""
+
+# How far the OCR of the file's current assembly has got (migration 010): a progress of
+# another revision is stale, and of the stored revision only a later one counts (a retried
+# attempt starts again from its first page). After FILE_CURRENT, which sets the revision.
+OCR_PROGRESS = f"""
+UPDATE files f SET ocr_pages_done = p.done, ocr_pages_total = p.total,
+                   ocr_progress_revision = p.revision, ocr_progress_at = p.occurred_at
+FROM (SELECT DISTINCT ON (s.site_id, s.fonds, s.file_code)
+             s.site_id, s.fonds, s.file_code, s.revision, s.occurred_at, v.done, v.total
+      FROM stage s JOIN files x USING (site_id, fonds, file_code)
+      CROSS JOIN LATERAL (SELECT (s.doc->>'pages_done')::numeric::integer AS done,
+                                 (s.doc->>'pages_total')::numeric::integer AS total) v
+      WHERE s.etype = 'OcrProgress' AND s.revision = x.assembled_revision
+      ORDER BY s.site_id, s.fonds, s.file_code, s.occurred_at DESC, v.done DESC,
+               s.event_id DESC) p
+WHERE {same_file("f", "p")}
+  AND (f.ocr_progress_revision IS DISTINCT FROM p.revision
+       OR (p.occurred_at, p.done) > (f.ocr_progress_at, f.ocr_pages_done))
 """
 
 # A file's counts: its current (not removed) pages across documents, its distinct documents

@@ -72,7 +72,6 @@ MERGE_STEPS: tuple[Step, ...] = (
     Step("upsert_pages", sql_pages.UPSERT_PAGES),
     Step("pages_removed", sql_pages.PAGES_REMOVED),
     Step("assemblies", sql_files.ASSEMBLIES),
-    # An OcrProgress merge (revision, pages done of total) belongs beside OCR.
     Step("ocr", sql_files.OCR),
     Step("verdicts", sql_files.VERDICTS),
     Step("manifest", sql_files.MANIFEST),
@@ -80,6 +79,7 @@ MERGE_STEPS: tuple[Step, ...] = (
     Step("heartbeats", sql_files.HEARTBEATS),
     Step("dead_letter_events", sql_files.DEAD_LETTER_EVENTS),
     Step("file_current", sql_files.FILE_CURRENT),
+    Step("ocr_progress", sql_files.OCR_PROGRESS),
     Step("file_pages", sql_files.FILE_PAGES),
     Step("file_state", sql_files.FILE_STATE),
     Step("days_after", sql_files.DAYS_AFTER),

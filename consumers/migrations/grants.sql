@@ -10,10 +10,12 @@
 DO $sweep$
 DECLARE
     -- Appended to, never rewritten or erased: the audit trail and the histories.
-    append_only CONSTANT text[] := ARRAY['audit_log', 'verdicts', 'dead_letters', 'page_checks'];
+    append_only CONSTANT text[] := ARRAY['audit_log', 'verdicts', 'dead_letters', 'page_checks',
+                                         'deliverable_events'];
     -- Rows deleted by the applier and plan imports (days recounted from the pages; version-1
-    -- checks placed on their page once it arrives).
-    deletes_from CONSTANT text[] := ARRAY['daily_progress', 'legacy_page_checks'];
+    -- checks placed on their page once it arrives; a calendar import with --replace).
+    deletes_from CONSTANT text[] := ARRAY['daily_progress', 'legacy_page_checks',
+                                          'calendar_days'];
     rel record;
 BEGIN
     IF (SELECT count(*) FROM pg_roles

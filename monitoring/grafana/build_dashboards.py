@@ -153,6 +153,18 @@ def province() -> dict:
         """)], w=24, h=9,
         description="Mọi điểm, điểm chậm nhất trước. Cảnh báo đang bật xem ở các ô phía trên.")
 
+    b.add("table", "Bàn giao cho Lưu trữ lịch sử", [sql("""
+        SELECT d.site_id AS "Điểm", p.unit AS "Đơn vị", p.files_accepted AS "Hồ sơ nghiệm thu",
+               d.files_packaged AS "Đã đóng gói", d.files_handed_over AS "Đã bàn giao",
+               d.files_verified AS "Kiểm tra đạt", d.files_verify_failed AS "Kiểm tra lỗi",
+               d.pages_verified AS "Trang đã bàn giao đạt"
+        FROM v_site_deliverables d JOIN v_site_progress p USING (site_id)
+        ORDER BY p.unit NULLS LAST, d.site_id
+        """)], w=24, h=7,
+        description="Gói AIP/SIP của hồ sơ đã nghiệm thu (sohoa package build), đã bàn giao "
+                    "(sohoa handover build) và đã được bên nhận kiểm tra (sohoa handover "
+                    "verify).")
+
     b.add("timeseries", "Tỷ lệ trang không đạt QC theo điểm", [prom(
         "sohoa:site_qc_failed:ratio", "{{site}}")], w=8, h=8, unit="percentunit")
     b.add("timeseries", "Hàng chờ OCR (hồ sơ đã ghép, chưa OCR)", [prom(
