@@ -291,3 +291,24 @@ def test_workers_read_s3_confined_and_verified(objects, tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="sha256 mismatch"), \
             src.open_confined(SITE, page_uri(PAGES, SITE, fake_sha)):
         pass
+
+
+def test_ocr_outputs_stored_once_and_read_by_the_reader(objects, tmp_path: Path) -> None:
+    from streams.outputs import output_key, store_outputs
+
+    pdf = tmp_path / "r1.pdf"
+    txt = tmp_path / "r1.txt"
+    pdf.write_bytes(b"%PDF-1.7 " + os.urandom(2000))
+    txt.write_text("Quyết định số 15", encoding="utf-8")
+    cfg = objects.store("workers")
+    uris = store_outputs(cfg, SITE, "PHONG-A", "HS 01", 1, [pdf, txt])
+    key = output_key(SITE, "PHONG-A", "HS 01", 1, _sha(pdf.read_bytes()), ".pdf")
+    assert uris[0] == f"s3://{OUTPUTS}/{key}"
+    # A replay stores nothing new; other bytes under the same key are refused.
+    assert store_outputs(cfg, SITE, "PHONG-A", "HS 01", 1, [pdf, txt]) == uris
+    workers = ObjectStore(cfg)
+    with pytest.raises(StoreError, match="other bytes"):
+        workers.put_file(OUTPUTS, key, io.BytesIO(b"forged"), _sha(b"forged"))
+    buf = io.BytesIO()
+    ObjectStore(objects.store("reader")).get_into(OUTPUTS, key, buf, 10**6)
+    assert buf.getvalue() == pdf.read_bytes()
