@@ -443,6 +443,8 @@ def _watch_parent(conn: Channel, sender: Sender) -> None:
             os._exit(3)
         if msg[0] == "wake":
             sender.wake.set()
+            if sender.uploader is not None:  # a commit may have queued documents to store
+                sender.uploader.wake.set()
         elif msg[0] == "stop":
             sender.stop(msg[1])
         elif msg[0] == "drain":
