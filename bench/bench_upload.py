@@ -30,26 +30,10 @@ MIB = 1024 * 1024
 
 def make_documents(folder: Path, n: int, pages: int, page_bytes: int) -> list[Path]:
     """Multi-page PDFs of incompressible page images (their size is what crosses the wire)."""
-    import pikepdf
+    from sohoa.samples import incompressible_pdf
 
-    side = int(page_bytes ** 0.5)
-    out = []
-    for d in range(n):
-        pdf = pikepdf.new()
-        for _ in range(pages):
-            img = pikepdf.Stream(pdf, os.urandom(side * side))
-            img.Type, img.Subtype = pikepdf.Name.XObject, pikepdf.Name.Image
-            img.Width = img.Height = side
-            img.ColorSpace, img.BitsPerComponent = pikepdf.Name.DeviceGray, 8
-            pts = side * 72 / 300
-            page = pdf.add_blank_page(page_size=(pts, pts))
-            page.Resources = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im0=img))
-            page.Contents = pikepdf.Stream(pdf, f"q {pts} 0 0 {pts} 0 0 cm /Im0 Do Q".encode())
-        path = folder / f"HS-{d // 10:03d}" / f"{d % 10 + 1:03d}.pdf"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pdf.save(path, compress_streams=False)
-        out.append(path)
-    return out
+    return [incompressible_pdf(folder / f"HS-{d // 10:03d}" / f"{d % 10 + 1:03d}.pdf", pages,
+                               page_bytes, seed=d) for d in range(n)]
 
 
 def raw_multipart(store, docs: list[Path], part_size: int, limit=None) -> float:
@@ -99,13 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from infra.objects import ObjectStoreNode
-    from infra.procs import free_port
+    from infra.procs import free_port, free_port_block
     from sohoa.objectstore import ObjectStore, RateLimit
-    from tests.conftest import _free_block
 
     state, settings, stack = start_throwaway_stack("upload")
     node = ObjectStoreNode(settings.stack.model_copy(update={
-        "s3_port": free_port(), "weed_port_base": _free_block(7), "object_lock_days": 1}))
+        "s3_port": free_port(), "weed_port_base": free_port_block(7), "object_lock_days": 1}))
     procs = []
     try:
         node.start(sites=[SITE], wait=True)

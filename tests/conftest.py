@@ -40,7 +40,7 @@ import pytest
 
 from infra.objects import ObjectStoreNode
 from infra.postgres import FALLBACK_ROOT, discard_cluster
-from infra.procs import StackError, free_port
+from infra.procs import StackError, free_port, free_port_block
 from infra.stack import LocalStack, settings_for_stack, stack_env
 from infra.topics import apply_spec, load_spec
 from sohoa.config import Settings, StoreConfig, TopicsConfig
@@ -251,34 +251,13 @@ class ObjectsHandle:
         self.node.start(sites=OBJECT_SITES, wait=True)
 
 
-def _free_block(n: int) -> int:
-    import random
-    import socket
-
-    for _ in range(200):
-        base = random.randint(20000, 40000)
-        try:
-            socks = []
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return base
-    raise AssertionError("no block of free ports")
-
-
 @pytest.fixture(scope="session")
 def objects(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectsHandle]:
     if SKIP_INTEGRATION:
         pytest.skip("SOHOA_SKIP_INTEGRATION=1")
     state = tmp_path_factory.mktemp("objects")
     stack_cfg = Settings().stack.model_copy(update={
-        "state_dir": state, "s3_port": free_port(), "weed_port_base": _free_block(7),
+        "state_dir": state, "s3_port": free_port(), "weed_port_base": free_port_block(7),
         "object_lock_days": 1})
     node = ObjectStoreNode(stack_cfg)
     _start_weed_watchdog(node)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from sohoa.objectstore import ObjectStore, page_key, page_uri
-from sohoa.samples import PageSpec, write_page
+from sohoa.samples import PageSpec, incompressible_pdf, write_page
 from tests.procs import SohoaProcess, run_sohoa, wait_for
 from tests.test_objects_e2e import SITE, objects_env, site_row, status
 from tests.watch_helpers import read_topic
@@ -30,32 +30,6 @@ from tests.watch_helpers import read_topic
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 MIB = 1024 * 1024
-
-
-def raw_pdf(path: Path, pages: int, bytes_per_page: int, seed: int = 0) -> Path:
-    """A multi-page PDF of incompressible page images (one uncompressed grey image a page),
-    so its size on disk is what goes over the wire."""
-    import random
-
-    import pikepdf
-
-    rnd = random.Random(seed)
-    side = int(bytes_per_page ** 0.5)
-    pdf = pikepdf.new()
-    for _ in range(pages):
-        img = pikepdf.Stream(pdf, rnd.randbytes(side * side))
-        img.Type, img.Subtype = pikepdf.Name.XObject, pikepdf.Name.Image
-        img.Width = img.Height = side
-        img.ColorSpace, img.BitsPerComponent = pikepdf.Name.DeviceGray, 8
-        pts = side * 72 / 300
-        page = pdf.add_blank_page(page_size=(pts, pts))
-        page.Resources = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im0=img))
-        page.Contents = pikepdf.Stream(pdf, f"q {pts} 0 0 {pts} 0 0 cm /Im0 Do Q".encode())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    pdf.save(tmp, compress_streams=False)
-    os.replace(tmp, path)
-    return path
 
 
 def _scanned(env: dict[str, str]) -> int:
@@ -84,7 +58,7 @@ def test_kill9_mid_upload_of_200mb_pdf_resumes_and_counts_once(stack, objects,
                       SOHOA_WATCHER__MAX_FILE_BYTES=str(400 * MIB))
     assert run_sohoa(["db", "migrate"], env).returncode == 0
     root = Path(json.loads(env["SOHOA_WATCHER__ROOTS"])[0])
-    pdf = raw_pdf(root / "FONDS-A" / "HS-01" / "QD-200MB.pdf", 20, 10 * MIB)
+    pdf = incompressible_pdf(root / "FONDS-A" / "HS-01" / "QD-200MB.pdf", 20, 10 * MIB)
     assert pdf.stat().st_size > 200 * 1000 * 1000  # 210 MB
     logs = tmp_path / "logs"
     consume = SohoaProcess(["consume"], env, logs / "consume.log")
@@ -174,7 +148,7 @@ def test_bandwidth_cap_1mb_s(stack, objects, tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     staged = tmp_path / "staged"
     for n in range(12):  # 12 documents of ~0.8 MB: about 10 s at the cap
-        raw_pdf(staged / f"{n + 1:03d}.pdf", 1, 800_000, seed=n)
+        incompressible_pdf(staged / f"{n + 1:03d}.pdf", 1, 800_000, seed=n)
     total = sum(p.stat().st_size for p in staged.glob("*.pdf"))
     procs = (SohoaProcess(["consume"], env, logs / "consume.log"),
              SohoaProcess(["watch"], env, logs / "watch.log"))
@@ -206,9 +180,9 @@ def test_bandwidth_cap_1mb_s(stack, objects, tmp_path: Path) -> None:
 def small_store(tmp_path: Path):
     """A private object server whose disk is a 96 MiB tmpfs (grown later by the test)."""
     from infra.objects import ObjectStoreNode
-    from infra.procs import free_port
+    from infra.procs import free_port, free_port_block
     from sohoa.config import Settings
-    from tests.conftest import OBJECT_SITES, _free_block
+    from tests.conftest import OBJECT_SITES
 
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
@@ -216,7 +190,7 @@ def small_store(tmp_path: Path):
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(mnt)], check=True)
     node = ObjectStoreNode(Settings().stack.model_copy(update={
-        "state_dir": mnt / "state", "s3_port": free_port(), "weed_port_base": _free_block(7),
+        "state_dir": mnt / "state", "s3_port": free_port(), "weed_port_base": free_port_block(7),
         "object_lock_days": 1}))
     try:
         node.start(sites=OBJECT_SITES, wait=True)
@@ -238,8 +212,8 @@ def test_object_server_disk_full_loses_nothing(stack, small_store, tmp_path: Pat
     assert run_sohoa(["db", "migrate"], env).returncode == 0
     root = Path(json.loads(env["SOHOA_WATCHER__ROOTS"])[0])
     for n in range(30):  # 30 documents of 4 MB: more than the store's disk holds
-        raw_pdf(root / "F" / f"HS-{n // 10}" / f"{n % 10 + 1:03d}.pdf", 1, 4 * 1000 * 1000,
-                seed=100 + n)
+        incompressible_pdf(root / "F" / f"HS-{n // 10}" / f"{n % 10 + 1:03d}.pdf", 1,
+                           4 * 1000 * 1000, seed=100 + n)
     logs = tmp_path / "logs"
     procs = (SohoaProcess(["consume"], env, logs / "consume.log"),
              SohoaProcess(["watch"], env, logs / "watch.log"))

@@ -171,10 +171,10 @@ def test_up_down_up_keeps_kafka_records_and_postgres_rows(tmp_path):
 
 
 def _object_store_ports() -> dict[str, str]:
-    from tests.conftest import _free_block
+    from infra.procs import free_port_block
 
     return {"SOHOA_STACK__S3_PORT": str(free_port()),
-            "SOHOA_STACK__WEED_PORT_BASE": str(_free_block(7))}
+            "SOHOA_STACK__WEED_PORT_BASE": str(free_port_block(7))}
 
 
 def _wait_metrics(url: str, timeout_s: float = 60.0) -> str:
