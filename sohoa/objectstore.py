@@ -16,6 +16,7 @@ list parts, complete) private, while botocore's are its public, documented API.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import re
 import threading
@@ -315,12 +316,37 @@ class ObjectStore:
         return h.hexdigest(), total
 
     def put_file(self, bucket: str, key: str, f: IO[bytes], sha256_hex: str,
-                 content_type: str = "application/octet-stream") -> None:
-        """A small file (an OCR output) whole; an existing object with the same SHA-256 is
-        fine (a replay), one with another is an error: keys are never reused."""
-        data = f.read()
+                 content_type: str = "application/octet-stream",
+                 part_size: int = 64 * 1024 * 1024) -> None:
+        """A centre-side file (an OCR output, a package): one PUT up to ``part_size``, else in
+        parts read one at a time. An existing object with the same SHA-256 is fine (a
+        replay); one with other bytes is an error: keys are never reused."""
         try:
-            self.put(bucket, key, data, sha256_hex, content_type=content_type)
+            first = f.read(part_size)
+            rest = f.read(1)
+            if not rest:
+                self.put(bucket, key, first, sha256_hex, content_type=content_type)
+                return
+            upload_id = self.create_multipart(bucket, key, sha256_hex, content_type)
+            try:
+                whole = hashlib.sha256(first)
+                parts = [self.upload_part(bucket, key, upload_id, 1, first)]
+                chunk = rest + f.read(part_size - 1)
+                while chunk:
+                    whole.update(chunk)
+                    parts.append(self.upload_part(bucket, key, upload_id, len(parts) + 1,
+                                                  chunk))
+                    chunk = f.read(part_size)
+                if whole.hexdigest() != sha256_hex:
+                    raise ChecksumMismatch("the file's bytes are not the SHA-256 given")
+                got = self.complete(bucket, key, upload_id, parts)
+            except BaseException:
+                with contextlib.suppress(StoreError):
+                    self.abort(bucket, key, upload_id)
+                raise
+            want = composite_sha256([base64.b64decode(p.checksum_sha256) for p in parts])
+            if got and got != want:
+                raise ChecksumMismatch(f"store's checksum {got} is not the parts' {want}")
         except StoreError as exc:
             if exc.code not in ("PreconditionFailed", "412"):
                 raise
