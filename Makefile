@@ -10,7 +10,7 @@ SOHOA := $(VENV)/bin/sohoa
 STAMP := $(VENV)/.sohoa-installed
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps verapdf run demo down status test test-faults bench lint clean
+.PHONY: help install system-deps object-store verapdf run demo down status test test-faults bench lint clean
 
 help:
 	@echo "make run     — cài đặt, khởi động Kafka + PostgreSQL + các thành phần, chạy thử trang mẫu"
@@ -28,11 +28,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m deliver.csip   # eark-validator in its own venv (it pins lxml 5.1)
 	touch $(STAMP)
 
+# The object store (SeaweedFS) built from its Go module once per version, then cached in
+# ~/.cache/sohoa/seaweedfs-<version>/ (a no-op when present).
+object-store: $(STAMP)
+	$(PY) -m infra.objects build
+
 # veraPDF (PDF/A validator of the OCR tests and bench), from Maven Central, cached in ~/.cache/sohoa
 verapdf: $(STAMP)
 	$(PY) -m infra.verapdf --ensure >/dev/null
 
-install: system-deps $(STAMP) verapdf
+install: system-deps $(STAMP) verapdf object-store
 
 run: install
 	$(SOHOA) up --monitoring

@@ -59,8 +59,10 @@ def start_throwaway_stack(name: str) -> tuple[Path, Any, Any]:
     from sohoa.config import load_config
 
     state = Path(tempfile.mkdtemp(prefix=f"sohoa-bench-{name}-"))
+    # No object store here: bench_upload starts its own on free ports when it needs one.
     settings = settings_for_stack(load_config(), state, kafka_port=free_port(),
-                                  kafka_controller_port=free_port(), postgres_port=free_port())
+                                  kafka_controller_port=free_port(), postgres_port=free_port(),
+                                  object_store=False)
     stack = LocalStack(settings)
     print(f"starting a throw-away stack in {state} …", file=sys.stderr)
     stack.start_services(progress=lambda m: print(m, file=sys.stderr))

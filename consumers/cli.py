@@ -503,26 +503,37 @@ def reconcile(ctx: click.Context, site: str, root: Path, as_json: bool) -> None:
 
     Lists every document missing (in the database, not on disk), extra (on disk, not in the
     database) or altered (SHA-256 differs), with its fonds, file and pages; paths are compared
-    as spelled on disk. Exit code 0 only when they agree. Read-only; symlinks are never
-    followed, FIFOs/sockets/devices never read, files over watcher.max_file_bytes never
-    hashed (listed as skipped).
+    as spelled on disk; with [store] set, every document sent as s3:// must be in the object
+    store as recorded (not stored: listed). Exit code 0 only when they agree. Read-only;
+    symlinks are never followed, FIFOs/sockets/devices never read, files over
+    watcher.max_file_bytes never hashed (listed as skipped).
     """
     from consumers.reconcile import reconcile_site
 
     settings = _settings(ctx)
+    store = None
+    if settings.store.enabled:
+        from sohoa.objectstore import ObjectStore
+
+        store = ObjectStore(settings.store)
     with _schema_needed(), _connect(settings, reader=True) as conn:
         site = _site_id(conn, site)
-        res = reconcile_site(conn, settings.watcher, site, root)
+        res = reconcile_site(conn, settings.watcher, site, root, store=store)
     if as_json:
         click.echo(json.dumps(res.to_json(), ensure_ascii=False, indent=2))
     else:
         for label, items in (("thiếu trên đĩa (missing)", res.missing),
                              ("thừa, chưa có trong CSDL (extra)", res.extra),
                              ("khác nội dung (altered)", res.altered),
+                             ("chưa có trong kho lưu trữ (not stored)", res.not_stored),
                              ("bỏ qua (skipped)", res.skipped)):
             for item in items:
                 click.echo(f"{label}: {item.describe()}")
         click.echo(f"{site}: {res.matched} trang khớp ({res.matched_documents} văn bản), "
                    f"{len(res.missing)} văn bản thiếu, {len(res.extra)} tệp thừa, "
                    f"{len(res.altered)} văn bản khác, {len(res.skipped)} bỏ qua")
+        if res.stored_documents is not None:
+            click.echo(f"kho lưu trữ: {res.stored_documents} văn bản có trong kho, "
+                       f"{len(res.not_stored)} thiếu, {res.unreferenced_objects} đối tượng "
+                       f"không còn trang nào trỏ tới (bản cũ, đã xóa)")
     sys.exit(0 if res.ok else 1)

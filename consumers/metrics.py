@@ -125,6 +125,11 @@ class ProgressCollector(Collector):
                           "Time of the site agent's latest heartbeat")
         outbox = gauge("sohoa_site_outbox_depth", "Events waiting in the site agent's outbox")
         oldest = gauge("sohoa_site_oldest_unsent_seconds", "Age of the oldest unsent event")
+        up_pages = gauge("sohoa_site_upload_pending_pages", "Pages whose document the site "
+                         "has not yet stored in the object store")
+        up_bytes = gauge("sohoa_site_upload_pending_bytes", "Bytes the site has yet to upload")
+        up_oldest = gauge("sohoa_site_oldest_unuploaded_seconds", "Age of the site's oldest "
+                          "document not yet stored")
         working = gauge("sohoa_site_working_now", "1 inside the site's working hours on a "
                         "working day (Vietnamese public holidays off)")
         throughput = gauge("sohoa_site_throughput_pages_per_day",
@@ -167,6 +172,9 @@ class ProgressCollector(Collector):
                 heartbeat.add_metric(lab, s.last_heartbeat_at.timestamp())
                 outbox.add_metric(lab, s.outbox_depth or 0)
                 oldest.add_metric(lab, s.oldest_unsent_age_s or 0.0)
+                up_pages.add_metric(lab, s.upload_pending_pages or 0)
+                up_bytes.add_metric(lab, s.upload_pending_bytes or 0)
+                up_oldest.add_metric(lab, s.oldest_unuploaded_age_s or 0.0)
         files = gauge("sohoa_files", "Files per site and state", ("site", "state"))
         counts = {(site, state): n for site, state, n in conn.execute(
             "SELECT site_id, state, files FROM v_files_by_state")}

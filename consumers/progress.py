@@ -43,6 +43,10 @@ class SiteProgress:
     at_risk: bool
     working_days_left: int | None = None      # from today to the deadline, both counted
     required_per_day: float | None = None     # pages per working day the deadline now needs
+    upload_pending_pages: int | None = None
+    upload_pending_bytes: int | None = None
+    oldest_unuploaded_age_s: float | None = None
+    upload_error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -66,8 +70,10 @@ def calendar_for(row: dict[str, Any], campaign: CampaignConfig | None = None,
 
 
 _SITES = """
-SELECT v.*, s.workdays, s.work_start, s.work_end
+SELECT v.*, s.workdays, s.work_start, s.work_end, h.upload_pending_pages,
+       h.upload_pending_bytes, h.oldest_unuploaded_age_s, h.upload_error
 FROM v_site_progress v JOIN sites s USING (site_id)
+LEFT JOIN site_heartbeats h USING (site_id)
 WHERE (%(site)s::text IS NULL OR v.site_id = %(site)s::text)
 ORDER BY v.unit NULLS LAST, v.site_id
 """
@@ -113,7 +119,10 @@ def load_sites(conn: psycopg.Connection, campaign: CampaignConfig, *,
             last_heartbeat_at=row["last_heartbeat_at"], outbox_depth=row["outbox_depth"],
             oldest_unsent_age_s=row["oldest_unsent_age_s"], working_now=cal.working_now(now),
             throughput_per_day=fc.throughput_per_day, forecast_completion=fc.completion,
-            at_risk=fc.at_risk,
+            at_risk=fc.at_risk, upload_pending_pages=row["upload_pending_pages"],
+            upload_pending_bytes=row["upload_pending_bytes"],
+            oldest_unuploaded_age_s=row["oldest_unuploaded_age_s"],
+            upload_error=row["upload_error"],
             **required_rate(cal, today, fc.remaining_pages, row["deadline"])))
     return out
 

@@ -1,4 +1,5 @@
-"""`sohoa reconcile`: pages on disk vs. the current pages PostgreSQL holds for a site.
+"""`sohoa reconcile`: pages on disk vs. the current pages PostgreSQL holds for a site, and, for
+documents sent through the object store, vs. the objects their ``s3://`` URIs name.
 
 Read-only: files are opened for reading and hashed, never moved or changed. A document (a file
 on disk: one image, or a multi-page PDF/TIFF holding many pages) is matched by its path under
@@ -10,6 +11,12 @@ Only regular files under the root are read: symbolic links (to files or folders)
 followed, FIFOs, sockets and devices never opened for reading, and a file over
 ``watcher.max_file_bytes`` (the agent refuses such a page) is not hashed. Each is listed as
 skipped, with why; a document the database expects there counts as missing.
+
+With an object store (``[store]``, a key that may read the site's pages), every current
+document whose URI is ``s3://`` must be there: an object of the document's size whose
+declared SHA-256 is the one on record (``HEAD``; the workers prove the bytes themselves when
+they read them); those that are not are listed as ``not_stored``. Objects under the site's
+prefix that no current page names (earlier revisions, documents removed since) are counted.
 """
 
 from __future__ import annotations
@@ -87,10 +94,13 @@ class ReconcileResult:
     extra: list[Discrepancy] = field(default_factory=list)
     altered: list[Discrepancy] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    stored_documents: int | None = None  # None: the object store was not compared
+    not_stored: list[Discrepancy] = field(default_factory=list)
+    unreferenced_objects: int | None = None
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.extra or self.altered)
+        return not (self.missing or self.extra or self.altered or self.not_stored)
 
     def to_json(self) -> dict[str, Any]:
         def items(xs: list[Discrepancy]) -> list[dict[str, Any]]:
@@ -100,7 +110,10 @@ class ReconcileResult:
                 "matched": self.matched, "matched_documents": self.matched_documents,
                 "missing": items(self.missing), "extra": items(self.extra),
                 "altered": items(self.altered),
-                "skipped": [x.__dict__ for x in self.skipped]}
+                "skipped": [x.__dict__ for x in self.skipped],
+                "stored_documents": self.stored_documents,
+                "not_stored": items(self.not_stored),
+                "unreferenced_objects": self.unreferenced_objects}
 
 
 class NotReadable(Exception):
@@ -228,6 +241,7 @@ class _Document:
     document: str
     sha256: str  # of the latest scanned page's document bytes
     latest: Any
+    uri: str = ""
     pages: list[tuple[int, int | None]] = field(default_factory=list)
 
     def discrepancy(self, path: str, disk_sha: str | None = None) -> Discrepancy:
@@ -255,9 +269,9 @@ def _stored(conn: psycopg.Connection, site_id: str, root: Path
         into, key = (unplaced, uri) if rel is None else (docs, rel)
         d = into.get(key)
         if d is None:
-            d = into[key] = _Document(fonds, code, document, dsha, at)
+            d = into[key] = _Document(fonds, code, document, dsha, at, uri)
         elif at > d.latest:  # the document's bytes are those its latest page names
-            d.sha256, d.latest = dsha, at
+            d.sha256, d.latest, d.uri = dsha, at, uri
         d.pages.append((index, number))
     return docs, sorted(unplaced.items())
 
@@ -277,7 +291,7 @@ def _pair(db: dict[str, _Document], disk: dict[str, Any]) -> dict[str, str]:
 
 
 def reconcile_site(conn: psycopg.Connection, cfg: WatcherConfig, site_id: str,
-                   root: Path, *, progress: bool = True) -> ReconcileResult:
+                   root: Path, *, progress: bool = True, store: Any = None) -> ReconcileResult:
     root = root.resolve()
     res = ReconcileResult(site_id, str(root))
     db, unplaced = _stored(conn, site_id, root)
@@ -299,7 +313,37 @@ def reconcile_site(conn: psycopg.Connection, cfg: WatcherConfig, site_id: str,
     for rel in sorted(hashes.keys() - set(pairs.values())):
         res.extra.append(Discrepancy(rel, disk_sha256=hashes[rel]))
     res.skipped.sort(key=lambda s: s.path)
+    if store is not None:
+        _compare_store(res, store, site_id, [*db.items(), *unplaced])
     return res
+
+
+def _compare_store(res: ReconcileResult, store: Any, site_id: str,
+                   docs: list[tuple[str, _Document]]) -> None:
+    """Every current document sent as an object is in the store, as recorded."""
+    from sohoa.objectstore import page_key, parse_uri
+
+    res.stored_documents = 0
+    named: set[tuple[str, str]] = set()
+    buckets: set[str] = set()
+    for where, doc in docs:
+        if not doc.uri.startswith("s3:"):
+            continue
+        try:
+            bucket, key = parse_uri(doc.uri)
+            ok = key == page_key(site_id, doc.sha256)
+        except ValueError:
+            ok = False
+        head = store.head(bucket, key) if ok else None
+        if head is not None and head.sha256_meta == doc.sha256:
+            res.stored_documents += 1
+            named.add((bucket, key))
+            buckets.add(bucket)
+        else:
+            res.not_stored.append(doc.discrepancy(where))
+    res.unreferenced_objects = sum(
+        1 for bucket in buckets for key in store.list_keys(bucket, f"{site_id}/")
+        if (bucket, key) not in named)
 
 
 def _hash_all(disk: dict[str, DiskPage], max_bytes: int, skipped: list[Skipped],

@@ -87,6 +87,25 @@ class Column:
     right: bool = False
 
 
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f}".replace(",", " ").replace(".", ",").replace(" ", ".") + " MB"
+
+
+def _uploads(s: SiteProgress) -> str:
+    """Pages the site has not stored in the object store yet: how many, how big, how old."""
+    if s.last_heartbeat_at is None or s.upload_pending_pages is None:
+        return "—"
+    if not s.upload_pending_pages:
+        text = "0"
+    else:
+        age = int(s.oldest_unuploaded_age_s or 0)
+        text = (f"{_n(s.upload_pending_pages)} trang, {_mb(s.upload_pending_bytes or 0)}, "
+                f"cũ nhất {age // 60} phút")
+    if s.upload_error:
+        text += " [red](lỗi tải lên)[/]"
+    return text
+
+
 def _site_cells(s: SiteProgress, d: SiteDeliverable, now: datetime) -> list[str]:
     if s.target_pages is None:
         verdict = "[yellow]chưa có kế hoạch[/]"
@@ -102,7 +121,8 @@ def _site_cells(s: SiteProgress, d: SiteDeliverable, now: datetime) -> list[str]
             pct(share) if share is not None else "—", _n(s.pages_accepted),
             f"{_n(s.files_accepted)}/{_n(s.files_total)}", _d(s.deadline),
             _d(s.forecast_completion), verdict, _ago(s.last_page_at, now),
-            _ago(s.last_heartbeat_at, now), d.short()]
+            _ago(s.last_heartbeat_at, now),
+            _n(s.outbox_depth) if s.outbox_depth is not None else "—", _uploads(s), d.short()]
 
 
 SITE_COLUMNS = (
@@ -110,7 +130,8 @@ SITE_COLUMNS = (
     Column("Đã quét", 1, True), Column("Kế hoạch", 5, True), Column("Tỷ lệ", 2, True),
     Column("Nghiệm thu", 7, True), Column("Hồ sơ", 10, True), Column("Hạn", 3),
     Column("Dự kiến xong", 4), Column("Đánh giá", 0), Column("Trang gần nhất", 11),
-    Column("Máy trạm", 12), Column("Gói/giao/đạt", 13, True))
+    Column("Máy trạm", 12), Column("Chờ gửi", 14, True), Column("Chờ tải lên", 15),
+    Column("Gói/giao/đạt", 13, True))
 
 FILE_COLUMNS = (
     Column("Điểm", 6), Column("Phông", 3), Column("Mã hồ sơ", 0), Column("Trạng thái", 0),

@@ -129,6 +129,13 @@ def package_build(settings: Settings, site, fonds, unit, file_code, sip, out) ->
     _record(settings, "packaged", [(_as_row(p), p.pages, {}) for p, _ in built], None, now)
     for p, _ in built:
         click.echo(f"{p.path}  {p.pages} trang  {p.size} byte  sha256 {p.sha256}")
+    if settings.store.enabled:  # the packages into the object store too (streams/outputs.py)
+        from streams.outputs import store_outputs
+
+        for p, _ in built:
+            uri, = store_outputs(settings.store, p.site_id, p.fonds, p.file_code, p.revision,
+                                 [p.path])
+            click.echo(f"  → {uri}")
 
 
 @click.group("handover")

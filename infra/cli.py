@@ -106,6 +106,8 @@ def up(ctx: click.Context, no_components: bool, state_dir: Path | None,
         sys.exit(1)
     _ok(f"Kafka sẵn sàng tại {stack.kafka.bootstrap}")
     _ok(f"PostgreSQL sẵn sàng tại {local.stack.host}:{local.stack.postgres_port}")
+    if stack.objects is not None:
+        _ok(f"Kho đối tượng (S3) sẵn sàng tại {stack.objects.endpoint}")
     failed = False
 
     _say("Đang áp dụng cấu hình topic (infra/topics.toml)…")
@@ -147,7 +149,7 @@ def up(ctx: click.Context, no_components: bool, state_dir: Path | None,
         for root in local.watcher.roots:
             Path(root).mkdir(parents=True, exist_ok=True)
         comps = Components(local, Path(config_path) if config_path else None,
-                           _component_env(local))
+                           _component_env(local), stack.component_env())
         _say("Đang khởi động các thành phần: " + ", ".join(local.stack.components) + "…")
         for r in comps.start(list(local.stack.components)):
             if r.already_running:
@@ -190,6 +192,9 @@ def _print_endpoints(local: Settings, stack, with_components: bool) -> None:
         ("PostgreSQL chủ sở hữu (owner DSN)", masked["owner_dsn"] or masked["dsn"]),
         ("Mật khẩu PostgreSQL (passfile)", str(pgpass_path(stack.state_dir))),
     ]
+    if stack.objects is not None:
+        rows += [("Kho đối tượng S3 (object store)", stack.objects.endpoint),
+                 ("Khóa S3 theo vai trò (keys)", str(stack.objects.keys_path))]
     comps = set(local.stack.components) if with_components else set()
     if "watch" in comps:
         rows.append(("Chỉ số tác tử quét (watcher metrics)",
@@ -244,8 +249,11 @@ def down(ctx: click.Context, state_dir: Path | None) -> None:
         if clean:
             _ok(f"Đã dừng {name}")
         else:
-            click.secho(f"⚠ {name} không tự dừng kịp, đã buộc dừng (SIGKILL)", fg="yellow")
-    for label, node in (("Kafka", stack.kafka), ("PostgreSQL", stack.pg)):
+            click.secho(f"⚠ sohoa {name} không tự dừng kịp, đã buộc dừng (SIGKILL)", fg="yellow")
+    nodes = [("Kafka", stack.kafka), ("PostgreSQL", stack.pg)]
+    if stack.objects is not None:
+        nodes.append(("kho đối tượng (SeaweedFS)", stack.objects))
+    for label, node in nodes:
         if not node.running():
             continue
         _say(f"Đang dừng {label}…")

@@ -42,10 +42,13 @@ class Started:
 
 
 class Components:
-    def __init__(self, settings: Settings, config_path: Path | None, env: dict[str, str]) -> None:
+    def __init__(self, settings: Settings, config_path: Path | None, env: dict[str, str],
+                 own_env: dict[str, dict[str, str]] | None = None) -> None:
         self.settings = settings
         self.config_path = config_path
         self.env = env
+        # Per component, on top of ``env``: each gets only its own object store key.
+        self.own_env = own_env or {}
         state = Path(settings.stack.state_dir).resolve()
         self.state_dir = state
         self.run_dir = state / "run"
@@ -86,7 +89,8 @@ class Components:
                 continue
             pid = spawn_detached(self.argv(name), log_path=self.log_path(name),
                                  pid_path=self.pid_path(name),
-                                 env={**os.environ, **self.env}, cwd=Path.cwd())
+                                 env={**os.environ, **self.env,
+                                      **self.own_env.get(name, {})}, cwd=Path.cwd())
             log.info("component started", extra={"component": name, "pid": pid})
             results.append(Started(name, pid, log_path=self.log_path(name)))
         fresh = [r for r in results if not r.already_running]

@@ -11,7 +11,8 @@
 #   where Times New Roman is not installed), SoftHSM2 (a PKCS#11 token for the signing tests;
 #   sites use USB tokens),
 #   Alertmanager (+ amtool: the routing tests, `make run`'s alerts), Chromium and ChromeDriver
-#   (the headless browser test of `sohoa web`; no test tool downloads a browser of its own).
+#   (the headless browser test of `sohoa web`; no test tool downloads a browser of its own),
+#   Go (builds the object store, SeaweedFS, from its Go module once: infra/objects.py).
 # Usage: sudo infra/install-system-deps.sh        (DRY_RUN=1 to only print what it would do)
 set -euo pipefail
 
@@ -20,8 +21,8 @@ say() { printf '%s\n' "$*"; }
 if ! command -v apt-get >/dev/null 2>&1; then
   say "Không có apt-get: hãy tự cài postgresql, tesseract-ocr (+vie, eng), ghostscript,"
   say "poppler-utils, jbig2dec, prometheus, fonts-dejavu-core, fonts-liberation, fonts-liberation2,"
-  say "softhsm2, prometheus-alertmanager, chromium, chromium-driver, JDK 17+, maven."
-  say "(not a Debian/Ubuntu system)"
+  say "softhsm2, prometheus-alertmanager, chromium, chromium-driver, JDK 17+, maven,"
+  say "Go >= 1.26.6. (not a Debian/Ubuntu system)"
   exit 1
 fi
 
@@ -51,6 +52,7 @@ command -v chromium >/dev/null 2>&1 || want chromium
 command -v chromedriver >/dev/null 2>&1 || want chromium-driver
 command -v java >/dev/null 2>&1 || missing+=(default-jdk-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
+command -v go >/dev/null 2>&1 || missing+=(golang-go)
 
 if [ ${#missing[@]} -eq 0 ]; then
   say "Đã đủ gói hệ thống (all system packages present)."

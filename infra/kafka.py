@@ -308,15 +308,9 @@ class KafkaNode:
         return True
 
     def kill(self) -> None:
-        import signal
+        from infra.procs import kill_now
 
-        from infra.procs import signal_group, wait_dead
-
-        pid = self.pid
-        if pid is not None:
-            signal_group(pid, signal.SIGKILL)
-            wait_dead(pid, 10.0)
-        self.pid_path.unlink(missing_ok=True)
+        kill_now(self.pid, self.pid_path)
 
     def pause(self) -> None:
         import signal

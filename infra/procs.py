@@ -161,6 +161,14 @@ def terminate(pid: int, timeout_s: float = 30.0) -> bool:
     return False
 
 
+def kill_now(pid: int | None, pid_path: Path) -> None:
+    """SIGKILL the group ``pid`` leads (a fault test's kill -9), wait, forget its pid file."""
+    if pid is not None:
+        signal_group(pid, signal.SIGKILL)
+        wait_dead(pid, 10.0)
+    pid_path.unlink(missing_ok=True)
+
+
 class NotReady(Exception):
     """A service did not become ready: it ``exited`` during start-up, or time ran out (``last``
     is the probe's last error, if any)."""
@@ -200,6 +208,27 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def free_port_block(n: int, host: str = "127.0.0.1") -> int:
+    """The first of ``n`` consecutive free ports (the object store's servers take a block)."""
+    import random
+
+    for _ in range(200):
+        base = random.randint(20000, 40000)
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.bind((host, port))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        return base
+    raise StackError(f"no {n} consecutive free ports on {host}")
 
 
 def log_tail(path: Path, lines: int = 25) -> str:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from infra.kafka import KafkaNode
+from infra.objects import ObjectStoreNode
 from infra.postgres import (
     APP_DB,
     APP_ROLE,
@@ -37,6 +38,8 @@ class LocalStack:
         self.state_dir = Path(settings.stack.state_dir).resolve()
         self.kafka = KafkaNode(settings.stack, settings.kafka)
         self.pg = PostgresNode(settings.stack)
+        self.objects = ObjectStoreNode(settings.stack, settings.store) \
+            if settings.stack.object_store else None
 
     @property
     def logs_dir(self) -> Path:
@@ -50,10 +53,16 @@ class LocalStack:
         """Kafka and PostgreSQL, started together (PostgreSQL is ready while the JVM boots)."""
         progress("Đang khởi động PostgreSQL…")
         self.pg.start(wait=False)
+        if self.objects is not None:
+            progress("Đang khởi động kho đối tượng (SeaweedFS S3)…")
+            self.objects.start(sites=[self.settings.watcher.site_id], wait=False)
         progress("Đang khởi động Kafka (KRaft)…")
         self.kafka.start(wait=True)
         self.pg.wait_ready()
         self.pg.ensure_app_database()
+        if self.objects is not None:
+            self.objects.wait_ready()
+            self.objects.ensure_buckets()
 
     def apply_topics(self, topics: TopicsConfig | None = None, **overrides: int | None
                      ) -> ApplyResult:
@@ -66,7 +75,22 @@ class LocalStack:
         kafka = self.kafka.stop()
         progress("Đang dừng PostgreSQL…")
         pg = self.pg.stop()
-        return {"kafka": kafka, "postgres": pg}
+        out = {"kafka": kafka, "postgres": pg}
+        if self.objects is not None:
+            progress("Đang dừng kho đối tượng…")
+            out["objects"] = self.objects.stop()
+        return out
+
+    def component_env(self) -> dict[str, dict[str, str]]:
+        """Each component's own object store key: the agent uploads with its site's, the
+        workers read pages and write outputs with theirs, the consumer gets the reader's."""
+        if self.objects is None:
+            return {}
+        site = self.settings.watcher.site_id
+        return {"watch": {**self.objects.store_env(f"site:{site}"),
+                          "SOHOA_UPLOAD__ENABLED": "true"},
+                "streams": self.objects.store_env("workers"),
+                "consume": self.objects.store_env("reader")}
 
 
 def stack_env(settings: Settings, with_paths: bool = True, reader: bool = False

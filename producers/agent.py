@@ -36,13 +36,14 @@ from producers.filing import FilingMixin
 from producers.layout import Layout, NameMismatch, PageName
 from producers.manifest import manifest_event
 from producers.metrics import AgentMetrics
-from producers.outbox import ENQUEUE_SQL, Known, KnownPage, Outbox
+from producers.outbox import ENQUEUE_SQL, UPLOAD_SQL, Known, KnownPage, Outbox
 from producers.pagecheck import Changed, PageFacts, Rejected, inspect_settled
 from producers.walks import WalksMixin
 from sohoa.config import Settings
 from sohoa.disk import disk_full
 from sohoa.events import Classification
 from sohoa.naming import FileNames
+from sohoa.objectstore import page_uri
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,8 @@ class Agent(WalksMixin, FilingMixin):
         self.workers = workers
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hash")
         self.names = FileNames.of(cfg)
+        # With uploads on, a document's events name its object and wait for its upload.
+        self.upload_bucket = settings.store.pages_bucket if settings.upload.enabled else None
         self._observer: Any = None
         self.missing_roots: set[int] = set()
 
@@ -581,17 +584,26 @@ class Agent(WalksMixin, FilingMixin):
             return
         document = known.document if same_place else self._identity(rootk, c.rel, name)
         stored = self._stored_pages(rootk, c.rel) if known is not None else {}
+        blob = None
+        if self.upload_bucket is not None:
+            blob = facts.sha256
+            uri = page_uri(self.upload_bucket, self.site, facts.sha256)
+        else:
+            uri = c.path.as_uri()
         # Bytes equal to PageScanned.make(...).to_json() (tests/test_watch_units.py), without
         # validating again what the layout and the page check already bounded.
         changes = document_changes(self.site, DocumentRead(
-            name=name, document=document, path=c.rel, uri=c.path.as_uri(),
+            name=name, document=document, path=c.rel, uri=uri,
             sha256=facts.sha256, size=facts.size, media_type=facts.media_type,
             page_sha256=facts.page_sha256 or (facts.sha256,)),
             stored, known.sha256 if same_place else None)
         self._write_document(rootk, c, name, facts, document, "sent")
         self._write_pages(rootk, c.rel, changes.pages)
+        if blob is not None and changes.events:
+            self._writes.append(("upload", (blob, rootk, c.rel, facts.size)))
         for ev in changes.events:
-            self._writes.append(("event", ("site_events", ev)))
+            self._writes.append(("event", ("site_events", ev,
+                                           blob if ev.NAME == "PageScanned" else None)))
         if changes.new_revisions:
             self.metrics.detected.inc(changes.new_revisions)
             self.metrics.last_page.set(time.time())
@@ -681,6 +693,7 @@ class Agent(WalksMixin, FilingMixin):
         pages: list[tuple[Any, ...]] = []
         file_sets: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []
+        uploads: list[tuple[Any, ...]] = []
         now = time.time()
         # Grouped by table, each group in its order: one executemany each, one transaction.
         for op, args in writes:
@@ -694,8 +707,11 @@ class Agent(WalksMixin, FilingMixin):
             elif op == "file_set":
                 file_sets.append(args)
             elif op == "event":
-                kind, ev = args
-                events.append((ev.event_id, kind, ev.NAME, ev.key(), ev.to_json(), now))
+                kind, ev, *blob = args
+                events.append((ev.event_id, kind, ev.NAME, ev.key(), ev.to_json(), now,
+                               blob[0] if blob else None))
+            elif op == "upload":
+                uploads.append((*args, now))
         with self.ob.transaction() as db:
             db.executemany(
                 "INSERT INTO pages (root, path, dir, size, mtime_ns, sha256, fonds, file_code, "
@@ -720,6 +736,7 @@ class Agent(WalksMixin, FilingMixin):
                     f"INSERT INTO file_state (fonds, file_code, {column}) VALUES (?,?,?) "
                     f"ON CONFLICT (fonds, file_code) DO UPDATE SET {column}=excluded.{column}",
                     (fonds, file_code, value))
+            db.executemany(UPLOAD_SQL, uploads)
             db.executemany(ENQUEUE_SQL, events)
             db.executemany(
                 "INSERT INTO file_state (fonds, file_code, last_page) VALUES (?,?,?) "

@@ -7,7 +7,10 @@ so a restart does not re-send an unchanged document; ``doc_pages`` remembers eac
 changed. ``outbox`` holds every event to produce, in order, with its bytes frozen at detection
 time, so a re-send carries the same ``event_id``. A row is marked sent only on Kafka's ack.
 ``files`` holds what the agent knows of each file (fonds, file code): its manifest, whether it
-was closed and when a page last arrived.
+was closed and when a page last arrived. ``uploads`` (schema 3) holds each document file the
+object store must receive before the events that name it are sent (an event's ``blob``):
+content-addressed by its SHA-256, with the multipart upload in progress and its parts in
+``upload_parts``, so an upload cut by a crash resumes where it stopped.
 Each thread opens its own :class:`Outbox` (SQLite connections are not shared across threads).
 """
 
@@ -24,7 +27,7 @@ from pathlib import Path
 from sohoa.events import Event
 from sohoa.naming import nfc
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pages (
@@ -65,7 +68,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     key      TEXT,
     value    BLOB NOT NULL,
     created  REAL NOT NULL,
-    sent     REAL
+    sent     REAL,
+    blob     TEXT              -- uploads.sha256 that must be stored before this is sent
 );
 -- The same fact is queued once, however many times it is detected.
 CREATE UNIQUE INDEX IF NOT EXISTS outbox_event ON outbox (event_id);
@@ -81,6 +85,32 @@ CREATE TABLE IF NOT EXISTS file_state (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS pages_identity ON pages (fonds, file_code, document)
     WHERE state IN ('sent', 'rejected');
+CREATE TABLE IF NOT EXISTS uploads (
+    sha256    TEXT PRIMARY KEY,  -- the document's: object <site>/<sha256[:2]>/<sha256>
+    root      TEXT NOT NULL,     -- where its bytes were found (any present document with the
+    path      TEXT NOT NULL,     --   same SHA-256 serves as well)
+    size      INTEGER NOT NULL,
+    state     TEXT NOT NULL,     -- pending | stored | lost (bytes gone from the disk unsent)
+    created   REAL NOT NULL,
+    stored    REAL,
+    upload_id TEXT,              -- the multipart upload in progress
+    part_size INTEGER,
+    attempts  INTEGER NOT NULL DEFAULT 0,
+    error     TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS uploads_pending ON uploads (created) WHERE state = 'pending';
+CREATE TABLE IF NOT EXISTS upload_parts (
+    sha256   TEXT NOT NULL,
+    number   INTEGER NOT NULL,
+    etag     TEXT NOT NULL,
+    checksum TEXT NOT NULL,      -- base64 SHA-256 of the part, as the store verified it
+    size     INTEGER NOT NULL,
+    PRIMARY KEY (sha256, number)
+) WITHOUT ROWID;
+"""
+# Run after SCHEMA: needs the outbox's `blob` column (added by the migration on old files).
+INDEXES_V3 = """
+CREATE INDEX IF NOT EXISTS outbox_blob ON outbox (blob) WHERE blob IS NOT NULL AND sent IS NULL;
 """
 
 # The columns of `pages` a DocumentRow carries, in its order.
@@ -122,6 +152,14 @@ class Pending:
     value: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class UploadDepth:
+    documents: int
+    pages: int
+    bytes: int
+    oldest_s: float
+
+
 class Outbox:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,10 +184,14 @@ class Outbox:
             if old and column not in old:
                 self.db.execute(f"ALTER TABLE pages ADD COLUMN {column} {kind}")
         self.db.executescript(SCHEMA)  # (commits: not inside a transaction)
+        if version < 2 and old:
+            with self.transaction() as db:
+                upgrade_v1(db)
+        # 2 -> 3: events may wait for their document's upload. Existing rows wait for none.
+        if "blob" not in {r[1] for r in self.db.execute("PRAGMA table_info(outbox)")}:
+            self.db.execute("ALTER TABLE outbox ADD COLUMN blob TEXT")
+        self.db.executescript(INDEXES_V3)
         if version < SCHEMA_VERSION:
-            if old:
-                with self.transaction() as db:
-                    upgrade_v1(db)
             self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -225,10 +267,20 @@ class Outbox:
     # --- outbox -----------------------------------------------------------------------------
 
     def unsent(self, after_seq: int, limit: int) -> list[Pending]:
+        """Unsent events in order, up to the first that waits for an upload: events keep
+        their order (a closing marker never overtakes its file's pages)."""
+        barrier = self.upload_barrier()
         rows = self.db.execute(
             "SELECT seq, event_id, kind, etype, key, value FROM outbox "
-            "WHERE sent IS NULL AND seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
+            "WHERE sent IS NULL AND seq > ? AND seq < ? ORDER BY seq LIMIT ?",
+            (after_seq, barrier if barrier is not None else 2**62, limit))
         return [Pending(*r) for r in rows]
+
+    def upload_barrier(self) -> int | None:
+        """The first unsent event whose document is not stored yet (None: none waits)."""
+        return self.db.execute(
+            "SELECT min(o.seq) FROM uploads u JOIN outbox o ON o.blob = u.sha256 "
+            "AND o.sent IS NULL WHERE u.state = 'pending'").fetchone()[0]
 
     def mark_sent(self, seqs: Iterable[int]) -> None:
         now = time.time()
@@ -241,6 +293,18 @@ class Outbox:
             "SELECT count(*), min(created) FROM outbox WHERE sent IS NULL").fetchone()
         return n, (max(0.0, time.time() - oldest) if oldest else 0.0)
 
+    def upload_depth(self) -> UploadDepth:
+        """Documents waiting for the object store, their bytes, the pages (events) that wait
+        for them and the age of the oldest."""
+        docs, size, oldest = self.db.execute(
+            "SELECT count(*), coalesce(sum(size), 0), min(created) FROM uploads "
+            "WHERE state = 'pending'").fetchone()
+        pages = self.db.execute(
+            "SELECT count(*) FROM uploads u JOIN outbox o ON o.blob = u.sha256 "
+            "AND o.sent IS NULL WHERE u.state = 'pending'").fetchone()[0] if docs else 0
+        return UploadDepth(docs, pages, size,
+                           max(0.0, time.time() - oldest) if oldest else 0.0)
+
     def prune_sent(self, older_than_s: float) -> int:
         cutoff = time.time() - older_than_s
         with self.transaction() as db:
@@ -248,14 +312,20 @@ class Outbox:
                               (cutoff,)).rowcount
 
 
-ENQUEUE_SQL = ("INSERT OR IGNORE INTO outbox (event_id, kind, etype, key, value, created) "
-               "VALUES (?, ?, ?, ?, ?, ?)")
+ENQUEUE_SQL = ("INSERT OR IGNORE INTO outbox (event_id, kind, etype, key, value, created, "
+               "blob) VALUES (?, ?, ?, ?, ?, ?, ?)")
+# A document to store; one found again after its bytes were lost becomes pending again.
+UPLOAD_SQL = ("INSERT INTO uploads (sha256, root, path, size, state, created) "
+              "VALUES (?, ?, ?, ?, 'pending', ?) ON CONFLICT (sha256) DO UPDATE SET "
+              "root = excluded.root, path = excluded.path, error = NULL, "
+              "state = CASE WHEN uploads.state = 'lost' THEN 'pending' ELSE uploads.state END")
 
 
 def enqueue(db: sqlite3.Connection, kind: str, event: Event) -> None:
     """Add one event to the outbox (call inside a transaction, with the page row's update)."""
     db.execute(ENQUEUE_SQL,
-               (event.event_id, kind, event.NAME, event.key(), event.to_json(), time.time()))
+               (event.event_id, kind, event.NAME, event.key(), event.to_json(), time.time(),
+                None))
 
 
 def upgrade_v1(db: sqlite3.Connection) -> None:

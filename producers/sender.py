@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from producers.metrics import AgentMetrics
-from producers.outbox import Outbox
+from producers.outbox import Outbox, UploadDepth
+from producers.uploader import Uploader
 from sohoa.config import Settings
 from sohoa.disk import disk_full
 from sohoa.events import SiteHeartbeat
@@ -67,6 +68,8 @@ class Sender(threading.Thread):
         self.last_error: str | None = None
         self.depth = 0
         self.oldest_s = 0.0
+        self.uploads = UploadDepth(0, 0, 0, 0.0)
+        self.uploader: Uploader | None = None
         self.error: BaseException | None = None
         self._full_until = 0.0  # monotonic time before which a full outbox disk is not retried
         self._signer = Signer.from_settings(settings)
@@ -105,8 +108,14 @@ class Sender(threading.Thread):
         topics = {"site_events": self.settings.topics.site_events,
                   "dead_letters": self.settings.topics.dead_letters}
         flush = getattr(self.metrics, "flush", None)  # PipeMetrics: batched reports
+        if self.settings.upload.enabled:
+            # Its own thread: a part on a slow link never holds up the acks of sent events.
+            self.uploader = Uploader(self.settings, on_stored=self.wake.set)
+            self.uploader.start()
         try:
             while True:
+                if self.uploader is not None and self.uploader.error is not None:
+                    raise RuntimeError(f"uploader failed: {self.uploader.error}")
                 now = time.monotonic()
                 failed_any = self._settle(ob)
                 if flush is not None:
@@ -125,6 +134,7 @@ class Sender(threading.Thread):
                     self.depth, self.oldest_s = ob.depth()
                     self.metrics.depth.set(self.depth)
                     self.metrics.oldest.set(self.oldest_s)
+                    self._upload_depth(ob)
                     next_depth = now + 1.0
                     if self.depth == 0 and not self.inflight:
                         self.drained.set()
@@ -178,6 +188,8 @@ class Sender(threading.Thread):
                     self.wake.wait(0.05 if self.inflight else 0.5)
                     self.wake.clear()
         finally:
+            if self.uploader is not None:
+                self.uploader.stop()
             self._settle(ob)
             if producer is not None:
                 self._close(producer)
@@ -187,6 +199,16 @@ class Sender(threading.Thread):
             if self.depth == 0:
                 self.drained.set()
             ob.close()
+
+    def _upload_depth(self, ob: Outbox) -> None:
+        if self.uploader is None:
+            return
+        self.uploads = ob.upload_depth()
+        m = self.metrics
+        m.upload_pages.set(self.uploads.pages)
+        m.upload_bytes.set(self.uploads.bytes)
+        m.upload_oldest.set(self.uploads.oldest_s)
+        m.uploaded_bytes.set(self.uploader.sent_bytes)
 
     def _sign(self, topic: str, key: str | bytes | None, value: bytes) -> Any:
         """This site's signature headers (sohoa/identity.py); None without a site secret."""
@@ -282,10 +304,15 @@ class Sender(threading.Thread):
 
     def _heartbeat(self, producer: Any) -> None:
         depth, oldest = self.depth, self.oldest_s
+        up = self.uploads
         hb = SiteHeartbeat(
             site_id=self.cfg.site_id, agent_version=self.agent_version, outbox_depth=depth,
             oldest_unsent_age_s=round(oldest, 3), disk_free_bytes=disk_free(self.roots),
             roots=[str(r) for r in self.roots],
+            upload_pending_pages=up.pages, upload_pending_bytes=up.bytes,
+            oldest_unuploaded_age_s=round(up.oldest_s, 3),
+            upload_error=(self.uploader.last_error or "")[:500] or None
+            if self.uploader is not None else None,
         )
         topic, value = self.settings.topics.site_events, hb.to_json()
         try:
@@ -324,6 +351,16 @@ class _Sent:
         self.n += n
 
 
+class _Total:
+    """A counter forwarded as its running total (the agent process adds the difference)."""
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+
 class PipeMetrics:
     """The part of :class:`AgentMetrics` the sender touches, forwarded to the agent process in
     one message per :data:`REPORT_EVERY_S` at most: a message per ack batch kept the agent's
@@ -334,9 +371,13 @@ class PipeMetrics:
         self._lock = threading.Lock()
         self.depth = _Gauge()
         self.oldest = _Gauge()
+        self.upload_pages = _Gauge()
+        self.upload_bytes = _Gauge()
+        self.upload_oldest = _Gauge()
+        self.uploaded_bytes = _Total()
         self.sent = _Sent()
         self._types: collections.Counter[str] = collections.Counter()
-        self._last: tuple[float, float] | None = None
+        self._last: tuple[float, ...] | None = None
         self._next = 0.0
 
     def send(self, msg: tuple[Any, ...]) -> None:
@@ -351,10 +392,11 @@ class PipeMetrics:
         if not force and now < self._next:
             return
         self._next = now + REPORT_EVERY_S
-        gauges = (self.depth.value, self.oldest.value)
+        gauges = (self.depth.value, self.oldest.value, self.upload_pages.value,
+                  self.upload_bytes.value, self.upload_oldest.value, self.uploaded_bytes.value)
         if not self._types and not self.sent.n and gauges == self._last:
             return
-        self.send(("report", gauges[0], gauges[1], dict(self._types), self.sent.n))
+        self.send(("report", gauges, dict(self._types), self.sent.n))
         self._last = gauges
         self._types.clear()
         self.sent.n = 0
@@ -401,6 +443,8 @@ def _watch_parent(conn: Channel, sender: Sender) -> None:
             os._exit(3)
         if msg[0] == "wake":
             sender.wake.set()
+            if sender.uploader is not None:  # a commit may have queued documents to store
+                sender.uploader.wake.set()
         elif msg[0] == "stop":
             sender.stop(msg[1])
         elif msg[0] == "drain":
@@ -512,9 +556,11 @@ class SenderProcess:
                 return
             kind = msg[0]
             if kind == "report":
-                _, self.depth, self.oldest_s, types, sent = msg
+                _, gauges, types, sent = msg
+                self.depth, self.oldest_s = int(gauges[0]), gauges[1]
                 m.depth.set(self.depth)
                 m.oldest.set(self.oldest_s)
+                m.uploads(*gauges[2:])
                 if self.depth > 0:
                     self.drained.clear()
                 for etype, n in types.items():

@@ -127,6 +127,18 @@ class StackConfig(Section):
     monitoring: bool = False
     prometheus_port: int = 19090
     alertmanager_port: int = 19093
+    # The object store (infra/objects.py): SeaweedFS built from its Go module at install time
+    # (cached in ~/.cache/sohoa/seaweedfs-<version>/weed), its S3 gateway on `host`:s3_port;
+    # its master, volume and filer servers and their gRPC ports take weed_port_base + 0..6.
+    object_store: bool = True
+    seaweedfs_version: str = "v0.0.0-20261109003541-7506e5f91cd6"
+    seaweedfs_bin: Path | None = Field(default=None, description="Use an existing weed binary")
+    s3_port: int = 18333
+    weed_port_base: int = 18340
+    # Every object version is kept this long at least (S3 object lock, COMPLIANCE mode): no
+    # key, the admin's included, can delete or shorten it meanwhile.
+    object_lock_days: int = Field(default=30, ge=1)
+    objects_stop_timeout_s: float = 10.0  # weed ignores SIGTERM for a while: then SIGKILL
     start_timeout_s: float = 90.0
     component_grace_s: float = 5.0   # a component that dies this soon after `up` is reported
     stop_timeout_s: float = 30.0     # SIGTERM → SIGKILL after this long in `sohoa down`
@@ -164,6 +176,63 @@ class WatcherConfig(Section):
     once_timeout_s: float = 60.0        # --once: give up draining (exit 75) after this long
     shutdown_flush_s: float = 10.0      # SIGTERM: try this long to send what is queued
     outbox_retain_sent_s: float = 30 * 86400.0  # sent events kept for audit, then pruned
+
+
+class StoreConfig(Section):
+    """The centre's S3-compatible object store (docs/architecture.md, Object store). Each
+    process brings its own key: a site's may write only its own prefix of ``pages_bucket``,
+    the workers' read pages and write outputs, reports and the web page read outputs only."""
+
+    # None: no object store; pages travel as file:// URIs (a site on the centre's LAN).
+    endpoint: str | None = Field(default=None, description="e.g. http://127.0.0.1:18333")
+    region: str = "us-east-1"
+    pages_bucket: str = "sohoa-pages"      # s3://<pages_bucket>/<site>/<sha[:2]>/<sha256>
+    outputs_bucket: str = "sohoa-outputs"  # OCR outputs and packages
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    read_timeout_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/?#\s]+/?$", v):
+            raise ValueError("an http(s)://host:port URL without a path")
+        return v
+
+    @property
+    def enabled(self) -> bool:
+        return self.endpoint is not None
+
+
+class UploadConfig(Section):
+    """The site agent's uploads of documents to the object store (producers/uploader.py)."""
+
+    enabled: bool = False          # needs [store] endpoint and this site's key
+    part_size_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)  # S3's minimum
+    multipart_threshold_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
+    max_bytes_per_s: int = Field(default=0, ge=0)  # 0 = no cap
+    # Working hours when uploads may run, e.g. ["07:30-11:30", "13:30-17:00"] (campaign
+    # timezone); empty = any time. Detection and the outbox go on outside them.
+    hours: list[str] = []
+    days: list[int] = [0, 1, 2, 3, 4, 5, 6]  # Monday=0
+    retry_max_s: float = Field(default=60.0, gt=0)  # longest wait between failed attempts
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, v: list[str]) -> list[str]:
+        for span in v:
+            m = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)", span)
+            if not m or (int(m[1]), int(m[2])) >= (int(m[3]), int(m[4])):
+                raise ValueError(f"not a span HH:MM-HH:MM (start before end): {span!r}")
+        return v
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, v: list[int]) -> list[int]:
+        if any(d < 0 or d > 6 for d in v):
+            raise ValueError("days are 0 (Monday) to 6 (Sunday)")
+        return v
 
 
 class QcConfig(Section):
@@ -622,6 +691,8 @@ class Settings(BaseSettings):
     watcher: WatcherConfig = WatcherConfig()
     qc: QcConfig = QcConfig()
     sources: SourcesConfig = SourcesConfig()
+    store: StoreConfig = StoreConfig()
+    upload: UploadConfig = UploadConfig()
     ocr: OcrConfig = OcrConfig()
     streams: StreamsConfig = StreamsConfig()
     verdict: VerdictConfig = VerdictConfig()
@@ -635,6 +706,15 @@ class Settings(BaseSettings):
     web: WebConfig = WebConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     logging: LoggingConfig = LoggingConfig()
+
+    @model_validator(mode="after")
+    def _upload_needs_store(self) -> Settings:
+        st = self.store
+        if self.upload.enabled and (st.endpoint is None or not st.access_key_id
+                                    or st.secret_access_key is None):
+            raise ValueError("upload.enabled needs [store] endpoint, access_key_id and "
+                             "secret_access_key (this site's key)")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -308,6 +308,12 @@ class SiteHeartbeat(Event):
     oldest_unsent_age_s: float = Field(default=0.0, ge=0)
     disk_free_bytes: int = Field(default=0, ge=0)
     roots: list[str] = Field(default_factory=list)
+    # Object store (issue 21): pages whose document is not stored yet (their events wait in
+    # the outbox too), the bytes to send and the age of the oldest; the uploader's last error.
+    upload_pending_pages: int = Field(default=0, ge=0)
+    upload_pending_bytes: int = Field(default=0, ge=0)
+    oldest_unuploaded_age_s: float = Field(default=0.0, ge=0)
+    upload_error: str | None = Field(default=None, max_length=500)
 
 
 # --- stream events ------------------------------------------------------------------------

@@ -148,3 +148,29 @@ def scanner_pdf(path: Path, jpegs: list[bytes]) -> Path:
     tmp.write_bytes(img2pdf.convert(jpegs))
     tmp.replace(path)
     return path
+
+
+def incompressible_pdf(path: Path, pages: int, bytes_per_page: int, seed: int = 0) -> Path:
+    """A multi-page PDF of uncompressed random grey page images, written to a temp name and
+    renamed: its size on disk is what crosses the wire (upload tests and benchmarks)."""
+    import os
+
+    import pikepdf
+
+    rnd = random.Random(seed)
+    side = int(bytes_per_page ** 0.5)
+    pdf = pikepdf.new()
+    for _ in range(pages):
+        img = pikepdf.Stream(pdf, rnd.randbytes(side * side))
+        img.Type, img.Subtype = pikepdf.Name.XObject, pikepdf.Name.Image
+        img.Width = img.Height = side
+        img.ColorSpace, img.BitsPerComponent = pikepdf.Name.DeviceGray, 8
+        pts = side * 72 / 300
+        page = pdf.add_blank_page(page_size=(pts, pts))
+        page.Resources = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im0=img))
+        page.Contents = pikepdf.Stream(pdf, f"q {pts} 0 0 {pts} 0 0 cm /Im0 Do Q".encode())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    pdf.save(tmp, compress_streams=False)
+    os.replace(tmp, path)
+    return path

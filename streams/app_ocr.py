@@ -256,6 +256,8 @@ class FileProcessor:
                         break
                     await asyncio.sleep(o.backoff_s * 2 ** (failures - 1))
         assert result is not None
+        if result.get("ok") and self.settings.store.enabled:
+            await self._store_outputs(fa, paths)
         common = {"site_id": fa.site_id, "fonds": fa.fonds, "file_code": fa.file_code,
                   "revision": fa.revision}
         if result.get("ok"):
@@ -272,6 +274,26 @@ class FileProcessor:
                                      fa.revision),
             reason=f"{result.get('kind', 'error')}: {result.get('reason', 'unknown')}",
             attempts=max(1, attempts), **common)
+
+    async def _store_outputs(self, fa: FileAssembled, paths: OcrPaths) -> None:
+        """The finished PDF and text into the object store too (streams/outputs.py); a store
+        that is away is waited for, as a full output disk is: the output is not lost."""
+        from sohoa.objectstore import StoreError
+        from streams.outputs import store_outputs
+
+        wait = self.settings.ocr.backoff_s
+        while True:
+            try:
+                await asyncio.to_thread(store_outputs, self.settings.store, fa.site_id,
+                                        fa.fonds, fa.file_code, fa.revision,
+                                        [paths.pdf, paths.text])
+                return
+            except StoreError as exc:
+                log.error("ocr output not stored in the object store; retrying", extra={
+                    "site_id": fa.site_id, "file_code": fa.file_code, "error": str(exc),
+                    "retry_in_s": wait})
+                await asyncio.sleep(wait)
+                wait = min(60.0, wait * 2)
 
     async def _run_with_progress(self, fa: FileAssembled, job: dict[str, Any],
                                  timeout: float) -> dict[str, Any]:

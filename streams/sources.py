@@ -23,17 +23,23 @@ large it is stays at the centre (``SourceRefused.detail``, for its log). Failure
 the site may send (missing, permission, changed since it was scanned) keep their plain reason,
 without any part of the file's actual hash.
 
-Other schemes are refused. Object storage (issue 21) adds a reader for ``s3://`` keyed the same
-way (the site's bucket or prefix), behind the same two calls: :meth:`PageSources.read_verified`
-and :meth:`PageSources.open_verified`.
+An ``s3://`` URI (object storage, ``[store]``) is read only when it names the pages bucket and
+the event's own site's prefix, at the document's content address
+``<site>/<sha256[:2]>/<sha256>`` (``sohoa.objectstore.page_key``); it is downloaded with the
+workers' key (read-only on pages), into memory or an anonymous temporary file, and its SHA-256
+must be the one its key names — by every call, :meth:`PageSources.open_confined` included.
+Other schemes are refused.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
+import re
 import stat
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,7 +47,10 @@ from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 from urllib.parse import unquote_to_bytes, urlsplit
 
+from sohoa.objectstore import parse_uri
+
 REFUSED = "refused: not a page this site may send"
+_KEY_RE = re.compile(r"^(?P<site>[^/]+)/(?P<pre>[0-9a-f]{2})/(?P<sha>[0-9a-f]{64})$")
 _CHUNK = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
@@ -81,11 +90,16 @@ class PageSources:
     it as an argument: build it with :meth:`from_settings` in the parent."""
 
     def __init__(self, roots: dict[str, list[str]], default_roots: list[str],
-                 max_bytes: int, read_timeout_s: float) -> None:
+                 max_bytes: int, read_timeout_s: float, store: Any = None) -> None:
         self.roots = {site: [os.path.abspath(r) for r in rs] for site, rs in roots.items()}
         self.default_roots = list(default_roots)
         self.max_bytes = max_bytes
         self.read_timeout_s = read_timeout_s
+        self.store_cfg = store  # sohoa.config.StoreConfig, or None: s3:// refused
+        self._store: Any = None  # the client, made in each process that reads
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_store": None}  # a botocore client is not picklable
 
     @classmethod
     def from_settings(cls, settings: Any) -> PageSources:
@@ -95,7 +109,8 @@ class PageSources:
             roots[settings.watcher.site_id] = [str(r) for r in settings.watcher.roots]
         for site, cfg in src.sites.items():
             roots[site] = [str(r) for r in cfg.roots]
-        return cls(roots, list(src.default_roots), src.max_bytes, src.read_timeout_s)
+        store = settings.store if settings.store.enabled else None
+        return cls(roots, list(src.default_roots), src.max_bytes, src.read_timeout_s, store)
 
     # --- policy ---------------------------------------------------------------------------
     def roots_for(self, site_id: str) -> list[str]:
@@ -106,6 +121,8 @@ class PageSources:
     def locate(self, site_id: str, uri: str) -> tuple[str, list[str]]:
         """(root, components below it) of a URI this site may name; no disk access."""
         parts = urlsplit(uri)
+        if parts.scheme == "s3":
+            raise SourceRefused("s3 URI where a file was expected")
         if parts.scheme != "file":
             raise SourceRefused(f"scheme {parts.scheme!r} is not read by this worker")
         if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
@@ -126,9 +143,59 @@ class PageSources:
                 return real_root, comps[len(base):]
         raise SourceRefused(f"outside the roots of site {site_id!r}")
 
+    def locate_object(self, site_id: str, uri: str) -> tuple[str, str, str]:
+        """(bucket, key, SHA-256 the key names) of an ``s3://`` URI this site may name."""
+        if self.store_cfg is None:
+            raise SourceRefused("s3 URI but no object store is configured")
+        try:
+            bucket, key = parse_uri(uri)
+        except ValueError as exc:
+            raise SourceRefused(str(exc)) from None
+        m = _KEY_RE.match(key)
+        if bucket != self.store_cfg.pages_bucket or m is None or m["site"] != site_id \
+                or m["sha"][:2] != m["pre"]:
+            raise SourceRefused(f"s3 object outside the prefix of site {site_id!r}")
+        return bucket, key, m["sha"]
+
+    def _client(self) -> Any:
+        if self._store is None:
+            from sohoa.objectstore import ObjectStore
+
+            self._store = ObjectStore(self.store_cfg)
+        return self._store
+
+    def _fetch(self, site_id: str, uri: str, sha256: str | None, out: IO[bytes]) -> int:
+        """Download an object into ``out``, proving its SHA-256 (the key's, and ``sha256``
+        when given); returns its size."""
+        from sohoa.objectstore import StoreError
+
+        bucket, key, named = self.locate_object(site_id, uri)
+        if sha256 is not None and named != sha256:
+            raise SourceRefused("s3 key is not the document's content address")
+        try:
+            actual, size = self._client().get_into(bucket, key, out, self.max_bytes)
+        except StoreError as exc:
+            if exc.code in ("NoSuchKey", "404"):
+                raise SourceError("unreadable: not in the object store (not uploaded yet, "
+                                  "or lost)", str(exc)) from None
+            if exc.code == "TooLarge":
+                raise SourceRefused(str(exc)) from None
+            if exc.code in ("AccessDenied", "403"):
+                raise SourceRefused(f"access denied: {exc}") from None
+            raise SourceError("unreadable: object store unavailable", str(exc)) from None
+        _compare(actual, named)
+        return size
+
     # --- reads ----------------------------------------------------------------------------
     def read_verified(self, site_id: str, uri: str, sha256: str) -> bytes:
         """The page's bytes, after proving they are what the site hashed."""
+        if uri.startswith("s3:"):
+            def fetch() -> bytes:
+                buf = io.BytesIO()
+                self._fetch(site_id, uri, sha256, buf)
+                return buf.getvalue()
+
+            return _within(self.read_timeout_s, fetch, None)
         root, rel = self.locate(site_id, uri)
 
         def work() -> bytes:
@@ -146,6 +213,10 @@ class PageSources:
     def open_verified(self, site_id: str, uri: str, sha256: str) -> Iterator[VerifiedFile]:
         """The page opened and hashed (streamed, not held in memory), rewound for the caller:
         for documents too big to read whole (pikepdf and Pillow open the file or its path)."""
+        if uri.startswith("s3:"):
+            with self._open_object(site_id, uri, sha256) as vf:
+                yield vf
+            return
         root, rel = self.locate(site_id, uri)
 
         def work() -> int:
@@ -177,7 +248,12 @@ class PageSources:
     def open_confined(self, site_id: str, uri: str) -> Iterator[VerifiedFile]:
         """The document opened under the same confinement, not hashed whole: for a reader
         that proves each page it uses by the page's own content digest (QC of a chunk of a
-        500-page document must not hash the whole file again)."""
+        500-page document must not hash the whole file again). An object is still proven
+        whole: its bytes come over the network anyway, and its key names its SHA-256."""
+        if uri.startswith("s3:"):
+            with self._open_object(site_id, uri, None) as vf:
+                yield vf
+            return
         root, rel = self.locate(site_id, uri)
         fd = _within(self.read_timeout_s,
                      lambda: _open_confined(root, rel, self.max_bytes)[0], os.close)
@@ -186,6 +262,21 @@ class PageSources:
             yield VerifiedFile(fh, f"/proc/self/fd/{fd}", os.fstat(fd).st_size)
         finally:
             fh.close()
+
+
+    @contextmanager
+    def _open_object(self, site_id: str, uri: str, sha256: str | None
+                     ) -> Iterator[VerifiedFile]:
+        # An anonymous file (gone with its last descriptor), private to this process.
+        with tempfile.TemporaryFile(prefix="sohoa-page-") as fh:
+            def fetch() -> int:
+                size = self._fetch(site_id, uri, sha256, fh)
+                fh.flush()
+                fh.seek(0)
+                return size
+
+            size = _within(self.read_timeout_s, fetch, None)
+            yield VerifiedFile(fh, f"/proc/self/fd/{fh.fileno()}", size)
 
 
 def _open_confined(root: str, rel: list[str], max_bytes: int) -> tuple[int, int]:

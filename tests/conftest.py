@@ -13,6 +13,13 @@ API (stable, other test files rely on it):
     stack.stop_kafka() / start_kafka() / kill_kafka() (SIGKILL) / pause_kafka() / resume_kafka()
     stack.stop_postgres() / start_postgres()
 
+The session fixture ``objects`` runs a throw-away object store (SeaweedFS S3, infra/objects.py)
+on free ports, with keys for the sites in OBJECT_SITES:
+    objects.node            infra.objects.ObjectStoreNode
+    objects.store(role)     [store] config for "admin", "workers", "reader" or "site:<id>"
+    objects.env(role)       SOHOA_STORE__* variables for that role
+    objects.stop() / start() / kill()
+
 After each test that used ``stack``, a stopped/killed/paused Kafka or PostgreSQL is brought back.
 Tests using ``stack`` are marked ``integration`` automatically.
 Set SOHOA_SKIP_INTEGRATION=1 to skip every integration test (quick unit runs only).
@@ -31,11 +38,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from infra.objects import ObjectStoreNode
 from infra.postgres import FALLBACK_ROOT, discard_cluster
-from infra.procs import StackError, free_port
+from infra.procs import StackError, free_port, free_port_block
 from infra.stack import LocalStack, settings_for_stack, stack_env
 from infra.topics import apply_spec, load_spec
-from sohoa.config import Settings, TopicsConfig
+from sohoa.config import Settings, StoreConfig, TopicsConfig
 
 SKIP_INTEGRATION = os.environ.get("SOHOA_SKIP_INTEGRATION") == "1"
 
@@ -43,7 +51,7 @@ SKIP_INTEGRATION = os.environ.get("SOHOA_SKIP_INTEGRATION") == "1"
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         # A test that uses the real services is an integration test, marked or not.
-        if "stack" in getattr(item, "fixturenames", ()):
+        if {"stack", "objects"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
     if not SKIP_INTEGRATION:
         return
@@ -151,7 +159,8 @@ def _start_stack(tmp_path_factory: pytest.TempPathFactory, attempts: int = 3) ->
         state = tmp_path_factory.mktemp("stack")
         ports = {"kafka_port": free_port(), "kafka_controller_port": free_port(),
                  "postgres_port": free_port()}
-        settings = settings_for_stack(Settings(), state, **ports)
+        # The object store is its own session fixture (`objects`): most tests never need it.
+        settings = settings_for_stack(Settings(), state, object_store=False, **ports)
         # Component paths default to ./.state; keep the tests' out of the working tree.
         settings.watcher.roots = [state / "hotfolder"]
         settings.watcher.outbox_path = state / "outbox.sqlite3"
@@ -213,3 +222,77 @@ if {fallback!r}:
 
 def _sigterm_as_exit(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
+
+
+OBJECT_SITES = ["xa-obj", "xa-khac", "xa-bench"]
+
+
+@dataclass
+class ObjectsHandle:
+    node: ObjectStoreNode
+
+    @property
+    def endpoint(self) -> str:
+        return self.node.endpoint
+
+    def store(self, role: str) -> StoreConfig:
+        return self.node.store_config(role)
+
+    def env(self, role: str) -> dict[str, str]:
+        return self.node.store_env(role)
+
+    def stop(self) -> None:
+        self.node.stop()
+
+    def kill(self) -> None:
+        self.node.kill()
+
+    def start(self) -> None:
+        self.node.start(sites=OBJECT_SITES, wait=True)
+
+
+@pytest.fixture(scope="session")
+def objects(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectsHandle]:
+    if SKIP_INTEGRATION:
+        pytest.skip("SOHOA_SKIP_INTEGRATION=1")
+    state = tmp_path_factory.mktemp("objects")
+    stack_cfg = Settings().stack.model_copy(update={
+        "state_dir": state, "s3_port": free_port(), "weed_port_base": free_port_block(7),
+        "object_lock_days": 1})
+    node = ObjectStoreNode(stack_cfg)
+    _start_weed_watchdog(node)
+    try:
+        node.start(sites=OBJECT_SITES, wait=True)
+        yield ObjectsHandle(node)
+    finally:
+        node.stop(timeout_s=10)
+
+
+@pytest.fixture(autouse=True)
+def _objects_restored(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "objects" not in request.fixturenames:
+        return
+    handle: ObjectsHandle = request.getfixturevalue("objects")
+    if not handle.node.running():
+        handle.start()
+
+
+def _start_weed_watchdog(node: ObjectStoreNode) -> None:
+    script = f"""
+import os, signal, time
+while True:
+    try:
+        os.kill({os.getpid()}, 0)
+    except ProcessLookupError:
+        break
+    time.sleep(2)
+try:
+    p = int(open({str(node.pid_path)!r}).read())
+    os.killpg(p, signal.SIGKILL)
+except (OSError, ValueError):
+    pass
+"""
+    subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)

@@ -17,15 +17,19 @@ T = TypeVar("T")
 class SohoaProcess:
     """One `sohoa …` process with its own log file; stopped (or killed) by the test."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], log: Path,
+                 user: int | None = None, group: int | None = None,
+                 python: str | None = None) -> None:
         self.args = args
         self.log = log
         full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         log.parent.mkdir(parents=True, exist_ok=True)
         self._log_fh = log.open("ab")
+        # ``user``: run as that Unix user (setuid in the child; the log fd is ours).
+        ids = {"user": user, "group": group, "extra_groups": []} if user is not None else {}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sohoa.cli", *args], env=full_env,
-            stdout=self._log_fh, stderr=subprocess.STDOUT, start_new_session=True)
+            [python or sys.executable, "-m", "sohoa.cli", *args], env=full_env,
+            stdout=self._log_fh, stderr=subprocess.STDOUT, start_new_session=True, **ids)
 
     def alive(self) -> bool:
         return self.proc.poll() is None

@@ -113,6 +113,7 @@ def test_up_down_up_keeps_kafka_records_and_postgres_rows(tmp_path):
     metrics_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOHOA_")}
     env.update({f"SOHOA_STACK__{k}": str(v) for k, v in ports.items()})
+    env.update(_object_store_ports())
     env.update({"SOHOA_LOGGING__JSON": "false", "SOHOA_CONSUMER__METRICS_PORT": str(metrics_port),
                 "SOHOA_CONSUMER__METRICS_HOST": "127.0.0.1"})
     bootstrap = f"127.0.0.1:{ports['KAFKA_PORT']}"
@@ -138,6 +139,7 @@ def test_up_down_up_keeps_kafka_records_and_postgres_rows(tmp_path):
         res = _sohoa(env, "down", "--state-dir", str(state))
         assert res.returncode == 0, res.stdout + res.stderr
         assert "Đã dừng Kafka" in res.stdout and "Đã dừng PostgreSQL" in res.stdout
+        assert "Đã dừng kho đối tượng" in res.stdout
         with pytest.raises(psycopg.OperationalError):
             psycopg.connect(dsn, connect_timeout=2)
         res = _sohoa(env, "down", "--state-dir", str(state))
@@ -168,6 +170,13 @@ def test_up_down_up_keeps_kafka_records_and_postgres_rows(tmp_path):
         discard_cluster(state)
 
 
+def _object_store_ports() -> dict[str, str]:
+    from infra.procs import free_port_block
+
+    return {"SOHOA_STACK__S3_PORT": str(free_port()),
+            "SOHOA_STACK__WEED_PORT_BASE": str(free_port_block(7))}
+
+
 def _wait_metrics(url: str, timeout_s: float = 60.0) -> str:
     import time
 
@@ -191,6 +200,7 @@ def test_up_starts_every_component_and_down_stops_them(tmp_path):
                                       "WATCHER__METRICS_PORT")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOHOA_")}
     env.update({f"SOHOA_{k}": str(v) for k, v in ports.items()})
+    env.update(_object_store_ports())
     env["SOHOA_LOGGING__JSON"] = "false"
     urls = {name: f"http://127.0.0.1:{ports[key]}/metrics" for name, key in (
         ("watch", "WATCHER__METRICS_PORT"), ("streams", "STREAMS__WEB_PORT"),
@@ -204,6 +214,15 @@ def test_up_starts_every_component_and_down_stops_them(tmp_path):
         for url in urls.values():
             assert url in res.stdout  # every endpoint is printed
         assert str(state / "hotfolder") in res.stdout
+        s3 = f"http://127.0.0.1:{env['SOHOA_STACK__S3_PORT']}"
+        assert f"Kho đối tượng (S3) sẵn sàng tại {s3}" in res.stdout
+        # The agent uploads with its site's key, the workers read with theirs.
+        agent_env = Path(f"/proc/{(state / 'run' / 'watch.pid').read_text().strip()}/environ")
+        agent_vars = dict(v.split("=", 1) for v in agent_env.read_text().split("\0") if "=" in v)
+        keys = json.loads((state / "secrets" / "objects.json").read_text())
+        assert agent_vars["SOHOA_UPLOAD__ENABLED"] == "true"
+        assert agent_vars["SOHOA_STORE__ACCESS_KEY_ID"] == keys["sites"]["demo"]["access_key_id"]
+        assert keys["sites"]["demo"]["secret_access_key"] not in res.stdout
         # Each component really serves its metrics, with the names docs/architecture.md lists.
         assert "sohoa_watcher_outbox_depth" in _wait_metrics(urls["watch"])
         assert "sohoa_consumer_events_applied_total" in _wait_metrics(urls["consume"])

@@ -220,7 +220,9 @@ def test_an_outbox_from_before_documents_is_upgraded_without_resending(tmp_path:
     db.commit()
     db.close()
     a = _agent(tmp_path, root)
-    assert a.ob.db.execute("PRAGMA user_version").fetchone()[0] == 2
+    from producers.outbox import SCHEMA_VERSION
+
+    assert a.ob.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     a.run(once=True)
     assert _queued(a, "PageScanned") == [], "unchanged pages are not sent again"
     assert a.ob.file_row("F", unicodedata.normalize("NFC", code_nfd)) is not None

@@ -193,18 +193,25 @@ WHERE {same_file("f", "c")} AND (f.closed_at IS NULL OR c.occurred_at < f.closed
 
 HEARTBEATS = """
 INSERT INTO site_heartbeats (site_id, last_heartbeat_at, agent_version, outbox_depth,
-                             oldest_unsent_age_s, disk_free_bytes, roots, event_id)
+                             oldest_unsent_age_s, disk_free_bytes, roots, event_id,
+                             upload_pending_pages, upload_pending_bytes,
+                             oldest_unuploaded_age_s, upload_error)
 SELECT DISTINCT ON (site_id) site_id, occurred_at, doc->>'agent_version',
        (doc->>'outbox_depth')::numeric::integer, COALESCE((doc->>'oldest_unsent_age_s')::float8, 0),
        COALESCE((doc->>'disk_free_bytes')::numeric::bigint, 0), COALESCE(doc->'roots', '[]'::jsonb),
-       event_id
+       event_id, COALESCE((doc->>'upload_pending_pages')::numeric::integer, 0),
+       COALESCE((doc->>'upload_pending_bytes')::numeric::bigint, 0),
+       COALESCE((doc->>'oldest_unuploaded_age_s')::float8, 0), doc->>'upload_error'
 FROM stage WHERE etype = 'SiteHeartbeat'
 ORDER BY site_id, occurred_at DESC, event_id DESC
 ON CONFLICT (site_id) DO UPDATE SET
     last_heartbeat_at = excluded.last_heartbeat_at, agent_version = excluded.agent_version,
     outbox_depth = excluded.outbox_depth, oldest_unsent_age_s = excluded.oldest_unsent_age_s,
     disk_free_bytes = excluded.disk_free_bytes, roots = excluded.roots,
-    event_id = excluded.event_id
+    event_id = excluded.event_id, upload_pending_pages = excluded.upload_pending_pages,
+    upload_pending_bytes = excluded.upload_pending_bytes,
+    oldest_unuploaded_age_s = excluded.oldest_unuploaded_age_s,
+    upload_error = excluded.upload_error
 WHERE (excluded.last_heartbeat_at, excluded.event_id)
     > (site_heartbeats.last_heartbeat_at, site_heartbeats.event_id)
 """

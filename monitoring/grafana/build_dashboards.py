@@ -283,18 +283,27 @@ def site_detail(runbook_url: str) -> dict:
         description="dpi: độ phân giải; colour: không phải ảnh màu; blank: trang trắng; "
                     "skew_deg: nghiêng; sharpness: mờ; missing_page: thiếu trang.")
     b.add("table", "Tình trạng máy trạm", [sql("""
-        SELECT agent_version AS "Phiên bản", last_heartbeat_at AS "Tín hiệu sống gần nhất",
-               outbox_depth AS "Hàng đợi gửi",
-               round(oldest_unsent_age_s::numeric / 60, 1) AS "Chờ lâu nhất (phút)",
-               last_page_at AS "Trang gần nhất"
-        FROM v_site_progress WHERE site_id = '$site'
+        SELECT v.agent_version AS "Phiên bản", v.last_heartbeat_at AS "Tín hiệu sống gần nhất",
+               v.outbox_depth AS "Hàng đợi gửi",
+               round(v.oldest_unsent_age_s::numeric / 60, 1) AS "Chờ lâu nhất (phút)",
+               h.upload_pending_pages AS "Trang chờ tải lên",
+               round(h.upload_pending_bytes::numeric / 1e6, 1) AS "Chờ tải lên (MB)",
+               round(h.oldest_unuploaded_age_s::numeric / 60, 1) AS "Chờ tải lâu nhất (phút)",
+               h.upload_error AS "Lỗi tải lên",
+               v.last_page_at AS "Trang gần nhất"
+        FROM v_site_progress v LEFT JOIN site_heartbeats h USING (site_id)
+        WHERE v.site_id = '$site'
         """)], w=8, h=9)
 
     b.add("timeseries", "Hàng đợi gửi (outbox)", [
         prom(f"sohoa:site_outbox_depth:max{s}", "sự kiện chờ gửi"),
-    ], w=8, h=8, unit="short")
+        prom(f"sohoa:site_upload_pending:pages{s}", "trang chờ tải lên kho", ref="B"),
+    ], w=8, h=8, unit="short",
+        description="Sự kiện chờ gửi về Kafka; trong đó các trang chờ tệp của chúng được tải "
+                    "lên kho lưu trữ (S3) trước.")
     b.add("timeseries", "Trang chờ gửi lâu nhất", [
-        prom(f"sohoa:site_oldest_unsent:seconds{s}", "chờ lâu nhất"),
+        prom(f"sohoa:site_oldest_unsent:seconds{s}", "chờ gửi lâu nhất"),
+        prom(f"sohoa:site_oldest_unuploaded:seconds{s}", "chờ tải lên lâu nhất", ref="B"),
     ], w=8, h=8, unit="s")
     b.add("timeseries", "Sức khỏe máy trạm", [
         prom(f"sohoa:site_heartbeat_age:seconds{s}", "từ tín hiệu sống gần nhất"),
