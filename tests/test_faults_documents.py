@@ -53,7 +53,7 @@ class Run:
             "SOHOA_STREAMS__QC_ENABLED": "true",
             "SOHOA_STREAMS__SITE_DUPLICATE_CHECK": "false",
             "SOHOA_OCR__ENABLED": "false",
-            "SOHOA_QC__WORKERS": "1",
+            "SOHOA_QC__WORKERS": "2",
             "SOHOA_QC__PAGES_PER_TASK": "10",
         }
         assert run_sohoa(["db", "migrate"], self.env).returncode == 0
@@ -82,7 +82,8 @@ class Run:
         def done():
             row = self.file_row()
             return row if row and row[3] == "accepted" and row[2] == PAGES else None
-        return wait_for(done, 420, "the 300-page document accepted, every page checked",
+        # A restarted worker waits out the killed one's group session (about a minute) first.
+        return wait_for(done, 900, "the 300-page document accepted, every page checked",
                         tuple(self.procs.values()), interval=2.0)
 
     def assert_counted_once(self) -> None:
@@ -146,6 +147,7 @@ def test_kill9_of_the_agent_with_a_300_page_pdf_in_its_outbox(stack, tmp_path: P
         run.stop_all()
 
 
+@pytest.mark.timeout(1200)
 def test_kill9_of_the_qc_worker_halfway_through_a_300_page_pdf(stack, tmp_path: Path) -> None:
     """The QC worker is killed when some, not all, of the document's pages are checked; once
     restarted, every page is checked and the file judged once per revision."""
