@@ -337,7 +337,7 @@ class FileAssembled(FileEvent):
     NAME: ClassVar[str] = "FileAssembled"
     VERSION: ClassVar[int] = 2
     revision: int = Field(default=1, ge=1)
-    trigger: Literal["marker", "expected_count", "idle", "late_page"] = "marker"
+    trigger: Literal["marker", "expected_count", "idle", "late_page", "reclassified"] = "marker"
     pages: list[PageRef]
     gaps: list[int] = Field(default_factory=list, description="Numbers missing among those "
                                                               "the documents' names claim")

@@ -173,6 +173,24 @@ class FileProcessor:
         return self.qc_cfg
 
     # --- OCR ----------------------------------------------------------------------------
+    def purge_outputs(self, fa: FileAssembled) -> int:
+        """A file classified (its manifest came late, or changed) keeps no OCR text at the
+        centre: every revision's PDF, text and result made before are removed. Returns how
+        many files were removed."""
+        folder = OcrPaths.for_file(self.settings.ocr.output_dir, fa.site_id, fa.fonds,
+                                   fa.file_code, fa.revision).pdf.parent
+        removed = 0
+        if folder.is_dir():
+            for out in folder.iterdir():
+                if out.is_file() and out.suffix in (".pdf", ".txt", ".json", ".tmp"):
+                    out.unlink()
+                    removed += 1
+        if removed:
+            log.warning("classified file: earlier OCR outputs removed", extra={
+                "site_id": fa.site_id, "fonds": fa.fonds, "file_code": fa.file_code,
+                "removed": removed})
+        return removed
+
     def ocr_skip_reason(self, fa: FileAssembled,
                         checks: dict[PageId, list[dict[str, Any]]]) -> str | None:
         o = self.settings.ocr
@@ -348,6 +366,8 @@ class FileProcessor:
             if self.settings.streams.qc_enabled:
                 checks = await self.check_pages(fa)
             skip = self.ocr_skip_reason(fa, checks)
+            if skip == "classified":
+                self.purge_outputs(fa)
             ocr_ev: OcrCompleted | OcrFailed | None = None
             if skip is None:
                 ocr_ev = await self.ocr(fa)

@@ -193,6 +193,8 @@ class FileState:
                 self.fonds, changed = event.fonds, True
             if event.expected_pages is not None and event.expected_pages != self.expected_pages:
                 self.expected_pages, changed = event.expected_pages, True
+            newly_classified = (event.classification.is_classified
+                                and not Classification(self.classification).is_classified)
             if event.classification.value != self.classification:
                 self.classification, changed = event.classification.value, True
             listed = {d.name: (d.pages, d.language) for d in event.documents}
@@ -202,6 +204,11 @@ class FileState:
                      if d.record is not None and d.record.ten_loai}
             if types != self.types:
                 self.types, changed = types, True
+            if newly_classified and self.assembled:
+                # A manifest that arrives late makes the file classified: assembled again at
+                # once, so the OCR worker skips it and removes what it made before.
+                self._reopen_if_assembled()
+                return True, self._assemble("reclassified", now)
             if changed and not self.assembled and self._count_reached():
                 return True, self._maybe_assemble("expected_count", now)
             return changed, None

@@ -194,3 +194,24 @@ def test_smoothing_keeps_the_page_geometry(tmp_path: Path) -> None:
     bilevel = pages.g4_tiff(tmp_path / "g4.tif", PageSpec(dpi=200))
     with Pix.from_bytes(bilevel.read_bytes()) as pix, pix.smoothed() as same:
         assert same.size == pix.size == (1654, 2339) and same.resolution == (200, 200)
+
+
+def test_a_classified_file_keeps_no_ocr_output_at_the_centre(tmp_path: Path) -> None:
+    from sohoa.config import Settings
+    from sohoa.events import FileAssembled, PageRef
+    from streams.app_ocr import FileProcessor
+
+    settings = Settings(ocr={"output_dir": tmp_path / "ocr"},
+                        streams={"data_dir": tmp_path / "faust"})
+    fa = FileAssembled(site_id="xa-a", fonds="UBND", file_code="HS-1", revision=2,
+                       classification="secret", trigger="reclassified", pages=[PageRef(
+                           document="1.png", uri="file:///x/1.png", document_sha256="a" * 64,
+                           sha256="a" * 64)])
+    r1 = OcrPaths.for_file(tmp_path / "ocr", "xa-a", "UBND", "HS-1", 1)
+    r1.pdf.parent.mkdir(parents=True)
+    for p in (r1.pdf, r1.text, r1.result):
+        p.write_text("what the text layer said")
+    proc = FileProcessor(settings, publish_event=None)
+    assert proc.ocr_skip_reason(fa, {}) == "classified"
+    assert proc.purge_outputs(fa) == 3
+    assert list(r1.pdf.parent.iterdir()) == []

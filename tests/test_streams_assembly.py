@@ -276,3 +276,18 @@ def test_site_duplicate_waits_for_the_content_index() -> None:
     assert st2.due(100.0, idle_timeout_s=3600, late_settle_s=60)
     late = st2.tick(100.0, 3600, 60)
     assert late is not None and late.trigger == "marker"
+
+
+def test_a_late_classified_manifest_reassembles_the_file_as_classified() -> None:
+    """Issue 18: a manifest that arrives after the file was assembled (and maybe OCR'd) and
+    makes it classified reassembles it at once, classified, so the OCR worker skips it and
+    removes what it made before."""
+    st = FileState(S, F)
+    first = _fold(st, [fake_page(S, F, 1), closed(S, F)])[0]
+    assert first.classification == "public" and first.revision == 1
+    changed, again = st.apply(manifest(S, F, None, classification="secret"), 5.0)
+    assert changed and again is not None
+    assert (again.revision, again.trigger, again.classification) == (2, "reclassified",
+                                                                     "secret")
+    # A manifest that leaves it classified, or a public one, does not reassemble it.
+    assert st.apply(manifest(S, F, None, classification="secret"), 6.0)[1] is None
