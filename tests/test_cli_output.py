@@ -65,7 +65,7 @@ def test_status_fits_the_terminal_and_cuts_no_cell(width: int) -> None:
 
 
 def test_a_wider_terminal_shows_more_columns() -> None:
-    narrow, wide = _render(80), _render(260)
+    narrow, wide = _render(80), _render(280)
     assert "Công ty TNHH" not in narrow and "Công ty TNHH Số hóa Đông Nam Bộ" in wide
     assert "màn hình hẹp: ẩn cột" in narrow and "ẩn cột" not in wide
     assert len(wide.splitlines()[1]) > 200  # the width it has is used

@@ -19,6 +19,7 @@ from sohoa.cli import main
 from sohoa.config import MonitoringConfig, Settings
 from sohoa.errors import ConfigError
 from tests.procs import wait_for
+from tests.test_alerts import EXPECTED_ALERTS
 
 BASE = "https://sohoa.tinh.example.gov.vn/so-tay"
 
@@ -34,13 +35,13 @@ def test_the_committed_rules_and_boards_link_to_the_default_runbook() -> None:
     default = MonitoringConfig().runbook_base_url
     assert default == _load_builder().DEFAULT_RUNBOOK
     urls = _runbook_urls(MONITORING)
-    assert len(urls) == 9 and all(u.startswith(default + "#") for u in urls)
+    assert len(urls) == len(EXPECTED_ALERTS) and all(u.startswith(default + "#") for u in urls)
 
 
 def test_build_links_every_alert_and_board_to_the_configured_runbook(tmp_path: Path) -> None:
     out = build(Settings(monitoring={"runbook_base_url": BASE + "/"}), tmp_path / "mon")
     urls = _runbook_urls(out)
-    assert len(urls) == 9
+    assert len(urls) == len(EXPECTED_ALERTS)
     assert all(re.fullmatch(re.escape(BASE) + r"#sohoa[a-z]+", u) for u in urls), urls
     for board in (out / "grafana" / "dashboards").glob("*.json"):
         links = json.loads(board.read_text(encoding="utf-8"))["links"]
@@ -89,7 +90,7 @@ def test_make_run_starts_prometheus_and_alertmanager_on_loopback(tmp_path: Path)
         assert all(r.already_running for r in mon.start())
         rules = _get(f"{mon.prometheus_url}/api/v1/rules")["data"]["groups"]
         alerts = {r["name"] for g in rules for r in g["rules"] if r["type"] == "alerting"}
-        assert len(alerts) == 9 and "SohoaSiteBehindSchedule" in alerts
+        assert alerts == EXPECTED_ALERTS
         runbooks = {r["annotations"]["runbook_url"] for g in rules for r in g["rules"]
                     if r["type"] == "alerting"}
         assert all(u.startswith(MonitoringConfig().runbook_base_url + "#") for u in runbooks)

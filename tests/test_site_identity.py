@@ -27,7 +27,8 @@ TOPIC = "sohoa.site-events"
 
 
 def page(site: str, code: str = "HS-1", n: int = 1) -> PageScanned:
-    return PageScanned.make(site_id=site, fonds="UBND", file_code=code, page_no=n,
+    return PageScanned.make(site_id=site, fonds="UBND", file_code=code,
+                            document=f"{n:03d}.png", number=n,
                             uri=f"file:///srv/{site}/UBND/{code}/{n:03d}.png",
                             sha256=f"{n:064x}", size_bytes=100, media_type="image/png",
                             path=f"UBND/{code}/{n:03d}.png")
