@@ -13,8 +13,8 @@ from werkzeug.security import generate_password_hash
 from sohoa.cli import main
 from sohoa.config import Settings
 from sohoa.errors import ConfigError, ExitCode
-from web.app import _safe_next, create_app
 from tests.test_alerts import EXPECTED_ALERTS
+from web.app import _safe_next, create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "mật-khẩu-đủ-dài"

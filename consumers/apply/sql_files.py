@@ -176,7 +176,8 @@ UPDATE files f SET
     classification = m.doc->>'classification', priority = (m.doc->>'priority')::numeric::smallint,
     start_date = m.doc->>'start_date', end_date = m.doc->>'end_date',
     manifest_documents = COALESCE(m.doc->'documents', '[]'::jsonb),
-    metadata = COALESCE(m.doc->'metadata', '{{}}'::jsonb), record = NULLIF(m.doc->'record', 'null'::jsonb),
+    metadata = COALESCE(m.doc->'metadata', '{{}}'::jsonb),
+    record = NULLIF(m.doc->'record', 'null'::jsonb),
     manifest_at = m.occurred_at
 FROM (SELECT DISTINCT ON (site_id, fonds, file_code) * FROM stage WHERE etype = 'FileManifest'
       ORDER BY site_id, fonds, file_code, occurred_at DESC, event_id DESC) m
