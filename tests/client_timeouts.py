@@ -29,7 +29,6 @@ class ClientTimeouts:
     agent_heartbeat_s: float    # the agent's SiteHeartbeat period
     consumer_session_s: float   # `sohoa consume` (kafka-python): the group evicts it after this
     consumer_request_s: float
-    consumer_reconnect_max_s: float
     consumer_batch_s: float     # a batch closes (and is written) at the latest after this
     streams_session_s: float    # the Faust workers (aiokafka): group session
     streams_request_s: float
@@ -105,7 +104,6 @@ def client_timeouts(env: dict[str, str]) -> ClientTimeouts:
         agent_heartbeat_s=settings.watcher.heartbeat_interval_s,
         consumer_session_s=cons["session_timeout_ms"] / 1000,
         consumer_request_s=cons["request_timeout_ms"] / 1000,
-        consumer_reconnect_max_s=cons["reconnect_backoff_max_ms"] / 1000,
         consumer_batch_s=settings.consumer.batch_max_ms / 1000,
         streams_session_s=float(conf.broker_session_timeout),
         streams_request_s=float(conf.broker_request_timeout),
