@@ -85,6 +85,7 @@ class ProgressConsumer:
         self.parser = ParsePool()
         self.inflight: Parsed | None = None
         self.batches = 0
+        self._poll_failures = 0  # consecutive polls that raised a retriable Kafka error
         self.guard = SiteGuard.from_settings(settings)
 
     # --- PostgreSQL ---------------------------------------------------------------------
@@ -147,7 +148,7 @@ class ProgressConsumer:
             while not self.stop_event.is_set():
                 wait = max_s if batch_started is None else max(
                     0.0, max_s - (time.monotonic() - batch_started))
-                polled = self.consumer.poll(
+                polled = self._poll(
                     timeout_ms=int(wait * 1000) or 1,
                     max_records=max(1, self.cfg.batch_max_events - len(self.pending)))
                 for recs in polled.values():
@@ -167,6 +168,31 @@ class ProgressConsumer:
             self.drain()
         finally:
             self.close()
+
+    def _poll(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        """One poll; a retriable Kafka error (the broker gone) waits with backoff and polls
+        nothing, so what is pending still gets written. kafka-python 3.0 lets such an error
+        out of poll() when the broker dies while it looks up the group coordinator (its wait
+        for a metadata refresh does not catch the refresh's connection error)."""
+        from kafka.errors import KafkaError
+
+        try:
+            polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            self._poll_failures += 1
+            wait = min(0.5 * 2 ** (self._poll_failures - 1), 10.0)
+            log.log(logging.WARNING if self._poll_failures == 1 else logging.DEBUG,
+                    "kafka unavailable while polling; polling again",
+                    extra={"error": f"{type(exc).__name__}: {exc}"[:200], "retry_in_s": wait,
+                           "failures": self._poll_failures})
+            self.stop_event.wait(wait)
+            return {}
+        if self._poll_failures:
+            log.info("kafka polled again", extra={"failures": self._poll_failures})
+            self._poll_failures = 0
+        return polled
 
     def _make_consumer(self) -> Any:
         """The group consumer; waits (with backoff) while no broker answers yet."""

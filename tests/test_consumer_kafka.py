@@ -247,3 +247,67 @@ def test_bad_input_is_dead_lettered_and_metrics_and_status_show_progress(
         assert {"site_id", "file_code", "state", "pages"} <= set(st["files"][0])
     finally:
         proc.stop()
+
+
+def test_a_connection_error_out_of_poll_does_not_stop_the_consumer(stack) -> None:
+    """kafka-python 3.0 lets a KafkaConnectionError out of KafkaConsumer.poll() when the broker
+    dies while the group coordinator is being looked up (its wait for a metadata refresh does
+    not catch the refresh's connection error): the fault suite's broker kill saw `sohoa
+    consume` exit 1 on it, at random. Here the real client's poll raises that error on cue,
+    twice, against the real broker and database; the consumer waits, polls again, and every
+    event lands exactly once."""
+    import threading
+
+    from kafka.errors import KafkaConnectionError
+
+    from consumers.consumer import ProgressConsumer
+    from tests.client_timeouts import settings_of
+
+    events = history(seed=24, sites=2)
+    expected = reference(stack, events)
+    env = consumer_env(stack)
+    assert run_sohoa(["db", "migrate"], env).returncode == 0
+    pc = ProgressConsumer(settings_of(env))
+    fault = {"armed": 0, "raised": 0}
+    build = pc._make_consumer
+
+    def make_consumer():
+        consumer = build()
+        poll = consumer.poll
+
+        def failing_poll(*args, **kw):
+            if fault["armed"]:
+                fault["armed"] -= 1
+                fault["raised"] += 1
+                raise KafkaConnectionError("111 ECONNREFUSED")
+            return poll(*args, **kw)
+
+        consumer.poll = failing_poll
+        return consumer
+
+    pc._make_consumer = make_consumer
+    crashed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            pc.run()
+        except BaseException as exc:
+            crashed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    half = len(events) // 2
+    try:
+        produce(stack, env, events[:half])
+        wait_for(lambda: crashed or applied_count(env) > 0, 120, "the first events applied")
+        fault["armed"] = 2  # the next two polls raise, the rest of the load still to come
+        produce(stack, env, events[half:])
+        target = end_offsets(stack, [env["SOHOA_TOPICS__SITE_EVENTS"],
+                                     env["SOHOA_TOPICS__FILE_EVENTS"]])
+        wait_for(lambda: crashed or caught_up(env, target), 120, "the consumer catching up")
+    finally:
+        pc.stop_event.set()
+        thread.join(60)
+    assert not crashed, f"the consumer stopped on a retriable error: {crashed!r}"
+    assert fault["raised"] == 2
+    assert_same_tables(expected, dump(env["SOHOA_POSTGRES__DSN"]))

@@ -1,6 +1,7 @@
-"""Faults of the OCR worker (`sohoa streams --role ocr`) during a real OCR run fed by the real
-agent — kill -9 and restart; the OCR output's disk full, then freed — after which every file
-has exactly one output PDF and exactly one verdict (real Kafka, PostgreSQL, Tesseract)."""
+"""Faults of the QC/OCR/verdict worker (`sohoa streams --role ocr`) during a real OCR run fed
+by the real agent — kill -9 past its group's session and restart; the OCR output's disk full,
+then freed — after which every file has exactly one output PDF, made once, and exactly one
+verdict, and every count equals the pages on disk (real Kafka, PostgreSQL, Tesseract)."""
 
 from __future__ import annotations
 
@@ -15,25 +16,25 @@ from pathlib import Path
 
 import pytest
 
-from sohoa.events import OcrCompleted, OcrFailed
+from sohoa.events import OcrFailed
 from sohoa.samples import PageSpec, write_page
-from tests.ocr_helpers import assert_pdfa
 from tests.pages import text_lines
 from tests.procs import wait_for
-from tests.test_faults import PAUSE_S, Spine, read_events
+from tests.spine import Spine, read_events
+from tests.test_faults import kill_and_restart, spine_fault
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.ocr]
 
-FILES = int(os.environ.get("SOHOA_FAULT_OCR_FILES", "3"))
-PAGES_PER_FILE = 2
+FILES = int(os.environ.get("SOHOA_FAULT_OCR_FILES", "4"))
+PAGES_PER_FILE = 3
 
 
-def write_files(spine: Spine) -> list[str]:
-    """FILES files of PAGES_PER_FILE text pages each, written as a scanner does, then closed."""
-    codes = [f"HS-{k:05d}" for k in range(FILES)]
+def write_files(spine: Spine, files: int = 3, per_file: int = 2) -> list[str]:
+    """Files of A4 text pages, written as a scanner does, then closed."""
+    codes = [f"HS-{k:05d}" for k in range(files)]
     for k, code in enumerate(codes):
         folder = spine.root / "UBND" / code
-        for n in range(1, PAGES_PER_FILE + 1):
+        for n in range(1, per_file + 1):
             spec = PageSpec(seed=k * 10 + n, text=text_lines(8, k * 3 + n))
             tmp = write_page(folder / f".{n}.tmp.png", spec)
             os.replace(tmp, folder / f"{n:04d}.png")
@@ -43,39 +44,96 @@ def write_files(spine: Spine) -> list[str]:
     return codes
 
 
-def assert_one_output_each(spine: Spine, stack, output_dir: Path, codes: list[str]) -> None:
-    outputs = []
-    for code in codes:
-        pdfs = sorted(output_dir.rglob(f"{code}/*.pdf"))
-        assert len(pdfs) == 1, (code, pdfs)
-        outputs += pdfs
-    assert_pdfa(outputs)
-    done = [e for e in read_events(stack, spine.env["SOHOA_TOPICS__FILE_EVENTS"],
-                                   {"OcrCompleted"}) if isinstance(e, OcrCompleted)]
-    ids = {c: {e.event_id for e in done if e.file_code == c} for c in codes}
-    assert all(len(v) == 1 for v in ids.values()), f"OcrCompleted per file: {ids}"
+def _pdfs(spine: Spine) -> dict[Path, tuple[int, int]]:
+    """Every OCR output PDF now, with its (inode, mtime): a PDF made again changes them."""
+    out = Path(spine.env["SOHOA_OCR__OUTPUT_DIR"])
+    return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*.pdf")}
 
 
-def test_kill9_ocr_worker_during_ocr(stack, tmp_path: Path) -> None:
-    spine = Spine(stack, tmp_path, "phuong-ocr-kill", ocr=True, SOHOA_OCR__BACKOFF_S="1")
-    spine.start()
+def _ocr_running(spine: Spine, for_s: float = 0.0) -> bool:
+    """An OCR job has been running for ``for_s`` seconds (its scratch folder's age)."""
+    work = spine.tmp / "faust" / spine.env["SOHOA_STREAMS__OCR_APP_ID"] / "work"
     try:
-        codes = write_files(spine)
-        work = tmp_path / "faust" / spine.env["SOHOA_STREAMS__OCR_APP_ID"] / "work"
-        wait_for(lambda: work.exists() and any(work.iterdir()), 240, "an OCR job running",
-                 spine.alive_procs(), interval=0.2)
-        time.sleep(1.5)  # inside the engine process, between pages
-        assert spine.pg_verdict_files() < FILES, "every verdict was in before the kill"
-        spine.kill9("ocr")
-        time.sleep(PAUSE_S)
-        spine.start("ocr")
-        pages = FILES * PAGES_PER_FILE
-        spine.files_expected = lambda count=pages: set(codes)  # type: ignore[method-assign]
-        spine.wait_settled(pages=pages, timeout=480)
-        spine.assert_exact(pages=pages)
-        assert_one_output_each(spine, stack, tmp_path / "ocr", codes)
+        return any(time.time() - job.stat().st_ctime >= for_s for job in work.iterdir())
+    except OSError:
+        return False
+
+
+class CommittedPastUnfinishedFile(AssertionError):
+    """The OCR app committed its consumer offset past a FileAssembled it had not finished."""
+
+
+def unfinished_but_committed(spine: Spine) -> list[str]:
+    """FileAssembled records of files with no FileVerdict yet whose partition the OCR app's
+    consumer group has committed past: a restarted worker starts after them, so those files
+    would never get OCR or a verdict. Read from Kafka once the worker is dead."""
+    from kafka import TopicPartition
+
+    from sohoa.kafka_clients import make_admin, make_consumer
+
+    topic = spine.env["SOHOA_TOPICS__FILE_EVENTS"]
+    admin = make_admin(spine.stack.settings.kafka)
+    try:
+        group = spine.env["SOHOA_STREAMS__OCR_APP_ID"]
+        committed = {tp.partition: meta.offset for tp, meta in
+                     admin.list_group_offsets(group).get(group, {}).items()
+                     if tp.topic == topic}
     finally:
-        spine.stop_all()
+        admin.close()
+    consumer = make_consumer(spine.stack.settings.kafka, group_id=None,
+                             consumer_timeout_ms=3000)
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)])
+        consumer.seek_to_beginning()
+        records = [(m.partition, m.offset, json.loads(m.value)) for m in consumer]
+    finally:
+        consumer.close()
+    name = lambda r: r[2].get("schema", {}).get("name")  # noqa: E731
+    done = {r[2].get("file_code") for r in records if name(r) == "FileVerdict"}
+    return [f"{r[2]['file_code']} (partition {r[0]}, offset {r[1]}, committed "
+            f"{committed[r[0]]})" for r in records
+            if name(r) == "FileAssembled" and r[2].get("file_code") not in done
+            and committed.get(r[0], -1) > r[1]]
+
+
+# faust-streaming 0.15.3 (Consumer._new_offset, faust/transport/consumer.py) commits the
+# lowest run of consecutive acked offsets without checking it starts at the committed one
+# when none is committed yet (`if committed_offset:` skips 0 and None), and lets a head gap of
+# exactly one offset through (`min(acked) - committed_offset > 1`). The OCR agent runs with
+# concurrency ocr.concurrency (2): while one actor OCRs a file, the other acks that file's
+# own PageChecked records (same key, later offsets of the same partition), and the commit
+# passes the unfinished FileAssembled. Reported to the lead (issue 18); the OCR app is being
+# reworked elsewhere. Only that failure is expected here: any other one fails the test.
+@pytest.mark.xfail(raises=CommittedPastUnfinishedFile, strict=False,
+                   reason="OCR app commits past an unfinished FileAssembled (issue 18 report)")
+def test_kill9_ocr_worker_mid_run(stack, tmp_path: Path) -> None:
+    """Small text pages that pass QC, so OCR really runs; the kill lands while a file is in
+    OCR, after some files got their verdict and PDF and before the others. Files close one at
+    a time, as a station finishes them, and the kill waits until the file in OCR has been in
+    it for a few of the worker's commit intervals: the window in which a crash loses work if
+    the worker's commits run ahead of it."""
+    stamps: dict[Path, tuple[int, int]] = {}
+    commit_s = 0.5  # SOHOA_STREAMS__COMMIT_INTERVAL_S of the spine
+
+    def at_kill(spine: Spine) -> None:
+        assert float(spine.env["SOHOA_STREAMS__COMMIT_INTERVAL_S"]) == commit_s
+        stamps.update(_pdfs(spine))
+        verdicts = spine.pg_verdict_files()
+        spine.note(f"at the kill: {len(stamps)} PDFs on disk, {verdicts} verdicts")
+        assert 1 <= len(stamps) < FILES, f"PDFs at the kill: {sorted(stamps)}"
+        lost = unfinished_but_committed(spine)
+        if lost:
+            spine.note(f"committed past unfinished files: {lost}")
+            raise CommittedPastUnfinishedFile(
+                f"the OCR app's committed offsets pass unfinished files, which a restart "
+                f"will never process: {lost}")
+
+    spine_fault(stack, tmp_path, "phuong-ocr-kill", kill_and_restart("ocr", at_kill),
+                measure="verdicts", pages=FILES * PAGES_PER_FILE, per_file=PAGES_PER_FILE,
+                kind="text", delay=2.5, ready=lambda spine: _ocr_running(spine, 3 * commit_s),
+                settle_timeout=600,
+                after=lambda spine: spine.assert_ocr_once(stamps),
+                ocr=True, SOHOA_OCR__BACKOFF_S="1")
 
 
 def disk_full_errors(spine: Spine) -> list[dict]:
@@ -137,11 +195,11 @@ def test_ocr_output_disk_full_then_freed(stack, tmp_path: Path) -> None:
             assert not [e for e in failed if isinstance(e, OcrFailed)], failed
             ballast.unlink()
             spine.note("ballast removed")
-            pages = FILES * PAGES_PER_FILE
-            spine.files_expected = lambda count=pages: set(codes)  # type: ignore[method-assign]
+            pages = len(codes) * 2
             spine.wait_settled(pages=pages, timeout=480)
+            spine.assert_restarts()
             spine.assert_exact(pages=pages)  # one verdict per file, no dead letters
-            assert_one_output_each(spine, stack, mnt, codes)
+            spine.assert_ocr_once({})
             failed = read_events(stack, spine.env["SOHOA_TOPICS__FILE_EVENTS"], {"OcrFailed"})
             assert not [e for e in failed if isinstance(e, OcrFailed)], failed
             assert not list(mnt.rglob(".*.tmp")), "temp outputs left behind"

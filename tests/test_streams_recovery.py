@@ -1,6 +1,6 @@
-"""kill -9 of the streams during OCR, then a restart: every file ends with exactly one output
-and one verdict, and the assembly table is rebuilt from its changelog (real Kafka, real
-Faust workers, real Tesseract)."""
+"""kill -9 of the streams during OCR, after some files got their verdict and before the others,
+then a restart: every file ends with exactly one output, made once, and one verdict, and the
+assembly table is rebuilt from its changelog (real Kafka, real Faust workers, real Tesseract)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ SITE = "phuong-an-cuu"
 
 
 def test_kill9_during_ocr_then_restart(stack, tmp_path: Path) -> None:
+    # One file in OCR at a time, so the kill can land between two files' verdicts.
     env = streams_env(stack, tmp_path, ocr=True, SOHOA_QC__WORKERS="1",
-                      SOHOA_OCR__BACKOFF_S="1")
+                      SOHOA_OCR__BACKOFF_S="1", SOHOA_OCR__CONCURRENCY="1")
     site_topic, file_topic = env["SOHOA_TOPICS__SITE_EVENTS"], env["SOHOA_TOPICS__FILE_EVENTS"]
     hot = tmp_path / "hot" / "UBND"
     events = []
@@ -41,14 +42,25 @@ def test_kill9_during_ocr_then_restart(stack, tmp_path: Path) -> None:
                                                                 strict=True)]
     work = tmp_path / "faust" / env["SOHOA_STREAMS__OCR_APP_ID"] / "work"
     first = SohoaProcess(["streams"], env, tmp_path / "first.log")
+
+    def verdict_files() -> set[str]:
+        return {e.file_code for e in read_all(stack, file_topic) if isinstance(e, FileVerdict)}
+
     try:
         send(stack, site_topic, events)
-        wait_for(lambda: work.exists() and any(work.iterdir()), 240, "an OCR job running",
-                 (first,), interval=0.2)
-        time.sleep(1.5)  # well inside an OCR engine process
+        wait_for(lambda: verdict_files() and work.exists() and any(work.iterdir()), 300,
+                 "a verdict, and the next file in OCR", (first,), interval=0.2)
     finally:
         first.kill9()
-    partial = list((tmp_path / "ocr").rglob("*.pdf"))
+    assert first.proc.returncode == -9
+    time.sleep(1)  # what the dead worker's sockets still held has landed by now
+    # The independent count at the kill: verdicts on Kafka, PDFs on disk.
+    at_kill = verdict_files()
+    partial = {p: (p.stat().st_ino, p.stat().st_mtime_ns)
+               for p in (tmp_path / "ocr").rglob("*.pdf")}
+    assert 1 <= len(at_kill) < len(codes), f"verdicts at the kill: {at_kill}"
+    assert {p.parent.name for p in partial} >= at_kill, (partial, at_kill)
+    assert len(partial) < len(codes), f"every PDF was made before the kill: {partial}"
     second = SohoaProcess(["streams"], env, tmp_path / "second.log")
     try:
         send(stack, site_topic, [closed(SITE, "HS-OPEN")])
@@ -64,7 +76,9 @@ def test_kill9_during_ocr_then_restart(stack, tmp_path: Path) -> None:
         evs = read_all(stack, file_topic)
     finally:
         second.stop()
-    assert len(partial) <= len(codes)
+    # The PDFs made before the kill were reused, not made again.
+    for p, stamp in partial.items():
+        assert (p.stat().st_ino, p.stat().st_mtime_ns) == stamp, f"{p} was made again"
     for code in want:
         verdict_ids = {e.event_id for e in evs if isinstance(e, FileVerdict)
                        and e.file_code == code}
