@@ -12,7 +12,7 @@ import faust
 
 from sohoa.config import Settings
 from sohoa.events import DeadLetter, Event, stable_event_id
-from streams import metrics
+from streams import commits, metrics
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def make_app(settings: Settings, app_id: str, web_port: int, partitions: int | N
     kw: dict[str, Any] = {}
     if settings.kafka.security_protocol != "PLAINTEXT":
         kw["broker_credentials"] = _credentials(settings)
-    app = faust.App(
+    app = commits.App(
         app_id,
         broker=[f"kafka://{b}" for b in settings.kafka.bootstrap.split(",")],
         datadir=str(datadir),

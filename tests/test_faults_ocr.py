@@ -96,16 +96,10 @@ def unfinished_but_committed(spine: Spine) -> list[str]:
             and committed.get(r[0], -1) > r[1]]
 
 
-# faust-streaming 0.15.3 (Consumer._new_offset, faust/transport/consumer.py) commits the
-# lowest run of consecutive acked offsets without checking it starts at the committed one
-# when none is committed yet (`if committed_offset:` skips 0 and None), and lets a head gap of
-# exactly one offset through (`min(acked) - committed_offset > 1`). The OCR agent runs with
-# concurrency ocr.concurrency (2): while one actor OCRs a file, the other acks that file's
-# own PageChecked records (same key, later offsets of the same partition), and the commit
-# passes the unfinished FileAssembled. Reported to the lead (issue 18); the OCR app is being
-# reworked elsewhere. Only that failure is expected here: any other one fails the test.
-@pytest.mark.xfail(raises=CommittedPastUnfinishedFile, strict=False,
-                   reason="OCR app commits past an unfinished FileAssembled (issue 18 report)")
+# With two actors the OCR app acks out of order: while one actor OCRs a file, the other acks
+# that file's own PageChecked records (same key, later offsets of the same partition).
+# faust-streaming 0.15.3 alone then commits past the unfinished FileAssembled
+# (streams/commits.py says how); the check at the kill fails the test if that happens again.
 def test_kill9_ocr_worker_mid_run(stack, tmp_path: Path) -> None:
     """Small text pages that pass QC, so OCR really runs; the kill lands while a file is in
     OCR, after some files got their verdict and PDF and before the others. Files close one at
