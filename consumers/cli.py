@@ -9,6 +9,7 @@ import re
 import sys
 from datetime import date, datetime
 from pathlib import Path
+from typing import overload
 
 import click
 
@@ -136,6 +137,14 @@ def _known(items: list[str], what: str, more_hint: str) -> str:
     if len(items) > len(shown):
         text += f" … và {len(items) - len(shown)} {what} khác ({more_hint})"
     return text
+
+
+@overload
+def _site_id(conn, site: str) -> str: ...
+
+
+@overload
+def _site_id(conn, site: None) -> None: ...
 
 
 def _site_id(conn, site: str | None) -> str | None:

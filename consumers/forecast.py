@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
+from typing import TypedDict
 from zoneinfo import ZoneInfo
 
 import holidays
@@ -175,8 +176,15 @@ def forecast_site(
                     bool(deadline is not None and completion > deadline))
 
 
+class RequiredRate(TypedDict):
+    """What :func:`required_rate` returns, as fields of SiteProgress and MonthlyRow."""
+
+    working_days_left: int | None
+    required_per_day: float | None
+
+
 def required_rate(calendar: WorkCalendar, today: date, remaining: int | None,
-                  deadline: date | None) -> dict[str, int | float | None]:
+                  deadline: date | None) -> RequiredRate:
     """Working days from ``today`` to the deadline (both counted) and the pages per working day
     the remaining pages then need: {"working_days_left", "required_per_day"}; the rate is None
     without a plan, and None with pages left but no working day left (the deadline has passed:

@@ -177,7 +177,7 @@ def handover_build(settings: Settings, site, fonds, unit, file_code, sip, out: P
     entries = [entry(p, f) for p, f in built]
     write_documents(work, entries, settings, scope, now)
     work.rename(root)
-    rows = [(_as_row(p), p.pages, {}) for p, _ in built]
+    rows: list[tuple[dict, int, dict]] = [(_as_row(p), p.pages, {}) for p, _ in built]
     _record(settings, "packaged", rows, None, now)
     _record(settings, "handed_over", rows, hid, now)
     click.echo(f"Đã lập hồ sơ bàn giao {root}: {len(entries)} gói, "

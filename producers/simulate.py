@@ -539,7 +539,8 @@ class HotFolderSink:
         self.root = root
         self.marker = settings.watcher.close_marker
         self.px = settings.simulate.image_px
-        self.fail_share = {}  # site_id -> share of pages written below the dpi floor
+        # site_id -> share of pages written below the dpi floor
+        self.fail_share: dict[str, float] = {}
         self.rng = random.Random("hot-folder")
         self.written = 0
 
