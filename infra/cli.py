@@ -14,6 +14,7 @@ from typing import Protocol
 import click
 
 from sohoa.config import Settings, StackConfig, load_config
+from sohoa.errors import ExitCode
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def up(ctx: click.Context, no_components: bool, state_dir: Path | None,
         stack.start_services(progress=_say)
     except StackError as exc:
         _fail(str(exc))
-        sys.exit(1)
+        sys.exit(ExitCode.ERROR)
     _ok(f"Kafka sẵn sàng tại {stack.kafka.bootstrap}")
     _ok(f"PostgreSQL sẵn sàng tại {local.stack.host}:{local.stack.postgres_port}")
     if stack.objects is not None:
@@ -184,7 +185,7 @@ def up(ctx: click.Context, no_components: bool, state_dir: Path | None,
                 _ok(f"{m.name} đã chạy (pid {m.pid}): {m.url}")
 
     _print_endpoints(local, stack, with_components=not no_components)
-    sys.exit(1 if failed else 0)
+    sys.exit(ExitCode.ERROR if failed else ExitCode.OK)
 
 
 def _print_endpoints(local: Settings, stack, with_components: bool) -> None:
