@@ -23,10 +23,10 @@ import psycopg
 from bench.bench_consumer import postgres
 from bench.common import emit
 from consumers.db import migrate, scalar
-from consumers.forecast import WorkCalendar
 from consumers.monthly import build_monthly
 from consumers.monthly_doc import write_monthly
 from sohoa.config import CampaignConfig
+from sohoa.work_calendar import WorkCalendar
 
 
 def fill(dsn: str, sites: int, month_first: date, days_before: int, days: int) -> int:

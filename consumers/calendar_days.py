@@ -1,6 +1,6 @@
 """One-off days off and make-up working days (ngày nghỉ bù, làm bù), per province, unit or
 site: read from the CSV/XLSX the office types, stored in ``calendar_days`` (migration 007),
-applied to every site's :class:`~consumers.forecast.WorkCalendar`.
+applied to every site's :class:`~sohoa.work_calendar.WorkCalendar`.
 
 File: a header row, then one day per row (any column order; Vietnamese headers accepted):
 

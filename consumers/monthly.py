@@ -24,8 +24,9 @@ from psycopg.rows import dict_row
 from consumers import vi
 from consumers.calendar_days import load_calendar
 from consumers.deliverables import SiteDeliverable, by_site
-from consumers.forecast import WorkCalendar, forecast_site, required_rate
+from consumers.forecast import forecast_site, required_rate
 from sohoa.config import CampaignConfig
+from sohoa.work_calendar import WorkCalendar
 
 ON_TRACK = "đúng tiến độ"
 LATE = "chậm tiến độ"

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from consumers.forecast import WorkCalendar
 from sohoa.events import (
     CheckResult,
     Event,
@@ -37,6 +36,7 @@ from sohoa.events import (
     stable_event_id,
 )
 from sohoa.naming import natural_key
+from sohoa.work_calendar import WorkCalendar
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 

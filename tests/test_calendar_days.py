@@ -14,7 +14,7 @@ import pytest
 from openpyxl import Workbook
 
 from consumers.calendar_days import CalendarError, read_calendar
-from consumers.forecast import WorkCalendar
+from sohoa.work_calendar import WorkCalendar
 
 SAT = date(2026, 3, 14)            # a Saturday
 MONDAY = date(2026, 3, 16)
