@@ -25,7 +25,7 @@ from sohoa.events import FileVerdict, PageChecked, PageRemoved, PageScanned, Res
 from sohoa.work_calendar import WorkCalendar
 from tests.artefacts import artefact_dir
 from tests.procs import run_sohoa
-from tests.test_consumer_support import apply_events, as_role, fresh_db
+from tests.progress_store import apply_events, as_role, fresh_db
 
 pytestmark = pytest.mark.integration
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
