@@ -56,7 +56,7 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in PACKAGES:
         try:
             versions[pkg] = metadata.version(pkg)
@@ -138,16 +138,17 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(names))
         return 0
     RESULTS.mkdir(exist_ok=True)
+    benchmarks: list[dict] = []
     report = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
-              "benchmarks": []}
+              "benchmarks": benchmarks}
     for i, name in enumerate(names, 1):
         print(f"[{i}/{len(names)}] {name} …", file=sys.stderr, flush=True)
-        report["benchmarks"].append(run_one(name, args.timeout))
+        benchmarks.append(run_one(name, args.timeout))
     (RESULTS / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
                                          encoding="utf-8")
     (RESULTS / "report.md").write_text(render(report), encoding="utf-8")
     print(f"report: {RESULTS / 'report.md'}", file=sys.stderr)
-    return 1 if any("error" in r for r in report["benchmarks"]) else 0
+    return 1 if any("error" in r for r in benchmarks) else 0
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def _free_port() -> int:
 
 def tiff_template(target_bytes: int) -> tuple[bytes, int]:
     """An uncompressed RGB TIFF of about ``target_bytes`` and the offset of its pixel data."""
-    from PIL import Image
+    from PIL import Image, TiffImagePlugin
 
     side = int((target_bytes / 3) ** 0.5)
     im = Image.frombytes("RGB", (side, side), os.urandom(side * side * 3))
@@ -69,6 +69,7 @@ def tiff_template(target_bytes: int) -> tuple[bytes, int]:
     im.save(buf, "TIFF", compression="raw", dpi=(300, 300))
     data = buf.getvalue()
     check = Image.open(io.BytesIO(data))
+    assert isinstance(check, TiffImagePlugin.TiffImageFile)
     offset = check.tag_v2[273][0] if isinstance(check.tag_v2[273], tuple) else check.tag_v2[273]
     return data, offset
 

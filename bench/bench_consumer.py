@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,7 +31,7 @@ import psycopg
 
 from bench.common import emit
 from consumers.apply import STAGE_COLUMNS, BatchApplier, BatchResult, Prepared, Record, stage_rows
-from consumers.db import migrate
+from consumers.db import migrate, scalar
 from consumers.parsing import ParsePool
 from consumers.synth import SynthConfig, generate
 from sohoa.config import ConsumerConfig
@@ -101,7 +101,7 @@ class Clock:
 
 
 def _write(conn: psycopg.Connection, applier: BatchApplier, prepared: Prepared,
-           timings: Counter[str] | None) -> BatchResult:
+           timings: defaultdict[str, float] | None) -> BatchResult:
     """One batch and its commit, as the consumer does it (the commit timed when profiling)."""
     with conn.transaction():
         res = applier.write(prepared)
@@ -112,7 +112,7 @@ def _write(conn: psycopg.Connection, applier: BatchApplier, prepared: Prepared,
 
 
 def bench_apply(dsn: str, records: list[Record], batch: int,
-                timings: Counter[str] | None = None
+                timings: defaultdict[str, float] | None = None
                 ) -> tuple[tuple[float, float], Counter[str]]:
     """As `sohoa consume` does it: batch N+1 is parsed in the parse process while batch N is
     written. The CPU figure adds the parse process's CPU."""
@@ -155,7 +155,7 @@ class Meter:
 
 
 def bench_side_by_side(apply_dsn: str, raw_dsn: str, records: list[Record], batch: int,
-                       timings: Counter[str] | None = None
+                       timings: defaultdict[str, float] | None = None
                        ) -> tuple[Meter, Meter, Counter[str]]:
     """The applier and a raw COPY of the same batch, one after the other, batch by batch: both
     see the same load from whatever else runs on the machine (a 2-core box shared with other
@@ -213,7 +213,7 @@ def bench_side_by_side(apply_dsn: str, raw_dsn: str, records: list[Record], batc
         return apply_meter, raw_meter, applied
 
 
-def _round(new_db, records: list[Record], batch: int, timings: Counter[str] | None,
+def _round(new_db, records: list[Record], batch: int, timings: defaultdict[str, float] | None,
            replay: bool) -> dict:
     """One side-by-side run on fresh databases (and, ``replay``, the replay of every event)."""
     n = len(records)
@@ -245,7 +245,7 @@ def _round(new_db, records: list[Record], batch: int, timings: Counter[str] | No
     if replay:  # every event a duplicate: what a replay after a crash costs
         (replay_s, _), replayed = bench_apply(applier_db, records, batch)
         with psycopg.connect(applier_db) as conn:
-            out["pages_rows"] = conn.execute("SELECT count(*) FROM pages").fetchone()[0]
+            out["pages_rows"] = scalar(conn, "SELECT count(*) FROM pages")
         out["replay_events_per_s"] = round(n / replay_s)
         out["replayed_applied"] = sum(replayed.values())
     return out
@@ -256,7 +256,7 @@ def run(dsn: str | None, sites: int, files: int, pages: int, batch: int,
     t = time.perf_counter()
     records = build(sites, files, pages)
     print(f"{len(records)} events generated in {time.perf_counter() - t:.1f}s", file=sys.stderr)
-    timings: Counter[str] | None = Counter() if profile else None
+    timings: defaultdict[str, float] | None = defaultdict(float) if profile else None
     rounds = []
     with postgres(dsn) as new_db:
         for i in range(repeat):
@@ -279,7 +279,8 @@ def run(dsn: str | None, sites: int, files: int, pages: int, batch: int,
         "every_round": [{k: r[k] for k in ("apply_vs_raw_copy", "apply_events_per_s",
                                            "apply_vs_raw_copy_cpu", "load_average_1m")}
                         for r in rounds],
-        **({"statement_seconds": {k: round(v / repeat, 3) for k, v in timings.most_common()}}
+        **({"statement_seconds": {k: round(v / repeat, 3) for k, v
+                                  in sorted(timings.items(), key=lambda kv: -kv[1])}}
            if timings is not None else {}),
         "goal": ">= 20000 events/s and >= 0.25 of raw COPY (the median round)",
         "goal_met": median["apply_events_per_s"] >= 20000 and median["apply_vs_raw_copy"] >= 0.25,

@@ -67,7 +67,7 @@ def _facts(code: str, pdf: Path, pages: int):
         "ngon_ngu": "Tiếng Việt", "thoi_gian_bat_dau": "01/01/2019",
         "thoi_gian_ket_thuc": "31/12/2019", "tong_so_van_ban": len(split),
         "so_luong_to": pages, "so_luong_trang": pages, "muc_do_tin_cay": "Số hóa"})
-    docs = {d: DocumentRecord.model_validate({
+    docs: dict[str, DocumentRecord | None] = {d: DocumentRecord.model_validate({
         "so_thu_tu": n, "ten_loai": "Quyết định", "ngay": "12/03/2019",
         "co_quan_ban_hanh": "UBND xã", "trich_yeu": "Về việc …", "ngon_ngu": "Tiếng Việt",
         "so_trang": p, "che_do_su_dung": "Công khai", "muc_do_tin_cay": "Số hóa"})

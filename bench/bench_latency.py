@@ -49,6 +49,7 @@ from bench.common import (
     start_throwaway_stack,
     teardown,
 )
+from consumers.db import scalar
 from sohoa.events import PageScanned
 from sohoa.kafka_clients import make_producer
 
@@ -76,8 +77,7 @@ def _measure(dsn: str, n: int, rate: int, seconds: float, where: str, params: tu
     def poll() -> None:
         with psycopg.connect(dsn, autocommit=True) as c:
             while not stop.is_set():
-                got = c.execute(f"SELECT count(*) FROM pages WHERE {where}",
-                                params).fetchone()[0]
+                got = scalar(c, f"SELECT count(*) FROM pages WHERE {where}", params)
                 polls.append((time.monotonic(), got))
                 if got >= n:
                     return
@@ -248,9 +248,8 @@ def run(rates: list[int], step_s: float, hold_s: float, keep: bool = False,
         with psycopg.connect(dsn) as c:
             tables = ("pages", "page_revisions", "files", "audit_log", "daily_progress",
                       "consumer_offsets", "sites")
-            size = sum(c.execute("SELECT pg_total_relation_size(%s)", (t,)).fetchone()[0]
-                       for t in tables)
-            pages_total = c.execute("SELECT count(*) FROM pages").fetchone()[0]
+            size = sum(scalar(c, "SELECT pg_total_relation_size(%s)", (t,)) for t in tables)
+            pages_total = scalar(c, "SELECT count(*) FROM pages")
         figures = []
         for s in steps:
             r = s["rate"]

@@ -62,11 +62,12 @@ AGENT_GOAL_MB = 150
 def verdict_files(dsn: str) -> int:
     import psycopg
 
+    from consumers.db import scalar
+
     try:
         with psycopg.connect(dsn, connect_timeout=5) as conn:
-            return conn.execute(
-                "SELECT count(*) FROM (SELECT DISTINCT site_id, file_code FROM verdicts) v"
-            ).fetchone()[0]
+            return scalar(
+                conn, "SELECT count(*) FROM (SELECT DISTINCT site_id, file_code FROM verdicts) v")
     except psycopg.OperationalError:
         return 0
 

@@ -95,6 +95,11 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def engine_pids(engines: list) -> list[int]:
+    """The process ids of started OCR engines (a Process has no pid before it starts)."""
+    return [pid for e in engines if (pid := e.proc.pid) is not None]
+
+
 # --- the three contenders -------------------------------------------------------------------
 
 def run_tesseract(files: list[FileAssembled], out: Path) -> tuple[float, float]:
@@ -157,12 +162,12 @@ class Stage:
     def run(self, files: list[FileAssembled], out: Path) -> tuple[float, float, list[Path]]:
         self.settings.ocr.output_dir = out
         pool = self.proc.engine_pool()
-        pids = [e.proc.pid for e in pool._idle]
+        pids = engine_pids(pool._idle)
         cpu0 = sum(proc_cpu(p) for p in pids) + self_cpu()
         t0 = time.perf_counter()
         results = self._ocr(files)
         dt = time.perf_counter() - t0
-        if sorted(e.proc.pid for e in pool._idle) != sorted(pids):
+        if sorted(engine_pids(pool._idle)) != sorted(pids):
             raise RuntimeError("an engine was replaced during the run: CPU not comparable")
         cpu = sum(proc_cpu(p) for p in pids) + self_cpu() - cpu0
         from urllib.parse import unquote, urlsplit

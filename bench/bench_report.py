@@ -22,11 +22,11 @@ import psycopg
 
 from bench.bench_consumer import postgres
 from bench.common import emit
-from consumers.db import migrate
-from consumers.forecast import WorkCalendar
+from consumers.db import migrate, scalar
 from consumers.monthly import build_monthly
 from consumers.monthly_doc import write_monthly
 from sohoa.config import CampaignConfig
+from sohoa.work_calendar import WorkCalendar
 
 
 def fill(dsn: str, sites: int, month_first: date, days_before: int, days: int) -> int:
@@ -35,8 +35,8 @@ def fill(dsn: str, sites: int, month_first: date, days_before: int, days: int) -
     start = month_first - timedelta(days=days_before)
     rows = 0
     with psycopg.connect(dsn) as conn:
-        cid = conn.execute("INSERT INTO campaigns (name, start_date) VALUES ('bench', %s) "
-                           "RETURNING campaign_id", (start,)).fetchone()[0]
+        cid = scalar(conn, "INSERT INTO campaigns (name, start_date) VALUES ('bench', %s) "
+                           "RETURNING campaign_id", (start,))
         with conn.cursor().copy(
                 "COPY sites (site_id, name, unit, contractor, campaign_id, target_pages, "
                 "target_files, deadline, timezone, work_start, work_end, workdays) "

@@ -14,6 +14,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from bench.common import (
     emit,
@@ -142,7 +143,7 @@ def run(n_events: int, keep: bool = False) -> dict:
                 faust_done = now
             time.sleep(0.2)
         spine_s = max(consumer_done, faust_done)
-        result = {
+        result: dict[str, Any] = {
             "name": "spine",
             "events": len(events),
             "pages": pages,

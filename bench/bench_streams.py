@@ -116,7 +116,9 @@ def run(n_files: int, pages: int, bootstrap: str | None) -> dict:
         proc = subprocess.Popen([sys.executable, "-m", "sohoa.cli", "streams", "--role",
                                  "assembly"], env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            first_t = first_n = first_cpu = None
+            first_t: float | None = None
+            first_n = 0.0
+            first_cpu: float | None = None
             deadline = time.monotonic() + 600
             last = 0.0
             while time.monotonic() < deadline:
@@ -133,6 +135,8 @@ def run(n_files: int, pages: int, bootstrap: str | None) -> dict:
                 time.sleep(0.05)
             else:
                 raise RuntimeError("assembly did not finish in 600 s")
+            # The counter reached the total, so the first look that saw events was taken.
+            assert first_t is not None
             if end_t <= first_t:
                 raise RuntimeError(
                     f"all {len(evs)} events were done at the first look at the worker's "

@@ -44,9 +44,11 @@ def pages_in_postgres(dsn: str) -> int:
     """Current pages in the progress store, read directly (the /metrics gauges are cached)."""
     import psycopg
 
+    from consumers.db import scalar
+
     try:
         with psycopg.connect(dsn, connect_timeout=5) as conn:
-            return conn.execute("SELECT count(*) FROM pages WHERE NOT removed").fetchone()[0]
+            return scalar(conn, "SELECT count(*) FROM pages WHERE NOT removed")
     except psycopg.OperationalError:
         return 0
 

@@ -147,8 +147,8 @@ def build_budget(conn: psycopg.Connection, settings: Settings, *, units: list[st
         today = cal.local_today(now)
         as_of = as_of or today
         t = tallies.get(s["site_id"], SizeTally())
-        known = t.a4 + t.a3 + t.larger
-        mix = (Mix.of(t, "site") if known >= reports.budget_min_sample_pages
+        sized = t.a4 + t.a3 + t.larger
+        mix = (Mix.of(t, "site") if sized >= reports.budget_min_sample_pages
                else campaign_mix)
         scanned = int(s["pages_scanned"])
         remaining = max(0, int(s["target_pages"]) - scanned)
@@ -180,6 +180,7 @@ def build_budget(conn: psycopg.Connection, settings: Settings, *, units: list[st
             remaining=remaining, a4=a4, a3=a3, larger=larger, a4_equivalents=eq, prices=prices,
             price_source=source, amount=amount, deadline=s["deadline"],
             working_days_left=left, required_per_day=need, basis=basis))
-    name = conn.execute("SELECT name FROM campaigns ORDER BY imported_at DESC LIMIT 1").fetchone()
-    return BudgetReport(as_of or now.date(), name[0] if name else settings.campaign.name, rows,
-                        sources)
+    campaign = conn.execute(
+        "SELECT name FROM campaigns ORDER BY imported_at DESC LIMIT 1").fetchone()
+    return BudgetReport(as_of or now.date(),
+                        campaign[0] if campaign else settings.campaign.name, rows, sources)

@@ -11,7 +11,7 @@ from pathlib import Path
 from consumers import vi
 from consumers.budget import BudgetReport, BudgetRow
 from consumers.monthly_doc import ROMAN
-from consumers.official import Col, OfficialDoc, Para, Row, Table, write
+from consumers.official import Block, Col, OfficialDoc, Para, Row, RowStyle, Table, write
 from consumers.official import form as official_form
 from sohoa.config import IssuerConfig
 
@@ -36,7 +36,7 @@ def _amount(rows: list[BudgetRow]) -> int | None:
     return None if any(v is None for v in values) else sum(v or 0 for v in values)
 
 
-def _sum(label: str, rows: list[BudgetRow], style: str) -> Row:
+def _sum(label: str, rows: list[BudgetRow], style: RowStyle) -> Row:
     return Row(["", label, "", sum(r.target for r in rows), sum(r.scanned for r in rows),
                 sum(r.remaining for r in rows), sum(r.a4 for r in rows),
                 sum(r.a3 for r in rows), sum(r.larger for r in rows),
@@ -74,7 +74,7 @@ def budget_document(rep: BudgetReport, issuer: IssuerConfig,
     eq = sum(r.a4_equivalents for r in rep.rows)
     total = _amount(rep.rows)
     unpriced = [r for r in rep.rows if r.amount is None]
-    body = [
+    body: list[Block] = [
         Para("I. CĂN CỨ ĐỀ XUẤT", "heading"),
         Para(f"Căn cứ kế hoạch {rep.campaign} ({len(rep.rows)} điểm số hóa thuộc "
              f"{len(rep.units())} đơn vị);", "body"),

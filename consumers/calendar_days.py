@@ -1,6 +1,6 @@
 """One-off days off and make-up working days (ngày nghỉ bù, làm bù), per province, unit or
 site: read from the CSV/XLSX the office types, stored in ``calendar_days`` (migration 007),
-applied to every site's :class:`~consumers.forecast.WorkCalendar`.
+applied to every site's :class:`~sohoa.work_calendar.WorkCalendar`.
 
 File: a header row, then one day per row (any column order; Vietnamese headers accepted):
 
@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 
 from consumers.campaign import parse_date
+from consumers.db import scalar
 from consumers.tabular import TabularError, read_rows
 from sohoa.naming import fold
 
@@ -187,7 +188,7 @@ class CalendarDays:
 
 def load_calendar(conn: psycopg.Connection) -> CalendarDays:
     """Every stored exception; empty on a database from before migration 007."""
-    if conn.execute("SELECT to_regclass('calendar_days')").fetchone()[0] is None:
+    if scalar(conn, "SELECT to_regclass('calendar_days')") is None:
         return CalendarDays()
     out = CalendarDays()
     for scope_kind, scope, day, kind in conn.execute(

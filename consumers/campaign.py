@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from consumers.db import PLAN_LOCK
+from consumers.db import PLAN_LOCK, scalar
 from consumers.tabular import TabularError, read_rows
 from sohoa.config import CampaignConfig
 from sohoa.events import SITE_ID_RE
@@ -206,12 +206,13 @@ def import_plan(conn: psycopg.Connection, rows: list[PlanRow], *, name: str,
         # Taken before any site row is written, so no batch waits for this import's rows
         # while it waits for that batch.
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", PLAN_LOCK)
-        campaign_id = conn.execute(
+        campaign_id = scalar(
+            conn,
             "INSERT INTO campaigns (name, start_date, source) VALUES (%s, %s, %s) "
             "ON CONFLICT (name) DO UPDATE SET start_date = COALESCE(excluded.start_date, "
             "campaigns.start_date), source = excluded.source, imported_at = now() "
-            "RETURNING campaign_id", (name, start_date, source)).fetchone()[0]
-        old_tz = dict(conn.execute(
+            "RETURNING campaign_id", (name, start_date, source))
+        old_tz: dict[str, str] = dict(conn.execute(
             "SELECT site_id, timezone FROM sites WHERE site_id = ANY(%s)",
             ([r.site_id for r in rows],)).fetchall())
         for r in rows:

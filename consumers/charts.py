@@ -31,10 +31,14 @@ def chart_png(rep: MonthlyReport, width_in: float = 10.0, height_in: float = 5.0
     fig = plt.figure(figsize=(width_in, height_in))
     ax = fig.add_axes((0.1, 0.17, 0.87, 0.75))
     actual = [np.nan if a is None else a for a in rep.chart_actual]
-    ax.plot(rep.chart_days, rep.chart_planned, "--", color="#888888", label=PLAN_LABEL)
-    ax.plot(rep.chart_days, actual, "-", color="#1f77b4", linewidth=2, label=ACTUAL_LABEL)
+    # matplotlib converts dates through its units registry (and picks date ticks from them);
+    # its stubs type x as numbers only, hence the ignores.
+    ax.plot(rep.chart_days, rep.chart_planned, "--",  # type: ignore[arg-type]
+            color="#888888", label=PLAN_LABEL)
+    ax.plot(rep.chart_days, actual, "-", color="#1f77b4",  # type: ignore[arg-type]
+            linewidth=2, label=ACTUAL_LABEL)
     first = date(rep.year, rep.month, 1)
-    ax.axvspan(first, rep.as_of, color="#ffe9a8", alpha=0.4,
+    ax.axvspan(first, rep.as_of, color="#ffe9a8", alpha=0.4,  # type: ignore[arg-type]
                label=f"Tháng {rep.month:02d}/{rep.year}")
     ax.set_title(TITLE)
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%d/%m/%Y"))

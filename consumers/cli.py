@@ -9,8 +9,11 @@ import re
 import sys
 from datetime import date, datetime
 from pathlib import Path
+from typing import overload
 
 import click
+
+from sohoa.errors import ExitCode
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +141,14 @@ def _known(items: list[str], what: str, more_hint: str) -> str:
     return text
 
 
+@overload
+def _site_id(conn, site: str) -> str: ...
+
+
+@overload
+def _site_id(conn, site: None) -> None: ...
+
+
 def _site_id(conn, site: str | None) -> str | None:
     """A site given by its id or its plan name (case and accents aside); an unknown one is a
     usage error listing the known sites."""
@@ -259,7 +270,7 @@ def _invalid(title: str, errors: list[str]) -> None:
     click.echo(title, err=True)
     for e in errors:
         click.echo(f"  - {e}", err=True)
-    sys.exit(2)
+    sys.exit(ExitCode.USAGE)
 
 
 def _parse_date_opt(value: str | None) -> date | None:
@@ -536,4 +547,4 @@ def reconcile(ctx: click.Context, site: str, root: Path, as_json: bool) -> None:
             click.echo(f"kho lưu trữ: {res.stored_documents} văn bản có trong kho, "
                        f"{len(res.not_stored)} thiếu, {res.unreferenced_objects} đối tượng "
                        f"không còn trang nào trỏ tới (bản cũ, đã xóa)")
-    sys.exit(0 if res.ok else 1)
+    sys.exit(ExitCode.OK if res.ok else ExitCode.ERROR)

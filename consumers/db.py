@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from importlib import resources
+from typing import Any
 
 import psycopg
 
@@ -22,6 +24,15 @@ PLAN_LOCK = (2, 0)
 # One per site (key: hashtext(site_id)), exclusive, held by a batch from its daily recount to
 # its commit: consumers of one group share sites and days.
 SITE_DAYS_LOCK_CLASS = 1
+
+
+def scalar(conn: psycopg.Connection, sql: str, params: Sequence[Any] | None = None) -> Any:
+    """The first column of the one row ``sql`` returns (an aggregate, ``RETURNING``,
+    ``to_regclass``); LookupError if it returns none."""
+    row = conn.execute(sql, params).fetchone()
+    if row is None:
+        raise LookupError(f"no row from: {sql[:80]}")
+    return row[0]
 
 
 def connect(cfg: PostgresConfig, *, autocommit: bool = False, reader: bool = False,
@@ -75,7 +86,7 @@ class MigrationsPending(RuntimeError):
 
 def pending_migrations(conn: psycopg.Connection) -> list[str]:
     """Names of the shipped migrations this database has not applied (read-only)."""
-    if conn.execute("SELECT to_regclass('schema_migrations')").fetchone()[0] is None:
+    if scalar(conn, "SELECT to_regclass('schema_migrations')") is None:
         return [name for _, name, _ in migration_files()]
     done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
     return [name for version, name, _ in migration_files() if version not in done]

@@ -118,7 +118,10 @@ class FastPageChecked(_FilePage, kw_only=True):
 _HEX_DIGITS = b"0123456789abcdef"  # deleted from a digest's bytes, nothing may be left
 CHECKED_PATTERNS = {"SHA256_RE": r"^[0-9a-f]{64}$", "NAME_RE": r"^[^/\x00-\x1f\x7f]*$"}
 
-_DECODERS = {t.NAME.encode(): msgspec.json.Decoder(t) for t in (FastPageScanned, FastPageChecked)}
+_DECODERS: dict[bytes, msgspec.json.Decoder[FastPageScanned]
+                      | msgspec.json.Decoder[FastPageChecked]] = {
+    FastPageScanned.NAME.encode(): msgspec.json.Decoder(FastPageScanned),
+    FastPageChecked.NAME.encode(): msgspec.json.Decoder(FastPageChecked)}
 _CHECKS = msgspec.json.Decoder(list[_Check])
 _AWARE = msgspec.json.Decoder(Annotated[datetime, Meta(tz=True)])
 

@@ -24,8 +24,9 @@ from psycopg.rows import dict_row
 from consumers import vi
 from consumers.calendar_days import load_calendar
 from consumers.deliverables import SiteDeliverable, by_site
-from consumers.forecast import WorkCalendar, forecast_site, required_rate
+from consumers.forecast import forecast_site, required_rate
 from sohoa.config import CampaignConfig
+from sohoa.work_calendar import WorkCalendar
 
 ON_TRACK = "đúng tiến độ"
 LATE = "chậm tiến độ"
@@ -188,10 +189,10 @@ def build_monthly(conn: psycopg.Connection, campaign: CampaignConfig, year: int,
                    "WHERE day >= %s AND day <= %s", (lookback, last))
         for sid, day, ps, pa in c2:
             daily[sid][day] = (ps, pa)
-    first_day = dict(conn.execute(
+    first_day: dict[str, date] = dict(conn.execute(
         "SELECT site_id, min(day) FROM daily_progress GROUP BY site_id").fetchall())
     planned_ids = [s["site_id"] for s in sites if s["target_pages"] is not None]
-    totals_by_day = dict(conn.execute(
+    totals_by_day: dict[date, int] = dict(conn.execute(
         "SELECT day, sum(pages_scanned) FROM daily_progress WHERE day <= %s "
         "AND site_id = ANY(%s) GROUP BY day", (last, planned_ids)).fetchall())
     exceptions = load_calendar(conn)
@@ -261,8 +262,8 @@ def build_monthly(conn: psycopg.Connection, campaign: CampaignConfig, year: int,
             accepted_cumulative=a_before + acc_month, deadline=deadline,
             planned_to_date=planned_to_date, forecast=fc.completion, assessment=assessment,
             throughput_per_day=fc.throughput_per_day,
-            working_days_left=rate["working_days_left"],  # type: ignore[arg-type]
-            required_per_day=rate["required_per_day"]))  # type: ignore[arg-type]
+            working_days_left=rate["working_days_left"],
+            required_per_day=rate["required_per_day"]))
     actual: list[float | None] = []
     running = 0.0
     for day in chart_days:

@@ -16,7 +16,7 @@ from consumers.cells import cells
 from consumers.charts import add_xlsx_chart, chart_png
 from consumers.deliverables import SiteDeliverable
 from consumers.monthly import DONE, LATE, NO_PLAN, ON_TRACK, MonthlyReport, MonthlyRow, group_status
-from consumers.official import Chart, Col, OfficialDoc, Para, Row, Table, write
+from consumers.official import Block, Chart, Col, OfficialDoc, Para, Row, Table, write
 from consumers.official import form as official_form
 from sohoa.config import IssuerConfig
 
@@ -200,7 +200,7 @@ def proposals(rep: MonthlyReport) -> list[Para]:
 
 def monthly_document(rep: MonthlyReport, issuer: IssuerConfig,
                      doc_date: date | None = None) -> OfficialDoc:
-    body = narrative(rep)
+    body: list[Block] = [*narrative(rep)]
     if rep.at_risk():
         body.append(at_risk_table(rep))
     body += proposals(rep)

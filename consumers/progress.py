@@ -10,8 +10,9 @@ import psycopg
 from psycopg.rows import dict_row
 
 from consumers.calendar_days import CalendarDays, load_calendar
-from consumers.forecast import Forecast, WorkCalendar, forecast_site, required_rate
+from consumers.forecast import Forecast, forecast_site, required_rate
 from sohoa.config import CampaignConfig
+from sohoa.work_calendar import WorkCalendar
 
 
 @dataclass

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from consumers.forecast import WorkCalendar
 from sohoa.events import (
     CheckResult,
     Event,
@@ -37,6 +36,7 @@ from sohoa.events import (
     stable_event_id,
 )
 from sohoa.naming import natural_key
+from sohoa.work_calendar import WorkCalendar
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
@@ -232,10 +232,10 @@ def _gen(cfg: SynthConfig) -> Iterator[tuple[datetime, int, Event]]:
                                            verdict="accepted", pages_total=len(current),
                                            pages_accepted=len(current), occurred_at=t))
         if cfg.heartbeats:
-            for d in days:
+            for day in days:
                 yield emit(SiteHeartbeat(site_id=site, event_id=stable_event_id(
-                    "synth-heartbeat", site, d), agent_version="0.1.0",
-                    outbox_depth=rnd.randint(0, 3), occurred_at=_at(d, rnd)))
+                    "synth-heartbeat", site, day), agent_version="0.1.0",
+                    outbox_depth=rnd.randint(0, 3), occurred_at=_at(day, rnd)))
 
 
 def _path(fonds: str, code: str, document: str) -> str:

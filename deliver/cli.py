@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from sohoa.config import Settings
+from sohoa.errors import ExitCode
 
 
 @click.command("sign")
@@ -124,7 +125,7 @@ def package_build(settings: Settings, site, fonds, unit, file_code, sip, out) ->
     if refused:
         _print_refused(refused)
         click.echo(f"{len(refused)} hồ sơ bị từ chối; không đóng gói.", err=True)
-        sys.exit(1)
+        sys.exit(ExitCode.ERROR)
     now = datetime.now(ZoneInfo(settings.signing.timezone))
     _record(settings, "packaged", [(_as_row(p), p.pages, {}) for p, _ in built], None, now)
     for p, _ in built:
@@ -173,11 +174,11 @@ def handover_build(settings: Settings, site, fonds, unit, file_code, sip, out: P
         shutil.rmtree(work, ignore_errors=True)
         _print_refused(refused)
         click.echo(f"{len(refused)} hồ sơ bị từ chối; không bàn giao.", err=True)
-        sys.exit(1)
+        sys.exit(ExitCode.ERROR)
     entries = [entry(p, f) for p, f in built]
     write_documents(work, entries, settings, scope, now)
     work.rename(root)
-    rows = [(_as_row(p), p.pages, {}) for p, _ in built]
+    rows: list[tuple[dict, int, dict]] = [(_as_row(p), p.pages, {}) for p, _ in built]
     _record(settings, "packaged", rows, None, now)
     _record(settings, "handed_over", rows, hid, now)
     click.echo(f"Đã lập hồ sơ bàn giao {root}: {len(entries)} gói, "
@@ -220,5 +221,5 @@ def handover_verify(settings: Settings, directory: Path, trust, record: bool) ->
             click.echo(f"(không ghi được vào kho tiến độ: {exc})", err=True)
     if not rep.ok:
         click.echo(f"KHÔNG ĐẠT: {len(rep.faults)} lỗi.", err=True)
-        sys.exit(1)
+        sys.exit(ExitCode.ERROR)
     click.echo(f"ĐẠT: {len(rep.packages)} gói, {rep.checked_pdfs} bản PDF/A đã kiểm tra.")

@@ -189,9 +189,9 @@ def premis(objects: list[etree._Element], events: list[PremisEvent],
                P("eventType", ev.type), P("eventDateTime", _iso(ev.at)),
                P("eventDetailInformation", P("eventDetail", ev.detail)),
                P("eventOutcomeInformation", P("eventOutcome", ev.outcome)))
-        for a in ev.agents:
+        for agent_id in ev.agents:
             el.append(P("linkingAgentIdentifier", P("linkingAgentIdentifierType", "local"),
-                        P("linkingAgentIdentifierValue", a)))
+                        P("linkingAgentIdentifierValue", agent_id)))
         for o in ev.objects:
             el.append(P("linkingObjectIdentifier", P("linkingObjectIdentifierType", "local"),
                         P("linkingObjectIdentifierValue", o)))

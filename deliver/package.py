@@ -189,8 +189,9 @@ def _premis(f: FileFacts, docs: list[DocumentEntry], settings: Settings, pid: st
                                   f"Nghiệm thu hồ sơ (lần {f.revision}): đạt", "success",
                                   ["agent-sohoa"], every))
     rep = ipxml.premis(objects, events, agents, "../../../../schemas/premis.xsd")
-    pkg_objects = [ipxml.premis_entity_object(pid, f.record.tieu_de if f.record else pid,
-                                              "intellectualEntity")]
+    title = f.record.tieu_de if f.record else pid
+    assert title is not None  # a record without its title is refused before (facts.py)
+    pkg_objects = [ipxml.premis_entity_object(pid, title, "intellectualEntity")]
     pkg_events = [PremisEvent("ev-package", "information package creation", now,
                               f"Đóng gói AIP_hoso {pid} (E-ARK CSIP 2.0.4)", "success",
                               ["agent-sohoa"], [pid])]

@@ -200,7 +200,8 @@ def _text_width(font: Path, text: str, size: float) -> float:
     return total * size / upem
 
 
-def _stamp_box(page: Any, width: float, height: float, margin: float) -> tuple[int, ...]:
+def _stamp_box(page: Any, width: float, height: float, margin: float
+               ) -> tuple[int, int, int, int]:
     """The field's rectangle at the visual top right of a page (its /Rotate honoured)."""
     x0, y0, x1, y1 = (float(v) for v in page.mediabox)
     rot = int(page.obj.get("/Rotate", 0)) % 360
@@ -212,7 +213,8 @@ def _stamp_box(page: Any, width: float, height: float, margin: float) -> tuple[i
         box = (x0 + margin, y0 + margin, x0 + margin + height, y0 + margin + width)
     else:
         box = (x1 - margin - width, y1 - margin - height, x1 - margin, y1 - margin)
-    return tuple(round(v) for v in box)
+    left, bottom, right, top = box
+    return round(left), round(bottom), round(right), round(top)
 
 
 def sign_pdf(src: Path, dst: Path, key: SigningKey, cfg: SigningConfig,

@@ -9,14 +9,24 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Protocol
 
 import click
 
 from sohoa.config import Settings, StackConfig, load_config
+from sohoa.errors import ExitCode
 
 log = logging.getLogger(__name__)
 
 _DEFAULT_STATE = StackConfig().state_dir
+
+
+class _Node(Protocol):
+    """A server of the local stack (Kafka, PostgreSQL, the object store)."""
+
+    def running(self) -> bool: ...
+
+    def stop(self) -> object: ...
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -103,7 +113,7 @@ def up(ctx: click.Context, no_components: bool, state_dir: Path | None,
         stack.start_services(progress=_say)
     except StackError as exc:
         _fail(str(exc))
-        sys.exit(1)
+        sys.exit(ExitCode.ERROR)
     _ok(f"Kafka sẵn sàng tại {stack.kafka.bootstrap}")
     _ok(f"PostgreSQL sẵn sàng tại {local.stack.host}:{local.stack.postgres_port}")
     if stack.objects is not None:
@@ -165,17 +175,17 @@ def up(ctx: click.Context, no_components: bool, state_dir: Path | None,
         from infra.monitoring import LocalMonitoring
 
         _say("Đang khởi động Prometheus và Alertmanager…")
-        for r in LocalMonitoring(local).start():
-            if r.error:
+        for m in LocalMonitoring(local).start():
+            if m.error:
                 failed = True
-                _fail(f"{r.name}: {r.error}")
-            elif r.already_running:
-                _ok(f"{r.name} đang chạy sẵn (pid {r.pid}): {r.url}")
+                _fail(f"{m.name}: {m.error}")
+            elif m.already_running:
+                _ok(f"{m.name} đang chạy sẵn (pid {m.pid}): {m.url}")
             else:
-                _ok(f"{r.name} đã chạy (pid {r.pid}): {r.url}")
+                _ok(f"{m.name} đã chạy (pid {m.pid}): {m.url}")
 
     _print_endpoints(local, stack, with_components=not no_components)
-    sys.exit(1 if failed else 0)
+    sys.exit(ExitCode.ERROR if failed else ExitCode.OK)
 
 
 def _print_endpoints(local: Settings, stack, with_components: bool) -> None:
@@ -250,7 +260,7 @@ def down(ctx: click.Context, state_dir: Path | None) -> None:
             _ok(f"Đã dừng {name}")
         else:
             click.secho(f"⚠ sohoa {name} không tự dừng kịp, đã buộc dừng (SIGKILL)", fg="yellow")
-    nodes = [("Kafka", stack.kafka), ("PostgreSQL", stack.pg)]
+    nodes: list[tuple[str, _Node]] = [("Kafka", stack.kafka), ("PostgreSQL", stack.pg)]
     if stack.objects is not None:
         nodes.append(("kho đối tượng (SeaweedFS)", stack.objects))
     for label, node in nodes:

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from sohoa.config import Settings, load_config
+from sohoa.errors import ExitCode
 from sohoa.samples import PageSpec, write_page
 
 DEMO_FILES = {
@@ -78,7 +79,7 @@ def main(timeout: float) -> None:
         click.echo(f"Chỉ ghi nhận {seen}/{total} trang sau {timeout:.0f} giây. "
                    "Xem nhật ký trong .state/logs/ (watch.log, streams.log, consume.log).",
                    err=True)
-        sys.exit(1)
+        sys.exit(ExitCode.ERROR)
     click.echo("Xong: mọi trang mẫu đã đi từ thư mục quét qua Kafka vào PostgreSQL.")
 
 

@@ -10,6 +10,7 @@ rules and Alertmanager configuration, so a user of `make run` sees the alerts.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -118,6 +119,9 @@ class LocalMonitoring:
     def pid(self, name: str) -> int | None:
         return running_pid(self.pid_path(name), str(self.root))
 
+    def _exited(self, name: str) -> bool:
+        return self.pid(name) is None
+
     def start(self) -> list[Started]:
         from infra.procs import NotReady, poll_ready, port_open
 
@@ -140,8 +144,8 @@ class LocalMonitoring:
             pid = spawn_detached(argv, log_path=self.log_path(name),
                                  pid_path=self.pid_path(name), env=env, cwd=cwd)
             try:
-                poll_ready(lambda port=port: port_open(s.host, port),
-                           exited=lambda name=name: self.pid(name) is None, timeout_s=30,
+                poll_ready(functools.partial(port_open, s.host, port),
+                           exited=functools.partial(self._exited, name), timeout_s=30,
                            interval_s=0.2, retry_on=(OSError,))
                 error = ""
             except NotReady:

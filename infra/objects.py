@@ -42,6 +42,7 @@ from infra.procs import (
     terminate,
 )
 from sohoa.config import StackConfig, StoreConfig
+from sohoa.errors import ExitCode
 
 log = logging.getLogger(__name__)
 
@@ -326,23 +327,23 @@ class ObjectStoreNode:
         kill_now(self.pid, self.pid_path)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str]) -> ExitCode:
     """``python -m infra.objects build``: the binary, built once (``make install``)."""
     from sohoa.config import load_config
 
     if argv[:1] != ["build"]:
         print("usage: python -m infra.objects build", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     stack = load_config().stack
     if not stack.object_store:
-        return 0
+        return ExitCode.OK
     try:
         path = ensure_weed(stack)
     except StackError as exc:
         print(str(exc), file=sys.stderr)
-        return 1
+        return ExitCode.ERROR
     print(f"SeaweedFS: {path}")
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -25,12 +25,13 @@ def spawn_detached(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     pid_path.parent.mkdir(parents=True, exist_ok=True)
     # setuid in the child itself (no runuser wrapper), so the pid file holds the real server.
-    ids = {"user": user, "group": group, "extra_groups": []} if user is not None else {}
+    as_user = user is not None
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
             list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
-            **ids,
+            user=user, group=group if as_user else None,
+            extra_groups=[] if as_user else None,
         )
     pid_path.write_text(f"{proc.pid}\n")
     # Kept so alive() can reap our own dead children instead of seeing zombies.

@@ -64,9 +64,12 @@ class LocalStack:
             self.objects.wait_ready()
             self.objects.ensure_buckets()
 
-    def apply_topics(self, topics: TopicsConfig | None = None, **overrides: int | None
-                     ) -> ApplyResult:
-        specs = load_spec(topics or self.settings.topics, **overrides)
+    def apply_topics(self, topics: TopicsConfig | None = None, *,
+                     replication_factor: int | None = None,
+                     min_insync_replicas: int | None = None) -> ApplyResult:
+        specs = load_spec(topics or self.settings.topics,
+                          replication_factor=replication_factor,
+                          min_insync_replicas=min_insync_replicas)
         return apply_spec(self.settings.kafka, specs)
 
     def stop_services(self, progress: Progress = _quiet) -> dict[str, bool]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from infra.kafka import java_bin
 from infra.maven import fetch_jars
 from sohoa.config import StackConfig
+from sohoa.errors import ExitCode
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def parse_report(report: dict, paths: list[Path]) -> list[Verdict]:
             for p in paths]
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> ExitCode:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--ensure", action="store_true", help="fetch the jars if missing")
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     verdicts = validate(args.files, args.flavour)
     for v in verdicts:
         print(v.summary())
-    return 0 if all(v.compliant for v in verdicts) else 1
+    return ExitCode.OK if all(v.compliant for v in verdicts) else ExitCode.ERROR
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ document whose NFC name is already held in its file by another spelling gets ``n
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -543,7 +544,11 @@ class Agent(WalksMixin, FilingMixin):
                                    self.cfg.max_file_bytes)
             for key, _ in batch:
                 self.hashing[key] = fut
-            fut.add_done_callback(lambda f, b=batch: self.inbox.put(("hashed", (b, f))))
+            fut.add_done_callback(functools.partial(self._hashed, batch))
+
+    def _hashed(self, batch: list[tuple[str, Candidate]], fut: Future[Any]) -> None:
+        """A hashing batch finished (in a pool thread): the loop takes it from the inbox."""
+        self.inbox.put(("hashed", (batch, fut)))
 
     def _on_hashed(self, key: str, c: Candidate, result: PageFacts | BaseException) -> None:
         self.hashing.pop(key, None)
@@ -576,13 +581,16 @@ class Agent(WalksMixin, FilingMixin):
         assert name is not None
         rootk = self.root_keys[c.root]
         known = self._pending_doc(rootk, c.rel) or c.known
-        same_place = known is not None and known.file_code == name.file_code and \
-            known.fonds == name.fonds and known.document is not None
-        if same_place and known.sha256 == facts.sha256 and known.state in ("sent", "rejected"):
+        # The row of this path when it names the same file: the page keeps its document.
+        same = known if known is not None and known.file_code == name.file_code and \
+            known.fonds == name.fonds else None
+        kept = same.document if same is not None else None
+        if same is not None and kept is not None and same.sha256 == facts.sha256 and \
+                same.state in ("sent", "rejected"):
             # Touched or copied over with the same bytes: nothing new to count.
-            self._write_document(rootk, c, name, facts, known.document, "sent")
+            self._write_document(rootk, c, name, facts, kept, "sent")
             return
-        document = known.document if same_place else self._identity(rootk, c.rel, name)
+        document = kept if kept is not None else self._identity(rootk, c.rel, name)
         stored = self._stored_pages(rootk, c.rel) if known is not None else {}
         blob = None
         if self.upload_bucket is not None:
@@ -596,7 +604,7 @@ class Agent(WalksMixin, FilingMixin):
             name=name, document=document, path=c.rel, uri=uri,
             sha256=facts.sha256, size=facts.size, media_type=facts.media_type,
             page_sha256=facts.page_sha256 or (facts.sha256,)),
-            stored, known.sha256 if same_place else None)
+            stored, same.sha256 if same is not None and kept is not None else None)
         self._write_document(rootk, c, name, facts, document, "sent")
         self._write_pages(rootk, c.rel, changes.pages)
         if blob is not None and changes.events:

@@ -13,13 +13,10 @@ from typing import Any
 import click
 
 from sohoa.config import Settings
+from sohoa.errors import ExitCode
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: Kafka unreachable (events kept), or another agent holds the lock
-EXIT_CONFIG = 78    # EX_CONFIG: bad configuration; restarting will not help
 
 _SITE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -83,7 +80,7 @@ class InstanceLock:
             self._fh = None
 
 
-def run_agent(settings: Settings, once: bool) -> int:
+def run_agent(settings: Settings, once: bool) -> ExitCode:
     """Run the agent; return the process exit code."""
     from producers.agent import Agent
     from producers.metrics import AgentMetrics
@@ -99,30 +96,30 @@ def run_agent(settings: Settings, once: bool) -> int:
     except ConfigProblem as exc:
         click.echo(f"Lỗi cấu hình: {exc}", err=True)
         log.error("bad configuration", extra={"error": str(exc)})
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
     lock = InstanceLock(cfg.outbox_path.with_name(cfg.outbox_path.name + ".lock"))
     try:
         if not lock.acquire():
             click.echo(f"Một tác tử khác đang chạy với cùng hàng đợi {cfg.outbox_path} "
                        f"(another agent holds the outbox lock)", err=True)
-            return EXIT_TEMPFAIL
+            return ExitCode.TEMPFAIL
     except OSError as exc:
         click.echo(f"Lỗi cấu hình: không tạo được {cfg.outbox_path}: {exc}", err=True)
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
     metrics = AgentMetrics(cfg.site_id)
     if cfg.metrics_port is not None:
         try:
             metrics.serve(cfg.metrics_port, cfg.metrics_addr)
         except OSError as exc:
             click.echo(f"Lỗi cấu hình: cổng metrics {cfg.metrics_port}: {exc}", err=True)
-            return EXIT_CONFIG
+            return ExitCode.CONFIG
     try:
         agent = Agent(settings, metrics)
     except Exception as exc:
         # sqlite3 errors opening the outbox (bad path, read-only disk) land here.
         click.echo(f"Lỗi cấu hình: không mở được hàng đợi {cfg.outbox_path}: {exc}", err=True)
         log.error("cannot open outbox", extra={"error": str(exc)})
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
     sender = SenderProcess(settings, metrics, __version__, agent.roots)
     agent.wake_sender = sender.wake
     agent.sender = sender
@@ -144,14 +141,14 @@ def run_agent(settings: Settings, once: bool) -> int:
         log.error("cannot start the outbox sender process", extra={"error": str(exc)})
         agent.close()
         lock.release()
-        return EXIT_ERROR
-    code = EXIT_OK
+        return ExitCode.ERROR
+    code = ExitCode.OK
     try:
         agent.run(once=once)
     except Exception:
         log.exception("agent failed")
-        code = EXIT_ERROR
-    if once and code == EXIT_OK and not agent.stop_event.is_set():
+        code = ExitCode.ERROR
+    if once and code == ExitCode.OK and not agent.stop_event.is_set():
         sender.stop_when_drained(cfg.once_timeout_s)
     else:
         sender.stop(cfg.shutdown_flush_s)
@@ -159,15 +156,15 @@ def run_agent(settings: Settings, once: bool) -> int:
     agent.close()
     lock.release()
     if sender.error is not None:
-        return EXIT_ERROR
-    if code != EXIT_OK:
+        return ExitCode.ERROR
+    if code != ExitCode.OK:
         return code
     if once and not sender.drained.is_set():
         click.echo(f"Kafka không truy cập được: còn {sender.depth} sự kiện trong hàng đợi, "
                    f"sẽ gửi lần sau (events kept in the outbox)", err=True)
-        return EXIT_TEMPFAIL
+        return ExitCode.TEMPFAIL
     log.info("agent stopped", extra={"outbox_depth": sender.depth})
-    return EXIT_OK
+    return ExitCode.OK
 
 
 @click.command("watch")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from sohoa.config import Settings
+from sohoa.errors import ExitCode
 
 
 @click.group("metadata")
@@ -51,7 +52,7 @@ def import_(settings: Settings, path: Path, root: Path | None, dry_run: bool) ->
         for line in exc.errors:
             click.echo(line, err=True)
         click.echo(f"{len(exc.errors)} lỗi; không ghi gì.", err=True)
-        sys.exit(2)
+        sys.exit(ExitCode.USAGE)
     if dry_run:
         click.echo(f"Hợp lệ: {plan.files} hồ sơ, {plan.documents} văn bản (chạy thử, không ghi).")
         return

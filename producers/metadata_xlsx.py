@@ -104,8 +104,8 @@ def write_template(path: Path) -> None:
                 dv.add(f"{letter}2:{letter}5000")
     guide = wb.create_sheet(GUIDE_SHEET)
     guide.append(["Bảng", "Cột", "Bắt buộc", "Quy tắc"])
-    for title, specs in ((FILES_SHEET, FILE_FIELDS), (DOCUMENTS_SHEET, DOCUMENT_FIELDS)):
-        for s in specs:
+    for title, fields in ((FILES_SHEET, FILE_FIELDS), (DOCUMENTS_SHEET, DOCUMENT_FIELDS)):
+        for s in fields:
             guide.append([title, s.label, "có" if s.required else "không", _rule_text(s)])
     guide.append([FILES_SHEET, FONDS_LABEL, "không",
                   "Tên thư mục phông trong thư mục quét (để trống nếu không có)"])
@@ -113,8 +113,8 @@ def write_template(path: Path) -> None:
                   "Tên tệp của văn bản trong thư mục hồ sơ, ví dụ 001.pdf"])
     guide.append([FILES_SHEET, "Mã hồ sơ", "có",
                   "Mã phông.Mục lục số.Số và ký hiệu hồ sơ; cũng là tên thư mục hồ sơ"])
-    for col, width in zip("ABCD", (18, 38, 10, 90), strict=True):
-        guide.column_dimensions[col].width = width
+    for letter, width in zip("ABCD", (18, 38, 10, 90), strict=True):
+        guide.column_dimensions[letter].width = width
     path.parent.mkdir(parents=True, exist_ok=True)
     wb.save(path)
 

@@ -28,8 +28,9 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from producers.metrics import AgentMetrics
 from producers.outbox import Outbox, UploadDepth
@@ -361,6 +362,70 @@ class _Total:
         self.value = value
 
 
+# --- the child protocol: the messages over the pipes, agent -> child then child -> agent ---
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """The agent's first message: what the child builds its :class:`Sender` from."""
+
+    settings: Settings
+    agent_version: str
+    roots: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """An outbox commit: look for rows (and documents to store) now, not at the next poll."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Stop after trying for ``flush_s`` seconds to send what is queued."""
+
+    flush_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """Stop once the outbox is empty, or after ``timeout_s`` seconds."""
+
+    timeout_s: float
+
+
+class Gauges(NamedTuple):
+    """The sender's gauges, as a tuple so an unchanged set is not sent again."""
+
+    depth: float
+    oldest_s: float
+    upload_pages: float
+    upload_bytes: float
+    upload_oldest_s: float
+    uploaded_bytes: float  # running total; the agent process adds the difference
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """Counts since the last report (events sent, by type and in all) and the gauges."""
+
+    gauges: Gauges
+    types: dict[str, int]
+    sent: float
+
+
+@dataclass(frozen=True, slots=True)
+class Exited:
+    """The child's last message: what is left, and why it stopped if it failed."""
+
+    depth: int
+    drained: bool
+    error: str | None
+
+
+ToChild = Start | Wake | Stop | Drain
+ToAgent = Report | Exited
+_WAKE = Wake()
+
+
 class PipeMetrics:
     """The part of :class:`AgentMetrics` the sender touches, forwarded to the agent process in
     one message per :data:`REPORT_EVERY_S` at most: a message per ack batch kept the agent's
@@ -377,10 +442,10 @@ class PipeMetrics:
         self.uploaded_bytes = _Total()
         self.sent = _Sent()
         self._types: collections.Counter[str] = collections.Counter()
-        self._last: tuple[float, ...] | None = None
+        self._last: Gauges | None = None
         self._next = 0.0
 
-    def send(self, msg: tuple[Any, ...]) -> None:
+    def send(self, msg: ToAgent) -> None:
         with self._lock:
             self._conn.send(msg)
 
@@ -392,11 +457,12 @@ class PipeMetrics:
         if not force and now < self._next:
             return
         self._next = now + REPORT_EVERY_S
-        gauges = (self.depth.value, self.oldest.value, self.upload_pages.value,
-                  self.upload_bytes.value, self.upload_oldest.value, self.uploaded_bytes.value)
+        gauges = Gauges(self.depth.value, self.oldest.value, self.upload_pages.value,
+                        self.upload_bytes.value, self.upload_oldest.value,
+                        self.uploaded_bytes.value)
         if not self._types and not self.sent.n and gauges == self._last:
             return
-        self.send(("report", gauges, dict(self._types), self.sent.n))
+        self.send(Report(gauges, dict(self._types), self.sent.n))
         self._last = gauges
         self._types.clear()
         self.sent.n = 0
@@ -411,11 +477,11 @@ class Channel:
         self._r = reader
         self._w = writer
 
-    def send(self, msg: tuple[Any, ...]) -> None:
+    def send(self, msg: ToChild | ToAgent) -> None:
         self._w.write(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
         self._w.flush()
 
-    def recv(self) -> Any:
+    def recv(self) -> ToChild | ToAgent:
         """The next message; EOFError once the other end is closed."""
         try:
             return pickle.load(self._r)
@@ -431,8 +497,9 @@ class Channel:
 def _watch_parent(conn: Channel, sender: Sender) -> None:
     """Commands from the agent; exit at once when the agent process is gone (killed)."""
     while True:
+        msg: ToChild | ToAgent | None
         try:
-            msg: Any = conn.recv()
+            msg = conn.recv()
         except (EOFError, OSError):
             msg = None
         if msg is None:
@@ -441,14 +508,14 @@ def _watch_parent(conn: Channel, sender: Sender) -> None:
             # them with their event ids.
             log.error("agent process gone; outbox sender exits")
             os._exit(3)
-        if msg[0] == "wake":
+        if isinstance(msg, Wake):
             sender.wake.set()
             if sender.uploader is not None:  # a commit may have queued documents to store
                 sender.uploader.wake.set()
-        elif msg[0] == "stop":
-            sender.stop(msg[1])
-        elif msg[0] == "drain":
-            sender.stop_when_drained(msg[1])
+        elif isinstance(msg, Stop):
+            sender.stop(msg.flush_s)
+        elif isinstance(msg, Drain):
+            sender.stop_when_drained(msg.timeout_s)
 
 
 def sender_main(settings: Settings, agent_version: str, roots: list[str],
@@ -469,7 +536,7 @@ def sender_main(settings: Settings, agent_version: str, roots: list[str],
     sender.run()
     metrics.flush(force=True)
     err = None if sender.error is None else f"{type(sender.error).__name__}: {sender.error}"
-    metrics.send(("exit", sender.depth, sender.drained.is_set(), err))
+    metrics.send(Exited(sender.depth, sender.drained.is_set(), err))
     return 0 if err is None else 1
 
 
@@ -484,7 +551,7 @@ class _Wake:
         now = time.monotonic()
         if now >= self._next:
             self._next = now + WAKE_EVERY_S
-            self._owner._send(("wake",))
+            self._owner._send(_WAKE)
 
 
 class SenderProcess:
@@ -494,7 +561,7 @@ class SenderProcess:
     def __init__(self, settings: Settings, metrics: AgentMetrics, agent_version: str,
                  roots: list[Path]) -> None:
         self.metrics = metrics
-        self._init = (settings, agent_version, [str(r) for r in roots])
+        self._init = Start(settings, agent_version, [str(r) for r in roots])
         self.process: subprocess.Popen[bytes] | None = None
         self._conn: Channel | None = None
         self._lock = threading.Lock()
@@ -520,17 +587,17 @@ class SenderProcess:
     def is_alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def _send(self, msg: tuple[Any, ...]) -> None:
+    def _send(self, msg: ToChild) -> None:
         # A gone child: the agent loop sees it and exits non-zero.
         with self._lock, contextlib.suppress(OSError, ValueError):
             if self._conn is not None:
                 self._conn.send(msg)
 
     def stop(self, flush_s: float) -> None:
-        self._send(("stop", flush_s))
+        self._send(Stop(flush_s))
 
     def stop_when_drained(self, timeout_s: float) -> None:
-        self._send(("drain", timeout_s))
+        self._send(Drain(timeout_s))
 
     def join(self, timeout: float | None = None) -> None:
         code = None
@@ -554,26 +621,25 @@ class SenderProcess:
                 msg = self._conn.recv()
             except (EOFError, OSError):
                 return
-            kind = msg[0]
-            if kind == "report":
-                _, gauges, types, sent = msg
-                self.depth, self.oldest_s = int(gauges[0]), gauges[1]
+            if isinstance(msg, Report):
+                g = msg.gauges
+                self.depth, self.oldest_s = int(g.depth), g.oldest_s
                 m.depth.set(self.depth)
                 m.oldest.set(self.oldest_s)
-                m.uploads(*gauges[2:])
+                m.uploads(g.upload_pages, g.upload_bytes, g.upload_oldest_s, g.uploaded_bytes)
                 if self.depth > 0:
                     self.drained.clear()
-                for etype, n in types.items():
+                for etype, n in msg.types.items():
                     m.event_sent(etype, n)
-                if sent:
-                    m.sent.inc(sent)
-            elif kind == "exit":
-                _, self.depth, drained, err = msg
+                if msg.sent:
+                    m.sent.inc(msg.sent)
+            elif isinstance(msg, Exited):
+                self.depth = msg.depth
                 m.depth.set(self.depth)
-                if drained:
+                if msg.drained:
                     self.drained.set()
-                if err is not None:
-                    self.error = RuntimeError(err)
+                if msg.error is not None:
+                    self.error = RuntimeError(msg.error)
                 self._exited = True
 
 
@@ -584,11 +650,13 @@ def _child_main() -> None:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     conn = Channel(sys.stdin.buffer, channel_out)
     try:
-        settings, agent_version, roots = conn.recv()
+        start = conn.recv()
     except EOFError:
         os._exit(3)  # the agent died before it said anything
     try:
-        code = sender_main(settings, agent_version, roots, conn)
+        if not isinstance(start, Start):
+            raise TypeError(f"the agent's first message is {start!r}, not Start")
+        code = sender_main(start.settings, start.agent_version, start.roots, conn)
     except BaseException:
         log.exception("outbox sender failed")
         code = 1

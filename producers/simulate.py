@@ -27,17 +27,15 @@ import random
 import subprocess
 import sys
 import time as _time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import click
 
-from sohoa.config import CampaignConfig, Settings, SimulateConfig, TopicsConfig
+from sohoa.config import Settings, SimulateConfig, TopicsConfig
 from sohoa.events import (
     CheckResult,
     Event,
@@ -54,6 +52,7 @@ from sohoa.events import (
     Verdict,
     stable_event_id,
 )
+from sohoa.work_calendar import WorkCalendar
 
 log = logging.getLogger(__name__)
 
@@ -77,93 +76,6 @@ _FAILS = (  # (check, value, threshold) as the real page QC reports them
 )
 _PASS = (("decode", "JPEG", None), ("dpi", 200.0, 200), ("colour", "RGB", "colour"),
          ("blank", 14.0, 1), ("skew_deg", 0.4, 3.0), ("sharpness", 1.6, 0.8))
-
-
-# --- calendar ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SimCalendar:
-    """The campaign's working time: the same rules the progress store uses for working_now."""
-
-    timezone: str = "Asia/Ho_Chi_Minh"
-    workdays: tuple[int, ...] = (0, 1, 2, 3, 4)
-    work_start: time = time(7, 30)
-    work_end: time = time(17, 0)
-    lunch_start: time = time(11, 30)
-    lunch_end: time = time(13, 30)
-
-    @classmethod
-    def from_campaign(cls, c: CampaignConfig) -> SimCalendar:
-        return cls(c.timezone, tuple(c.workdays), c.work_start, c.work_end,
-                   c.lunch_start, c.lunch_end)
-
-    @property
-    def tz(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
-
-    def is_working_day(self, day: date) -> bool:
-        return day.weekday() in self.workdays and not is_holiday(day)
-
-    def day_intervals(self, day: date) -> list[tuple[datetime, datetime]]:
-        """Working intervals of one local day (morning, afternoon), as aware datetimes."""
-        if not self.is_working_day(day):
-            return []
-        tz = self.tz
-        start = datetime.combine(day, self.work_start, tz)
-        end = datetime.combine(day, self.work_end, tz)
-        if end <= start:
-            return []
-        ls = datetime.combine(day, self.lunch_start, tz)
-        le = datetime.combine(day, self.lunch_end, tz)
-        if self.lunch_start >= self.lunch_end or le <= start or ls >= end:
-            return [(start, end)]
-        return [(s, e) for s, e in ((start, max(start, ls)), (min(end, le), end)) if e > s]
-
-    def working_seconds_per_day(self) -> float:
-        monday = date(2026, 3, 2)  # any ordinary working day
-        probe = SimCalendar(self.timezone, (0,), self.work_start, self.work_end,
-                            self.lunch_start, self.lunch_end)
-        return sum((e - s).total_seconds() for s, e in probe.day_intervals(monday)) or 1.0
-
-    def intervals(self, start: datetime, end: datetime) -> Iterator[tuple[datetime, datetime]]:
-        """Working intervals clipped to [start, end)."""
-        day = start.astimezone(self.tz).date()
-        last = end.astimezone(self.tz).date()
-        while day <= last:
-            for s, e in self.day_intervals(day):
-                s, e = max(s, start), min(e, end)
-                if e > s:
-                    yield s, e
-            day += timedelta(days=1)
-
-    def working_days_back(self, today: date, n: int) -> date:
-        """The first of the last ``n`` working days up to and including ``today``."""
-        d, count = today, 0
-        for _ in range(n * 7 + 400):
-            if self.is_working_day(d):
-                count += 1
-                if count >= n:
-                    return d
-            d -= timedelta(days=1)
-        return d
-
-    def working_days_between(self, start: date, end: date) -> int:
-        return sum(1 for i in range((end - start).days + 1)
-                   if self.is_working_day(start + timedelta(days=i)))
-
-
-def is_holiday(day: date) -> bool:
-    return day in _vn_holidays(day.year)
-
-
-@lru_cache(maxsize=32)
-def _vn_holidays(year: int) -> frozenset[date]:
-    try:
-        import holidays
-    except ImportError:  # the site extra does not ship it; the centre has it
-        return frozenset()
-    return frozenset(holidays.country_holidays("VN", years=year))
 
 
 # --- the campaign -------------------------------------------------------------------------
@@ -220,7 +132,7 @@ def plan_sites(n: int, scenario: str, seed: int, pages_per_day: float,
 class SiteSimulator:
     """Turns one site's working time into events, deterministically."""
 
-    def __init__(self, spec: SiteSpec, cal: SimCalendar, cfg: SimulateConfig, seed: int,
+    def __init__(self, spec: SiteSpec, cal: WorkCalendar, cfg: SimulateConfig, seed: int,
                  *, results: bool, now: datetime, end: datetime) -> None:
         """``now`` ends the history (roles are relative to it); ``end`` ends the live part."""
         self.spec, self.cal, self.cfg, self.results, self.end = spec, cal, cfg, results, end
@@ -393,7 +305,7 @@ class Campaign:
     start: datetime
     end: datetime
     deadline: date
-    calendar: SimCalendar
+    calendar: WorkCalendar
 
     def plan_rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -422,7 +334,7 @@ def build_campaign(settings: Settings, *, sites: int, days: int, scenario: str, 
                    live_s: float = 0.0, speed: float = 1.0) -> Campaign:
     """Simulate ``days`` working days of history up to ``end`` (now), plus the live part."""
     cfg = settings.simulate
-    cal = SimCalendar.from_campaign(settings.campaign)
+    cal = WorkCalendar.from_campaign(settings.campaign)
     end = (end or datetime.now(UTC)).astimezone(UTC)
     today = end.astimezone(cal.tz).date()
     first = cal.working_days_back(today, days) if days > 0 else today
@@ -539,7 +451,8 @@ class HotFolderSink:
         self.root = root
         self.marker = settings.watcher.close_marker
         self.px = settings.simulate.image_px
-        self.fail_share = {}  # site_id -> share of pages written below the dpi floor
+        # site_id -> share of pages written below the dpi floor
+        self.fail_share: dict[str, float] = {}
         self.rng = random.Random("hot-folder")
         self.written = 0
 

@@ -30,6 +30,7 @@ The agent only ever opens originals read-only (``O_RDONLY | O_NOFOLLOW``).
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import sqlite3
@@ -38,7 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, BinaryIO
+from typing import Any
 
 from producers.outbox import Outbox
 from sohoa.config import Settings, UploadConfig
@@ -195,6 +196,7 @@ class Uploader(threading.Thread):
                     self.stopping.wait(min(30.0, _seconds_to_next_minute(self._now())))
                     continue
                 closed_logged = False
+                job = None
                 try:
                     job = queue.next()
                     if job is None:
@@ -212,7 +214,8 @@ class Uploader(threading.Thread):
                 except (StoreError, OSError) as exc:
                     msg = f"{type(exc).__name__}: {exc}"
                     self._note(_headline(exc), msg)
-                    queue.failed(job.sha256, msg)
+                    if job is not None:  # raised by the upload, not by reading the queue
+                        queue.failed(job.sha256, msg)
                     self.stopping.wait(backoff)
                     backoff = min(backoff * 2, self.cfg.retry_max_s)
                     continue
@@ -262,7 +265,7 @@ class Uploader(threading.Thread):
         raise StoreError(f"{key} already holds other bytes ({head.size} bytes): refusing to "
                          "write over it", "Conflict", transient=False)
 
-    def _open(self, queue: UploadQueue, job: UploadJob) -> BinaryIO:
+    def _open(self, queue: UploadQueue, job: UploadJob) -> io.FileIO:
         missing_root = None
         for root, path in queue.sources(job):
             full = os.path.join(root, *path.split("/"))
@@ -282,7 +285,7 @@ class Uploader(threading.Thread):
             raise OSError(f"root {missing_root} is not available")
         raise Lost("no file with these bytes is on the disk any more")
 
-    def _put(self, f: BinaryIO, job: UploadJob, key: str) -> None:
+    def _put(self, f: io.FileIO, job: UploadJob, key: str) -> None:
         data = _read_exact(f, job.size)
         if hashlib.sha256(data).hexdigest() != job.sha256:
             raise Lost("the file's bytes changed since they were hashed")
@@ -294,7 +297,7 @@ class Uploader(threading.Thread):
                 raise
         self.sent_bytes += len(data)
 
-    def _multipart(self, queue: UploadQueue, f: BinaryIO, job: UploadJob, key: str) -> None:
+    def _multipart(self, queue: UploadQueue, f: io.FileIO, job: UploadJob, key: str) -> None:
         upload_id, part_size = job.upload_id, job.part_size or self.cfg.part_size_bytes
         done: dict[int, Part] = {}
         if upload_id is not None:
@@ -381,7 +384,7 @@ def _headline(exc: BaseException) -> str:
     return f"{why}; the document stays queued and is retried"
 
 
-def _read_exact(f: BinaryIO, size: int) -> bytes:
+def _read_exact(f: io.FileIO, size: int) -> bytes:
     buf = bytearray()
     while len(buf) < size + 1:
         chunk = f.read(max(1 << 20, size + 1 - len(buf)))
@@ -393,7 +396,7 @@ def _read_exact(f: BinaryIO, size: int) -> bytes:
     return bytes(buf)
 
 
-def _read_into(f: BinaryIO, view: memoryview) -> int:
+def _read_into(f: io.FileIO, view: memoryview) -> int:
     got = 0
     while got < len(view):
         n = f.readinto(view[got:])

@@ -218,7 +218,7 @@ def schema_validate(file) -> None:
             ev = parse_event(line)
         except InvalidEvent as exc:
             click.echo(f"dòng {n}: không hợp lệ — {exc.reason}", err=True)
-            sys.exit(1)
+            sys.exit(ExitCode.ERROR)
         click.echo(f"dòng {n}: {ev.NAME} hợp lệ")
 
 

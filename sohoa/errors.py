@@ -11,8 +11,12 @@ from enum import IntEnum
 
 class ExitCode(IntEnum):
     OK = 0
-    ERROR = 1        # unexpected: see the log; restarting may help
-    USAGE = 2        # a wrong option or argument (click's own code)
+    # The command failed: a check found the faults it lists (verify, reconcile, validate,
+    # packages refused), or something unexpected happened (see the log; restarting may help).
+    ERROR = 1
+    # A wrong option or argument (click's own code); also a file the office typed (plan,
+    # calendar, metadata spreadsheet) refused cell by cell, nothing written.
+    USAGE = 2
     DATA = 65        # EX_DATAERR: the input given is wrong (a plan, a spreadsheet, a name)
     UNAVAILABLE = 69  # EX_UNAVAILABLE: a service the command needs is down
     TEMPFAIL = 75    # EX_TEMPFAIL: try again later, nothing lost (Kafka unreachable…)

@@ -95,7 +95,10 @@ class Event(BaseModel):
     NAME: ClassVar[str] = "Event"
     VERSION: ClassVar[int] = 1
 
-    schema_: SchemaRef = Field(alias="schema")
+    # Each class's own name and version, filled by `_default_schema` before validation, so
+    # callers never pass it. The default is never used; it tells the type checker (which
+    # cannot see the before-validator) that the argument is optional.
+    schema_: SchemaRef = Field(alias="schema", default=None)  # type: ignore[assignment]
     event_id: str = Field(default_factory=lambda: str(uuid.uuid4()), min_length=8, max_length=64)
     occurred_at: datetime = Field(default_factory=utcnow)
     site_id: SiteId
@@ -711,8 +714,7 @@ def wire_name(raw: bytes) -> bytes | None:
 
 def parse_event(raw: bytes | str | dict[str, Any]) -> Event:
     """Decode and validate one event; raise :class:`InvalidEvent` naming the field at fault."""
-    name = wire_name(raw) if isinstance(raw, bytes) else None
-    if name is not None:
+    if isinstance(raw, bytes) and (name := wire_name(raw)) is not None:
         # As Event.to_json writes it: validate straight from the bytes, about twice as fast as
         # loads + model_validate. Any failure takes the general path below, which gives the
         # reason.

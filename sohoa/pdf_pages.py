@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import operator
 import struct
 from decimal import Decimal
 from pathlib import Path
@@ -26,6 +27,7 @@ _FORM_KEYS = ("/Subtype", "/BBox", "/Matrix")
 _SKIP_IN_STREAMS = frozenset(("/Length", "/Metadata", "/Parent", "/StructParent",
                               "/StructParents", "/PieceInfo", "/LastModified"))
 _MAX_DEPTH = 24
+_first = operator.itemgetter(0)
 _INHERITED = ("/MediaBox", "/CropBox", "/Rotate", "/Resources")
 
 
@@ -99,11 +101,11 @@ def _xobjects(h: Any, resources: Any, path: tuple, depth: int) -> None:
     import pikepdf
 
     xobjs = resources.get("/XObject") if isinstance(resources, pikepdf.Dictionary) else None
-    names = sorted(xobjs.keys()) if isinstance(xobjs, pikepdf.Dictionary) else []
-    h.update(b"X" + struct.pack(">Q", len(names)))
-    for name in names:
+    named = sorted(xobjs.items(), key=_first) if isinstance(xobjs, pikepdf.Dictionary) else []
+    h.update(b"X" + struct.pack(">Q", len(named)))
+    for name, xobj in named:
         _feed(h, pikepdf.Name(name), ())
-        _xobject(h, xobjs[name], path, depth)
+        _xobject(h, xobj, path, depth)
 
 
 def _xobject(h: Any, x: Any, path: tuple, depth: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 FONT_CANDIDATES = (
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -87,6 +88,7 @@ def render_page(spec: PageSpec):
     if spec.noise:
         rng = random.Random(spec.seed)
         pixels = img.load()
+        assert pixels is not None  # None only for an image without pixel data
         for _ in range(int(w * h * spec.noise)):
             g = rng.randrange(0, 256)
             pixels[rng.randrange(w), rng.randrange(h)] = (g, g, g)
@@ -101,7 +103,7 @@ def write_page(path: Path, spec: PageSpec = PageSpec(), **save_kw) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = {".tif": "TIFF", ".tiff": "TIFF", ".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG",
            ".pdf": "PDF"}[path.suffix.lower()]
-    kw = {"dpi": (spec.dpi, spec.dpi)}
+    kw: dict[str, Any] = {"dpi": (spec.dpi, spec.dpi)}
     if fmt == "PDF":
         kw = {"resolution": float(spec.dpi)}
     if fmt == "TIFF" and spec.mode != "1":

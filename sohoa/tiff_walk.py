@@ -78,7 +78,8 @@ class Directory:
         return b"".join(parts)
 
 
-ReadAt = Callable[[int, int], bytes]
+# A view of a file in memory or the bytes read from disk: the walk only unpacks them.
+ReadAt = Callable[[int, int], bytes | memoryview]
 _ENTRY = {(bo, big): struct.Struct(bo + ("HHQ8s" if big else "HHI4s"))
           for bo in "<>" for big in (False, True)}
 

@@ -26,6 +26,7 @@ from typing import Any
 import pikepdf
 
 from sohoa.documents import PDF, TIFF, Document, DocumentRejected, open_document
+from sohoa.image_pages import ImageDocument
 from streams.pdf_content import Drawing, full_page_image, read_page
 from streams.pdf_images import pixels_page, png_page
 from streams.tesseract import Pix, TesseractError
@@ -38,7 +39,10 @@ def open_source(data: bytes, media_type: str | None = None) -> PageSource:
     """The document in ``data`` (already proven by its SHA-256); DocumentRejected when it is
     not a readable document, or not the ``media_type`` the site found."""
     doc = open_document(data, media_type or None)
-    return PdfSource(data, doc) if doc.media_type == PDF else ImageSource(data, doc)
+    if doc.media_type == PDF:
+        return PdfSource(data, doc)
+    assert isinstance(doc, ImageDocument)  # every other type open_document reads is an image
+    return ImageSource(data, doc)
 
 
 class PageSource:
@@ -88,6 +92,8 @@ class PageSource:
 
 class ImageSource(PageSource):
     """JPEG, PNG, TIFF of one or many pages."""
+
+    doc: ImageDocument
 
     def release(self) -> None:
         self.doc.close()

@@ -74,7 +74,7 @@ def png_page(out: pikepdf.Pdf, data: bytes) -> pikepdf.Page | None:
     space: Any = Name.DeviceRGB if colour == 2 else Name.DeviceGray
     if icc is not None and colour != 3:
         space = _icc(out, icc, colours)
-    if colour == 3:
+    if colour == 3 and plte is not None:  # (a palette image without PLTE returned above)
         base = _icc(out, icc, 3) if icc is not None else Name.DeviceRGB
         space = pikepdf.Array([Name.Indexed, base, len(plte) // 3 - 1, pikepdf.String(plte)])
     image = out.make_stream(b"".join(idat))
@@ -99,7 +99,8 @@ def pixels_page(out: pikepdf.Pdf, img: Any) -> pikepdf.Page:
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)),
                                     rgba).convert("RGB")
         icc = None
-    bits, space, raw = 8, None, None
+    bits, raw = 8, None
+    space: Any = None
     if img.mode == "1":
         bits, space = 1, Name.DeviceGray
     elif img.mode == "L":

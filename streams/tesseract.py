@@ -18,10 +18,10 @@ import ctypes
 import ctypes.util
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 PSM_AUTO = 3  # tesseract's default page segmentation (the command's `--psm 3`)
 
@@ -49,6 +49,11 @@ _INT = ctypes.c_int
 
 
 class _Libs:
+    """The C functions below as attributes, each with its result and argument types set."""
+
+    if TYPE_CHECKING:  # set by name from the table below, so the checker cannot list them
+        def __getattr__(self, name: str) -> Callable[..., Any]: ...
+
     def __init__(self) -> None:
         t = _load(("tesseract",), ("libtesseract.so.5", "libtesseract.so.4"))
         # leptonica >= 1.83 is libleptonica; before, liblept.

@@ -20,6 +20,10 @@ on free ports, with keys for the sites in OBJECT_SITES:
     objects.env(role)       SOHOA_STORE__* variables for that role
     objects.stop() / start() / kill()
 
+The fixture ``pg`` is a fresh migrated database of the stack: (writer DSN, open connection);
+its helpers are in tests/progress_store.py. The fixture ``isolated_config`` leaves no SOHOA_*
+variable set and no config file found (cwd a tmp dir), for the configuration's own tests.
+
 After each test that used ``stack``, a stopped/killed/paused Kafka or PostgreSQL is brought back.
 Tests using ``stack`` are marked ``integration`` automatically.
 Set SOHOA_SKIP_INTEGRATION=1 to skip every integration test (quick unit runs only).
@@ -35,6 +39,8 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,6 +141,31 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
         yield StackHandle(local=local, settings=settings, env=stack_env(settings))
     finally:
         _stop_stack(local)
+
+
+@pytest.fixture
+def pg(stack: StackHandle) -> Iterator[tuple[str, Any]]:
+    """A migrated fresh database: (dsn, connection)."""
+    import psycopg
+
+    from tests.progress_store import fresh_db
+
+    dsn = fresh_db(stack)
+    conn = psycopg.connect(dsn)
+    yield dsn, conn
+    conn.close()
+
+
+@pytest.fixture
+def isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No SOHOA_* variable set, cwd a tmp dir, no config file remembered."""
+    import sohoa.config as cfgmod
+
+    for key in list(os.environ):
+        if key.startswith("SOHOA_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cfgmod, "_config_file", None)
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ import pytest
 from openpyxl import Workbook
 
 from consumers.calendar_days import CalendarError, read_calendar
-from consumers.forecast import WorkCalendar
+from sohoa.work_calendar import WorkCalendar
 
 SAT = date(2026, 3, 14)            # a Saturday
 MONDAY = date(2026, 3, 16)
@@ -139,7 +139,7 @@ def test_an_imported_calendar_moves_forecasts_reports_and_gauges(stack, tmp_path
     from consumers.synth import SynthConfig, generate
     from sohoa.config import CampaignConfig, PostgresConfig, Settings
     from tests.procs import run_sohoa
-    from tests.test_consumer_support import apply_events, as_role, fresh_db
+    from tests.progress_store import apply_events, as_role, fresh_db
 
     plain = WorkCalendar()
     today = datetime.now(UTC).astimezone(ZoneInfo("Asia/Ho_Chi_Minh")).date()

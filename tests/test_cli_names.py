@@ -16,8 +16,8 @@ import pytest
 
 from sohoa.errors import ExitCode
 from tests.procs import run_sohoa
+from tests.progress_store import apply_events, fresh_db
 from tests.test_consumer_apply import page
-from tests.test_consumer_support import apply_events, fresh_db
 
 pytestmark = pytest.mark.integration
 

@@ -8,18 +8,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sohoa import config as cfgmod
 from sohoa.cli import main
 from sohoa.config import load_config
 
-
-@pytest.fixture(autouse=True)
-def _isolate(monkeypatch, tmp_path):
-    for key in list(__import__("os").environ):
-        if key.startswith("SOHOA_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cfgmod, "_config_file", None)
+pytestmark = pytest.mark.usefixtures("isolated_config")
 
 
 def _toml(tmp_path: Path, text: str) -> Path:

@@ -36,13 +36,12 @@ from sohoa.events import (
     SiteHeartbeat,
     parse_event,
 )
-from tests.test_consumer_support import (
+from tests.progress_store import (
     apply_all,
     apply_events,
     assert_same_tables,
     dump,
     fresh_db,
-    pg,  # noqa: F401  (fixture)
     records,
     shuffle_within_keys,
 )
@@ -67,7 +66,7 @@ def one(conn, sql, *args):
     return conn.execute(sql, args).fetchone()
 
 
-def test_replaying_a_batch_changes_nothing(pg) -> None:  # noqa: F811
+def test_replaying_a_batch_changes_nothing(pg) -> None:
     _dsn, conn = pg
     events = generate(SynthConfig(sites=2, files_per_site=3, pages_per_file=5))
     recs = records(events)
@@ -104,7 +103,7 @@ def test_duplicated_and_shuffled_streams_end_in_the_same_tables(stack) -> None:
     assert_same_tables(expected, dump(chaos))
 
 
-def test_counts_match_an_independent_tally_of_the_events(pg) -> None:  # noqa: F811
+def test_counts_match_an_independent_tally_of_the_events(pg) -> None:
     _dsn, conn = pg
     events = generate(SynthConfig(sites=2, files_per_site=6, pages_per_file=10, seed=2,
                                   removed_share=0.1))
@@ -158,7 +157,7 @@ def test_counts_match_an_independent_tally_of_the_events(pg) -> None:  # noqa: F
     assert got_acc == dict(acc)
 
 
-def test_file_state_follows_revisions_not_arrival_order(pg) -> None:  # noqa: F811
+def test_file_state_follows_revisions_not_arrival_order(pg) -> None:
     _dsn, conn = pg
     p1 = page(no=1)
     ref = ref_of(p1)
@@ -189,7 +188,7 @@ def test_file_state_follows_revisions_not_arrival_order(pg) -> None:  # noqa: F8
     assert one(conn, "SELECT state FROM files")[0] == "assembled"
 
 
-def test_ocr_progress_is_kept_for_the_current_assembly_only(pg) -> None:  # noqa: F811
+def test_ocr_progress_is_kept_for_the_current_assembly_only(pg) -> None:
     """OcrProgress is no dead letter: the file keeps the latest pages done of pages of the
     revision it is assembled at; an older progress, or one of another revision, is not."""
     _dsn, conn = pg
@@ -293,7 +292,7 @@ def test_the_dedup_path_repicks_only_when_it_dropped_a_replay(stack) -> None:
         assert one(conn, "SELECT count(*) FROM page_checks") == (2,)
 
 
-def test_removed_page_leaves_the_count_and_a_rescan_brings_it_back(pg) -> None:  # noqa: F811
+def test_removed_page_leaves_the_count_and_a_rescan_brings_it_back(pg) -> None:
     _dsn, conn = pg
     p1 = page(no=1)
     p2 = page(no=2, t=T0 + timedelta(seconds=30))
@@ -310,7 +309,7 @@ def test_removed_page_leaves_the_count_and_a_rescan_brings_it_back(pg) -> None: 
     assert one(conn, "SELECT pages_scanned FROM daily_progress") == (2,)
 
 
-def test_a_removal_in_a_later_batch_takes_the_page_off_its_day(pg) -> None:  # noqa: F811
+def test_a_removal_in_a_later_batch_takes_the_page_off_its_day(pg) -> None:
     """The batch holds only the removal: the day it changes is found from the stored page."""
     _dsn, conn = pg
     p1, p2 = page(no=1), page(no=2, t=T0 + timedelta(seconds=30))
@@ -321,7 +320,7 @@ def test_a_removal_in_a_later_batch_takes_the_page_off_its_day(pg) -> None:  # n
     assert one(conn, "SELECT day, pages_scanned FROM daily_progress") == (date(2026, 3, 3), 1)
 
 
-def test_bad_records_become_dead_letters_and_the_rest_still_count(pg) -> None:  # noqa: F811
+def test_bad_records_become_dead_letters_and_the_rest_still_count(pg) -> None:
     _dsn, conn = pg
     good = page(no=1)
     missing_sha = good.to_dict()
@@ -360,7 +359,7 @@ def test_reason_classes_are_short_labels() -> None:
     assert len(reason_class("x" * 500)) <= 40
 
 
-def test_a_page_from_an_unplanned_site_is_kept_and_audited(pg) -> None:  # noqa: F811
+def test_a_page_from_an_unplanned_site_is_kept_and_audited(pg) -> None:
     _dsn, conn = pg
     apply_events(conn, [page(site="xa-moi")])
     assert one(conn, "SELECT auto_created, target_pages FROM sites") == (True, None)
@@ -426,7 +425,7 @@ def test_a_replay_or_a_second_event_for_a_stored_revision_takes_the_dedup_path(s
     assert audits[0] == audits[1]  # nothing left behind by the COPYs that were rolled back
 
 
-def test_whole_numbers_written_as_decimals_are_counted(pg) -> None:  # noqa: F811
+def test_whole_numbers_written_as_decimals_are_counted(pg) -> None:
     """The contract reads 4.0 as the integer 4 (pydantic, lax mode), so the tables must too:
     before this, PostgreSQL refused "4.0" as an integer and each such event, valid as it was,
     ended as a dead letter."""
@@ -489,7 +488,7 @@ def _wait_until_blocked(dsn: str, pid: int, finished: Callable[[], bool] = lambd
     raise AssertionError(f"backend {pid} neither waited for a lock nor finished")
 
 
-def test_two_consumers_counting_one_site_day_lose_no_page(pg) -> None:  # noqa: F811
+def test_two_consumers_counting_one_site_day_lose_no_page(pg) -> None:
     """Two consumers of one group (each its own partitions, so its own files) write the same
     site and day at once. Before the fix the second one's daily count came from a snapshot
     taken before the first one committed, and it overwrote the first one's count: the
@@ -522,7 +521,7 @@ def test_two_consumers_counting_one_site_day_lose_no_page(pg) -> None:  # noqa: 
                      "AND day = %s", day) == (6,)
 
 
-def test_a_plan_moving_a_site_to_another_time_zone_redates_pages_being_written(pg) -> None:  # noqa: F811
+def test_a_plan_moving_a_site_to_another_time_zone_redates_pages_being_written(pg) -> None:
     """A plan import that changes a site's time zone re-dates its pages and days. Before the
     fix, a batch written but not committed when the import ran kept its pages on the day of
     the old zone (the import could not see them): 20:00 UTC stayed on 04/03 (Hà Nội) where

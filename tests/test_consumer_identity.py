@@ -21,12 +21,11 @@ from sohoa.events import (
     PageRemoved,
     PageScanned,
 )
-from tests.test_consumer_support import (
+from tests.progress_store import (
     apply_events,
     assert_same_tables,
     dump,
     fresh_db,
-    pg,  # noqa: F401  (fixture)
     records,
 )
 
@@ -89,7 +88,7 @@ def day_pages(conn) -> int:
                         ).fetchone()[0]
 
 
-def test_a_multi_page_pdf_and_tiff_count_every_page(pg) -> None:  # noqa: F811
+def test_a_multi_page_pdf_and_tiff_count_every_page(pg) -> None:
     _dsn, conn = pg
     pages = (document("001.jpg", 1) + document("QD-15-UBND.pdf", 50, minutes=1)
              + document("CV-02.tif", 20, minutes=2) + document("002.png", 1, minutes=3))
@@ -105,7 +104,7 @@ def test_a_multi_page_pdf_and_tiff_count_every_page(pg) -> None:  # noqa: F811
                         "document = 'QD-15-UBND.pdf' AND number IS NULL").fetchone() == (50, 1)
 
 
-def test_the_same_file_code_in_two_fonds_is_two_files(pg) -> None:  # noqa: F811
+def test_the_same_file_code_in_two_fonds_is_two_files(pg) -> None:
     """Before: FONDS-B's pages overwrote FONDS-A's, its fonds switched and the accepted file
     turned back to scanning."""
     _dsn, conn = pg
@@ -135,7 +134,7 @@ def _ref(p: PageScanned) -> PageRef:
                    document_sha256=p.document_sha256, sha256=p.sha256, revision=p.revision)
 
 
-def test_two_documents_claiming_one_number_are_two_pages_with_their_revisions(pg) -> None:  # noqa: F811
+def test_two_documents_claiming_one_number_are_two_pages_with_their_revisions(pg) -> None:
     """Before: one row per claimed number, so PostgreSQL kept one of the two."""
     _dsn, conn = pg
     tif, jpg = document("003.tif", 1)[0], document("003.jpg", 1, content="other", minutes=1)[0]
@@ -180,7 +179,7 @@ def test_a_rescanned_document_with_one_page_more_and_one_changed(stack, copy_fir
         assert_same_tables(tables, dump(conn))
 
 
-def test_a_deleted_document_removes_its_pages(pg) -> None:  # noqa: F811
+def test_a_deleted_document_removes_its_pages(pg) -> None:
     _dsn, conn = pg
     keep, gone = document("001.tif", 1), document("PL-03.pdf", 10, minutes=1)
     apply_events(conn, keep + gone + [checked(p) for p in keep + gone])
@@ -196,7 +195,7 @@ def test_a_deleted_document_removes_its_pages(pg) -> None:  # noqa: F811
     assert conn.execute("SELECT count(*) FROM pages WHERE removed").fetchone() == (10,)
 
 
-def test_a_page_carries_the_size_of_its_latest_check(pg) -> None:  # noqa: F811
+def test_a_page_carries_the_size_of_its_latest_check(pg) -> None:
     _dsn, conn = pg
     (p,) = document("001.tif", 1)
     apply_events(conn, [checked(p, minutes=5, size=(297.0, 420.0)), p])
@@ -243,7 +242,7 @@ def test_a_version_1_check_finds_its_page_by_number(stack, order: str, copy_firs
                             "'PageChecked'").fetchone() == (None, 3)
 
 
-def test_a_version_1_check_waits_for_its_page_and_a_replay_changes_nothing(pg) -> None:  # noqa: F811
+def test_a_version_1_check_waits_for_its_page_and_a_replay_changes_nothing(pg) -> None:
     _dsn, conn = pg
     applier = BatchApplier(conn, "g")
     with conn.transaction():
@@ -285,7 +284,7 @@ def test_a_version_1_removal_named_by_number_finds_its_page(stack, together,
 
 
 def test_a_version_1_event_whose_upgrade_fails_is_a_dead_letter_and_the_rest_counts(
-        pg) -> None:  # noqa: F811
+        pg) -> None:
     """A version-1 page named by a URI that urllib cannot split (a bracket in its host) made
     the contract's upgrade raise ValueError, not InvalidEvent: the batch's parse failed, and
     the consumer with it, on every restart."""

@@ -18,7 +18,7 @@ from consumers.synth import SynthConfig, generate
 from sohoa.events import DeadLetter, Event, PageScanned, parse_event
 from sohoa.kafka_clients import make_consumer, make_producer
 from tests.procs import SohoaProcess, run_sohoa, wait_for
-from tests.test_consumer_support import (
+from tests.progress_store import (
     apply_events,
     assert_same_tables,
     dump,

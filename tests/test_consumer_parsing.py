@@ -21,7 +21,7 @@ from consumers.apply.copy_wire import copy_binary
 from consumers.apply.staging import STAGE_OIDS
 from consumers.parsing import ParsePool
 from sohoa.events import CheckResult, PageChecked, PageScanned
-from tests.test_consumer_support import pg, records  # noqa: F401
+from tests.progress_store import records
 
 T0 = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
 SHA = "a" * 64
@@ -48,7 +48,7 @@ def _table(conn: psycopg.Connection, name: str) -> list[tuple]:
     return conn.execute(f"SELECT * FROM {name} ORDER BY seq").fetchall()
 
 
-def test_copy_binary_loads_the_same_rows_as_psycopg_write_row(pg) -> None:  # noqa: F811
+def test_copy_binary_loads_the_same_rows_as_psycopg_write_row(pg) -> None:
     _dsn, conn = pg
     recs = records([_page(1), _page(2), _check(1), _check(2)])
     # As a producer may send it: an integer where the model holds a float.
@@ -82,7 +82,7 @@ def test_copy_binary_loads_the_same_rows_as_psycopg_write_row(pg) -> None:  # no
     assert isinstance(doc[0]["value"], int)
 
 
-def test_applied_counts_with_and_without_replays_in_the_batch(pg) -> None:  # noqa: F811
+def test_applied_counts_with_and_without_replays_in_the_batch(pg) -> None:
     _dsn, conn = pg
     applier = BatchApplier(conn, "g")
     first = records([_page(1), _page(2), _check(1)])

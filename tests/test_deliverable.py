@@ -29,7 +29,7 @@ from sohoa.events import (
     PageText,
 )
 from tests.deliver_helpers import BODY, PASSPHRASE, make_ca, make_pdfa
-from tests.test_consumer_support import apply_events, as_role, fresh_db
+from tests.progress_store import apply_events, as_role, fresh_db
 from tests.test_metadata import GOOD_DOC, GOOD_FILE
 
 pytestmark = pytest.mark.integration

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
 
-from consumers.forecast import WorkCalendar, forecast_site, is_holiday, planned_cumulative
+from consumers.forecast import forecast_site, planned_cumulative
+from sohoa.work_calendar import WorkCalendar, is_holiday
 
 CAL = WorkCalendar()
 

@@ -273,7 +273,7 @@ def test_dry_run_writes_nothing(tmp_path: Path) -> None:
 def test_the_progress_store_keeps_the_record_and_each_documents(stack) -> None:
     import psycopg
 
-    from tests.test_consumer_support import apply_events, fresh_db
+    from tests.progress_store import apply_events, fresh_db
 
     dsn = fresh_db(stack, "meta")
     ev = manifest_event(_hoso(GOOD_FILE, [{"name": "001.pdf", "record": GOOD_DOC}]),

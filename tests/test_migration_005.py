@@ -17,7 +17,7 @@ import pytest
 from consumers.apply import BatchApplier, Record
 from consumers.db import migrate
 from sohoa.events import _document_of, parse_event
-from tests.test_consumer_support import assert_same_tables, dump, fresh_db
+from tests.progress_store import assert_same_tables, dump, fresh_db
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from psycopg import sql
 
 from consumers import db as cdb
 from infra.postgres import APP_ROLES, pgpass_path
-from tests.test_consumer_support import as_role
+from tests.progress_store import as_role
 
 pytestmark = pytest.mark.integration
 APPEND_ONLY = ("audit_log", "verdicts", "dead_letters", "page_checks",

@@ -15,7 +15,7 @@ import pytest
 from sohoa.events import PageRemoved, PageScanned
 from sohoa.naming import claimed_number
 from tests.procs import run_sohoa
-from tests.test_consumer_support import apply_events, fresh_db
+from tests.progress_store import apply_events, fresh_db
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 3, 3, 2, 0, tzinfo=UTC)

@@ -19,13 +19,13 @@ from docx import Document
 from openpyxl import load_workbook
 
 from consumers import vi
-from consumers.forecast import WorkCalendar
 from consumers.monthly_doc import TOTAL_LABEL, UNPLANNED_GROUP, UNPLANNED_TOTAL
 from consumers.synth import A3, A4, SynthConfig, generate, site_ids
 from sohoa.events import FileVerdict, PageChecked, PageRemoved, PageScanned, RescanReason
+from sohoa.work_calendar import WorkCalendar
 from tests.artefacts import artefact_dir
 from tests.procs import run_sohoa
-from tests.test_consumer_support import apply_events, as_role, fresh_db
+from tests.progress_store import apply_events, as_role, fresh_db
 
 pytestmark = pytest.mark.integration
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")

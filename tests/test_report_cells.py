@@ -21,7 +21,7 @@ from consumers.monthly_doc import write_monthly
 from consumers.page_sizes import SizeTally
 from sohoa.events import FileVerdict, PageScanned
 from tests.procs import run_sohoa
-from tests.test_consumer_support import apply_events, fresh_db
+from tests.progress_store import apply_events, fresh_db
 
 # A folder name can hold no "/": the formula a contractor's folder can carry.
 LINK = '=HYPERLINK("127.0.0.1:8080","Bấm vào đây")'

@@ -14,7 +14,9 @@ from click.testing import CliRunner
 from sohoa.cli import main
 from sohoa.logs import JsonFormatter, TextFormatter
 from sohoa.masking import is_secret_name, mask_tree
-from tests.test_config import _isolate  # noqa: F401  (autouse: no SOHOA_* set, cwd a tmp dir)
+
+# No SOHOA_* set, cwd a tmp dir.
+pytestmark = pytest.mark.usefixtures("isolated_config")
 
 # (DSN, the secret in it, text that must stay visible)
 DSN_FORMS = [

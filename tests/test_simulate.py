@@ -19,9 +19,7 @@ from PIL import Image
 from producers.simulate import (
     SITE_EVENT_TYPES,
     HotFolderSink,
-    SimCalendar,
     build_campaign,
-    is_holiday,
     malformed_event,
     render_page,
     write_plan,
@@ -36,6 +34,7 @@ from sohoa.events import (
     Verdict,
     parse_event,
 )
+from sohoa.work_calendar import WorkCalendar, is_holiday
 
 # Friday 20 Nov 2026, 15:00 in Hà Nội.
 END = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
@@ -74,14 +73,14 @@ def test_pages_only_in_working_time_never_on_tet() -> None:
 
 
 def test_calendar_follows_campaign_config() -> None:
-    cal = SimCalendar.from_campaign(CampaignConfig(workdays=[0, 1, 2, 3, 4, 5, 6],
-                                                   work_start=time(0, 0),
-                                                   work_end=time(23, 59, 59),
-                                                   lunch_start=time(12), lunch_end=time(12)))
+    cal = WorkCalendar.from_campaign(CampaignConfig(workdays=[0, 1, 2, 3, 4, 5, 6],
+                                                    work_start=time(0, 0),
+                                                    work_end=time(23, 59, 59),
+                                                    lunch_start=time(12), lunch_end=time(12)))
     saturday = datetime(2026, 11, 21).date()
     assert cal.day_intervals(saturday)[0][1] - cal.day_intervals(saturday)[0][0] == \
         timedelta(hours=23, minutes=59, seconds=59)
-    default = SimCalendar()
+    default = WorkCalendar()
     assert default.day_intervals(saturday) == []
     assert len(default.day_intervals(saturday - timedelta(days=1))) == 2  # morning, afternoon
     assert default.working_seconds_per_day() == 7.5 * 3600

@@ -13,8 +13,8 @@ from consumers.metrics import ProgressCollector
 from sohoa.config import Settings
 from sohoa.events import SiteHeartbeat
 from tests.procs import run_sohoa
+from tests.progress_store import apply_events, fresh_db
 from tests.test_consumer_apply import page
-from tests.test_consumer_support import apply_events, fresh_db
 
 pytestmark = pytest.mark.integration
 

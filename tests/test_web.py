@@ -20,7 +20,7 @@ from werkzeug.security import generate_password_hash
 from infra.procs import free_port
 from tests.artefacts import artefact_dir
 from tests.procs import SohoaProcess, run_sohoa, wait_for
-from tests.test_consumer_support import apply_events, as_role, fresh_db
+from tests.progress_store import apply_events, as_role, fresh_db
 from tests.web_seed import PLAN, RESCAN_SITE, UNPLANNED, Seeded, seed, working_days, write_plan
 
 pytestmark = pytest.mark.integration

@@ -41,8 +41,11 @@ def create_app(settings: Settings) -> Flask:
     throttle = auth.LoginThrottle(cfg.login_attempts, cfg.login_lockout_s)
     tz = ZoneInfo(settings.campaign.timezone)
 
+    def num(v: Any, d: int = 0) -> str:
+        return "—" if v is None else vi.num(v, d)
+
     app.jinja_env.filters.update({
-        "num": lambda v, d=0: "—" if v is None else vi.num(v, d),
+        "num": num,
         "pct": lambda v: "—" if v is None else vi.pct(v),
         "dmy": lambda v: vi.dmy(v) or "—",
         "dt": lambda v: "—" if v is None else v.astimezone(tz).strftime("%d/%m/%Y %H:%M"),

@@ -58,14 +58,14 @@ def prepare(records: list[Record]) -> Prepared:
     started = time.process_time()
     rows, result = stage_rows(records)
     sites = sorted({r.site_id for r in rows if r.etype != "DeadLetter"})
-    types = Counter(r[_I_ETYPE] for r in rows)
+    types = Counter(r.etype for r in rows)
     legacy = ([r for r in rows if is_legacy(r)]
               if types["PageChecked"] or types["PageRemoved"] else [])
     return Prepared(copy_binary(_without_check_documents(rows), STAGE_OIDS), len(rows),
                     copy_audit(rows, bool(legacy)), copy_revisions(rows),
                     copy_checks(rows, with_legacy=not legacy), copy_checks(legacy),
                     copy_binary(touched_files(rows), TOUCHED_FILE_OIDS), sites,
-                    types, Counter(r[_I_ETYPE] for r in legacy), result, records,
+                    types, Counter(r.etype for r in legacy), result, records,
                     time.process_time() - started)
 
 
@@ -155,12 +155,12 @@ def pick_pages(rows: list[StageRow]) -> list[StageRow]:
         rev_win: dict[int | None, tuple] = {}
         for j in g:
             r = rows[j]
-            rank = (r[_I_AT], r[_I_SHA], r[_I_DOC_SHA], j)
-            best = rev_win.get(r[_I_REV])
+            rank = (r.occurred_at, r.sha256, r.document_sha256, j)
+            best = rev_win.get(r.revision)
             if best is None or rank > best:
-                rev_win[r[_I_REV]] = rank
+                rev_win[r.revision] = rank
         winners = {rank[-1] for rank in rev_win.values()}
-        first = min(rows[j][_I_AT] for j in g)
+        first = min(rows[j].occurred_at for j in g)
         for j in g:
             out[j] = new(StageRow, (*rows[j][:-_PICKS], j in winners, j == page_win, first))
     return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -59,7 +59,7 @@ class BatchApplier:
         # False: every batch takes the dedup path (the tests compare the two paths' tables).
         self.copy_first = copy_first
         # Seconds per statement, summed over batches, when a benchmark asks (None: off).
-        self.timings: Counter[str] | None = None
+        self.timings: defaultdict[str, float] | None = None
         with conn.transaction():
             conn.execute(CREATE_TEMP)
             # Safe for exactly-once: a batch and its offsets commit together, so a server crash

@@ -7,18 +7,20 @@
 """
 
 from consumers.official.model import (
+    Block,
     Chart,
     Col,
     Heading,
     OfficialDoc,
     Para,
     Row,
+    RowStyle,
     SignBlock,
     Table,
 )
 
-__all__ = ["Chart", "Col", "Heading", "OfficialDoc", "Para", "Row", "SignBlock", "Table",
-           "write"]
+__all__ = ["Block", "Chart", "Col", "Heading", "OfficialDoc", "Para", "Row", "RowStyle",
+           "SignBlock", "Table", "write"]
 
 
 def write(doc: OfficialDoc, fmt: str, out):

@@ -1,4 +1,5 @@
-"""Helpers shared by the progress-store tests (no tests here)."""
+"""Helpers shared by the progress-store tests: fresh databases, applying events, comparable
+dumps. Its fixture (``pg``) is in conftest.py."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
-import pytest
 
 from consumers.apply import BatchApplier, Record
 from consumers.db import migrate
@@ -34,15 +34,6 @@ def fresh_db(stack, prefix: str = "cons") -> str:
 def as_role(dsn: str, role: str) -> str:
     """``dsn`` as another of the stack's roles (same database, same password file)."""
     return psycopg.conninfo.make_conninfo(dsn, user=role)
-
-
-@pytest.fixture
-def pg(stack):
-    """A migrated fresh database: (dsn, connection)."""
-    dsn = fresh_db(stack)
-    conn = psycopg.connect(dsn)
-    yield dsn, conn
-    conn.close()
 
 
 def records(events: Iterable[Event], topic: str = "t", partition: int = 0,
