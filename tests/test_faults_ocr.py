@@ -26,7 +26,7 @@ from tests.test_faults import kill_and_restart, spine_fault
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.ocr]
 
 FILES = int(os.environ.get("SOHOA_FAULT_OCR_FILES", "4"))
-PAGES_PER_FILE = 3
+PAGES_PER_FILE = 20
 
 
 def write_files(spine: Spine, files: int = 3, per_file: int = 2) -> list[str]:
@@ -50,13 +50,19 @@ def _pdfs(spine: Spine) -> dict[Path, tuple[int, int]]:
     return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*.pdf")}
 
 
+_FIRST_SEEN: dict[Path, float] = {}
+
+
 def _ocr_running(spine: Spine, for_s: float = 0.0) -> bool:
-    """An OCR job has been running for ``for_s`` seconds (its scratch folder's age)."""
+    """An OCR job has been running for ``for_s`` seconds: its scratch folder was first seen
+    that long ago (its ctime moves with every page the engine writes into it)."""
     work = spine.tmp / "faust" / spine.env["SOHOA_STREAMS__OCR_APP_ID"] / "work"
+    now = time.monotonic()
     try:
-        return any(time.time() - job.stat().st_ctime >= for_s for job in work.iterdir())
+        jobs = list(work.iterdir())
     except OSError:
         return False
+    return any(now - _FIRST_SEEN.setdefault(job, now) >= for_s for job in jobs)
 
 
 class CommittedPastUnfinishedFile(AssertionError):
@@ -124,7 +130,7 @@ def test_kill9_ocr_worker_mid_run(stack, tmp_path: Path) -> None:
 
     spine_fault(stack, tmp_path, "phuong-ocr-kill", kill_and_restart("ocr", at_kill),
                 measure="verdicts", pages=FILES * PAGES_PER_FILE, per_file=PAGES_PER_FILE,
-                kind="text", delay=2.5, ready=lambda spine: _ocr_running(spine, 3 * commit_s),
+                kind="text", delay=0.3, ready=lambda spine: _ocr_running(spine, 3 * commit_s),
                 settle_timeout=600,
                 after=lambda spine: spine.assert_ocr_once(stamps),
                 ocr=True, SOHOA_OCR__BACKOFF_S="1")
