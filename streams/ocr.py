@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 from sohoa.disk import disk_full
 from sohoa.documents import DocumentRejected
+from sohoa.hashing import file_sha256
 from streams.qc import PageUnreadable, plain, read_verified
 from streams.sources import PageSources
 
@@ -204,17 +205,9 @@ def load_done(paths: OcrPaths, digest: str) -> OcrDone | None:
         return None
     if result.get("inputs_digest") != digest or not paths.pdf.exists():
         return None
-    if _sha256_file(paths.pdf) != result.get("output_sha256"):
+    if file_sha256(paths.pdf) != result.get("output_sha256"):
         return None
     return OcrDone.from_json(result)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -451,7 +444,7 @@ def _ocr_file(job: OcrJob, engines: Engines, progress: Callable[[int, int], None
     paths.pdf.parent.mkdir(parents=True, exist_ok=True)
     ocr_pdf.save(out, tmp_pdf, pdfa, job.title)
     os.chmod(tmp_pdf, OUTPUT_MODE)
-    output_sha = _sha256_file(tmp_pdf)
+    output_sha = file_sha256(tmp_pdf)
     text = "\f".join(texts)
     _atomic_write(paths.text, text.encode("utf-8"))
     if job.parent_pid is not None and os.getppid() != job.parent_pid:
