@@ -31,8 +31,12 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from statistics import median
+from typing import TYPE_CHECKING
 
 from bench.common import emit
+
+if TYPE_CHECKING:
+    from sohoa.config import QcConfig
 
 
 def make_pages(folder: Path, n: int, distinct: int) -> tuple[Path, list[Path]]:
@@ -68,7 +72,7 @@ def _inspect(path: Path) -> tuple[str, tuple[str, ...]]:
 
 
 def qc_pdf(pool: ProcessPoolExecutor, pdf: Path, media: str, digests: tuple[str, ...],
-           chunk: int, cfg: dict) -> tuple[float, int]:
+           chunk: int, cfg: QcConfig) -> tuple[float, int]:
     from streams.qc import check_document_pages
 
     pages = [(i + 1, d) for i, d in enumerate(digests)]
@@ -77,10 +81,11 @@ def qc_pdf(pool: ProcessPoolExecutor, pdf: Path, media: str, digests: tuple[str,
             for k in range(0, len(pages), chunk)]
     results = [r for f in futs for r in f.result()]
     took = time.perf_counter() - t0
-    return took, sum(r["decoded"] for r in results)
+    return took, sum(r.decoded for r in results)
 
 
-def qc_singles(pool: ProcessPoolExecutor, singles: list[Path], cfg: dict) -> tuple[float, int]:
+def qc_singles(pool: ProcessPoolExecutor, singles: list[Path],
+               cfg: QcConfig) -> tuple[float, int]:
     from streams.qc import check_document_pages
 
     jobs = [(str(p), "image/jpeg", [(1, hashlib.sha256(p.read_bytes()).hexdigest())])
@@ -90,7 +95,7 @@ def qc_singles(pool: ProcessPoolExecutor, singles: list[Path], cfg: dict) -> tup
             for path, media, pages in jobs]
     results = [r for f in futs for r in f.result()]
     took = time.perf_counter() - t0
-    return took, sum(r["decoded"] for r in results)
+    return took, sum(r.decoded for r in results)
 
 
 def _warm() -> None:
@@ -104,7 +109,7 @@ def _warm() -> None:
 def run(n: int, workers: int, chunk: int, distinct: int, rounds: int) -> dict:
     from sohoa.config import QcConfig
 
-    cfg = QcConfig().model_dump(mode="json")
+    cfg = QcConfig()
     with tempfile.TemporaryDirectory(prefix="sohoa-bench-qc-") as tmp:
         folder = Path(tmp)
         print(f"making {n} pages …", file=sys.stderr)

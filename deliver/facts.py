@@ -4,7 +4,6 @@ be packaged yet (:func:`problems`, in Vietnamese)."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 import psycopg
 
+from sohoa.hashing import file_sha256
 from sohoa.metadata import DocumentRecord, FileRecord
 from sohoa.naming import natural_key
 
@@ -187,16 +187,8 @@ def problems(f: FileFacts) -> list[str]:
         out.append("chưa có bản PDF/A (OCR) của lần nghiệm thu này")
     elif not f.ocr_pdf.is_file():
         out.append(f"không thấy bản PDF/A {f.ocr_pdf}")
-    elif sha256_file(f.ocr_pdf) != f.ocr_sha256:
+    elif file_sha256(f.ocr_pdf) != f.ocr_sha256:
         out.append(f"bản PDF/A {f.ocr_pdf.name} đã bị thay đổi sau OCR (SHA-256 khác)")
     elif [(p.document, p.page_index) for p in f.pages] != f.ocr_pages:
         out.append("các trang của bản PDF/A không khớp các trang đã nghiệm thu")
     return out
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -19,9 +19,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from deliver.facts import FileFacts, sha256_file
+from deliver.facts import FileFacts
 from deliver.package import BuiltPackage
 from sohoa.config import Settings
+from sohoa.hashing import file_sha256
 from sohoa.metadata import vn_int
 
 LIST_NAME = "danh-sach-goi.json"
@@ -80,7 +81,7 @@ def write_sums(root: Path) -> None:
     rows = []
     for p in sorted(root.rglob("*")):
         if p.is_file() and p.name != SUMS_NAME:
-            rows.append(f"{sha256_file(p)}  {p.relative_to(root).as_posix()}\n")
+            rows.append(f"{file_sha256(p)}  {p.relative_to(root).as_posix()}\n")
     tmp = root / f".{SUMS_NAME}.{os.getpid()}.tmp"
     tmp.write_text("".join(rows), encoding="utf-8")
     os.replace(tmp, root / SUMS_NAME)

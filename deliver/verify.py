@@ -17,7 +17,6 @@ from pathlib import Path, PurePosixPath
 from lxml import etree
 
 from deliver import csip
-from deliver.facts import sha256_file
 from deliver.handover import (
     CATALOGUE_NAME,
     LIST_NAME,
@@ -29,6 +28,7 @@ from deliver.handover import (
 from deliver.ipxml import METS, XLINK, q
 from deliver.signing import check_signature
 from deliver.xmlcheck import validate
+from sohoa.hashing import file_sha256
 
 
 @dataclass
@@ -95,7 +95,7 @@ def _check_sums(root: Path, sums: Path, rep: Report) -> dict[str, str]:
         pkg = PurePosixPath(name).name if name.startswith(f"{PACKAGES_DIR}/") else None
         if not path.is_file():
             rep.fault(name, "có trong SHA256SUMS nhưng không có tệp", pkg)
-        elif sha256_file(path) != digest:
+        elif file_sha256(path) != digest:
             rep.fault(name, "SHA-256 không khớp SHA256SUMS (tệp đã bị thay đổi)", pkg)
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()

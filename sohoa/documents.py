@@ -380,14 +380,3 @@ def open_binary(source: Path | bytes) -> BinaryIO:
     """A binary file over a document's path or bytes."""
     return io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
 
-
-def file_sha256(source: Path | bytes) -> str:
-    if isinstance(source, bytes):
-        return hashlib.sha256(source).hexdigest()
-    h = hashlib.sha256()
-    with open(source, "rb") as f:
-        buf = bytearray(_CHUNK)
-        view = memoryview(buf)
-        while n := f.readinto(buf):  # type: ignore[attr-defined]
-            h.update(view[:n])
-    return h.hexdigest()

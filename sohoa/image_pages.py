@@ -18,9 +18,9 @@ from sohoa.documents import (
     Document,
     DocumentRejected,
     PageInfo,
-    file_sha256,
     open_binary,
 )
+from sohoa.hashing import file_sha256
 
 _CHUNK = 1 << 20
 # Pillow's modes for samples wider than 8 bits; converting them with Image.convert("L")

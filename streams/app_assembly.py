@@ -12,12 +12,20 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 
 from sohoa.config import Settings
-from sohoa.events import FileEvent, InvalidEvent, PageScanned, SiteHeartbeat, parse_event
+from sohoa.events import (
+    FileAssembled,
+    FileEvent,
+    InvalidEvent,
+    PageScanned,
+    SiteHeartbeat,
+    parse_event,
+)
 from sohoa.identity import SiteGuard
 from streams import metrics
 from streams.assembly import FileState, StateCache
@@ -34,6 +42,43 @@ log = logging.getLogger(__name__)
 
 
 def build(settings: Settings, partitions: int | None = None) -> faust.App:
+    """The assembly app: its topics and tables, three agents and the idle timer."""
+    cfg = settings.streams
+    app = _make_app(settings, partitions)
+    wiring = _Wiring.declare(app, settings)
+    asm = _Assembly(settings, wiring)
+
+    @app.agent(wiring.site_events)
+    async def assemble(stream: faust.StreamT) -> None:
+        # In batches: a file's state is written to the table (and its changelog) once per
+        # batch, not once per page; measured, the per-write cost dominated the worker.
+        # The agent gets a faust.Stream, which has take_events; the StreamT protocol that
+        # app.agent's signature asks for does not declare it.
+        async for batch in stream.take_events(  # type: ignore[attr-defined]
+                cfg.batch_max_events, within=cfg.batch_within_s):
+            await asm.assemble(batch)
+
+    @app.agent(wiring.ticks)
+    async def on_tick(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await asm.on_tick(event.message)
+
+    @app.agent(wiring.content_requests)
+    async def content_index(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await asm.index_content(event.message)
+
+    @app.timer(interval=cfg.idle_check_interval_s)
+    async def idle_check() -> None:
+        await asm.tick_idle_files()
+
+    app.sohoa_files = wiring.files  # type: ignore[attr-defined]  # for tests and tools
+    return app
+
+
+def _make_app(settings: Settings, partitions: int | None) -> faust.App:
+    """The Faust app, its partition count that of the site-events topic unless configured,
+    and its internal topics created with their retention and compaction."""
     cfg = settings.streams
     if partitions is None and not cfg.table_partitions:
         partitions = source_partitions(settings, settings.topics.site_events)
@@ -45,165 +90,213 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
         (f"{cfg.app_id}-content", n, {"retention.ms": str(86_400_000)}),
         (f"{cfg.app_id}-content-changelog", n, {"cleanup.policy": "compact"}),
     ])
-    site_events = raw_topic(app, settings.topics.site_events)
-    file_events = raw_topic(app, settings.topics.file_events)
-    dead_letters = raw_topic(app, settings.topics.dead_letters)
-    ticks = raw_topic(app, f"{cfg.app_id}-ticks", partitions=n, internal=True,
-                      retention=86400.0)
-    files = app.Table("files", default=None, partitions=n, key_type=str, value_type=None,
-                      help="Assembly state of each file, keyed site_id/file_code")
-    # Site-wide duplicate content: an index keyed site_id/sha256 (its own partitioning), asked
-    # through the internal content topic; it answers each file's owner through the ticks topic.
-    content_requests = raw_topic(app, f"{cfg.app_id}-content", partitions=n, internal=True,
-                                 retention=86400.0)
-    content = app.Table("content", default=None, partitions=n, key_type=str, value_type=None,
-                        help="First [file_code, page_no] of each content, keyed site/sha256")
-    check_content = cfg.qc_enabled and cfg.site_duplicate_check
-    idle, settle = cfg.idle_timeout_s, cfg.late_page_settle_s
-    guard = SiteGuard.from_settings(settings)
-    if not guard.enforcing:
-        log.warning("site identity not enforced: no identity.sites configured, site events "
-                    "are accepted unsigned")
+    return app
 
-    async def emit_assembled(state: FileState, ev: Any) -> None:
-        await publish(file_events, ev)
+
+@dataclass(frozen=True)
+class _Wiring:
+    """The app's topics and tables."""
+
+    site_events: Any
+    file_events: Any
+    dead_letters: Any
+    ticks: Any
+    files: Any
+    content_requests: Any
+    content: Any
+
+    @classmethod
+    def declare(cls, app: faust.App, settings: Settings) -> _Wiring:
+        cfg = settings.streams
+        n = app.conf.topic_partitions
+        site_events = raw_topic(app, settings.topics.site_events)
+        file_events = raw_topic(app, settings.topics.file_events)
+        dead_letters = raw_topic(app, settings.topics.dead_letters)
+        ticks = raw_topic(app, f"{cfg.app_id}-ticks", partitions=n, internal=True,
+                          retention=86400.0)
+        files = app.Table("files", default=None, partitions=n, key_type=str, value_type=None,
+                          help="Assembly state of each file, keyed site_id/file_code")
+        # Site-wide duplicate content: an index keyed site_id/sha256 (its own partitioning),
+        # asked through the internal content topic; it answers each file's owner through the
+        # ticks topic.
+        content_requests = raw_topic(app, f"{cfg.app_id}-content", partitions=n,
+                                     internal=True, retention=86400.0)
+        content = app.Table("content", default=None, partitions=n, key_type=str,
+                            value_type=None,
+                            help="First [file_code, page_no] of each content, keyed site/sha256")
+        return cls(site_events, file_events, dead_letters, ticks, files, content_requests,
+                   content)
+
+
+@dataclass
+class _Batch:
+    """What one batch of site events changes, written out together at its end."""
+
+    now: float
+    dirty: dict[str, tuple[int, FileState]] = field(default_factory=dict)
+    outputs: list[tuple[FileState, FileAssembled]] = field(default_factory=list)
+    dead: list[Any] = field(default_factory=list)
+    asks: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+class _Assembly:
+    """What the agents do, one method each, over the app's topics and tables."""
+
+    def __init__(self, settings: Settings, wiring: _Wiring) -> None:
+        cfg = settings.streams
+        self.w = wiring
+        self.check_content = cfg.qc_enabled and cfg.site_duplicate_check
+        self.idle, self.settle = cfg.idle_timeout_s, cfg.late_page_settle_s
+        self.guard = SiteGuard.from_settings(settings)
+        if not self.guard.enforcing:
+            log.warning("site identity not enforced: no identity.sites configured, site "
+                        "events are accepted unsigned")
+        self.cache = StateCache(cfg.state_cache_files)
+
+    # --- site events, in batches --------------------------------------------------------
+    async def assemble(self, batch: list[Any]) -> None:
+        work = _Batch(now=time.time())
+        for event in batch:
+            msg = event.message
+            ev = self._admit(msg, work)
+            if ev is not None:
+                self._apply(msg, ev, work)
+        await self._write(work)
+
+    def _admit(self, msg: Any, work: _Batch) -> FileEvent | None:
+        """The message's file event, or None: invalid or unproven ones to the dead letters,
+        heartbeats and other site events counted and passed over."""
+        try:
+            ev = parse_event(msg.value)
+        except InvalidEvent as exc:
+            metrics.EVENTS.labels("assembly", "invalid").inc()
+            work.dead.append(dead_letter("assembly", exc.reason, msg.value, topic=msg.topic,
+                                         partition=msg.partition, offset=msg.offset,
+                                         site_id=_site_of(msg.key)))
+            log.warning("invalid site event", extra={
+                "reason": exc.reason, "partition": msg.partition, "offset": msg.offset})
+            return None
+        refusal = self.guard.refusal(msg.topic, msg.key, msg.value, msg.headers, ev.site_id)
+        if refusal is not None:  # not proven to come from the site it names
+            metrics.EVENTS.labels("assembly", "refused").inc()
+            work.dead.append(dead_letter("assembly", refusal, msg.value, topic=msg.topic,
+                                         partition=msg.partition, offset=msg.offset))
+            return None
+        metrics.EVENTS.labels("assembly", ev.NAME).inc()
+        if isinstance(ev, SiteHeartbeat) or not isinstance(ev, FileEvent):
+            return None
+        return ev
+
+    def _apply(self, msg: Any, ev: FileEvent, work: _Batch) -> None:
+        """One file event applied to its file's state (the batch's copy if it has one)."""
+        key = ev.key()
+        state = work.dirty[key][1] if key in work.dirty else self._load(key, ev)
+        try:
+            changed, out = state.apply(ev, work.now, self.idle, self.settle,
+                                       self.check_content)
+        except Exception as exc:  # a bug must not stop the partition
+            log.exception("assembly failed", extra={"key": key})
+            work.dead.append(dead_letter(
+                "assembly", f"internal error: {exc!r}", msg.value, topic=msg.topic,
+                partition=msg.partition, offset=msg.offset, site_id=ev.site_id))
+            return
+        if changed or self.w.files.data.get(key) is None:
+            work.dirty[key] = (msg.partition, state)
+        if (changed and self.check_content and isinstance(ev, PageScanned)
+                and state.pending.get((ev.document, ev.page_index)) == ev.sha256):
+            work.asks.append((f"{ev.site_id}/{ev.sha256}".encode(), json.dumps(
+                {"k": key, "fo": ev.fonds, "f": ev.file_code, "d": ev.document,
+                 "i": ev.page_index, "s": ev.sha256}, ensure_ascii=False).encode()))
+        if out is not None:
+            work.outputs.append((state, out))
+
+    def _load(self, key: str, ev: FileEvent) -> FileState:
+        raw = self.w.files.data.get(key)
+        state = self.cache.get(key, raw)
+        if state is not None:
+            return state
+        return FileState.from_dict(raw) if raw else FileState(ev.site_id, ev.file_code)
+
+    async def _write(self, work: _Batch) -> None:
+        """The batch's changed states to the table, then its content questions, dead
+        letters and assembled files out."""
+        for key, (partition, state) in work.dirty.items():
+            value = state.to_dict()
+            self.w.files.data[key] = value
+            self.w.files.send_changelog(partition, key, value)
+            self.cache.put(key, value, state)
+        for ask_key, ask in work.asks:
+            await self.w.content_requests.send(key=ask_key, value=ask)
+        for dl in work.dead:
+            await publish(self.w.dead_letters, dl)
+        for state, out in work.outputs:
+            await self._emit_assembled(state, out)
+
+    async def _emit_assembled(self, state: FileState, ev: FileAssembled) -> None:
+        await publish(self.w.file_events, ev)
         metrics.FILES_ASSEMBLED.labels(state.site_id).inc()
         log.info("file assembled", extra={
             "site_id": state.site_id, "file_code": state.file_code,
             "revision": ev.revision, "trigger": ev.trigger, "pages": len(ev.pages),
             "gaps": len(ev.gaps)})
 
-    cache = StateCache(cfg.state_cache_files)
-
-    def load(key: str, ev: FileEvent) -> FileState:
-        raw = files.data.get(key)
-        state = cache.get(key, raw)
-        if state is not None:
-            return state
-        return FileState.from_dict(raw) if raw else FileState(ev.site_id, ev.file_code)
-
-    @app.agent(site_events)
-    async def assemble(stream: faust.StreamT) -> None:
-        # In batches: a file's state is written to the table (and its changelog) once per
-        # batch, not once per page; measured, the per-write cost dominated the worker.
-        # The agent gets a faust.Stream, which has take_events; the StreamT protocol that
-        # app.agent's signature asks for does not declare it.
-        async for batch in stream.take_events(  # type: ignore[attr-defined]
-                cfg.batch_max_events, within=cfg.batch_within_s):
-            now = time.time()
-            dirty: dict[str, tuple[int, FileState]] = {}
-            outputs: list[tuple[FileState, Any]] = []
-            dead: list[Any] = []
-            asks: list[tuple[bytes, bytes]] = []
-            for event in batch:
-                msg = event.message
-                try:
-                    ev = parse_event(msg.value)
-                except InvalidEvent as exc:
-                    metrics.EVENTS.labels("assembly", "invalid").inc()
-                    dead.append(dead_letter("assembly", exc.reason, msg.value, topic=msg.topic,
-                                            partition=msg.partition, offset=msg.offset,
-                                            site_id=_site_of(msg.key)))
-                    log.warning("invalid site event", extra={
-                        "reason": exc.reason, "partition": msg.partition,
-                        "offset": msg.offset})
-                    continue
-                refusal = guard.refusal(msg.topic, msg.key, msg.value, msg.headers, ev.site_id)
-                if refusal is not None:  # not proven to come from the site it names
-                    metrics.EVENTS.labels("assembly", "refused").inc()
-                    dead.append(dead_letter("assembly", refusal, msg.value, topic=msg.topic,
-                                            partition=msg.partition, offset=msg.offset))
-                    continue
-                metrics.EVENTS.labels("assembly", ev.NAME).inc()
-                if isinstance(ev, SiteHeartbeat) or not isinstance(ev, FileEvent):
-                    continue
-                key = ev.key()
-                state = dirty[key][1] if key in dirty else load(key, ev)
-                try:
-                    changed, out = state.apply(ev, now, idle, settle, check_content)
-                except Exception as exc:  # a bug must not stop the partition
-                    log.exception("assembly failed", extra={"key": key})
-                    dead.append(dead_letter(
-                        "assembly", f"internal error: {exc!r}", msg.value, topic=msg.topic,
-                        partition=msg.partition, offset=msg.offset, site_id=ev.site_id))
-                    continue
-                if changed or files.data.get(key) is None:
-                    dirty[key] = (msg.partition, state)
-                if (changed and check_content and isinstance(ev, PageScanned)
-                        and state.pending.get((ev.document, ev.page_index)) == ev.sha256):
-                    asks.append((f"{ev.site_id}/{ev.sha256}".encode(), json.dumps(
-                        {"k": key, "fo": ev.fonds, "f": ev.file_code, "d": ev.document,
-                         "i": ev.page_index, "s": ev.sha256}, ensure_ascii=False).encode()))
-                if out is not None:
-                    outputs.append((state, out))
-            for key, (partition, state) in dirty.items():
-                value = state.to_dict()
-                files.data[key] = value
-                files.send_changelog(partition, key, value)
-                cache.put(key, value, state)
-            for ask_key, ask in asks:
-                await content_requests.send(key=ask_key, value=ask)
-            for dl in dead:
-                await publish(dead_letters, dl)
-            for state, out in outputs:
-                await emit_assembled(state, out)
-
-    @app.agent(ticks)
-    async def on_tick(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            key = event.message.key.decode("utf-8", "replace") if event.message.key else ""
-            raw = files.get(key)
-            if not raw:
-                continue
-            state = FileState.from_dict(raw)
-            now = time.time()
-            if event.message.value == b"tick":
-                changed, out = False, state.tick(now, idle, settle)
-            else:
-                try:
-                    answer = json.loads(event.message.value)
-                    other = answer.get("o")
-                    changed, out = state.content_answer(
-                        (str(answer["d"]), int(answer["i"])), str(answer["s"]),
-                        (str(other[0]), str(other[1]), str(other[2]), int(other[3]))
-                        if other else None, now)
-                except (ValueError, KeyError, TypeError, IndexError):
-                    log.warning("bad internal message", extra={"key": key})
-                    continue
-            if changed or out is not None:
-                files[key] = state.to_dict()
-            if out is not None:
-                await emit_assembled(state, out)
-
-    @app.agent(content_requests)
-    async def content_index(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            try:
-                ask = json.loads(event.message.value)
-                key = event.message.key.decode()
-                first = content.get(key)
-                other = None
-                mine = [ask["fo"], ask["f"], ask["d"], ask["i"]]
-                if first is None or len(first) != 4:  # (or a holder recorded before fonds)
-                    content[key] = mine
-                elif first[:2] != mine[:2]:
-                    other = first  # same content in another file of this site
-                answer = {"t": "content", "d": ask["d"], "i": ask["i"], "s": ask["s"],
-                          "o": other}
-                await ticks.send(key=ask["k"].encode(),
-                                 value=json.dumps(answer, ensure_ascii=False).encode())
-            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-                log.warning("bad content request", extra={"offset": event.message.offset})
-
-    @app.timer(interval=cfg.idle_check_interval_s)
-    async def idle_check() -> None:
+    # --- ticks: the idle timeout and the content index's answers -------------------------
+    async def on_tick(self, msg: Any) -> None:
+        key = msg.key.decode("utf-8", "replace") if msg.key else ""
+        raw = self.w.files.get(key)
+        if not raw:
+            return
+        state = FileState.from_dict(raw)
         now = time.time()
-        for key, raw in list(files.items()):
-            if raw and FileState.from_dict(raw).due(now, idle, settle):
-                await ticks.send(key=key.encode(), value=b"tick")
+        if msg.value == b"tick":
+            changed, out = False, state.tick(now, self.idle, self.settle)
+        else:
+            try:
+                changed, out = _content_answer(state, msg.value, now)
+            except (ValueError, KeyError, TypeError, IndexError):
+                log.warning("bad internal message", extra={"key": key})
+                return
+        if changed or out is not None:
+            self.w.files[key] = state.to_dict()
+        if out is not None:
+            await self._emit_assembled(state, out)
 
-    app.sohoa_files = files  # type: ignore[attr-defined]  # for tests and tools
-    return app
+    async def index_content(self, msg: Any) -> None:
+        """A page's content looked up in the site-wide index (recorded if first seen), the
+        answer sent to its file's owner through the ticks topic."""
+        try:
+            ask = json.loads(msg.value)
+            key = msg.key.decode()
+            first = self.w.content.get(key)
+            other = None
+            mine = [ask["fo"], ask["f"], ask["d"], ask["i"]]
+            if first is None or len(first) != 4:  # (or a holder recorded before fonds)
+                self.w.content[key] = mine
+            elif first[:2] != mine[:2]:
+                other = first  # same content in another file of this site
+            answer = {"t": "content", "d": ask["d"], "i": ask["i"], "s": ask["s"],
+                      "o": other}
+            await self.w.ticks.send(key=ask["k"].encode(),
+                                    value=json.dumps(answer, ensure_ascii=False).encode())
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            log.warning("bad content request", extra={"offset": msg.offset})
+
+    async def tick_idle_files(self) -> None:
+        """A tick, through the ticks topic, for every file due to close."""
+        now = time.time()
+        for key, raw in list(self.w.files.items()):
+            if raw and FileState.from_dict(raw).due(now, self.idle, self.settle):
+                await self.w.ticks.send(key=key.encode(), value=b"tick")
+
+
+def _content_answer(state: FileState, value: bytes,
+                    now: float) -> tuple[bool, FileAssembled | None]:
+    """The content index's answer applied to the file's state."""
+    answer = json.loads(value)
+    other = answer.get("o")
+    return state.content_answer(
+        (str(answer["d"]), int(answer["i"])), str(answer["s"]),
+        (str(other[0]), str(other[1]), str(other[2]), int(other[3])) if other else None, now)
 
 
 def _site_of(key: bytes | None) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 
 import faust
 
-from sohoa.config import Settings
+from sohoa.config import QcConfig, Settings
 from sohoa.events import (
     CheckResult,
     FileAssembled,
@@ -44,8 +44,19 @@ from sohoa.events import (
 from sohoa.metadata import is_large_format
 from streams import metrics
 from streams.faustapp import dead_letter, make_app, publish, raw_topic, source_partitions
-from streams.ocr import ENGINE, OcrPaths, inputs_digest, load_done
+from streams.ocr import (
+    ENGINE,
+    OcrDone,
+    OcrJob,
+    OcrOptions,
+    OcrPage,
+    OcrPaths,
+    OcrResult,
+    inputs_digest,
+    load_done,
+)
 from streams.ocr_pool import EnginePool
+from streams.qc import Check, PageQc, unreadable
 from streams.qc_task import check_chunk
 from streams.sources import PageSources
 from streams.verdict import PageId, decide
@@ -59,7 +70,7 @@ class FileProcessor:
     def __init__(self, settings: Settings, publish_event: Any) -> None:
         self.settings = settings
         self.publish = publish_event
-        self.qc_cfg = settings.qc.model_dump(mode="json")
+        self.qc_cfg: QcConfig = settings.qc.model_copy(deep=True)
         self.sources = PageSources.from_settings(settings)
         self._qc_pool: ProcessPoolExecutor | None = None
         self._engines: EnginePool | None = None
@@ -102,7 +113,7 @@ class FileProcessor:
         self._threads.shutdown(wait=False, cancel_futures=True)
 
     # --- QC ---------------------------------------------------------------------------
-    async def check_pages(self, fa: FileAssembled) -> dict[PageId, list[dict[str, Any]]]:
+    async def check_pages(self, fa: FileAssembled) -> dict[PageId, list[Check]]:
         """Every page checked in the pool, a document's pages in chunks, so a 500-page
         document is shared by the pool's workers and one slow document does not hold up the
         rest; each chunk reads its pages one at a time (bounded memory)."""
@@ -115,13 +126,13 @@ class FileProcessor:
                  for i in range(0, len(refs), chunk)]
 
         site_dups = {(d.document, d.page_index): d for d in fa.duplicate_in_site}
-        by_page: dict[PageId, list[dict[str, Any]]] = {}
+        by_page: dict[PageId, list[Check]] = {}
 
         async def one(refs: list[PageRef]) -> None:
             first = refs[0]
             pages = [(r.page_index, r.sha256) for r in refs]
             cfg = self.qc_config_for(fa, first.document)
-            results: list[dict[str, Any]] | None = None
+            results: list[PageQc] | None = None
             for _ in range(2):
                 try:
                     results = await loop.run_in_executor(
@@ -132,44 +143,46 @@ class FileProcessor:
                     # A checker died on a hostile file (crash, out of memory): new pool.
                     self._qc_pool = None
             if results is None:
-                results = [{"page_index": r.page_index, "passed": False, "checks": [
-                    {"check": "decode", "value": "checker crashed on this file",
-                     "threshold": None, "passed": False}]} for r in refs]
+                results = [unreadable(r.page_index, "checker crashed on this file")
+                           for r in refs]
             # Each chunk's checks are published as it finishes: a long document shows its
             # progress, and a worker killed halfway has sent what it had done.
             for ref, res in zip(refs, results, strict=True):
                 key = (ref.document, ref.page_index)
                 dup = site_dups.get(key)
                 if dup is not None:  # found by the assembly app's site-wide content index
-                    res["checks"].append({
-                        "check": "duplicate_in_site", "threshold": None, "passed": False,
-                        "value": f"{dup.other_fonds}/{dup.other_file_code}: "
-                                 f"{dup.other_document} page {dup.other_page_index}"})
-                    res["passed"] = False
-                by_page.setdefault(key, []).extend(res["checks"])
+                    res = res.failing(Check(
+                        "duplicate_in_site",
+                        f"{dup.other_fonds}/{dup.other_file_code}: "
+                        f"{dup.other_document} page {dup.other_page_index}",
+                        threshold=None, passed=False))
+                by_page.setdefault(key, []).extend(res.checks)
                 await self.publish(PageChecked(
                     event_id=stable_event_id("PageChecked", 2, fa.site_id, fa.fonds,
                                              fa.file_code, fa.revision, ref.document,
                                              ref.page_index, ref.sha256),
                     site_id=fa.site_id, fonds=fa.fonds, file_code=fa.file_code,
                     document=ref.document, page_index=ref.page_index, sha256=ref.sha256,
-                    revision=fa.revision, checks=[CheckResult(**c) for c in res["checks"]],
-                    passed=res["passed"], width_mm=_mm(res.get("width_mm")),
-                    height_mm=_mm(res.get("height_mm"))))
+                    revision=fa.revision,
+                    checks=[CheckResult(check=c.check, value=c.value, threshold=c.threshold,
+                                        passed=c.passed) for c in res.checks],
+                    passed=res.passed, width_mm=_mm(res.width_mm),
+                    height_mm=_mm(res.height_mm)))
                 metrics.QC_PAGES.labels(fa.site_id).inc()
-                for c in res["checks"]:
-                    if not c["passed"]:
-                        metrics.QC_FAILURES.labels(fa.site_id, c["check"]).inc()
+                for c in res.checks:
+                    if not c.passed:
+                        metrics.QC_FAILURES.labels(fa.site_id, c.check).inc()
 
         await asyncio.gather(*(one(t) for t in tasks))
         return by_page
 
-    def qc_config_for(self, fa: FileAssembled, document: str) -> dict[str, Any]:
+    def qc_config_for(self, fa: FileAssembled, document: str) -> QcConfig:
         """The QC thresholds of one document: a map or drawing (its type in the manifest's
         record) has Art. 8's higher dpi floor."""
         q = self.settings.qc
         if is_large_format(fa.document_types.get(document), q.large_format_types):
-            return {**self.qc_cfg, "min_dpi": max(q.min_dpi, q.min_dpi_large_format)}
+            return self.qc_cfg.model_copy(
+                update={"min_dpi": max(q.min_dpi, q.min_dpi_large_format)})
         return self.qc_cfg
 
     # --- OCR ----------------------------------------------------------------------------
@@ -192,7 +205,7 @@ class FileProcessor:
         return removed
 
     def ocr_skip_reason(self, fa: FileAssembled,
-                        checks: dict[PageId, list[dict[str, Any]]]) -> str | None:
+                        checks: dict[PageId, list[Check]]) -> str | None:
         o = self.settings.ocr
         if not o.enabled:
             return "disabled"
@@ -200,35 +213,33 @@ class FileProcessor:
             return "classified"
         if not fa.pages:
             return "no_pages"
-        failed = any(not c["passed"] for cs in checks.values() for c in cs)
+        failed = any(not c.passed for cs in checks.values() for c in cs)
         structural = (fa.gaps or fa.duplicate_page_nos or fa.duplicate_content
                       or fa.count_mismatch or fa.missing_pages or fa.missing_documents)
         if o.skip_when_rescan and (failed or structural):
             return "needs_rescan"
-        if any(c["check"] in ("decode", "pixels") and not c["passed"]
+        if any(c.check in ("decode", "pixels") and not c.passed
                for cs in checks.values() for c in cs):
             return "unreadable_pages"
         return None
 
-    def job_for(self, fa: FileAssembled) -> tuple[dict[str, Any], OcrPaths, float]:
+    def job_for(self, fa: FileAssembled) -> tuple[OcrJob, OcrPaths, float]:
         o = self.settings.ocr
         paths = OcrPaths.for_file(o.output_dir, fa.site_id, fa.fonds, fa.file_code, fa.revision)
-        pages = [{"document": p.document, "page_index": p.page_index, "uri": p.uri,
-                  "document_sha256": p.document_sha256, "sha256": p.sha256,
-                  "media_type": p.media_type,
-                  **({"languages": fa.languages[p.document]}
-                     if p.document in fa.languages else {})}
+        pages = [OcrPage(document=p.document, page_index=p.page_index, uri=p.uri,
+                         document_sha256=p.document_sha256, sha256=p.sha256,
+                         media_type=p.media_type, languages=fa.languages.get(p.document))
                  for p in fa.pages]
-        options = {"engine": ENGINE, "languages": o.languages, "output_type": o.output_type,
-                   "rotate_pages": o.rotate_pages, "osd_below_confidence": o.osd_below_confidence,
-                   "denoise": o.denoise}
-        digest = inputs_digest(pages, options)
+        options = OcrOptions(engine=ENGINE, languages=o.languages, output_type=o.output_type,
+                             rotate_pages=o.rotate_pages,
+                             osd_below_confidence=o.osd_below_confidence, denoise=o.denoise)
         job_id = stable_event_id("ocr-job", fa.site_id, fa.file_code, fa.revision, time.time())
         title = f"{fa.fonds}/{fa.file_code}" if fa.fonds else fa.file_code
-        job = {"pages": pages, "options": options, "inputs_digest": digest,
-               "site_id": fa.site_id, "sources": self.sources, "title": f"{title} (r{fa.revision})",
-               "pdf": str(paths.pdf), "text": str(paths.text), "result": str(paths.result),
-               "work_dir": str(self.work_root / job_id)}
+        job = OcrJob(pages=pages, options=options, inputs_digest=inputs_digest(pages, options),
+                     site_id=fa.site_id, sources=self.sources,
+                     title=f"{title} (r{fa.revision})", pdf=str(paths.pdf),
+                     text=str(paths.text), result=str(paths.result),
+                     work_dir=str(self.work_root / job_id))
         timeout = max(o.timeout_s_min, o.timeout_s_per_page * len(pages))
         return job, paths, timeout
 
@@ -241,9 +252,9 @@ class FileProcessor:
     async def _ocr(self, fa: FileAssembled) -> OcrCompleted | OcrFailed:
         o = self.settings.ocr
         job, paths, timeout = self.job_for(fa)
-        done = load_done(paths, job["inputs_digest"])
+        done = load_done(paths, job.inputs_digest)
         attempts = 0
-        result: dict[str, Any] | None = done
+        result: OcrResult | None = done
         if done is None:
             async with self._ocr_slots:
                 failures = full = 0
@@ -252,9 +263,9 @@ class FileProcessor:
                     started = time.monotonic()
                     result = await self._run_with_progress(fa, job, timeout)
                     metrics.OCR_SECONDS.observe(time.monotonic() - started)
-                    if result.get("ok") or result.get("kind") == "input":
+                    if isinstance(result, OcrDone) or result.kind == "input":
                         break
-                    if result.get("kind") == "disk_full":
+                    if result.kind == "disk_full":
                         # The machine's fault, not the file's: an OcrFailed verdict would
                         # outlive the freed space. Wait (backoff capped at a minute) and say
                         # so loudly on every attempt; the retry budget is left untouched.
@@ -263,34 +274,34 @@ class FileProcessor:
                         log.error("ocr output disk full; waiting for space", extra={
                             "site_id": fa.site_id, "file_code": fa.file_code,
                             "output_dir": str(o.output_dir), "attempt": attempts,
-                            "retry_in_s": wait, "reason": result.get("reason")})
+                            "retry_in_s": wait, "reason": result.reason})
                         await asyncio.sleep(wait)
                         continue
                     failures += 1
                     log.warning("ocr attempt failed", extra={
                         "site_id": fa.site_id, "file_code": fa.file_code, "attempt": attempts,
-                        "reason": result.get("reason")})
+                        "reason": result.reason})
                     if failures > o.retries:
                         break
                     await asyncio.sleep(o.backoff_s * 2 ** (failures - 1))
         assert result is not None
-        if result.get("ok") and self.settings.store.enabled:
+        if isinstance(result, OcrDone) and self.settings.store.enabled:
             await self._store_outputs(fa, paths)
         common = {"site_id": fa.site_id, "fonds": fa.fonds, "file_code": fa.file_code,
                   "revision": fa.revision}
-        if result.get("ok"):
+        if isinstance(result, OcrDone):
             return OcrCompleted(
                 event_id=stable_event_id("OcrCompleted", 2, fa.site_id, fa.fonds,
                                          fa.file_code, fa.revision),
-                output_uri=paths.pdf.resolve().as_uri(), output_sha256=result["output_sha256"],
+                output_uri=paths.pdf.resolve().as_uri(), output_sha256=result.output_sha256,
                 text_uri=paths.text.resolve().as_uri(),
-                pages=[PageText(**{k: v for k, v in p.items() if k in PageText.model_fields})
-                       for p in result["pages"]],
-                seconds=result.get("seconds", 0.0), **common)
+                pages=[PageText(document=p.document, page_index=p.page_index, chars=p.chars,
+                                mean_confidence=p.mean_confidence) for p in result.pages],
+                seconds=result.seconds, **common)
         return OcrFailed(
             event_id=stable_event_id("OcrFailed", 2, fa.site_id, fa.fonds, fa.file_code,
                                      fa.revision),
-            reason=f"{result.get('kind', 'error')}: {result.get('reason', 'unknown')}",
+            reason=f"{result.kind}: {result.reason}",
             attempts=max(1, attempts), **common)
 
     async def _store_outputs(self, fa: FileAssembled, paths: OcrPaths) -> None:
@@ -313,8 +324,8 @@ class FileProcessor:
                 await asyncio.sleep(wait)
                 wait = min(60.0, wait * 2)
 
-    async def _run_with_progress(self, fa: FileAssembled, job: dict[str, Any],
-                                 timeout: float) -> dict[str, Any]:
+    async def _run_with_progress(self, fa: FileAssembled, job: OcrJob,
+                                 timeout: float) -> OcrResult:
         """One OCR attempt in an engine process; meanwhile the file's pages done of pages go
         to the metrics as they come and, at most every ``ocr.progress_every_s``, out as an
         OcrProgress event."""
@@ -362,7 +373,7 @@ class FileProcessor:
     async def handle(self, fa: FileAssembled, dead: Any) -> None:
         metrics.OCR_BACKLOG.inc()
         try:
-            checks: dict[PageId, list[dict[str, Any]]] = {}
+            checks: dict[PageId, list[Check]] = {}
             if self.settings.streams.qc_enabled:
                 checks = await self.check_pages(fa)
             skip = self.ocr_skip_reason(fa, checks)

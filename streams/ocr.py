@@ -6,12 +6,13 @@ becomes an invisible text layer (ocrmypdf's renderer), grafted onto the original
 the whole is declared PDF/A-2b with pikepdf (``streams.ocr_pdf``). Orientation detection
 runs only on pages that need it.
 
-A job's pages are ``{"document", "page_index", "uri", "document_sha256", "sha256",
-"media_type"}``, one entry per page in file order, with ``"languages"`` (e.g. ``"vie+eng"``)
-where the file's manifest names the document's; else the job's. Each document is read once,
-through the site's sources (``streams.sources``: confined to the site's roots, size-capped,
-timed) and proven by its SHA-256; each page is then proven by its content digest
-(``sohoa.documents``) before it is OCR'd.
+A job (:class:`OcrJob`) has one :class:`OcrPage` per page in file order, with ``languages``
+(e.g. ``"vie+eng"``) where the file's manifest names the document's; else the job's
+(:class:`OcrOptions`). The job goes to the engine process and its result (:class:`OcrDone`
+or :class:`OcrFailure`) comes back by pickle: plain frozen dataclasses. Each document is
+read once, through the site's sources (``streams.sources``: confined to the site's roots,
+size-capped, timed) and proven by its SHA-256; each page is then proven by its content
+digest (``sohoa.documents``) before it is OCR'd.
 
 Output paths derive from site/fonds/file/revision; everything is written to a temp name in the
 same directory and renamed, so a retry, a kill -9 or a replay never leaves a half file or a
@@ -32,13 +33,15 @@ import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sohoa.disk import disk_full
 from sohoa.documents import DocumentRejected
+from sohoa.hashing import file_sha256
 from streams.qc import PageUnreadable, plain, read_verified
+from streams.sources import PageSources
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # Tesseract language names ("vie", "chi_sim", "script/Latin") joined by "+": nothing that
@@ -48,8 +51,6 @@ _LANGUAGES = re.compile(r"[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)?"
 # Part of every job's inputs digest: outputs of another engine are not reused on replay.
 ENGINE = "tesseract-capi/1"
 OUTPUT_MODE = 0o640
-# Page identity carried from the job's page into its result.
-_IDENTITY = ("document", "page_index")
 # Temp outputs this process is writing: an engine whose worker died removes them on its way
 # out (streams.ocr_pool), before the restarted worker looks for leftovers.
 WRITING: set[Path] = set()
@@ -57,6 +58,109 @@ WRITING: set[Path] = set()
 
 class OcrInputError(Exception):
     """The input itself is at fault (retrying will not help); ``str(exc)`` is the reason."""
+
+
+@dataclass(frozen=True)
+class OcrPage:
+    """One page of a job: where its document is, and the digests that prove both."""
+
+    document: str
+    page_index: int
+    uri: str
+    document_sha256: str
+    sha256: str
+    media_type: str | None = None
+    languages: str | None = None  # the document's own, from the manifest; else the job's
+
+    @property
+    def label(self) -> str:
+        return f"{self.document} page {self.page_index}"
+
+
+@dataclass(frozen=True)
+class OcrOptions:
+    """How a job is OCR'd; all of it is part of the job's inputs digest."""
+
+    engine: str
+    languages: str
+    output_type: str
+    rotate_pages: bool
+    osd_below_confidence: float
+    denoise: bool
+
+
+@dataclass(frozen=True)
+class OcrJob:
+    """Everything an engine process needs for one file, and where its outputs go."""
+
+    pages: list[OcrPage]
+    options: OcrOptions
+    inputs_digest: str
+    site_id: str
+    sources: PageSources
+    title: str
+    pdf: str
+    text: str
+    result: str
+    work_dir: str
+    parent_pid: int | None = None  # set by the engine pool: the worker that asked
+
+
+@dataclass(frozen=True)
+class OcrPageText:
+    """What OCR found on one page (the ``pages`` of the ``.json`` result)."""
+
+    document: str
+    page_index: int
+    chars: int
+    mean_confidence: float | None
+    turned: int
+
+
+@dataclass(frozen=True)
+class OcrDone:
+    """A finished job, as its ``.json`` result says (written last, read back on replay)."""
+
+    output_sha256: str
+    pages: list[OcrPageText]
+    inputs_digest: str
+    seconds: float = 0.0
+    ok: Literal[True] = True
+
+    def to_json(self) -> bytes:
+        return json.dumps({"ok": True, "output_sha256": self.output_sha256,
+                           "pages": [asdict(p) for p in self.pages],
+                           "seconds": self.seconds,
+                           "inputs_digest": self.inputs_digest}).encode()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> OcrDone:
+        """A result as written by :meth:`to_json`; raises KeyError, TypeError or ValueError
+        on one that is not."""
+        return cls(output_sha256=data["output_sha256"], inputs_digest=data["inputs_digest"],
+                   seconds=data.get("seconds", 0.0),
+                   pages=[OcrPageText(document=p["document"],
+                                      page_index=p.get("page_index", 1),
+                                      chars=p["chars"],
+                                      mean_confidence=p.get("mean_confidence"),
+                                      turned=p.get("turned", 0))
+                          for p in data["pages"]])
+
+
+FailureKind = Literal["input", "transient", "disk_full", "timeout"]
+
+
+@dataclass(frozen=True)
+class OcrFailure:
+    """A job that did not finish: ``input`` is the file's fault (retrying will not help);
+    ``transient``, ``disk_full`` and ``timeout`` are ours."""
+
+    kind: FailureKind
+    reason: str
+    ok: Literal[False] = False
+
+
+OcrResult = OcrDone | OcrFailure
 
 
 @dataclass(frozen=True)
@@ -83,16 +187,17 @@ def safe_name(part: str) -> str:
     return clean[:120]
 
 
-def inputs_digest(pages: list[dict[str, Any]], options: dict[str, Any]) -> str:
+def inputs_digest(pages: list[OcrPage], options: OcrOptions) -> str:
     h = hashlib.sha256()
     for p in pages:
-        ident = {k: p.get(k) for k in (*_IDENTITY, "document_sha256", "languages")}
-        h.update(f"{json.dumps(ident, sort_keys=True)}:{p['sha256']}\n".encode())
-    h.update(json.dumps(options, sort_keys=True).encode())
+        ident = {"document": p.document, "page_index": p.page_index,
+                 "document_sha256": p.document_sha256, "languages": p.languages}
+        h.update(f"{json.dumps(ident, sort_keys=True)}:{p.sha256}\n".encode())
+    h.update(json.dumps(asdict(options), sort_keys=True).encode())
     return h.hexdigest()
 
 
-def load_done(paths: OcrPaths, digest: str) -> dict[str, Any] | None:
+def load_done(paths: OcrPaths, digest: str) -> OcrDone | None:
     """The result of an earlier, complete run on the same inputs, if its files are intact."""
     try:
         result = json.loads(paths.result.read_text(encoding="utf-8"))
@@ -100,17 +205,9 @@ def load_done(paths: OcrPaths, digest: str) -> dict[str, Any] | None:
         return None
     if result.get("inputs_digest") != digest or not paths.pdf.exists():
         return None
-    if _sha256_file(paths.pdf) != result.get("output_sha256"):
+    if file_sha256(paths.pdf) != result.get("output_sha256"):
         return None
-    return result
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return OcrDone.from_json(result)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -134,8 +231,8 @@ def temp_name(final: str, pid: int | None = None) -> str:
     return f".{final}.{socket.gethostname()}.{pid or os.getpid()}.tmp"
 
 
-def failure(kind: str, reason: str) -> dict[str, Any]:
-    return {"ok": False, "kind": kind, "reason": reason[:500]}
+def failure(kind: FailureKind, reason: str) -> OcrFailure:
+    return OcrFailure(kind, reason[:500])
 
 
 # --- in the engine process ---------------------------------------------------------------
@@ -181,13 +278,12 @@ class Engines:
             self._osd = None
 
 
-def _documents(pages: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+def _documents(pages: list[OcrPage]) -> Iterator[list[OcrPage]]:
     """Runs of consecutive job pages of one document (a file's pages come document by
     document), so each document is read once."""
-    run: list[dict[str, Any]] = []
+    run: list[OcrPage] = []
     for p in pages:
-        if run and (p["uri"], p["document_sha256"]) != (run[0]["uri"],
-                                                        run[0]["document_sha256"]):
+        if run and (p.uri, p.document_sha256) != (run[0].uri, run[0].document_sha256):
             yield run
             run = []
         run.append(p)
@@ -195,30 +291,29 @@ def _documents(pages: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
         yield run
 
 
-def _ocr_image(source: Any, i: int, options: dict[str, Any]) -> Any:
-    """The image Tesseract reads: the page's own or, with ``options["denoise"]``, its grey
+def _ocr_image(source: Any, i: int, options: OcrOptions) -> Any:
+    """The image Tesseract reads: the page's own or, with ``options.denoise``, its grey
     smoothed 3x3 (isolated specks then fall under the binarisation threshold instead of
     being read as '.', '_' or '|'; bench/bench_ocr.py measures the text it gives)."""
     pix = source.pix(i)
-    if not options.get("denoise"):
+    if not options.denoise:
         return pix
     with pix:
         return pix.smoothed()
 
 
-def _open(run: list[dict[str, Any]], job: dict[str, Any]) -> Any:
+def _open(run: list[OcrPage], job: OcrJob) -> Any:
     """The run's document, read within the site's sources and proven by its SHA-256."""
     from streams.page_source import open_source
 
     first = run[0]
     try:
-        data = read_verified(first["uri"], first["document_sha256"], job["site_id"],
-                             job["sources"])
-        return open_source(data, first.get("media_type"))
+        data = read_verified(first.uri, first.document_sha256, job.site_id, job.sources)
+        return open_source(data, first.media_type)
     except PageUnreadable as exc:
-        raise OcrInputError(f"{_label(first)}: {exc}") from None
+        raise OcrInputError(f"{first.label}: {exc}") from None
     except DocumentRejected as exc:
-        raise OcrInputError(f"{_label(first)}: {plain(exc)}") from None
+        raise OcrInputError(f"{first.label}: {plain(exc)}") from None
 
 
 def _parse_hocr(path: Path, hocr: str) -> Any:
@@ -235,20 +330,16 @@ def _parse_hocr(path: Path, hocr: str) -> Any:
         return None
 
 
-def _label(p: dict[str, Any]) -> str:
-    return f"{p['document']} page {p['page_index']}"
-
-
 def recognise_upright(engines: Engines, engine: Any, pix: Any,
-                      options: dict[str, Any]) -> tuple[Any, int, int | None]:
+                      options: OcrOptions) -> tuple[Any, int, int | None]:
     """OCR a page; orientation detection only for a page whose text came out sideways or
     poorly (upside down). Returns (result, the turn of the image Tesseract's last result is
     for, the page's display rotation or None to keep the page's own). The engine holds the
     returned result (for its hOCR)."""
     rec = engine.recognise(pix)
     conf = rec.mean_confidence
-    low = conf is None or conf < options["osd_below_confidence"]
-    if not options["rotate_pages"] or not (rec.sideways or low) or not rec.word_confidences:
+    low = conf is None or conf < options.osd_below_confidence
+    if not options.rotate_pages or not (rec.sideways or low) or not rec.word_confidences:
         return rec, 0, None
     found = engines.osd().orientation(pix)
     if found is None or found.degrees == 0:
@@ -263,12 +354,12 @@ def recognise_upright(engines: Engines, engine: Any, pix: Any,
     return engine.recognise(pix), 0, None  # the turn did not help: back to the page as it was
 
 
-def ocr_file(job: dict[str, Any], engines: Engines,
-             progress: Callable[[int, int], None]) -> dict[str, Any]:
-    """The whole job, in the engine process. Returns a result dict; never raises."""
-    work = Path(job["work_dir"])
+def ocr_file(job: OcrJob, engines: Engines,
+             progress: Callable[[int, int], None]) -> OcrResult:
+    """The whole job, in the engine process. Returns its result; never raises."""
+    work = Path(job.work_dir)
     started = time.monotonic()
-    final = Path(job["pdf"])
+    final = Path(job.pdf)
     tmp_pdf = final.with_name(temp_name(final.name))
     sources: list[Any] = []
     WRITING.add(tmp_pdf)
@@ -291,37 +382,37 @@ def ocr_file(job: dict[str, Any], engines: Engines,
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _ocr_file(job: dict[str, Any], engines: Engines, progress: Callable[[int, int], None],
-              work: Path, tmp_pdf: Path, sources: list[Any], started: float) -> dict[str, Any]:
+def _ocr_file(job: OcrJob, engines: Engines, progress: Callable[[int, int], None],
+              work: Path, tmp_pdf: Path, sources: list[Any], started: float) -> OcrDone:
     import pikepdf
 
     from streams import ocr_pdf
     from streams.tesseract import TesseractError, quiet_stderr
 
-    opts = job["options"]
-    paths = OcrPaths(Path(job["pdf"]), Path(job["text"]), Path(job["result"]))
+    opts = job.options
+    paths = OcrPaths(Path(job.pdf), Path(job.text), Path(job.result))
     out = pikepdf.new()
     layers: list[tuple[int, Any, float]] = []   # (output page, hOCR page tree, dpi)
-    per_page: list[dict[str, Any]] = []
+    per_page: list[OcrPageText] = []
     texts: list[str] = []
     turns: list[int] = []
-    total = len(job["pages"])
-    for run in _documents(job["pages"]):
+    total = len(job.pages)
+    for run in _documents(job.pages):
         source = _open(run, job)
         sources.append(source)
         for p in run:
-            i = int(p["page_index"])
-            engine = engines.get(p.get("languages") or opts["languages"])
+            i = int(p.page_index)
+            engine = engines.get(p.languages or opts.languages)
             try:
-                source.check(i, p["sha256"], proven=p["document_sha256"])
+                source.check(i, p.sha256, proven=p.document_sha256)
                 with _ocr_image(source, i, opts) as pix, quiet_stderr():
                     rec, turn, display = recognise_upright(engines, engine, pix, opts)
                     hocr = engine.hocr()
                 page = source.append_page(out, i)
             except TesseractError as exc:
-                raise OcrInputError(f"{_label(p)}: {exc}") from None
+                raise OcrInputError(f"{p.label}: {exc}") from None
             except DocumentRejected as exc:
-                raise OcrInputError(f"{_label(p)}: {plain(exc)}") from None
+                raise OcrInputError(f"{p.label}: {plain(exc)}") from None
             n = len(per_page)
             tree = _parse_hocr(work / f"p{n:05d}.hocr", hocr)
             if tree is not None and tree.bbox is not None:
@@ -330,15 +421,15 @@ def _ocr_file(job: dict[str, Any], engines: Engines, progress: Callable[[int, in
                 page.obj.Rotate = display
             turns.append(turn)
             texts.append(rec.text)
-            entry = {k: p[k] for k in _IDENTITY}
-            entry.update(chars=len("".join(rec.text.split())),
-                         mean_confidence=rec.mean_confidence, turned=turn or display or 0)
-            per_page.append(entry)
+            per_page.append(OcrPageText(
+                document=p.document, page_index=p.page_index,
+                chars=len("".join(rec.text.split())), mean_confidence=rec.mean_confidence,
+                turned=turn or display or 0))
             progress(len(per_page), total)
         source.release()
     if not per_page:
         raise OcrInputError("no pages")
-    pdfa = opts["output_type"].startswith("pdfa")
+    pdfa = opts.output_type.startswith("pdfa")
     if layers:
         ocr_pdf.render_text_pages(layers, work / "text.pdf")
         with pikepdf.open(work / "text.pdf") as text_pdf:
@@ -351,16 +442,16 @@ def _ocr_file(job: dict[str, Any], engines: Engines, progress: Callable[[int, in
     for page in out.pages if pdfa else ():
         ocr_pdf.use_cmyk_profile(out, page, cmyk)
     paths.pdf.parent.mkdir(parents=True, exist_ok=True)
-    ocr_pdf.save(out, tmp_pdf, pdfa, job.get("title", paths.pdf.stem))
+    ocr_pdf.save(out, tmp_pdf, pdfa, job.title)
     os.chmod(tmp_pdf, OUTPUT_MODE)
-    output_sha = _sha256_file(tmp_pdf)
+    output_sha = file_sha256(tmp_pdf)
     text = "\f".join(texts)
     _atomic_write(paths.text, text.encode("utf-8"))
-    if os.getppid() != job.get("parent_pid", os.getppid()):
+    if job.parent_pid is not None and os.getppid() != job.parent_pid:
         raise RuntimeError("the worker that asked for this OCR is gone")  # a new one redoes it
     os.replace(tmp_pdf, paths.pdf)
-    result = {"ok": True, "output_sha256": output_sha, "pages": per_page,
-              "seconds": round(time.monotonic() - started, 3),
-              "inputs_digest": job["inputs_digest"]}
-    _atomic_write(paths.result, json.dumps(result).encode())
+    result = OcrDone(output_sha256=output_sha, pages=per_page,
+                     seconds=round(time.monotonic() - started, 3),
+                     inputs_digest=job.inputs_digest)
+    _atomic_write(paths.result, result.to_json())
     return result

@@ -19,10 +19,11 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from streams.ocr import failure, temp_name
+from streams.ocr import OcrJob, OcrResult, failure, temp_name
 
 Progress = Callable[[int, int], None]
 
@@ -117,9 +118,9 @@ class EnginePool:
             else:
                 self._idle.append(eng)
 
-    def run(self, job: dict[str, Any], timeout_s: float,
-            progress: Progress | None = None) -> dict[str, Any]:
-        job = {**job, "parent_pid": os.getpid()}
+    def run(self, job: OcrJob, timeout_s: float,
+            progress: Progress | None = None) -> OcrResult:
+        job = replace(job, parent_pid=os.getpid())
         with self._slots:
             eng = self._take()
             healthy = False
@@ -133,12 +134,12 @@ class EnginePool:
                 else:
                     pid = eng.proc.pid
                     eng.kill()
-                    final = Path(job["pdf"])
+                    final = Path(job.pdf)
                     final.with_name(temp_name(final.name, pid)).unlink(missing_ok=True)
-                shutil.rmtree(job["work_dir"], ignore_errors=True)
+                shutil.rmtree(job.work_dir, ignore_errors=True)
 
-    def _exchange(self, eng: _Engine, job: dict[str, Any], timeout_s: float,
-                  progress: Progress | None) -> tuple[dict[str, Any], bool]:
+    def _exchange(self, eng: _Engine, job: OcrJob, timeout_s: float,
+                  progress: Progress | None) -> tuple[OcrResult, bool]:
         deadline = time.monotonic() + timeout_s
         try:
             eng.conn.send(job)
@@ -151,7 +152,8 @@ class EnginePool:
                     if progress is not None:
                         progress(*body)
                     continue
-                return body[0], True
+                result: OcrResult = body[0]
+                return result, True
         except (EOFError, OSError):
             eng.proc.join(2)
             return failure("transient", f"ocr process died (exit {eng.proc.exitcode})"), False

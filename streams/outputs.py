@@ -12,22 +12,14 @@ of the same output is a no-op. Reports and the web page read them with the reade
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from sohoa.config import StoreConfig
+from sohoa.hashing import file_sha256
 from sohoa.objectstore import ObjectStore
 
 CONTENT_TYPES = {".pdf": "application/pdf", ".txt": "text/plain; charset=utf-8",
                  ".json": "application/json", ".zip": "application/zip"}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def output_key(site_id: str, fonds: str, file_code: str, revision: int, sha256: str,
@@ -41,7 +33,7 @@ def store_outputs(cfg: StoreConfig, site_id: str, fonds: str, file_code: str, re
     store = store or ObjectStore(cfg)
     uris = []
     for path in files:
-        sha = _sha256(path)
+        sha = file_sha256(path)
         key = output_key(site_id, fonds, file_code, revision, sha, path.suffix)
         with path.open("rb") as f:
             store.put_file(cfg.outputs_bucket, key, f, sha,

@@ -8,13 +8,15 @@ brightness, skew, sharpness) run on a copy downsampled to ``analysis_max_px`` on
 side, which keeps the verdict (thin noise averages away, text stays dark) at a fraction of the
 cost. A JPEG is decoded straight at reduced size (``draft``).
 
-Every input, however broken, returns a result with a reason; nothing here raises.
+Every input, however broken, returns a result with a reason; nothing here raises. Results
+are frozen dataclasses (:class:`Check`, :class:`PageQc`): they travel back from the pool by
+pickle, and the OCR app turns them into ``PageChecked`` events.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +58,57 @@ class Raster:
     luma: np.ndarray | None  # downsampled greyscale, float32 0..255; None when too large
 
 
-def _check(name: str, value: Any, threshold: Any, passed: bool) -> dict[str, Any]:
+CheckValue = float | int | str | None
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check of one page: what was measured, against what, and whether it passed.
+    Its fields are those of :class:`sohoa.events.CheckResult`, which it becomes."""
+
+    check: str
+    value: CheckValue
+    threshold: CheckValue
+    passed: bool
+
+
+@dataclass(frozen=True)
+class PageQc:
+    """One page's checks and their outcome; the physical size in millimetres when known."""
+
+    page_index: int
+    checks: tuple[Check, ...]
+    passed: bool
+    decoded: bool
+    width_mm: float | None = None
+    height_mm: float | None = None
+
+    def failing(self, check: Check) -> PageQc:
+        """This page with one more check, a failed one (found after the pool's checks)."""
+        return replace(self, checks=(*self.checks, check), passed=False)
+
+
+@dataclass(frozen=True)
+class FirstPageQc:
+    """:func:`check_page`'s answer: the first page's checks, and the document's page count
+    when it could be opened."""
+
+    checks: tuple[Check, ...]
+    passed: bool
+    decoded: bool
+    frames: int | None = None
+
+
+def _check(name: str, value: CheckValue, threshold: CheckValue, passed: bool) -> Check:
     if isinstance(value, float):
         value = round(value, 4)
-    return {"check": name, "value": value, "threshold": threshold, "passed": bool(passed)}
+    return Check(name, value, threshold, bool(passed))
+
+
+def unreadable(page_index: int, reason: str) -> PageQc:
+    """A page that could not be decoded, with the reason as its one check."""
+    return PageQc(page_index, (_check("decode", reason, None, False),), passed=False,
+                  decoded=False)
 
 
 def plain(exc: BaseException) -> str:
@@ -74,11 +123,10 @@ def plain(exc: BaseException) -> str:
 # --- entry points ---------------------------------------------------------------------------
 
 def check_document_pages(path: str, media_type: str, pages: list[tuple[int, str]],
-                         cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    """Check ``pages`` [(page_index, expected page digest)] of one document, one result each:
-    {"page_index", "checks", "passed", "decoded", "width_mm", "height_mm"}. Each page's
-    digest is recomputed from the bytes first; a page that differs is not measured."""
-    qc = QcConfig(**cfg)
+                         qc: QcConfig) -> list[PageQc]:
+    """Check ``pages`` [(page_index, expected page digest)] of one document, one result each.
+    Each page's digest is recomputed from the bytes first; a page that differs is not
+    measured."""
     try:
         doc = open_document(Path(path), media_type or None)
     except Exception as exc:  # the whole document is unreadable: every page says why
@@ -89,51 +137,47 @@ def check_document_pages(path: str, media_type: str, pages: list[tuple[int, str]
         return [_check_page_of(doc, i, expected, qc) for i, expected in pages]
 
 
-def check_page(uri: str, sha256: str, cfg: dict[str, Any], site_id: str,
-               sources: PageSources) -> dict[str, Any]:
+def check_page(uri: str, sha256: str, qc: QcConfig, site_id: str,
+               sources: PageSources) -> FirstPageQc:
     """The first page of a document named by URI, read only within the site's sources and
-    proven by the whole file's SHA-256 (the event contract before documents). Returns
-    {"checks", "passed", "decoded", "frames"}."""
-    qc = QcConfig(**cfg)
+    proven by the whole file's SHA-256 (the event contract before documents)."""
     try:
         with sources.open_verified(site_id, uri, sha256) as page:
             try:
                 doc = open_document(Path(page.path))
             except Exception as exc:
-                checks = [_check("sha256", "ok", None, True),
-                          _check("decode", plain(exc)[:300], None, False)]
-                return {"checks": checks, "passed": False, "decoded": False}
+                return FirstPageQc((_check("sha256", "ok", None, True),
+                                    _check("decode", plain(exc)[:300], None, False)),
+                                   passed=False, decoded=False)
             with doc:
                 res = _check_page_of(doc, 1, None, qc)
                 frames = doc.page_count
     except SourceError as exc:
         if str(exc).startswith("sha256 mismatch"):
-            return {"checks": [_sha_mismatch()], "passed": False, "decoded": False}
-        return {"checks": [_check("decode", str(exc)[:300], None, False)], "passed": False,
-                "decoded": False}
-    checks = [_check("sha256", "ok", None, True), *res["checks"]]
-    return {"checks": checks, "passed": res["passed"], "decoded": res["decoded"],
-            "frames": frames}
+            return FirstPageQc((_sha_mismatch(),), passed=False, decoded=False)
+        return FirstPageQc((_check("decode", str(exc)[:300], None, False),), passed=False,
+                           decoded=False)
+    checks = (_check("sha256", "ok", None, True), *res.checks)
+    return FirstPageQc(checks, passed=res.passed, decoded=res.decoded, frames=frames)
 
 
-def _sha_mismatch() -> dict[str, Any]:
+def _sha_mismatch() -> Check:
     # Says nothing of what the file now holds: the reason is read by people who must not
     # learn a replaced page's content from it.
     return _check("sha256", "page content differs from the page scanned at the site "
                             "(changed or replaced since)", None, False)
 
 
-def _result(i: int, checks: list[dict[str, Any]], r: Raster | None) -> dict[str, Any]:
+def _result(i: int, checks: list[Check], r: Raster | None) -> PageQc:
     decoded = r is not None
-    return {"page_index": i, "checks": checks,
-            "passed": decoded and all(c["passed"] for c in checks), "decoded": decoded,
-            "width_mm": round(r.width_mm, 1) if r and r.width_mm else None,
-            "height_mm": round(r.height_mm, 1) if r and r.height_mm else None}
+    return PageQc(i, tuple(checks), passed=decoded and all(c.passed for c in checks),
+                  decoded=decoded,
+                  width_mm=round(r.width_mm, 1) if r and r.width_mm else None,
+                  height_mm=round(r.height_mm, 1) if r and r.height_mm else None)
 
 
-def _check_page_of(doc: Document, i: int, expected: str | None,
-                   qc: QcConfig) -> dict[str, Any]:
-    checks: list[dict[str, Any]] = []
+def _check_page_of(doc: Document, i: int, expected: str | None, qc: QcConfig) -> PageQc:
+    checks: list[Check] = []
     try:
         if expected is not None:
             if doc.page_sha256(i) != expected:
@@ -198,8 +242,8 @@ def _analysis_luma(img: Any, qc: QcConfig) -> np.ndarray:
 
 # --- measurements ------------------------------------------------------------------------
 
-def measure(r: Raster, qc: QcConfig) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+def measure(r: Raster, qc: QcConfig) -> list[Check]:
+    out: list[Check] = []
     mp = r.width * r.height / 1e6
     out.append(_check("pixels", round(mp, 3), qc.max_megapixels,
                       mp <= qc.max_megapixels and min(r.width, r.height) >= qc.min_side_px))

@@ -9,21 +9,17 @@ document need not hash the whole file again.
 
 from __future__ import annotations
 
-from typing import Any
-
-from streams.qc import check_document_pages
+from sohoa.config import QcConfig
+from streams.qc import PageQc, check_document_pages, unreadable
 from streams.sources import PageSources, SourceError
 
 
 def check_chunk(site_id: str, uri: str, media_type: str, pages: list[tuple[int, str]],
-                cfg: dict[str, Any], sources: PageSources) -> list[dict[str, Any]]:
+                qc: QcConfig, sources: PageSources) -> list[PageQc]:
     """One result per page of ``pages`` ([(page_index, page digest)]), in order: its checks,
     whether it passed, and its physical size in millimetres when known."""
     try:
         with sources.open_confined(site_id, uri) as doc:
-            return check_document_pages(doc.path, media_type, pages, cfg)
+            return check_document_pages(doc.path, media_type, pages, qc)
     except SourceError as exc:  # refused or unreadable: every page says so, and no more
-        return [{"page_index": i, "passed": False, "decoded": False, "width_mm": None,
-                 "height_mm": None, "checks": [{"check": "decode", "value": str(exc)[:300],
-                                                "threshold": None, "passed": False}]}
-                for i, _ in pages]
+        return [unreadable(i, str(exc)[:300]) for i, _ in pages]

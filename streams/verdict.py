@@ -14,8 +14,6 @@ OCR reason and a new revision (or an operator's replay) can redo it.
 
 from __future__ import annotations
 
-from typing import Any
-
 from sohoa.config import VerdictConfig
 from sohoa.events import (
     FileAssembled,
@@ -26,14 +24,15 @@ from sohoa.events import (
     Verdict,
     stable_event_id,
 )
+from streams.qc import Check
 
 PageId = tuple[str, int]  # (document, page_index)
 
 
-def decide(fa: FileAssembled, checks: dict[PageId, list[dict[str, Any]]],
+def decide(fa: FileAssembled, checks: dict[PageId, list[Check]],
            ocr: OcrCompleted | OcrFailed | None, ocr_skipped: str | None,
            cfg: VerdictConfig) -> FileVerdict:
-    """``checks``: (document, page_index) -> list of check dicts (only pages checked)."""
+    """``checks``: (document, page_index) -> the page's checks (only pages checked)."""
     position = {(p.document, p.page_index): i for i, p in enumerate(fa.pages, start=1)}
     reasons: list[RescanReason] = []
     failed_pages: set[PageId] = set()
@@ -46,7 +45,7 @@ def decide(fa: FileAssembled, checks: dict[PageId, list[dict[str, Any]]],
 
     for key in sorted(checks, key=lambda k: position.get(k, 0)):
         for c in checks[key]:
-            if not c["passed"]:
+            if not c.passed:
                 page(key, _reason(c))
     one_page_each = len({p.document for p in fa.pages}) == len(fa.pages)
     for n in fa.gaps:
@@ -81,7 +80,7 @@ def decide(fa: FileAssembled, checks: dict[PageId, list[dict[str, Any]]],
     verdict = Verdict.ACCEPTED
     top: list[RescanReason] = []
     undecodable = [k for k in position
-                   if any(c["check"] == "decode" and not c["passed"] for c in checks.get(k, []))]
+                   if any(c.check == "decode" and not c.passed for c in checks.get(k, []))]
     if total == 0:
         verdict, top = Verdict.REJECTED, [RescanReason(reason="empty_file: no pages")]
     elif len(undecodable) == total:
@@ -108,10 +107,9 @@ def decide(fa: FileAssembled, checks: dict[PageId, list[dict[str, Any]]],
     )
 
 
-def _reason(c: dict[str, Any]) -> str:
-    value, threshold = c.get("value"), c.get("threshold")
-    if c["check"] == "decode":
-        return f"decode: {value}"
-    if threshold is None:
-        return f"{c['check']}: {value}"
-    return f"{c['check']}: {value} (required {threshold})"
+def _reason(c: Check) -> str:
+    if c.check == "decode":
+        return f"decode: {c.value}"
+    if c.threshold is None:
+        return f"{c.check}: {c.value}"
+    return f"{c.check}: {c.value} (required {c.threshold})"

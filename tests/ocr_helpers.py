@@ -9,6 +9,7 @@ from pathlib import Path
 import pikepdf
 
 from infra.verapdf import validate
+from streams.ocr import OcrPage
 
 
 def cer(ref: str, hyp: str) -> float:
@@ -51,7 +52,7 @@ def image_streams(pdf: Path) -> list[bytes]:
     return out
 
 
-def job_pages(files: list[Path], languages: dict[str, str] | None = None) -> list[dict]:
+def job_pages(files: list[Path], languages: dict[str, str] | None = None) -> list[OcrPage]:
     """An OCR job's pages for these documents, as the OCR app makes them from a
     FileAssembled: every page of each, counted and digested as the site agent does."""
     from sohoa.documents import inspect_document
@@ -61,9 +62,8 @@ def job_pages(files: list[Path], languages: dict[str, str] | None = None) -> lis
         with f.open("rb") as fh:
             facts = inspect_document(fh, f.stat().st_size)
         for i, digest in enumerate(facts.page_sha256, start=1):
-            out.append({"document": f.name, "page_index": i, "uri": f.resolve().as_uri(),
-                        "document_sha256": facts.sha256, "sha256": digest,
-                        "media_type": facts.media_type,
-                        **({"languages": languages[f.name]}
-                           if languages and f.name in languages else {})})
+            out.append(OcrPage(document=f.name, page_index=i, uri=f.resolve().as_uri(),
+                               document_sha256=facts.sha256, sha256=digest,
+                               media_type=facts.media_type,
+                               languages=(languages or {}).get(f.name)))
     return out

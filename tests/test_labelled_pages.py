@@ -11,10 +11,10 @@ import pytest
 
 from sohoa.config import QcConfig
 from sohoa.documents import DocumentRejected, inspect_document, sniff
-from streams.qc import check_document_pages
+from streams.qc import PageQc, check_document_pages
 from tests.labelled_pages import LABELLED, Labelled, one_line, one_pdf, write_all
 
-CFG = QcConfig().model_dump(mode="json")
+CFG = QcConfig()
 ALL_CHECKS = frozenset({"sha256", "decode", "pixels", "dpi", "colour", "size_mm", "blank",
                         "brightness", "skew_deg", "sharpness"})
 
@@ -36,19 +36,19 @@ def page_digests(path: Path) -> tuple[str, tuple[str, ...]]:
         return sniff(data[:16]) or "", (hashlib.sha256(data).hexdigest(),)
 
 
-def assert_label(res: dict, lab: Labelled) -> None:
-    verdict = {c["check"]: c["passed"] for c in res["checks"]}
-    values = {c["check"]: c["value"] for c in res["checks"]}
+def assert_label(res: PageQc, lab: Labelled) -> None:
+    verdict = {c.check: c.passed for c in res.checks}
+    values = {c.check: c.value for c in res.checks}
     if lab.reason:
-        assert not res["decoded"] and not res["passed"] and verdict.get("decode") is False
+        assert not res.decoded and not res.passed and verdict.get("decode") is False
         assert str(values["decode"]).startswith(lab.reason + ":"), values["decode"]
         assert " at 0x" not in str(values["decode"])
         return
-    assert res["decoded"], (lab.name, values)
+    assert res.decoded, (lab.name, values)
     failed = {k for k, ok in verdict.items() if not ok}
     assert failed == lab.fails, (lab.name, values)
     assert set(verdict) == ALL_CHECKS - lab.absent, lab.name
-    assert res["passed"] == (not lab.fails)
+    assert res.passed == (not lab.fails)
 
 
 @pytest.mark.parametrize("lab", LABELLED, ids=[lab.name for lab in LABELLED])
@@ -56,10 +56,10 @@ def test_every_check_gives_its_label(labelled: dict[str, Path], lab: Labelled) -
     path = labelled[lab.name]
     media, digests = page_digests(path)
     [res] = check_document_pages(str(path), media, [(1, digests[0])], CFG)
-    assert res["page_index"] == 1
+    assert res.page_index == 1
     assert_label(res, lab)
-    if res["decoded"]:
-        assert res["width_mm"] and res["height_mm"]
+    if res.decoded:
+        assert res.width_mm and res.height_mm
 
 
 def test_the_labels_hold_inside_one_multipage_pdf(tmp_path: Path) -> None:
@@ -73,10 +73,10 @@ def test_the_labels_hold_inside_one_multipage_pdf(tmp_path: Path) -> None:
     results = []
     for chunk in chunks:
         out = check_document_pages(str(path), media, [(i, digests[i - 1]) for i in chunk], CFG)
-        assert [r["page_index"] for r in out] == chunk
+        assert [r.page_index for r in out] == chunk
         results += out
     for res in results:
-        assert_label(res, labels[res["page_index"] - 1])
+        assert_label(res, labels[res.page_index - 1])
 
 
 def test_a_changed_page_fails_only_its_own_digest(tmp_path: Path) -> None:
@@ -84,11 +84,11 @@ def test_a_changed_page_fails_only_its_own_digest(tmp_path: Path) -> None:
     media, digests = page_digests(path)
     other = "f" * 64
     out = check_document_pages(str(path), media, [(1, digests[0]), (2, other)], CFG)
-    assert out[0]["passed"]
-    sha = next(c for c in out[1]["checks"] if c["check"] == "sha256")
-    assert not sha["passed"] and not out[1]["decoded"] and len(out[1]["checks"]) == 1
+    assert out[0].passed
+    sha = next(c for c in out[1].checks if c.check == "sha256")
+    assert not sha.passed and not out[1].decoded and len(out[1].checks) == 1
     # The reason names no digest: it must not reveal what the file now holds.
-    assert digests[1] not in sha["value"] and digests[1][:8] not in sha["value"]
+    assert digests[1] not in sha.value and digests[1][:8] not in sha.value
 
 
 def test_the_signature_page_of_the_issue_was_below_the_old_ink_floor() -> None:

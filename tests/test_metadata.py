@@ -158,8 +158,8 @@ def test_assembly_passes_each_documents_type_to_the_ocr_app() -> None:
     assert fa.document_types == {"001.tif": "Bản đồ địa chính"}
     proc = FileProcessor(Settings(), publish_event=None)
     try:
-        assert proc.qc_config_for(fa, "001.tif")["min_dpi"] == 300
-        assert proc.qc_config_for(fa, "002.tif")["min_dpi"] == 200
+        assert proc.qc_config_for(fa, "001.tif").min_dpi == 300
+        assert proc.qc_config_for(fa, "002.tif").min_dpi == 200
     finally:
         proc.close()
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pikepdf
 import pytest
 from PIL import Image
 
-from streams.ocr import ENGINE, OcrPaths, inputs_digest
+from streams.ocr import ENGINE, OcrJob, OcrOptions, OcrPage, OcrPaths, inputs_digest
 from streams.ocr_pool import EnginePool
 from streams.sources import PageSources
 from tests import pages
@@ -38,17 +39,18 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def make_job(tmp_path: Path, page_list: list[dict[str, Any]], code: str = "HS-1",
-             **options: Any) -> dict[str, Any]:
+def make_job(tmp_path: Path, page_list: list[OcrPage], code: str = "HS-1",
+             **options: Any) -> OcrJob:
     """The job the OCR app sends an engine; the site's pages are under ``tmp_path``."""
     paths = OcrPaths.for_file(tmp_path / "ocr", "xa-a", "UBND", code, 1)
-    opts = {"engine": ENGINE, "languages": "vie", "output_type": "pdfa-2",
-            "rotate_pages": True, "osd_below_confidence": 60.0, "denoise": True, **options}
+    opts = OcrOptions(**{"engine": ENGINE, "languages": "vie", "output_type": "pdfa-2",
+                         "rotate_pages": True, "osd_below_confidence": 60.0, "denoise": True,
+                         **options})
     sources = PageSources({"xa-a": [str(tmp_path)]}, [], 1 << 30, 60.0)
-    return {"pages": page_list, "options": opts, "inputs_digest": inputs_digest(page_list, opts),
-            "site_id": "xa-a", "sources": sources,
-            "title": f"UBND/{code} (r1)", "pdf": str(paths.pdf), "text": str(paths.text),
-            "result": str(paths.result), "work_dir": str(tmp_path / "work" / code)}
+    return OcrJob(pages=page_list, options=opts, inputs_digest=inputs_digest(page_list, opts),
+                  site_id="xa-a", sources=sources,
+                  title=f"UBND/{code} (r1)", pdf=str(paths.pdf), text=str(paths.text),
+                  result=str(paths.result), work_dir=str(tmp_path / "work" / code))
 
 
 def test_scanner_formats_become_one_pdfa_with_their_images_kept(pool, tmp_path: Path) -> None:
@@ -70,12 +72,12 @@ def test_scanner_formats_become_one_pdfa_with_their_images_kept(pool, tmp_path: 
     job = make_job(tmp_path, job_pages(files))
     progress: list[tuple[int, int]] = []
     result = pool.run(job, 600, lambda done, total: progress.append((done, total)))
-    assert result["ok"], result
-    assert [(p["document"], p["page_index"]) for p in result["pages"]] == [
+    assert result.ok, result
+    assert [(p.document, p.page_index) for p in result.pages] == [
         ("001.jpg", 1), ("002.png", 1), ("003.jpg", 1), ("004.png", 1), ("005.png", 1),
         ("006.tif", 1), ("006.tif", 2), ("007.pdf", 1), ("008.tif", 1)]
     assert progress[-1] == (9, 9) and [d for d, _ in progress] == list(range(1, 10))
-    pdf, txt, res = Path(job["pdf"]), Path(job["text"]), Path(job["result"])
+    pdf, txt, res = Path(job.pdf), Path(job.text), Path(job.result)
     assert_pdfa([pdf])
     # Archive text is not for every local user: no output is world-readable.
     for f in (pdf, txt, res):
@@ -100,40 +102,40 @@ def test_page_identity_pages_pick_their_pages_of_a_document(pool, tmp_path: Path
     tif = pages.multipage_tiff(d / "QD-15.tif", [PageSpec(text=t) for t in texts])
     jpg = pages.write_page(d / "003.jpg", PageSpec(text=pages.text_lines(5, 9)))
 
-    refs = {(r["document"], r["page_index"]): r for r in job_pages([tif, jpg])}
+    refs = {(r.document, r.page_index): r for r in job_pages([tif, jpg])}
 
-    def entry(path: Path, index: int, **over: Any) -> dict[str, Any]:
-        return {**refs.get((path.name, index), refs[(path.name, 1)]), "page_index": index,
-                **over}
+    def entry(path: Path, index: int, **over: Any) -> OcrPage:
+        return replace(refs.get((path.name, index), refs[(path.name, 1)]), page_index=index,
+                       **over)
 
     page_list = [entry(tif, 1), entry(tif, 3), entry(jpg, 1)]
     job = make_job(tmp_path, page_list)
     result = pool.run(job, 600)
-    assert result["ok"], result
-    assert [(p["document"], p["page_index"]) for p in result["pages"]] == [
+    assert result.ok, result
+    assert [(p.document, p.page_index) for p in result.pages] == [
         ("QD-15.tif", 1), ("QD-15.tif", 3), ("003.jpg", 1)]
-    pdf = Path(job["pdf"])
+    pdf = Path(job.pdf)
     assert_pdfa([pdf])
     assert cer("\n".join(texts[2]), text_layer(pdf, 2)) < 0.02
     # A page the document does not have, and a document changed since it was hashed.
     bad = pool.run(make_job(tmp_path, [entry(tif, 4)], code="HS-2"), 600)
-    assert bad["kind"] == "input" and "QD-15.tif page 4" in bad["reason"], bad
+    assert bad.kind == "input" and "QD-15.tif page 4" in bad.reason, bad
     changed = pool.run(make_job(tmp_path, [entry(tif, 1, document_sha256="0" * 64)],
                                 code="HS-3"), 600)
-    assert changed["kind"] == "input" and "sha256 mismatch" in changed["reason"], changed
+    assert changed.kind == "input" and "sha256 mismatch" in changed.reason, changed
     # Each page is proven by its own digest: page 2's content is not what page 1 claims.
-    other = pool.run(make_job(tmp_path, [entry(tif, 1, sha256=refs[("QD-15.tif", 2)]["sha256"])],
+    other = pool.run(make_job(tmp_path, [entry(tif, 1, sha256=refs[("QD-15.tif", 2)].sha256)],
                               code="HS-4"), 600)
-    assert other["kind"] == "input" and "QD-15.tif page 1: changed" in other["reason"], other
+    assert other.kind == "input" and "QD-15.tif page 1: changed" in other.reason, other
     # Only where the site's pages are: a document outside its roots is refused unread.
     outside = tmp_path.parent / f"{tmp_path.name}-outside.jpg"
     outside.write_bytes(jpg.read_bytes())
     try:
-        far = pool.run(make_job(tmp_path, [{**entry(jpg, 1), "uri": outside.as_uri()}],
+        far = pool.run(make_job(tmp_path, [replace(entry(jpg, 1), uri=outside.as_uri())],
                                 code="HS-5"), 600)
     finally:
         outside.unlink()
-    assert far["kind"] == "input" and "refused" in far["reason"], far
+    assert far.kind == "input" and "refused" in far.reason, far
 
 
 def test_languages_come_from_the_document_else_the_default(pool, tmp_path: Path) -> None:
@@ -142,16 +144,16 @@ def test_languages_come_from_the_document_else_the_default(pool, tmp_path: Path)
     refs = job_pages([page, tmp_path / "002.png"], languages={"002.png": "eng"})
     job = make_job(tmp_path, refs)
     res = pool.run(job, 600)
-    assert res["ok"], res
-    vie, eng = Path(job["text"]).read_text("utf-8").split("\f")
+    assert res.ok, res
+    vie, eng = Path(job.text).read_text("utf-8").split("\f")
     # Only the Vietnamese model writes Vietnamese letters.
     assert "Độc lập" in vie and "Độc lập" not in eng, eng[:200]
-    unknown = pool.run(make_job(tmp_path, [{**refs[0], "languages": "xyz"}], code="HS-X"), 600)
-    assert unknown["kind"] == "input" and "xyz" in unknown["reason"], unknown
+    unknown = pool.run(make_job(tmp_path, [replace(refs[0], languages="xyz")], code="HS-X"), 600)
+    assert unknown.kind == "input" and "xyz" in unknown.reason, unknown
     # A language is a name in Tesseract's data folder, never a path out of it.
-    path = pool.run(make_job(tmp_path, [{**refs[0], "languages": "../../tmp/vie"}],
+    path = pool.run(make_job(tmp_path, [replace(refs[0], languages="../../tmp/vie")],
                              code="HS-P"), 600)
-    assert path["kind"] == "input" and "not a Tesseract language set" in path["reason"], path
+    assert path.kind == "input" and "not a Tesseract language set" in path.reason, path
 
 
 def test_pages_scanned_upside_down_or_sideways_are_shown_upright(pool, tmp_path: Path) -> None:
@@ -167,19 +169,19 @@ def test_pages_scanned_upside_down_or_sideways_are_shown_upright(pool, tmp_path:
         files.append(tmp_path / name)
     job = make_job(tmp_path, job_pages(files))
     res = pool.run(job, 600)
-    assert res["ok"], res
-    pdf = Path(job["pdf"])
+    assert res.ok, res
+    pdf = Path(job.pdf)
     with pikepdf.open(pdf) as doc:
         rotate = [int(p.obj.get("/Rotate", 0)) for p in doc.pages]
     assert rotate == [180, 270, 90, 0]
-    assert [p["turned"] for p in res["pages"]] == [180, 270, 90, 0]
+    assert [p.turned for p in res.pages] == [180, 270, 90, 0]
     assert_pdfa([pdf])
     rates = [cer("\n".join(t), text_layer(pdf, i + 1)) for i, t in enumerate(texts)]
     assert max(rates) < 0.03, rates
     # With rotation off, the upside-down page keeps its poor reading and its orientation.
     off = make_job(tmp_path, job_pages(files[:1]), code="HS-OFF", rotate_pages=False)
     res = pool.run(off, 600)
-    assert res["pages"][0]["turned"] == 0 and res["pages"][0]["mean_confidence"] < 60
+    assert res.pages[0].turned == 0 and res.pages[0].mean_confidence < 60
 
 
 def test_timeout_kills_the_engine_and_the_next_job_gets_a_fresh_one(tmp_path: Path) -> None:
@@ -190,12 +192,12 @@ def test_timeout_kills_the_engine_and_the_next_job_gets_a_fresh_one(tmp_path: Pa
         small._give_back(first)
         job = make_job(tmp_path, job_pages([page]) * 4)
         res = small.run(job, 0.5)
-        assert not res["ok"] and res["kind"] == "timeout", res
+        assert not res.ok and res.kind == "timeout", res
         assert not first.alive()
-        assert not Path(job["pdf"]).exists() and not list(Path(job["pdf"]).parent.glob(".*"))
-        assert not Path(job["work_dir"]).exists()
+        assert not Path(job.pdf).exists() and not list(Path(job.pdf).parent.glob(".*"))
+        assert not Path(job.work_dir).exists()
         again = small.run(make_job(tmp_path, job_pages([page]), code="HS-2"), 600)
-        assert again["ok"], again
+        assert again.ok, again
     finally:
         small.close()
 
@@ -242,8 +244,8 @@ def test_image_page_sizes_follow_their_resolution(pool, tmp_path: Path) -> None:
     b = tmp_path / "b.png"
     pages.render_page(PageSpec(dpi=150, text=pages.text_lines(4, 3))).save(b, dpi=(150, 150))
     job = make_job(tmp_path, job_pages([a, b]))
-    assert pool.run(job, 600)["ok"]
-    with pikepdf.open(job["pdf"]) as doc:
+    assert pool.run(job, 600).ok
+    with pikepdf.open(job.pdf) as doc:
         for page in doc.pages:
             w, h = (float(v) for v in page.mediabox[2:])
             assert abs(w - 595.3) < 2 and abs(h - 841.9) < 2, (w, h)
@@ -264,7 +266,7 @@ def test_progress_of_a_file_in_ocr_goes_to_metrics_and_events(tmp_path: Path) ->
     files = [pages.write_page(tmp_path / "in" / f"{n:03d}.png",
                               PageSpec(seed=n, text=pages.text_lines(10, n))) for n in range(1, 7)]
     fa = FileAssembled(site_id="xa-a", fonds="UBND", file_code="HS-PROG", pages=[
-        PageRef(**{k: v for k, v in ref.items() if k != "languages"}, number=n)
+        PageRef(**{k: v for k, v in asdict(ref).items() if k != "languages"}, number=n)
         for n, ref in enumerate(job_pages(files), 1)])
     settings = Settings(ocr={"output_dir": tmp_path / "ocr", "concurrency": 1,
                              "progress_every_s": 0.3},
@@ -295,11 +297,11 @@ def test_plain_pdf_output_when_pdfa_is_not_asked_for(pool, tmp_path: Path) -> No
     text = pages.text_lines(5, 2)
     page = pages.write_page(tmp_path / "001.jpg", PageSpec(text=text))
     job = make_job(tmp_path, job_pages([page]), output_type="pdf")
-    assert pool.run(job, 600)["ok"]
-    with pikepdf.open(job["pdf"]) as doc:
+    assert pool.run(job, 600).ok
+    with pikepdf.open(job.pdf) as doc:
         assert not doc.open_metadata().pdfa_status
         assert "/OutputIntents" not in doc.Root
-    assert cer("\n".join(text), text_layer(Path(job["pdf"]), 1)) < 0.02
+    assert cer("\n".join(text), text_layer(Path(job.pdf), 1)) < 0.02
 
 
 def test_text_already_on_a_pdf_page_gives_way_to_ours(pool, tmp_path: Path) -> None:
@@ -319,8 +321,8 @@ def test_text_already_on_a_pdf_page_gives_way_to_ours(pool, tmp_path: Path) -> N
     ]
     job = make_job(tmp_path, job_pages(files))
     res = pool.run(job, 600)
-    assert res["ok"], res
-    pdf = Path(job["pdf"])
+    assert res.ok, res
+    pdf = Path(job.pdf)
     assert_pdfa([pdf])
     layers = [text_layer(pdf, i) for i in (1, 2, 3)]
     assert all("QWERTY" not in t for t in layers), layers
@@ -339,9 +341,9 @@ def test_text_already_on_a_pdf_page_gives_way_to_ours(pool, tmp_path: Path) -> N
     again_in.write_bytes(pdf.read_bytes())
     again = make_job(tmp_path, job_pages([again_in])[:1], code="HS-AGAIN")
     res = pool.run(again, 600)
-    assert res["ok"], res
-    assert cer("\n".join(texts[0]), text_layer(Path(again["pdf"]), 1)) < 0.02
-    assert_pdfa([Path(again["pdf"])])
+    assert res.ok, res
+    assert cer("\n".join(texts[0]), text_layer(Path(again.pdf), 1)) < 0.02
+    assert_pdfa([Path(again.pdf)])
 
 
 def _fonts(obj: Any, depth: int = 0) -> list[Any]:
@@ -373,6 +375,6 @@ def test_a_version_1_file_is_ocred_as_its_version_2(pool, tmp_path: Path) -> Non
                         sources={"sites": {"xa-a": {"roots": [tmp_path]}}})
     job, paths, _ = FileProcessor(settings, publish_event=None).job_for(fa)
     res = pool.run(job, 600)
-    assert res["ok"], res
-    assert [(p["document"], p["page_index"]) for p in res["pages"]] == [("001.tif", 1)]
+    assert res.ok, res
+    assert [(p.document, p.page_index) for p in res.pages] == [("001.tif", 1)]
     assert cer("\n".join(text), text_layer(paths.pdf, 1)) < 0.02

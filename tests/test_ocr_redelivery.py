@@ -24,7 +24,7 @@ def test_same_file_twice_at_once_is_ocred_once(tmp_path: Path, monkeypatch) -> N
     real_run = EnginePool.run
 
     def counting_run(self, job, timeout, progress=None):
-        runs.append(job["work_dir"])
+        runs.append(job.work_dir)
         return real_run(self, job, timeout, progress)
 
     monkeypatch.setattr(EnginePool, "run", counting_run)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pikepdf
 import pytest
 
 from sohoa.documents import DocumentRejected
-from streams.ocr import OcrPaths, inputs_digest, load_done
+from streams.ocr import ENGINE, OcrDone, OcrOptions, OcrPage, OcrPaths, inputs_digest, load_done
 from streams.ocr_pdf import text_layer_matrix
 from streams.page_source import open_source
 from streams.pdf_content import full_page_image, read_page
@@ -29,31 +30,39 @@ def test_paths_are_derived_and_safe(tmp_path: Path) -> None:
     assert OcrPaths.for_file(tmp_path, "xa-a", "", "HS-1", 1).pdf.parent.parent.name == "_"
 
 
+def options(languages: str) -> OcrOptions:
+    return OcrOptions(engine=ENGINE, languages=languages, output_type="pdfa-2",
+                      rotate_pages=True, osd_below_confidence=60.0, denoise=True)
+
+
 def test_load_done_needs_same_inputs_and_intact_pdf(tmp_path: Path) -> None:
     paths = OcrPaths.for_file(tmp_path, "s", "f", "HS-1", 1)
     paths.pdf.parent.mkdir(parents=True)
     paths.pdf.write_bytes(b"%PDF-1.7 fake")
-    digest = inputs_digest([{"document": "1.tif", "page_index": 1, "sha256": "a" * 64}],
-                           {"languages": "vie"})
+    digest = inputs_digest([OcrPage(document="1.tif", page_index=1, uri="file:///1.tif",
+                                    document_sha256="a" * 64, sha256="a" * 64)],
+                           options("vie"))
     result = {"ok": True, "inputs_digest": digest, "pages": [],
               "output_sha256": hashlib.sha256(b"%PDF-1.7 fake").hexdigest()}
     paths.result.write_text(json.dumps(result))
-    assert load_done(paths, digest) == result
+    assert load_done(paths, digest) == OcrDone(inputs_digest=digest, pages=[],
+                                               output_sha256=result["output_sha256"])
     assert load_done(paths, "0" * 64) is None
     paths.pdf.write_bytes(b"%PDF-1.7 half")
     assert load_done(paths, digest) is None
 
 
 def test_inputs_digest_follows_page_identity_and_language() -> None:
-    page = {"document": "QD.tif", "page_index": 2, "uri": "file:///QD.tif", "sha256": "b" * 64,
-            "document_sha256": "c" * 64, "media_type": "image/tiff"}
-    base = inputs_digest([page], {"languages": "vie"})
-    assert inputs_digest([{**page, "uri": "file:///moved/QD.tif"}], {"languages": "vie"}) == base
-    assert inputs_digest([{**page, "languages": "vie+eng"}], {"languages": "vie"}) != base
-    assert inputs_digest([page], {"languages": "vie+eng"}) != base
-    assert inputs_digest([{**page, "page_index": 3}], {"languages": "vie"}) != base
-    assert inputs_digest([{**page, "document": "QD2.tif"}], {"languages": "vie"}) != base
-    assert inputs_digest([{**page, "document_sha256": "d" * 64}], {"languages": "vie"}) != base
+    page = OcrPage(document="QD.tif", page_index=2, uri="file:///QD.tif", sha256="b" * 64,
+                   document_sha256="c" * 64, media_type="image/tiff")
+    vie = options("vie")
+    base = inputs_digest([page], vie)
+    assert inputs_digest([replace(page, uri="file:///moved/QD.tif")], vie) == base
+    assert inputs_digest([replace(page, languages="vie+eng")], vie) != base
+    assert inputs_digest([page], options("vie+eng")) != base
+    assert inputs_digest([replace(page, page_index=3)], vie) != base
+    assert inputs_digest([replace(page, document="QD2.tif")], vie) != base
+    assert inputs_digest([replace(page, document_sha256="d" * 64)], vie) != base
 
 
 def test_page_sources_count_pages_and_copy_them_untouched(tmp_path: Path) -> None:
@@ -66,13 +75,13 @@ def test_page_sources_count_pages_and_copy_them_untouched(tmp_path: Path) -> Non
     counts = []
     for f in (a, b, c, d):
         refs = job_pages([f])
-        src = open_source(f.read_bytes(), refs[0]["media_type"])
+        src = open_source(f.read_bytes(), refs[0].media_type)
         counts.append(src.page_count)
         for ref in refs:
-            src.check(ref["page_index"], ref["sha256"])
-            with src.pix(ref["page_index"]) as pix:
+            src.check(ref.page_index, ref.sha256)
+            with src.pix(ref.page_index) as pix:
                 assert pix.size == (1654, 2339) and pix.resolution == (200, 200)
-            src.append_page(out, ref["page_index"])
+            src.append_page(out, ref.page_index)
     assert counts == [1, 2, 1, 1]
     out.save(tmp_path / "out.pdf")
     with pikepdf.open(tmp_path / "out.pdf") as pdf:
@@ -82,7 +91,7 @@ def test_page_sources_count_pages_and_copy_them_untouched(tmp_path: Path) -> Non
     # A page is proven by its own content digest: page 2's is not page 1's.
     tif = open_source(b.read_bytes(), "image/tiff")
     with pytest.raises(DocumentRejected, match="differs"):
-        tif.check(1, job_pages([b])[1]["sha256"])
+        tif.check(1, job_pages([b])[1].sha256)
     with pytest.raises(DocumentRejected, match="has 2 page"):
         tif.check(3, "0" * 64)
     with pytest.raises(DocumentRejected, match="encrypted"):

@@ -9,12 +9,12 @@ import pytest
 from PIL import ImageFilter
 
 from sohoa.config import QcConfig
-from streams.qc import check_page
+from streams.qc import FirstPageQc, check_page
 from streams.sources import PageSources
 from tests import pages
 from tests.pages import PageSpec
 
-CFG = QcConfig().model_dump(mode="json")
+CFG = QcConfig()
 
 
 SITE = "xa-qc"
@@ -24,17 +24,17 @@ def sources(root: Path) -> PageSources:
     return PageSources({SITE: [str(root)]}, [], 1 << 30, 30.0)
 
 
-def run(path: Path, sha: str | None = None) -> dict:
+def run(path: Path, sha: str | None = None) -> FirstPageQc:
     sha = sha or hashlib.sha256(path.read_bytes()).hexdigest()
     return check_page(path.resolve().as_uri(), sha, CFG, SITE, sources(path.resolve().parent))
 
 
-def failed(res: dict) -> set[str]:
-    return {c["check"] for c in res["checks"] if not c["passed"]}
+def failed(res: FirstPageQc) -> set[str]:
+    return {c.check for c in res.checks if not c.passed}
 
 
-def value(res: dict, check: str):
-    return next(c["value"] for c in res["checks"] if c["check"] == check)
+def value(res: FirstPageQc, check: str):
+    return next(c.value for c in res.checks if c.check == check)
 
 
 @pytest.mark.parametrize("make", [
@@ -50,7 +50,7 @@ def value(res: dict, check: str):
         "tiff-multipage", "scanner-pdf"])
 def test_good_pages_pass_every_check(tmp_path: Path, make) -> None:
     res = run(make(tmp_path))
-    assert res["decoded"] and res["passed"], res["checks"]
+    assert res.decoded and res.passed, res.checks
     assert value(res, "dpi") >= 200
     assert not failed(res)
 
@@ -84,7 +84,7 @@ def test_floor_violations_are_named_with_their_measurement(tmp_path: Path) -> No
 ], ids=["corrupt", "truncated", "encrypted-pdf"])
 def test_broken_inputs_fail_decode_with_a_reason(tmp_path: Path, make, reason: str) -> None:
     res = run(make(tmp_path))
-    assert not res["decoded"] and not res["passed"]
+    assert not res.decoded and not res.passed
     assert reason in str(value(res, "decode")).lower()
 
 
@@ -96,7 +96,7 @@ def test_one_pixel_giant_and_altered_pages(tmp_path: Path) -> None:
     assert value(giant, "dpi") == 2400.0
     p = pages.write_page(tmp_path / "x.png", PageSpec())
     altered = run(p, sha="0" * 64)
-    assert failed(altered) == {"sha256"} and not altered["decoded"]
+    assert failed(altered) == {"sha256"} and not altered.decoded
     assert "differs" in value(altered, "sha256")
     gone = check_page((tmp_path / "nope.png").as_uri(), "0" * 64, CFG, SITE, sources(tmp_path))
     assert "unreadable" in value(gone, "decode")

@@ -12,6 +12,7 @@ from sohoa.events import (
     PageText,
     Verdict,
 )
+from streams.qc import Check
 from streams.verdict import decide
 
 S, F = "xa-tan-phu", "HS-001"
@@ -28,12 +29,12 @@ def k(i: int) -> tuple[str, int]:
     return (f"{i}.tif", 1)
 
 
-def ok(*names: str) -> list[dict]:
-    return [{"check": c, "value": 1, "threshold": None, "passed": True} for c in names]
+def ok(*names: str) -> list[Check]:
+    return [Check(c, value=1, threshold=None, passed=True) for c in names]
 
 
-def bad(check: str, value, threshold=None) -> dict:
-    return {"check": check, "value": value, "threshold": threshold, "passed": False}
+def bad(check: str, value, threshold=None) -> Check:
+    return Check(check, value=value, threshold=threshold, passed=False)
 
 
 def ocr_done(n: int, conf: float = 90.0) -> OcrCompleted:
