@@ -180,11 +180,15 @@ class FilingMixin:
         if where is None:
             return
         fonds, file_code = where
-        self._mark_aux(c, fonds, file_code)
-        self._close_file(fonds, file_code, "marker")
+        self._close_file(fonds, file_code, "marker", marker=c)
 
-    def _close_file(self, fonds: str, file_code: str, reason: str) -> None:
-        self._flush_writes()
+    def _close_file(self, fonds: str, file_code: str, reason: str,
+                    marker: Candidate | None = None) -> None:
+        self._flush_writes()  # the pages seen must include those still queued
+        if marker is not None:
+            # Known only together with the FileClosed it causes: an agent killed in between
+            # would otherwise find the marker known at restart and never close the file.
+            self._mark_aux(marker, fonds, file_code)
         row = self.ob.file_row(fonds, file_code)
         expected = None
         if row and row[1]:

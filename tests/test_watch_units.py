@@ -361,3 +361,37 @@ def test_the_agent_and_reconcile_share_one_page_name_rule(tmp_path: Path, extens
     agent_pages = sorted(p.name for p in folder.iterdir() if names.is_document(p.name))
     assert agent_pages == ["001.tif", "002.TIF"]
     assert sorted(Path(r).name for r in disk_pages(tmp_path, cfg)) == agent_pages
+
+
+def test_a_closing_marker_is_known_only_with_the_file_closed_it_causes(tmp_path: Path) -> None:
+    """Each outbox transaction that records the DONE marker as seen also holds the FileClosed:
+    an agent killed between two would find the marker known at restart and never close the
+    file (kill -9 of the agent with a 300-page PDF in its outbox hit that window)."""
+    root = tmp_path / "hot"
+    (root / "F" / "HS").mkdir(parents=True)
+    (root / "F" / "HS" / "1.png").write_bytes(tiny_image("PNG", 1))
+    (root / "F" / "HS" / "DONE").touch()
+    a = _agent(tmp_path, root)
+    flushes: list[list[tuple[str, object]]] = []
+    real = a._flush_writes_once
+
+    def spy() -> None:
+        flushes.append(list(a._writes))
+        real()
+
+    a._flush_writes_once = spy  # type: ignore[method-assign]
+    a.run(once=True)
+
+    def marker_known(ops: list[tuple[str, object]]) -> bool:
+        return any(op == "document" and getattr(args, "path", "").endswith("/DONE")
+                   for op, args in ops)
+
+    def closes(ops: list[tuple[str, object]]) -> bool:
+        return any(op == "event" and type(args[1]).__name__ == "FileClosed"  # type: ignore[index]
+                   for op, args in ops)
+
+    with_marker = [ops for ops in flushes if marker_known(ops)]
+    assert with_marker, "the marker was never recorded"
+    assert all(closes(ops) for ops in with_marker), [[op for op, _ in f] for f in flushes]
+    assert len(_queued(a, "FileClosed")) == 1
+    a.close()
