@@ -15,7 +15,8 @@ destroys the old one. The pages bucket (the original scans, which must never be 
 created with S3 object lock and a default COMPLIANCE retention of ``stack.object_lock_days``:
 no key may delete a version before its retention ends. The outputs bucket (OCR PDFs and text,
 packages: derived data, made again from the pages) has no object lock, because a file that
-becomes classified must keep no text at the centre: every version of its outputs has to go.
+becomes classified must keep no text at the centre: the OCR worker deletes every version of
+its outputs (streams/outputs.py ``purge_file_outputs``).
 """
 
 from __future__ import annotations
