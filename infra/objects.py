@@ -9,10 +9,14 @@ copy. The binary is cached per version in ``~/.cache/sohoa/seaweedfs-<version>/w
 
 Each role gets its own S3 key (``secrets/objects.json``, 0600), and the gateway's identity file
 (``objects/s3.json``) gives each only what it needs: a site writes and reads its own prefix of
-the pages bucket, the workers read pages and write outputs, the reader reads outputs. Both
-buckets are created with S3 object lock (which turns versioning on) and a default COMPLIANCE
-retention of ``stack.object_lock_days``: a PUT over an existing key makes a new version and
-never destroys the old one, and no key may delete a version before its retention ends.
+the pages bucket, the workers read pages and write (and so delete) outputs, the reader reads
+outputs. Both buckets are versioned: a PUT over an existing key makes a new version and never
+destroys the old one. The pages bucket (the original scans, which must never be deleted) is
+created with S3 object lock and a default COMPLIANCE retention of ``stack.object_lock_days``:
+no key may delete a version before its retention ends. The outputs bucket (OCR PDFs and text,
+packages: derived data, made again from the pages) has no object lock, because a file that
+becomes classified must keep no text at the centre: the OCR worker deletes every version of
+its outputs (streams/outputs.py ``purge_file_outputs``).
 """
 
 from __future__ import annotations
@@ -142,6 +146,8 @@ def identities(keys: dict, pages: str, outputs: str) -> dict:
 
     out = [
         ident("sohoa-admin", keys["admin"], ["Admin", "Read", "List", "Tagging", "Write"]),
+        # SeaweedFS's "Write" is also DeleteObject (a version or a delete marker): the workers
+        # delete a classified file's outputs with it, and hold no Write on the pages bucket.
         ident("sohoa-workers", keys["workers"],
               [f"Read:{pages}/*", f"List:{pages}", f"Read:{outputs}/*", f"Write:{outputs}/*",
                f"List:{outputs}"]),
@@ -301,12 +307,16 @@ class ObjectStoreNode:
         return True
 
     def ensure_buckets(self) -> None:
-        """Both buckets, with object lock (hence versioning) and a default retention."""
+        """The pages bucket with object lock (hence versioning) and a default COMPLIANCE
+        retention; the outputs bucket versioned, without lock (its objects may have to go)."""
         from sohoa.objectstore import ObjectStore
 
         admin = ObjectStore(self.store_config("admin"))
-        for bucket in (self.store.pages_bucket, self.store.outputs_bucket):
-            admin.ensure_locked_bucket(bucket, self.stack.object_lock_days)
+        admin.ensure_locked_bucket(self.store.pages_bucket, self.stack.object_lock_days)
+        if admin.ensure_versioned_bucket(self.store.outputs_bucket):
+            log.warning("outputs bucket: default retention removed; versions stored before "
+                        "stay locked until their retention ends", extra={
+                            "bucket": self.store.outputs_bucket})
 
     def stop(self, timeout_s: float | None = None) -> bool:
         """SIGTERM, then SIGKILL after ``stack.objects_stop_timeout_s``: weed does not always

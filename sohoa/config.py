@@ -135,8 +135,9 @@ class StackConfig(Section):
     seaweedfs_bin: Path | None = Field(default=None, description="Use an existing weed binary")
     s3_port: int = 18333
     weed_port_base: int = 18340
-    # Every object version is kept this long at least (S3 object lock, COMPLIANCE mode): no
-    # key, the admin's included, can delete or shorten it meanwhile.
+    # Every version in the pages bucket is kept this long at least (S3 object lock, COMPLIANCE
+    # mode): no key, the admin's included, can delete or shorten it meanwhile. The outputs
+    # bucket has no lock (a classified file's OCR outputs are deleted: streams/outputs.py).
     object_lock_days: int = Field(default=30, ge=1)
     objects_stop_timeout_s: float = 10.0  # weed ignores SIGTERM for a while: then SIGKILL
     start_timeout_s: float = 90.0

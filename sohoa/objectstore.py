@@ -5,8 +5,9 @@ so the same bytes are one object however often a site sends them, and a key neve
 contents. Every write asks the server to verify a SHA-256 it is given
 (``x-amz-checksum-sha256``: the server refuses the body with BadDigest when it differs) and
 compares the checksum the server answers with the one computed here; a PUT carries
-``If-None-Match: *``, so an existing object is never replaced (and the buckets' versioning and
-object lock keep every version anyway: infra/objects.py).
+``If-None-Match: *``, so an existing object is never replaced (and the buckets' versioning
+keeps every version anyway; the pages bucket's object lock forbids deleting one:
+infra/objects.py).
 
 Why botocore and not boto3 or minio: boto3 only adds resources and a transfer manager over
 botocore; minio-py keeps the multipart calls a resumed upload needs (create, upload part,
@@ -210,6 +211,29 @@ class ObjectStore:
             "ObjectLockEnabled": "Enabled",
             "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": retention_days}}})
 
+    def ensure_versioned_bucket(self, bucket: str) -> bool:
+        """A versioned bucket without object lock (derived data that may have to be deleted:
+        the OCR outputs). A bucket an older stack created with a default retention loses
+        that default, so new versions can be deleted; the versions already stored stay locked
+        until their own retention ends (no key can shorten it). Returns True when a default
+        retention was removed."""
+        if bucket not in self.list_buckets():
+            self._call("create_bucket", Bucket=bucket)
+        self._call("put_bucket_versioning", Bucket=bucket,
+                   VersioningConfiguration={"Status": "Enabled"})
+        try:
+            lock = self._call("get_object_lock_configuration", Bucket=bucket)
+        except StoreError as exc:
+            if exc.code in ("ObjectLockConfigurationNotFoundError", "404",
+                            "InvalidBucketState"):
+                return False
+            raise
+        if not lock.get("ObjectLockConfiguration", {}).get("Rule"):
+            return False
+        self._call("put_object_lock_configuration", Bucket=bucket,
+                   ObjectLockConfiguration={"ObjectLockEnabled": "Enabled"})
+        return True
+
     # --- objects -----------------------------------------------------------------------------
     def head(self, bucket: str, key: str) -> Head | None:
         try:
@@ -286,6 +310,49 @@ class ObjectStore:
             if not r.get("IsTruncated"):
                 return keys
             token = {"ContinuationToken": r["NextContinuationToken"]}
+
+    def list_versions(self, bucket: str, prefix: str) -> list[tuple[str, str]]:
+        """(key, version id) of every version under ``prefix``, delete markers included."""
+        out: list[tuple[str, str]] = []
+        marker: dict[str, str] = {}
+        while True:
+            r = self._call("list_object_versions", Bucket=bucket, Prefix=prefix, **marker)
+            for v in (*r.get("Versions", []), *r.get("DeleteMarkers", [])):
+                out.append((v["Key"], v["VersionId"]))
+            if not r.get("IsTruncated"):
+                return out
+            marker = {"KeyMarker": r["NextKeyMarker"]}
+            if r.get("NextVersionIdMarker"):
+                marker["VersionIdMarker"] = r["NextVersionIdMarker"]
+
+    def delete_versions(self, bucket: str, prefix: str, rounds: int = 3) -> int:
+        """Delete every version and delete marker under ``prefix`` for good (a key's whole
+        history, not just a marker over it), as many as can be: one refused (a version still
+        under retention) does not stop the others. Listed again until nothing is left (a
+        version written meanwhile), at most ``rounds`` times. Returns how many were deleted;
+        raises StoreError, saying how many are left, if any is."""
+        if not prefix.strip("/"):
+            raise ValueError("refusing to delete a whole bucket's versions")
+        deleted = 0
+        for _ in range(rounds):
+            versions = self.list_versions(bucket, prefix)
+            if not versions:
+                return deleted
+            refused: StoreError | None = None
+            for key, version_id in versions:
+                try:
+                    self._call("delete_object", Bucket=bucket, Key=key, VersionId=version_id)
+                    deleted += 1
+                except StoreError as exc:
+                    if exc.code == "unreachable":
+                        raise
+                    refused = refused or exc
+            if refused is not None:
+                left = len(self.list_versions(bucket, prefix))
+                raise StoreError(f"{left} versions under {prefix} not deleted: {refused}",
+                                 refused.code, refused.transient)
+        raise StoreError(f"versions under {prefix} still there after {rounds} rounds of "
+                         f"deletes", "NotDeleted")
 
     def abort(self, bucket: str, key: str, upload_id: str) -> None:
         self._call("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)

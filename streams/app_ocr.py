@@ -188,8 +188,11 @@ class FileProcessor:
     # --- OCR ----------------------------------------------------------------------------
     def purge_outputs(self, fa: FileAssembled) -> int:
         """A file classified (its manifest came late, or changed) keeps no OCR text at the
-        centre: every revision's PDF, text and result made before are removed. Returns how
-        many files were removed."""
+        centre: every revision's PDF, text and result made before are removed from the output
+        directory and, with an object store, every version (delete markers too) of every
+        object under the file's prefix in the outputs bucket (its packages included). Returns
+        how many files and object versions were removed. The local files go first: a store
+        that fails raises StoreError once they are gone."""
         folder = OcrPaths.for_file(self.settings.ocr.output_dir, fa.site_id, fa.fonds,
                                    fa.file_code, fa.revision).pdf.parent
         removed = 0
@@ -202,7 +205,51 @@ class FileProcessor:
             log.warning("classified file: earlier OCR outputs removed", extra={
                 "site_id": fa.site_id, "fonds": fa.fonds, "file_code": fa.file_code,
                 "removed": removed})
+        if self.settings.store.enabled:
+            from streams.outputs import purge_file_outputs
+
+            stored = purge_file_outputs(self.settings.store, fa.site_id, fa.fonds,
+                                        fa.file_code)
+            if stored:
+                log.warning("classified file: its OCR outputs deleted from the object store",
+                            extra={"site_id": fa.site_id, "fonds": fa.fonds,
+                                   "file_code": fa.file_code, "versions": stored,
+                                   "bucket": self.settings.store.outputs_bucket})
+            removed += stored
         return removed
+
+    async def purge_classified(self, fa: FileAssembled, dead: Any) -> bool:
+        """``purge_outputs`` off the event loop. A store that fails is logged (ERROR) and
+        tried again with backoff, ``ocr.retries`` times while it may pass; then the
+        FileAssembled goes to the dead letters saying what is left, for an operator to see;
+        the purge is done again on the file's next reassembly. False if the store's copies
+        may remain."""
+        from sohoa.objectstore import StoreError
+
+        o = self.settings.ocr
+        wait = o.backoff_s
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await asyncio.to_thread(self.purge_outputs, fa)
+                return True
+            except StoreError as exc:
+                error = exc
+                last = not exc.transient or attempt > o.retries
+                log.error("classified file's OCR outputs not deleted from the object store"
+                          + ("" if last else "; retrying"), extra={
+                              "site_id": fa.site_id, "fonds": fa.fonds,
+                              "file_code": fa.file_code, "revision": fa.revision,
+                              "bucket": self.settings.store.outputs_bucket,
+                              "attempt": attempt, "error": str(exc)})
+                if last:
+                    break
+                await asyncio.sleep(wait)
+                wait = min(60.0, wait * 2)
+        await dead(fa, f"classified file's OCR outputs still in the object store "
+                       f"({self.settings.store.outputs_bucket}): {error}")
+        return False
 
     def ocr_skip_reason(self, fa: FileAssembled,
                         checks: dict[PageId, list[Check]]) -> str | None:
@@ -378,7 +425,7 @@ class FileProcessor:
                 checks = await self.check_pages(fa)
             skip = self.ocr_skip_reason(fa, checks)
             if skip == "classified":
-                self.purge_outputs(fa)
+                await self.purge_classified(fa, dead)
             ocr_ev: OcrCompleted | OcrFailed | None = None
             if skip is None:
                 ocr_ev = await self.ocr(fa)

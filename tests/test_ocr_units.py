@@ -224,3 +224,47 @@ def test_a_classified_file_keeps_no_ocr_output_at_the_centre(tmp_path: Path) -> 
     assert proc.ocr_skip_reason(fa, {}) == "classified"
     assert proc.purge_outputs(fa) == 3
     assert list(r1.pdf.parent.iterdir()) == []
+
+
+def test_a_store_that_fails_the_purge_is_retried_then_a_dead_letter(tmp_path: Path,
+                                                                      caplog) -> None:
+    """The object store away when a classified file's outputs are purged: the local files
+    are gone all the same, each failure is an ERROR, and after ``ocr.retries`` the
+    FileAssembled goes to the dead letters saying what is left (done again on the file's next
+    reassembly)."""
+    import asyncio
+    import logging
+
+    from infra.procs import free_port
+    from sohoa.config import Settings
+    from sohoa.events import FileAssembled, PageRef
+    from streams.app_ocr import FileProcessor
+
+    settings = Settings(ocr={"output_dir": tmp_path / "ocr", "retries": 1, "backoff_s": 0.01},
+                        streams={"data_dir": tmp_path / "faust"},
+                        store={"endpoint": f"http://127.0.0.1:{free_port()}",
+                               "access_key_id": "k", "secret_access_key": "s",
+                               "connect_timeout_s": 1})
+    fa = FileAssembled(site_id="xa-a", fonds="UBND", file_code="HS-1", revision=2,
+                       classification="secret", trigger="reclassified", pages=[PageRef(
+                           document="1.png", uri="file:///x/1.png", document_sha256="a" * 64,
+                           sha256="a" * 64)])
+    r1 = OcrPaths.for_file(tmp_path / "ocr", "xa-a", "UBND", "HS-1", 1)
+    r1.pdf.parent.mkdir(parents=True)
+    for p in (r1.pdf, r1.text, r1.result):
+        p.write_text("what the text layer said")
+    dead: list[str] = []
+
+    async def dead_letter(_fa: FileAssembled, reason: str) -> None:
+        dead.append(reason)
+
+    proc = FileProcessor(settings, publish_event=None)
+    with caplog.at_level(logging.ERROR, logger="streams.app_ocr"):
+        assert asyncio.run(proc.purge_classified(fa, dead_letter)) is False
+    assert list(r1.pdf.parent.iterdir()) == []
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == ["classified file's OCR outputs not deleted from the object store; "
+                      "retrying",
+                      "classified file's OCR outputs not deleted from the object store"]
+    assert len(dead) == 1 and "OCR outputs still in the object store (sohoa-outputs)" in dead[0]
+    assert "unreachable" in dead[0]
