@@ -35,6 +35,31 @@ def streams_env(stack, tmp_path: Path, ocr: bool = False, **extra: str) -> dict[
     return env
 
 
+def pipeline_env(stack, tmp_path: Path, tag: str, site: str, *, ocr: bool = False,
+                 **extra: str) -> dict[str, str]:
+    """The environment of one whole run (agent, both Faust apps, consumer, CLI) on its own
+    topics and database; the agent watches ``tmp_path/hot`` and keeps its outbox beside it."""
+    topics = stack.new_topics()
+    hot = tmp_path / "hot"
+    hot.mkdir(exist_ok=True)
+    env = {
+        **stack.env,
+        **run_env(tag, tmp_path, ocr=ocr),
+        "SOHOA_LOGGING__JSON": "true",
+        "SOHOA_TOPICS__SITE_EVENTS": topics.site_events,
+        "SOHOA_TOPICS__FILE_EVENTS": topics.file_events,
+        "SOHOA_TOPICS__DEAD_LETTERS": topics.dead_letters,
+        "SOHOA_POSTGRES__DSN": stack.new_database(tag),
+        "SOHOA_WATCHER__SITE_ID": site,
+        "SOHOA_WATCHER__ROOTS": json.dumps([str(hot)]),
+        "SOHOA_WATCHER__OUTBOX_PATH": str(tmp_path / "outbox.sqlite3"),
+        "SOHOA_WATCHER__STABILITY_WINDOW_S": "0.5",
+        "SOHOA_WATCHER__HEARTBEAT_INTERVAL_S": "2",
+    }
+    env.update(extra)
+    return env
+
+
 def send(stack, topic: str, events: list[Event | tuple[str, bytes]]) -> None:
     producer = make_producer(stack.settings.kafka)
     try:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from infra.stack import run_env
 from sohoa.samples import PageSpec, write_page
 from tests.deliver_helpers import BODY, PASSPHRASE, make_ca
 from tests.pages import text_lines
 from tests.procs import SohoaProcess, run_sohoa, wait_for
+from tests.streams_helpers import pipeline_env
 from tests.test_metadata import GOOD_DOC, GOOD_FILE, _fill
 from tests.test_page_identity_e2e import scanner_pdf_pages
 
@@ -50,32 +50,19 @@ def _hoso(folder: Path, code: str, docs: dict[str, tuple[int, str]]) -> None:
 
 
 def _env(stack, tmp_path: Path, ca) -> dict[str, str]:
-    topics = stack.new_topics()
-    hot = tmp_path / "hot"
-    hot.mkdir()
-    return {
-        **stack.env, **run_env("del", tmp_path, ocr=True),
-        "SOHOA_LOGGING__JSON": "true",
-        "SOHOA_TOPICS__SITE_EVENTS": topics.site_events,
-        "SOHOA_TOPICS__FILE_EVENTS": topics.file_events,
-        "SOHOA_TOPICS__DEAD_LETTERS": topics.dead_letters,
-        "SOHOA_POSTGRES__DSN": stack.new_database("del"),
-        "SOHOA_WATCHER__SITE_ID": SITE,
-        "SOHOA_WATCHER__ROOTS": json.dumps([str(hot)]),
-        "SOHOA_WATCHER__OUTBOX_PATH": str(tmp_path / "outbox.sqlite3"),
-        "SOHOA_WATCHER__STABILITY_WINDOW_S": "0.5",
-        "SOHOA_WATCHER__HEARTBEAT_INTERVAL_S": "2",
-        "SOHOA_STREAMS__QC_ENABLED": "true",
-        "SOHOA_STREAMS__SITE_DUPLICATE_CHECK": "false",
-        "SOHOA_QC__WORKERS": "1",
-        "SOHOA_SIGNING__BODY_NAME": BODY,
-        "SOHOA_SIGNING__PKCS12_PATH": str(ca.p12),
-        "SOHOA_SIGNING__PKCS12_PASSPHRASE": PASSPHRASE,
-        "SOHOA_SIGNING__TRUST_ROOTS": json.dumps([str(ca.root_pem)]),
-        "SOHOA_DELIVER__ARCHIVE_CODE": "LTLS",
-        "SOHOA_DELIVER__AGENCY_NAME": "UBND xã Tân Phú",
-        "SOHOA_DELIVER__RECEIVER_NAME": "Lưu trữ lịch sử tỉnh",
-    }
+    return pipeline_env(
+        stack, tmp_path, "del", SITE, ocr=True,
+        SOHOA_STREAMS__QC_ENABLED="true",
+        SOHOA_STREAMS__SITE_DUPLICATE_CHECK="false",
+        SOHOA_QC__WORKERS="1",
+        SOHOA_SIGNING__BODY_NAME=BODY,
+        SOHOA_SIGNING__PKCS12_PATH=str(ca.p12),
+        SOHOA_SIGNING__PKCS12_PASSPHRASE=PASSPHRASE,
+        SOHOA_SIGNING__TRUST_ROOTS=json.dumps([str(ca.root_pem)]),
+        SOHOA_DELIVER__ARCHIVE_CODE="LTLS",
+        SOHOA_DELIVER__AGENCY_NAME="UBND xã Tân Phú",
+        SOHOA_DELIVER__RECEIVER_NAME="Lưu trữ lịch sử tỉnh",
+    )
 
 
 def _files(env) -> dict[str, dict]:

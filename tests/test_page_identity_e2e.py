@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from infra.stack import run_env
 from sohoa.samples import PageSpec, render_page, write_page
 from tests.pages import multipage_tiff, text_lines
 from tests.procs import SohoaProcess, run_sohoa, wait_for
+from tests.streams_helpers import pipeline_env
 from tests.watch_helpers import read_topic
 
 pytestmark = pytest.mark.integration
@@ -59,29 +59,15 @@ def spec(seed: int) -> PageSpec:
 
 
 def _env(stack, tmp_path: Path) -> dict[str, str]:
-    topics = stack.new_topics()
-    hot = tmp_path / "hot"
-    hot.mkdir()
-    return {
-        **stack.env,
-        **run_env("pid", tmp_path, ocr=False),
-        "SOHOA_LOGGING__JSON": "true",
-        "SOHOA_TOPICS__SITE_EVENTS": topics.site_events,
-        "SOHOA_TOPICS__FILE_EVENTS": topics.file_events,
-        "SOHOA_TOPICS__DEAD_LETTERS": topics.dead_letters,
-        "SOHOA_POSTGRES__DSN": stack.new_database("pid"),
-        "SOHOA_WATCHER__SITE_ID": SITE,
-        "SOHOA_WATCHER__ROOTS": json.dumps([str(hot)]),
-        "SOHOA_WATCHER__OUTBOX_PATH": str(tmp_path / "outbox.sqlite3"),
-        "SOHOA_WATCHER__STABILITY_WINDOW_S": "0.5",
-        "SOHOA_WATCHER__RECONCILE_INTERVAL_S": "3",
-        "SOHOA_WATCHER__HEARTBEAT_INTERVAL_S": "2",
-        "SOHOA_STREAMS__QC_ENABLED": "true",
-        "SOHOA_STREAMS__SITE_DUPLICATE_CHECK": "false",
-        "SOHOA_STREAMS__LATE_PAGE_SETTLE_S": "2",
-        "SOHOA_OCR__ENABLED": "false",
-        "SOHOA_CONSUMER__GAUGE_CACHE_S": "0",
-    }
+    return pipeline_env(
+        stack, tmp_path, "pid", SITE, ocr=False,
+        SOHOA_WATCHER__RECONCILE_INTERVAL_S="3",
+        SOHOA_STREAMS__QC_ENABLED="true",
+        SOHOA_STREAMS__SITE_DUPLICATE_CHECK="false",
+        SOHOA_STREAMS__LATE_PAGE_SETTLE_S="2",
+        SOHOA_OCR__ENABLED="false",
+        SOHOA_CONSUMER__GAUGE_CACHE_S="0",
+    )
 
 
 def _status(env: dict[str, str]) -> dict:
