@@ -308,3 +308,30 @@ def _swap_with_matching_mets(z: Path, name: str, new: bytes) -> None:
         return data
 
     _rezip(z, change)
+
+
+def test_a_sip_for_another_archive_passes_the_csip_validator(world, tmp_path) -> None:
+    """`package build --sip`: the SIP_hoso of an accepted file, checked by eark-validator (the
+    independent CSIP validator, offline vocabularies) and by its own METS checksums."""
+    from lxml import etree
+
+    from deliver import csip
+
+    out = tmp_path / "sip"
+    res = _run(package, ["build", "--file", "H01.1.05", "--sip", "--out", str(out)],
+               world["settings"])
+    assert res.exit_code == 0, res.output
+    [z] = sorted(out.glob("*.zip"))
+    assert z.name == "SIP_hoso_LTLS.H01.1.05.zip"
+    with zipfile.ZipFile(z) as zf:
+        names = zf.namelist()
+        mets = etree.fromstring(zf.read("SIP_hoso_LTLS.H01.1.05/METS.xml"))
+        data = {n: zf.read(n) for n in names if "/representations/rep1/data/" in n}
+    hdr = mets.find("{http://www.loc.gov/METS/}metsHdr")
+    assert hdr is not None
+    assert hdr.get("{https://DILCIS.eu/XML/METS/CSIPExtensionMETS}OAISPACKAGETYPE") == "SIP"
+    assert sorted(n.rsplit("/", 1)[1] for n in data) == ["H01.1.05.001.pdf", "H01.1.05.002.pdf"]
+    sums = {el.get("CHECKSUM") for el in mets.iter("{http://www.loc.gov/METS/}file")}
+    assert {hashlib.sha256(b).hexdigest().upper() for b in data.values()} <= \
+        {s.upper() for s in sums if s}
+    assert csip.check([z]) == {z: []}
