@@ -58,7 +58,7 @@ from streams.ocr import (
 from streams.ocr_pool import EnginePool
 from streams.qc import Check, PageQc, unreadable
 from streams.qc_task import check_chunk
-from streams.sources import PageSources
+from streams.sources import PageSources, SourceUnavailable
 from streams.verdict import PageId, decide
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,8 @@ class FileProcessor:
             pages = [(r.page_index, r.sha256) for r in refs]
             cfg = self.qc_config_for(fa, first.document)
             results: list[PageQc] | None = None
-            for _ in range(2):
+            crashes, wait_s = 0, 1.0
+            while crashes < 2:
                 try:
                     results = await loop.run_in_executor(
                         self.qc_pool(), check_chunk, fa.site_id, first.uri, first.media_type,
@@ -142,6 +143,16 @@ class FileProcessor:
                 except BrokenProcessPool:
                     # A checker died on a hostile file (crash, out of memory): new pool.
                     self._qc_pool = None
+                    crashes += 1
+                except SourceUnavailable as exc:
+                    # The store is down, not the page bad: judging now would send good scans
+                    # back for rescan. The partition waits; nothing is lost meanwhile.
+                    log.warning("page store unavailable; QC waits and reads again", extra={
+                        "site_id": fa.site_id, "file_code": fa.file_code,
+                        "document": first.document, "retry_in_s": wait_s,
+                        "error": exc.detail[:300]})
+                    await asyncio.sleep(wait_s)
+                    wait_s = min(wait_s * 2, 30.0)
             if results is None:
                 results = [unreadable(r.page_index, "checker crashed on this file")
                            for r in refs]

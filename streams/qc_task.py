@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sohoa.config import QcConfig
 from streams.qc import PageQc, check_document_pages, unreadable
-from streams.sources import PageSources, SourceError
+from streams.sources import PageSources, SourceError, SourceUnavailable
 
 
 def check_chunk(site_id: str, uri: str, media_type: str, pages: list[tuple[int, str]],
@@ -21,5 +21,7 @@ def check_chunk(site_id: str, uri: str, media_type: str, pages: list[tuple[int, 
     try:
         with sources.open_confined(site_id, uri) as doc:
             return check_document_pages(doc.path, media_type, pages, qc)
+    except SourceUnavailable:
+        raise  # not the page's fault: the caller reads it again later
     except SourceError as exc:  # refused or unreadable: every page says so, and no more
         return [unreadable(i, str(exc)[:300]) for i, _ in pages]

@@ -65,12 +65,23 @@ class SourceError(Exception):
         super().__init__(reason)
         self.detail = detail  # for the centre's own log only
 
+    def __reduce__(self) -> tuple[Any, ...]:  # the detail survives the QC pool's pickling
+        return (type(self), (str(self), self.detail))
+
+
+class SourceUnavailable(SourceError):
+    """The page's store could not be reached for now: the page is not at fault, so the caller
+    waits and reads it again instead of judging it."""
+
 
 class SourceRefused(SourceError):
     """The URI names something this site may not make the centre read."""
 
     def __init__(self, detail: str) -> None:
         super().__init__(REFUSED, detail)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.detail,))
 
 
 @dataclass(frozen=True)
@@ -182,7 +193,10 @@ class PageSources:
                 raise SourceRefused(str(exc)) from None
             if exc.code in ("AccessDenied", "403"):
                 raise SourceRefused(f"access denied: {exc}") from None
-            raise SourceError("unreadable: object store unavailable", str(exc)) from None
+            if exc.transient:
+                raise SourceUnavailable("unreadable: object store unavailable",
+                                        str(exc)) from None
+            raise SourceError("unreadable: object store refused the read", str(exc)) from None
         _compare(actual, named)
         return size
 
