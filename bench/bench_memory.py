@@ -269,6 +269,44 @@ def _probe(kafka, topic: str, code: str) -> None:
     producer.close()
 
 
+def _lags(kafka, app_id: str, source: str, data_dir: Path) -> tuple[int, int]:
+    """After the worker stopped: (site-events records its group has not committed, changelog
+    records a restart must read: past each RocksDB partition's persisted offset, or all of
+    them for the memory store)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    changelog = f"{app_id}-files-changelog"
+    consumer = KafkaConsumer(**kafka.client_kwargs(), group_id=None)
+    try:
+        src = [TopicPartition(source, p) for p in consumer.partitions_for_topic(source) or ()]
+        log = [TopicPartition(changelog, p)
+               for p in consumer.partitions_for_topic(changelog) or ()]
+        src_end, log_end = consumer.end_offsets(src), consumer.end_offsets(log)
+        log_start = consumer.beginning_offsets(log)
+    finally:
+        consumer.close()
+    group = KafkaConsumer(**kafka.client_kwargs(), group_id=app_id, enable_auto_commit=False)
+    try:  # the group's committed offsets, read without joining it
+        source_lag = sum(end - (group.committed(tp) or 0) for tp, end in src_end.items())
+    finally:
+        group.close()
+    persisted: dict[int, int] = {}
+    for db_path in data_dir.rglob("files-*.db"):
+        import rocksdict
+
+        db = rocksdict.Rdict(str(db_path), options=rocksdict.Options(raw_mode=True),
+                             access_type=rocksdict.AccessType.read_only())
+        try:
+            raw = db.get(b"__faust\0offset__")
+        finally:
+            db.close()
+        if raw is not None:
+            persisted[int(db_path.name.rsplit("-", 1)[1].split(".")[0])] = int(raw) + 1
+    to_read = sum(end - persisted.get(tp.partition, log_start[tp])
+                  for tp, end in log_end.items())
+    return source_lag, to_read
+
+
 def _stop(p: subprocess.Popen) -> None:
     p.terminate()
     try:
@@ -334,17 +372,19 @@ def run_stores(pages: int, per_file: int, sites: int, stores: list[str], keep: b
         load = os.getloadavg()
         steady = {s: rss_mb(pid) for s, pid in pids.items()}
         peak = {s: max(hwm_mb(pid), sampler.max_seen[s]) for s, pid in pids.items()}
-        restart: dict[str, tuple[float, float, float]] = {}
+        restart: dict[str, tuple[float, float, float, int, int]] = {}
         for s in stores:
             _stop(procs.pop(s))
+            app_id = envs[s]["SOHOA_STREAMS__APP_ID"]
+            lag = _lags(settings.kafka, app_id, settings.topics.site_events,
+                        state / "faust" / app_id)
             code = f"HS-RESTART-{s}"
             _probe(settings.kafka, settings.topics.site_events, code)
             t_start = time.monotonic()
             procs[s] = start_component(COMPONENTS["assembly"], envs[s], logs, f"assembly-{s}")
             seen = _wait_assembled(settings.kafka, topics[s], code, 1800)
             at_first = rss_mb(procs[s].pid)
-            restart[s] = (seen - t_start, at_first, _du_mb(state / "faust"
-                                                          / envs[s]["SOHOA_STREAMS__APP_ID"]))
+            restart[s] = (seen - t_start, at_first, _du_mb(state / "faust" / app_id), *lag)
             print(f"{s}: restart to first event {seen - t_start:.1f} s", file=sys.stderr)
             _stop(procs.pop(s))
         n = files * per_file
@@ -362,6 +402,10 @@ def run_stores(pages: int, per_file: int, sites: int, stores: list[str], keep: b
                  "value": round(restart[s][0], 1), "unit": "s"},
                 {"name": "  RSS at that first event", "value": round(restart[s][1], 1),
                  "unit": "MB"},
+                {"name": "  site-events records not committed when it stopped",
+                 "value": restart[s][3], "unit": "records"},
+                {"name": "  changelog records the restart had to read",
+                 "value": restart[s][4], "unit": "records"},
                 {"name": "  its data dir on disk", "value": round(restart[s][2], 1),
                  "unit": "MB"},
             ]
