@@ -231,31 +231,37 @@ class _Assembly:
             return state, True
         if not raw:
             return FileState(ev.site_id, ev.file_code), False
-        state = decode_state(raw)
-        self.cache.put(key, raw, state)
-        return state, True
+        return decode_state(raw), True  # cached once written: apply may fail half-way
 
     async def _write(self, work: _Batch) -> None:
         """The batch's changed states to the table, then its content questions, dead
-        letters and assembled files out."""
+        letters and assembled files out; returns once Kafka has acknowledged all of them.
+
+        The batch's events are acked (and may be committed) when this returns: a commit that
+        passed a FileAssembled still in the producer's buffer lost that file for good when
+        the worker died then (its marker is never read again, its state says assembled).
+        """
+        sent = []
         for key, (partition, state) in work.dirty.items():
             value = encode_state(state, self.level)
-            self.store.put(key, partition, value)
+            sent.append(self.store.put(key, partition, value))
             self.cache.put(key, value, state)
         for ask_key, ask in work.asks:
-            await self.w.content_requests.send(key=ask_key, value=ask)
+            sent.append(await self.w.content_requests.send(key=ask_key, value=ask))
         for dl in work.dead:
-            await publish(self.w.dead_letters, dl)
+            sent.append(await publish(self.w.dead_letters, dl))
         for state, out in work.outputs:
-            await self._emit_assembled(state, out)
+            sent.append(await self._emit_assembled(state, out))
+        await asyncio.gather(*sent)
 
-    async def _emit_assembled(self, state: FileState, ev: FileAssembled) -> None:
-        await publish(self.w.file_events, ev)
+    async def _emit_assembled(self, state: FileState, ev: FileAssembled) -> Any:
+        fut = await publish(self.w.file_events, ev)
         metrics.FILES_ASSEMBLED.labels(state.site_id).inc()
         log.info("file assembled", extra={
             "site_id": state.site_id, "file_code": state.file_code,
             "revision": ev.revision, "trigger": ev.trigger, "pages": len(ev.pages),
             "gaps": len(ev.gaps)})
+        return fut
 
     # --- ticks: the idle timeout and the content index's answers -------------------------
     async def on_tick(self, msg: Any) -> None:
@@ -264,7 +270,7 @@ class _Assembly:
         raw = self.store.get(key, partition)
         if not raw:
             return
-        state = self.cache.get(key, raw) or decode_state(raw)
+        state = decode_state(raw)
         now = time.time()
         if msg.value == b"tick":
             changed, out = False, state.tick(now, self.idle, self.settle)
@@ -274,12 +280,14 @@ class _Assembly:
             except (ValueError, KeyError, TypeError, IndexError):
                 log.warning("bad internal message", extra={"key": key})
                 return
+        sent = []
         if changed or out is not None:
             value = encode_state(state, self.level)
-            self.store.put(key, partition, value)
+            sent.append(self.store.put(key, partition, value))
             self.cache.put(key, value, state)
         if out is not None:
-            await self._emit_assembled(state, out)
+            sent.append(await self._emit_assembled(state, out))
+        await asyncio.gather(*sent)  # acknowledged before the tick is
 
     async def index_content(self, msg: Any) -> None:
         """A page's content looked up in the site-wide index (recorded if first seen), the

@@ -145,8 +145,9 @@ def raw_topic(app: faust.App, name: str, **kw: Any) -> faust.TopicT:
                      value_serializer="raw", **kw)
 
 
-async def publish(topic: faust.TopicT, event: Event, key: str | None = None) -> None:
-    await topic.send(key=(key or event.key()).encode(), value=event.to_json())
+async def publish(topic: faust.TopicT, event: Event, key: str | None = None) -> Any:
+    """Hand ``event`` to the producer; returns the future of its acknowledgement."""
+    return await topic.send(key=(key or event.key()).encode(), value=event.to_json())
 
 
 def dead_letter(stage: str, reason: str, payload: bytes | str | None, *, topic: str | None,

@@ -36,13 +36,13 @@ class FileStore:
         store = self.table.data
         return store._db_for_partition(partition).get(store._encode_key(key))
 
-    def put(self, key: str, partition: int, raw: bytes) -> None:
+    def put(self, key: str, partition: int, raw: bytes) -> Any:
+        """Write ``raw``; returns the future of its changelog record's acknowledgement."""
         if not self.on_disk:
             self.table.data[key] = raw
-            self.table.send_changelog(partition, key, raw)
-            return
+            return self.table.send_changelog(partition, key, raw)
         self._unacked[key] = raw
-        self.table.changelog_topic.send_soon(
+        return self.table.changelog_topic.send_soon(
             key=key, value=raw, partition=partition, key_serializer=self.table.key_serializer,
             value_serializer=self.table.value_serializer, eager_partitioning=True,
             callback=partial(self._acked, key, partition, raw))
