@@ -21,6 +21,16 @@ Measured 2026-11-21 at 1,000,000 pages (load average 5.6-12 from other runs): as
 (75 MB idle: its `files` table lives in `memory://`, ~1.1 KB per page, growing with the
 campaign), OCR/verdict 86 MB, consumer 159 MB steady / 239 MB peak, agent 65 MB.
 
+With ``--stores memory,rocksdb`` only assembly workers run, one per table store
+(`streams.store`), side by side on the same campaign (each with its own app id, data dir and
+file-events topic); each is measured when its topic holds every file's FileAssembled. Then
+each in turn is stopped (SIGTERM) and started again on the same data dir with a new file
+waiting in site-events: "restart to first event" is from the new process's start to that
+file's FileAssembled on its topic (the memory store first replays its whole changelog; RocksDB
+reads only the changelog written since its last persisted offset).
+
+    nice -n 10 python -m bench.bench_memory --pages 1000000 --stores memory,rocksdb
+
 The site agent (`sohoa watch`) is measured by the agent bench's own path
 (:meth:`bench.bench_agent.Bench.memory`): N pages on disk and known to its outbox as sent.
 """
@@ -213,6 +223,206 @@ def run(pages: int, per_file: int, sites: int, agent_pages: int, keep: bool) -> 
         teardown(list(procs.values()), stack, state, keep)
 
 
+def _topic_records(kafka, topic: str) -> int:
+    """Records in ``topic`` (sum of its partitions' end offsets: nothing is deleted here)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(**kafka.client_kwargs(), group_id=None)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        return sum(ends.values())
+    finally:
+        consumer.close()
+
+
+def _wait_assembled(kafka, topic: str, file_code: str, timeout: float) -> float:
+    """Until a FileAssembled of ``file_code`` is on ``topic`` (read from its start); returns
+    the monotonic time it was seen."""
+    from sohoa.kafka_clients import make_consumer
+
+    consumer = make_consumer(kafka, topic, group_id=None, consumer_timeout_ms=200)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            for m in consumer:
+                if file_code.encode() in (m.key or b"") and b'"FileAssembled"' in m.value:
+                    return time.monotonic()
+        raise RuntimeError(f"no FileAssembled of {file_code} on {topic} in {timeout:.0f} s")
+    finally:
+        consumer.close()
+
+
+def _probe(kafka, topic: str, code: str) -> None:
+    """One file of one page, closed: it is assembled as soon as its events are read."""
+    from sohoa.events import FileClosed
+
+    ev = PageScanned.make(site_id="xa-probe", fonds="UBND", file_code=code, document="1.tif",
+                          uri=f"file:///scan/probe/{code}/1.tif", sha256="e" * 64,
+                          size_bytes=1, media_type="image/tiff")
+    producer = make_producer(kafka)
+    close = FileClosed.model_validate({"site_id": "xa-probe", "fonds": "UBND",
+                                       "file_code": code})
+    for e in (ev, close):
+        producer.send(topic, key=e.key(), value=e.to_json())
+    producer.flush(60)
+    producer.close()
+
+
+def _lags(kafka, app_id: str, source: str, data_dir: Path) -> tuple[int, int]:
+    """After the worker stopped: (site-events records its group has not committed, changelog
+    records a restart must read: past each RocksDB partition's persisted offset, or all of
+    them for the memory store)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    changelog = f"{app_id}-files-changelog"
+    consumer = KafkaConsumer(**kafka.client_kwargs(), group_id=None)
+    try:
+        src = [TopicPartition(source, p) for p in consumer.partitions_for_topic(source) or ()]
+        log = [TopicPartition(changelog, p)
+               for p in consumer.partitions_for_topic(changelog) or ()]
+        src_end, log_end = consumer.end_offsets(src), consumer.end_offsets(log)
+        log_start = consumer.beginning_offsets(log)
+    finally:
+        consumer.close()
+    group = KafkaConsumer(**kafka.client_kwargs(), group_id=app_id, enable_auto_commit=False)
+    try:  # the group's committed offsets, read without joining it
+        source_lag = sum(end - (group.committed(tp) or 0) for tp, end in src_end.items())
+    finally:
+        group.close()
+    persisted: dict[int, int] = {}
+    for db_path in data_dir.rglob("files-*.db"):
+        import rocksdict
+
+        db = rocksdict.Rdict(str(db_path), options=rocksdict.Options(raw_mode=True),
+                             access_type=rocksdict.AccessType.read_only())
+        try:
+            raw = db.get(b"__faust\0offset__")
+        finally:
+            db.close()
+        if raw is not None:
+            persisted[int(db_path.name.rsplit("-", 1)[1].split(".")[0])] = int(raw) + 1
+    to_read = sum(end - persisted.get(tp.partition, log_start[tp])
+                  for tp, end in log_end.items())
+    return source_lag, to_read
+
+
+def _stop(p: subprocess.Popen) -> None:
+    p.terminate()
+    try:
+        p.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(timeout=30)
+
+
+def _du_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def run_stores(pages: int, per_file: int, sites: int, stores: list[str], keep: bool) -> dict:
+    """Assembly workers only, one per table store, on the same campaign (see the module doc)."""
+    from kafka.admin import NewTopic
+
+    from sohoa.kafka_clients import make_admin
+
+    state, settings, stack = start_throwaway_stack("memory-stores")
+    procs: dict[str, subprocess.Popen] = {}
+    figures: list[dict] = []
+    try:
+        logs = state / "logs"
+        envs: dict[str, dict[str, str]] = {}
+        topics = {s: f"{settings.topics.file_events}.{s}" for s in stores}
+        admin = make_admin(settings.kafka)
+        admin.create_topics([NewTopic(t, 12, 1) for t in topics.values()])
+        admin.close()
+        for s in stores:
+            envs[s] = {**spine_env(settings, state, f"mem-{s}"), "SOHOA_STREAMS__STORE": s,
+                       "SOHOA_TOPICS__FILE_EVENTS": topics[s]}
+            procs[s] = start_component(COMPONENTS["assembly"], envs[s], logs, f"assembly-{s}")
+        _probe(settings.kafka, settings.topics.site_events, "HS-WARMUP")
+        for s in stores:
+            _wait_assembled(settings.kafka, topics[s], "HS-WARMUP", 300)
+        pids = {s: p.pid for s, p in procs.items()}
+        wait_cpu_settled(list(pids.values()), 120, quiet_s=3)
+        idle = {s: rss_mb(pid) for s, pid in pids.items()}
+        sampler = Sampler(pids)
+        sampler.start()
+        t0 = time.perf_counter()
+        files, sent = produce_campaign(settings.kafka, settings.topics.site_events, pages,
+                                       per_file, sites)
+        produced_s = time.perf_counter() - t0
+        print(f"{sent} events produced in {produced_s:.0f} s; waiting for {files} files …",
+              file=sys.stderr)
+        through: dict[str, float] = {}
+        deadline = time.monotonic() + max(600, pages / 50)
+        while len(through) < len(stores):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"campaign not through; logs in {logs}")
+            for s, p in procs.items():
+                if p.poll() is not None:
+                    raise RuntimeError(f"assembly-{s} exited {p.returncode}; see {logs}")
+                if s not in through and _topic_records(settings.kafka, topics[s]) >= files + 1:
+                    through[s] = time.perf_counter() - t0
+                    print(f"{s}: every file assembled after {through[s]:.0f} s", file=sys.stderr)
+            time.sleep(5)
+        wait_cpu_settled(list(pids.values()), 300)
+        sampler.stop_flag.set()
+        sampler.join()
+        load = os.getloadavg()
+        steady = {s: rss_mb(pid) for s, pid in pids.items()}
+        peak = {s: max(hwm_mb(pid), sampler.max_seen[s]) for s, pid in pids.items()}
+        restart: dict[str, tuple[float, float, float, int, int]] = {}
+        for s in stores:
+            _stop(procs.pop(s))
+            app_id = envs[s]["SOHOA_STREAMS__APP_ID"]
+            lag = _lags(settings.kafka, app_id, settings.topics.site_events,
+                        state / "faust" / app_id)
+            code = f"HS-RESTART-{s}"
+            _probe(settings.kafka, settings.topics.site_events, code)
+            t_start = time.monotonic()
+            procs[s] = start_component(COMPONENTS["assembly"], envs[s], logs, f"assembly-{s}")
+            seen = _wait_assembled(settings.kafka, topics[s], code, 1800)
+            at_first = rss_mb(procs[s].pid)
+            restart[s] = (seen - t_start, at_first, _du_mb(state / "faust" / app_id), *lag)
+            print(f"{s}: restart to first event {seen - t_start:.1f} s", file=sys.stderr)
+            _stop(procs.pop(s))
+        n = files * per_file
+        for s in stores:
+            figures += [
+                {"name": f"assembly worker, store {s}: steady, {n} pages / {files} files "
+                         "assembled", "value": round(steady[s], 1), "unit": "MB"},
+                {"name": "  peak (VmHWM) while they streamed through", "value": round(peak[s], 1),
+                 "unit": "MB"},
+                {"name": "  idle after start-up, before the campaign",
+                 "value": round(idle[s], 1), "unit": "MB"},
+                {"name": "  every file assembled after (both workers on the same 2 cores)",
+                 "value": round(through[s]), "unit": "s"},
+                {"name": "  restart (SIGTERM, same data dir) to the first new file assembled",
+                 "value": round(restart[s][0], 1), "unit": "s"},
+                {"name": "  RSS at that first event", "value": round(restart[s][1], 1),
+                 "unit": "MB"},
+                {"name": "  site-events records not committed when it stopped",
+                 "value": restart[s][3], "unit": "records"},
+                {"name": "  changelog records the restart had to read",
+                 "value": restart[s][4], "unit": "records"},
+                {"name": "  its data dir on disk", "value": round(restart[s][2], 1),
+                 "unit": "MB"},
+            ]
+        figures += [
+            {"name": f"campaign produced to Kafka ({sent} events)", "value": round(produced_s),
+             "unit": "s"},
+            {"name": "load average (1, 5, 15 min) when every file was assembled",
+             "value": " / ".join(f"{x:.2f}" for x in load), "unit": ""},
+            {"name": "load average (1, 5, 15 min) after the restarts",
+             "value": " / ".join(f"{x:.2f}" for x in os.getloadavg()), "unit": ""},
+        ]
+        return {"name": "memory-stores", "pages": pages, "files": files, "sites": sites,
+                "stores": stores, "cores": os.cpu_count(), "figures": figures}
+    finally:
+        teardown(list(procs.values()), stack, state, keep)
+
+
 class _NoStack:
     """Stop the workers with the shared teardown but leave the stack up for the agent."""
 
@@ -229,9 +439,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sites", type=int, default=20, help="sites the files are spread over")
     ap.add_argument("--agent-pages", type=int, default=None,
                     help="pages known to the agent's outbox (default: --pages; 0 skips it)")
+    ap.add_argument("--stores", help="assembly workers only, one per table store, side by "
+                    "side, with a restart each: e.g. memory,rocksdb")
     ap.add_argument("--keep", action="store_true", help="keep the temp state dir (logs)")
     ap.add_argument("--json", type=Path, help="also write the result here")
     args = ap.parse_args(argv)
+    if args.stores:
+        return emit(run_stores(args.pages, args.per_file, args.sites,
+                               [s.strip() for s in args.stores.split(",")], args.keep),
+                    args.json)
     agent_pages = args.pages if args.agent_pages is None else args.agent_pages
     result = run(args.pages, args.per_file, args.sites, agent_pages, args.keep)
     return emit(result, args.json)

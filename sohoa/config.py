@@ -345,6 +345,15 @@ class StreamsConfig(Section):
     ocr_web_port: int = 16067
     web_host: str = "127.0.0.1"
     data_dir: Path = Path(".state/faust")
+    # Where the Faust tables live (issue 24, docs/architecture.md "State store"):
+    # "rocksdb" on disk under data_dir/<app id> (rocksdict), RAM flat in the campaign's size,
+    # a restart on the same disk reads only the changelog written since; "memory" rebuilds
+    # every table from its changelog on each start and holds it all in RAM.
+    store: Literal["rocksdb", "memory"] = "rocksdb"
+    # RocksDB memory per table partition (each is its own database): memtable size (two of
+    # them at most) and block cache. 12 partitions x 2 tables x (2 x 4 + 4) MB bound it.
+    rocksdb_write_buffer_mb: int = Field(default=4, ge=1)
+    rocksdb_block_cache_mb: int = Field(default=4, ge=1)
     # 0 = as many as the source topic has (internal topics must be co-partitioned with it)
     table_partitions: int = 0
     replication_factor: int = 1    # of the internal topics (changelog, notes)
@@ -360,6 +369,9 @@ class StreamsConfig(Section):
     # Decoded file states kept beside the table (least recently used dropped): the table
     # already holds every file, so an unbounded copy grew the worker ~350 B per page.
     state_cache_files: int = 2000
+    # An assembled file's state is stored deflated (zlib level; 0 keeps it as plain JSON):
+    # ~60 against ~230 bytes a page, and lossless, as a late page needs every page again.
+    state_compress_level: int = Field(default=6, ge=0, le=9)
     commit_interval_s: float = 2.0
     # aiokafka's default is 5 min. A rebalance that runs while a broker is coming back can
     # assign a topic no partitions ("No partition metadata for topic"); the worker only

@@ -2,13 +2,17 @@
 FileAssembled on the file-events topic.
 
 Table ``files`` (changelog ``<app_id>-files-changelog``) maps ``site_id/fonds/file_code`` to a
-:class:`~streams.assembly.FileState` as JSON. The idle timeout is driven by a timer that sends
+:class:`~streams.assembly.FileState` as bytes (:mod:`streams.state_codec`: JSON while the file
+is scanned, deflated once it is assembled), on the store ``streams.store`` names (RocksDB on
+disk, or memory), always read and written through :class:`~streams.file_store.FileStore` by the
+file's partition. The idle timeout is driven by a timer that sends
 a tick, keyed by the file, to the internal ``<app_id>-ticks`` topic; the ticks agent owns the
 same partition as the file, so only the file's owner changes the file.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -28,7 +32,7 @@ from sohoa.events import (
 )
 from sohoa.identity import SiteGuard
 from streams import metrics
-from streams.assembly import FileState, StateCache
+from streams.assembly import FileState
 from streams.faustapp import (
     dead_letter,
     ensure_internal_topics,
@@ -36,7 +40,10 @@ from streams.faustapp import (
     publish,
     raw_topic,
     source_partitions,
+    table_options,
 )
+from streams.file_store import FileStore
+from streams.state_codec import StateCache, decode_state, encode_state
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +79,7 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
     async def idle_check() -> None:
         await asm.tick_idle_files()
 
-    app.sohoa_files = wiring.files  # type: ignore[attr-defined]  # for tests and tools
+    app.sohoa_files = asm.store  # type: ignore[attr-defined]  # for tests and tools
     return app
 
 
@@ -114,15 +121,16 @@ class _Wiring:
         dead_letters = raw_topic(app, settings.topics.dead_letters)
         ticks = raw_topic(app, f"{cfg.app_id}-ticks", partitions=n, internal=True,
                           retention=86400.0)
-        files = app.Table("files", default=None, partitions=n, key_type=str, value_type=None,
-                          help="Assembly state of each file, keyed site_id/file_code")
+        files = app.Table("files", default=None, partitions=n, key_type=str, value_type=bytes,
+                          options=table_options(settings),
+                          help="Assembly state of each file, keyed site_id/fonds/file_code")
         # Site-wide duplicate content: an index keyed site_id/sha256 (its own partitioning),
         # asked through the internal content topic; it answers each file's owner through the
         # ticks topic.
         content_requests = raw_topic(app, f"{cfg.app_id}-content", partitions=n,
                                      internal=True, retention=86400.0)
         content = app.Table("content", default=None, partitions=n, key_type=str,
-                            value_type=None,
+                            value_type=None, options=table_options(settings),
                             help="First [file_code, page_no] of each content, keyed site/sha256")
         return cls(site_events, file_events, dead_letters, ticks, files, content_requests,
                    content)
@@ -152,6 +160,8 @@ class _Assembly:
             log.warning("site identity not enforced: no identity.sites configured, site "
                         "events are accepted unsigned")
         self.cache = StateCache(cfg.state_cache_files)
+        self.store = FileStore(wiring.files, on_disk=cfg.store == "rocksdb")
+        self.level = cfg.state_compress_level
 
     # --- site events, in batches --------------------------------------------------------
     async def assemble(self, batch: list[Any]) -> None:
@@ -190,7 +200,10 @@ class _Assembly:
     def _apply(self, msg: Any, ev: FileEvent, work: _Batch) -> None:
         """One file event applied to its file's state (the batch's copy if it has one)."""
         key = ev.key()
-        state = work.dirty[key][1] if key in work.dirty else self._load(key, ev)
+        if key in work.dirty:
+            state, stored = work.dirty[key][1], True
+        else:
+            state, stored = self._load(key, msg.partition, ev)
         try:
             changed, out = state.apply(ev, work.now, self.idle, self.settle,
                                        self.check_content)
@@ -200,7 +213,7 @@ class _Assembly:
                 "assembly", f"internal error: {exc!r}", msg.value, topic=msg.topic,
                 partition=msg.partition, offset=msg.offset, site_id=ev.site_id))
             return
-        if changed or self.w.files.data.get(key) is None:
+        if changed or not stored:
             work.dirty[key] = (msg.partition, state)
         if (changed and self.check_content and isinstance(ev, PageScanned)
                 and state.pending.get((ev.document, ev.page_index)) == ev.sha256):
@@ -210,43 +223,54 @@ class _Assembly:
         if out is not None:
             work.outputs.append((state, out))
 
-    def _load(self, key: str, ev: FileEvent) -> FileState:
-        raw = self.w.files.data.get(key)
+    def _load(self, key: str, partition: int, ev: FileEvent) -> tuple[FileState, bool]:
+        """The file's state, and whether the table holds it yet."""
+        raw = self.store.get(key, partition)
         state = self.cache.get(key, raw)
         if state is not None:
-            return state
-        return FileState.from_dict(raw) if raw else FileState(ev.site_id, ev.file_code)
+            return state, True
+        if not raw:
+            return FileState(ev.site_id, ev.file_code), False
+        return decode_state(raw), True  # cached once written: apply may fail half-way
 
     async def _write(self, work: _Batch) -> None:
         """The batch's changed states to the table, then its content questions, dead
-        letters and assembled files out."""
+        letters and assembled files out; returns once Kafka has acknowledged all of them.
+
+        The batch's events are acked (and may be committed) when this returns: a commit that
+        passed a FileAssembled still in the producer's buffer lost that file for good when
+        the worker died then (its marker is never read again, its state says assembled).
+        """
+        sent = []
         for key, (partition, state) in work.dirty.items():
-            value = state.to_dict()
-            self.w.files.data[key] = value
-            self.w.files.send_changelog(partition, key, value)
+            value = encode_state(state, self.level)
+            sent.append(self.store.put(key, partition, value))
             self.cache.put(key, value, state)
         for ask_key, ask in work.asks:
-            await self.w.content_requests.send(key=ask_key, value=ask)
+            sent.append(await self.w.content_requests.send(key=ask_key, value=ask))
         for dl in work.dead:
-            await publish(self.w.dead_letters, dl)
+            sent.append(await publish(self.w.dead_letters, dl))
         for state, out in work.outputs:
-            await self._emit_assembled(state, out)
+            sent.append(await self._emit_assembled(state, out))
+        await asyncio.gather(*sent)
 
-    async def _emit_assembled(self, state: FileState, ev: FileAssembled) -> None:
-        await publish(self.w.file_events, ev)
+    async def _emit_assembled(self, state: FileState, ev: FileAssembled) -> Any:
+        fut = await publish(self.w.file_events, ev)
         metrics.FILES_ASSEMBLED.labels(state.site_id).inc()
         log.info("file assembled", extra={
             "site_id": state.site_id, "file_code": state.file_code,
             "revision": ev.revision, "trigger": ev.trigger, "pages": len(ev.pages),
             "gaps": len(ev.gaps)})
+        return fut
 
     # --- ticks: the idle timeout and the content index's answers -------------------------
     async def on_tick(self, msg: Any) -> None:
         key = msg.key.decode("utf-8", "replace") if msg.key else ""
-        raw = self.w.files.get(key)
+        partition = msg.partition  # the file's: ticks are keyed by the file
+        raw = self.store.get(key, partition)
         if not raw:
             return
-        state = FileState.from_dict(raw)
+        state = decode_state(raw)
         now = time.time()
         if msg.value == b"tick":
             changed, out = False, state.tick(now, self.idle, self.settle)
@@ -256,10 +280,14 @@ class _Assembly:
             except (ValueError, KeyError, TypeError, IndexError):
                 log.warning("bad internal message", extra={"key": key})
                 return
+        sent = []
         if changed or out is not None:
-            self.w.files[key] = state.to_dict()
+            value = encode_state(state, self.level)
+            sent.append(self.store.put(key, partition, value))
+            self.cache.put(key, value, state)
         if out is not None:
-            await self._emit_assembled(state, out)
+            sent.append(await self._emit_assembled(state, out))
+        await asyncio.gather(*sent)  # acknowledged before the tick is
 
     async def index_content(self, msg: Any) -> None:
         """A page's content looked up in the site-wide index (recorded if first seen), the
@@ -284,9 +312,14 @@ class _Assembly:
     async def tick_idle_files(self) -> None:
         """A tick, through the ticks topic, for every file due to close."""
         now = time.time()
-        for key, raw in list(self.w.files.items()):
-            if raw and FileState.from_dict(raw).due(now, self.idle, self.settle):
-                await self.w.ticks.send(key=key.encode(), value=b"tick")
+        due = []
+        for i, (key, raw) in enumerate(self.store.open_items()):
+            if decode_state(raw).due(now, self.idle, self.settle):
+                due.append(key)
+            if i % 2000 == 1999:
+                await asyncio.sleep(0)  # a long scan must not hold up the agents
+        for key in due:
+            await self.w.ticks.send(key=key.encode(), value=b"tick")
 
 
 def _content_answer(state: FileState, value: bytes,

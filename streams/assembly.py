@@ -21,7 +21,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -379,32 +379,3 @@ class FileState:
             document_types={n: t for n, t in self.types.items() if n in present},
         )
 
-
-class StateCache:
-    """Decoded file states beside the table, least recently used dropped beyond ``size``.
-
-    An entry is valid only while the table still holds the very dict it was decoded from (a
-    rebalance or a recovery replaces that dict, and the state is decoded again). Bounded
-    because the table already holds every file of the campaign: an unbounded copy grew the
-    worker by about 350 bytes per page, while the files being scanned at any time are few.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = max(1, size)
-        self._entries: OrderedDict[str, tuple[dict[str, Any], FileState]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, key: str, raw: dict[str, Any] | None) -> FileState | None:
-        hit = self._entries.get(key)
-        if hit is None or raw is None or hit[0] is not raw:
-            return None
-        self._entries.move_to_end(key)
-        return hit[1]
-
-    def put(self, key: str, raw: dict[str, Any], state: FileState) -> None:
-        self._entries[key] = (raw, state)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)

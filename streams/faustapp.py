@@ -73,7 +73,8 @@ def make_app(settings: Settings, app_id: str, web_port: int, partitions: int | N
         app_id,
         broker=[f"kafka://{b}" for b in settings.kafka.bootstrap.split(",")],
         datadir=str(datadir),
-        store="memory://",               # tables rebuild from their changelog: no local state
+        # rocksdb: tables on disk, reused on restart; memory: rebuilt from the changelog
+        store=f"{settings.streams.store}://",
         topic_partitions=n,
         topic_replication_factor=settings.streams.replication_factor,
         topic_disable_leader=True,
@@ -107,6 +108,20 @@ def make_app(settings: Settings, app_id: str, web_port: int, partitions: int | N
     return app
 
 
+def table_options(settings: Settings) -> dict[str, Any] | None:
+    """Options of a table's store: RocksDB's memory per partition, bounded (faust-streaming's
+    defaults are a 2 GB block cache and three 64 MB memtables for each partition's database).
+    A fresh dict per table: the store pops keys from the one it is given."""
+    cfg = settings.streams
+    if cfg.store != "rocksdb":
+        return None
+    mb = 1024 * 1024
+    return {"write_buffer_size": cfg.rocksdb_write_buffer_mb * mb,
+            "max_write_buffer_number": 2,
+            "target_file_size_base": 16 * mb,
+            "block_cache_size": cfg.rocksdb_block_cache_mb * mb}
+
+
 def _credentials(settings: Settings) -> Any:
     k = settings.kafka
     import ssl
@@ -130,8 +145,9 @@ def raw_topic(app: faust.App, name: str, **kw: Any) -> faust.TopicT:
                      value_serializer="raw", **kw)
 
 
-async def publish(topic: faust.TopicT, event: Event, key: str | None = None) -> None:
-    await topic.send(key=(key or event.key()).encode(), value=event.to_json())
+async def publish(topic: faust.TopicT, event: Event, key: str | None = None) -> Any:
+    """Hand ``event`` to the producer; returns the future of its acknowledgement."""
+    return await topic.send(key=(key or event.key()).encode(), value=event.to_json())
 
 
 def dead_letter(stage: str, reason: str, payload: bytes | str | None, *, topic: str | None,

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from pydantic import ValidationError
+
 from sohoa.config import Settings
-from streams.faustapp import make_app
+from streams.faustapp import make_app, table_options
 
 
 def test_metadata_is_refreshed_well_inside_the_default_five_minutes(tmp_path: Path) -> None:
@@ -17,3 +20,16 @@ def test_metadata_is_refreshed_well_inside_the_default_five_minutes(tmp_path: Pa
     assert app.conf.producer_metadata_max_age_ms == 20_000
     default = make_app(Settings(streams={"data_dir": tmp_path}), "t-meta2", 16998, 3)
     assert default.conf.consumer_metadata_max_age_ms <= 60_000
+
+
+def test_the_table_store_is_a_setting_rocksdb_bounded_by_default(tmp_path: Path) -> None:
+    rocks = make_app(Settings(streams={"data_dir": tmp_path}), "t-store", 16997, 3)
+    assert str(rocks.conf.store).startswith("rocksdb:")
+    opts = table_options(Settings(streams={"rocksdb_block_cache_mb": 8}))
+    assert opts is not None and opts["block_cache_size"] == 8 * 1024 * 1024
+    assert opts["write_buffer_size"] * opts["max_write_buffer_number"] <= 8 * 1024 * 1024
+    memory = Settings(streams={"data_dir": tmp_path, "store": "memory"})
+    assert str(make_app(memory, "t-store2", 16996, 3).conf.store).startswith("memory:")
+    assert table_options(memory) is None
+    with pytest.raises(ValidationError, match="store"):
+        Settings(streams={"store": "redis"})

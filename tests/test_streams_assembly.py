@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from sohoa.events import FileAssembled, ManifestDocument, PageRemoved
-from streams.assembly import FileState, StateCache
+from streams.assembly import FileState
+from streams.state_codec import StateCache, decode_state, encode_state, is_compact
 from tests.procs import SohoaProcess, wait_for
 from tests.streams_helpers import closed, fake_page, manifest, read_all, send, streams_env
 
@@ -28,17 +29,35 @@ def _fold(state: FileState, events, now: float = 1000.0):
 
 def test_state_cache_is_bounded_and_never_serves_a_replaced_table_value() -> None:
     cache = StateCache(2)
-    raws = {k: FileState("S", k).to_dict() for k in ("a", "b", "c")}
+    raws = {k: encode_state(FileState("S", k)) for k in ("a", "b", "c")}
     for k in ("a", "b"):
         cache.put(k, raws[k], FileState("S", k))
     assert cache.get("a", raws["a"]).file_code == "a"   # a is now the most recent
     cache.put("c", raws["c"], FileState("S", "c"))
     assert len(cache) == 2
     assert cache.get("b", raws["b"]) is None               # least recently used: dropped
-    assert cache.get("a", raws["a"]) is not None
-    # A recovery or a rebalance puts a new dict in the table: the old decoding is stale.
-    assert cache.get("a", dict(raws["a"])) is None
+    assert cache.get("a", bytes(raws["a"])) is not None    # the same bytes read again
+    # A recovery, a rebalance or another worker put other bytes in the table: stale.
+    other = encode_state(FileState("S", "a", fonds="X"))
+    assert cache.get("a", other) is None
     assert cache.get("c", None) is None
+
+
+def test_an_assembled_state_is_stored_compact_and_lossless() -> None:
+    st = FileState(S, F)
+    outs = _fold(st, [manifest(S, F, 3), *(fake_page(S, F, n) for n in (1, 2, 3))])
+    assert len(outs) == 1 and st.assembled
+    plain, compact = encode_state(st, 0), encode_state(st)
+    assert is_compact(compact) and not is_compact(plain)
+    assert len(compact) < len(plain) * 0.7
+    assert decode_state(compact).to_dict() == st.to_dict() == decode_state(plain).to_dict()
+    assert decode_state(st.to_dict()).to_dict() == st.to_dict()   # a value of the JSON table
+    # a late page reopens it: the next FileAssembled lists every page, known from compact bytes
+    again = decode_state(compact)
+    _changed, out = again.apply(fake_page(S, F, 4, content="late"), 2000.0)
+    assert out is not None and out.trigger == "late_page" and out.revision == 2
+    assert len(out.pages) == 4
+    assert {p.uri for p in out.pages} >= {p.uri for p in outs[0].pages}
 
 
 def test_marker_assembles_in_order_with_gaps_and_duplicates() -> None:

@@ -1,0 +1,87 @@
+"""How a file's assembly state is written in the table, and the decoded states kept beside it.
+
+Two forms, told apart by their first byte:
+- **open** (the file is being scanned, not assembled): the JSON of
+  :meth:`FileState.to_dict`, the form the table has always held, cheap to decode on every
+  batch that touches the file;
+- **compact** (the file is assembled: its FileAssembled is published): ``z`` + the same JSON
+  deflated (zlib). About a quarter of the bytes (60 against 222 B per page, measured on the
+  bench's 25-page files): what is left is mostly the SHA-256 digests, which do not compress. It is
+  lossless on purpose: a late page reopens the file as the next revision, and that
+  FileAssembled must list every page with its URI and both digests (the OCR worker reads
+  every page of the new revision again), so nothing a page carries can be dropped.
+
+The table's values before this module were the open form (Faust's JSON serializer): they are
+read as they are. What a file's state must keep, and why compacting further was not done, is in
+docs/architecture.md ("State store").
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections import OrderedDict
+
+from streams.assembly import FileState
+
+COMPACT = b"z"
+
+
+def encode_state(state: FileState, compress_level: int = 6) -> bytes:
+    """The table value of ``state``: compact once the file is assembled (``compress_level``
+    0 keeps every file in the open form)."""
+    text = json.dumps(state.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+    if state.assembled and compress_level > 0:
+        return COMPACT + zlib.compress(text, compress_level)
+    return text
+
+
+def decode_state(raw: bytes | str | dict) -> FileState:
+    """A table value (either form, or a dict decoded by an older table) as a FileState."""
+    if isinstance(raw, dict):
+        return FileState.from_dict(raw)
+    if isinstance(raw, str):
+        raw = raw.encode()
+    if raw[:1] == COMPACT:
+        raw = zlib.decompress(raw[1:])
+    return FileState.from_dict(json.loads(raw))
+
+
+def is_compact(raw: bytes) -> bool:
+    """The value is an assembled file's: no idle or settle timer can concern it."""
+    return raw[:1] == COMPACT
+
+
+class StateCache:
+    """Decoded file states beside the table, least recently used dropped beyond ``size``.
+
+    An entry is valid only while the table still holds the very bytes it was decoded from (a
+    recovery, a rebalance or another worker's write replaces them, and the state is decoded
+    again): comparing the stored bytes is exact and costs a memcmp, where decoding a file
+    costs ~60-90 µs. Bounded because the table already holds every file of the campaign: an
+    unbounded copy grew the worker by about 350 bytes per page, while the files being scanned
+    at any time are few.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self._entries: OrderedDict[str, tuple[bytes, FileState]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str, raw: bytes | None) -> FileState | None:
+        hit = self._entries.get(key)
+        if hit is None or raw is None or (hit[0] is not raw and hit[0] != raw):
+            return None
+        self._entries.move_to_end(key)
+        return hit[1]
+
+    def put(self, key: str, raw: bytes, state: FileState) -> None:
+        self._entries[key] = (raw, state)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
