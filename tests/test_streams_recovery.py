@@ -28,11 +28,14 @@ def test_kill9_during_ocr_then_restart(stack, tmp_path: Path) -> None:
     hot = tmp_path / "hot" / "UBND"
     events = []
     codes = ["HS-K1", "HS-K2", "HS-K3"]
+    # The later files long enough to be in OCR for seconds: the kill waits for one of them.
+    sizes = {"HS-K1": 2, "HS-K2": 12, "HS-K3": 12}
     for k, code in enumerate(codes):
-        events.append(manifest(SITE, code, 2))
-        for n in (1, 2):
+        events.append(manifest(SITE, code, sizes[code]))
+        for n in range(1, sizes[code] + 1):
             f = pages.write_page(hot / code / f"{n:03d}.png",
-                                 PageSpec(seed=k * 10 + n, text=pages.text_lines(8, k * 3 + n)))
+                                 PageSpec(seed=k * 100 + n, noise=0.0005,
+                                          text=pages.text_lines(8, k * 3 + n)))
             events.append(page_event(SITE, code, n, f))
     # HS-OPEN: pages before the crash, closed only after the restart -> needs the changelog.
     open_pages = [pages.write_page(hot / "HS-OPEN" / f"{n:03d}.png",
@@ -48,7 +51,7 @@ def test_kill9_during_ocr_then_restart(stack, tmp_path: Path) -> None:
 
     try:
         send(stack, site_topic, events)
-        wait_for(lambda: verdict_files() and work.exists() and any(work.iterdir()), 300,
+        wait_for(lambda: work.exists() and any(work.iterdir()) and verdict_files(), 300,
                  "a verdict, and the next file in OCR", (first,), interval=0.2)
     finally:
         first.kill9()
