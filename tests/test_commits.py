@@ -24,9 +24,9 @@ P = TP(TOPIC, 8)
 
 
 @pytest.fixture(scope="module")
-def consumer_class() -> type:
-    app = make_app(Settings(streams={"data_dir": "/tmp/sohoa-test-commits"}), "commits-test",
-                   6099, 12)
+def consumer_class(tmp_path_factory: pytest.TempPathFactory) -> type:
+    app = make_app(Settings(streams={"data_dir": tmp_path_factory.mktemp("faust")}),
+                   "commits-test", 6099, 12)
     return app.transport.Consumer
 
 
