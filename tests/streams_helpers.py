@@ -151,3 +151,22 @@ def manifest(site: str, file_code: str, expected: int | None, fonds: str = "UBND
 
 def closed(site: str, file_code: str, fonds: str = "UBND") -> FileClosed:
     return FileClosed(site_id=site, fonds=fonds, file_code=file_code)
+
+
+def assembled_from_store(site: str, file_code: str, sha: str, size: int,
+                         bucket: str = "sohoa-pages"):
+    """A one-page file whose page (``001.png``) is in the object store at its content address,
+    folded by the assembly's own FileState and closed: (the state, its FileAssembled)."""
+    from sohoa.objectstore import page_uri
+    from streams.assembly import FileState
+
+    scanned = PageScanned.make(
+        site_id=site, fonds="UBND", file_code=file_code, document="001.png", page_index=1,
+        number=1, document_pages=1, uri=page_uri(bucket, site, sha), document_sha256=sha,
+        sha256=sha, size_bytes=size, media_type="image/png",
+        path=f"UBND/{file_code}/001.png")
+    state = FileState(site, file_code)
+    state.apply(scanned, 1000.0)
+    _changed, fa = state.apply(closed(site, file_code), 1000.0)
+    assert fa is not None
+    return state, fa

@@ -20,13 +20,12 @@ from typing import Any
 import pytest
 
 from sohoa.config import Settings
-from sohoa.events import FileAssembled, OcrCompleted, PageScanned
-from sohoa.objectstore import ObjectStore, StoreError, page_key, page_uri
+from sohoa.events import FileAssembled, OcrCompleted
+from sohoa.objectstore import ObjectStore, StoreError, page_key
 from streams.app_ocr import FileProcessor
-from streams.assembly import FileState
 from streams.outputs import store_outputs
 from tests.pages import PageSpec, text_lines, write_page
-from tests.streams_helpers import closed, manifest
+from tests.streams_helpers import assembled_from_store, manifest
 
 PAGES, OUTPUTS = "sohoa-pages", "sohoa-outputs"
 SITE = "xa-obj"
@@ -67,14 +66,7 @@ def test_a_late_classified_manifest_leaves_no_ocr_output_in_the_store(
     pages_before = _versions(admin, PAGES, page_key(SITE, sha))
     assert len(pages_before) == 1
 
-    scanned = PageScanned.make(
-        site_id=SITE, fonds="UBND", file_code=file_code, document="001.png", page_index=1,
-        number=1, document_pages=1, uri=page_uri(PAGES, SITE, sha), document_sha256=sha,
-        sha256=sha, size_bytes=len(data), media_type="image/png",
-        path=f"UBND/{file_code}/001.png")
-    state = FileState(SITE, file_code)
-    state.apply(scanned, 1000.0)
-    _changed, public = state.apply(closed(SITE, file_code), 1000.0)
+    state, public = assembled_from_store(SITE, file_code, sha, len(data), PAGES)
     assert public is not None and public.classification == "public"
 
     settings = Settings(store=workers_cfg,

@@ -17,14 +17,12 @@ from typing import Any
 import pytest
 
 from sohoa.config import Settings
-from sohoa.events import PageScanned
-from sohoa.objectstore import ObjectStore, StoreError, page_key, page_uri
+from sohoa.objectstore import ObjectStore, StoreError, page_key
 from streams.app_ocr import FileProcessor
-from streams.assembly import FileState
 from streams.qc_task import check_chunk
 from streams.sources import PageSources, SourceUnavailable
 from tests.pages import PageSpec, text_lines, write_page
-from tests.streams_helpers import closed
+from tests.streams_helpers import assembled_from_store
 
 PAGES = "sohoa-pages"
 SITE = "xa-obj"
@@ -40,14 +38,7 @@ def _stored_file(objects, tmp_path: Path):
     sha = hashlib.sha256(data).hexdigest()
     ObjectStore(objects.store(f"site:{SITE}"), retries=0).put(PAGES, page_key(SITE, sha),
                                                               data, sha)
-    scanned = PageScanned.make(
-        site_id=SITE, fonds="UBND", file_code=file_code, document="001.png", page_index=1,
-        number=1, document_pages=1, uri=page_uri(PAGES, SITE, sha), document_sha256=sha,
-        sha256=sha, size_bytes=len(data), media_type="image/png",
-        path=f"UBND/{file_code}/001.png")
-    state = FileState(SITE, file_code)
-    state.apply(scanned, 1000.0)
-    _changed, fa = state.apply(closed(SITE, file_code), 1000.0)
+    _state, fa = assembled_from_store(SITE, file_code, sha, len(data), PAGES)
     assert fa is not None
     return fa, sha
 
