@@ -137,6 +137,16 @@ class Agent(WalksMixin, FilingMixin):
         self._scans: list[Iterator[None]] = []
         self._writes: list[tuple[str, Any]] = []
         self._pending: dict[tuple[str, str], Known] = {}
+        # (fonds, file_code, document) -> the pending rows that hold it: _identity asks this
+        # for every new document, and a scan of _pending there made a drop quadratic.
+        self._pending_named: dict[tuple[str | None, str | None, str | None],
+                                  set[tuple[str, str]]] = {}
+        # (fonds, file_code) -> {document: its committed holders}, loaded for a file on its
+        # second new document in a turn: a drop of a whole folder then costs one query, not
+        # one per document (each query hands the interpreter lock to the hashing threads).
+        self._named_seen: set[tuple[str | None, str | None]] = set()
+        self._named_cache: dict[tuple[str | None, str | None],
+                                dict[str | None, set[tuple[str, str]]]] = {}
         self._pending_pages: dict[tuple[str, str], dict[int, KnownPage]] = {}
         self._folders: dict[tuple[str, str], dict[str, tuple[int, int, str]]] = {}
         self.overflow = threading.Event()
@@ -606,7 +616,7 @@ class Agent(WalksMixin, FilingMixin):
             page_sha256=facts.page_sha256 or (facts.sha256,)),
             stored, same.sha256 if same is not None and kept is not None else None)
         self._write_document(rootk, c, name, facts, document, "sent")
-        self._write_pages(rootk, c.rel, changes.pages)
+        self._write_pages(rootk, c.rel, changes.pages, stored)
         if blob is not None and changes.events:
             self._writes.append(("upload", (blob, rootk, c.rel, facts.size)))
         for ev in changes.events:
@@ -627,14 +637,26 @@ class Agent(WalksMixin, FilingMixin):
         document, n = name.document, 1
         while True:
             wanted = (name.fonds, name.file_code, document)
-            holders = {h for h in self.ob.documents_named(*wanted) if h != mine}
-            holders |= {h for h, k in self._pending.items() if h != mine
-                        and (k.fonds, k.file_code, k.document) == wanted
-                        and k.state in ("sent", "rejected")}
+            holders = self._committed_named(*wanted) | self._pending_named.get(wanted, set())
+            holders.discard(mine)
             if not holders:
                 return document
             n += 1
             document = f"{name.document}|{n}"
+
+    def _committed_named(self, fonds: str | None, file_code: str | None,
+                         document: str) -> set[tuple[str, str]]:
+        """(root, path) of the committed rows holding this identity."""
+        f = (fonds, file_code)
+        cached = self._named_cache.get(f)
+        if cached is None and f in self._named_seen:
+            cached = self._named_cache[f] = {}
+            for doc, root, path in self.ob.documents_of_file(fonds, file_code):
+                cached.setdefault(doc, set()).add((root, path))
+        if cached is not None:
+            return set(cached.get(document, ()))
+        self._named_seen.add(f)
+        return set(self.ob.documents_named(fonds, file_code, document))
 
     def _pending_doc(self, rootk: str, rel: str) -> Known | None:
         """A document row written in this turn but not yet committed."""
@@ -647,7 +669,12 @@ class Agent(WalksMixin, FilingMixin):
     def _queue_document(self, row: DocumentWrite) -> None:
         self._writes.append(("document", row))
         k = (row.root, row.path)
-        self._pending[k] = row.known(self._pending.get(k))
+        prior = self._pending.get(k)
+        if prior is not None:
+            self._pending_named.get(_named(prior), set()).discard(k)
+        known = self._pending[k] = row.known(prior)
+        if known.state in ("sent", "rejected"):
+            self._pending_named.setdefault(_named(known), set()).add(k)
 
     def _write_document(self, rootk: str, c: Candidate, name: PageName, facts: PageFacts,
                         document: str, state: str) -> None:
@@ -657,10 +684,13 @@ class Agent(WalksMixin, FilingMixin):
             name.number, state, None, None, document, npages))
         self._writes.append(("file_touch", ((name.fonds, name.file_code), time.time())))
 
-    def _write_pages(self, rootk: str, rel: str, pages: list[PageWrite]) -> None:
+    def _write_pages(self, rootk: str, rel: str, pages: list[PageWrite],
+                     stored: dict[int, KnownPage]) -> None:
+        """Queue the page rows; ``stored`` is what the changes were computed from (empty for a
+        document the outbox does not know: no query for it)."""
         if not pages:
             return
-        current = self._stored_pages(rootk, rel)
+        current = dict(stored)
         for p in pages:
             self._writes.append(("doc_page", (rootk, rel, p)))
             current[p.page_index] = KnownPage(p.page_index, p.sha256, p.revision, p.state)
@@ -757,9 +787,16 @@ class Agent(WalksMixin, FilingMixin):
         # Only once committed: a failed commit (disk full) keeps them queued for the retry.
         self._writes = []
         self._pending = {}
+        self._pending_named = {}
+        self._named_seen = set()
+        self._named_cache = {}
         self._pending_pages = {}
         if self.wake_sender is not None:
             self.wake_sender.set()
+
+
+def _named(k: Known) -> tuple[str | None, str | None, str | None]:
+    return (k.fonds, k.file_code, k.document)
 
 
 def _unchanged(known: Known | None, st: os.stat_result) -> bool:

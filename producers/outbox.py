@@ -235,6 +235,13 @@ class Outbox:
             "SELECT root, path FROM pages WHERE fonds = ? AND file_code = ? AND document = ? "
             "AND state IN ('sent', 'rejected')", (fonds, file_code, document)).fetchall()
 
+    def documents_of_file(self, fonds: str | None, file_code: str | None
+                          ) -> list[tuple[str, str, str]]:
+        """(document, root, path) of the file's present documents."""
+        return self.db.execute(
+            "SELECT document, root, path FROM pages WHERE fonds = ? AND file_code = ? "
+            "AND state IN ('sent', 'rejected')", (fonds, file_code)).fetchall()
+
     def dirs_with_present(self, root: str) -> list[str]:
         return [r[0] for r in self.db.execute(
             "SELECT DISTINCT dir FROM pages WHERE root = ? AND state != 'removed'", (root,))]

@@ -255,3 +255,33 @@ CREATE TABLE files (root TEXT NOT NULL, file_dir TEXT NOT NULL,
     closed INTEGER NOT NULL DEFAULT 0, manifest TEXT, last_page REAL,
     PRIMARY KEY (root, file_dir)) WITHOUT ROWID;
 """
+
+
+def test_a_folder_of_new_documents_asks_the_outbox_for_identities_once(tmp_path: Path) -> None:
+    """Naming a new document looks for a twin holding its identity. Asked of the outbox once
+    per document (and with a scan of every row pending in the turn), a drop of a whole folder
+    cost the agent twice the CPU a page of the previous release did; one query for the file
+    serves every document of it in the turn. A twin of a document in the same turn (NFD beside
+    NFC) is still named apart."""
+    code = "Hồ sơ 7"
+    root = tmp_path / "hot"
+    nfc = root / "F" / unicodedata.normalize("NFC", code)
+    nfd = root / "F" / unicodedata.normalize("NFD", code)
+    nfc.mkdir(parents=True)
+    nfd.mkdir(parents=True)
+    for n in range(1, 201):
+        (nfc / f"{n:03d}.png").write_bytes(tiny_image("PNG", n))
+    (nfd / "005.png").write_bytes(tiny_image("PNG", 999))
+    a = _agent(tmp_path, root)
+    statements: list[str] = []
+    a.ob.db.set_trace_callback(statements.append)
+    a.run(once=True)
+    a.ob.db.set_trace_callback(None)
+    identity = [s for s in statements
+                if s.startswith("SELECT") and "FROM pages WHERE fonds" in s]
+    # At most two per file and commit (a point query, then the file's rows): 201 before.
+    assert 1 <= len(identity) <= 2 * a._commits < 100, (len(identity), a._commits)
+    documents = sorted(s["document"] for s in _queued(a, "PageScanned"))
+    assert len(documents) == 201
+    assert documents.count("005.png") == 1 and "005.png|2" in documents
+    a.close()
