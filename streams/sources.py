@@ -28,7 +28,9 @@ the event's own site's prefix, at the document's content address
 ``<site>/<sha256[:2]>/<sha256>`` (``sohoa.objectstore.page_key``); it is downloaded with the
 workers' key (read-only on pages), into memory or an anonymous temporary file, and its SHA-256
 must be the one its key names — by every call, :meth:`PageSources.open_confined` included.
-Other schemes are refused.
+:meth:`PageSources.stage_object` downloads one for several readers (the QC chunks of one
+document, streams/staged_documents.py): a file in a private directory, named by that SHA-256
+only once its bytes proved to be it. Other schemes are refused.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import hashlib
 import io
 import os
 import re
+import shutil
 import stat
 import tempfile
 import threading
@@ -277,6 +280,30 @@ class PageSources:
         finally:
             fh.close()
 
+
+    def stage_object(self, site_id: str, uri: str, directory: str) -> str:
+        """Download an object once for several readers on this machine: into a new private
+        directory under ``directory``, as a file named by the SHA-256 its key names, a name
+        it gets only after its bytes proved to be that. The caller removes the directory
+        (``os.path.dirname`` of the path returned)."""
+        _bucket, _key, sha256 = self.locate_object(site_id, uri)
+        home = tempfile.mkdtemp(prefix="staged-", dir=directory)
+
+        def fetch() -> str:
+            partial = os.path.join(home, "partial")
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                self._fetch(site_id, uri, sha256, fh)
+            final = os.path.join(home, sha256)
+            os.rename(partial, final)
+            return final
+
+        try:
+            return _within(self.read_timeout_s, fetch,
+                           lambda p: shutil.rmtree(os.path.dirname(p), ignore_errors=True))
+        except BaseException:
+            shutil.rmtree(home, ignore_errors=True)
+            raise
 
     @contextmanager
     def _open_object(self, site_id: str, uri: str, sha256: str | None
