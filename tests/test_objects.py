@@ -351,6 +351,44 @@ def test_workers_read_s3_confined_and_verified(objects, tmp_path: Path) -> None:
         pass
 
 
+def test_a_page_overwritten_or_hidden_is_still_read_from_its_stored_version(
+        objects, tmp_path: Path, caplog) -> None:
+    import logging
+
+    site = ObjectStore(objects.store(f"site:{SITE}"), retries=0)
+    admin = ObjectStore(objects.store("admin"), retries=0)
+    data = os.urandom(20_000)
+    sha = _sha(data)
+    key = page_key(SITE, sha)
+    site.put(PAGES, key, data, sha)
+    src = PageSources.from_settings(Settings(store=objects.store("workers"),
+                                             sources={"watcher_roots": False}))
+    uri = page_uri(PAGES, SITE, sha)
+    # A stolen site key PUTs other bytes over the page (no If-None-Match: nothing in the
+    # store's policies can require it). The fault is real: a plain GET gives those bytes.
+    site._call("put_object", Bucket=PAGES, Key=key, Body=b"not the scan",
+               Metadata={"sha256": sha})
+    assert _err(lambda: site.put(PAGES, key, data, sha)).code == "PreconditionFailed"
+    plain = io.BytesIO()
+    assert admin.get_into(PAGES, key, plain, 10**6)[0] != sha
+    with caplog.at_level(logging.WARNING, logger="streams.sources"):
+        assert src.read_verified(SITE, uri, sha) == data
+        with src.open_confined(SITE, uri) as vf:
+            assert vf.file.read() == data
+    assert any("tampered" in r.getMessage() for r in caplog.records)
+    # A delete marker over it (only the admin's key can still put one): read all the same.
+    admin._call("delete_object", Bucket=PAGES, Key=key)
+    assert _err(lambda: admin.get_into(PAGES, key, io.BytesIO(), 10**6)).code in (
+        "NoSuchKey", "404")
+    assert src.read_verified(SITE, uri, sha) == data
+    # A key none of whose versions is the document is still a mismatch.
+    fake = "9" * 64
+    admin._call("put_object", Bucket=PAGES, Key=page_key(SITE, fake), Body=b"a")
+    admin._call("put_object", Bucket=PAGES, Key=page_key(SITE, fake), Body=b"b")
+    with pytest.raises(SourceError, match="sha256 mismatch"):
+        src.read_verified(SITE, page_uri(PAGES, SITE, fake), fake)
+
+
 def test_ocr_outputs_stored_once_and_read_by_the_reader(objects, tmp_path: Path) -> None:
     from streams.outputs import output_key, store_outputs
 
