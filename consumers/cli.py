@@ -515,7 +515,8 @@ def reconcile(ctx: click.Context, site: str, root: Path, as_json: bool) -> None:
     Lists every document missing (in the database, not on disk), extra (on disk, not in the
     database) or altered (SHA-256 differs), with its fonds, file and pages; paths are compared
     as spelled on disk; with [store] set, every document sent as s3:// must be in the object
-    store as recorded (not stored: listed). Exit code 0 only when they agree. Read-only;
+    store as recorded (not stored: listed; overwritten or hidden by a delete marker:
+    listed as tampered). Exit code 0 only when they agree. Read-only;
     symlinks are never followed, FIFOs/sockets/devices never read, files over
     watcher.max_file_bytes never hashed (listed as skipped).
     """
@@ -537,6 +538,8 @@ def reconcile(ctx: click.Context, site: str, root: Path, as_json: bool) -> None:
                              ("thừa, chưa có trong CSDL (extra)", res.extra),
                              ("khác nội dung (altered)", res.altered),
                              ("chưa có trong kho lưu trữ (not stored)", res.not_stored),
+                             ("bị ghi đè hoặc che trong kho lưu trữ (tampered)",
+                              res.tampered),
                              ("bỏ qua (skipped)", res.skipped)):
             for item in items:
                 click.echo(f"{label}: {item.describe()}")
@@ -545,6 +548,7 @@ def reconcile(ctx: click.Context, site: str, root: Path, as_json: bool) -> None:
                    f"{len(res.altered)} văn bản khác, {len(res.skipped)} bỏ qua")
         if res.stored_documents is not None:
             click.echo(f"kho lưu trữ: {res.stored_documents} văn bản có trong kho, "
-                       f"{len(res.not_stored)} thiếu, {res.unreferenced_objects} đối tượng "
+                       f"{len(res.not_stored)} thiếu, {len(res.tampered)} bị can thiệp, "
+                       f"{res.unreferenced_objects} đối tượng "
                        f"không còn trang nào trỏ tới (bản cũ, đã xóa)")
     sys.exit(ExitCode.OK if res.ok else ExitCode.ERROR)

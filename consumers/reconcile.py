@@ -15,8 +15,12 @@ skipped, with why; a document the database expects there counts as missing.
 With an object store (``[store]``, a key that may read the site's pages), every current
 document whose URI is ``s3://`` must be there: an object of the document's size whose
 declared SHA-256 is the one on record (``HEAD``; the workers prove the bytes themselves when
-they read them); those that are not are listed as ``not_stored``. Objects under the site's
-prefix that no current page names (earlier revisions, documents removed since) are counted.
+they read them); those that are not are listed as ``not_stored``. A content address is written
+once, so a document whose key holds more than one version or a delete marker (other bytes PUT
+over it, a DELETE: what a stolen key would do) is listed as ``tampered``: the stored version
+is still there (object lock) and the workers read it, but someone wrote where nobody should.
+Objects under the site's prefix that no current page names (earlier revisions, documents
+removed since) are counted.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import hashlib
 import os
 import stat
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -96,11 +101,13 @@ class ReconcileResult:
     skipped: list[Skipped] = field(default_factory=list)
     stored_documents: int | None = None  # None: the object store was not compared
     not_stored: list[Discrepancy] = field(default_factory=list)
+    tampered: list[Discrepancy] = field(default_factory=list)  # its object overwritten/hidden
     unreferenced_objects: int | None = None
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.extra or self.altered or self.not_stored)
+        return not (self.missing or self.extra or self.altered or self.not_stored
+                    or self.tampered)
 
     def to_json(self) -> dict[str, Any]:
         def items(xs: list[Discrepancy]) -> list[dict[str, Any]]:
@@ -112,7 +119,7 @@ class ReconcileResult:
                 "altered": items(self.altered),
                 "skipped": [x.__dict__ for x in self.skipped],
                 "stored_documents": self.stored_documents,
-                "not_stored": items(self.not_stored),
+                "not_stored": items(self.not_stored), "tampered": items(self.tampered),
                 "unreferenced_objects": self.unreferenced_objects}
 
 
@@ -326,15 +333,32 @@ def _compare_store(res: ReconcileResult, store: Any, site_id: str,
     res.stored_documents = 0
     named: set[tuple[str, str]] = set()
     buckets: set[str] = set()
+    addressed: list[tuple[str, _Document, str, str]] = []
     for where, doc in docs:
         if not doc.uri.startswith("s3:"):
             continue
         try:
             bucket, key = parse_uri(doc.uri)
-            ok = key == page_key(site_id, doc.sha256)
         except ValueError:
-            ok = False
-        head = store.head(bucket, key) if ok else None
+            res.not_stored.append(doc.discrepancy(where))
+            continue
+        if key != page_key(site_id, doc.sha256):
+            res.not_stored.append(doc.discrepancy(where))
+            continue
+        addressed.append((where, doc, bucket, key))
+    # A content address is written once: a second version or a delete marker on it is
+    # tampering (a PUT over it without If-None-Match, a DELETE), whatever its latest says.
+    versions: Counter[tuple[str, str]] = Counter()
+    for bucket in sorted({a[2] for a in addressed}):
+        versions.update((bucket, key) for key, _vid in
+                        store.list_versions(bucket, f"{site_id}/"))
+    for where, doc, bucket, key in addressed:
+        if versions[(bucket, key)] > 1:
+            res.tampered.append(doc.discrepancy(where))
+            named.add((bucket, key))
+            buckets.add(bucket)
+            continue
+        head = store.head(bucket, key)
         if head is not None and head.sha256_meta == doc.sha256:
             res.stored_documents += 1
             named.add((bucket, key))

@@ -9,11 +9,13 @@ copy. The binary is cached per version in ``~/.cache/sohoa/seaweedfs-<version>/w
 
 Each role gets its own S3 key (``secrets/objects.json``, 0600), and the gateway's identity file
 (``objects/s3.json``) gives each only what it needs: a site writes and reads its own prefix of
-the pages bucket, the workers read pages and write (and so delete) outputs, the reader reads
-outputs. Both buckets are versioned: a PUT over an existing key makes a new version and never
-destroys the old one. The pages bucket (the original scans, which must never be deleted) is
-created with S3 object lock and a default COMPLIANCE retention of ``stack.object_lock_days``:
-no key may delete a version before its retention ends. The outputs bucket (OCR PDFs and text,
+the pages bucket (PUT and multipart uploads, by an IAM policy naming those S3 actions: never
+DeleteObject, so it cannot hide a page under a delete marker), the workers read pages and
+write (and so delete) outputs, the reader reads outputs. Both buckets are versioned: a PUT
+over an existing key makes a new version and never destroys the old one. The pages bucket
+(the original scans, which must never be deleted) is created with S3 object lock and a default
+COMPLIANCE retention of ``stack.object_lock_days``: no key may delete a version before its
+retention ends. The outputs bucket (OCR PDFs and text,
 packages: derived data, made again from the pages) has no object lock, because a file that
 becomes classified must keep no text at the centre: the OCR worker deletes every version of
 its outputs (streams/outputs.py ``purge_file_outputs``).
@@ -153,11 +155,41 @@ def identities(keys: dict, pages: str, outputs: str) -> dict:
                f"List:{outputs}"]),
         ident("sohoa-reader", keys["reader"], [f"Read:{outputs}/*", f"List:{outputs}"]),
     ]
+    policies = []
     for site, key in sorted(keys.get("sites", {}).items()):
-        # Read of its own prefix only: the HEAD before an upload and the parts of a resumed one.
-        out.append(ident(f"site-{site}", key, [f"Write:{pages}/{site}/*",
-                                               f"Read:{pages}/{site}/*"]))
-    return {"identities": out}
+        # No legacy actions: the site's rights are its IAM policy alone (SeaweedFS then
+        # authorises each request by its precise S3 action, and "Write" would include
+        # DeleteObject).
+        out.append({**ident(f"site-{site}", key, []), "policyNames": [f"site-{site}"]})
+        policies.append({"name": f"site-{site}",
+                         "content": json.dumps(site_policy(pages, site), sort_keys=True)})
+    return {"identities": out, "policies": policies}
+
+
+SITE_ACTIONS = [
+    "s3:PutObject", "s3:GetObject",  # one PUT; the HEAD before an upload
+    "s3:CreateMultipartUpload", "s3:UploadPart", "s3:ListMultipartUploadParts",
+    "s3:CompleteMultipartUpload", "s3:AbortMultipartUpload",  # parts, a resume, a give-up
+]
+SITE_DENIED = [
+    "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectRetention",
+    "s3:PutObjectLegalHold", "s3:BypassGovernanceRetention", "s3:PutObjectTagging",
+    "s3:DeleteObjectTagging", "s3:PutObjectAcl",
+]
+
+
+def site_policy(pages: str, site: str) -> dict:
+    """A site key's rights on its own prefix of the pages bucket: upload and read back, and
+    nothing that hides or changes what is stored. A stolen site key cannot put a delete
+    marker over a page (a plain GET would then say NoSuchKey and the centre would judge the
+    page missing). The Deny is explicit so that no grant added later can bring it back."""
+    prefix = f"arn:aws:s3:::{pages}/{site}/*"
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "UploadOwnPages", "Effect": "Allow", "Action": SITE_ACTIONS,
+         "Resource": [prefix]},
+        {"Sid": "NeverDeletePages", "Effect": "Deny", "Action": SITE_DENIED,
+         "Resource": [f"arn:aws:s3:::{pages}/*"]},
+    ]}
 
 
 class ObjectStoreNode:

@@ -270,6 +270,9 @@ class QcConfig(Section):
     skew_search_deg: float = 10.0
     workers: int = 0               # 0 = one per core
     pages_per_task: int = 16       # a document's pages per pool task (several workers share it)
+    # Object-store documents downloaded once for all their chunks and held on disk at once
+    # (each at most sources.max_bytes): the disk this takes is bounded by their product.
+    staged_documents: int = Field(default=2, ge=1)
 
 
 class SourceSiteConfig(Section):

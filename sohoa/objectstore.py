@@ -357,10 +357,31 @@ class ObjectStore:
     def abort(self, bucket: str, key: str, upload_id: str) -> None:
         self._call("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
 
-    def get_into(self, bucket: str, key: str, out: IO[bytes], max_bytes: int) -> tuple[str, int]:
-        """Stream an object into ``out``; returns (SHA-256 hex, size). Refuses (StoreError
-        ``TooLarge``) an object over ``max_bytes`` before reading it."""
-        r = self._call("get_object", Bucket=bucket, Key=key)
+    def key_versions(self, bucket: str, key: str) -> list[tuple[str, bool, bool]]:
+        """(version id, is the latest, is a delete marker) of every version of ``key``
+        exactly (not of the keys it prefixes), newest first."""
+        found: list[tuple[str, bool, bool, Any]] = []
+        marker: dict[str, str] = {}
+        while True:
+            r = self._call("list_object_versions", Bucket=bucket, Prefix=key, **marker)
+            for kind, deleted in (("Versions", False), ("DeleteMarkers", True)):
+                found += [(v["VersionId"], bool(v.get("IsLatest")), deleted,
+                           v.get("LastModified")) for v in r.get(kind, []) if v["Key"] == key]
+            if not r.get("IsTruncated"):
+                break
+            marker = {"KeyMarker": r["NextKeyMarker"]}
+            if r.get("NextVersionIdMarker"):
+                marker["VersionIdMarker"] = r["NextVersionIdMarker"]
+        found.sort(key=lambda f: (f[1], f[3] is not None, f[3] or 0), reverse=True)
+        return [(vid, latest, deleted) for vid, latest, deleted, _at in found]
+
+    def get_into(self, bucket: str, key: str, out: IO[bytes], max_bytes: int,
+                 version_id: str | None = None) -> tuple[str, int]:
+        """Stream an object (its latest version, or ``version_id``) into ``out``; returns
+        (SHA-256 hex, size). Refuses (StoreError ``TooLarge``) an object over ``max_bytes``
+        before reading it."""
+        version = {"VersionId": version_id} if version_id else {}
+        r = self._call("get_object", Bucket=bucket, Key=key, **version)
         body = r["Body"]
         try:
             if int(r.get("ContentLength", 0)) > max_bytes:

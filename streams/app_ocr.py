@@ -59,6 +59,7 @@ from streams.ocr_pool import EnginePool
 from streams.qc import Check, PageQc, unreadable
 from streams.qc_task import check_chunk
 from streams.sources import PageSources, SourceUnavailable
+from streams.staged_documents import StagedDocuments
 from streams.verdict import PageId, decide
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ class FileProcessor:
         self._file_locks: weakref.WeakValueDictionary[tuple[str, str, str, int],
                                                       asyncio.Lock] = weakref.WeakValueDictionary()
         self.work_root = Path(settings.streams.data_dir) / settings.streams.ocr_app_id / "work"
+        self.staged = StagedDocuments(self.sources, self.work_root / "qc-staged",
+                                      settings.qc.staged_documents)
         self.host = socket.gethostname()
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -116,19 +119,18 @@ class FileProcessor:
     async def check_pages(self, fa: FileAssembled) -> dict[PageId, list[Check]]:
         """Every page checked in the pool, a document's pages in chunks, so a 500-page
         document is shared by the pool's workers and one slow document does not hold up the
-        rest; each chunk reads its pages one at a time (bounded memory)."""
+        rest; each chunk reads its pages one at a time (bounded memory). A document in the
+        object store is downloaded once for all its chunks (:class:`StagedDocuments`)."""
         loop = asyncio.get_running_loop()
         chunk = max(1, self.settings.qc.pages_per_task)
         by_doc: dict[str, list[PageRef]] = {}
         for ref in fa.pages:
             by_doc.setdefault(ref.document, []).append(ref)
-        tasks = [refs[i:i + chunk] for refs in by_doc.values()
-                 for i in range(0, len(refs), chunk)]
 
         site_dups = {(d.document, d.page_index): d for d in fa.duplicate_in_site}
         by_page: dict[PageId, list[Check]] = {}
 
-        async def one(refs: list[PageRef]) -> None:
+        async def one(refs: list[PageRef], staged: str | None) -> None:
             first = refs[0]
             pages = [(r.page_index, r.sha256) for r in refs]
             cfg = self.qc_config_for(fa, first.document)
@@ -138,7 +140,7 @@ class FileProcessor:
                 try:
                     results = await loop.run_in_executor(
                         self.qc_pool(), check_chunk, fa.site_id, first.uri, first.media_type,
-                        pages, cfg, self.sources)
+                        pages, cfg, self.sources, staged)
                     break
                 except BrokenProcessPool:
                     # A checker died on a hostile file (crash, out of memory): new pool.
@@ -184,7 +186,16 @@ class FileProcessor:
                     if not c.passed:
                         metrics.QC_FAILURES.labels(fa.site_id, c.check).inc()
 
-        await asyncio.gather(*(one(t) for t in tasks))
+        async def document(refs: list[PageRef]) -> None:
+            chunks = [refs[i:i + chunk] for i in range(0, len(refs), chunk)]
+            if len(chunks) == 1:
+                await one(chunks[0], None)
+                return
+            # Downloaded once for all its chunks, not once per chunk.
+            async with self.staged.document(fa.site_id, refs[0].uri) as staged:
+                await asyncio.gather(*(one(c, staged) for c in chunks))
+
+        await asyncio.gather(*(document(refs) for refs in by_doc.values()))
         return by_page
 
     def qc_config_for(self, fa: FileAssembled, document: str) -> QcConfig:

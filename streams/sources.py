@@ -28,7 +28,12 @@ the event's own site's prefix, at the document's content address
 ``<site>/<sha256[:2]>/<sha256>`` (``sohoa.objectstore.page_key``); it is downloaded with the
 workers' key (read-only on pages), into memory or an anonymous temporary file, and its SHA-256
 must be the one its key names — by every call, :meth:`PageSources.open_confined` included.
-Other schemes are refused.
+When the key's latest version is not that (other bytes PUT over it, a delete marker), its older
+versions are tried, newest first: a content address never changes, so a version whose SHA-256
+is the one the key names is the document (logged as tampering; ``sohoa reconcile`` lists it).
+:meth:`PageSources.stage_object` downloads one for several readers (the QC chunks of one
+document, streams/staged_documents.py): a file in a private directory, named by that SHA-256
+only once its bytes proved to be it. Other schemes are refused.
 """
 
 from __future__ import annotations
@@ -36,8 +41,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import logging
 import os
 import re
+import shutil
 import stat
 import tempfile
 import threading
@@ -56,6 +63,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class SourceError(Exception):
@@ -187,6 +195,10 @@ class PageSources:
             actual, size = self._client().get_into(bucket, key, out, self.max_bytes)
         except StoreError as exc:
             if exc.code in ("NoSuchKey", "404"):
+                # A delete marker over the key is not the document gone: its version stays.
+                older = self._older_version(bucket, key, named, out)
+                if older is not None:
+                    return older
                 raise SourceError("unreadable: not in the object store (not uploaded yet, "
                                   "or lost)", str(exc)) from None
             if exc.code == "TooLarge":
@@ -197,8 +209,42 @@ class PageSources:
                 raise SourceUnavailable("unreadable: object store unavailable",
                                         str(exc)) from None
             raise SourceError("unreadable: object store refused the read", str(exc)) from None
+        if actual != named:
+            older = self._older_version(bucket, key, named, out)
+            if older is not None:
+                return older
         _compare(actual, named)
         return size
+
+    def _older_version(self, bucket: str, key: str, named: str, out: IO[bytes]) -> int | None:
+        """The document read from an older version of its key when the latest is not it (a
+        delete marker, or other bytes PUT over it): a content address never changes, so a
+        version whose SHA-256 is the one the key names is the document. Its size, written
+        to ``out`` from the start, or None when there is none (``out`` then emptied)."""
+        from sohoa.objectstore import StoreError
+
+        store = self._client()
+        try:
+            versions = store.key_versions(bucket, key)
+        except StoreError:
+            return None
+        for version_id, latest, deleted in versions:
+            if latest or deleted:
+                continue
+            out.seek(0)
+            out.truncate()
+            try:
+                actual, size = store.get_into(bucket, key, out, self.max_bytes, version_id)
+            except StoreError:
+                continue
+            if actual == named:
+                log.warning("page object tampered with: its latest version is not the "
+                            "document; an older version is, and was read", extra={
+                                "bucket": bucket, "key": key, "version_id": version_id})
+                return size
+        out.seek(0)
+        out.truncate()
+        return None
 
     # --- reads ----------------------------------------------------------------------------
     def read_verified(self, site_id: str, uri: str, sha256: str) -> bytes:
@@ -277,6 +323,30 @@ class PageSources:
         finally:
             fh.close()
 
+
+    def stage_object(self, site_id: str, uri: str, directory: str) -> str:
+        """Download an object once for several readers on this machine: into a new private
+        directory under ``directory``, as a file named by the SHA-256 its key names, a name
+        it gets only after its bytes proved to be that. The caller removes the directory
+        (``os.path.dirname`` of the path returned)."""
+        _bucket, _key, sha256 = self.locate_object(site_id, uri)
+        home = tempfile.mkdtemp(prefix="staged-", dir=directory)
+
+        def fetch() -> str:
+            partial = os.path.join(home, "partial")
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                self._fetch(site_id, uri, sha256, fh)
+            final = os.path.join(home, sha256)
+            os.rename(partial, final)
+            return final
+
+        try:
+            return _within(self.read_timeout_s, fetch,
+                           lambda p: shutil.rmtree(os.path.dirname(p), ignore_errors=True))
+        except BaseException:
+            shutil.rmtree(home, ignore_errors=True)
+            raise
 
     @contextmanager
     def _open_object(self, site_id: str, uri: str, sha256: str | None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import time
 from pathlib import Path
@@ -82,6 +83,63 @@ def test_each_key_does_only_its_part_and_nothing_is_overwritten(objects) -> None
                                     VersionId=oldest["VersionId"])).code == "AccessDenied"
     got = admin._call("get_object", Bucket=PAGES, Key=key, VersionId=oldest["VersionId"])
     assert got["Body"].read() == data
+
+
+def test_a_site_key_uploads_but_cannot_hide_a_page_under_a_delete_marker(objects) -> None:
+    site = ObjectStore(objects.store(f"site:{SITE}"), retries=0)
+    admin = ObjectStore(objects.store("admin"), retries=0)
+    data = os.urandom(4000)
+    sha = _sha(data)
+    key = page_key(SITE, sha)
+    site.put(PAGES, key, data, _sha(data))
+    # A multipart upload with a resume (its parts listed), and one given up, still work.
+    big = os.urandom(5 * MIB + 1000)
+    big_key = page_key(SITE, _sha(big))
+    upload_id = site.create_multipart(PAGES, big_key, _sha(big))
+    first = site.upload_part(PAGES, big_key, upload_id, 1, big[:5 * MIB])
+    assert site.list_parts(PAGES, big_key, upload_id)[1].etag == first.etag
+    second = site.upload_part(PAGES, big_key, upload_id, 2, big[5 * MIB:])
+    site.complete(PAGES, big_key, upload_id, [first, second])
+    dropped = page_key(SITE, "ab" * 32)
+    site.abort(PAGES, dropped, site.create_multipart(PAGES, dropped, "ab" * 32))
+    # Every way of deleting is refused: a plain DELETE (a delete marker), a version's
+    # DELETE, a multi-object delete.
+    version = admin._call("list_object_versions", Bucket=PAGES, Prefix=key)["Versions"][0]
+    assert _err(lambda: site._call("delete_object", Bucket=PAGES, Key=key)).code == \
+        "AccessDenied"
+    assert _err(lambda: site._call("delete_object", Bucket=PAGES, Key=key,
+                                   VersionId=version["VersionId"])).code == "AccessDenied"
+    multi = site._call("delete_objects", Bucket=PAGES,
+                       Delete={"Objects": [{"Key": key}, {"Key": big_key}]})
+    assert not multi.get("Deleted")
+    assert {e["Key"] for e in multi["Errors"]} == {key, big_key}
+    assert {e["Code"] for e in multi["Errors"]} == {"AccessDenied"}
+    # Nothing was hidden: no delete marker, both pages read as stored.
+    listed = admin._call("list_object_versions", Bucket=PAGES, Prefix=f"{SITE}/")
+    assert not [m for m in listed.get("DeleteMarkers", []) if m["Key"] in (key, big_key)]
+    assert _stored(objects, sha) == data and _stored(objects, _sha(big)) == big
+    # The site still reads (HEAD) its own pages, and nothing of another site's prefix.
+    assert site.head(PAGES, key).sha256_meta == sha
+    x = b"elsewhere"
+    assert _err(lambda: site.put(PAGES, page_key("xa-khac", _sha(x)), x, _sha(x))).code == \
+        "AccessDenied"
+
+
+def test_site_identity_holds_no_write_action() -> None:
+    from infra.objects import identities
+
+    keys = {r: {"access_key_id": r, "secret_access_key": "s"}
+            for r in ("admin", "workers", "reader")}
+    keys["sites"] = {"xa-a": {"access_key_id": "a", "secret_access_key": "s"}}
+    conf = identities(keys, PAGES, OUTPUTS)
+    site = next(i for i in conf["identities"] if i["name"] == "site-xa-a")
+    assert site["actions"] == [] and site["policyNames"] == ["site-xa-a"]
+    policy = json.loads(next(p for p in conf["policies"] if p["name"] == "site-xa-a")["content"])
+    allowed = {a for st in policy["Statement"] if st["Effect"] == "Allow" for a in st["Action"]}
+    denied = {a for st in policy["Statement"] if st["Effect"] == "Deny" for a in st["Action"]}
+    assert "s3:DeleteObject" not in allowed and "s3:DeleteObject" in denied
+    assert all(r == f"arn:aws:s3:::{PAGES}/xa-a/*" for st in policy["Statement"]
+               if st["Effect"] == "Allow" for r in st["Resource"])
 
 
 def test_object_store_listens_on_loopback_only_and_sends_nothing_out(objects) -> None:
@@ -291,6 +349,44 @@ def test_workers_read_s3_confined_and_verified(objects, tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="sha256 mismatch"), \
             src.open_confined(SITE, page_uri(PAGES, SITE, fake_sha)):
         pass
+
+
+def test_a_page_overwritten_or_hidden_is_still_read_from_its_stored_version(
+        objects, tmp_path: Path, caplog) -> None:
+    import logging
+
+    site = ObjectStore(objects.store(f"site:{SITE}"), retries=0)
+    admin = ObjectStore(objects.store("admin"), retries=0)
+    data = os.urandom(20_000)
+    sha = _sha(data)
+    key = page_key(SITE, sha)
+    site.put(PAGES, key, data, sha)
+    src = PageSources.from_settings(Settings(store=objects.store("workers"),
+                                             sources={"watcher_roots": False}))
+    uri = page_uri(PAGES, SITE, sha)
+    # A stolen site key PUTs other bytes over the page (no If-None-Match: nothing in the
+    # store's policies can require it). The fault is real: a plain GET gives those bytes.
+    site._call("put_object", Bucket=PAGES, Key=key, Body=b"not the scan",
+               Metadata={"sha256": sha})
+    assert _err(lambda: site.put(PAGES, key, data, sha)).code == "PreconditionFailed"
+    plain = io.BytesIO()
+    assert admin.get_into(PAGES, key, plain, 10**6)[0] != sha
+    with caplog.at_level(logging.WARNING, logger="streams.sources"):
+        assert src.read_verified(SITE, uri, sha) == data
+        with src.open_confined(SITE, uri) as vf:
+            assert vf.file.read() == data
+    assert any("tampered" in r.getMessage() for r in caplog.records)
+    # A delete marker over it (only the admin's key can still put one): read all the same.
+    admin._call("delete_object", Bucket=PAGES, Key=key)
+    assert _err(lambda: admin.get_into(PAGES, key, io.BytesIO(), 10**6)).code in (
+        "NoSuchKey", "404")
+    assert src.read_verified(SITE, uri, sha) == data
+    # A key none of whose versions is the document is still a mismatch.
+    fake = "9" * 64
+    admin._call("put_object", Bucket=PAGES, Key=page_key(SITE, fake), Body=b"a")
+    admin._call("put_object", Bucket=PAGES, Key=page_key(SITE, fake), Body=b"b")
+    with pytest.raises(SourceError, match="sha256 mismatch"):
+        src.read_verified(SITE, page_uri(PAGES, SITE, fake), fake)
 
 
 def test_ocr_outputs_stored_once_and_read_by_the_reader(objects, tmp_path: Path) -> None:

@@ -199,16 +199,31 @@ def test_pages_travel_through_the_store_to_workers_that_cannot_see_the_site(
     rec = json.loads(r.stdout)
     assert r.returncode == 0 and rec["ok"], rec
     assert rec["matched"] == 17 and rec["stored_documents"] == 6
-    # An object gone from the store (here: the site's own key hides it behind a delete
-    # marker) is named by reconcile.
-    from sohoa.objectstore import ObjectStore, page_key
+    # The site's own key cannot hide a page behind a delete marker; a marker put there all
+    # the same (the admin's key) is named by reconcile as tampering, and the workers still
+    # read the stored version.
+    from sohoa.config import Settings
+    from sohoa.objectstore import ObjectStore, StoreError, page_key
+    from streams.qc_task import check_chunk
+    from streams.sources import PageSources
 
     pdf = next(e for e in pages if e.document == "QD-15-UBND.pdf")
-    ObjectStore(objects.store(f"site:{SITE}"))._call(
-        "delete_object", Bucket="sohoa-pages", Key=page_key(SITE, pdf.document_sha256))
+    key = page_key(SITE, pdf.document_sha256)
+    with pytest.raises(StoreError) as denied:
+        ObjectStore(objects.store(f"site:{SITE}"), retries=0)._call(
+            "delete_object", Bucket="sohoa-pages", Key=key)
+    assert denied.value.code == "AccessDenied"
+    r = run_sohoa(["reconcile", "--site", SITE, "--root", str(root), "--json"], renv)
+    assert r.returncode == 0 and json.loads(r.stdout)["tampered"] == []
+    ObjectStore(objects.store("admin"))._call("delete_object", Bucket="sohoa-pages", Key=key)
     r = run_sohoa(["reconcile", "--site", SITE, "--root", str(root), "--json"], renv)
     rec = json.loads(r.stdout)
-    assert r.returncode == 1 and [d["document"] for d in rec["not_stored"]] == [
+    assert r.returncode == 1 and [d["document"] for d in rec["tampered"]] == [
         "QD-15-UBND.pdf"]
-    assert "chưa có trong kho lưu trữ" in run_sohoa(
+    assert rec["not_stored"] == []
+    assert "bị ghi đè hoặc che trong kho lưu trữ" in run_sohoa(
         ["reconcile", "--site", SITE, "--root", str(root)], renv).stdout
+    settings = Settings(store=objects.store("workers"))
+    [checked] = check_chunk(SITE, pdf.uri, pdf.media_type, [(pdf.page_index, pdf.sha256)],
+                            settings.qc, PageSources.from_settings(settings))
+    assert checked.passed, checked.checks
