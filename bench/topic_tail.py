@@ -9,6 +9,7 @@ was most of the restart time it reported, growing with the campaign.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ class TopicTail:
         self.topic = topic
         self.read = 0
         self.matched: Any = None
+        self._pending: deque[Any] = deque()
         self._consumer = make_consumer(kafka, group_id=None)
         parts = self._consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
@@ -37,16 +39,20 @@ class TopicTail:
             self._consumer.seek(tp, end)
 
     def wait_for(self, match: Callable[[Any], bool], timeout: float) -> float:
-        """Until a record for which ``match`` is true; returns the monotonic time it was read."""
+        """Until a record for which ``match`` is true; returns the monotonic time it was read.
+        Records polled after the match are kept for the next wait (a poll returns many)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
+            while self._pending:
+                record = self._pending.popleft()
+                self.read += 1
+                if match(record):
+                    self.matched = record
+                    return time.monotonic()
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"no matching record on {self.topic} in {timeout:.0f} s")
             for records in self._consumer.poll(timeout_ms=200).values():
-                for record in records:
-                    self.read += 1
-                    if match(record):
-                        self.matched = record
-                        return time.monotonic()
-        raise RuntimeError(f"no matching record on {self.topic} in {timeout:.0f} s")
+                self._pending.extend(records)
 
     def close(self) -> None:
         self._consumer.close()

@@ -35,6 +35,19 @@ def test_tail_reads_only_records_written_after_it(stack) -> None:
     assert 1 <= tail.read <= 2, f"read {tail.read} records; 2 were written after the tail"
 
 
+def test_records_polled_after_a_match_are_there_for_the_next_wait(stack) -> None:
+    topic = stack.new_topics().file_events
+    codes = [f"HS-{i:02d}" for i in range(30)]
+    with TopicTail(stack.settings.kafka, topic) as tail:
+        send(stack, topic, [_assembled_record(c, 1) for c in codes])
+        seen = set()
+        for _ in codes:
+            tail.wait_for(lambda m: m.key.decode().rsplit("/", 1)[-1] not in seen, 30)
+            seen.add(tail.matched.key.decode().rsplit("/", 1)[-1])
+    assert seen == set(codes)
+    assert tail.read == len(codes)
+
+
 def test_tail_times_out_when_nothing_new_matches(stack) -> None:
     topic = stack.new_topics().file_events
     send(stack, topic, [_assembled_record("HS-PROBE", 1)])
