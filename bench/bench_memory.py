@@ -26,8 +26,11 @@ With ``--stores memory,rocksdb`` only assembly workers run, one per table store
 file-events topic); each is measured when its topic holds every file's FileAssembled. Then
 each in turn is stopped (SIGTERM) and started again on the same data dir with a new file
 waiting in site-events: "restart to first event" is from the new process's start to that
-file's FileAssembled on its topic (the memory store first replays its whole changelog; RocksDB
-reads only the changelog written since its last persisted offset).
+file's FileAssembled on its topic, read from where the topic ended before the restart
+(bench/topic_tail.py; the memory store first replays its whole changelog; RocksDB reads only
+the changelog written since its last persisted offset). The RocksDB worker is then started
+once more on an empty data dir, as a worker the partitions moved to: it reads every changelog
+record first.
 
     nice -n 10 python -m bench.bench_memory --pages 1000000 --stores memory,rocksdb
 
