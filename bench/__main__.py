@@ -8,8 +8,9 @@ Benchmarks: agent, consumer, deliver (packages per minute, package bytes per pag
 memory (resident memory of each long-running component
 with a campaign behind it: 100,000 pages by default, `python -m bench.bench_memory --pages
 1000000` for the issue's full campaign), ocr, qc (page QC of a 300-page PDF beside the same
-pages as single files), spine, streams, upload (drop to stored-and-acked through the object
-store, beside a raw multipart PUT of the same bytes).
+pages as single files), restart (the assembly worker restarted, moved and taken over on its
+RocksDB state, 200,000 pages by default), spine, streams, upload (drop to stored-and-acked
+through the object store, beside a raw multipart PUT of the same bytes).
 
 Each `bench/bench_*.py` is run as its own process (`python -m bench.<name> --json OUT`) so one
 benchmark's memory or threads never colour another's figures; each writes its figures, raw

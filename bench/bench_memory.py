@@ -26,8 +26,11 @@ With ``--stores memory,rocksdb`` only assembly workers run, one per table store
 file-events topic); each is measured when its topic holds every file's FileAssembled. Then
 each in turn is stopped (SIGTERM) and started again on the same data dir with a new file
 waiting in site-events: "restart to first event" is from the new process's start to that
-file's FileAssembled on its topic (the memory store first replays its whole changelog; RocksDB
-reads only the changelog written since its last persisted offset).
+file's FileAssembled on its topic, read from where the topic ended before the restart
+(bench/topic_tail.py; the memory store first replays its whole changelog; RocksDB reads only
+the changelog written since its last persisted offset). The RocksDB worker is then started
+once more on an empty data dir, as a worker the partitions moved to: it reads every changelog
+record first.
 
     nice -n 10 python -m bench.bench_memory --pages 1000000 --stores memory,rocksdb
 
@@ -44,7 +47,9 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.bench_agent import Bench as AgentBench
 from bench.bench_agent import cpu_seconds, hwm_mb, rss_mb
@@ -57,6 +62,7 @@ from bench.common import (
     start_throwaway_stack,
     teardown,
 )
+from bench.topic_tail import TopicTail, assembled
 from sohoa.events import PageScanned
 from sohoa.kafka_clients import make_producer
 
@@ -236,23 +242,6 @@ def _topic_records(kafka, topic: str) -> int:
         consumer.close()
 
 
-def _wait_assembled(kafka, topic: str, file_code: str, timeout: float) -> float:
-    """Until a FileAssembled of ``file_code`` is on ``topic`` (read from its start); returns
-    the monotonic time it was seen."""
-    from sohoa.kafka_clients import make_consumer
-
-    consumer = make_consumer(kafka, topic, group_id=None, consumer_timeout_ms=200)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            for m in consumer:
-                if file_code.encode() in (m.key or b"") and b'"FileAssembled"' in m.value:
-                    return time.monotonic()
-        raise RuntimeError(f"no FileAssembled of {file_code} on {topic} in {timeout:.0f} s")
-    finally:
-        consumer.close()
-
-
 def _probe(kafka, topic: str, code: str) -> None:
     """One file of one page, closed: it is assembled as soon as its events are read."""
     from sohoa.events import FileClosed
@@ -307,6 +296,31 @@ def _lags(kafka, app_id: str, source: str, data_dir: Path) -> tuple[int, int]:
     return source_lag, to_read
 
 
+@dataclass(frozen=True)
+class _Start:
+    seconds: float   # from the process's start to the probe's FileAssembled
+    rss_mb: float    # resident then
+    disk_mb: float   # its data dir then
+
+
+def _timed_start(settings: Any, env: dict[str, str], topic: str, logs: Path, store: str,
+                 what: str, data_dir: Path) -> _Start:
+    """An assembly worker started with a new one-page file waiting in site-events: the time
+    to that file's FileAssembled, read from where ``topic`` ended before it (see
+    bench/topic_tail.py), then the worker is stopped."""
+    code = f"HS-{what}-{store}"
+    with TopicTail(settings.kafka, topic) as tail:
+        _probe(settings.kafka, settings.topics.site_events, code)
+        t_start = time.monotonic()
+        p = start_component(COMPONENTS["assembly"], env, logs, f"assembly-{store}")
+        try:
+            seen = tail.wait_for(assembled(code), 1800)
+            rss = rss_mb(p.pid)
+        finally:
+            _stop(p)
+    return _Start(seen - t_start, rss, _du_mb(data_dir))
+
+
 def _stop(p: subprocess.Popen) -> None:
     p.terminate()
     try:
@@ -340,9 +354,11 @@ def run_stores(pages: int, per_file: int, sites: int, stores: list[str], keep: b
             envs[s] = {**spine_env(settings, state, f"mem-{s}"), "SOHOA_STREAMS__STORE": s,
                        "SOHOA_TOPICS__FILE_EVENTS": topics[s]}
             procs[s] = start_component(COMPONENTS["assembly"], envs[s], logs, f"assembly-{s}")
+        tails = {s: TopicTail(settings.kafka, topics[s]) for s in stores}
         _probe(settings.kafka, settings.topics.site_events, "HS-WARMUP")
         for s in stores:
-            _wait_assembled(settings.kafka, topics[s], "HS-WARMUP", 300)
+            with tails[s]:
+                tails[s].wait_for(assembled("HS-WARMUP"), 300)
         pids = {s: p.pid for s, p in procs.items()}
         wait_cpu_settled(list(pids.values()), 120, quiet_s=3)
         idle = {s: rss_mb(pid) for s, pid in pids.items()}
@@ -372,21 +388,25 @@ def run_stores(pages: int, per_file: int, sites: int, stores: list[str], keep: b
         load = os.getloadavg()
         steady = {s: rss_mb(pid) for s, pid in pids.items()}
         peak = {s: max(hwm_mb(pid), sampler.max_seen[s]) for s, pid in pids.items()}
-        restart: dict[str, tuple[float, float, float, int, int]] = {}
+        restart: dict[str, tuple[_Start, int, int]] = {}
+        moved: dict[str, tuple[_Start, int]] = {}
         for s in stores:
             _stop(procs.pop(s))
             app_id = envs[s]["SOHOA_STREAMS__APP_ID"]
-            lag = _lags(settings.kafka, app_id, settings.topics.site_events,
-                        state / "faust" / app_id)
-            code = f"HS-RESTART-{s}"
-            _probe(settings.kafka, settings.topics.site_events, code)
-            t_start = time.monotonic()
-            procs[s] = start_component(COMPONENTS["assembly"], envs[s], logs, f"assembly-{s}")
-            seen = _wait_assembled(settings.kafka, topics[s], code, 1800)
-            at_first = rss_mb(procs[s].pid)
-            restart[s] = (seen - t_start, at_first, _du_mb(state / "faust" / app_id), *lag)
-            print(f"{s}: restart to first event {seen - t_start:.1f} s", file=sys.stderr)
-            _stop(procs.pop(s))
+            data_dir = state / "faust" / app_id
+            lag = _lags(settings.kafka, app_id, settings.topics.site_events, data_dir)
+            restart[s] = (_timed_start(settings, envs[s], topics[s], logs, s, "RESTART",
+                                       data_dir), *lag)
+            print(f"{s}: restart to first event {restart[s][0].seconds:.1f} s", file=sys.stderr)
+            if s == "rocksdb":  # the partitions moved to a worker with an empty disk
+                new_dir = state / "faust-new"
+                env = {**envs[s], "SOHOA_STREAMS__DATA_DIR": str(new_dir)}
+                to_read = _lags(settings.kafka, app_id, settings.topics.site_events,
+                                new_dir / app_id)[1]
+                moved[s] = (_timed_start(settings, env, topics[s], logs, s, "MOVED",
+                                         new_dir / app_id), to_read)
+                print(f"{s}: new worker, empty data dir, to first event "
+                      f"{moved[s][0].seconds:.1f} s", file=sys.stderr)
         n = files * per_file
         for s in stores:
             figures += [
@@ -399,16 +419,26 @@ def run_stores(pages: int, per_file: int, sites: int, stores: list[str], keep: b
                 {"name": "  every file assembled after (both workers on the same 2 cores)",
                  "value": round(through[s]), "unit": "s"},
                 {"name": "  restart (SIGTERM, same data dir) to the first new file assembled",
-                 "value": round(restart[s][0], 1), "unit": "s"},
-                {"name": "  RSS at that first event", "value": round(restart[s][1], 1),
+                 "value": round(restart[s][0].seconds, 1), "unit": "s"},
+                {"name": "  RSS at that first event", "value": round(restart[s][0].rss_mb, 1),
                  "unit": "MB"},
                 {"name": "  site-events records not committed when it stopped",
-                 "value": restart[s][3], "unit": "records"},
-                {"name": "  changelog records the restart had to read",
-                 "value": restart[s][4], "unit": "records"},
-                {"name": "  its data dir on disk", "value": round(restart[s][2], 1),
+                 "value": restart[s][1], "unit": "records"},
+                {"name": "  changelog offsets the restart had to read",
+                 "value": restart[s][2], "unit": "records"},
+                {"name": "  its data dir on disk", "value": round(restart[s][0].disk_mb, 1),
                  "unit": "MB"},
             ]
+            if s in moved:
+                figures += [
+                    {"name": "  a new worker on an empty data dir (the partitions moved) to "
+                             "the first new file assembled",
+                     "value": round(moved[s][0].seconds, 1), "unit": "s"},
+                    {"name": "  changelog offsets it had to read (all; fewer records after "
+                             "compaction)", "value": moved[s][1], "unit": "records"},
+                    {"name": "  RSS at that first event", "value": round(moved[s][0].rss_mb, 1),
+                     "unit": "MB"},
+                ]
         figures += [
             {"name": f"campaign produced to Kafka ({sent} events)", "value": round(produced_s),
              "unit": "s"},

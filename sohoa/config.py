@@ -357,6 +357,11 @@ class StreamsConfig(Section):
     # them at most) and block cache. 12 partitions x 2 tables x (2 x 4 + 4) MB bound it.
     rocksdb_write_buffer_mb: int = Field(default=4, ge=1)
     rocksdb_block_cache_mb: int = Field(default=4, ge=1)
+    # Faust standby replicas of each table partition on other workers (docs/scaling.md,
+    # "Restart and rebalance"): a worker taking over a partition it has a standby of reads
+    # only the changelog's tail, at the cost of a second copy on disk and its changelog
+    # read all the time. Useless with a single worker.
+    standby_replicas: int = Field(default=0, ge=0)
     # 0 = as many as the source topic has (internal topics must be co-partitioned with it)
     table_partitions: int = 0
     replication_factor: int = 1    # of the internal topics (changelog, notes)
@@ -380,6 +385,13 @@ class StreamsConfig(Section):
     # assign a topic no partitions ("No partition metadata for topic"); the worker only
     # rejoins when its next metadata refresh sees the partitions, so this bounds that stall.
     metadata_max_age_s: float = 30.0
+    # How long the group coordinator waits for a member that stopped heartbeating (Faust's
+    # default is 60 s). A worker restarted after a kill -9 joins under a new member id, and
+    # the coordinator holds the rebalance until the dead member's session expires: with 60 s
+    # every restart after a crash took a minute whatever the table's size (docs/scaling.md,
+    # "Restart and rebalance"). Heartbeats run on the consumer's own thread every 3 s, so a
+    # busy agent does not miss them; the broker refuses less than 6 s.
+    session_timeout_s: float = Field(default=15.0, ge=6.0)
     loglevel: str = "WARNING"      # of Faust's own worker logging
 
 

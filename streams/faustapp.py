@@ -78,7 +78,7 @@ def make_app(settings: Settings, app_id: str, web_port: int, partitions: int | N
         topic_partitions=n,
         topic_replication_factor=settings.streams.replication_factor,
         topic_disable_leader=True,
-        table_standby_replicas=0,
+        table_standby_replicas=settings.streams.standby_replicas,
         web_enabled=True,              # for /metrics only:
         web_tables_enabled=False,      # /table/… would serve the tables' data (URIs, hashes,
         web_router_enabled=False,      # classification); /router/… resolves keys to it
@@ -94,6 +94,7 @@ def make_app(settings: Settings, app_id: str, web_port: int, partitions: int | N
         broker_commit_every=settings.streams.commit_every,
         broker_commit_interval=settings.streams.commit_interval_s,
         stream_wait_empty=False,
+        broker_session_timeout=settings.streams.session_timeout_s,
         consumer_metadata_max_age_ms=int(settings.streams.metadata_max_age_s * 1000),
         producer_metadata_max_age_ms=int(settings.streams.metadata_max_age_s * 1000),
         **kw,

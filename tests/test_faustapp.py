@@ -33,3 +33,21 @@ def test_the_table_store_is_a_setting_rocksdb_bounded_by_default(tmp_path: Path)
     assert table_options(memory) is None
     with pytest.raises(ValidationError, match="store"):
         Settings(streams={"store": "redis"})
+
+
+def test_a_dead_member_is_dropped_from_the_group_well_inside_a_minute(tmp_path: Path) -> None:
+    # A restart after kill -9 waits for the dead member's session to expire (Faust's default
+    # 60 s): tests/test_streams_restart.py times it on a real broker.
+    app = make_app(Settings(streams={"data_dir": tmp_path}), "t-session", 16995, 3)
+    assert app.conf.broker_session_timeout <= 20
+    assert app.conf.broker_heartbeat_interval * 3 <= app.conf.broker_session_timeout
+    with pytest.raises(ValidationError, match="session_timeout_s"):
+        Settings(streams={"session_timeout_s": 3})
+
+
+def test_standby_replicas_are_a_setting_off_by_default(tmp_path: Path) -> None:
+    off = make_app(Settings(streams={"data_dir": tmp_path}), "t-standby", 16994, 3)
+    assert off.conf.table_standby_replicas == 0
+    on = make_app(Settings(streams={"data_dir": tmp_path, "standby_replicas": 1}),
+                  "t-standby2", 16993, 3)
+    assert on.conf.table_standby_replicas == 1
