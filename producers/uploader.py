@@ -221,7 +221,7 @@ class Uploader(threading.Thread):
                         self.wake.clear()
                         continue
                     current, ahead = ahead, None
-                    ahead = self._upload(queue, job, current, queue.next(after=job))
+                    ahead = self._upload(queue, job, current, read_next=True)
                 except sqlite3.OperationalError as exc:
                     if not disk_full(exc):
                         raise
@@ -256,16 +256,23 @@ class Uploader(threading.Thread):
     # --- one document ------------------------------------------------------------------------
     def _upload(self, queue: UploadQueue, job: UploadJob,
                 reader: DocumentReader[UploadJob] | None = None,
-                then: UploadJob | None = None) -> DocumentReader[UploadJob] | None:
-        """Store ``job`` (``reader``: its bytes already being read); meanwhile start reading
-        ``then``, the next document, and return its reader."""
+                read_next: bool = False) -> DocumentReader[UploadJob] | None:
+        """Store ``job`` (``reader``: its bytes already being read). With ``read_next``, start
+        reading the next document meanwhile (as soon as one is queued) and return its reader."""
         following: DocumentReader[UploadJob] | None = None
+
+        def start_next() -> None:
+            nonlocal following
+            if read_next and following is None:
+                then = queue.next(after=job)
+                if then is not None:
+                    following = self._read(queue, then)  # read once this one is read whole
+
         try:
             if reader is None:
                 reader = self._read(queue, job)
-            if then is not None:
-                following = self._read(queue, then)  # read once this one is read whole
-            self._store(queue, job, reader)
+            start_next()
+            self._store(queue, job, reader, start_next)
         except BaseException:
             if following is not None:
                 following.close()
@@ -289,8 +296,8 @@ class Uploader(threading.Thread):
         key = page_key(self.site, job.sha256)
         return self._reads.start(job, f, part_size, lambda: self._already_stored(key, job))
 
-    def _store(self, queue: UploadQueue, job: UploadJob,
-               reader: DocumentReader[UploadJob]) -> None:
+    def _store(self, queue: UploadQueue, job: UploadJob, reader: DocumentReader[UploadJob],
+               start_next: Callable[[], None]) -> None:
         key = page_key(self.site, job.sha256)
         try:
             if reader.stored():
@@ -300,7 +307,7 @@ class Uploader(threading.Thread):
             if job.size <= self.cfg.multipart_threshold_bytes:
                 self._put(reader, job, key)
             else:
-                self._multipart(queue, reader, job, key)
+                self._multipart(queue, reader, job, key, start_next)
         except Lost as exc:
             log.warning("document changed or gone before it was stored; its events are sent "
                         "without it", extra={"path": job.path, "reason": str(exc)})
@@ -361,7 +368,7 @@ class Uploader(threading.Thread):
         self.sent_bytes += len(data)
 
     def _multipart(self, queue: UploadQueue, reader: DocumentReader[UploadJob], job: UploadJob,
-                   key: str) -> None:
+                   key: str, start_next: Callable[[], None]) -> None:
         upload_id = job.upload_id
         part_size = job.part_size or self.cfg.part_size_bytes
         done: dict[int, Part] = {}
@@ -390,6 +397,7 @@ class Uploader(threading.Thread):
         digests: list[bytes] = []
         # Read and hashed one part ahead, in the reader thread, while this one is sent.
         for number, data, digest in reader.parts():
+            start_next()  # a document queued since this one began: its HEAD and reading
             n = len(data)
             digests.append(digest)
             kept = done.get(number)
@@ -403,6 +411,7 @@ class Uploader(threading.Thread):
             self.sent_bytes += n
         if reader.sha256 != job.sha256:
             raise Lost("the file's bytes changed since they were hashed")
+        start_next()
         try:
             got = self.store.complete(self.bucket, key, upload_id, parts)
         except StoreError as exc:
