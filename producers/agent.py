@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 SCAN_SLICE = 8             # a walk's steps per loop turn, so events keep flowing
 INBOX_SLICE = 2000         # filesystem events / hash results handled per loop turn
 HASH_BATCH = 64            # settled pages per pool task: one future, one wake-up per batch
+HASH_BATCH_BYTES = 8 << 20  # ...and no more bytes than this, so a big document is recorded
+                            # (and its upload begins) as soon as it is read, not with a batch
 FOLDER_CACHE = 256         # folders whose page rows the event path keeps in memory
 
 
@@ -547,14 +549,20 @@ class Agent(WalksMixin, FilingMixin):
         todo, self._to_hash = self._to_hash, []
         # Big enough to cut per-task overhead, small enough to keep every worker busy.
         size = max(1, min(HASH_BATCH, -(-len(todo) // self.workers)))
-        for i in range(0, len(todo), size):
-            batch = todo[i:i + size]
+        batch: list[tuple[str, Candidate]] = []
+        nbytes = 0
+        for i, item in enumerate(todo):
+            batch.append(item)
+            nbytes += item[1].size
+            if len(batch) < size and nbytes < HASH_BATCH_BYTES and i + 1 < len(todo):
+                continue
             fut = self.pool.submit(inspect_settled, [(c.path, c.size, c.mtime_ns)
                                                      for _, c in batch],
                                    self.cfg.max_file_bytes)
             for key, _ in batch:
                 self.hashing[key] = fut
             fut.add_done_callback(functools.partial(self._hashed, batch))
+            batch, nbytes = [], 0
 
     def _hashed(self, batch: list[tuple[str, Candidate]], fut: Future[Any]) -> None:
         """A hashing batch finished (in a pool thread): the loop takes it from the inbox."""

@@ -1,12 +1,17 @@
 """Stores each detected document in the object store before the events that name it are sent.
 
 Runs as a thread of the sender child (producers/sender.py), never on the agent's loop, so
-detection never waits on the network. Documents go one at a time in the order they were
-detected (the outbox's ``uploads``; the sender holds back every event from the first one whose
-document is not stored yet, so a file's events keep their order):
+detection never waits on the network. Documents are sent one at a time, one request body on
+the wire at a time, in the order they were detected (the outbox's ``uploads``; the sender holds
+back every event from the first one whose document is not stored yet, so a file's events keep
+their order). A second thread (producers/read_ahead.py) reads and hashes one part ahead of the
+one being sent, and asks the store about the next document and reads its first part while the
+current one's last part is on the wire; nothing it read is sent unless the document's turn
+comes with the same outbox row:
 
 - HEAD first: an object already under the document's key with its size and declared SHA-256
-  is the same content (keys are content addresses), so a re-upload is a no-op;
+  is the same content (keys are content addresses), so a re-upload is a no-op (a document gone
+  from the disk but already stored is stored, not lost);
 - a document up to ``upload.multipart_threshold_bytes`` goes in one PUT, a larger one in parts
   of ``upload.part_size_bytes``. The multipart upload id and each part the store acknowledged
   are committed to the outbox as they happen: after a crash the parts the store still lists
@@ -14,7 +19,8 @@ document is not stored yet, so a file's events keep their order):
 - every request carries the SHA-256 of its bytes, which the store verifies on receipt; the
   store's answer is compared with the local one (the whole document's for one PUT, S3's
   composite checksum of the parts' digests for a multipart upload), and the document's own
-  SHA-256 is recomputed from the very bytes sent: bytes that changed since detection are never
+  SHA-256 is recomputed from the very bytes sent (each part read into a buffer of its own, never
+  rewritten) before the upload is completed: bytes that changed since detection are never
   stored under the old address (the agent sees the change and sends new events);
 - bytes gone from the disk before they could be stored (deleted, replaced) make the upload
   ``lost``: its events are sent anyway (the centre reports the pages unreadable; a rescan
@@ -29,7 +35,6 @@ The agent only ever opens originals read-only (``O_RDONLY | O_NOFOLLOW``).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -42,6 +47,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from producers.outbox import Outbox
+from producers.read_ahead import DocumentReader, ReadAhead
 from sohoa.config import Settings, UploadConfig
 from sohoa.disk import disk_full
 from sohoa.objectstore import (
@@ -82,12 +88,15 @@ class UploadQueue:
         self.ob = ob
         self.db = ob.db
 
-    def next(self) -> UploadJob | None:
-        # In the order of the events that wait for them (the sender sends in that order).
+    def next(self, after: UploadJob | None = None) -> UploadJob | None:
+        """The first pending document, or the one after ``after`` (still pending while it is
+        being stored), in the order of the events that wait for them (the sender sends in
+        that order)."""
         r = self.db.execute(
             "SELECT sha256, root, path, size, upload_id, part_size FROM uploads u "
-            "WHERE state = 'pending' ORDER BY (SELECT min(seq) FROM outbox o "
-            "WHERE o.blob = u.sha256 AND o.sent IS NULL), created LIMIT 1").fetchone()
+            "WHERE state = 'pending' AND sha256 IS NOT ? ORDER BY (SELECT min(seq) "
+            "FROM outbox o WHERE o.blob = u.sha256 AND o.sent IS NULL), created LIMIT 1",
+            (after.sha256 if after is not None else None,)).fetchone()
         return UploadJob(*r) if r else None
 
     def sources(self, job: UploadJob) -> list[tuple[str, str]]:
@@ -162,6 +171,7 @@ class Uploader(threading.Thread):
         self.stored_bytes = 0
         self.sent_bytes = 0
         self._tz: Any = None
+        self._reads = ReadAhead()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -186,9 +196,13 @@ class Uploader(threading.Thread):
         queue = UploadQueue(ob)
         backoff = 1.0
         closed_logged = False
+        ahead: DocumentReader[UploadJob] | None = None  # the next document, being read
         try:
             while not self.stopping.is_set():
                 if not open_now(self.cfg, self._now()):
+                    if ahead is not None:
+                        ahead.close()
+                        ahead = None
                     if not closed_logged:
                         log.info("outside upload hours; uploads wait",
                                  extra={"hours": self.cfg.hours, "days": self.cfg.days})
@@ -199,11 +213,15 @@ class Uploader(threading.Thread):
                 job = None
                 try:
                     job = queue.next()
+                    if ahead is not None and (job is None or ahead.job != job):
+                        ahead.close()  # the order changed meanwhile: read it again later
+                        ahead = None
                     if job is None:
                         self.wake.wait(1.0)
                         self.wake.clear()
                         continue
-                    self._upload(queue, job)
+                    current, ahead = ahead, None
+                    ahead = self._upload(queue, job, current, read_next=True)
                 except sqlite3.OperationalError as exc:
                     if not disk_full(exc):
                         raise
@@ -225,6 +243,9 @@ class Uploader(threading.Thread):
                 backoff = 1.0
                 self.on_stored()
         finally:
+            if ahead is not None:
+                ahead.close()
+            self._reads.shutdown()
             ob.close()
 
     def _note(self, headline: str, msg: str) -> None:
@@ -233,18 +254,60 @@ class Uploader(threading.Thread):
         self.last_error = msg
 
     # --- one document ------------------------------------------------------------------------
-    def _upload(self, queue: UploadQueue, job: UploadJob) -> None:
-        key = page_key(self.site, job.sha256)
-        if self._already_stored(key, job):
-            # (also a crash between the multipart's completion and its commit here)
-            queue.finish(job.sha256, "stored")
-            return
+    def _upload(self, queue: UploadQueue, job: UploadJob,
+                reader: DocumentReader[UploadJob] | None = None,
+                read_next: bool = False) -> DocumentReader[UploadJob] | None:
+        """Store ``job`` (``reader``: its bytes already being read). With ``read_next``, start
+        reading the next document meanwhile (as soon as one is queued) and return its reader."""
+        following: DocumentReader[UploadJob] | None = None
+
+        def start_next() -> None:
+            nonlocal following
+            if read_next and following is None:
+                then = queue.next(after=job)
+                if then is not None:
+                    following = self._read(queue, then)  # read once this one is read whole
+
         try:
-            with self._open(queue, job) as f:
-                if job.size <= self.cfg.multipart_threshold_bytes:
-                    self._put(f, job, key)
-                else:
-                    self._multipart(queue, f, job, key)
+            if reader is None:
+                reader = self._read(queue, job)
+            start_next()
+            self._store(queue, job, reader, start_next)
+        except BaseException:
+            if following is not None:
+                following.close()
+            raise
+        finally:
+            if reader is not None:
+                reader.close()
+        return following
+
+    def _read(self, queue: UploadQueue, job: UploadJob) -> DocumentReader[UploadJob]:
+        """Open the document and queue its HEAD and the reading of its parts."""
+        f: io.FileIO | OSError | Lost
+        try:
+            f = self._open(queue, job)
+        except (Lost, OSError) as exc:
+            f = exc  # told after the HEAD: the store may hold these bytes already
+        if job.size <= self.cfg.multipart_threshold_bytes:
+            part_size = job.size + 1  # one part: one byte over shows a file that grew
+        else:
+            part_size = job.part_size or self.cfg.part_size_bytes
+        key = page_key(self.site, job.sha256)
+        return self._reads.start(job, f, part_size, lambda: self._already_stored(key, job))
+
+    def _store(self, queue: UploadQueue, job: UploadJob, reader: DocumentReader[UploadJob],
+               start_next: Callable[[], None]) -> None:
+        key = page_key(self.site, job.sha256)
+        try:
+            if reader.stored():
+                # (also a crash between the multipart's completion and its commit here)
+                queue.finish(job.sha256, "stored")
+                return
+            if job.size <= self.cfg.multipart_threshold_bytes:
+                self._put(reader, job, key)
+            else:
+                self._multipart(queue, reader, job, key, start_next)
         except Lost as exc:
             log.warning("document changed or gone before it was stored; its events are sent "
                         "without it", extra={"path": job.path, "reason": str(exc)})
@@ -285,9 +348,16 @@ class Uploader(threading.Thread):
             raise OSError(f"root {missing_root} is not available")
         raise Lost("no file with these bytes is on the disk any more")
 
-    def _put(self, f: io.FileIO, job: UploadJob, key: str) -> None:
-        data = _read_exact(f, job.size)
-        if hashlib.sha256(data).hexdigest() != job.sha256:
+    def _put(self, reader: DocumentReader[UploadJob], job: UploadJob, key: str) -> None:
+        data = memoryview(b"")
+        for _, data, _ in reader.parts():
+            if len(data) != job.size:
+                break
+        if len(data) > job.size:
+            raise Lost(f"the file grew past its {job.size} bytes")
+        if len(data) < job.size:
+            raise Lost(f"the file is now {len(data)} bytes, not {job.size}")
+        if reader.sha256 != job.sha256:
             raise Lost("the file's bytes changed since they were hashed")
         try:
             self.store.put(self.bucket, key, data, job.sha256, limit=self.limit)
@@ -297,8 +367,10 @@ class Uploader(threading.Thread):
                 raise
         self.sent_bytes += len(data)
 
-    def _multipart(self, queue: UploadQueue, f: io.FileIO, job: UploadJob, key: str) -> None:
-        upload_id, part_size = job.upload_id, job.part_size or self.cfg.part_size_bytes
+    def _multipart(self, queue: UploadQueue, reader: DocumentReader[UploadJob], job: UploadJob,
+                   key: str, start_next: Callable[[], None]) -> None:
+        upload_id = job.upload_id
+        part_size = job.part_size or self.cfg.part_size_bytes
         done: dict[int, Part] = {}
         if upload_id is not None:
             try:
@@ -321,20 +393,12 @@ class Uploader(threading.Thread):
         if upload_id is None:
             upload_id = self.store.create_multipart(self.bucket, key, job.sha256)
             queue.started(job.sha256, upload_id, part_size)
-        whole = hashlib.sha256()
         parts: list[Part] = []
         digests: list[bytes] = []
-        buf = bytearray(part_size)
-        view = memoryview(buf)
-        number = 0
-        while True:
-            n = _read_into(f, view)
-            if n == 0:
-                break
-            number += 1
-            data = view[:n]
-            whole.update(data)
-            digest = hashlib.sha256(data).digest()
+        # Read and hashed one part ahead, in the reader thread, while this one is sent.
+        for number, data, digest in reader.parts():
+            start_next()  # a document queued since this one began: its HEAD and reading
+            n = len(data)
             digests.append(digest)
             kept = done.get(number)
             if kept is not None and kept.checksum_sha256 == b64(digest) and kept.size == n:
@@ -345,8 +409,9 @@ class Uploader(threading.Thread):
             queue.part_done(job.sha256, p)
             parts.append(p)
             self.sent_bytes += n
-        if whole.hexdigest() != job.sha256:
+        if reader.sha256 != job.sha256:
             raise Lost("the file's bytes changed since they were hashed")
+        start_next()
         try:
             got = self.store.complete(self.bucket, key, upload_id, parts)
         except StoreError as exc:
@@ -382,28 +447,6 @@ def _headline(exc: BaseException) -> str:
     else:
         why = "upload failed"
     return f"{why}; the document stays queued and is retried"
-
-
-def _read_exact(f: io.FileIO, size: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < size + 1:
-        chunk = f.read(max(1 << 20, size + 1 - len(buf)))
-        if not chunk:
-            break
-        buf += chunk
-    if len(buf) != size:
-        raise Lost(f"the file is now {len(buf)} bytes, not {size}")
-    return bytes(buf)
-
-
-def _read_into(f: io.FileIO, view: memoryview) -> int:
-    got = 0
-    while got < len(view):
-        n = f.readinto(view[got:])
-        if not n:
-            break
-        got += n
-    return got
 
 
 def _seconds_to_next_minute(now: datetime) -> float:

@@ -245,7 +245,7 @@ class ObjectStore:
         return Head(int(r.get("ContentLength", 0)), r.get("Metadata", {}).get("sha256"),
                     r.get("ChecksumSHA256"))
 
-    def put(self, bucket: str, key: str, data: bytes, sha256_hex: str,
+    def put(self, bucket: str, key: str, data: bytes | memoryview, sha256_hex: str,
             limit: RateLimit | None = None, content_type: str = "application/octet-stream",
             ) -> str:
         """One PUT, never over an existing object; returns the server's checksum after

@@ -298,6 +298,93 @@ def test_vanished_or_changed_bytes_are_lost_not_stored(objects, tmp_path: Path) 
     assert len(ob.unsent(0, 10)) == 2  # sent anyway: the centre reports them unreadable
 
 
+class ChangingStore(CountingStore):
+    """Changes the document's last bytes while part ``at`` is on the wire (the same size: only
+    the hash can tell)."""
+
+    def __init__(self, cfg, path: Path, at: int) -> None:
+        super().__init__(cfg)
+        self.path, self.at, self.changed = path, at, False
+
+    def upload_part(self, *a, **kw):
+        p = super().upload_part(*a, **kw)
+        if p.number == self.at:
+            with open(self.path, "r+b") as f:
+                f.seek(-4096, os.SEEK_END)
+                f.write(os.urandom(4096))
+            self.changed = True
+        return p
+
+
+def test_bytes_changed_while_parts_are_read_ahead_are_lost(objects, tmp_path: Path) -> None:
+    """Part 3 is read only once part 1 is sent (one part ahead): new bytes there are caught by
+    the whole document's SHA-256 before the upload completes."""
+    settings = _settings(objects, tmp_path)
+    path, sha = _document(tmp_path, "QD-16.pdf", 13 * MIB)  # parts of 5, 5 and 3 MiB
+    ob = _queue(settings, path, sha)
+    store = ChangingStore(settings.store, path, at=1)
+    _drain(settings, store)
+    assert store.changed and _sha(path.read_bytes()) != sha
+    assert store.parts == [1, 2, 3]  # all sent: the change was seen only at the end
+    assert ob.db.execute("SELECT state FROM uploads").fetchone()[0] == "lost"
+    assert ObjectStore(objects.store("admin")).head(PAGES, page_key(SITE, sha)) is None
+    assert len(ob.unsent(0, 10)) == 1
+
+
+def test_uploader_killed_while_reading_ahead_resumes_both_documents(objects,
+                                                                     tmp_path: Path) -> None:
+    """The uploader thread dies sending the first document's last part, while the next
+    document is already being read: the next run keeps the first one's stored parts and sends
+    the rest of both, each checked."""
+    settings = _settings(objects, tmp_path)
+    a, sha_a = _document(tmp_path, "001.pdf", 12 * MIB)  # 3 parts
+    b, sha_b = _document(tmp_path, "002.pdf", 11 * MIB)  # 3 parts
+    _queue(settings, a, sha_a).close()
+    ob = _queue(settings, b, sha_b)
+    up = Uploader(settings, on_stored=lambda: None,
+                  store=CountingStore(settings.store, die_at=3))
+    up.start()
+    up.join(60)
+    assert not up.is_alive() and isinstance(up.error, SystemExit)  # the cut happened
+    rows = dict(ob.db.execute("SELECT sha256, upload_id IS NOT NULL FROM uploads").fetchall())
+    assert rows == {sha_a: 1, sha_b: 0}
+    assert [r[0] for r in ob.db.execute("SELECT number FROM upload_parts WHERE sha256 = ? "
+                                        "ORDER BY 1", (sha_a,))] == [1, 2]
+    store = CountingStore(settings.store)
+    up = Uploader(settings, on_stored=lambda: None, store=store)
+    up.start()
+    deadline = time.monotonic() + 60
+    while len(ob.unsent(0, 10)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    up.stop()
+    up.join(10)
+    assert up.error is None
+    assert store.parts == [3, 1, 2, 3] and up.sent_bytes == 2 * MIB + 11 * MIB
+    assert _stored(objects, sha_a) == a.read_bytes()
+    assert _stored(objects, sha_b) == b.read_bytes()
+    assert len(ob.unsent(0, 10)) == 2
+
+
+def test_a_stored_document_gone_from_the_disk_is_stored_not_lost(objects,
+                                                                  tmp_path: Path) -> None:
+    """The HEAD answers before the missing file counts: queued again after it was stored (a
+    lost outbox, a copy), a document no longer on the disk is not reported unreadable."""
+    settings = _settings(objects, tmp_path)
+    path, sha = _document(tmp_path, "001.pdf", 7 * MIB)
+    _queue(settings, path, sha)
+    _drain(settings)
+    other = tmp_path / "again"
+    other.mkdir()
+    settings2 = _settings(objects, other)
+    copy, _ = _document(other, "001.pdf", 1)
+    copy.write_bytes(path.read_bytes())
+    ob = _queue(settings2, copy, sha)
+    copy.unlink()
+    store = CountingStore(settings2.store)
+    assert _drain(settings2, store).sent_bytes == 0 and store.parts == []
+    assert ob.db.execute("SELECT state FROM uploads").fetchone()[0] == "stored"
+
+
 def test_another_copy_of_the_bytes_serves(objects, tmp_path: Path) -> None:
     settings = _settings(objects, tmp_path)
     first, sha = _document(tmp_path, "001.jpg", 4000)

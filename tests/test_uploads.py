@@ -72,6 +72,23 @@ def test_documents_upload_in_the_order_their_events_wait(tmp_path: Path) -> None
     assert len(ob.unsent(0, 10)) == 1
 
 
+def test_the_next_document_after_the_current_one(tmp_path: Path) -> None:
+    """What the uploader reads ahead: the document after the one being stored (still pending
+    meanwhile), in the same order."""
+    ob = Outbox(tmp_path / "o.sqlite3")
+    sha_c = "c" * 64
+    _queue(ob, [(_page(1, SHA_B), SHA_B), (_page(2, SHA_A), SHA_A), (_page(3, sha_c), sha_c)])
+    q = UploadQueue(ob)
+    current = q.next()
+    assert current is not None and current.sha256 == SHA_B
+    nxt = q.next(after=current)
+    assert nxt is not None and nxt.sha256 == SHA_A
+    q.finish(SHA_B, "stored")
+    assert q.next() == nxt and q.next(after=nxt).sha256 == sha_c
+    q.finish(SHA_A, "stored")
+    assert q.next(after=q.next()) is None
+
+
 def test_a_lost_document_found_again_is_uploaded(tmp_path: Path) -> None:
     ob = Outbox(tmp_path / "o.sqlite3")
     _queue(ob, [(_page(1, SHA_A), SHA_A)])

@@ -395,3 +395,34 @@ def test_a_closing_marker_is_known_only_with_the_file_closed_it_causes(tmp_path:
     assert all(closes(ops) for ops in with_marker), [[op for op, _ in f] for f in flushes]
     assert len(_queued(a, "FileClosed")) == 1
     a.close()
+
+
+def test_big_documents_are_hashed_one_per_task(tmp_path: Path) -> None:
+    """A drop of big documents is not handed to the hash workers in halves: each big one is
+    a task of its own, so it is recorded (and its upload begins) as soon as it is read, while
+    small pages still go many to a task."""
+    from producers.agent import HASH_BATCH_BYTES, Candidate
+
+    root = tmp_path / "hot"
+    root.mkdir()
+    agent = _agent(tmp_path, root, hash_workers=2)
+    try:
+        def settle(n: int, size: int, tag: str) -> None:
+            for i in range(n):
+                path = root / "F" / "HS" / f"{tag}{i:03d}.pdf"  # never read: only batched
+                key = f"0\x00F/HS/{path.name}"
+                agent.hashing[key] = None
+                agent._to_hash.append((key, Candidate(0, path, f"F/HS/{path.name}", size, 0,
+                                                      "page")))
+
+        settle(6, HASH_BATCH_BYTES + 1, "big")
+        agent._submit_hashes()
+        tasks = {id(f) for f in agent.hashing.values()}
+        assert len(tasks) == 6
+        agent.hashing.clear()
+        settle(8, 100_000, "small")
+        agent._submit_hashes()
+        assert len({id(f) for f in agent.hashing.values()}) == 2  # one per worker
+    finally:
+        agent.pool.shutdown(wait=True)
+        agent.close()
