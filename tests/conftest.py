@@ -14,7 +14,7 @@ API (stable, other test files rely on it):
     stack.stop_postgres() / start_postgres()
 
 The session fixture ``objects`` runs a throw-away object store (SeaweedFS S3, infra/objects.py)
-on free ports, with keys for the sites in OBJECT_SITES:
+on free ports, with keys for the sites in OBJECT_SITES (tests/objects_helpers.py):
     objects.node            infra.objects.ObjectStoreNode
     objects.store(role)     [store] config for "admin", "workers", "reader" or "site:<id>"
     objects.env(role)       SOHOA_STORE__* variables for that role
@@ -50,6 +50,7 @@ from infra.procs import StackError, free_port, free_port_block
 from infra.stack import LocalStack, settings_for_stack, stack_env
 from infra.topics import apply_spec, load_spec
 from sohoa.config import Settings, StoreConfig, TopicsConfig
+from tests.objects_helpers import OBJECT_SITES
 
 SKIP_INTEGRATION = os.environ.get("SOHOA_SKIP_INTEGRATION") == "1"
 
@@ -253,9 +254,6 @@ if {fallback!r}:
 
 def _sigterm_as_exit(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
-
-
-OBJECT_SITES = ["xa-obj", "xa-khac", "xa-bench"]
 
 
 @dataclass

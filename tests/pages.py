@@ -63,6 +63,20 @@ def multipage_tiff(path: Path, specs: list[PageSpec]) -> Path:
     return path
 
 
+def scanner_pdf_pages(path: Path, specs: list[PageSpec]) -> Path:
+    """A multi-page PDF as a document scanner writes it: one JPEG image filling each page."""
+    import img2pdf
+
+    images = []
+    for spec in specs:
+        buf = io.BytesIO()
+        render_page(spec).save(buf, "JPEG", quality=85, dpi=(spec.dpi, spec.dpi))
+        images.append(buf.getvalue())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(img2pdf.convert(images))
+    return path
+
+
 def scanner_pdf(path: Path, spec: PageSpec = DEFAULT) -> Path:
     """A PDF as scanners write it: one JPEG image filling the page, no text."""
     import img2pdf

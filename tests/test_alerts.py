@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sohoa.config import MonitoringConfig
+from tests.monitoring_helpers import EXPECTED_ALERTS
 
 ROOT = Path(__file__).resolve().parents[1]
 PROM = ROOT / "monitoring" / "prometheus"
@@ -43,11 +44,6 @@ def amtool() -> None:
 needs_promtool = pytest.mark.usefixtures("promtool")
 needs_amtool = pytest.mark.usefixtures("amtool")
 
-EXPECTED_ALERTS = {
-    "SohoaSiteStalled", "SohoaSiteAgentDown", "SohoaSiteOffline", "SohoaSiteBehindSchedule",
-    "SohoaQcFailureRateHigh", "SohoaOcrBacklogGrowing", "SohoaOcrFailing", "SohoaDeadLetters",
-    "SohoaConsumerLagHigh", "SohoaSiteUploadBacklog",
-}
 VIETNAMESE = re.compile(r"[ăâđêôơưạảấầẩẫậắằẳẵặẹẻẽếềểễệỉịọỏốồổỗộớờởỡợụủứừửữựỳỵỷỹ]", re.I)
 
 

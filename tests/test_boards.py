@@ -15,7 +15,6 @@ to 0s (a test cannot wait 15 minutes; the expressions are the production ones).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -31,6 +30,7 @@ from typing import Any
 import pytest
 
 from infra.procs import free_port
+from tests.monitoring_helpers import load_builder
 from tests.procs import SohoaProcess, run_sohoa, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,15 +40,6 @@ PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 BOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 SITE_ALERTS = ("SohoaSiteStalled", "SohoaSiteAgentDown", "SohoaSiteOffline",
                "SohoaSiteBehindSchedule")
-
-
-def _load_builder():
-    spec = importlib.util.spec_from_file_location("build_dashboards",
-                                                  GRAFANA / "build_dashboards.py")
-    mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _boards() -> dict[str, dict]:
@@ -63,7 +54,7 @@ def _targets(board: dict) -> list[tuple[dict, dict]]:
 
 
 def test_dashboards_are_built_from_the_script() -> None:
-    rendered = _load_builder().render()
+    rendered = load_builder().render()
     assert sorted(rendered) == [p.name for p in BOARDS]
     for path in BOARDS:
         assert path.read_text(encoding="utf-8") == rendered[path.name], (

@@ -13,7 +13,7 @@ from consumers.campaign import PlanError, read_plan
 from sohoa.config import CampaignConfig
 from tests.procs import run_sohoa
 from tests.progress_store import apply_events, fresh_db
-from tests.test_consumer_apply import page
+from tests.store_events import page
 
 HEADER = "site_id,unit,contractor,target_pages,target_files,deadline"
 

@@ -17,7 +17,7 @@ import pytest
 from sohoa.errors import ExitCode
 from tests.procs import run_sohoa
 from tests.progress_store import apply_events, fresh_db
-from tests.test_consumer_apply import page
+from tests.store_events import page
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ import pytest
 
 from consumers.apply import BatchApplier, Record, reason_class
 from consumers.campaign import PlanRow, import_plan
-from consumers.synth import SynthConfig, generate, sha
+from consumers.synth import SynthConfig, generate
 from sohoa.events import (
     CheckResult,
     DeadLetter,
@@ -45,21 +45,9 @@ from tests.progress_store import (
     records,
     shuffle_within_keys,
 )
+from tests.store_events import T0, page
 
 pytestmark = pytest.mark.integration
-
-T0 = datetime(2026, 3, 3, 2, 0, tzinfo=UTC)  # 09:00 in Hà Nội, a Tuesday
-
-
-def page(site="xa-a", code="F1", no=1, rev=1, t=T0, content=None, fonds="",
-         document=None) -> PageScanned:
-    """A one-page document claiming page ``no`` (named ``NNN.tif`` unless ``document``)."""
-    document = document or f"{no:03d}.tif"
-    return PageScanned.make(site_id=site, fonds=fonds, file_code=code, document=document,
-                            number=no, revision=rev, uri=f"file:///hot/{code}/{document}",
-                            sha256=sha(content or (site, fonds, code, document, rev)),
-                            size_bytes=10, media_type="image/tiff", path=f"{code}/{document}",
-                            occurred_at=t)
 
 
 def one(conn, sql, *args):

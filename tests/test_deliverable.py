@@ -29,8 +29,8 @@ from sohoa.events import (
     PageText,
 )
 from tests.deliver_helpers import BODY, PASSPHRASE, make_ca, make_pdfa
+from tests.metadata_helpers import GOOD_DOC, GOOD_FILE
 from tests.progress_store import apply_events, as_role, fresh_db
-from tests.test_metadata import GOOD_DOC, GOOD_FILE
 
 pytestmark = pytest.mark.integration
 SITE, FONDS = "xa-tan-phu", "UBND"

@@ -18,11 +18,10 @@ import pytest
 
 from sohoa.samples import PageSpec, write_page
 from tests.deliver_helpers import BODY, PASSPHRASE, make_ca
-from tests.pages import text_lines
+from tests.metadata_helpers import GOOD_DOC, GOOD_FILE, fill_sheets
+from tests.pages import scanner_pdf_pages, text_lines
 from tests.procs import SohoaProcess, run_sohoa, wait_for
 from tests.streams_helpers import pipeline_env
-from tests.test_metadata import GOOD_DOC, GOOD_FILE, _fill
-from tests.test_page_identity_e2e import scanner_pdf_pages
 
 pytestmark = [pytest.mark.integration, pytest.mark.ocr]
 SITE, FONDS = "xa-tan-phu", "UBND"
@@ -89,9 +88,9 @@ def test_hot_folder_to_verified_handover(stack, tmp_path: Path) -> None:
     xlsx = tmp_path / "muc-luc.xlsx"
     assert run_sohoa(["metadata", "template", str(xlsx)], env).returncode == 0
     rec, drec = _records("H01.1.03", {"001.png": (1, "Công văn")})
-    _fill(xlsx, [{"fonds": FONDS, **rec, "thoi_gian_bat_dau": date(2019, 2, 1)}],
-          [{"fonds": FONDS, "file": "H01.1.03", "doc": "001.png", **drec["001.png"],
-            "ngay": date(2019, 3, 12)}])
+    fill_sheets(xlsx, [{"fonds": FONDS, **rec, "thoi_gian_bat_dau": date(2019, 2, 1)}],
+                [{"fonds": FONDS, "file": "H01.1.03", "doc": "001.png", **drec["001.png"],
+                  "ngay": date(2019, 3, 12)}])
     r = run_sohoa(["metadata", "import", str(xlsx)], env)
     assert r.returncode == 0, r.stderr
     for folder in (f1, f2, f3):

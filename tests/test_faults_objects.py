@@ -23,8 +23,8 @@ import pytest
 
 from sohoa.objectstore import ObjectStore, page_key, page_uri
 from sohoa.samples import PageSpec, incompressible_pdf, write_page
+from tests.objects_helpers import OBJECT_SITES, SITE, objects_env, site_row, status
 from tests.procs import SohoaProcess, run_sohoa, wait_for
-from tests.test_objects_e2e import SITE, objects_env, site_row, status
 from tests.watch_helpers import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -182,7 +182,6 @@ def small_store(tmp_path: Path):
     from infra.objects import ObjectStoreNode
     from infra.procs import free_port, free_port_block
     from sohoa.config import Settings
-    from tests.conftest import OBJECT_SITES
 
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")

@@ -21,7 +21,7 @@ from sohoa.samples import PageSpec, write_page
 from tests.pages import text_lines
 from tests.procs import wait_for
 from tests.spine import Spine, read_events
-from tests.test_faults import kill_and_restart, spine_fault
+from tests.spine_faults import kill_and_restart, spine_fault
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.ocr]
 

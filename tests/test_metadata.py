@@ -29,21 +29,8 @@ from sohoa.metadata import (
     signed_copy_name,
 )
 from streams.assembly import FileState
+from tests.metadata_helpers import GOOD_DOC, GOOD_FILE, fill_sheets
 from tests.streams_helpers import closed, fake_page
-
-GOOD_FILE = {
-    "ma_ho_so": "H01.1.05", "ma_phong": "H01", "muc_luc": "1", "so_ky_hieu_ho_so": "05",
-    "tieu_de": "Hồ sơ xây dựng trường tiểu học xã Tân Phú", "thoi_han_bao_quan": "Vĩnh viễn",
-    "che_do_su_dung": "Công khai", "ngon_ngu": "Tiếng Việt",
-    "thoi_gian_bat_dau": "01/02/2019", "thoi_gian_ket_thuc": "2019-12-31",
-    "tong_so_van_ban": 2, "so_luong_to": 3, "so_luong_trang": 3, "muc_do_tin_cay": "Số hóa",
-}
-GOOD_DOC = {
-    "so_thu_tu": 1, "ten_loai": "Quyết định", "so": "15", "ky_hieu": "QĐ-UBND",
-    "ngay": "12/03/2019", "co_quan_ban_hanh": "UBND xã Tân Phú",
-    "trich_yeu": "Về việc xây dựng trường tiểu học", "ngon_ngu": "Tiếng Việt", "so_trang": 2,
-    "che_do_su_dung": "Công khai", "muc_do_tin_cay": "Số hóa",
-}
 
 
 def test_a_record_is_typed_and_round_trips_on_the_wire() -> None:
@@ -174,24 +161,6 @@ def _folder(root: Path, fonds: str, code: str, docs: list[str]) -> Path:
     return d
 
 
-def _fill(path: Path, files: list[dict], docs: list[dict]) -> None:
-    from openpyxl import load_workbook
-
-    from producers.metadata_xlsx import DOCUMENT_COLUMNS, FILE_COLUMNS
-    from sohoa.metadata import DOCUMENT_FIELDS, FILE_FIELDS
-
-    wb = load_workbook(path)
-    label = {s.key: s.label for s in (*FILE_FIELDS, *DOCUMENT_FIELDS)}
-    label |= {"fonds": "Thư mục phông", "file": "Mã hồ sơ", "doc": "Tệp văn bản"}
-    for sheet, cols, rows in ((FILES_SHEET, FILE_COLUMNS, files),
-                              (DOCUMENTS_SHEET, DOCUMENT_COLUMNS, docs)):
-        ws = wb[sheet]
-        for row in rows:
-            by_label = {label[k]: v for k, v in row.items()}
-            ws.append([by_label.get(c) for c in cols])
-    wb.save(path)
-
-
 def _sheet_file(**kw) -> dict:
     return {"fonds": "UBND", **GOOD_FILE, "thoi_gian_bat_dau": date(2019, 2, 1), **kw}
 
@@ -209,8 +178,8 @@ def test_template_filled_and_imported_into_hoso_json(tmp_path: Path) -> None:
         encoding="utf-8")
     xlsx = tmp_path / "muc-luc.xlsx"
     write_template(xlsx)
-    _fill(xlsx, [_sheet_file()],
-          [_sheet_doc(2, "002.pdf", so_trang=1), _sheet_doc(1, "001.pdf", so_trang=2)])
+    fill_sheets(xlsx, [_sheet_file()],
+                [_sheet_doc(2, "002.pdf", so_trang=1), _sheet_doc(1, "001.pdf", so_trang=2)])
     plan = plan_import(xlsx, root, Layout("{fonds}/{file}/{page}"), "xa-tan-phu")
     assert (plan.files, plan.documents) == (1, 2)
     apply_import(plan)
@@ -232,10 +201,10 @@ def test_every_bad_cell_is_named_and_nothing_is_written(tmp_path: Path) -> None:
     write_template(xlsx)
     other = {**GOOD_FILE, "ma_ho_so": "H01.1.06", "so_ky_hieu_ho_so": "06",
              "tong_so_van_ban": 1, "so_luong_to": 1, "so_luong_trang": 1}
-    _fill(xlsx, [_sheet_file(), {"fonds": "UBND", **other, "che_do_su_dung": "Bí mật",
-                                 "tieu_de": None}],
-          [_sheet_doc(1, "001.pdf", so_trang=2), _sheet_doc(2, "002.pdf", so_trang=1),
-           {**_sheet_doc(1, "009.pdf", so_trang="một"), "file": "H01.1.06"}])
+    fill_sheets(xlsx, [_sheet_file(), {"fonds": "UBND", **other, "che_do_su_dung": "Bí mật",
+                                       "tieu_de": None}],
+                [_sheet_doc(1, "001.pdf", so_trang=2), _sheet_doc(2, "002.pdf", so_trang=1),
+                 {**_sheet_doc(1, "009.pdf", so_trang="một"), "file": "H01.1.06"}])
     with pytest.raises(MetadataImportError) as err:
         plan_import(xlsx, root, Layout("{fonds}/{file}/{page}"), "xa-tan-phu")
     errors = err.value.errors
@@ -258,8 +227,8 @@ def test_dry_run_writes_nothing(tmp_path: Path) -> None:
     xlsx = tmp_path / "m.xlsx"
     runner = CliRunner()
     assert runner.invoke(main, ["metadata", "template", str(xlsx)]).exit_code == 0
-    _fill(xlsx, [_sheet_file()], [_sheet_doc(1, "001.pdf", so_trang=2),
-                                  _sheet_doc(2, "002.pdf", so_trang=1)])
+    fill_sheets(xlsx, [_sheet_file()], [_sheet_doc(1, "001.pdf", so_trang=2),
+                                        _sheet_doc(2, "002.pdf", so_trang=1)])
     res = runner.invoke(main, ["metadata", "import", str(xlsx), "--root", str(root),
                                "--dry-run"])
     assert res.exit_code == 0, res.output

@@ -18,8 +18,8 @@ from infra.procs import free_port
 from sohoa.cli import main
 from sohoa.config import MonitoringConfig, Settings
 from sohoa.errors import ConfigError
+from tests.monitoring_helpers import EXPECTED_ALERTS, load_builder
 from tests.procs import wait_for
-from tests.test_alerts import EXPECTED_ALERTS
 
 BASE = "https://sohoa.tinh.example.gov.vn/so-tay"
 
@@ -30,10 +30,8 @@ def _runbook_urls(root: Path) -> list[str]:
 
 
 def test_the_committed_rules_and_boards_link_to_the_default_runbook() -> None:
-    from tests.test_boards import _load_builder
-
     default = MonitoringConfig().runbook_base_url
-    assert default == _load_builder().DEFAULT_RUNBOOK
+    assert default == load_builder().DEFAULT_RUNBOOK
     urls = _runbook_urls(MONITORING)
     assert len(urls) == len(EXPECTED_ALERTS) and all(u.startswith(default + "#") for u in urls)
 

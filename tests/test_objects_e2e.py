@@ -4,7 +4,7 @@ user, which cannot read the hot folder at all, and check every page from the sto
 consumer counts them in PostgreSQL; `sohoa status` shows the upload backlog and `sohoa
 reconcile` compares the disk, the store and the database.
 
-``objects_env``, ``worker_user`` and ``worker_env`` are shared with tests/test_faults_objects.py.
+The site's environment and its row on `sohoa status` are in tests/objects_helpers.py.
 """
 
 from __future__ import annotations
@@ -22,15 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from infra.stack import run_env
 from sohoa.samples import PageSpec, render_page, write_page
+from tests.objects_helpers import MIB, SITE, objects_env, site_row, status
 from tests.pages import text_lines
 from tests.procs import SohoaProcess, run_sohoa, wait_for
 from tests.watch_helpers import read_topic
 
-SITE = "xa-obj"
 WORKER = "sohoa-wk"
-MIB = 1024 * 1024
 
 
 def spec(seed: int) -> PageSpec:
@@ -50,39 +48,6 @@ def scanner_pdf(path: Path, seeds: list[int]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(img2pdf.convert(images))
     return path
-
-
-def objects_env(stack, objects, tmp_path: Path, **extra: str) -> dict[str, str]:
-    """The agent's and the consumer's environment (as root): site key, uploads on."""
-    topics = stack.new_topics()
-    hot = tmp_path / "hot"
-    hot.mkdir(exist_ok=True)
-    return {
-        **stack.env,
-        **run_env("obj", tmp_path, ocr=False),
-        **objects.env(f"site:{SITE}"),
-        "SOHOA_LOGGING__JSON": "true",
-        "SOHOA_TOPICS__SITE_EVENTS": topics.site_events,
-        "SOHOA_TOPICS__FILE_EVENTS": topics.file_events,
-        "SOHOA_TOPICS__DEAD_LETTERS": topics.dead_letters,
-        **stack.database_env("obj"),
-        "SOHOA_WATCHER__SITE_ID": SITE,
-        "SOHOA_WATCHER__ROOTS": json.dumps([str(hot)]),
-        "SOHOA_WATCHER__OUTBOX_PATH": str(tmp_path / "outbox.sqlite3"),
-        "SOHOA_WATCHER__STABILITY_WINDOW_S": "0.5",
-        "SOHOA_WATCHER__RECONCILE_INTERVAL_S": "5",
-        "SOHOA_WATCHER__HEARTBEAT_INTERVAL_S": "1",
-        "SOHOA_UPLOAD__ENABLED": "true",
-        "SOHOA_UPLOAD__MULTIPART_THRESHOLD_BYTES": str(MIB),
-        "SOHOA_UPLOAD__PART_SIZE_BYTES": str(5 * MIB),
-        "SOHOA_UPLOAD__RETRY_MAX_S": "2",
-        "SOHOA_STREAMS__QC_ENABLED": "true",
-        "SOHOA_STREAMS__SITE_DUPLICATE_CHECK": "false",
-        "SOHOA_STREAMS__LATE_PAGE_SETTLE_S": "2",
-        "SOHOA_OCR__ENABLED": "false",
-        "SOHOA_CONSUMER__GAUGE_CACHE_S": "0",
-        **extra,
-    }
 
 
 @pytest.fixture(scope="module")
@@ -136,16 +101,6 @@ def cannot_read(user: tuple[int, int], path: Path) -> bool:
                        user=user[0], group=user[1], extra_groups=[], capture_output=True,
                        text=True, cwd="/")
     return r.returncode != 0 and "PermissionError" in r.stderr
-
-
-def status(env: dict[str, str]) -> dict:
-    out = run_sohoa(["status", "--json"], env)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
-
-
-def site_row(env: dict[str, str]) -> dict:
-    return next((s for s in status(env)["sites"] if s["site_id"] == SITE), {})
 
 
 def test_pages_travel_through_the_store_to_workers_that_cannot_see_the_site(

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from sohoa.samples import PageSpec, render_page, write_page
-from tests.pages import multipage_tiff, text_lines
+from sohoa.samples import PageSpec, write_page
+from tests.pages import multipage_tiff, scanner_pdf_pages, text_lines
 from tests.procs import SohoaProcess, run_sohoa, wait_for
 from tests.streams_helpers import pipeline_env
 from tests.watch_helpers import read_topic
@@ -38,20 +38,6 @@ pytestmark = pytest.mark.integration
 SITE = "xa-long-hung"
 NFD_CODE = unicodedata.normalize("NFD", "Hồ sơ 3")
 NFC_CODE = unicodedata.normalize("NFC", "Hồ sơ 3")
-
-
-def scanner_pdf_pages(path: Path, specs: list[PageSpec]) -> Path:
-    """A multi-page PDF as a document scanner writes it: one JPEG image filling each page."""
-    import img2pdf
-
-    images = []
-    for spec in specs:
-        buf = io.BytesIO()
-        render_page(spec).save(buf, "JPEG", quality=85, dpi=(spec.dpi, spec.dpi))
-        images.append(buf.getvalue())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(img2pdf.convert(images))
-    return path
 
 
 def spec(seed: int) -> PageSpec:

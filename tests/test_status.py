@@ -14,7 +14,7 @@ from sohoa.config import Settings
 from sohoa.events import SiteHeartbeat
 from tests.procs import run_sohoa
 from tests.progress_store import apply_events, fresh_db
-from tests.test_consumer_apply import page
+from tests.store_events import page
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +105,7 @@ def test_page_counts_that_can_fall_are_gauges(planned) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
     from sohoa.events import PageRemoved
-    from tests.test_consumer_apply import page
+    from tests.store_events import page
 
     _env, dsn = planned
     settings = Settings(postgres={"dsn": dsn}, consumer={"gauge_cache_s": 0})
@@ -134,7 +134,7 @@ def test_page_counts_that_can_fall_are_gauges(planned) -> None:
 def test_status_json_and_metrics_agree_on_fonds_documents_and_pages(stack) -> None:
     """A file of two fonds-mates (same code, two fonds) and a multi-page PDF: status, the
     site's figures and /metrics give the same pages, documents and checked pages."""
-    from tests.test_consumer_identity import checked, document
+    from tests.store_events import checked, document
 
     dsn = fresh_db(stack, "status")
     env = {**stack.env, "SOHOA_POSTGRES__DSN": dsn, "COLUMNS": "250"}
@@ -164,7 +164,7 @@ def test_status_json_and_metrics_agree_on_fonds_documents_and_pages(stack) -> No
 def test_status_shows_how_far_a_file_in_ocr_has_got(planned) -> None:
     """Issue 22: pages done of pages while a file's OCR runs, gone once its OCR is done."""
     from sohoa.events import FileAssembled, OcrCompleted, OcrProgress, PageRef, PageText
-    from tests.test_consumer_apply import page
+    from tests.store_events import page
 
     env, dsn = planned
     now = datetime.now(UTC)

@@ -13,7 +13,7 @@ from werkzeug.security import generate_password_hash
 from sohoa.cli import main
 from sohoa.config import Settings
 from sohoa.errors import ConfigError, ExitCode
-from tests.test_alerts import EXPECTED_ALERTS
+from tests.monitoring_helpers import EXPECTED_ALERTS
 from web.app import _safe_next, create_app
 
 ROOT = Path(__file__).resolve().parents[1]
