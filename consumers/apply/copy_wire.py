@@ -7,7 +7,7 @@ private, so pyproject.toml pins psycopg to the minor versions this is tested wit
 holds these bytes to what psycopg's public ``write_row`` loads.
 
 Against the text format the server skips parsing timestamps, integers and arrays from text
-(~14 % of the staging COPY) and the parse process skips formatting them.
+and the parse process skips formatting them.
 """
 
 from __future__ import annotations

@@ -45,8 +45,8 @@ def _leftovers() -> set[Path]:
 @root_only
 @pytest.mark.integration
 def test_the_consumer_benchmark_leaves_no_cluster_behind() -> None:
-    """Each run of `python -m bench.bench_consumer` used to leave its cluster (0.3–2 GB) in
-    FALLBACK_ROOT, until the disk was full."""
+    """A run of `python -m bench.bench_consumer` leaves no cluster (0.3–2 GB each) in
+    FALLBACK_ROOT: left there, runs would fill the disk."""
     import psycopg
 
     from bench.bench_consumer import postgres
