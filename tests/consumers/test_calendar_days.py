@@ -61,7 +61,7 @@ def test_the_tables_agree_with_walking_day_by_day() -> None:
         assert cal.nth_working_day_from(a, n) == d
 
 
-PLAN_SITES = {"xa-phu-lam": "Huyện Tân Phú", "xa-la-nga": "Huyện Định Quán"}
+PLAN_SITES: dict[str, str | None] = {"xa-phu-lam": "Huyện Tân Phú", "xa-la-nga": "Huyện Định Quán"}
 
 
 def _csv(tmp_path: Path, text: str) -> Path:
@@ -199,11 +199,14 @@ def test_an_imported_calendar_moves_forecasts_reports_and_gauges(stack, tmp_path
     assert b0.forecast_completion > a0.forecast_completion
     # Định Quán works the Saturday too: one more day, a forecast no later.
     assert b1.working_days_left == a1.working_days_left + 1
+    assert b1.forecast_completion is not None and a1.forecast_completion is not None
     assert b1.forecast_completion <= a1.forecast_completion
     # The alerts' inputs: the consumer's gauges read the same calendar.
     gauges = ProgressCollector(settings)
-    assert _gauge(gauges, "sohoa_site_forecast_completion_timestamp_seconds",
-                  "xa-0000") > forecast_before
+    forecast_after = _gauge(gauges, "sohoa_site_forecast_completion_timestamp_seconds",
+                            "xa-0000")
+    assert forecast_after is not None and forecast_before is not None
+    assert forecast_after > forecast_before
     assert _gauge(gauges, "sohoa_site_working_days_left", "xa-0000") == b0.working_days_left
     assert _gauge(gauges, "sohoa_site_required_pages_per_day", "xa-0000") == pytest.approx(
         b0.required_per_day)

@@ -12,7 +12,7 @@ import pytest
 from consumers.campaign import PlanError, read_plan
 from sohoa.config import CampaignConfig
 from tests.support.procs import run_sohoa
-from tests.support.progress_store import apply_events, fresh_db
+from tests.support.progress_store import apply_events, fresh_db, scalar
 from tests.support.store_events import page
 
 HEADER = "site_id,unit,contractor,target_pages,target_files,deadline"
@@ -105,5 +105,5 @@ def test_import_and_show_and_a_late_plan_keeps_counted_pages(stack, tmp_path: Pa
     # Re-importing the same plan is harmless.
     assert run_sohoa(["campaign", "import", str(good)], env).returncode == 0
     with psycopg.connect(dsn) as conn:
-        assert conn.execute("SELECT count(*) FROM sites").fetchone()[0] == 2
-        assert conn.execute("SELECT start_date FROM campaigns").fetchone()[0] == date(2026, 3, 1)
+        assert scalar(conn, "SELECT count(*) FROM sites") == 2
+        assert scalar(conn, "SELECT start_date FROM campaigns") == date(2026, 3, 1)

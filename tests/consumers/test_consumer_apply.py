@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
@@ -22,6 +22,7 @@ from consumers.synth import SynthConfig, generate
 from sohoa.events import (
     CheckResult,
     DeadLetter,
+    Event,
     FileAssembled,
     FileManifest,
     FileVerdict,
@@ -114,8 +115,8 @@ def test_counts_match_an_independent_tally_of_the_events(pg) -> None:
     live = set(current) - removed
     assert removed, "the history should remove a few pages"
     assert any(k[4] > 1 for k in live), "the history should hold multi-page documents"
-    per_site = defaultdict(int)
-    per_day = defaultdict(int)
+    per_site: defaultdict[str, int] = defaultdict(int)
+    per_day: defaultdict[tuple[str, date], int] = defaultdict(int)
     per_file: dict[tuple, tuple[int, set]] = {}
     for k in live:
         per_site[k[0]] += 1
@@ -134,10 +135,10 @@ def test_counts_match_an_independent_tally_of_the_events(pg) -> None:
     latest: dict[tuple, FileVerdict] = {}
     for e in events:
         if isinstance(e, FileVerdict):
-            k = (e.site_id, e.fonds, e.file_code)
-            if k not in latest or e.revision > latest[k].revision:
-                latest[k] = e
-    acc = defaultdict(int)
+            fk = (e.site_id, e.fonds, e.file_code)
+            if fk not in latest or e.revision > latest[fk].revision:
+                latest[fk] = e
+    acc: defaultdict[str, int] = defaultdict(int)
     for (s, _fonds, _f), v in latest.items():
         if v.verdict == "accepted":
             acc[s] += v.pages_accepted
@@ -248,9 +249,10 @@ def test_every_check_of_a_revision_is_kept_and_the_page_takes_the_latest(
     p1 = page(no=1)
     older, newer = check(p1, False, 5), check(p1, True, 9)
     by_name = {"page": p1, "older": older, "newer": newer}
-    batches = ([[p1, newer, older]] if order == "one batch"
-               else [[p1], [older], [newer], [p1, older, newer]] if order == "replayed"
-               else [[by_name[n]] for n in order.split(", ")])
+    batches: list[list[Event]] = (
+        [[p1, newer, older]] if order == "one batch"
+        else [[p1], [older], [newer], [p1, older, newer]] if order == "replayed"
+        else [[by_name[n]] for n in order.split(", ")])
     with psycopg.connect(fresh_db(stack)) as conn:
         applier = BatchApplier(conn, "g", copy_first=copy_first)
         start = 0
@@ -270,13 +272,14 @@ def test_the_dedup_path_repicks_only_when_it_dropped_a_replay(stack) -> None:
     p1 = page(no=1)
     with psycopg.connect(fresh_db(stack)) as conn:
         applier = BatchApplier(conn, "g", copy_first=False)
-        applier.timings = Counter()
+        timings: defaultdict[str, float] = defaultdict(float)
+        applier.timings = timings
         with conn.transaction():
             applier.apply(records([p1, check(p1, True, 5)]))
-        assert "repick" not in applier.timings
+        assert "repick" not in timings
         with conn.transaction():
             applier.apply(records([p1, check(p1, True, 6)], start=2))  # p1 replayed
-        assert "repick" in applier.timings
+        assert "repick" in timings
         assert one(conn, "SELECT count(*) FROM page_checks") == (2,)
 
 

@@ -25,6 +25,7 @@ from tests.support.progress_store import (
     dump,
     fresh_db,
     records,
+    scalar,
 )
 from tests.support.store_events import T0, checked, document
 
@@ -119,11 +120,11 @@ def test_a_rescanned_document_with_one_page_more_and_one_changed(stack, copy_fir
         applier = BatchApplier(conn, "g", copy_first=copy_first)
         with conn.transaction():
             applier.apply(records(first))
-        before = conn.execute("SELECT count(*) FROM page_revisions").fetchone()[0]
+        before = scalar(conn, "SELECT count(*) FROM page_revisions")
         with conn.transaction():
             res = applier.apply(records(rescan, start=40))
         assert res.applied["PageScanned"] == 41
-        assert conn.execute("SELECT count(*) FROM page_revisions").fetchone()[0] == before + 2
+        assert scalar(conn, "SELECT count(*) FROM page_revisions") == before + 2
         assert conn.execute("SELECT page_index FROM page_revisions WHERE revision = 2"
                             ).fetchall() == [(5,)]
         assert file_row(conn)[:2] == (41, 1)

@@ -23,8 +23,10 @@ from tests.support.progress_store import (
     assert_same_tables,
     dump,
     fresh_db,
+    scalar,
     shuffle_within_keys,
 )
+from tests.support.typed_events import each
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +94,7 @@ def caught_up(env: dict[str, str], target: dict[tuple[str, int], int]) -> bool:
 def applied_count(env: dict[str, str]) -> int:
     try:
         with psycopg.connect(env["SOHOA_POSTGRES__DSN"], connect_timeout=3) as conn:
-            return conn.execute("SELECT count(*) FROM audit_log").fetchone()[0]
+            return scalar(conn, "SELECT count(*) FROM audit_log")
     except psycopg.Error:
         return -1
 
@@ -126,8 +128,10 @@ def test_kill_9_mid_batch_then_restart_ends_exact(stack, tmp_path: Path) -> None
         proc = start(env, tmp_path, f"consume-{round_}")
         floor = applied_count(env)
         # Kill while it is busy: after it has applied more, before it has applied all.
-        wait_for(lambda f=floor: applied_count(env) > f + 100, 120,
-                 "the consumer applying events", (proc,), interval=0.05)
+        def busy(f: int = floor) -> bool:
+            return applied_count(env) > f + 100
+
+        wait_for(busy, 120, "the consumer applying events", (proc,), interval=0.05)
         done = caught_up(env, target)
         proc.kill9()
         if done:
@@ -227,7 +231,7 @@ def test_bad_input_is_dead_lettered_and_metrics_and_status_show_progress(
         consumer = make_consumer(stack.settings.kafka, env["SOHOA_TOPICS__DEAD_LETTERS"],
                                  group_id=None, consumer_timeout_ms=3000)
         try:
-            dls = [parse_event(m.value) for m in consumer]
+            dls = each((parse_event(m.value) for m in consumer), DeadLetter)
         finally:
             consumer.close()
         mine = [d for d in dls if d.source == "consumer"]
@@ -236,7 +240,7 @@ def test_bad_input_is_dead_lettered_and_metrics_and_status_show_progress(
 
         def stored() -> bool:
             with psycopg.connect(env["SOHOA_POSTGRES__DSN"]) as conn:
-                return conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 2
+                return scalar(conn, "SELECT count(*) FROM dead_letters") == 2
         wait_for(stored, 60, "both dead letters stored", (proc,))
         out = run_sohoa(["status", "--json"], env)
         assert out.returncode == 0, out.stderr
@@ -249,7 +253,8 @@ def test_bad_input_is_dead_lettered_and_metrics_and_status_show_progress(
         proc.stop()
 
 
-def test_a_connection_error_out_of_poll_does_not_stop_the_consumer(stack) -> None:
+def test_a_connection_error_out_of_poll_does_not_stop_the_consumer(
+        stack, monkeypatch: pytest.MonkeyPatch) -> None:
     """kafka-python 3.0 lets a KafkaConnectionError out of KafkaConsumer.poll() when the broker
     dies while the group coordinator is being looked up (its wait for a metadata refresh does
     not catch the refresh's connection error): the fault suite's broker kill saw `sohoa
@@ -282,10 +287,10 @@ def test_a_connection_error_out_of_poll_does_not_stop_the_consumer(stack) -> Non
                 raise KafkaConnectionError("111 ECONNREFUSED")
             return poll(*args, **kw)
 
-        consumer.poll = failing_poll
+        monkeypatch.setattr(consumer, "poll", failing_poll)
         return consumer
 
-    pc._make_consumer = make_consumer
+    monkeypatch.setattr(pc, "_make_consumer", make_consumer)
     crashed: list[BaseException] = []
 
     def run() -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from consumers.db import migrate, migration_files
 from tests.support.procs import run_sohoa
+from tests.support.progress_store import scalar
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +39,7 @@ def test_migrate_twice_and_concurrently_applies_each_once(stack) -> None:
     out = run_sohoa(["db", "migrate"], env)
     assert out.returncode == 0 and "mới nhất" in out.stdout
     with psycopg.connect(dsn) as conn:
-        n = conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0]
+        n = scalar(conn, "SELECT count(*) FROM schema_migrations")
         assert n == len(migration_files())
         views = {r[0] for r in conn.execute(
             "SELECT table_name FROM information_schema.views WHERE table_schema = 'public'")}

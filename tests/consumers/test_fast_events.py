@@ -8,12 +8,14 @@ from typing import Any
 
 import msgspec
 import pytest
+from pydantic import BaseModel
 
 from consumers.apply import Record, StageRow, stage_rows
 from consumers.apply.staging import row_of_event, row_of_page
 from consumers.fast_events import FastPageChecked, FastPageScanned, decode_page_event
 from consumers.synth import SynthConfig, generate
 from sohoa.events import InvalidEvent, PageChecked, PageScanned, parse_event
+from tests.support.typed_events import parsed
 
 SHA = "a" * 64
 DOC_SHA = "b" * 64
@@ -71,9 +73,9 @@ def test_every_generated_page_event_decodes_fast_to_the_same_row() -> None:
 
 
 # Values tried in every field, then values aimed at one field. Each case is judged both ways.
-_ANY = [None, "", "5", "x\n", 0, -1, 1, 1.0, 1.5, True, 2**63, 10**30, [], {}, "a" * 65,
+_ANY: list[Any] = [None, "", "5", "x\n", 0, -1, 1, 1.0, 1.5, True, 2**63, 10**30, [], {}, "a" * 65,
         "a" * 201, "A", "\u0110à Nẵng", " a"]
-_FIELD = {
+_FIELD: dict[str, list[Any]] = {
     "occurred_at": ["2026-03-02T02:18:56", "2026-03-02T02:18:56.1234567Z",
                     "2026-03-02T02:18:56.123456Z", "2026-03-02T02:18:56+07:00",
                     "2026-03-02T02:18:56+0700", "2026-03-02 02:18:56Z", "2026-03-02t02:18:56z",
@@ -156,7 +158,7 @@ def test_names_not_in_nfc_go_to_pydantic_which_normalises_them() -> None:
            (("fonds", "Phông UBND"), ("file_code", "Hồ sơ 1"), ("document", "Quyết định.pdf"))}
     raw = _raw({**_scanned(), **nfd})
     assert decode_page_event(raw) is None
-    ev = parse_event(raw)
+    ev = parsed(raw, PageScanned)
     assert (ev.fonds, ev.file_code, ev.document) == ("Phông UBND", "Hồ sơ 1", "Quyết định.pdf")
     (row,), _ = stage_rows([Record("t", 0, 0, raw)])
     assert row.document == "Quyết định.pdf"
@@ -176,7 +178,7 @@ def test_a_batch_mixing_fast_deferred_and_bad_records_stages_each_once() -> None
 
 @pytest.mark.parametrize(("fast", "model"), [(FastPageScanned, PageScanned),
                                               (FastPageChecked, PageChecked)])
-def test_the_fast_structs_mirror_the_models_fields(fast: type, model: type) -> None:
+def test_the_fast_structs_mirror_the_models_fields(fast: type, model: type[BaseModel]) -> None:
     """A field added to the contract must be added here (else its events would be rejected
     by the fast decoder, and slow, or worse, mirrored wrongly): same names, a default only
     where the model has the same one."""

@@ -16,8 +16,8 @@ import pytest
 
 from consumers.apply import BatchApplier, Record
 from consumers.db import migrate
-from sohoa.events import _document_of, parse_event
-from tests.support.progress_store import assert_same_tables, dump, fresh_db
+from sohoa.events import PageScanned, _document_of, parse_event
+from tests.support.progress_store import assert_same_tables, dump, fresh_db, scalar
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +81,8 @@ def test_the_fixture_holds_the_cases_the_rule_must_read(stack) -> None:
                             "FROM pages p WHERE p.site_id = k.site_id AND p.file_code = "
                             "k.file_code AND p.page_no = k.page_no)").fetchone() == (1,)
         assert conn.execute("SELECT count(*) FROM pages WHERE path = ''").fetchone() == (2,)
-    assert any('"PageRemoved"' in r.value.decode() for r in _records("B"))
+    assert any(r.value is not None and '"PageRemoved"' in r.value.decode()
+               for r in _records("B"))
 
 
 def test_migrating_stored_rows_equals_applying_their_events_with_the_new_code(stack) -> None:
@@ -135,8 +136,9 @@ def test_version_1_pages_land_on_the_documents_their_events_name(stack) -> None:
             "SELECT site_id, file_code, number, document FROM pages WHERE page_index = 1")}
     expected = {}
     for r in _records():
+        assert r.value is not None
         ev = parse_event(r.value)
-        if ev.NAME == "PageScanned":
+        if isinstance(ev, PageScanned):
             expected[(ev.site_id, ev.file_code, ev.number)] = ev.document
     assert stored == expected
     assert stored[("xa-hand", "Hồ sơ 7", 2)] == "Quyết định 02.tif"  # NFD, percent-encoded
@@ -165,8 +167,7 @@ def rule_db(stack) -> str:
 def test_the_sql_upgrade_rule_is_the_contracts(rule_db: str, path: str, uri: str,
                                                page_no: int) -> None:
     with psycopg.connect(rule_db) as conn:
-        got = conn.execute("SELECT sohoa_v1_document(%s, %s, %s)",
-                           (path, uri, page_no)).fetchone()[0]
+        got = scalar(conn, "SELECT sohoa_v1_document(%s, %s, %s)", (path, uri, page_no))
     if uri == "file:///a/b%C3.tif":  # invalid UTF-8: Python puts U+FFFD, SQL keeps the text
         assert got == "b%C3.tif"
         return

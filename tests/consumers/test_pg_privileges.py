@@ -13,7 +13,7 @@ from psycopg import sql
 
 from consumers import db as cdb
 from infra.postgres import APP_ROLES, pgpass_path
-from tests.support.progress_store import as_role
+from tests.support.progress_store import as_role, scalar
 
 pytestmark = pytest.mark.integration
 APPEND_ONLY = ("audit_log", "verdicts", "dead_letters", "page_checks",
@@ -35,7 +35,7 @@ def _tables(conn: psycopg.Connection, kinds: str = "rp") -> list[str]:
         "WHERE n.nspname = 'public' AND c.relkind = ANY(%s) ORDER BY 1", (list(kinds),))]
 
 
-def _refused(conn: psycopg.Connection, statement: sql.Composable | str) -> bool:
+def _refused(conn: psycopg.Connection, statement: sql.SQL | sql.Composed | str) -> bool:
     try:
         with conn.transaction():
             conn.execute(statement)
@@ -49,7 +49,7 @@ def test_stack_roles_log_in_by_password_and_none_is_a_superuser(stack) -> None:
     assert stat.S_IMODE(passfile.stat().st_mode) == 0o600
     assert stat.S_IMODE(passfile.parent.stat().st_mode) == 0o700
     with psycopg.connect(stack.pg_dsn) as conn:
-        roles = dict(conn.execute(
+        roles: dict[str, bool] = dict(conn.execute(
             "SELECT rolname, rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls "
             "FROM pg_roles WHERE rolname = ANY(%s)", (list(APP_ROLES),)).fetchall())
         hba = conn.execute("SELECT DISTINCT type, auth_method FROM pg_hba_file_rules "
@@ -66,7 +66,7 @@ def test_stack_roles_log_in_by_password_and_none_is_a_superuser(stack) -> None:
                                 connect_timeout=5)
         with psycopg.connect(f"host={host} port={port} dbname=sohoa user={role} "
                              f"passfile={Path(passfile)}", connect_timeout=5) as conn:
-            method = conn.execute("SELECT current_user").fetchone()[0]
+            method = scalar(conn, "SELECT current_user")
             assert method == role
     # The superuser has no password and is refused over TCP whatever it offers.
     with pytest.raises(psycopg.OperationalError):
@@ -77,14 +77,14 @@ def test_stack_roles_log_in_by_password_and_none_is_a_superuser(stack) -> None:
 def test_writer_appends_to_the_audit_trail_but_never_rewrites_it(migrated) -> None:
     writer = as_role(migrated, "sohoa_writer")
     with psycopg.connect(writer, autocommit=True) as conn:
-        assert conn.execute("SELECT current_user").fetchone()[0] == "sohoa_writer"
+        assert scalar(conn, "SELECT current_user") == "sohoa_writer"
         conn.execute("INSERT INTO audit_log (event_id, action) VALUES ('e1', 'test')")
         for table in APPEND_ONLY:
             t = sql.Identifier(table)
             assert _refused(conn, sql.SQL("UPDATE {} SET site_id = site_id").format(t)), table
             assert _refused(conn, sql.SQL("DELETE FROM {}").format(t)), table
             assert _refused(conn, sql.SQL("TRUNCATE {}").format(t)), table
-        assert conn.execute("SELECT count(*) FROM audit_log").fetchone()[0] == 1
+        assert scalar(conn, "SELECT count(*) FROM audit_log") == 1
         # Upserts elsewhere, deletes only where days are recounted; no DDL, no TRUNCATE.
         conn.execute("INSERT INTO sites (site_id) VALUES ('xa-w') ON CONFLICT (site_id) "
                      "DO UPDATE SET name = 'x'")
@@ -115,10 +115,10 @@ def test_reader_reads_everything_and_writes_nothing(migrated) -> None:
             t = sql.Identifier(table)
             for stmt in ("INSERT INTO {} DEFAULT VALUES", "UPDATE {} SET {} = NULL",
                          "DELETE FROM {}", "TRUNCATE {}"):
-                col = conn.execute(
-                    "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
+                col = scalar(
+                    conn, "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
                     "AND attnum > 0 AND NOT attisdropped ORDER BY attnum LIMIT 1",
-                    (table,)).fetchone()[0]
+                    (table,))
                 assert _refused(conn, sql.SQL(stmt).format(t, sql.Identifier(col))), \
                     (table, stmt)
         assert _refused(conn, "CREATE TEMP TABLE scratch (x int)")

@@ -21,7 +21,14 @@ from openpyxl import load_workbook
 from consumers import vi
 from consumers.monthly_doc import TOTAL_LABEL, UNPLANNED_GROUP, UNPLANNED_TOTAL
 from consumers.synth import A3, A4, SynthConfig, generate, site_ids
-from sohoa.events import FileVerdict, PageChecked, PageRemoved, PageScanned, RescanReason
+from sohoa.events import (
+    Event,
+    FileVerdict,
+    PageChecked,
+    PageRemoved,
+    PageScanned,
+    RescanReason,
+)
 from sohoa.work_calendar import WorkCalendar
 from tests.support.artefacts import artefact_dir
 from tests.support.procs import run_sohoa
@@ -73,11 +80,12 @@ def _extra_rescan() -> list:
     """A file of site 0 sent back with reasons in the workers' English grammar."""
     t0 = datetime(2026, 3, 19, 3, 0, tzinfo=UTC)
     base = {"site_id": SITES[0], "fonds": "UBND", "file_code": "HS-XIEN"}
-    events = [PageScanned.make(**base, document=f"{n:03d}.tif", number=n,
-                               uri=f"file:///hot/UBND/HS-XIEN/{n:03d}.tif",
-                               sha256=f"{n:064x}", size_bytes=100, media_type="image/tiff",
-                               path=f"UBND/HS-XIEN/{n:03d}.tif",
-                               occurred_at=t0 + timedelta(minutes=n)) for n in (1, 2)]
+    events: list[Event] = []
+    events += [PageScanned.make(**base, document=f"{n:03d}.tif", number=n,
+                                uri=f"file:///hot/UBND/HS-XIEN/{n:03d}.tif",
+                                sha256=f"{n:064x}", size_bytes=100, media_type="image/tiff",
+                                path=f"UBND/HS-XIEN/{n:03d}.tif",
+                                occurred_at=t0 + timedelta(minutes=n)) for n in (1, 2)]
     events.append(FileVerdict(
         **base, verdict="needs_rescan", pages_total=2, pages_accepted=0,
         reasons=[RescanReason(document="001.tif", page_index=1, position=1,

@@ -19,7 +19,7 @@ from consumers.cells import FORMULA_TRIGGERS, neutralise
 from consumers.monthly import MonthlyReport, MonthlyRow
 from consumers.monthly_doc import write_monthly
 from consumers.page_sizes import SizeTally
-from sohoa.events import FileVerdict, PageScanned
+from sohoa.events import Event, FileVerdict, PageScanned
 from tests.support.procs import run_sohoa
 from tests.support.progress_store import apply_events, fresh_db
 
@@ -95,7 +95,7 @@ def test_acceptance_report_of_a_folder_named_like_a_formula(stack, tmp_path: Pat
     dsn = fresh_db(stack, "cells")
     env = {**stack.env, "SOHOA_POSTGRES__DSN": dsn}
     t0 = datetime(2026, 3, 3, 2, 0, tzinfo=UTC)
-    events = []
+    events: list[Event] = []
     for n in (1, 2):
         sha = hashlib.sha256(f"p{n}".encode()).hexdigest()
         events.append(PageScanned.make(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from docx import Document
+from docx.document import Document as DocxDocument
 from openpyxl import load_workbook
 
 from consumers.monthly import LATE, NO_PLAN, ON_TRACK, MonthlyReport, MonthlyRow
@@ -62,7 +63,7 @@ def report() -> MonthlyReport:
                          [90.0 * i for i in range(120)])
 
 
-def _docx_text(path: Path) -> tuple[list[str], list]:
+def _docx_text(path: Path) -> tuple[list[str], DocxDocument]:
     doc = Document(str(path))
     return [p.text for p in doc.paragraphs], doc
 
@@ -93,16 +94,18 @@ def test_state_form_docx(tmp_path: Path) -> None:
     assert risk[1][1] == "Xã Phú Lâm (Huyện Tân Phú)"
     assert risk[1][2:5] == ["8.790", "61", "144,1"]
     # Nơi nhận and the signature block.
-    left, right = _cells(doc.tables[2])[0]
-    assert left.split("\n") == ["Nơi nhận:", "- Ủy ban nhân dân tỉnh (để báo cáo);",
-                                "- Các huyện, thành phố;", "- Lưu: VT, CCVTLT."]
-    sign = [x for x in right.split("\n") if x]
+    recipients, signature = _cells(doc.tables[2])[0]
+    assert recipients.split("\n") == ["Nơi nhận:", "- Ủy ban nhân dân tỉnh (để báo cáo);",
+                                      "- Các huyện, thành phố;", "- Lưu: VT, CCVTLT."]
+    sign = [x for x in signature.split("\n") if x]
     assert sign == ["KT. GIÁM ĐỐC", "PHÓ GIÁM ĐỐC", "Nguyễn Văn An"]
     # Appendix: a landscape section whose table repeats its header row on every page.
     assert len(doc.sections) == 2
-    assert doc.sections[1].page_width > doc.sections[1].page_height
+    width, height = doc.sections[1].page_width, doc.sections[1].page_height
+    assert width is not None and height is not None and width > height
     table = doc.tables[3]
-    assert table.rows[0]._tr.trPr.xpath("./w:tblHeader")
+    header_props = table.rows[0]._tr.trPr
+    assert header_props is not None and header_props.xpath("./w:tblHeader")
     rows = _cells(table)
     header = rows[0]
     assert "Mã điểm" not in header       # names from the plan, not slugs, in print

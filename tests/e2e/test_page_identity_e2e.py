@@ -27,10 +27,12 @@ from pathlib import Path
 
 import pytest
 
+from sohoa.events import PageRemoved, PageScanned
 from sohoa.samples import PageSpec, write_page
 from tests.support.pages import multipage_tiff, scanner_pdf_pages, text_lines
 from tests.support.procs import SohoaProcess, run_sohoa, wait_for
 from tests.support.streams_helpers import pipeline_env
+from tests.support.typed_events import only
 from tests.support.watch_helpers import read_topic
 
 pytestmark = pytest.mark.integration
@@ -190,10 +192,10 @@ def test_documents_fonds_and_spellings_are_counted_exactly(stack, tmp_path: Path
 
     # What travelled: the rescan revised exactly one page and added one, removed twenty.
     evs = read_topic(stack, env["SOHOA_TOPICS__SITE_EVENTS"], 2000)
-    pdf = [e for e in evs if e.NAME == "PageScanned" and e.document == "QD-15-UBND.pdf"]
+    pdf = [e for e in only(evs, PageScanned) if e.document == "QD-15-UBND.pdf"]
     assert len({(e.page_index, e.revision) for e in pdf}) == 50 + 1 + 1
     assert {(e.page_index, e.revision) for e in pdf if e.revision == 2} == {(7, 2)}
-    removed = [e for e in evs if e.NAME == "PageRemoved"]
+    removed = only(evs, PageRemoved)
     assert sorted((e.document, e.page_index) for e in removed) == [
         ("BB-hop.tif", i) for i in range(1, 21)]
     # The twin folders never flipped: no removal for them through every walk.

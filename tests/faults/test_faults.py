@@ -190,6 +190,7 @@ def test_site_clock_skew_counts_once(stack, tmp_path: Path) -> None:
     counted once, every file still gets one verdict, nothing goes to dead letters."""
     from datetime import UTC, datetime, timedelta
 
+    from sohoa.events import Event
     from sohoa.samples import tiny_png
     from tests.support.streams_helpers import closed, page_event, send
 
@@ -199,7 +200,7 @@ def test_site_clock_skew_counts_once(stack, tmp_path: Path) -> None:
         now = datetime.now(UTC)
         skews = {"HS-00000": timedelta(days=3650), "HS-00001": -timedelta(days=3650),
                  "HS-00002": timedelta(hours=9)}
-        events = []
+        events: list[Event] = []
         for k, (code, skew) in enumerate(skews.items()):
             for n in range(1, PER_FILE + 1):
                 f = spine.root / "UBND" / code / f"{n:04d}.png"

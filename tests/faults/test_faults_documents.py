@@ -15,8 +15,10 @@ import psycopg
 import pytest
 
 from infra.stack import run_env
+from sohoa.events import PageChecked, PageScanned
 from sohoa.samples import page_jpegs, scanner_pdf
 from tests.support.procs import SohoaProcess, run_sohoa, wait_for
+from tests.support.typed_events import only
 from tests.support.watch_helpers import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -138,8 +140,7 @@ def test_kill9_of_the_agent_with_a_300_page_pdf_in_its_outbox(stack, tmp_path: P
         assert sent == [], f"{len(sent)} pages left before the kill: nothing was in flight"
         run.start("watch", ["watch"])
         run.assert_counted_once()
-        evs = [e for e in read_topic(stack, run.env["SOHOA_TOPICS__SITE_EVENTS"], 2000)
-               if e.NAME == "PageScanned"]
+        evs = only(read_topic(stack, run.env["SOHOA_TOPICS__SITE_EVENTS"], 2000), PageScanned)
         assert len({e.event_id for e in evs}) == PAGES  # re-sends keep their ids
         assert {e.page_index for e in evs} == set(range(1, PAGES + 1))
     finally:
@@ -178,7 +179,7 @@ def test_kill9_of_the_qc_worker_halfway_through_a_300_page_pdf(stack, tmp_path: 
         file_events = read_topic(stack, run.env["SOHOA_TOPICS__FILE_EVENTS"], 2000)
         verdict_ids = {e.event_id for e in file_events if e.NAME == "FileVerdict"}
         assert len(verdict_ids) == 1, "one verdict for the file's one revision"
-        checked = {(e.page_index, e.revision) for e in file_events if e.NAME == "PageChecked"}
+        checked = {(e.page_index, e.revision) for e in only(file_events, PageChecked)}
         assert checked == {(i, 1) for i in range(1, PAGES + 1)}
         assert run.starts == {"consume": 1, "assembly": 1, "qc": 2, "watch": 1}
     finally:

@@ -17,9 +17,13 @@ INFRA = Path(__file__).resolve().parents[2] / "infra"
 UNITS = sorted((INFRA / "systemd").glob("*.service"))
 
 
+class _CaseSensitive(configparser.ConfigParser):
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr  # systemd keys are case-sensitive
+
+
 def _unit(path: Path) -> configparser.ConfigParser:
-    cp = configparser.ConfigParser(strict=False, interpolation=None)
-    cp.optionxform = str  # systemd keys are case-sensitive
+    cp = _CaseSensitive(strict=False, interpolation=None)
     cp.read(path)
     return cp
 

@@ -30,8 +30,18 @@ START = datetime(2026, 3, 3, 2, 30, tzinfo=UTC)  # 09:30 in Hà Nội
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 
 
+class _SinkServer(socketserver.ThreadingTCPServer):
+    """Keeps every message received: (recipients, bytes)."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        super().__init__(address, _Sink)
+        self.mails: list[tuple[list[str], bytes]] = []
+
+
 class _Sink(socketserver.StreamRequestHandler):
     """Just enough SMTP for one client: no STARTTLS offered, every message kept."""
+
+    server: _SinkServer
 
     def handle(self) -> None:
         self.wfile.write(b"220 sink ESMTP\r\n")
@@ -42,14 +52,16 @@ class _Sink(socketserver.StreamRequestHandler):
             if verb in ("EHLO", "HELO"):
                 self.wfile.write(b"250-sink\r\n250 8BITMIME\r\n")
             elif verb == "RCPT":
-                rcpt.append(re.search(r"<(.*)>", cmd).group(1))
+                address = re.search(r"<(.*)>", cmd)
+                assert address is not None, cmd
+                rcpt.append(address.group(1))
                 self.wfile.write(b"250 ok\r\n")
             elif verb == "DATA":
                 self.wfile.write(b"354 go on\r\n")
                 data = b""
                 while (chunk := self.rfile.readline()) not in (b".\r\n", b""):
                     data += chunk[1:] if chunk.startswith(b"..") else chunk
-                self.server.mails.append((list(rcpt), data))  # type: ignore[attr-defined]
+                self.server.mails.append((list(rcpt), data))
                 rcpt.clear()
                 self.wfile.write(b"250 kept\r\n")
             elif verb == "QUIT":
@@ -63,8 +75,7 @@ class _Sink(socketserver.StreamRequestHandler):
 def alertmanager(tmp_path: Path):
     if ALERTMANAGER is None:
         pytest.fail("prometheus-alertmanager not installed: run infra/install-system-deps.sh")
-    sink = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Sink)
-    sink.mails = []  # type: ignore[attr-defined]
+    sink = _SinkServer(("127.0.0.1", 0))
     threading.Thread(target=sink.serve_forever, daemon=True).start()
     conf = tmp_path / "alertmanager"
     shutil.copytree(AM_DIR, conf)
@@ -134,8 +145,9 @@ def test_a_unit_gets_a_vietnamese_mail_with_the_figures_and_the_deadline(alertma
                             "van-hanh-sohoa@example.gov.vn"}
     msg = by_rcpt["phong-noi-vu-tan-phu@example.gov.vn"]
     assert msg["Subject"] == "[sohoa - KHẨN] Điểm Xã Phú Lâm (xa-phu-lam) dự kiến không kịp hạn"
-    text = msg.get_body(("plain",)).get_content()
-    html = msg.get_body(("html",)).get_content()
+    plain_part, html_part = msg.get_body(("plain",)), msg.get_body(("html",))
+    assert plain_part is not None and html_part is not None
+    text, html = plain_part.get_content(), html_part.get_content()
     for body in (text, html):
         for must in ("Xã Phú Lâm", "xa-phu-lam", "Huyện Tân Phú", "59.930", "2.066,6",
                      "15/01/2027", "25/07/2092", "KHẨN",

@@ -32,6 +32,7 @@ import pytest
 from infra.procs import free_port
 from tests.support.monitoring_helpers import load_builder
 from tests.support.procs import SohoaProcess, run_sohoa, wait_for
+from tests.support.progress_store import scalar
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "monitoring" / "grafana"
@@ -188,10 +189,12 @@ def run(stack, tmp_path_factory) -> Any:
 
         def caught_up() -> bool:
             with psycopg.connect(owner_dsn) as conn:
-                n, hb = conn.execute(
+                row = conn.execute(
                     "SELECT COALESCE(sum(pages_scanned), 0), count(last_heartbeat_at) "
                     "FROM v_site_progress").fetchone()
-                dl = conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+                assert row is not None
+                n, hb = row
+                dl = scalar(conn, "SELECT count(*) FROM dead_letters")
             return n == pages and hb == len(summary["sites"]) and dl >= 1
 
         wait_for(caught_up, 300, "the consumer to store the simulated campaign",
@@ -309,7 +312,7 @@ def test_every_sql_panel_query_returns_rows_as_the_reader(run: Run) -> None:
     problems = []
     checked = 0
     with psycopg.connect(run.reader_dsn, autocommit=True) as conn:
-        assert conn.execute("SELECT current_user").fetchone()[0] == "sohoa_reader"
+        assert scalar(conn, "SELECT current_user") == "sohoa_reader"
         for name, board, site in _boards_with_sites(run):
             for panel, t in _targets(board):
                 if "rawSql" not in t:
@@ -318,6 +321,7 @@ def test_every_sql_panel_query_returns_rows_as_the_reader(run: Run) -> None:
                 try:
                     cur = conn.execute(query)
                     rows = cur.fetchall()
+                    assert cur.description is not None, query
                     cols = [c.name for c in cur.description]
                 except psycopg.Error as exc:
                     problems.append(f"{name} / {panel['title']} [{site}]: {exc}")
@@ -364,6 +368,6 @@ def test_alerts_fire_for_the_stalled_offline_and_late_sites_only(run: Run) -> No
 def test_qc_ratio_is_highest_for_the_high_qc_site(run: Run) -> None:
     res = _prom_query(run, "sohoa:site_qc_failed:ratio", instant=True)
     ratios = {s["metric"]["site"]: float(s["value"][1]) for s in res["data"]["result"]}
-    worst = max(ratios, key=ratios.get)
+    worst = max(ratios, key=lambda site: ratios[site])
     assert worst == run.roles["qc"] and ratios[worst] > 0.2
     assert all(v < 0.1 for site, v in ratios.items() if site != worst)

@@ -95,8 +95,10 @@ def _hoso(record: dict | None = None, docs: list | None = None, **extra) -> byte
 def test_hoso_json_records_are_checked_and_every_fault_named() -> None:
     ev = manifest_event(_hoso(GOOD_FILE, [{"name": "001.pdf", "record": GOOD_DOC}]),
                         "xa-tan-phu", "UBND", "H01.1.05")
-    assert ev.record is not None and ev.record.tieu_de.startswith("Hồ sơ xây dựng")
-    assert ev.documents[0].record.ten_loai == "Quyết định"
+    assert ev.record is not None and ev.record.tieu_de is not None
+    assert ev.record.tieu_de.startswith("Hồ sơ xây dựng")
+    first = ev.documents[0].record
+    assert first is not None and first.ten_loai == "Quyết định"
     with pytest.raises(ValueError) as err:
         manifest_event(_hoso({**GOOD_FILE, "so_luong_to": 0},
                              [{"name": "001.pdf", "record": {**GOOD_DOC, "so_trang": "x"}}]),
@@ -113,7 +115,7 @@ def test_classified_file_keeps_its_records_at_the_site_but_the_type_for_qc() -> 
         {"name": "002.pdf", "record": GOOD_DOC}], classification="secret", title="Mật"),
         "xa-tan-phu", "UBND", "H01.1.05")
     assert ev.record is None and ev.title is None
-    assert [d.record.model_dump(exclude_none=True) for d in ev.documents] == [
+    assert [d.record and d.record.model_dump(exclude_none=True) for d in ev.documents] == [
         {"ten_loai": "Bản đồ"}, {"ten_loai": "Quyết định"}]
     wire = ev.to_json().decode()
     for secret in ("trường tiểu học", "UBND xã Tân Phú", "QĐ-UBND", "Tân Phú"):
@@ -189,7 +191,9 @@ def test_template_filled_and_imported_into_hoso_json(tmp_path: Path) -> None:
     assert data["documents"][1]["language"] == "vie+fra"                    # kept
     assert data["record"]["thoi_gian_bat_dau"] == "2019-02-01"
     ev = manifest_event((folder / "hoso.json").read_bytes(), "xa-tan-phu", "UBND", "H01.1.05")
-    assert ev.record.missing() == [] and ev.documents[0].record.so_trang == 2
+    first = ev.documents[0].record
+    assert ev.record is not None and ev.record.missing() == []
+    assert first is not None and first.so_trang == 2
     assert not list(folder.glob(".*.tmp"))
 
 
@@ -249,8 +253,10 @@ def test_the_progress_store_keeps_the_record_and_each_documents(stack) -> None:
                         "xa-tan-phu", "UBND", "H01.1.05")
     with psycopg.connect(dsn) as conn:
         apply_events(conn, [ev])
-        record, docs = conn.execute(
+        row = conn.execute(
             "SELECT record, manifest_documents FROM files WHERE file_code = 'H01.1.05'"
         ).fetchone()
+        assert row is not None
+        record, docs = row
     assert FileRecord.model_validate(record) == ev.record
     assert DocumentRecord.model_validate(docs[0]["record"]) == ev.documents[0].record

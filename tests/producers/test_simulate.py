@@ -35,6 +35,7 @@ from sohoa.events import (
     parse_event,
 )
 from sohoa.work_calendar import WorkCalendar, is_holiday
+from tests.support.progress_store import scalar
 
 # Friday 20 Nov 2026, 15:00 in Hà Nội.
 END = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
@@ -393,7 +394,7 @@ def test_simulation_never_reaches_the_real_topics_or_database(stack, tmp_path: P
 
     def sites(dsn: str) -> int:
         with psycopg.connect(dsn) as conn:
-            return conn.execute("SELECT count(*) FROM sites").fetchone()[0]
+            return scalar(conn, "SELECT count(*) FROM sites")
 
     assert records_on(stack, real) == 0
     assert records_on(stack, sim) >= sum(s["events"] for s in summary["sites"]) > 0

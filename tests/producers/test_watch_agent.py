@@ -11,7 +11,9 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
+from sohoa.events import DeadLetter
 from tests.support.procs import SohoaProcess, run_sohoa, wait_for
+from tests.support.typed_events import each
 from tests.support.watch_helpers import (
     agent_env,
     hot,
@@ -196,7 +198,7 @@ def test_slow_writer_and_rename_count_once(stack, tmp_path: Path) -> None:
 
         assert [e.document_sha256 for e in evs if e.number == 1] == [
             hashlib.sha256(data).hexdigest()]
-        dead = read_topic(stack, env["SOHOA_TOPICS__DEAD_LETTERS"], 1000)
+        dead = each(read_topic(stack, env["SOHOA_TOPICS__DEAD_LETTERS"], 1000), DeadLetter)
         assert dead == [], [d.reason for d in dead]
     finally:
         assert agent.stop() == 0
@@ -260,7 +262,7 @@ def test_manifest_marker_and_classified_title(stack, tmp_path: Path) -> None:
     a_events = [e.NAME for e in evs if getattr(e, "file_code", None) == "HS-A"]
     assert a_events[-1] == "FileClosed" and a_events.count("PageScanned") == 2
     # The bad manifest is reported with the field at fault; its pages still count.
-    dead = read_topic(stack, env["SOHOA_TOPICS__DEAD_LETTERS"], 1000)
+    dead = each(read_topic(stack, env["SOHOA_TOPICS__DEAD_LETTERS"], 1000), DeadLetter)
     assert len(dead) == 1 and "bad_manifest" in dead[0].reason
     assert "expected_pages" in dead[0].reason
     assert len([e for e in of_type(evs, "PageScanned") if e.file_code == "HS-C"]) == 2

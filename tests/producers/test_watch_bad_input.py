@@ -14,6 +14,8 @@ import pytest
 from producers.agent import Agent
 from producers.metrics import AgentMetrics
 from sohoa.config import Settings, WatcherConfig
+from sohoa.events import DeadLetter
+from tests.support.typed_events import each
 from tests.support.watch_helpers import (
     BAD_EXPECTED,
     MAX_BYTES_FOR_BAD,
@@ -84,7 +86,7 @@ def test_bad_inputs_reach_the_centre_and_originals_are_untouched(stack, tmp_path
     assert r.returncode == 0, r.stderr
     assert snapshot(root) == before, "an original was changed, moved or deleted"
 
-    dead = read_topic(stack, env["SOHOA_TOPICS__DEAD_LETTERS"], 1500)
+    dead = each(read_topic(stack, env["SOHOA_TOPICS__DEAD_LETTERS"], 1500), DeadLetter)
     got: dict[str, list[str]] = {}
     for d in dead:
         got.setdefault(d.reason.split(":")[0], []).append(json.loads(d.payload)["path"])

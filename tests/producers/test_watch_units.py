@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -280,7 +281,11 @@ def test_full_outbox_disk_waits_and_loses_nothing(tmp_path: Path, caplog) -> Non
     a.ob.db.execute(f"PRAGMA max_page_count = {used}")  # no room for a single new page
     caplog.set_level(logging.ERROR, logger="producers.agent")
     done = threading.Event()
-    t = threading.Thread(target=lambda: (a.run(once=True), done.set()), daemon=True)
+    def run_once() -> None:
+        a.run(once=True)
+        done.set()
+
+    t = threading.Thread(target=run_once, daemon=True)
     t.start()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and "disk is full" not in caplog.text:
@@ -308,7 +313,7 @@ def test_fast_page_scanned_bytes_equal_the_validated_model() -> None:
 
     odd = "".join(chr(c) for c in range(0x20, 0x7f) if chr(c) != "/") + \
         "\u2028\u2029\ufeff Tiếng Việt 𝄞 "
-    cases = []
+    cases: list[dict[str, Any]] = []
     for i, text in enumerate(["HS-001", "Hồ sơ 2024", odd, 'a"b\\c', "x" * 200]):
         for at in (datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
                    datetime(2026, 1, 2, 3, 4, 5, 120000, tzinfo=UTC),

@@ -99,6 +99,7 @@ def test_kafka_client_kwargs_pass_sasl_and_tls_through(tmp_path) -> None:
 def test_postgres_roles_default_to_the_local_stack_and_follow_an_explicit_dsn(
         monkeypatch) -> None:
     local = load_config().postgres
+    assert local.reader_dsn is not None and local.owner_dsn is not None
     assert "sohoa_writer@127.0.0.1:15432" in local.url
     assert "sohoa_reader@" in local.reader_dsn.get_secret_value()
     assert "//sohoa@" in local.owner_dsn.get_secret_value()

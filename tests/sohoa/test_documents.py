@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, TiffImagePlugin
 
 from sohoa.documents import (
     DIGEST_PREFIX,
@@ -173,6 +173,7 @@ def test_truncated_documents_are_corrupt(tmp_path: Path, cut: str) -> None:
         whole = pages.multipage_tiff(tmp_path / "m.tif", [PageSpec(seed=s) for s in range(3)])
         data = whole.read_bytes()
         with Image.open(whole) as im:
+            assert isinstance(im, TiffImagePlugin.TiffImageFile)
             im.seek(2)
             last = max(o + n for o, n in zip(im.tag_v2[273], im.tag_v2[279], strict=True))
         # Pillow writes each page's strips before its directory: cut inside page 3's strips.
@@ -226,10 +227,11 @@ def test_open_document_decodes_every_pdf_image_codec(tmp_path: Path) -> None:
             got = np.asarray(doc.page_image(i).convert("L"), dtype=np.int16)
             assert np.abs(got - want_grey).mean() < 3, i  # lossy codecs: close, not equal
             info = doc.page_info(i)
+            assert info.dpi is not None and info.width_mm is not None
             assert round(info.dpi) == 200 and round(info.width_mm) == 210
         for i in (3, 4):
-            got = np.asarray(doc.page_image(i).convert("L")) > 127
-            assert (got == want_bits).all(), i  # bilevel codecs are lossless
+            bits = np.asarray(doc.page_image(i).convert("L")) > 127
+            assert (bits == want_bits).all(), i  # bilevel codecs are lossless
 
 
 def test_open_document_on_image_formats(tmp_path: Path) -> None:
@@ -256,7 +258,8 @@ def test_open_document_on_image_formats(tmp_path: Path) -> None:
             assert np.abs(got - grey).mean() < 4, name
     with open_document(tmp_path / "lzw.tif") as doc:
         info = doc.page_info(1)
-        assert info.dpi == 300 and info.fmt == "TIFF/tiff_lzw" and round(info.width_mm) == 140
+        assert info.dpi == 300 and info.fmt == "TIFF/tiff_lzw" and info.width_mm is not None
+        assert round(info.width_mm) == 140
 
 
 def test_open_document_page_errors_are_plain(tmp_path: Path) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from sohoa import events as ev
 from sohoa.events import InvalidEvent, parse_event
+from tests.support.typed_events import parsed
 
 SHA = "ab" * 32
 
@@ -103,7 +105,7 @@ def test_names_are_nfc_in_every_key_and_id() -> None:
     # ... and a reader normalises what another producer sends decomposed.
     raw = composed.to_json().replace("Hồ sơ 01".encode(), nfd("Hồ sơ 01").encode())
     assert raw != composed.to_json()
-    assert parse_event(raw).file_code == "Hồ sơ 01"
+    assert parsed(raw, ev.PageScanned).file_code == "Hồ sơ 01"
 
 
 @pytest.mark.parametrize("field", ["fonds", "file_code", "document"])
@@ -205,7 +207,7 @@ def test_schema_export_writes_one_valid_schema_per_event(tmp_path) -> None:
         jsonschema.validate(bad, by_title["PageScanned"])
 
 
-V1_EVENTS = {
+V1_EVENTS: dict[str, dict[str, Any]] = {
     "PageScanned": {"page_no": 3, "uri": "file:///scan/UBND/HS-001/003.tif", "sha256": SHA,
                     "size_bytes": 10, "media_type": "image/tiff", "revision": 2,
                     "path": "UBND/HS-001/003.tif"},
@@ -235,21 +237,21 @@ def test_version_1_events_are_still_read_as_their_version_2(name: str) -> None:
     assert kind == (name, 2)
     assert e.event_id == "0123456789-v1"  # the fact keeps its id: a replay stays a replay
     assert e.key() == "xa-tan-phu/UBND/HS-001"
-    if name == "PageScanned":
+    if isinstance(e, ev.PageScanned):
         assert (e.document, e.page_index, e.number, e.document_pages, e.revision) == (
             "003.tif", 1, 3, 1, 2)
         assert e.sha256 == e.document_sha256 == SHA
-    elif name == "PageRemoved":
+    elif isinstance(e, ev.PageRemoved):
         assert (e.document, e.page_index) == ("003.tif", 1)
-    elif name == "FileAssembled":
+    elif isinstance(e, ev.FileAssembled):
         assert [(p.document, p.number) for p in e.pages] == [("001.tif", 1), ("003.tif", 3)]
         assert [[k.document for k in g] for g in e.duplicate_content] == [["001.tif",
                                                                            "003.tif"]]
         assert e.duplicate_in_site[0].document == "001.tif"
-    elif name == "PageChecked":
+    elif isinstance(e, ev.PageChecked):
         # Named by number only: the consumer finds the stored page with that number.
         assert e.document == ev.legacy_document(3)
-    elif name == "FileVerdict":
+    elif isinstance(e, ev.FileVerdict):
         assert [(r.number, r.document) for r in e.reasons] == [(2, None)]
 
 
@@ -271,7 +273,7 @@ def test_ocr_progress_cannot_claim_more_pages_done_than_there_are() -> None:
 def test_a_version_1_removal_without_a_path_is_named_by_number() -> None:
     data = {"schema": {"name": "PageRemoved", "version": 1}, "site_id": "s", "file_code": "F",
             "page_no": 7, "sha256": SHA}
-    e = parse_event(json.dumps(data).encode())
+    e = parsed(json.dumps(data).encode(), ev.PageRemoved)
     assert (e.document, e.page_index) == (ev.legacy_document(7), 1)
 
 

@@ -73,8 +73,8 @@ def test_every_way_of_claiming_another_site_is_refused() -> None:
     assert GUARD.refusal(TOPIC, mine.key(), v, [*h, (HEADER_SIG, h[1][1])])  # two signatures
     # Duplicate keys: the payload is read as the contract's parsers read it (the last wins).
     dup = v.replace(b'"site_id":"xa-a"', b'"site_id":"xa-a","site_id":"xa-b"')
-    assert "site mismatch" in GUARD.refusal(TOPIC, mine.key(), dup,
-                                            a.headers(TOPIC, mine.key(), dup))
+    refusal = GUARD.refusal(TOPIC, mine.key(), dup, a.headers(TOPIC, mine.key(), dup))
+    assert refusal is not None and "site mismatch" in refusal
 
 
 def test_no_site_secrets_means_no_enforcement_and_short_secrets_are_refused() -> None:

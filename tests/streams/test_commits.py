@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import weakref
 from collections import defaultdict
+from typing import Any
 
 import pytest
 from faust.types import TP
@@ -32,7 +33,7 @@ def consumer_class(tmp_path_factory: pytest.TempPathFactory) -> type:
 
 def _consumer(cls: type, committed: int | None) -> object:
     # Only the bookkeeping _new_offset reads; no client, no broker.
-    c = object.__new__(cls)
+    c: Any = object.__new__(cls)
     c._acked = defaultdict(list)
     c._acked_index = defaultdict(set)
     c._gap = defaultdict(IntervalTree)

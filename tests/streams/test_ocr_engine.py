@@ -215,6 +215,7 @@ def test_engine_exits_when_the_worker_that_started_it_is_killed(tmp_path: Path) 
     worker = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                               cwd=Path(__file__).resolve().parents[2])
     try:
+        assert worker.stdout is not None
         engine_pid = int(worker.stdout.readline())
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait(10)

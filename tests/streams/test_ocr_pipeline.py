@@ -10,6 +10,8 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from sohoa.events import (
+    DeadLetter,
+    Event,
     FileAssembled,
     FileVerdict,
     ManifestDocument,
@@ -30,6 +32,7 @@ from tests.support.streams_helpers import (
     send,
     streams_env,
 )
+from tests.support.typed_events import each
 
 pytestmark = [pytest.mark.integration, pytest.mark.ocr]
 SITE = "xa-tan-phu"
@@ -49,6 +52,12 @@ def start(env, tmp_path: Path, name: str = "streams") -> SohoaProcess:
 
 def _path(uri: str) -> Path:
     return Path(unquote(urlsplit(uri).path))
+
+
+def _number(value: float | str | None) -> float:
+    """A check's measured value, which must be a number."""
+    assert isinstance(value, int | float), value
+    return value
 
 
 def test_vietnamese_file_becomes_accepted_searchable_pdfa(stack, tmp_path: Path) -> None:
@@ -82,7 +91,7 @@ def test_vietnamese_file_becomes_accepted_searchable_pdfa(stack, tmp_path: Path)
     checked = [e for e in evs if isinstance(e, PageChecked)]
     assert sorted(e.document for e in checked) == ["001.png", "002.jpg", "003.tif", "004.png"]
     assert all(e.passed for e in checked)
-    skew = {e.document: next(c.value for c in e.checks if c.check == "skew_deg")
+    skew = {e.document: _number(next(c.value for c in e.checks if c.check == "skew_deg"))
             for e in checked}
     assert abs(skew["001.png"] - 1.2) < 0.3 and abs(skew["002.jpg"] + 0.8) < 0.3
     done = [e for e in evs if isinstance(e, OcrCompleted)]
@@ -90,6 +99,7 @@ def test_vietnamese_file_becomes_accepted_searchable_pdfa(stack, tmp_path: Path)
     ocr = done[0]
     assert [p.document for p in ocr.pages] == ["001.png", "002.jpg", "003.tif", "004.png"]
     assert all(p.chars > 300 and (p.mean_confidence or 0) > 50 for p in ocr.pages[:3])
+    assert ocr.output_uri is not None and ocr.text_uri is not None
     pdf = _path(ocr.output_uri)
     assert pdf.exists() and pdf.parent == tmp_path / "ocr" / SITE / "UBND" / "HS-VN-01"
     # PDF/A-2b by veraPDF's judgement, not only as declared in its XMP metadata
@@ -126,7 +136,7 @@ def test_needs_rescan_reasons(stack, tmp_path: Path) -> None:
         "HS-150": [(1, PageSpec(dpi=150))],
         "HS-GREY": [(1, PageSpec(mode="L"))],
     }
-    events = []
+    events: list[Event] = []
     for code, pgs in plan.items():
         for n, spec in pgs:
             f = pages.write_page(hot / code / f"{n:03d}.png", spec)
@@ -173,9 +183,9 @@ def test_inputs_as_scanners_make_them_and_broken_ones(stack, tmp_path: Path) -> 
             pages.multipage_tiff(fm / "004.tif", [PageSpec(text=pages.text_lines(6, 7)),
                                                   PageSpec(text=pages.text_lines(6, 9))]),
             pages.scanner_pdf(fm / "005.pdf", PageSpec(text=pages.text_lines(6, 11)))]
-    events = [manifest(SITE, "HS-FORMATS", 6)] + [
-        e for i, f in enumerate(good) for e in document_events(SITE, "HS-FORMATS", f,
-                                                                 number=i + 1)]
+    events: list[Event | tuple[str, bytes]] = [manifest(SITE, "HS-FORMATS", 6)]
+    events += [e for i, f in enumerate(good) for e in document_events(SITE, "HS-FORMATS", f,
+                                                                      number=i + 1)]
     bh = hot / "HS-BROKEN"
     broken = {
         "HS-CORRUPT": pages.corrupt(bh / "c.tif"),
@@ -199,7 +209,7 @@ def test_inputs_as_scanners_make_them_and_broken_ones(stack, tmp_path: Path) -> 
             verdicts(stack, env)), 400, "a verdict for every input", (proc,), interval=2.0)
         assert proc.alive()
         evs = read_all(stack, env["SOHOA_TOPICS__FILE_EVENTS"])
-        dls = read_all(stack, env["SOHOA_TOPICS__DEAD_LETTERS"])
+        dls = each(read_all(stack, env["SOHOA_TOPICS__DEAD_LETTERS"]), DeadLetter)
     finally:
         proc.stop()
     fmt = got["HS-FORMATS"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sohoa.config import Settings
-from sohoa.events import FileAssembled, OcrCompleted, PageRef
+from sohoa.events import FileAssembled, OcrCompleted, OcrFailed, PageRef
 from streams.app_ocr import FileProcessor
 from streams.ocr_pool import EnginePool
 from tests.support import pages
@@ -44,7 +44,7 @@ def test_same_file_twice_at_once_is_ocred_once(tmp_path: Path, monkeypatch) -> N
     proc = FileProcessor(settings, publish_event=publish)
     proc.clean_scratch()
 
-    async def twice() -> list[OcrCompleted]:
+    async def twice() -> list[OcrCompleted | OcrFailed]:
         return list(await asyncio.gather(proc.ocr(fa), proc.ocr(fa)))
 
     try:

@@ -7,6 +7,7 @@ import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pikepdf
 import pytest
@@ -42,7 +43,7 @@ def test_load_done_needs_same_inputs_and_intact_pdf(tmp_path: Path) -> None:
     digest = inputs_digest([OcrPage(document="1.tif", page_index=1, uri="file:///1.tif",
                                     document_sha256="a" * 64, sha256="a" * 64)],
                            options("vie"))
-    result = {"ok": True, "inputs_digest": digest, "pages": [],
+    result: dict[str, Any] = {"ok": True, "inputs_digest": digest, "pages": [],
               "output_sha256": hashlib.sha256(b"%PDF-1.7 fake").hexdigest()}
     paths.result.write_text(json.dumps(result))
     assert load_done(paths, digest) == OcrDone(inputs_digest=digest, pages=[],
@@ -126,9 +127,9 @@ def test_a_scanner_pdf_page_loses_its_invisible_text_and_keeps_the_rest(tmp_path
     # Text that is seen stays where it is: the caller rebuilds such a page.
     both = pages.scanner_pdf_with_text(tmp_path / "both.pdf", hidden="OLD", visible="SO HOA")
     with pikepdf.open(both) as pdf:
-        before = pdf.pages[0].obj.Contents
-        before = [c.read_bytes() for c in before] if isinstance(before, pikepdf.Array) else [
-            before.read_bytes()]
+        contents = pdf.pages[0].obj.Contents
+        before = [c.read_bytes() for c in contents] if isinstance(contents, pikepdf.Array) else [
+            contents.read_bytes()]
         drawn = read_page(pdf.pages[0])
         assert drawn.seen_text and drawn.hidden_text
         after = pdf.pages[0].obj.Contents

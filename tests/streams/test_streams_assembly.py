@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from sohoa.events import FileAssembled, ManifestDocument, PageRemoved
+from sohoa.events import DeadLetter, FileAssembled, ManifestDocument, PageRemoved
 from streams.assembly import FileState
 from streams.state_codec import StateCache, decode_state, encode_state, is_compact
 from tests.support.procs import SohoaProcess, wait_for
 from tests.support.streams_helpers import closed, fake_page, manifest, read_all, send, streams_env
+from tests.support.typed_events import each
 
 S, F = "xa-tan-phu", "HS-001"
 
@@ -32,7 +33,8 @@ def test_state_cache_is_bounded_and_never_serves_a_replaced_table_value() -> Non
     raws = {k: encode_state(FileState("S", k)) for k in ("a", "b", "c")}
     for k in ("a", "b"):
         cache.put(k, raws[k], FileState("S", k))
-    assert cache.get("a", raws["a"]).file_code == "a"   # a is now the most recent
+    got = cache.get("a", raws["a"])
+    assert got is not None and got.file_code == "a"   # a is now the most recent
     cache.put("c", raws["c"], FileState("S", "c"))
     assert len(cache) == 2
     assert cache.get("b", raws["b"]) is None               # least recently used: dropped
@@ -237,7 +239,8 @@ def test_worker_assembles_from_kafka_and_dead_letters_bad_payloads(stack, tmp_pa
         assert evs["HS-A"].trigger == "expected_count" and evs["HS-A"].gaps == []
         assert evs["HS-B"].trigger == "marker" and evs["HS-B"].gaps == [2]
         assert [p.number for p in evs["HS-B"].pages] == [1, 3]
-        dls = wait_for(lambda: read_all(stack, topics[2]), 30, "a dead letter", (proc,))
+        dls = each(wait_for(lambda: read_all(stack, topics[2]), 30, "a dead letter", (proc,)),
+                   DeadLetter)
         assert dls[0].source == "streams" and "not JSON" in dls[0].reason
         with urllib.request.urlopen(
                 f"http://127.0.0.1:{env['SOHOA_STREAMS__WEB_PORT']}/metrics", timeout=5) as r:

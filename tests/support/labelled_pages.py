@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps, TiffImagePlugin
 
 from sohoa.samples import PageSpec, font_path, render_page
 from tests.support import pages
@@ -82,6 +82,7 @@ def specks_only(seed: int = 3) -> Image.Image:
         x, y, r = rng.randrange(w), rng.randrange(h), rng.randrange(2, 5)
         draw.ellipse((x - r, y - r, x + r, y + r), fill=(60, 55, 50))
     pixels = img.load()
+    assert pixels is not None
     for _ in range(int(w * h * 0.002)):  # sensor noise
         g = rng.randrange(0, 256)
         pixels[rng.randrange(w), rng.randrange(h)] = (g, g, g)
@@ -116,6 +117,7 @@ def fax_g4(img: Image.Image) -> bytes:
     ImageOps.invert(img.convert("L")).convert("1").save(buf, "TIFF", compression="group4",
                                                         strip_size=1 << 30)
     with Image.open(io.BytesIO(buf.getvalue())) as t:
+        assert isinstance(t, TiffImagePlugin.TiffImageFile)
         (off,), (n,) = t.tag_v2[273], t.tag_v2[279]
     return buf.getvalue()[off:off + n]
 

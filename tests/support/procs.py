@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -26,7 +26,8 @@ class SohoaProcess:
         log.parent.mkdir(parents=True, exist_ok=True)
         self._log_fh = log.open("ab")
         # ``user``: run as that Unix user (setuid in the child; the log fd is ours).
-        ids = {"user": user, "group": group, "extra_groups": []} if user is not None else {}
+        ids: dict[str, Any] = (
+            {"user": user, "group": group, "extra_groups": []} if user is not None else {})
         self.proc = subprocess.Popen(
             [python or sys.executable, "-m", "sohoa.cli", *args], env=full_env,
             stdout=self._log_fh, stderr=subprocess.STDOUT, start_new_session=True, **ids)

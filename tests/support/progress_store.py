@@ -62,8 +62,8 @@ def apply_events(conn: psycopg.Connection, events: Sequence[Event], batch: int =
 def dump(conn_or_dsn: psycopg.Connection | str,
          tables: Sequence[str] = DOMAIN_TABLES) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of the domain tables (volatile columns left out), sorted: comparable dumps."""
-    own = isinstance(conn_or_dsn, str)
-    conn = psycopg.connect(conn_or_dsn) if own else conn_or_dsn
+    conn = psycopg.connect(conn_or_dsn) if isinstance(conn_or_dsn, str) else conn_or_dsn
+    own = conn is not conn_or_dsn
     try:
         out: dict[str, list[tuple[Any, ...]]] = {}
         for t in tables:
@@ -108,3 +108,11 @@ def shuffle_within_keys(events: Sequence[Event], seed: int) -> list[Event]:
         out.append(queues[k][pos[k]])
         pos[k] += 1
     return out
+
+
+def scalar(conn: psycopg.Connection[Any], query: str, params: Sequence[Any] | None = None
+           ) -> Any:
+    """The first column of the one row ``query`` returns; no row at all fails the test."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None, f"no row: {query}"
+    return row[0]

@@ -27,12 +27,12 @@ def spine_fault(stack, tmp_path: Path, site: str, hurt: Hurt, *, measure: str = 
                 pages: int = PAGES, per_file: int = PER_FILE, kind: str = "tiny",
                 delay: float | None = None, ready: Callable[[Spine], bool] = lambda s: True,
                 settle_timeout: float = 420, after: Callable[[Spine], None] | None = None,
-                **extra: str) -> Spine:
+                ocr: bool = False, outbox_dir: Path | None = None, **extra: str) -> Spine:
     """Start everything and the writer; once part of the work is done (and ``ready(spine)``), hurt
     the spine; check part of the work was left for after the fault; wait for it all to settle,
     check no component but the hurt one was started again and the exact outcome against the
     disk, then ``after(spine)``."""
-    spine = Spine(stack, tmp_path, site, **extra)
+    spine = Spine(stack, tmp_path, site, ocr=ocr, outbox_dir=outbox_dir, **extra)
     timeouts = client_timeouts(spine.env)
     spine.note(f"client timeouts: {timeouts}")
     spine.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from infra.stack import run_env
@@ -60,7 +61,7 @@ def pipeline_env(stack, tmp_path: Path, tag: str, site: str, *, ocr: bool = Fals
     return env
 
 
-def send(stack, topic: str, events: list[Event | tuple[str, bytes]]) -> None:
+def send(stack, topic: str, events: Sequence[Event | tuple[str, bytes]]) -> None:
     producer = make_producer(stack.settings.kafka)
     try:
         for ev in events:
