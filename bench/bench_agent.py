@@ -16,7 +16,7 @@ Figures:
   printed beside it for reference.
   Raw and agent runs alternate (raw, agent, raw, agent, …, raw; ``--pairs`` agent runs), each
   agent run set against the mean of the raw runs either side of it: on a shared 2-core box
-  the raw limit alone swung 2x between back-to-back runs, so every pair's ratio is printed,
+  the raw limit alone swings between back-to-back runs, so every pair's ratio is printed,
   and the median of the pairs is the figure.
 - document: a 300-page scanner PDF (A4, 200 dpi, one JPEG a page) renamed into a file folder,
   drop → last page's Kafka ack, beside the same 300 pages as single JPEG files dropped the
@@ -324,7 +324,7 @@ class Bench:
         t0 = time.perf_counter()
         if mode == "rename":
             # Renamed in as fast as possible: the figure is the agent's, not this writer's
-            # (1 GB of writes on a loaded 2-core box took longer than the agent needed).
+            # (writing 1 GB on a loaded 2-core box can take longer than the agent needs).
             for src, rel in rels:
                 os.rename(src, root / rel)
         else:

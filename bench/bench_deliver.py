@@ -33,7 +33,7 @@ def _ocr_pdf(path: Path, pages: int, seed: int) -> Path:
     import ocrmypdf
 
     from sohoa.samples import PageSpec, render_page
-    from tests.pages import text_lines
+    from tests.support.pages import text_lines
 
     jpegs = []
     for i in range(pages):
@@ -83,7 +83,7 @@ def run(files: int, pages: int) -> dict:
     from deliver import package as pkg
     from deliver.signing import load_key
     from sohoa.config import DeliverConfig, Settings, SigningConfig
-    from tests.deliver_helpers import BODY, PASSPHRASE, make_ca
+    from tests.support.deliver_helpers import BODY, PASSPHRASE, make_ca
 
     with tempfile.TemporaryDirectory(prefix="sohoa-bench-deliver-") as tmp:
         d = Path(tmp)

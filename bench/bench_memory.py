@@ -4,7 +4,7 @@
     python -m bench.bench_memory --pages 1000000     # the campaign: 40,000 files x 25
 
 The default is 100,000 pages because the issue's 1,000,000 takes well over 20 minutes on a
-2-core machine (the assembly worker carries ~400-1,400 pages/s depending on other load);
+2-core machine;
 `make bench` runs the default, so run the full campaign on its own with the command above.
 
 Real processes started with the `sohoa` CLI on a throw-away Kafka + PostgreSQL (free ports,
@@ -16,10 +16,6 @@ over ``--sites`` sites) produced straight to Kafka, as fast as kafka-python send
 workers also carry a backlog. Each worker's RSS (VmRSS) is sampled every second; figures: idle
 after start-up, peak (VmHWM), and steady once every file has its verdict in PostgreSQL and CPU
 has settled.
-
-Measured 2026-11-21 at 1,000,000 pages (load average 5.6-12 from other runs): assembly 1,201 MB
-(75 MB idle: its `files` table lives in `memory://`, ~1.1 KB per page, growing with the
-campaign), OCR/verdict 86 MB, consumer 159 MB steady / 239 MB peak, agent 65 MB.
 
 With ``--stores memory,rocksdb`` only assembly workers run, one per table store
 (`streams.store`), side by side on the same campaign (each with its own app id, data dir and

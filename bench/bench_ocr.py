@@ -49,7 +49,7 @@ ENV = {**os.environ, "OMP_THREAD_LIMIT": "1"}
 def make_files(root: Path, n_files: int, pages: int, dpi: int) -> tuple[list[FileAssembled],
                                                                        dict[str, list[str]]]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.pages import PageSpec, text_lines, write_page
+    from tests.support.pages import PageSpec, text_lines, write_page
 
     files, truth = [], {}
     for f in range(n_files):
@@ -188,7 +188,7 @@ def layer_text(pdf: Path, page: int) -> str:
 
 def cer_total(pairs: list[tuple[str, str]]) -> float:
     """Character error rate over all pages: total edits / total reference characters."""
-    from tests.ocr_helpers import cer
+    from tests.support.ocr_helpers import cer
 
     edits = chars = 0
     for ref, hyp in pairs:

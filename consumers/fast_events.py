@@ -8,12 +8,12 @@ no floats for integers, a timezone always, no missing ``event_id``, ``schema`` o
 :func:`decode_page_event` returns None for anything they do not
 accept, and the caller hands that payload to :func:`sohoa.events.parse_event`, which accepts it
 or names the field at fault. So a payload decoded here is one pydantic accepts, with the same
-values: ``tests/test_fast_events.py`` holds both to that over the generator's events and a
-battery of mutations, and checks that the fields mirror the models'.
+values: ``tests/consumers/test_fast_events.py`` holds both to that over the generator's events
+and a battery of mutations, and checks that the fields mirror the models'.
 
-Why: pydantic validation was over half of the consumer's parse (~25 µs an event); this is
-~5 µs. The checks of a PageChecked come back as the JSON text received (``checks_json``), which
-is what the consumer stores, so they are not re-serialised either.
+Why: pydantic validation dominates the consumer's parse, and this decoder costs a fraction of
+it (docs/scaling.md). The checks of a PageChecked come back as the JSON text received
+(``checks_json``), which is what the consumer stores, so they are not re-serialised either.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _whole(pattern: str) -> str:
 
 SiteId = Annotated[str, Meta(pattern=_whole(SITE_ID_RE))]
 # Digests and names are measured here; their characters are checked by `_plain` in one pass
-# (a pattern per field was half of this decoder's time).
+# (a pattern per field would cost as much as the rest of this decoder).
 Sha256 = Annotated[str, Meta(min_length=64, max_length=64)]
 EventId = Annotated[str, Meta(min_length=8, max_length=64)]
 FileCode = Annotated[str, Meta(min_length=1, max_length=200)]
@@ -114,7 +114,8 @@ class FastPageChecked(_FilePage, kw_only=True):
     NAME: ClassVar[str] = "PageChecked"
 
 
-# What `plain` checks beside the lengths; tests/test_fast_events.py holds these to the contract.
+# What `plain` checks beside the lengths; tests/consumers/test_fast_events.py holds these to the
+# contract.
 _HEX_DIGITS = b"0123456789abcdef"  # deleted from a digest's bytes, nothing may be left
 CHECKED_PATTERNS = {"SHA256_RE": r"^[0-9a-f]{64}$", "NAME_RE": r"^[^/\x00-\x1f\x7f]*$"}
 

@@ -1,10 +1,10 @@
 """The consumer's parse process: batch N+1 is parsed, validated and shaped for COPY in a worker
 process while batch N is written.
 
-In a thread, the parse (pydantic, ~35 µs per event) and the writer shared one interpreter lock:
-the writer waited for the lock after every database round trip and the two never ran on two
-cores at once. A process has its own interpreter; it sends back the staging rows as COPY-ready
-bytes (cheap to pickle, nothing left for the writer to format).
+In a thread, the parse (CPU-bound validation) and the writer would share one interpreter lock:
+the writer would wait for the lock after every database round trip and the two would never run
+on two cores at once. A process has its own interpreter; it sends back the staging rows as
+COPY-ready bytes (cheap to pickle, nothing left for the writer to format).
 
 The worker ignores SIGTERM/SIGINT (a stop signal to the whole process group must not break the
 pool while the consumer drains its last batch) and exits when its parent is gone (kill -9 of
@@ -40,8 +40,8 @@ def _watch_parent() -> None:
 
 def _worker_init() -> None:
     # A batch allocates ~20 objects per event (models, tuples) and frees them by reference
-    # count; at the default threshold (700) the cyclic collector ran hundreds of times a batch
-    # for nothing, ~15 % of the worker's CPU. Collections still run, a hundred times rarer, and
+    # count; at the default threshold (700) the cyclic collector would run hundreds of times a
+    # batch for nothing. Collections still run, a hundred times rarer, and
     # the imported modules are frozen out of them.
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)

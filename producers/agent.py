@@ -616,8 +616,8 @@ class Agent(WalksMixin, FilingMixin):
             uri = page_uri(self.upload_bucket, self.site, facts.sha256)
         else:
             uri = c.path.as_uri()
-        # Bytes equal to PageScanned.make(...).to_json() (tests/test_watch_units.py), without
-        # validating again what the layout and the page check already bounded.
+        # Bytes equal to PageScanned.make(...).to_json() (tests/producers/test_watch_units.py),
+        # without validating again what the layout and the page check already bounded.
         changes = document_changes(self.site, DocumentRead(
             name=name, document=document, path=c.rel, uri=uri,
             sha256=facts.sha256, size=facts.size, media_type=facts.media_type,

@@ -4,7 +4,7 @@ contract's own JSON.
 Every value here was checked already (the layout bounds file codes and page numbers, a SHA-256
 hex digest is always well formed, empty files are rejected before hashing), so validating them
 again cost the agent's loop thread a fifth of its time per page. Anything outside what this
-fast path is proven on (see tests/test_watch_units.py, which compares its bytes with
+fast path is proven on (see tests/producers/test_watch_units.py, which compares its bytes with
 ``PageScanned.make(...).to_json()``) goes through the validated model instead.
 """
 

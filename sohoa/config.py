@@ -313,8 +313,8 @@ class OcrConfig(Section):
     enabled: bool = True
     # Tesseract languages of a page when the file's manifest names none for its document
     # (its documents[].language, e.g. "vie+eng", reaches the OCR job through
-    # FileAssembled.languages). Vietnamese alone: adding English cost time and accuracy on
-    # Vietnamese pages (issue 22: CER 0.13 % against 0.36 %).
+    # FileAssembled.languages). Vietnamese alone: adding English costs time and accuracy on
+    # Vietnamese pages (issue 22; figures in docs/scaling.md).
     languages: str = "vie"
     output_dir: Path = Path(".state/ocr")
     output_type: Literal["pdfa-2", "pdf"] = "pdfa-2"
@@ -324,11 +324,11 @@ class OcrConfig(Section):
     osd_below_confidence: float = 60.0
     # Tesseract reads the page in grey, smoothed 3x3 (the PDF keeps the original image):
     # specks stop being read as '.', '_', '|', and grey costs Tesseract less
-    # (bench/bench_ocr.py, docs/scaling.md: CER 0.131 % -> 0.0 % on the bench's pages).
+    # (bench/bench_ocr.py; figures in docs/scaling.md).
     denoise: bool = True
     # Files OCR'd at once, each by one long-lived engine process (streams/ocr_pool.py);
-    # Tesseract's own threads (OpenMP) only burnt CPU when measured (bench/bench_ocr.py), so
-    # keep tesseract_threads = 1 and concurrency = cores.
+    # Tesseract's own threads (OpenMP) only burn CPU (bench/bench_ocr.py), so keep
+    # tesseract_threads = 1 and concurrency = cores.
     concurrency: int = 2
     tesseract_threads: int = 1     # OMP_THREAD_LIMIT per engine process
     engine_max_files: int = 200    # an engine process is replaced after this many files
@@ -375,10 +375,10 @@ class StreamsConfig(Section):
     batch_max_events: int = 2000      # assembly folds up to this many events per table write
     batch_within_s: float = 0.5      # longest an event waits for its batch
     # Decoded file states kept beside the table (least recently used dropped): the table
-    # already holds every file, so an unbounded copy grew the worker ~350 B per page.
+    # already holds every file, so an unbounded copy would grow with every page scanned.
     state_cache_files: int = 2000
     # An assembled file's state is stored deflated (zlib level; 0 keeps it as plain JSON):
-    # ~60 against ~230 bytes a page, and lossless, as a late page needs every page again.
+    # about a quarter of the bytes, and lossless, as a late page needs every page again.
     state_compress_level: int = Field(default=6, ge=0, le=9)
     commit_interval_s: float = 2.0
     # aiokafka's default is 5 min. A rebalance that runs while a broker is coming back can
@@ -405,7 +405,8 @@ class VerdictConfig(Section):
 class ConsumerConfig(Section):
     group_id: str = "sohoa-progress"
     # Only a backlog fills a batch (batch_max_ms closes it otherwise); then each merge statement's
-    # fixed cost is shared by more events: 8000 costs ~14% less CPU per event than 2000 (bench).
+    # fixed cost is shared by more events, so a larger batch costs less CPU per event
+    # (bench/bench_consumer.py).
     batch_max_events: int = 8000
     batch_max_ms: int = 500
     metrics_port: int = 19100

@@ -58,7 +58,7 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
     @app.agent(wiring.site_events)
     async def assemble(stream: faust.StreamT) -> None:
         # In batches: a file's state is written to the table (and its changelog) once per
-        # batch, not once per page; measured, the per-write cost dominated the worker.
+        # batch, not once per page: the per-write cost dominates the worker.
         # The agent gets a faust.Stream, which has take_events; the StreamT protocol that
         # app.agent's signature asks for does not declare it.
         async for batch in stream.take_events(  # type: ignore[attr-defined]

@@ -87,8 +87,8 @@ def make_app(settings: Settings, app_id: str, web_port: int, partitions: int | N
         web_host=settings.streams.web_host,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        # Without linger every changelog write is its own produce request (profiled: the
-        # socket sends were most of the assembly worker's time).
+        # Without linger every changelog write is its own produce request, and the socket
+        # sends dominate the assembly worker's time.
         producer_linger=settings.streams.producer_linger_s,
         producer_max_batch_size=256 * 1024,
         broker_commit_every=settings.streams.commit_every,

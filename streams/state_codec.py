@@ -5,15 +5,15 @@ Two forms, told apart by their first byte:
   :meth:`FileState.to_dict`, the form the table has always held, cheap to decode on every
   batch that touches the file;
 - **compact** (the file is assembled: its FileAssembled is published): ``z`` + the same JSON
-  deflated (zlib). About a quarter of the bytes (60 against 222 B per page, measured on the
-  bench's 25-page files): what is left is mostly the SHA-256 digests, which do not compress. It is
-  lossless on purpose: a late page reopens the file as the next revision, and that
-  FileAssembled must list every page with its URI and both digests (the OCR worker reads
-  every page of the new revision again), so nothing a page carries can be dropped.
+  deflated (zlib). About a quarter of the bytes (docs/scaling.md): what is left is mostly the
+  SHA-256 digests, which do not compress. It is lossless on purpose: a late page reopens the
+  file as the next revision, and that FileAssembled must list every page with its URI and both
+  digests (the OCR worker reads every page of the new revision again), so nothing a page
+  carries can be dropped.
 
-The table's values before this module were the open form (Faust's JSON serializer): they are
-read as they are. What a file's state must keep, and why compacting further was not done, is in
-docs/architecture.md ("State store").
+Values in the open form written by Faust's JSON serializer are read as they are. What a file's
+state must keep, and why it is not compacted further, is in docs/architecture.md ("State
+store").
 """
 
 from __future__ import annotations
@@ -57,10 +57,10 @@ class StateCache:
 
     An entry is valid only while the table still holds the very bytes it was decoded from (a
     recovery, a rebalance or another worker's write replaces them, and the state is decoded
-    again): comparing the stored bytes is exact and costs a memcmp, where decoding a file
-    costs ~60-90 µs. Bounded because the table already holds every file of the campaign: an
-    unbounded copy grew the worker by about 350 bytes per page, while the files being scanned
-    at any time are few.
+    again): comparing the stored bytes is exact and costs a memcmp, far less than decoding the
+    file. Bounded because the table already holds every file of the campaign: an unbounded
+    copy would grow the worker with every page, while the files being scanned at any time are
+    few.
     """
 
     def __init__(self, size: int) -> None:

@@ -3,8 +3,8 @@
 A page is content when it holds a text line (marks of character height side by side) or a
 large mark (a stamp, a signature, a photo, a drawing). Specks, dust, scanner noise and
 bleed-through from the other side are not content: they are too small, too faint, or do not
-line up. A page of one signature line ("T/L BAN THƯỜNG VỤ") is content; its share of dark
-pixels (~0.1 %) was once taken for blank.
+line up. A page of one signature line ("T/L BAN THƯỜNG VỤ") is content, though its share of
+dark pixels (~0.1 %) is what a count of dark pixels would call blank.
 
 Connected components come from scipy.ndimage (C), so a full page of text costs a few
 milliseconds on the analysis copy; every threshold is in QcConfig, in millimetres, so the

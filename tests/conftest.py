@@ -14,15 +14,15 @@ API (stable, other test files rely on it):
     stack.stop_postgres() / start_postgres()
 
 The session fixture ``objects`` runs a throw-away object store (SeaweedFS S3, infra/objects.py)
-on free ports, with keys for the sites in OBJECT_SITES:
+on free ports, with keys for the sites in OBJECT_SITES (tests/support/objects_helpers.py):
     objects.node            infra.objects.ObjectStoreNode
     objects.store(role)     [store] config for "admin", "workers", "reader" or "site:<id>"
     objects.env(role)       SOHOA_STORE__* variables for that role
     objects.stop() / start() / kill()
 
 The fixture ``pg`` is a fresh migrated database of the stack: (writer DSN, open connection);
-its helpers are in tests/progress_store.py. The fixture ``isolated_config`` leaves no SOHOA_*
-variable set and no config file found (cwd a tmp dir), for the configuration's own tests.
+its helpers are in tests/support/progress_store.py. The fixture ``isolated_config`` leaves no
+SOHOA_* variable set and no config file found (cwd a tmp dir), for the configuration's own tests.
 
 After each test that used ``stack``, a stopped/killed/paused Kafka or PostgreSQL is brought back.
 Tests using ``stack`` are marked ``integration`` automatically.
@@ -50,6 +50,7 @@ from infra.procs import StackError, free_port, free_port_block
 from infra.stack import LocalStack, settings_for_stack, stack_env
 from infra.topics import apply_spec, load_spec
 from sohoa.config import Settings, StoreConfig, TopicsConfig
+from tests.support.objects_helpers import OBJECT_SITES
 
 SKIP_INTEGRATION = os.environ.get("SOHOA_SKIP_INTEGRATION") == "1"
 
@@ -148,7 +149,7 @@ def pg(stack: StackHandle) -> Iterator[tuple[str, Any]]:
     """A migrated fresh database: (dsn, connection)."""
     import psycopg
 
-    from tests.progress_store import fresh_db
+    from tests.support.progress_store import fresh_db
 
     dsn = fresh_db(stack)
     conn = psycopg.connect(dsn)
@@ -253,9 +254,6 @@ if {fallback!r}:
 
 def _sigterm_as_exit(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
-
-
-OBJECT_SITES = ["xa-obj", "xa-khac", "xa-bench"]
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 An alert links to ``<monitoring.runbook_base_url>#<alertname in lower case>``; the anchor of a
 heading is its text in lower case with everything but a-z and 0-9 dropped (the rule
-tests/test_alerts.py holds the runbook's headings to), so "## SohoaSiteStalled" is
+tests/monitoring/test_alerts.py holds the runbook's headings to), so "## SohoaSiteStalled" is
 ``#sohoasitestalled``. Raw HTML in the Markdown is not passed through.
 """
 

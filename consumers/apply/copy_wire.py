@@ -3,11 +3,11 @@ them and the writer only sends bytes.
 
 The only module that touches psycopg internals: ``psycopg._copy_base.BinaryFormatter`` is
 private, so pyproject.toml pins psycopg to the minor versions this is tested with, and
-``tests/test_consumer_parsing.py::test_copy_binary_loads_the_same_rows_as_psycopg_write_row``
+``tests/consumers/test_consumer_parsing.py::test_copy_binary_loads_the_same_rows_as_psycopg_write_row``
 holds these bytes to what psycopg's public ``write_row`` loads.
 
 Against the text format the server skips parsing timestamps, integers and arrays from text
-(~14 % of the staging COPY) and the parse process skips formatting them.
+and the parse process skips formatting them.
 """
 
 from __future__ import annotations

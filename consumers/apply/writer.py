@@ -66,12 +66,12 @@ class BatchApplier:
             # that loses the last commits rewinds both, and the consumer re-reads those records.
             conn.execute("SET synchronous_commit TO off")
             # Each batch statement runs in milliseconds; a misestimate of the (statistics-less)
-            # staging table once pushed one over jit_above_cost, and compiling took longer than
-            # running it (~40 ms a batch for 40 rows).
+            # staging table can push one over jit_above_cost, and compiling then takes longer
+            # than running it.
             conn.execute("SET jit TO off")
             # Assembly page lists and OCR page lists are TOASTed, in the staging table and in
-            # their own: lz4 compresses them several times faster than the default pglz
-            # (~3 % of the batch). Servers built without lz4 keep pglz.
+            # their own: lz4 compresses them several times faster than the default pglz.
+            # Servers built without lz4 keep pglz.
             if conn.execute("SELECT 'lz4' = ANY(enumvals) FROM pg_settings"
                             " WHERE name = 'default_toast_compression'").fetchone() == (True,):
                 conn.execute("SET default_toast_compression TO lz4")

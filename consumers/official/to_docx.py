@@ -127,7 +127,7 @@ def _heading(doc, d: OfficialDoc) -> None:
 def _tc(text: str, width: int, size_pt: float, *, bold: bool = False, align: str = "left",
         red: bool = False, fill: str | None = None) -> str:
     """One table cell as WordprocessingML (rows are written as text and parsed once per
-    table: python-docx's element API costs ~10 ms a row, a province's table has thousands)."""
+    table: python-docx's element API is slow per row, and a province's table has thousands)."""
     props = f'<w:tcW w:w="{width}" w:type="dxa"/>'
     if fill:
         props += f'<w:shd w:val="clear" w:color="auto" w:fill="{fill}"/>'

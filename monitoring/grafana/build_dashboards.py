@@ -2,8 +2,9 @@
 
     python monitoring/grafana/build_dashboards.py        # rewrites monitoring/grafana/dashboards/
 
-The JSON files are committed (Grafana provisions them as they are); tests/test_boards.py checks
-they match this script and sends every panel query to a real Prometheus and PostgreSQL.
+The JSON files are committed (Grafana provisions them as they are);
+tests/monitoring/test_boards.py checks they match this script and sends every panel query to a
+real Prometheus and PostgreSQL.
 Prometheus panels use the metrics of docs/architecture.md and the recording rules of
 monitoring/prometheus/rules/recording.yml; SQL panels read only the consumer's views (v_*) and
 plan tables, as the read-only role sohoa_reader.

@@ -1,0 +1,1 @@
+"""Fault injection on the whole spine (`pytest -m faults`, `make test-faults`)."""

@@ -1,0 +1,1 @@
+"""Tests of the monitoring/ files: alert and recording rules, Alertmanager, Grafana boards."""

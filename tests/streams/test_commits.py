@@ -1,0 +1,94 @@
+"""The Faust apps' offset commits never pass a record still being processed (streams/commits.py).
+
+An agent with two actors acks out of order: the record of the file one actor is still
+OCRing stays unacked while the other acks the records after it. The consumer the apps really
+use (taken from the app ``make_app`` builds) must hold the commit at that record, whether a
+partition has a committed offset or not. No broker needed: the decision is the consumer's.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import defaultdict
+from typing import Any
+
+import pytest
+from faust.types import TP
+from faust.types.tuples import Message
+from intervaltree import IntervalTree
+
+from sohoa.config import Settings
+from streams.faustapp import make_app
+
+TOPIC = "sohoa.file-events"
+P = TP(TOPIC, 8)
+
+
+@pytest.fixture(scope="module")
+def consumer_class(tmp_path_factory: pytest.TempPathFactory) -> type:
+    app = make_app(Settings(streams={"data_dir": tmp_path_factory.mktemp("faust")}),
+                   "commits-test", 6099, 12)
+    return app.transport.Consumer
+
+
+def _consumer(cls: type, committed: int | None) -> object:
+    # Only the bookkeeping _new_offset reads; no client, no broker.
+    c: Any = object.__new__(cls)
+    c._acked = defaultdict(list)
+    c._acked_index = defaultdict(set)
+    c._gap = defaultdict(IntervalTree)
+    c._committed_offset = defaultdict(lambda: None)
+    c._unacked_messages = weakref.WeakSet()
+    if committed is not None:
+        c._committed_offset[P] = committed
+    return c
+
+
+def _deliver(c: object, offsets: range) -> list[Message]:
+    msgs = [Message(TOPIC, P.partition, o, 0.0, 0, None, b"k", b"v", None, tp=P)
+            for o in offsets]
+    for m in msgs:
+        c._unacked_messages.add(m)  # type: ignore[attr-defined]
+    return msgs
+
+
+def _ack(c: object, m: Message) -> None:
+    m.acked = True
+    c._unacked_messages.discard(m)  # type: ignore[attr-defined]
+    c._acked_index[P].add(m.offset)  # type: ignore[attr-defined]
+    c._acked[P].append(m.offset)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("committed", [None, 0])
+def test_no_commit_past_the_first_record_of_a_fresh_partition(consumer_class, committed) -> None:
+    """Offset 0 (a FileAssembled in OCR) unacked, 1–3 (its PageChecked) acked by the other
+    actor: nothing may be committed; once 0 is acked, everything up to 4."""
+    c = _consumer(consumer_class, committed)
+    msgs = _deliver(c, range(4))
+    for m in msgs[1:]:
+        _ack(c, m)
+    assert c._new_offset(P) is None  # type: ignore[attr-defined]
+    _ack(c, msgs[0])
+    assert c._new_offset(P) == 4  # type: ignore[attr-defined]
+
+
+def test_no_commit_past_a_one_record_gap_after_the_committed_offset(consumer_class) -> None:
+    """Committed 31 (the next to read); 31 in flight, 32–34 acked."""
+    c = _consumer(consumer_class, 31)
+    msgs = _deliver(c, range(31, 35))
+    for m in msgs[1:]:
+        _ack(c, m)
+    assert c._new_offset(P) is None  # type: ignore[attr-defined]
+
+
+def test_commits_up_to_the_record_in_flight(consumer_class) -> None:
+    """10–12 acked, 13 in flight, 14–15 acked: the commit stops at 13."""
+    c = _consumer(consumer_class, 10)
+    msgs = _deliver(c, range(10, 16))
+    for m in msgs:
+        if m.offset != 13:
+            _ack(c, m)
+    assert c._new_offset(P) == 13  # type: ignore[attr-defined]
+    c._committed_offset[P] = 13  # type: ignore[attr-defined]  # what commit() records
+    _ack(c, msgs[3])
+    assert c._new_offset(P) == 16  # type: ignore[attr-defined]
