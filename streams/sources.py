@@ -51,7 +51,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Self, TypeVar
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from sohoa.objectstore import parse_uri
@@ -121,7 +121,7 @@ class PageSources:
         return {**self.__dict__, "_store": None}  # a botocore client is not picklable
 
     @classmethod
-    def from_settings(cls, settings: Any) -> PageSources:
+    def from_settings(cls, settings: Any) -> Self:
         src = settings.sources
         roots: dict[str, list[str]] = {}
         if src.watcher_roots:

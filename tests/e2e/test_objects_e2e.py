@@ -22,10 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from sohoa.events import PageScanned
 from sohoa.samples import PageSpec, render_page, write_page
 from tests.support.objects_helpers import MIB, SITE, objects_env, site_row, status
 from tests.support.pages import text_lines
 from tests.support.procs import SohoaProcess, run_sohoa, wait_for
+from tests.support.typed_events import only
 from tests.support.watch_helpers import read_topic
 
 WORKER = "sohoa-wk"
@@ -144,7 +146,7 @@ def test_pages_travel_through_the_store_to_workers_that_cannot_see_the_site(
         for p in reversed(procs):
             p.stop()
     evs = read_topic(stack, env["SOHOA_TOPICS__SITE_EVENTS"], 2000)
-    pages = [e for e in evs if e.NAME == "PageScanned"]
+    pages = only(evs, PageScanned)
     assert len(pages) == 17
     assert all(e.uri == f"s3://sohoa-pages/{SITE}/{e.document_sha256[:2]}/"
                         f"{e.document_sha256}" for e in pages)

@@ -17,6 +17,7 @@ from sohoa.config import Settings, UploadConfig
 from sohoa.errors import ConfigError
 from sohoa.events import PageScanned, SiteHeartbeat, parse_event
 from sohoa.objectstore import RateLimit, composite_sha256, page_key, page_uri, parse_uri
+from tests.support.typed_events import parsed
 
 SHA_A, SHA_B = "a" * 64, "b" * 64
 
@@ -51,7 +52,8 @@ def test_events_wait_for_their_document_in_order(tmp_path: Path) -> None:
     depth = ob.upload_depth()
     assert (depth.documents, depth.pages, depth.bytes) == (2, 3, 20)
     q = UploadQueue(ob)
-    assert q.next().sha256 == SHA_A  # first detected, first stored
+    first = q.next()
+    assert first is not None and first.sha256 == SHA_A  # first detected, first stored
     q.finish(SHA_A, "stored")
     # e1 goes; e2 waits for B and holds back e3 and the last one (order is kept).
     assert [r.event_id for r in ob.unsent(0, 10)] == [e1.event_id]
@@ -67,7 +69,8 @@ def test_documents_upload_in_the_order_their_events_wait(tmp_path: Path) -> None
     ob = Outbox(tmp_path / "o.sqlite3")
     _queue(ob, [(_page(1, SHA_B), SHA_B), (_page(2, SHA_A), SHA_A)])
     q = UploadQueue(ob)
-    assert q.next().sha256 == SHA_B
+    first = q.next()
+    assert first is not None and first.sha256 == SHA_B
     q.finish(SHA_B, "stored")
     assert len(ob.unsent(0, 10)) == 1
 
@@ -84,7 +87,8 @@ def test_the_next_document_after_the_current_one(tmp_path: Path) -> None:
     nxt = q.next(after=current)
     assert nxt is not None and nxt.sha256 == SHA_A
     q.finish(SHA_B, "stored")
-    assert q.next() == nxt and q.next(after=nxt).sha256 == sha_c
+    last = q.next(after=nxt)
+    assert q.next() == nxt and last is not None and last.sha256 == sha_c
     q.finish(SHA_A, "stored")
     assert q.next(after=q.next()) is None
 
@@ -147,7 +151,7 @@ def test_agent_names_the_object_and_queues_the_upload(tmp_path: Path, upload: bo
         rows = agent.ob.db.execute("SELECT value, blob FROM outbox WHERE etype = "
                                    "'PageScanned'").fetchall()
         assert len(rows) == 1
-        ev = parse_event(rows[0][0])
+        ev = parsed(rows[0][0], PageScanned)
         uploads = agent.ob.db.execute("SELECT sha256, root, path, size, state "
                                       "FROM uploads").fetchall()
         if upload:
@@ -224,7 +228,7 @@ def test_heartbeat_upload_fields_are_optional() -> None:
     for k in ("upload_pending_pages", "upload_pending_bytes", "oldest_unuploaded_age_s",
               "upload_error"):
         raw.pop(k)
-    assert parse_event(json.dumps(raw).encode()).upload_pending_bytes == 0  # older agents
+    assert parsed(json.dumps(raw).encode(), SiteHeartbeat).upload_pending_bytes == 0  # older agents
     new = SiteHeartbeat(site_id="xa-u", agent_version="0.2", outbox_depth=5,
                         upload_pending_pages=3, upload_pending_bytes=9_000_000,
                         oldest_unuploaded_age_s=61.5, upload_error="unreachable")

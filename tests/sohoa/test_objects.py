@@ -10,6 +10,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,7 +120,8 @@ def test_a_site_key_uploads_but_cannot_hide_a_page_under_a_delete_marker(objects
     assert not [m for m in listed.get("DeleteMarkers", []) if m["Key"] in (key, big_key)]
     assert _stored(objects, sha) == data and _stored(objects, _sha(big)) == big
     # The site still reads (HEAD) its own pages, and nothing of another site's prefix.
-    assert site.head(PAGES, key).sha256_meta == sha
+    own = site.head(PAGES, key)
+    assert own is not None and own.sha256_meta == sha
     x = b"elsewhere"
     assert _err(lambda: site.put(PAGES, page_key("xa-khac", _sha(x)), x, _sha(x))).code == \
         "AccessDenied"
@@ -128,8 +130,8 @@ def test_a_site_key_uploads_but_cannot_hide_a_page_under_a_delete_marker(objects
 def test_site_identity_holds_no_write_action() -> None:
     from infra.objects import identities
 
-    keys = {r: {"access_key_id": r, "secret_access_key": "s"}
-            for r in ("admin", "workers", "reader")}
+    keys: dict[str, Any] = {r: {"access_key_id": r, "secret_access_key": "s"}
+                            for r in ("admin", "workers", "reader")}
     keys["sites"] = {"xa-a": {"access_key_id": "a", "secret_access_key": "s"}}
     conf = identities(keys, PAGES, OUTPUTS)
     site = next(i for i in conf["identities"] if i["name"] == "site-xa-a")
@@ -265,6 +267,7 @@ def test_large_document_in_parts_resumes_after_a_cut(objects, tmp_path: Path) ->
     assert store.parts == [3, 4] and up.sent_bytes == 7 * MIB
     assert _stored(objects, sha) == path.read_bytes()
     head = ObjectStore(objects.store(f"site:{SITE}")).head(PAGES, page_key(SITE, sha))
+    assert head is not None and head.checksum_sha256 is not None
     assert head.sha256_meta == sha and head.checksum_sha256.endswith("-4")
     assert ob.db.execute("SELECT count(*) FROM upload_parts").fetchone()[0] == 0
     assert len(ob.unsent(0, 10)) == 1
@@ -507,6 +510,7 @@ def test_a_large_centre_file_goes_in_parts_and_is_checked(objects, tmp_path: Pat
     with big.open("rb") as f:
         workers.put_file(OUTPUTS, key, f, sha, part_size=5 * MIB)
     head = workers.head(OUTPUTS, key)
+    assert head is not None and head.checksum_sha256 is not None
     assert head.sha256_meta == sha and head.checksum_sha256.endswith("-3")
     with big.open("rb") as f:  # a replay: nothing new
         workers.put_file(OUTPUTS, key, f, sha, part_size=5 * MIB)

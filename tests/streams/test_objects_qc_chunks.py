@@ -30,11 +30,11 @@ class CountingStore(ObjectStore):
 
     log = ""
 
-    def get_into(self, bucket: str, key: str, out: IO[bytes], max_bytes: int
-                 ) -> tuple[str, int]:
+    def get_into(self, bucket: str, key: str, out: IO[bytes], max_bytes: int,
+                 version_id: str | None = None) -> tuple[str, int]:
         with open(self.log, "a") as fh:
             fh.write(f"{os.getpid()} {key}\n")
-        return super().get_into(bucket, key, out, max_bytes)
+        return super().get_into(bucket, key, out, max_bytes, version_id)
 
 
 class CountingSources(PageSources):

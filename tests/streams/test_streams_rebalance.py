@@ -23,7 +23,7 @@ SITE = "xa-chuyen-giao"
 
 def _assembled_in_log(log: Path) -> list[tuple[str, int, int]]:
     """(file_code, revision, pages) of every "file assembled" line the worker logged."""
-    out = []
+    out: list[tuple[str, int, int]] = []
     try:
         lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
     except FileNotFoundError:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sohoa.events import FileAssembled, FileVerdict, OcrCompleted, Verdict
+from sohoa.events import Event, FileAssembled, FileVerdict, OcrCompleted, Verdict
 from tests.support import pages
 from tests.support.pages import PageSpec
 from tests.support.procs import SohoaProcess, wait_for
@@ -26,7 +26,7 @@ def test_kill9_during_ocr_then_restart(stack, tmp_path: Path) -> None:
                       SOHOA_OCR__BACKOFF_S="1", SOHOA_OCR__CONCURRENCY="1")
     site_topic, file_topic = env["SOHOA_TOPICS__SITE_EVENTS"], env["SOHOA_TOPICS__FILE_EVENTS"]
     hot = tmp_path / "hot" / "UBND"
-    events = []
+    events: list[Event] = []
     codes = ["HS-K1", "HS-K2", "HS-K3"]
     # The later files long enough to be in OCR for seconds: the kill waits for one of them.
     sizes = {"HS-K1": 2, "HS-K2": 12, "HS-K3": 12}

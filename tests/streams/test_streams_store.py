@@ -47,6 +47,7 @@ def _files_on_disk(data_dir: Path) -> dict[str, bytes]:
                              access_type=rocksdict.AccessType.read_only())
         try:
             for k, v in db.items():
+                assert isinstance(k, bytes) and isinstance(v, bytes)  # raw mode
                 if not k.startswith(b"__faust"):
                     out[k.decode()] = v
         finally:
