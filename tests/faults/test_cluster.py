@@ -20,6 +20,7 @@ from infra.procs import free_port
 from infra.topics import apply_spec, load_spec
 from sohoa.config import TopicsConfig
 from tests.support.client_timeouts import MARGIN_S, ClientTimeouts, client_timeouts
+from tests.support.procs import wait_for
 from tests.support.spine import Spine, log_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -128,6 +129,18 @@ def test_leader_killed_and_restarted_under_load_on_three_brokers(
     }
     spine.start()
     try:
+        # The load starts once both assembly workers hold partitions of their table (RocksDB
+        # opens one database per partition it is given). This test is about a broker's
+        # failover; a worker joining under load is not: pages taken by one worker while the
+        # second one's join moved their partition were once missing from the file's
+        # assembly (an open bug of issue 24, not covered here).
+        app_id = spine.env["SOHOA_STREAMS__APP_ID"]
+        for data_dir in (tmp_path / "faust" / app_id, tmp_path / "faust-2" / app_id):
+            def holds(d: Path = data_dir) -> list[Path] | None:
+                return list(d.rglob("files-*.db")) or None
+
+            wait_for(holds, 120, f"an assembly worker holding partitions in {data_dir}",
+                     spine.alive_procs())
         spine.write_pages(PAGES, delay=LOAD_S / PAGES)
         samples: list[tuple[float, int]] = []
 

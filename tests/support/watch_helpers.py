@@ -68,6 +68,7 @@ def read_topic(stack, topic: str, timeout_ms: int = 3000) -> list[Event]:
 
 async def _read_topic(cfg, topic: str, timeout_s: float) -> list[Event]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.errors import KafkaError
 
     consumer = AIOKafkaConsumer(bootstrap_servers=cfg.bootstrap, enable_auto_commit=False,
                                 isolation_level="read_committed", group_id=None)
@@ -77,7 +78,12 @@ async def _read_topic(cfg, topic: str, timeout_s: float) -> list[Event]:
         deadline = loop.time() + 30
         parts = None
         while not parts and loop.time() < deadline:
-            cluster = await consumer._client.fetch_all_metadata()  # no public call for this
+            try:
+                cluster = await consumer._client.fetch_all_metadata()  # no public call for this
+            except KafkaError:
+                # A broker just resumed (SIGCONT) may not answer its first request in time.
+                await asyncio.sleep(0.2)
+                continue
             parts = cluster.partitions_for_topic(topic)
             if not parts:
                 await asyncio.sleep(0.2)
