@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from producers.changes import DocumentRead, PageWrite, document_changes
+from producers.document_names import DocumentNames
 from producers.filing import FilingMixin
 from producers.layout import Layout, NameMismatch, PageName
 from producers.manifest import manifest_event
@@ -139,16 +140,7 @@ class Agent(WalksMixin, FilingMixin):
         self._scans: list[Iterator[None]] = []
         self._writes: list[tuple[str, Any]] = []
         self._pending: dict[tuple[str, str], Known] = {}
-        # (fonds, file_code, document) -> the pending rows that hold it: _identity asks this
-        # for every new document, and a scan of _pending there made a drop quadratic.
-        self._pending_named: dict[tuple[str | None, str | None, str | None],
-                                  set[tuple[str, str]]] = {}
-        # (fonds, file_code) -> {document: its committed holders}, loaded for a file on its
-        # second new document in a turn: a drop of a whole folder then costs one query, not
-        # one per document (each query hands the interpreter lock to the hashing threads).
-        self._named_seen: set[tuple[str | None, str | None]] = set()
-        self._named_cache: dict[tuple[str | None, str | None],
-                                dict[str | None, set[tuple[str, str]]]] = {}
+        self.document_names = DocumentNames(self.ob)
         self._pending_pages: dict[tuple[str, str], dict[int, KnownPage]] = {}
         self._folders: dict[tuple[str, str], dict[str, tuple[int, int, str]]] = {}
         self.overflow = threading.Event()
@@ -608,7 +600,8 @@ class Agent(WalksMixin, FilingMixin):
             # Touched or copied over with the same bytes: nothing new to count.
             self._write_document(rootk, c, name, facts, kept, "sent")
             return
-        document = kept if kept is not None else self._identity(rootk, c.rel, name)
+        document = kept if kept is not None else self.document_names.name(
+            (rootk, c.rel), name.fonds, name.file_code, name.document)
         stored = self._stored_pages(rootk, c.rel) if known is not None else {}
         blob = None
         if self.upload_bucket is not None:
@@ -638,34 +631,6 @@ class Agent(WalksMixin, FilingMixin):
                 "path": str(c.path), "pages": len(facts.page_sha256),
                 "new_or_changed_pages": changes.new_revisions, "events": len(changes.events)})
 
-    def _identity(self, rootk: str, rel: str, name: PageName) -> str:
-        """The document's name in its file: its NFC name, unless another spelling of the same
-        path (an NFD twin folder) already holds it; then ``name|2``, ``name|3``..."""
-        mine = (rootk, rel)
-        document, n = name.document, 1
-        while True:
-            wanted = (name.fonds, name.file_code, document)
-            holders = self._committed_named(*wanted) | self._pending_named.get(wanted, set())
-            holders.discard(mine)
-            if not holders:
-                return document
-            n += 1
-            document = f"{name.document}|{n}"
-
-    def _committed_named(self, fonds: str | None, file_code: str | None,
-                         document: str) -> set[tuple[str, str]]:
-        """(root, path) of the committed rows holding this identity."""
-        f = (fonds, file_code)
-        cached = self._named_cache.get(f)
-        if cached is None and f in self._named_seen:
-            cached = self._named_cache[f] = {}
-            for doc, root, path in self.ob.documents_of_file(fonds, file_code):
-                cached.setdefault(doc, set()).add((root, path))
-        if cached is not None:
-            return set(cached.get(document, ()))
-        self._named_seen.add(f)
-        return set(self.ob.documents_named(fonds, file_code, document))
-
     def _pending_doc(self, rootk: str, rel: str) -> Known | None:
         """A document row written in this turn but not yet committed."""
         return self._pending.get((rootk, rel))
@@ -678,11 +643,8 @@ class Agent(WalksMixin, FilingMixin):
         self._writes.append(("document", row))
         k = (row.root, row.path)
         prior = self._pending.get(k)
-        if prior is not None:
-            self._pending_named.get(_named(prior), set()).discard(k)
         known = self._pending[k] = row.known(prior)
-        if known.state in ("sent", "rejected"):
-            self._pending_named.setdefault(_named(known), set()).add(k)
+        self.document_names.queued(k, prior, known)
 
     def _write_document(self, rootk: str, c: Candidate, name: PageName, facts: PageFacts,
                         document: str, state: str) -> None:
@@ -795,16 +757,10 @@ class Agent(WalksMixin, FilingMixin):
         # Only once committed: a failed commit (disk full) keeps them queued for the retry.
         self._writes = []
         self._pending = {}
-        self._pending_named = {}
-        self._named_seen = set()
-        self._named_cache = {}
+        self.document_names.clear()
         self._pending_pages = {}
         if self.wake_sender is not None:
             self.wake_sender.set()
-
-
-def _named(k: Known) -> tuple[str | None, str | None, str | None]:
-    return (k.fonds, k.file_code, k.document)
 
 
 def _unchanged(known: Known | None, st: os.stat_result) -> bool:

@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS pages (
     state     TEXT NOT NULL,   -- sent | removed | rejected | aux (manifest, marker)
     reason    TEXT,
     event_id  TEXT,
-    document  TEXT,            -- the document's name in its file (NFC; see Agent._identity)
+    document  TEXT,            -- the document's name in its file (NFC; see DocumentNames)
     npages    INTEGER,         -- pages in the document when last read
     PRIMARY KEY (root, path)
 ) WITHOUT ROWID;

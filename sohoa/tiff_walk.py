@@ -10,7 +10,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
 
 # NewSubfileType bit 0: a reduced-resolution copy (a thumbnail) of another image, not a page.
 _REDUCED = 1
@@ -25,6 +24,7 @@ DEFINING_TAGS = (
 )
 _STRIPS, _TILES = (273, 279), (324, 325)
 _WANTED = frozenset((254, *DEFINING_TAGS, *_STRIPS, *_TILES))
+_KIND_BYTES = {"i": b"i", "r": b"r"}
 
 # type code -> (struct code, byte width, kind): i = integers, r = rationals, f = floats,
 # b = raw bytes.
@@ -40,9 +40,9 @@ class TiffDamaged(Exception):
     """The TIFF's structure is cut short or inconsistent; ``str(exc)`` says where."""
 
 
-class Tag(NamedTuple):
-    kind: str                      # "i", "r", "f" or "b"
-    values: tuple | bytes
+# A tag's (kind, values): kind "i", "r", "f" or "b" (see _TYPES), values a tuple of numbers or
+# raw bytes. A plain tuple, not a NamedTuple: one is built per tag of every page checked.
+Tag = tuple[str, tuple | bytes]
 
 
 @dataclass(slots=True)
@@ -56,25 +56,30 @@ class Directory:
     @property
     def reduced(self) -> bool:
         sub = self.tags.get(254)
-        return bool(sub and isinstance(sub.values, tuple) and sub.values[0] & _REDUCED)
+        return bool(sub and isinstance(sub[1], tuple) and sub[1][0] & _REDUCED)
 
     def canonical_header(self) -> bytes:
         """The defining tags in one encoding, whatever the byte order, TIFF flavour or the
         integer width the writer chose, then the strip/tile lengths (their boundaries matter
         to the decoder; their offsets do not). Numbers are written in decimal, raw bytes
         with their length first."""
+        tags = self.tags
         parts: list[bytes] = []
         for tag in DEFINING_TAGS:
-            t = self.tags.get(tag)
+            t = tags.get(tag)
             if t is None:
                 continue
-            if t.kind == "b":
-                raw = bytes(t.values)  # type: ignore[arg-type]
-                parts.append(b"%d:b:%d:%s;" % (tag, len(raw), raw))
-            else:  # integers, rationals (numerator, denominator pairs) and floats
-                parts.append(b"%d:%s:%s;" % (tag, t.kind.encode(),
-                                             ",".join(map(repr, t.values)).encode()))
-        parts.append(b"L:%s;" % ",".join(str(n) for _, n in self.regions).encode())
+            kind, values = t
+            if kind == "b":
+                parts.append(b"%d:b:%d:%s;" % (tag, len(values), values))
+            elif kind == "f":
+                parts.append(b"%d:f:%s;" % (tag, ",".join(map(repr, values)).encode()))
+            elif len(values) == 1:  # most tags: one integer, whose repr is its decimal
+                parts.append(b"%d:%s:%d;" % (tag, _KIND_BYTES[kind], values[0]))
+            else:  # integers, rationals (numerator, denominator pairs)
+                parts.append(b"%d:%s:%s;" % (tag, _KIND_BYTES[kind],
+                                             ",".join(map(str, values)).encode()))
+        parts.append(b"L:%s;" % ",".join([str(n) for _, n in self.regions]).encode())
         return b"".join(parts)
 
 
@@ -112,59 +117,80 @@ def walk(read_at: ReadAt, size: int) -> list[Directory]:
     return dirs
 
 
+_COUNT = {(bo, big): struct.Struct(bo + ("Q" if big else "H"))
+          for bo in "<>" for big in (False, True)}
+_NEXT = {(bo, big): struct.Struct(bo + ("Q" if big else "I"))
+         for bo in "<>" for big in (False, True)}
+_ONE = {(bo, code): struct.Struct(bo + code).unpack
+        for bo in "<>" for code, _, kind in _TYPES.values() if kind == "i"}
+
+
 def _directory(read_at: ReadAt, size: int, bo: str, big: bool, at: int,
                index: int) -> tuple[Directory, int]:
-    count_fmt, entry_len, next_fmt = ("Q", 20, "Q") if big else ("H", 12, "I")
-    count_len = struct.calcsize(count_fmt)
-    where = "first directory" if index == 0 else f"directory {index + 1}"
+    count_len, entry_len, next_len = (8, 20, 8) if big else (2, 12, 4)
     if at < 8 or at + count_len > size:
-        raise TiffDamaged(f"TIFF is truncated ({where} outside the file)")
-    n = struct.unpack(bo + count_fmt, read_at(at, count_len))[0]
+        raise TiffDamaged(f"TIFF is truncated ({_where(index)} outside the file)")
+    n = _COUNT[bo, big].unpack(read_at(at, count_len))[0]
     if n == 0 or n > _MAX_ENTRIES:
-        raise TiffDamaged(f"TIFF {where} is damaged ({n} entries)")
-    raw = read_at(at + count_len, n * entry_len + struct.calcsize(next_fmt))
-    if len(raw) < n * entry_len + struct.calcsize(next_fmt):
-        raise TiffDamaged(f"TIFF is truncated ({where} cut short)")
-    entry = _ENTRY[bo, big]
-    pointer = bo + ("Q" if big else "I")
+        raise TiffDamaged(f"TIFF {_where(index)} is damaged ({n} entries)")
+    entries_len = n * entry_len
+    raw = read_at(at + count_len, entries_len + next_len)
+    if len(raw) < entries_len + next_len:
+        raise TiffDamaged(f"TIFF is truncated ({_where(index)} cut short)")
+    pointer = _NEXT[bo, big].unpack
+    inline = next_len  # bytes of a value held in the entry itself
     tags: dict[int, Tag] = {}
-    for tag, typ, count, value in entry.iter_unpack(raw[:n * entry_len]):
-        if tag not in _WANTED or typ not in _TYPES:
+    for tag, typ, count, value in _ENTRY[bo, big].iter_unpack(raw[:entries_len]):
+        if tag not in _WANTED:
             continue
-        code, width, kind = _TYPES[typ]
+        t = _TYPES.get(typ)
+        if t is None:
+            continue
+        code, width, kind = t
         nbytes = count * width
-        if nbytes <= len(value):
-            data = value[:nbytes]
+        if nbytes <= inline:
+            data: bytes | memoryview = value[:nbytes]
         else:
-            off = struct.unpack(pointer, value)[0]
+            off = pointer(value)[0]
             if off + nbytes > size:
                 raise TiffDamaged("TIFF is truncated (tag data outside the file)")
             data = read_at(off, nbytes)
         if kind == "b":
-            tags[tag] = Tag(kind, bytes(data))
+            tags[tag] = (kind, bytes(data))
         elif count == 1 and kind == "i":  # most tags: one number
-            tags[tag] = Tag(kind, struct.unpack(bo + code, data))
+            tags[tag] = (kind, _ONE[bo, code](data))
         else:
             items = count * 2 if kind == "r" else count
-            tags[tag] = Tag(kind, struct.unpack(f"{bo}{items}{code}", data))
-    nxt = struct.unpack_from(bo + next_fmt, raw, n * entry_len)[0]
+            tags[tag] = (kind, struct.unpack(f"{bo}{items}{code}", data))
+    nxt = pointer(raw[entries_len:entries_len + next_len])[0]
     if 256 not in tags or 257 not in tags:
-        raise TiffDamaged(f"TIFF {where} has no image width/height")
-    return Directory(index, tags, _regions(tags, size, where)), nxt
+        raise TiffDamaged(f"TIFF {_where(index)} has no image width/height")
+    return Directory(index, tags, _regions(tags, size, _where, index)), nxt
 
 
-def _regions(tags: dict[int, Tag], size: int, where: str) -> tuple[tuple[int, int], ...]:
+def _where(index: int) -> str:
+    return "first directory" if index == 0 else f"directory {index + 1}"
+
+
+def _regions(tags: dict[int, Tag], size: int, where: Callable[[int], str],
+             index: int) -> tuple[tuple[int, int], ...]:
     for off_tag, cnt_tag in (_STRIPS, _TILES):
-        if off_tag in tags and cnt_tag in tags:
-            offsets, counts = tags[off_tag].values, tags[cnt_tag].values
+        offsets_t, counts_t = tags.get(off_tag), tags.get(cnt_tag)
+        if offsets_t is not None and counts_t is not None:
+            offsets, counts = offsets_t[1], counts_t[1]
             if len(offsets) != len(counts):
-                raise TiffDamaged(f"TIFF {where}: strip offsets and byte counts disagree")
-            end = max((o + c for o, c in zip(offsets, counts, strict=True)), default=0)
+                raise TiffDamaged(f"TIFF {where(index)}: strip offsets and byte counts "
+                                  f"disagree")
+            regions = tuple(zip(offsets, counts, strict=True))
+            if len(regions) == 1:  # a single strip: no generator for one sum
+                end = regions[0][0] + regions[0][1]
+            else:
+                end = max((o + c for o, c in regions), default=0)
             if end > size:
                 raise TiffDamaged(f"TIFF is truncated: image data ends at byte {end}, "
                                   f"file has {size}")
-            return tuple(zip(offsets, counts, strict=True))  # type: ignore[arg-type]
-    raise TiffDamaged(f"TIFF {where} has no image data offsets")
+            return regions  # type: ignore[return-value]
+    raise TiffDamaged(f"TIFF {where(index)} has no image data offsets")
 
 
 def pages(dirs: list[Directory]) -> list[Directory]:

@@ -73,6 +73,23 @@ def test_tiff_digest_encoding_is_pinned(tmp_path: Path) -> None:
     assert facts(p).page_sha256 == (expected,)
 
 
+def test_tiff_digest_encoding_of_floats_signed_and_raw_bytes_is_pinned(tmp_path: Path) -> None:
+    """Defining tags a writer stores as float, double, signed short or undefined bytes: floats
+    as Python writes them, signed numbers in decimal, raw bytes with their length first."""
+    arr = np.arange(6 * 4 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    info = TiffImagePlugin.ImageFileDirectory_v2()
+    for tag, typ, value in ((282, 11, 72.25), (283, 12, 0.1), (339, 8, (1, -1, 1)),
+                            (347, 7, b"\x01\x02;\x00")):
+        info[tag] = value
+        info.tagtype[tag] = typ
+    p = tmp_path / "kinds.tif"
+    Image.fromarray(arr).save(p, "TIFF", compression="raw", tiffinfo=info)
+    encoding = (b"256:i:6;257:i:4;258:i:8,8,8;259:i:1;262:i:2;277:i:3;278:i:4;"
+                b"282:f:72.25;283:f:0.1;284:i:1;339:i:1,-1,1;347:b:4:\x01\x02;\x00;L:72;")
+    expected = hashlib.sha256(DIGEST_PREFIX + b"tiff\x00" + encoding + arr.tobytes()).hexdigest()
+    assert facts(p).page_sha256 == (expected,)
+
+
 def test_tiff_digest_ignores_byte_order_flavour_and_layout(tmp_path: Path) -> None:
     """Classic and BigTIFF, II and MM, strips in order or backwards (read again on their
     own, in a file over the one-read size), a thumbnail directory: same pages, same
