@@ -162,8 +162,11 @@ class SiteSimulator:
         hb_every = timedelta(seconds=self.cfg.heartbeat_interval_s)
         next_hb = start
         beat_now = self.now < end  # the agent reports as the history ends, whatever the hour
+        # Working seconds until the next page, carried over nights and breaks: a site slower
+        # than a page per working interval still scans at its pace.
+        owed = gap * self.rng.uniform(0.2, 1.0)
         for s, e in self.cal.intervals(start, end):
-            t = s + timedelta(seconds=gap * self.rng.uniform(0.2, 1.0))
+            t = s + timedelta(seconds=owed)
             while t < e:
                 if beat_now and t >= self.now:
                     self._heartbeat(self.now)
@@ -174,6 +177,7 @@ class SiteSimulator:
                 if self.stop_at is None or t < self.stop_at:
                     self._page(t)
                 t += timedelta(seconds=gap * self.rng.uniform(0.5, 1.5))
+            owed = (t - e).total_seconds()
         if beat_now:
             self._heartbeat(self.now)
         self._heartbeat(end)

@@ -1,12 +1,12 @@
 """After `sohoa simulate --through-spine`: does the centre's PostgreSQL say what was sent?
 
-The simulator's ledger (``producers.simulate_spine.Ledger``) is the independent count. Per
-site it is compared with what the stack made of it: the pages table (pages, pages per
-simulated day, pages that failed QC), ``sohoa status`` (``consumers.status.collect``), the
-daily counts, the files assembled and judged (one verdict per closed file, accepted exactly for
-the files with no page below the dpi floor), the last heartbeat; and the dead letters hold
-exactly the scenario's one malformed event, once per reader of the site-events topic. Equality, not "at least": a page lost or counted
-twice anywhere shows as a difference.
+The simulator's ledger (``producers.simulate_spine.Ledger``) is the independent count. Per site
+it is compared with what the stack made of it: the pages table (pages, pages per simulated day,
+pages that failed QC), ``sohoa status`` (``consumers.status.collect``), the daily counts, the
+files assembled and judged (one verdict per closed file, accepted exactly for the files with no
+page below the dpi floor), the last heartbeat; and the dead letters hold exactly the scenario's
+one malformed event, once per reader of the site-events topic. Equality, not "at least": a page
+lost or counted twice anywhere shows as a difference.
 """
 
 from __future__ import annotations
@@ -93,8 +93,8 @@ def observed_figures(conn: psycopg.Connection,
     for s in status["sites"]:
         if s["pages"]:
             out[s["site_id"]]["status_pages"] = int(s["pages"])
-    dead = dict(conn.execute("SELECT source, count(*) FROM dead_letters GROUP BY source")
-                .fetchall())
+    dead: dict[str, int] = dict(conn.execute(
+        "SELECT source, count(*) FROM dead_letters GROUP BY source").fetchall())
     return dict(out), {k: int(v) for k, v in dead.items()}
 
 

@@ -26,6 +26,7 @@ from producers.simulate_spine import (
     unique_jpeg,
 )
 from sohoa.config import Settings
+from sohoa.work_calendar import WorkCalendar
 
 SITES = 30
 
@@ -177,8 +178,11 @@ def test_simulated_sites_through_the_real_spine(stack, tmp_path: Path) -> None:
         scanned = _page_scanned(stack, topics.site_events)
         assert len(scanned) == pages == led.events["PageScanned"]
         assert {e.uri for e in scanned} == {p.as_uri() for p in pages_root.rglob("*.jpg")}
-        # Simulated time: every page inside the campaign's working hours, none today.
-        assert all(e.occurred_at < datetime.now(UTC) for e in scanned)
+        # Simulated time: every page inside the campaign's working hours, none in the future.
+        cal = WorkCalendar.from_campaign(Settings().campaign)
+        assert all(cal.working_now(e.occurred_at) and e.occurred_at < datetime.now(UTC)
+                   for e in scanned)
+        assert len({e.occurred_at.astimezone(cal.tz).date() for e in scanned}) == 2
         # The shape the test needs: many sites, closed files, failed pages, a clean file.
         assert len(on_disk) >= SITES - 2 and closed >= SITES and pages >= 150
         assert 0 < sum(s.failed_pages for s in led.sites.values()) < pages
