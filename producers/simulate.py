@@ -597,7 +597,8 @@ def import_plan(path: Path, start: date, dsn: str) -> str:
               help="Số ngày làm việc đã qua cần mô phỏng (working days of history).")
 @click.option("--pages-per-day", type=click.IntRange(1), help="Trang/ngày trung bình mỗi điểm.")
 @click.option("--speed", type=click.FloatRange(min=0, min_open=True),
-              help="Nén thời gian khi chạy trực tiếp: giây mô phỏng mỗi giây thực.")
+              help="Nén thời gian khi chạy trực tiếp: giây mô phỏng mỗi giây thực. Với "
+              "--through-spine: nhịp gửi cả quãng mô phỏng (bỏ trống: gửi nhanh nhất).")
 @click.option("--live", "live_s", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Chạy trực tiếp thêm N giây thực sau phần lịch sử (live traffic).")
 @click.option("--scenario", type=click.Choice(["demo", "boards", "none"]), default="demo",

@@ -8,6 +8,7 @@ disk and the PageScanned records on Kafka.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -161,6 +162,7 @@ def test_simulated_sites_through_the_real_spine(stack, tmp_path: Path) -> None:
         res = run_sohoa(["simulate", "--through-spine", "--sources-root", str(pages_root),
                          "--sites", str(SITES), "--days", "2", "--pages-per-day", "400",
                          "--scale", "0.01", "--scenario", "boards", "--seed", "5",
+                         "--plan-out", str(tmp_path / "plan.csv"),
                          "--drain-timeout", "240", "--json"], spine.env, timeout=600)
         assert res.stdout, res.stderr[-3000:]
         summary = json.loads(res.stdout)
@@ -170,6 +172,12 @@ def test_simulated_sites_through_the_real_spine(stack, tmp_path: Path) -> None:
         print({k: v for k, v in summary.items() if k not in ("sites", "ledger")})
         assert summary["check"]["equal"], summary["check"]["differences"]
         assert res.returncode == 0, res.stderr[-3000:]
+
+        # The plan went into the stack's (simulation) database: status has every target.
+        with (tmp_path / "plan.csv").open(encoding="utf-8") as fh:
+            plan = {r["site_id"]: int(r["target_pages"]) for r in csv.DictReader(fh)}
+        assert len(plan) == SITES
+        assert dict(spine.sql("SELECT site_id, target_pages FROM sites")) == plan
 
         # The simulator's count is itself what was written and sent.
         on_disk = Counter(p.relative_to(pages_root).parts[0]
