@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,17 @@ if TYPE_CHECKING:
     from producers.agent import Candidate, DocumentWrite  # noqa: F401
 
 log = logging.getLogger(__name__)
+
+
+def file_closed(site: str, fonds: str, file_code: str, reason: str, seen: int,
+                expected: int | None, occurred_at: datetime | None = None) -> FileClosed:
+    """The agent's FileClosed (``sohoa simulate --through-spine`` sends the same); its id is
+    stable for what was seen, so a close sent again after a crash is the same event."""
+    return FileClosed(
+        event_id=stable_event_id("FileClosed", 2, site, fonds, file_code, reason, seen, expected),
+        site_id=site, fonds=fonds, file_code=file_code, reason=reason,  # type: ignore[arg-type]
+        expected_pages=expected, pages_seen=seen,
+        **({} if occurred_at is None else {"occurred_at": occurred_at}))
 
 
 class FilingMixin:
@@ -194,12 +206,7 @@ class FilingMixin:
         if row and row[1]:
             expected = json.loads(row[1]).get("expected_pages")
         seen = self.ob.pages_in_file(fonds, file_code)
-        ev = FileClosed(
-            event_id=stable_event_id("FileClosed", 2, self.site, fonds, file_code, reason, seen,
-                                     expected),
-            site_id=self.site, fonds=fonds, file_code=file_code, reason=reason,  # type: ignore[arg-type]
-            expected_pages=expected, pages_seen=seen,
-        )
+        ev = file_closed(self.site, fonds, file_code, reason, seen, expected)
         self._writes.append(("file_set", ((fonds, file_code), "closed", 1)))
         self._writes.append(("event", ("site_events", ev)))
         log.info("file closed", extra={"fonds": fonds, "file_code": file_code,

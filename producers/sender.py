@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -306,21 +307,30 @@ class Sender(threading.Thread):
     def _heartbeat(self, producer: Any) -> None:
         depth, oldest = self.depth, self.oldest_s
         up = self.uploads
-        hb = SiteHeartbeat(
-            site_id=self.cfg.site_id, agent_version=self.agent_version, outbox_depth=depth,
-            oldest_unsent_age_s=round(oldest, 3), disk_free_bytes=disk_free(self.roots),
-            roots=[str(r) for r in self.roots],
-            upload_pending_pages=up.pages, upload_pending_bytes=up.bytes,
-            oldest_unuploaded_age_s=round(up.oldest_s, 3),
-            upload_error=(self.uploader.last_error or "")[:500] or None
-            if self.uploader is not None else None,
-        )
+        hb = heartbeat(
+            self.cfg.site_id, self.agent_version, depth, oldest, disk_free(self.roots),
+            [str(r) for r in self.roots], up,
+            (self.uploader.last_error or "")[:500] or None if self.uploader is not None else None)
         topic, value = self.settings.topics.site_events, hb.to_json()
         try:
             producer.send(topic, value=value, key=hb.key(),
                           headers=self._sign(topic, hb.key(), value))
         except Exception as exc:
             self._note_error(exc)
+
+
+def heartbeat(site_id: str, agent_version: str, depth: int, oldest_s: float, disk_free: int,
+              roots: list[str], uploads: UploadDepth | None = None,
+              upload_error: str | None = None,
+              occurred_at: datetime | None = None) -> SiteHeartbeat:
+    """The agent's SiteHeartbeat (``sohoa simulate --through-spine`` sends the same)."""
+    up = uploads or UploadDepth(0, 0, 0, 0.0)
+    return SiteHeartbeat(
+        site_id=site_id, agent_version=agent_version, outbox_depth=depth,
+        oldest_unsent_age_s=round(oldest_s, 3), disk_free_bytes=disk_free, roots=roots,
+        upload_pending_pages=up.pages, upload_pending_bytes=up.bytes,
+        oldest_unuploaded_age_s=round(up.oldest_s, 3), upload_error=upload_error,
+        **({} if occurred_at is None else {"occurred_at": occurred_at}))
 
 
 def disk_free(roots: list[Path]) -> int:

@@ -57,6 +57,8 @@ from sohoa.work_calendar import WorkCalendar
 log = logging.getLogger(__name__)
 
 AGENT_VERSION = "sohoa-simulate"
+MAX_SITES = 500          # the boards' demo traffic, all of it held and sent by this process
+SPINE_MAX_SITES = 5000   # --through-spine: the 3,321 communes of a national campaign fit
 SITE_EVENT_TYPES = {"PageScanned", "PageRemoved", "FileManifest", "FileClosed", "SiteHeartbeat"}
 ROLES = ("stalled", "offline", "late", "qc", "finished")
 ROLE_LABELS = {
@@ -160,8 +162,11 @@ class SiteSimulator:
         hb_every = timedelta(seconds=self.cfg.heartbeat_interval_s)
         next_hb = start
         beat_now = self.now < end  # the agent reports as the history ends, whatever the hour
+        # Working seconds until the next page, carried over nights and breaks: a site slower
+        # than a page per working interval still scans at its pace.
+        owed = gap * self.rng.uniform(0.2, 1.0)
         for s, e in self.cal.intervals(start, end):
-            t = s + timedelta(seconds=gap * self.rng.uniform(0.2, 1.0))
+            t = s + timedelta(seconds=owed)
             while t < e:
                 if beat_now and t >= self.now:
                     self._heartbeat(self.now)
@@ -172,6 +177,7 @@ class SiteSimulator:
                 if self.stop_at is None or t < self.stop_at:
                     self._page(t)
                 t += timedelta(seconds=gap * self.rng.uniform(0.5, 1.5))
+            owed = (t - e).total_seconds()
         if beat_now:
             self._heartbeat(self.now)
         self._heartbeat(end)
@@ -584,12 +590,15 @@ def import_plan(path: Path, start: date, dsn: str) -> str:
 
 
 @click.command("simulate")
-@click.option("--sites", type=click.IntRange(1, 500), help="Số điểm số hóa (sites).")
+@click.option("--sites", type=click.IntRange(1, SPINE_MAX_SITES),
+              help=f"Số điểm số hóa (sites); tối đa {MAX_SITES}, hoặc {SPINE_MAX_SITES} với "
+              "--through-spine.")
 @click.option("--days", type=click.IntRange(0, 400),
               help="Số ngày làm việc đã qua cần mô phỏng (working days of history).")
 @click.option("--pages-per-day", type=click.IntRange(1), help="Trang/ngày trung bình mỗi điểm.")
 @click.option("--speed", type=click.FloatRange(min=0, min_open=True),
-              help="Nén thời gian khi chạy trực tiếp: giây mô phỏng mỗi giây thực.")
+              help="Nén thời gian khi chạy trực tiếp: giây mô phỏng mỗi giây thực. Với "
+              "--through-spine: nhịp gửi cả quãng mô phỏng (bỏ trống: gửi nhanh nhất).")
 @click.option("--live", "live_s", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Chạy trực tiếp thêm N giây thực sau phần lịch sử (live traffic).")
 @click.option("--scenario", type=click.Choice(["demo", "boards", "none"]), default="demo",
@@ -605,12 +614,28 @@ def import_plan(path: Path, start: date, dsn: str) -> str:
 @click.option("--results/--no-results", default=None,
               help="Mô phỏng cả kết quả xử lý trung tâm (ghép, QC, OCR, kết luận). "
               "Mặc định: có, trừ khi dùng --hot-folder.")
+@click.option("--through-spine", is_flag=True,
+              help="Chỉ đóng vai các điểm: ghi ảnh trang thật dưới --sources-root và gửi đúng "
+              "sự kiện của agent vào topics.site_events; hệ thống thật (ghép, QC, consumer, "
+              "PostgreSQL) làm phần còn lại, rồi đối chiếu với số đếm của mô phỏng. Chỉ chạy "
+              "khi cơ sở dữ liệu và topic mang chữ 'sim' (through the real spine).")
+@click.option("--sources-root", type=click.Path(path_type=Path, file_okay=False),
+              help="Thư mục mới để ghi ảnh trang, mỗi điểm <DIR>/<site_id> (đặt "
+              "sources.default_roots = [\"<DIR>/{site_id}\"] cho các worker).")
+@click.option("--scale", type=click.FloatRange(min=0, min_open=True, max=1), default=1.0,
+              show_default=True, help="Thu nhỏ nhịp quét: mỗi điểm quét pages-per-day × scale "
+              "trang/ngày, để một tháng chạy trong vài phút (scale down the pace).")
+@click.option("--drain-timeout", type=click.FloatRange(min=0), default=600.0, show_default=True,
+              help="--through-spine: chờ tối đa N giây để PostgreSQL khớp số đếm của mô phỏng; "
+              "0: không đối chiếu.")
 @click.option("--json", "as_json", is_flag=True, help="In tóm tắt JSON (summary) ra stdout.")
 @click.pass_context
 def simulate(ctx: click.Context, sites: int | None, days: int | None,
              pages_per_day: int | None, speed: float | None, live_s: float, scenario: str,
              seed: int | None, hot_folder: Path | None, plan_out: Path | None,
-             do_import: bool, results: bool | None, as_json: bool) -> None:
+             do_import: bool, results: bool | None, through_spine: bool,
+             sources_root: Path | None, scale: float, drain_timeout: float,
+             as_json: bool) -> None:
     """Mô phỏng một chiến dịch số hóa (synthetic campaign traffic through the real pipeline).
 
     \b
@@ -618,9 +643,26 @@ def simulate(ctx: click.Context, sites: int | None, days: int | None,
       sohoa simulate --sites 8 --days 15 --plan-out plan.csv        lịch sử 15 ngày làm việc
       sohoa simulate --days 2 --live 600 --speed 60                  trình diễn: 1 s = 1 phút
       sohoa simulate --sites 2 --days 0 --live 120 --hot-folder .state/hotfolder
+      sohoa simulate --through-spine --sources-root /srv/sim-pages --sites 3321 --days 22 \\
+          --pages-per-day 5000 --scale 0.0005 --speed 4000     một tháng toàn quốc, thu nhỏ
     """
     settings: Settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings()
     cfg = settings.simulate
+    if through_spine:
+        from producers.simulate_spine import run_through_spine
+
+        run_through_spine(settings, sites=sites or cfg.sites, days=cfg.days if days is None
+                          else days, pages_per_day=(pages_per_day or cfg.pages_per_day) * scale,
+                          speed=speed, live_s=live_s, scenario=scenario,
+                          seed=cfg.seed if seed is None else seed, hot_folder=hot_folder,
+                          plan_out=plan_out, do_import=do_import, results=results,
+                          sources_root=sources_root, drain_timeout=drain_timeout,
+                          as_json=as_json)
+        return
+    if sources_root is not None or scale != 1.0:
+        raise click.UsageError("--sources-root và --scale chỉ dùng với --through-spine.")
+    if sites is not None and sites > MAX_SITES:
+        raise click.UsageError(f"--sites: tối đa {MAX_SITES} điểm, trừ khi --through-spine.")
     want_import = plan_out is not None and do_import and hot_folder is None
     check_isolated(settings, hot_folder, want_import)
     if want_import and cfg.postgres_dsn is None:

@@ -549,7 +549,7 @@ class SimulateConfig(Section):
     postgres_dsn: SecretStr | None = Field(
         default=None, description="Database the simulated plan is imported into (--plan-out)")
 
-    sites: int = Field(default=8, ge=1, le=500)
+    sites: int = Field(default=8, ge=1, le=5000)
     days: int = Field(default=10, ge=0, le=400, description="Working days of history")
     pages_per_day: int = Field(default=400, ge=1, description="Mean pages per site per day")
     speed: float = Field(default=60.0, gt=0, description="Simulated seconds per real second")

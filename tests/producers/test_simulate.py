@@ -413,3 +413,11 @@ def test_simulation_never_reaches_the_real_topics_or_database(stack, tmp_path: P
     assert res.returncode != 0 and "watcher.roots" in res.stderr, res.stderr
     assert not (hot / "sim").exists()
     assert records_on(stack, real) == 0 and sites(real_db) == 0
+
+
+def test_a_slow_site_keeps_its_pace_across_nights() -> None:
+    # 0.1 page a working day: the time to the next page is longer than any working interval,
+    # so it must carry over nights and breaks (a national run scaled down to minutes).
+    camp = _camp(sites=40, days=22, scenario="none", pages_per_day=0.1)
+    pages = sum(r.pages_sent for r in camp.runs)
+    assert 40 * 22 * 0.1 * 0.7 < pages < 40 * 22 * 0.1 * 1.3, pages

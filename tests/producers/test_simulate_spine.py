@@ -1,0 +1,226 @@
+"""`sohoa simulate --through-spine`: simulated sites served by the real centre.
+
+The integration test runs the real assembly app, QC app (OCR off: Tesseract would make the
+test minutes long), consumer and PostgreSQL on a simulation stack, and checks the centre's
+figures against the simulator's own count and against two independent ones: the page files on
+disk and the PageScanned records on Kafka.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from producers.simulate_spine import (
+    Ledger,
+    NotSimulationStack,
+    SiteLedger,
+    check_simulation_stack,
+    unique_jpeg,
+)
+from sohoa.config import Settings
+from sohoa.work_calendar import WorkCalendar
+
+SITES = 30
+
+
+def _settings(db: str = "sohoa_sim", topic: str = "sohoa.sim.site-events",
+              roots: str = "/srv/sim/{site_id}", watcher: str = "/srv/hot") -> Settings:
+    return Settings.model_validate({
+        "postgres": {"dsn": f"postgresql://u@127.0.0.1:5432/{db}"},
+        "topics": {"site_events": topic},
+        "sources": {"default_roots": [roots]},
+        "watcher": {"roots": [watcher]},
+    })
+
+
+def test_only_a_stack_named_as_a_simulation_is_fed() -> None:
+    root = Path("/srv/sim")
+    check_simulation_stack(_settings(), root, ["xa-tan-phu"])  # named so: accepted
+    refused = {
+        "postgres.dsn": _settings(db="sohoa"),
+        "cơ sở dữ liệu": _settings(db="simple"),  # a word "sim", not letters
+        "topics.site_events": _settings(topic="sohoa.site-events"),
+        "watcher.roots": _settings(watcher="/srv/sim/xa-tan-phu"),
+        "sources.default_roots": _settings(roots="/srv/other/{site_id}"),
+    }
+    for what, settings in refused.items():
+        with pytest.raises(NotSimulationStack, match=what.replace(".", r"\.")):
+            check_simulation_stack(settings, root, ["xa-tan-phu"])
+
+
+def test_unique_pages_keep_their_pixels_and_resolution() -> None:
+    from producers.simulate import render_page
+
+    base = render_page("s", "f", 1, (1240, 1754), 200)
+    a, b = unique_jpeg(base, "xa-a HS1 1"), unique_jpeg(base, "xa-a HS1 2")
+    assert a != b
+    for data in (a, b):
+        with Image.open(io.BytesIO(data)) as im:
+            assert im.size == (1240, 1754) and round(im.info["dpi"][0]) == 200
+            assert im.tobytes() == Image.open(io.BytesIO(base)).tobytes()
+
+
+def test_the_comparison_names_what_differs() -> None:
+    from producers.simulate_check import differences, expected_figures
+
+    ledger = Ledger()
+    ledger.sites["xa-a"] = SiteLedger(pages=3, pages_by_day=Counter({"2026-11-02": 3}),
+                                      files_closed=1, pages_in_closed_files=3, files_clean=1,
+                                      pages_in_clean_files=3,
+                                      last_heartbeat_at="2026-11-02T03:00:00+00:00")
+    want = expected_figures(ledger)
+    same = json.loads(json.dumps(want))
+    same["xa-a"]["last_heartbeat_at"] = "2026-11-02T10:00:00+07:00"  # the same instant
+    assert differences(want, same, ledger, {}) == []
+    short = json.loads(json.dumps(want))
+    short["xa-a"]["pages"] = 2
+    assert differences(want, short, ledger, {}) == ["xa-a pages: simulator 3, PostgreSQL 2"]
+    assert differences(want, same, ledger, {"streams": 1}) == [
+        "dead_letters: simulator {}, PostgreSQL {'streams': 1}"]
+
+
+def test_sites_above_the_demo_cap_need_the_spine() -> None:
+    from click.testing import CliRunner
+
+    from sohoa.cli import main
+
+    res = CliRunner().invoke(main, ["simulate", "--sites", "3321"])
+    assert res.exit_code == 2 and "--through-spine" in res.output
+    res = CliRunner().invoke(main, ["simulate", "--help"])
+    assert "--through-spine" in res.output and "--scale" in res.output
+
+
+# --- the real spine ---------------------------------------------------------------------------
+
+
+def _sim_topics(stack):
+    import uuid
+
+    from infra.topics import apply_spec, load_spec
+    from sohoa.config import TopicsConfig
+
+    suffix = uuid.uuid4().hex[:10]
+    topics = TopicsConfig(site_events=f"sohoa.sim.site-events.{suffix}",
+                          file_events=f"sohoa.sim.file-events.{suffix}",
+                          dead_letters=f"sohoa.sim.dead-letters.{suffix}")
+    apply_spec(stack.settings.kafka, load_spec(topics))
+    return topics
+
+
+def _page_scanned(stack, topic: str) -> list:
+    """The valid PageScanned records on ``topic`` (the scenario's malformed one is not)."""
+    from sohoa.events import InvalidEvent, PageScanned, parse_event
+    from sohoa.kafka_clients import make_consumer
+
+    consumer = make_consumer(stack.settings.kafka, topic, group_id=None,
+                             consumer_timeout_ms=5000)
+    out = []
+    try:
+        for m in consumer:
+            try:
+                ev = parse_event(m.value)
+            except InvalidEvent:
+                continue
+            if isinstance(ev, PageScanned):
+                out.append(ev)
+    finally:
+        consumer.close()
+    return out
+
+
+@pytest.mark.integration
+def test_simulated_sites_through_the_real_spine(stack, tmp_path: Path) -> None:
+    import psycopg
+
+    from producers.simulate_check import compare
+    from tests.support.procs import run_sohoa
+    from tests.support.spine import Spine
+
+    topics = _sim_topics(stack)
+    pages_root = tmp_path / "pages"
+    spine = Spine(stack, tmp_path, "xa-khong-dung", **{
+        "SOHOA_TOPICS__SITE_EVENTS": topics.site_events,
+        "SOHOA_TOPICS__FILE_EVENTS": topics.file_events,
+        "SOHOA_TOPICS__DEAD_LETTERS": topics.dead_letters,
+        "SOHOA_POSTGRES__DSN": stack.new_database("sim"),
+        "SOHOA_SOURCES__DEFAULT_ROOTS": json.dumps([f"{pages_root}/{{site_id}}"]),
+        "SOHOA_SIMULATE__FILE_PAGES_MIN": "2",
+        "SOHOA_SIMULATE__FILE_PAGES_MAX": "5",
+        "SOHOA_LOGGING__JSON": "false",
+    })
+    try:
+        spine.start("consume", "assembly", "ocr")
+        res = run_sohoa(["simulate", "--through-spine", "--sources-root", str(pages_root),
+                         "--sites", str(SITES), "--days", "2", "--pages-per-day", "400",
+                         "--scale", "0.01", "--scenario", "boards", "--seed", "5",
+                         "--plan-out", str(tmp_path / "plan.csv"),
+                         "--drain-timeout", "240", "--json"], spine.env, timeout=600)
+        assert res.stdout, res.stderr[-3000:]
+        summary = json.loads(res.stdout)
+        led = Ledger.from_json(summary["ledger"])
+        pages = sum(s.pages for s in led.sites.values())
+        closed = sum(s.files_closed for s in led.sites.values())
+        print({k: v for k, v in summary.items() if k not in ("sites", "ledger")})
+        assert summary["check"]["equal"], summary["check"]["differences"]
+        assert res.returncode == 0, res.stderr[-3000:]
+
+        # The plan went into the stack's (simulation) database: status has every target.
+        with (tmp_path / "plan.csv").open(encoding="utf-8") as fh:
+            plan = {r["site_id"]: int(r["target_pages"]) for r in csv.DictReader(fh)}
+        assert len(plan) == SITES
+        assert dict(spine.sql("SELECT site_id, target_pages FROM sites")) == plan
+
+        # The simulator's count is itself what was written and sent.
+        on_disk = Counter(p.relative_to(pages_root).parts[0]
+                          for p in pages_root.rglob("*.jpg") if not p.name.startswith("."))
+        assert on_disk == Counter({k: s.pages for k, s in led.sites.items() if s.pages})
+        scanned = _page_scanned(stack, topics.site_events)
+        assert len(scanned) == pages == led.events["PageScanned"]
+        assert {e.uri for e in scanned} == {p.as_uri() for p in pages_root.rglob("*.jpg")}
+        # Simulated time: every page inside the campaign's working hours, none in the future.
+        cal = WorkCalendar.from_campaign(Settings().campaign)
+        assert all(cal.working_now(e.occurred_at) and e.occurred_at < datetime.now(UTC)
+                   for e in scanned)
+        assert len({e.occurred_at.astimezone(cal.tz).date() for e in scanned}) == 2
+        # The shape the test needs: many sites, closed files, failed pages, a clean file.
+        assert len(on_disk) >= SITES - 2 and closed >= SITES and pages >= 150
+        assert 0 < sum(s.failed_pages for s in led.sites.values()) < pages
+        assert 0 < sum(s.files_clean for s in led.sites.values()) < closed
+        assert led.malformed == 1
+
+        # The same comparison, here: equal now, and it fails once a page is dropped.
+        settings = Settings()
+        with pytest.MonkeyPatch.context() as mp:
+            for k, v in spine.env.items():
+                if k.startswith("SOHOA_"):
+                    mp.setenv(k, v)
+            settings = Settings()
+        dsn = spine.env["SOHOA_POSTGRES__DSN"]
+        assert compare(settings, led, dsn).equal
+        # A page lost between Kafka and its row (a passed page: nothing else changes).
+        site, file_code, day = spine.sql(
+            "SELECT site_id, file_code, scan_day FROM pages WHERE check_passed "
+            "ORDER BY site_id, file_code LIMIT 1")[0]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            dropped = conn.execute(
+                "DELETE FROM pages WHERE ctid IN (SELECT ctid FROM pages WHERE site_id = %s "
+                "AND file_code = %s AND check_passed LIMIT 1)", (site, file_code)).rowcount
+        assert dropped == 1
+        diff = compare(settings, led, dsn).differences
+        n, by_day = led.sites[site].pages, dict(led.sites[site].pages_by_day)
+        assert len(diff) == 2, diff
+        assert diff[0] == f"{site} pages: simulator {n}, PostgreSQL {n - 1}", diff
+        assert diff[1].startswith(f"{site} pages_by_day: simulator {by_day!r}"), diff
+        assert f"'{day.isoformat()}': {by_day[day.isoformat()] - 1}" in diff[1], diff
+    finally:
+        spine.stop_all()
+    assert os.path.isdir(pages_root)
