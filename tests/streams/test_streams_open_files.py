@@ -138,3 +138,60 @@ def test_an_open_file_times_out_after_kill9_restart_and_after_a_move(
     for code, pages in (("HS-P", 3), ("HS-Q", 5)):
         assert [(e.trigger, e.revision, len(e.pages)) for e in by[code]] == [("idle", 1, pages)]
     assert set(by) == {*done, "HS-P", "HS-Q"}
+
+
+def _strip_index(data_dir: Path) -> int:
+    """Remove the open index and its marker from every partition's database, as a disk
+    written before the index has them (the worker is stopped: no lock). Returns the keys
+    removed."""
+    import rocksdict
+
+    removed = 0
+    for db_path in sorted(data_dir.rglob("files-*.db")):
+        db = rocksdict.Rdict(str(db_path), options=rocksdict.Options(raw_mode=True))
+        try:
+            for k in [k for k in db.keys(from_key=b"\x00")
+                      if isinstance(k, bytes) and k.startswith(b"\x00")]:
+                del db[k]
+                removed += 1
+        finally:
+            db.close()
+    return removed
+
+
+def test_a_disk_from_before_the_index_is_indexed_once(stack, tmp_path: Path) -> None:
+    env = streams_env(stack, tmp_path, SOHOA_STREAMS__STORE="rocksdb",
+                      SOHOA_STREAMS__IDLE_TIMEOUT_S="20",
+                      SOHOA_STREAMS__IDLE_CHECK_INTERVAL_S="1")
+    site_topic, file_topic = env["SOHOA_TOPICS__SITE_EVENTS"], env["SOHOA_TOPICS__FILE_EVENTS"]
+    port = env["SOHOA_STREAMS__WEB_PORT"]
+    done = [f"HS-{i:03d}" for i in range(30)]
+    events: list = []
+    for code in done:
+        events += [fake_page(SITE, code, 1), closed(SITE, code)]
+    events += [fake_page(SITE, "HS-CU", n) for n in range(1, 3)]
+
+    a = SohoaProcess(["streams", "--role", "assembly"], env, tmp_path / "a.log")
+    try:
+        send(stack, site_topic, events)
+        wait_for(lambda: set(done) <= set(_assembled(stack, file_topic)), 240,
+                 "every closed file assembled", (a,))
+        wait_for(lambda: _metrics(port).get("sohoa_assembly_open_files") == 1, 60,
+                 "HS-CU open in A's table", (a,))
+    finally:
+        assert a.stop() == 0
+    data_dir = tmp_path / "faust" / env["SOHOA_STREAMS__APP_ID"]
+    assert _strip_index(data_dir) >= 2   # HS-CU's entry and at least its partition's marker
+
+    b = SohoaProcess(["streams", "--role", "assembly"], env, tmp_path / "b.log")
+    try:
+        by = wait_for(lambda: (lambda d: d if "HS-CU" in d else None)(
+            _assembled(stack, file_topic)), 180, "HS-CU timed out on the old disk", (b,))
+        m = wait_for(lambda: (lambda m: m if m.get("sohoa_assembly_idle_checks_total", 0) >= 3
+                              else None)(_metrics(port)), 60, "three idle checks", (b,))
+    finally:
+        assert b.stop() == 0
+    assert [(e.trigger, len(e.pages)) for e in by["HS-CU"]] == [("idle", 2)]
+    # the first check read every value once (31 files and the offsets), later ones the index
+    assert m["sohoa_assembly_idle_values_read_total"] < 31 + 12 + 2 * m[
+        "sohoa_assembly_idle_checks_total"], m
