@@ -4,7 +4,9 @@
     nice -n 5 python -m bench.bench_restart --pages 1000000
 
 One campaign (the memory bench's events: files of 25 pages over 20 sites) is built through a
-RocksDB assembly worker on a throw-away Kafka, then, on that state:
+RocksDB assembly worker on a throw-away Kafka; that worker's resident memory is sampled while
+the campaign streams through it and once it has settled (issue 24's memory figure, from the
+same build), with its data dir's size. Then, on that state:
 - **restart**: the worker stopped (SIGTERM) and started again on its data dir;
 - **restart after kill -9**: the same, the old process killed while a member of its group;
 - **moved**: a worker on an empty data dir (the partitions moved to a new machine), which
