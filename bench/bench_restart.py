@@ -4,7 +4,9 @@
     nice -n 5 python -m bench.bench_restart --pages 1000000
 
 One campaign (the memory bench's events: files of 25 pages over 20 sites) is built through a
-RocksDB assembly worker on a throw-away Kafka, then, on that state:
+RocksDB assembly worker on a throw-away Kafka; that worker's resident memory is sampled while
+the campaign streams through it and once it has settled (issue 24's memory figure, from the
+same build), with its data dir's size. Then, on that state:
 - **restart**: the worker stopped (SIGTERM) and started again on its data dir;
 - **restart after kill -9**: the same, the old process killed while a member of its group;
 - **moved**: a worker on an empty data dir (the partitions moved to a new machine), which
@@ -26,13 +28,16 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.bench_agent import rss_mb
+from bench.bench_agent import hwm_mb, rss_mb
 from bench.bench_memory import (
     COMPONENTS,
+    Sampler,
+    _du_mb,
+    _lags,
     _probe,
     _stop,
     _topic_records,
@@ -54,6 +59,11 @@ class Campaign:
     env: dict[str, str]
     topic: str   # the workers' file-events topic
     logs: Path
+    built: dict[str, float] = field(default_factory=dict)  # the build worker's figures
+
+    @property
+    def data_dir(self) -> Path:
+        return self.state / "faust" / self.env["SOHOA_STREAMS__APP_ID"]
 
     def worker(self, name: str, **extra: str) -> subprocess.Popen:
         return start_component(ASSEMBLY, {**self.env, **extra}, self.logs, name)
@@ -72,17 +82,31 @@ def build(settings: Any, state: Path, pages: int, per_file: int, sites: int) -> 
            "SOHOA_TOPICS__FILE_EVENTS": topic}
     c = Campaign(state, settings, env, topic, state / "logs")
     p = c.worker("assembly-build")
+    # The build worker's resident memory is the campaign-size figure of issue 24: sampled
+    # every second while the whole campaign streams through it, then once it settled.
+    sampler = Sampler({"build": p.pid})
+    sampler.start()
     try:
+        t0 = time.perf_counter()
         files, _ = produce_campaign(settings.kafka, settings.topics.site_events, pages,
                                     per_file, sites)
+        c.built["produced_s"] = time.perf_counter() - t0
         deadline = time.monotonic() + max(600, pages / 50)
         while _topic_records(settings.kafka, topic) < files:
             if p.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"campaign not assembled; see {c.logs}")
             time.sleep(5)
+        c.built["assembled_s"] = time.perf_counter() - t0
+        c.built["load_assembled"] = os.getloadavg()[0]
         wait_cpu_settled([p.pid], 300)
+        sampler.stop_flag.set()
+        sampler.join()
+        c.built["steady_mb"] = rss_mb(p.pid)
+        c.built["peak_mb"] = max(hwm_mb(p.pid), sampler.max_seen["build"])
     finally:
+        sampler.stop_flag.set()
         _stop(p)
+    c.built["disk_mb"] = _du_mb(c.data_dir)
     return c
 
 
@@ -183,6 +207,20 @@ def run(pages: int, per_file: int, sites: int, keep: bool) -> dict:
             figures.append({"name": name, "value": round(value, 1), "unit": unit})
             print(f"{name}: {value:.1f} {unit}", file=sys.stderr)
 
+        b = c.built
+        fig("campaign produced to site-events", b["produced_s"])
+        fig("every file assembled after (from the start of the production)", b["assembled_s"])
+        fig("  load average (1 min) then", b["load_assembled"], "")
+        fig("assembly worker resident, steady once every file is assembled", b["steady_mb"],
+            "MB")
+        fig("  peak (VmHWM) while the campaign streamed through", b["peak_mb"], "MB")
+        fig("  its data dir on disk", b["disk_mb"], "MB")
+        app_id = c.env["SOHOA_STREAMS__APP_ID"]
+        fig("  changelog records a restart on the same disk must read",
+            _lags(c.settings.kafka, app_id, c.settings.topics.site_events, c.data_dir)[1], "")
+        fig("  changelog records a worker on an empty disk must read",
+            _lags(c.settings.kafka, app_id, c.settings.topics.site_events,
+                  state / "faust-moved" / app_id)[1], "")
         secs, rss = timed_start(c, "RESTART")
         fig("restart (SIGTERM, same data dir) to the first new file assembled", secs)
         fig("  resident then", rss, "MB")

@@ -42,7 +42,7 @@ from streams.faustapp import (
     source_partitions,
     table_options,
 )
-from streams.file_store import FileStore
+from streams.file_store import FilesTable, FileStore
 from streams.state_codec import StateCache, decode_state, encode_state
 
 log = logging.getLogger(__name__)
@@ -121,9 +121,10 @@ class _Wiring:
         dead_letters = raw_topic(app, settings.topics.dead_letters)
         ticks = raw_topic(app, f"{cfg.app_id}-ticks", partitions=n, internal=True,
                           retention=86400.0)
-        files = app.Table("files", default=None, partitions=n, key_type=str, value_type=bytes,
-                          options=table_options(settings),
-                          help="Assembly state of each file, keyed site_id/fonds/file_code")
+        files = app.tables.add(FilesTable(
+            app, name="files", default=None, beacon=app.tables.beacon, partitions=n,
+            key_type=str, value_type=bytes, options=table_options(settings),
+            help="Assembly state of each file, keyed site_id/fonds/file_code"))
         # Site-wide duplicate content: an index keyed site_id/sha256 (its own partitioning),
         # asked through the internal content topic; it answers each file's owner through the
         # ticks topic.
@@ -313,11 +314,14 @@ class _Assembly:
         """A tick, through the ticks topic, for every file due to close."""
         now = time.time()
         due = []
-        for i, (key, raw) in enumerate(self.store.open_items()):
+        n = 0
+        for n, (key, raw) in enumerate(self.store.open_items(), 1):
             if decode_state(raw).due(now, self.idle, self.settle):
                 due.append(key)
-            if i % 2000 == 1999:
+            if n % 2000 == 0:
                 await asyncio.sleep(0)  # a long scan must not hold up the agents
+        metrics.IDLE_CHECKS.inc()
+        metrics.OPEN_FILES.set(n)
         for key in due:
             await self.w.ticks.send(key=key.encode(), value=b"tick")
 

@@ -23,6 +23,12 @@ OCR_FILE_PAGES_DONE = Gauge("sohoa_ocr_file_pages_done", "Pages OCR'd so far of 
                             ["site", "fonds", "file"])
 OCR_FILE_PAGES_TOTAL = Gauge("sohoa_ocr_file_pages_total", "Pages of a file in OCR",
                              ["site", "fonds", "file"])
+# The idle check's cost: it must read the files still open, not the whole table (issue 24).
+IDLE_CHECKS = Counter("sohoa_assembly_idle_checks_total", "Idle checks of the files table")
+IDLE_VALUES_READ = Counter("sohoa_assembly_idle_values_read_total",
+                           "Values of the files table read by the idle check")
+OPEN_FILES = Gauge("sohoa_assembly_open_files",
+                   "Files of this worker's partitions not assembled, at the last idle check")
 DEAD_LETTERS = Counter("sohoa_dead_letters_total", "Dead letters sent by the streams",
                        ["stage", "reason"])
 VERDICTS = Counter("sohoa_verdicts_total", "File verdicts published", ["site", "state"])

@@ -48,7 +48,7 @@ def _files_on_disk(data_dir: Path) -> dict[str, bytes]:
         try:
             for k, v in db.items():
                 assert isinstance(k, bytes) and isinstance(v, bytes)  # raw mode
-                if not k.startswith(b"__faust"):
+                if not k.startswith((b"__faust", b"\x00")):   # offsets, the open index
                     out[k.decode()] = v
         finally:
             db.close()
