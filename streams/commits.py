@@ -1,4 +1,5 @@
-"""Offset commits that never pass a record still in flight.
+"""Offset commits that never pass a record still in flight, and records of a revoked
+generation that change nothing.
 
 An agent with ``concurrency`` > 1 (the OCR app's, one actor per engine) acks its records out
 of order: while one actor OCRs a file, another acks the records after it. faust-streaming
@@ -9,6 +10,19 @@ FileAssembled still in OCR; after a crash no worker ever processes that file aga
 
 The rule here: a partition's offset is never committed past the lowest record that was
 handed to a stream and not yet acked. Everything else is faust's own logic.
+
+A rebalance does not stop an agent: with ``stream_wait_empty`` off, records fetched before
+the revoke (in an agent's batch or its ``take_events`` buffer) are still handed to it after
+the partition went to another worker. Folded then, they write the partition's changelog
+behind the new owner's back: it restored the partition before those records landed, and
+whichever worker restores it next (a later rebalance, a restart) reads the old owner's stale
+state over the new owner's, and the pages folded in between are gone. So a record fetched in
+a generation that has since been revoked (:meth:`App.is_stale`) is not folded (the agents
+ask) and its ack is not counted towards a commit: after every rebalance faust seeks each
+assigned partition back to its committed offset, so the record is read again, in the new
+generation, by whichever worker owns it then. Writes made before the revoke are safe: faust
+flushes the producer in the revoke callback, before the worker rejoins, so they are in the
+changelog before any new owner reads it.
 """
 
 from __future__ import annotations
@@ -22,6 +36,47 @@ from faust.types.tuples import ack_lock
 
 
 class Consumer(_driver.Consumer):
+    #: Seeks to the committed offsets done so far, and the generation of the last one.
+    _seeks: int = 0
+    _seek_generation: int = -1
+
+    async def perform_seek(self) -> None:
+        generation = self.app.consumer_generation_id
+        await super().perform_seek()
+        self._seek_generation = generation
+        self._seeks += 1
+
+    async def _wait_next_records(self, timeout: float) -> Any:
+        """Records of the source topics only from a fetch made after this generation's seek
+        to the committed offsets. Faust resumes a partition's fetching before that seek: a
+        kept partition then returns records from where the last generation stopped fetching
+        (stamped with the new generation, so the streams take them), and the read offsets
+        the seek sets race with them, so records the seek brings back are dropped as already
+        read: a hole that the next commit passes. Changelog records (table recovery, which
+        runs before the seek) always pass."""
+        seeks, generation = self._seeks, self.app.consumer_generation_id
+        records, active = await super()._wait_next_records(timeout)
+        if not records or (self._seeks == seeks and generation == self._seek_generation
+                           == self.app.consumer_generation_id):
+            return records, active
+        kept = {tp: rs for tp, rs in records.items() if self._is_changelog_tp(tp)}
+        if (len(kept) != len(records) and self._seeks != seeks
+                and self._seek_generation == self.app.consumer_generation_id):
+            # fetched across this generation's seek: the positions may be past what is
+            # dropped here, so back to the committed offsets again
+            await self.perform_seek()
+        return kept, active
+
+    def ack(self, message: Any) -> bool:
+        app = self.app
+        if isinstance(app, App) and app.is_stale(message):
+            with ack_lock:  # done with, not processed: read again from the committed offset
+                message.acked = True
+                self._unacked_messages.discard(message)
+            return False
+        done: bool = super().ack(message)
+        return done
+
     def _in_flight_head(self, tp: TP) -> int | None:
         """The lowest offset of ``tp`` handed to a stream and not acked yet."""
         with ack_lock:
@@ -43,7 +98,24 @@ class Transport(_driver.Transport):
 
 
 class App(faust.App):
-    """faust.App whose consumer commits by :class:`Consumer`'s rule."""
+    """faust.App whose consumer commits by :class:`Consumer`'s rule, and which knows which
+    fetched records belong to a revoked generation."""
+
+    #: The last consumer generation whose partitions were revoked: every record fetched in
+    #: it or before is stale (faust stamps each record with the generation it was fetched in).
+    revoked_generation: int = -1
+
+    def is_stale(self, message: Any) -> bool:
+        """The record was fetched before the last revoke: this worker may no longer own its
+        partition, and faust reads it again from the committed offset."""
+        return bool(message.generation_id <= self.revoked_generation)
+
+    async def _on_partitions_revoked(self, revoked: Any) -> None:
+        # On the event loop the agents run on, before anything of the revoke awaits: a batch
+        # folded before this point has its changelog records in the producer, which faust
+        # flushes below; no batch folded after it holds records of this generation.
+        self.revoked_generation = max(self.revoked_generation, self.consumer_generation_id)
+        await super()._on_partitions_revoked(revoked)
 
     def _new_transport(self) -> Any:
         return Transport(self.conf.broker_consumer, self)
