@@ -64,7 +64,11 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
         # app.agent's signature asks for does not declare it.
         async for batch in stream.take_events(  # type: ignore[attr-defined]
                 cfg.batch_max_events, within=cfg.batch_within_s):
+            # Held until done: a batch the worker's stop interrupts is never committed.
+            held = [e.message for e in batch]
+            app.hold(held)
             await asm.assemble(batch)
+            app.release(held)
 
     @app.agent(wiring.ticks)
     async def on_tick(stream: faust.StreamT) -> None:

@@ -23,10 +23,17 @@ assigned partition back to its committed offset, so the record is read again, in
 generation, by whichever worker owns it then. Writes made before the revoke are safe: faust
 flushes the producer in the revoke callback, before the worker rejoins, so they are in the
 changelog before any new owner reads it.
+
+A worker stopping while pages arrive closes its agents' streams, and faust acks the batch an
+agent is still processing (``take_events`` acks its buffer when closed); the consumer then
+commits as it stops. A batch whose table writes were done and whose FileAssembled was not
+yet sent left that file assembled in the changelog with no FileAssembled, its marker never
+read again. The agents :meth:`App.hold` the records they process until they are done.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import faust
@@ -69,6 +76,8 @@ class Consumer(_driver.Consumer):
 
     def ack(self, message: Any) -> bool:
         app = self.app
+        if isinstance(app, App) and app.is_held(message):
+            return False  # stays in flight: no commit passes it
         if isinstance(app, App) and app.is_stale(message):
             with ack_lock:  # done with, not processed: read again from the committed offset
                 message.acked = True
@@ -104,6 +113,28 @@ class App(faust.App):
     #: The last consumer generation whose partitions were revoked: every record fetched in
     #: it or before is stale (faust stamps each record with the generation it was fetched in).
     revoked_generation: int = -1
+    #: Records an agent is processing (:meth:`hold`). Held strongly: faust tracks records in
+    #: flight in a WeakSet, and a held record must go on holding its partition's commit back.
+    _held: set[Any] | None = None
+
+    def hold(self, messages: Iterable[Any]) -> None:
+        """The agent starts on these records: until :meth:`release`, an ack of one does not
+        count. Faust acks them when it closes the agent's stream as the worker stops, even
+        while the agent is still writing their state or sending their FileAssembled, and the
+        consumer commits as it stops. Never released (the agent failed or was cancelled),
+        they stay in flight: no commit passes them, and the partition's next owner reads
+        them again."""
+        if self._held is None:
+            self._held = set()
+        self._held.update(messages)
+
+    def release(self, messages: Iterable[Any]) -> None:
+        """The agent is done with these records: their acks count from now on."""
+        if self._held is not None:
+            self._held.difference_update(messages)
+
+    def is_held(self, message: Any) -> bool:
+        return self._held is not None and message in self._held
 
     def is_stale(self, message: Any) -> bool:
         """The record was fetched before the last revoke: this worker may no longer own its
