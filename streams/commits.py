@@ -58,8 +58,8 @@ class Consumer(_driver.Consumer):
         to the committed offsets. Faust resumes a partition's fetching before that seek: a
         kept partition then returns records from where the last generation stopped fetching
         (stamped with the new generation, so the streams take them), and the read offsets
-        the seek sets race with them, so records the seek brings back are dropped as already
-        read: a hole that the next commit passes. Changelog records (table recovery, which
+        the seek sets race with them, so records the seek brings back can be dropped as
+        already read: a hole that the next commit passes. Changelog records (table recovery, which
         runs before the seek) always pass."""
         seeks, generation = self._seeks, self.app.consumer_generation_id
         records, active = await super()._wait_next_records(timeout)
@@ -146,6 +146,10 @@ class App(faust.App):
         # folded before this point has its changelog records in the producer, which faust
         # flushes below; no batch folded after it holds records of this generation.
         self.revoked_generation = max(self.revoked_generation, self.consumer_generation_id)
+        # Held records are of the revoked generation now: stale, their acks do not count
+        # either way, and a record an agent never released must not hold a partition this
+        # worker gets back (its copy read again after the seek is the one that counts).
+        self._held = None
         await super()._on_partitions_revoked(revoked)
 
     def _new_transport(self) -> Any:

@@ -161,7 +161,7 @@ def test_every_page_kept_across_rebalances_under_load(stack, tmp_path: Path) -> 
                     by[e.file_code].append(e)
             return by if set(by) >= set(sent) else None
 
-        by = wait_for(latest, 180, "every file assembled", (b,), interval=1.0)
+        by = wait_for(latest, 120, "every file assembled", (b,), interval=1.0)
         time.sleep(3)   # a late revision, if any, is published within the settle time
         by = latest() or by
     finally:
