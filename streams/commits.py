@@ -43,37 +43,6 @@ from faust.types.tuples import ack_lock
 
 
 class Consumer(_driver.Consumer):
-    #: Seeks to the committed offsets done so far, and the generation of the last one.
-    _seeks: int = 0
-    _seek_generation: int = -1
-
-    async def perform_seek(self) -> None:
-        generation = self.app.consumer_generation_id
-        await super().perform_seek()
-        self._seek_generation = generation
-        self._seeks += 1
-
-    async def _wait_next_records(self, timeout: float) -> Any:
-        """Records of the source topics only from a fetch made after this generation's seek
-        to the committed offsets. Faust resumes a partition's fetching before that seek: a
-        kept partition then returns records from where the last generation stopped fetching
-        (stamped with the new generation, so the streams take them), and the read offsets
-        the seek sets race with them, so records the seek brings back can be dropped as
-        already read: a hole that the next commit passes. Changelog records (table recovery, which
-        runs before the seek) always pass."""
-        seeks, generation = self._seeks, self.app.consumer_generation_id
-        records, active = await super()._wait_next_records(timeout)
-        if not records or (self._seeks == seeks and generation == self._seek_generation
-                           == self.app.consumer_generation_id):
-            return records, active
-        kept = {tp: rs for tp, rs in records.items() if self._is_changelog_tp(tp)}
-        if (len(kept) != len(records) and self._seeks != seeks
-                and self._seek_generation == self.app.consumer_generation_id):
-            # fetched across this generation's seek: the positions may be past what is
-            # dropped here, so back to the committed offsets again
-            await self.perform_seek()
-        return kept, active
-
     def ack(self, message: Any) -> bool:
         app = self.app
         if isinstance(app, App) and app.is_held(message):

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 SITE = "xa-tai-phan-bo"
 PAGES = 25          # pages of every file
 ACTIVE = 24         # files being scanned at once, their pages interleaved
-RATE = 150          # pages a second
+RATE = 300          # pages a second
 
 
 class _Sender(threading.Thread):
