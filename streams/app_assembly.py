@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,7 @@ from sohoa.events import (
     parse_event,
 )
 from sohoa.identity import SiteGuard
-from streams import metrics
+from streams import commits, metrics
 from streams.assembly import FileState
 from streams.faustapp import (
     dead_letter,
@@ -53,7 +54,7 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
     cfg = settings.streams
     app = _make_app(settings, partitions)
     wiring = _Wiring.declare(app, settings)
-    asm = _Assembly(settings, wiring)
+    asm = _Assembly(settings, wiring, app.is_stale)
 
     @app.agent(wiring.site_events)
     async def assemble(stream: faust.StreamT) -> None:
@@ -63,7 +64,11 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
         # app.agent's signature asks for does not declare it.
         async for batch in stream.take_events(  # type: ignore[attr-defined]
                 cfg.batch_max_events, within=cfg.batch_within_s):
+            # Held until done: a batch the worker's stop interrupts is never committed.
+            held = [e.message for e in batch]
+            app.hold(held)
             await asm.assemble(batch)
+            app.release(held)
 
     @app.agent(wiring.ticks)
     async def on_tick(stream: faust.StreamT) -> None:
@@ -83,7 +88,7 @@ def build(settings: Settings, partitions: int | None = None) -> faust.App:
     return app
 
 
-def _make_app(settings: Settings, partitions: int | None) -> faust.App:
+def _make_app(settings: Settings, partitions: int | None) -> commits.App:
     """The Faust app, its partition count that of the site-events topic unless configured,
     and its internal topics created with their retention and compaction."""
     cfg = settings.streams
@@ -151,9 +156,13 @@ class _Batch:
 class _Assembly:
     """What the agents do, one method each, over the app's topics and tables."""
 
-    def __init__(self, settings: Settings, wiring: _Wiring) -> None:
+    def __init__(self, settings: Settings, wiring: _Wiring,
+                 stale: Callable[[Any], bool] = lambda msg: False) -> None:
         cfg = settings.streams
         self.w = wiring
+        # A record fetched before the last revoke is not folded: its partition may belong to
+        # another worker now, and it is read again from the committed offset (streams.commits)
+        self.stale = stale
         self.check_content = cfg.qc_enabled and cfg.site_duplicate_check
         self.idle, self.settle = cfg.idle_timeout_s, cfg.late_page_settle_s
         self.guard = SiteGuard.from_settings(settings)
@@ -166,9 +175,13 @@ class _Assembly:
 
     # --- site events, in batches --------------------------------------------------------
     async def assemble(self, batch: list[Any]) -> None:
+        # Folded and written to the table in one step of the event loop (nothing awaits
+        # before the changelog records are queued): the revoke cannot fall in between.
         work = _Batch(now=time.time())
         for event in batch:
             msg = event.message
+            if self.stale(msg):
+                continue
             ev = self._admit(msg, work)
             if ev is not None:
                 self._apply(msg, ev, work)
@@ -266,6 +279,8 @@ class _Assembly:
 
     # --- ticks: the idle timeout and the content index's answers -------------------------
     async def on_tick(self, msg: Any) -> None:
+        if self.stale(msg):
+            return
         key = msg.key.decode("utf-8", "replace") if msg.key else ""
         partition = msg.partition  # the file's: ticks are keyed by the file
         raw = self.store.get(key, partition)
@@ -293,6 +308,8 @@ class _Assembly:
     async def index_content(self, msg: Any) -> None:
         """A page's content looked up in the site-wide index (recorded if first seen), the
         answer sent to its file's owner through the ticks topic."""
+        if self.stale(msg):
+            return
         try:
             ask = json.loads(msg.value)
             key = msg.key.decode()

@@ -62,7 +62,8 @@ def ensure_internal_topics(settings: Settings, topics: list[tuple[str, int, dict
         admin.close()
 
 
-def make_app(settings: Settings, app_id: str, web_port: int, partitions: int | None) -> faust.App:
+def make_app(settings: Settings, app_id: str, web_port: int,
+             partitions: int | None) -> commits.App:
     n = partitions or settings.streams.table_partitions or 12
     datadir = Path(settings.streams.data_dir) / app_id
     datadir.mkdir(parents=True, exist_ok=True)

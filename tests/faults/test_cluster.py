@@ -131,9 +131,8 @@ def test_leader_killed_and_restarted_under_load_on_three_brokers(
     try:
         # The load starts once both assembly workers hold partitions of their table (RocksDB
         # opens one database per partition it is given). This test is about a broker's
-        # failover; a worker joining under load is not: pages taken by one worker while the
-        # second one's join moved their partition were once missing from the file's
-        # assembly (an open bug of issue 24, not covered here).
+        # failover; a worker joining under load is
+        # tests/streams/test_streams_rebalance_load.py's (issue 24).
         app_id = spine.env["SOHOA_STREAMS__APP_ID"]
         for data_dir in (tmp_path / "faust" / app_id, tmp_path / "faust-2" / app_id):
             def holds(d: Path = data_dir) -> list[Path] | None:

@@ -92,3 +92,47 @@ def test_commits_up_to_the_record_in_flight(consumer_class) -> None:
     c._committed_offset[P] = 13  # type: ignore[attr-defined]  # what commit() records
     _ack(c, msgs[3])
     assert c._new_offset(P) == 16  # type: ignore[attr-defined]
+
+
+def test_a_record_of_a_revoked_generation_is_not_counted(tmp_path) -> None:
+    """Records fetched in generation 3, acked by an agent after the revoke of generation 3:
+    they were not folded (the partition may be another worker's now, and faust reads them
+    again from the committed offset), so no commit may pass them; a record of generation 4
+    is not stale."""
+    app = make_app(Settings(streams={"data_dir": tmp_path}), "commits-stale", 6098, 12)
+    c: Any = _consumer(app.transport.Consumer, 20)
+    c.app = app
+    app.consumer_generation_id = 3
+    old = _deliver(c, range(20, 23))
+    for m in old:
+        m.generation_id = 3
+    app.revoked_generation = 3  # what the revoke callback records, first thing
+    app.consumer_generation_id = 4
+    assert all(app.is_stale(m) for m in old)
+    for m in old:
+        assert c.ack(m) is False
+    assert c._acked[P] == [] and c._new_offset(P) is None
+    assert not list(c._unacked_messages)  # done with: no longer holds the commit back
+    fresh = _deliver(c, range(20, 21))
+    fresh[0].generation_id = 4
+    assert not app.is_stale(fresh[0])
+
+
+def test_a_held_record_holds_the_commit(tmp_path) -> None:
+    """The worker stops while the assembly agent processes the batch of 40–42: faust acks
+    the batch as it closes the stream, but no commit may pass it (its table writes may be in
+    the changelog, its FileAssembled not sent)."""
+    app = make_app(Settings(streams={"data_dir": tmp_path}), "commits-hold", 6097, 12)
+    c: Any = _consumer(app.transport.Consumer, 40)
+    c.app = app
+    msgs = _deliver(c, range(40, 44))
+    for m in msgs:
+        m.generation_id = app.consumer_generation_id = 2
+    app.hold(msgs[:3])
+    for m in msgs[:3]:
+        assert c.ack(m) is False
+    _ack(c, msgs[3])  # a record after the batch, done
+    assert c._new_offset(P) is None
+    assert c._in_flight_head(P) == 40
+    app.release(msgs[:3])
+    assert not app.is_held(msgs[0])
