@@ -283,6 +283,8 @@ class Agent(WalksMixin, FilingMixin):
         # busy it would wait up to the default 5 ms to get it back each time.
         sys.setswitchinterval(0.0005)
         self.check_roots()
+        if ".pdf" in self.names.extensions:
+            self.pool.submit(_load_pdf_reader)
         if not once:
             self.start_watching()
         self.reconcile()
@@ -761,6 +763,17 @@ class Agent(WalksMixin, FilingMixin):
         self._pending_pages = {}
         if self.wake_sender is not None:
             self.wake_sender.set()
+
+
+def _load_pdf_reader() -> None:
+    """Import pikepdf in a hashing thread at start (a quarter of a second of CPU), so the
+    first PDF of a drop is not the one that waits for it."""
+    try:
+        import pikepdf  # noqa: F401
+
+        import sohoa.pdf_pages  # noqa: F401
+    except ImportError:  # told by the first PDF's check, which needs it
+        pass
 
 
 def _unchanged(known: Known | None, st: os.stat_result) -> bool:
