@@ -151,6 +151,7 @@ class Agent(WalksMixin, FilingMixin):
         workers = cfg.hash_workers or min(4, os.cpu_count() or 1)
         self.workers = workers
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hash")
+        self._pdf_reader_asked = False
         self.names = FileNames.of(cfg)
         # With uploads on, a document's events name its object and wait for its upload.
         self.upload_bucket = settings.store.pages_bucket if settings.upload.enabled else None
@@ -283,6 +284,9 @@ class Agent(WalksMixin, FilingMixin):
         # busy it would wait up to the default 5 ms to get it back each time.
         sys.setswitchinterval(0.0005)
         self.check_roots()
+        if ".pdf" in self.names.extensions and not self._pdf_reader_asked:
+            self._pdf_reader_asked = True  # once: a run after another has no pool left
+            self.pool.submit(_load_pdf_reader)
         if not once:
             self.start_watching()
         self.reconcile()
@@ -761,6 +765,17 @@ class Agent(WalksMixin, FilingMixin):
         self._pending_pages = {}
         if self.wake_sender is not None:
             self.wake_sender.set()
+
+
+def _load_pdf_reader() -> None:
+    """Import pikepdf in a hashing thread at start (a quarter of a second of CPU), so the
+    first PDF of a drop is not the one that waits for it."""
+    try:
+        import pikepdf  # noqa: F401
+
+        import sohoa.pdf_pages  # noqa: F401
+    except ImportError:  # told by the first PDF's check, which needs it
+        pass
 
 
 def _unchanged(known: Known | None, st: os.stat_result) -> bool:

@@ -192,6 +192,7 @@ class Uploader(threading.Thread):
         return datetime.now(self._tz)
 
     def _run(self) -> None:
+        self._warm()
         ob = Outbox(self.settings.watcher.outbox_path)
         queue = UploadQueue(ob)
         backoff = 1.0
@@ -247,6 +248,15 @@ class Uploader(threading.Thread):
                 ahead.close()
             self._reads.shutdown()
             ob.close()
+
+    def _warm(self) -> None:
+        """The S3 client ready before the first document arrives (its import and model are
+        CPU the first upload would otherwise wait for); a failure here is only logged: the
+        first upload builds the client again and reports what is wrong."""
+        try:
+            self.store.warm()
+        except Exception as exc:
+            log.debug("could not prepare the object store client", extra={"error": str(exc)})
 
     def _note(self, headline: str, msg: str) -> None:
         if msg != self.last_error:

@@ -181,6 +181,21 @@ class ObjectStore:
                     ))
             return self._client
 
+    # What an uploader calls: their models are loaded by :meth:`warm`.
+    _UPLOAD_OPS = ("HeadObject", "PutObject", "CreateMultipartUpload", "UploadPart",
+                   "ListParts", "CompleteMultipartUpload", "AbortMultipartUpload")
+
+    def warm(self) -> None:
+        """Build the client and load the models of the upload calls now, without a request:
+        importing botocore and parsing its S3 model cost about half a second of CPU, which
+        the first document would otherwise wait for."""
+        model = self.client.meta.service_model
+        for op in self._UPLOAD_OPS:
+            om = model.operation_model(op)
+            for shape in (om.input_shape, om.output_shape):
+                if shape is not None:
+                    _ = shape.members
+
     def _call(self, op: str, **kw: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
 

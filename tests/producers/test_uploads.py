@@ -233,3 +233,33 @@ def test_heartbeat_upload_fields_are_optional() -> None:
                         upload_pending_pages=3, upload_pending_bytes=9_000_000,
                         oldest_unuploaded_age_s=61.5, upload_error="unreachable")
     assert parse_event(new.to_json()) == new
+
+
+def test_uploader_builds_its_client_before_the_first_document(tmp_path: Path) -> None:
+    """botocore's import and S3 model are loaded when the uploader starts, with nothing
+    queued and no request sent (the endpoint does not even listen), not on the clock of the
+    first document."""
+    from producers.uploader import Uploader
+    from sohoa.config import WatcherConfig
+    from sohoa.objectstore import ObjectStore
+
+    settings = Settings(
+        watcher=WatcherConfig(site_id="xa-u", roots=[tmp_path],
+                              outbox_path=tmp_path / "outbox.sqlite3"),
+        store={"endpoint": "http://127.0.0.1:9", "access_key_id": "k",
+               "secret_access_key": "s"},
+        upload=UploadConfig(enabled=True))
+    store = ObjectStore(settings.store, retries=0)
+    up = Uploader(settings, on_stored=lambda: None, store=store)
+    up.start()
+    try:
+        deadline = time.monotonic() + 30
+        while store._client is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store._client is not None
+        model = store._client.meta.service_model
+        assert "UploadPart" in model.operation_names
+    finally:
+        up.stop()
+        up.join(10)
+    assert up.error is None and up.stored_docs == 0
