@@ -80,6 +80,8 @@ class UploadJob:
 class Lost(Exception):
     """The document's bytes are no longer on the disk as they were detected."""
 
+    upload_id: str | None = None  # the multipart upload it ended, to abort
+
 
 class UploadQueue:
     """The outbox's ``uploads`` and ``upload_parts`` tables, as the uploader uses them."""
@@ -321,8 +323,9 @@ class Uploader(threading.Thread):
         except Lost as exc:
             log.warning("document changed or gone before it was stored; its events are sent "
                         "without it", extra={"path": job.path, "reason": str(exc)})
-            if job.upload_id:
-                self._abort(key, job.upload_id)
+            upload_id = exc.upload_id or job.upload_id
+            if upload_id:
+                self._abort(key, upload_id)
             queue.finish(job.sha256, "lost", str(exc))
             return
         queue.finish(job.sha256, "stored")
@@ -403,6 +406,15 @@ class Uploader(threading.Thread):
         if upload_id is None:
             upload_id = self.store.create_multipart(self.bucket, key, job.sha256)
             queue.started(job.sha256, upload_id, part_size)
+        try:
+            self._send_parts(queue, reader, job, key, upload_id, done, start_next)
+        except Lost as exc:
+            exc.upload_id = upload_id  # begun in this run, perhaps: job does not know it
+            raise
+
+    def _send_parts(self, queue: UploadQueue, reader: DocumentReader[UploadJob], job: UploadJob,
+                    key: str, upload_id: str, done: dict[int, Part],
+                    start_next: Callable[[], None]) -> None:
         parts: list[Part] = []
         digests: list[bytes] = []
         # Read and hashed one part ahead, in the reader thread, while this one is sent.
