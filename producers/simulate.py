@@ -343,7 +343,11 @@ def build_campaign(settings: Settings, *, sites: int, days: int, scenario: str, 
     cal = WorkCalendar.from_campaign(settings.campaign)
     end = (end or datetime.now(UTC)).astimezone(UTC)
     today = end.astimezone(cal.tz).date()
-    first = cal.working_days_back(today, days) if days > 0 else today
+    # A day counts once its working hours have begun: run before the office opens (or on a
+    # day off), `--days 1` means the last working day, not an empty morning.
+    begun = any(s < end for s, _ in cal.day_intervals(today))
+    last = today if begun else today - timedelta(days=1)
+    first = cal.working_days_back(last, days) if days > 0 else today
     start = datetime.combine(first, time(0), cal.tz).astimezone(UTC) if days > 0 else end
     deadline = today + timedelta(days=cfg.deadline_days)
     live_end = end + timedelta(seconds=live_s * speed)

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -421,3 +421,18 @@ def test_a_slow_site_keeps_its_pace_across_nights() -> None:
     camp = _camp(sites=40, days=22, scenario="none", pages_per_day=0.1)
     pages = sum(r.pages_sent for r in camp.runs)
     assert 40 * 22 * 0.1 * 0.7 < pages < 40 * 22 * 0.1 * 1.3, pages
+
+
+@pytest.mark.parametrize("end", [
+    datetime(2026, 12, 6, 17, 33, tzinfo=UTC),  # Monday 00:33 in Hà Nội, before the office opens
+    datetime(2026, 12, 5, 10, 0, tzinfo=UTC),  # Saturday
+])
+def test_history_ends_with_the_last_working_day_that_has_begun(end: datetime) -> None:
+    camp = _camp(sites=1, days=1, scenario="none", pages_per_day=50, end=end)
+    cal = camp.calendar
+    days = {t.astimezone(cal.tz).date() for r in camp.runs for t, e in r.events
+            if isinstance(e, PageScanned)}
+    assert days == {date(2026, 12, 4)}  # Friday
+    two = _camp(sites=1, days=2, scenario="none", pages_per_day=50, end=end)
+    assert {t.astimezone(cal.tz).date() for r in two.runs for t, e in r.events
+            if isinstance(e, PageScanned)} == {date(2026, 12, 3), date(2026, 12, 4)}
