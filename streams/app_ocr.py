@@ -57,7 +57,7 @@ from streams.ocr import (
 )
 from streams.ocr_pool import EnginePool
 from streams.qc import Check, PageQc, unreadable
-from streams.qc_task import check_chunk
+from streams.qc_task import ChunkQc, check_chunk_reporting
 from streams.sources import PageSources, SourceUnavailable
 from streams.staged_documents import StagedDocuments
 from streams.verdict import PageId, decide
@@ -138,9 +138,11 @@ class FileProcessor:
             crashes, wait_s = 0, 1.0
             while crashes < 2:
                 try:
-                    results = await loop.run_in_executor(
-                        self.qc_pool(), check_chunk, fa.site_id, first.uri, first.media_type,
-                        pages, cfg, self.sources, staged)
+                    done: ChunkQc = await loop.run_in_executor(
+                        self.qc_pool(), check_chunk_reporting, fa.site_id, first.uri,
+                        first.media_type, pages, cfg, self.sources, staged)
+                    results = done.pages
+                    metrics.count_tampered(done.tampered)
                     break
                 except BrokenProcessPool:
                     # A checker died on a hostile file (crash, out of memory): new pool.
@@ -193,6 +195,7 @@ class FileProcessor:
                 return
             # Downloaded once for all its chunks, not once per chunk.
             async with self.staged.document(fa.site_id, refs[0].uri) as staged:
+                metrics.count_tampered(self.sources.take_tampered())  # the staging's own read
                 await asyncio.gather(*(one(c, staged) for c in chunks))
 
         await asyncio.gather(*(document(refs) for refs in by_doc.values()))

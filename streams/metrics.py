@@ -3,6 +3,8 @@ server's ``/metrics``. Each process (assembly, OCR) has its own registry and por
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 EVENTS = Counter("sohoa_stream_events_total", "Events handled by a stream stage",
@@ -32,6 +34,18 @@ OPEN_FILES = Gauge("sohoa_assembly_open_files",
 DEAD_LETTERS = Counter("sohoa_dead_letters_total", "Dead letters sent by the streams",
                        ["stage", "reason"])
 VERDICTS = Counter("sohoa_verdicts_total", "File verdicts published", ["site", "state"])
+# A page object whose latest version was not the document (other bytes PUT over it, or a
+# delete marker): read from its stored version all the same, but someone holds a key that
+# writes where it should not.
+OBJECTS_TAMPERED = Counter("sohoa_page_objects_tampered_total",
+                           "Reads of a page object whose latest version was not the document",
+                           ["site"])
+
+
+def count_tampered(keys: Iterable[str]) -> None:
+    """Count tampered page objects by their key (``<site>/<aa>/<sha256>``)."""
+    for key in keys:
+        OBJECTS_TAMPERED.labels(key.split("/", 1)[0][:200] or "unknown").inc()
 
 
 def exposition() -> tuple[bytes, str]:

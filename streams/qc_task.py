@@ -12,11 +12,29 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 
 from sohoa.config import QcConfig
 from streams.qc import PageQc, check_document_pages, unreadable
 from streams.sources import PageSources, SourceError, SourceUnavailable, VerifiedFile
 from streams.staged_documents import open_staged
+
+
+@dataclass(frozen=True)
+class ChunkQc:
+    """A chunk's results, and the object keys it had to read from an older version because
+    their latest was not the document (counted by the parent, which exports the metrics)."""
+
+    pages: list[PageQc]
+    tampered: tuple[str, ...] = ()
+
+
+def check_chunk_reporting(site_id: str, uri: str, media_type: str,
+                          pages: list[tuple[int, str]], qc: QcConfig, sources: PageSources,
+                          staged: str | None = None) -> ChunkQc:
+    """:func:`check_chunk`, with what its reads found tampered with."""
+    results = check_chunk(site_id, uri, media_type, pages, qc, sources, staged)
+    return ChunkQc(results, tuple(sources.take_tampered()))
 
 
 def check_chunk(site_id: str, uri: str, media_type: str, pages: list[tuple[int, str]],

@@ -116,9 +116,20 @@ class PageSources:
         self.read_timeout_s = read_timeout_s
         self.store_cfg = store  # sohoa.config.StoreConfig, or None: s3:// refused
         self._store: Any = None  # the client, made in each process that reads
+        # Keys read from an older version because the latest was not the document (a PUT
+        # over it or a delete marker: a stolen key at work). The reads happen in pool
+        # processes that export no metrics, so the caller takes these and counts them.
+        self.tampered: list[str] = []
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_store": None}  # a botocore client is not picklable
+        # A botocore client is not picklable; a copy starts with nothing to report, or a
+        # pool task would report the parent's reads again.
+        return {**self.__dict__, "_store": None, "tampered": []}
+
+    def take_tampered(self) -> list[str]:
+        """The tampered keys read since the last call (each read once), and forget them."""
+        taken, self.tampered = self.tampered, []
+        return taken
 
     @classmethod
     def from_settings(cls, settings: Any) -> Self:
@@ -238,6 +249,7 @@ class PageSources:
             except StoreError:
                 continue
             if actual == named:
+                self.tampered.append(key)
                 log.warning("page object tampered with: its latest version is not the "
                             "document; an older version is, and was read", extra={
                                 "bucket": bucket, "key": key, "version_id": version_id})

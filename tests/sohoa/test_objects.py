@@ -470,6 +470,8 @@ def test_a_page_overwritten_or_hidden_is_still_read_from_its_stored_version(
         with src.open_confined(SITE, uri) as vf:
             assert vf.file.read() == data
     assert any("tampered" in r.getMessage() for r in caplog.records)
+    # Each read is handed to whoever counts them (the worker's metric), once.
+    assert src.take_tampered() == [key, key] and src.take_tampered() == []
     # A delete marker over it (only the admin's key can still put one): read all the same.
     admin._call("delete_object", Bucket=PAGES, Key=key)
     assert _err(lambda: admin.get_into(PAGES, key, io.BytesIO(), 10**6)).code in (

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import IO, Any
 
+import pytest
+
 from sohoa.config import Settings
 from sohoa.objectstore import ObjectStore, page_key, page_uri
 from streams.app_ocr import FileProcessor
@@ -118,3 +120,40 @@ def test_a_staged_copy_is_never_served_for_another_document(objects, tmp_path: P
     res = check_chunk(SITE, fa.pages[0].uri, "image/tiff", [(1, fa.pages[0].sha256)],
                       settings.qc, sources, staged=path)
     assert res[0].passed, res[0].checks
+
+
+def _tampered_count() -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("sohoa_page_objects_tampered_total", {"site": SITE}) or 0.0
+
+
+@pytest.mark.parametrize("per_task", [PER_TASK, 100],
+                         ids=["staged-by-the-worker", "read-by-the-pool"])
+def test_a_tampered_page_object_is_counted_for_the_alert(objects, tmp_path: Path,
+                                                         per_task: int) -> None:
+    """Other bytes PUT over a page object (a stolen site key): QC still reads the stored
+    version, and the worker's metric counts the read, whether the worker staged the document
+    for its chunks or a pool process read it (the pool exports no metrics of its own)."""
+    import io
+
+    fa, sha = _stored_document(objects, tmp_path)
+    key = page_key(SITE, sha)
+    ObjectStore(objects.store(f"site:{SITE}"), retries=0)._call(
+        "put_object", Bucket=PAGES, Key=key, Body=b"not the scan", Metadata={"sha256": sha})
+    latest = io.BytesIO()  # the fault is real: a plain GET gives the other bytes
+    assert ObjectStore(objects.store("admin"), retries=0).get_into(
+        PAGES, key, latest, 10**6)[0] != sha
+    settings = Settings(store=objects.store("workers"),
+                        ocr={"output_dir": tmp_path / "ocr"},
+                        streams={"data_dir": tmp_path / "faust"},
+                        qc={"workers": 2, "pages_per_task": per_task})
+    proc = FileProcessor(settings, publish_event=lambda ev: asyncio.sleep(0))
+    before = _tampered_count()
+    try:
+        checks = asyncio.run(proc.check_pages(fa))
+    finally:
+        proc.close()
+    assert len(checks) == N_PAGES and all(c.passed for cs in checks.values() for c in cs)
+    # One read of the document (staged once, or one chunk in the pool): counted once.
+    assert _tampered_count() - before == 1

@@ -11,7 +11,7 @@ from infra.monitoring import MONITORING
 EXPECTED_ALERTS = {
     "SohoaSiteStalled", "SohoaSiteAgentDown", "SohoaSiteOffline", "SohoaSiteBehindSchedule",
     "SohoaQcFailureRateHigh", "SohoaOcrBacklogGrowing", "SohoaOcrFailing", "SohoaDeadLetters",
-    "SohoaConsumerLagHigh", "SohoaSiteUploadBacklog",
+    "SohoaConsumerLagHigh", "SohoaSiteUploadBacklog", "SohoaPageObjectTampered",
 }
 
 
