@@ -65,11 +65,13 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _measure(dsn: str, n: int, rate: int, seconds: float, where: str, params: tuple,
-             send: Callable[[list[float]], None], grace_s: float = 0.0) -> dict:
+             send: Callable[[list[float]], None], grace_s: float = 0.0,
+             count_sql: str | None = None) -> dict:
     """Run ``send`` (which appends the monotonic time of each page it offers to the list it is
     given), poll PostgreSQL until the ``n`` pages matching ``where`` are rows, and measure.
     ``grace_s``: a fixed delay the path adds by design (the agent's stability window), left
-    out of the drain allowance."""
+    out of the drain allowance. ``count_sql``: a cheaper count of those rows for the poll (a
+    count(*) of millions of page rows ten times a second would load the machine it measures)."""
     sent_at: list[float] = []       # monotonic times the i-th page was offered
     polls: list[tuple[float, int]] = []
     stop = threading.Event()
@@ -77,7 +79,8 @@ def _measure(dsn: str, n: int, rate: int, seconds: float, where: str, params: tu
     def poll() -> None:
         with psycopg.connect(dsn, autocommit=True) as c:
             while not stop.is_set():
-                got = scalar(c, f"SELECT count(*) FROM pages WHERE {where}", params)
+                got = scalar(c, count_sql or f"SELECT count(*) FROM pages WHERE {where}",
+                             params)
                 polls.append((time.monotonic(), got))
                 if got >= n:
                     return
@@ -95,6 +98,11 @@ def _measure(dsn: str, n: int, rate: int, seconds: float, where: str, params: tu
         lat = [float(r[0]) for r in c.execute(
             "SELECT extract(epoch FROM applied_at - occurred_at) FROM audit_log "
             f"WHERE action = 'PageScanned' AND {where}", params)]
+        # "Throughout" a long step: the p99 of each minute of event time.
+        by_minute = [float(r[1]) for r in c.execute(
+            "SELECT date_trunc('minute', occurred_at), percentile_disc(0.99) WITHIN GROUP "
+            "(ORDER BY extract(epoch FROM applied_at - occurred_at)) FROM audit_log "
+            f"WHERE action = 'PageScanned' AND {where} GROUP BY 1 ORDER BY 1", params)]
     # Visible latency: the i-th page is visible once the polled count passed i (rows arrive
     # roughly in offer order across partitions; an estimate, polled every 0.1 s).
     times = [t for t, _ in polls]
@@ -115,6 +123,8 @@ def _measure(dsn: str, n: int, rate: int, seconds: float, where: str, params: tu
             "p50": _pct(lat, 0.50), "p95": _pct(lat, 0.95), "p99": _pct(lat, 0.99),
             "vis_p50": _pct(visible, 0.50), "vis_p95": _pct(visible, 0.95),
             "vis_p99": _pct(visible, 0.99),
+            "p99_by_minute": [round(v, 3) for v in by_minute],
+            "p99_worst_minute": max(by_minute, default=float("nan")),
             # Kept up: the sender held the pace, every row was in within 5 s of the last send
             # and the rows' rate over the whole step was at least 90 % of the offered one.
             "kept_up": (bool(done_at) and tail_s <= 5.0 and n / send_s >= 0.95 * rate
@@ -174,7 +184,9 @@ def offer(kafka, topic: str, dsn: str, rate: int, seconds: float, tag: str,
         producer.flush(60)
 
     try:
-        return _measure(dsn, n, rate, seconds, "site_id LIKE %s", (prefix + "%",), send)
+        return _measure(dsn, n, rate, seconds, "site_id LIKE %s", (prefix + "%",), send,
+                        count_sql="SELECT coalesce(sum(pages_scanned), 0) FROM daily_progress "
+                                  "WHERE site_id LIKE %s")
     finally:
         producer.close()
 
@@ -207,6 +219,39 @@ def offer_via_agent(hot: Path, site: str, dsn: str, rate: int, seconds: float, t
                     grace_s=stability_s)
 
 
+class RssSampler(threading.Thread):
+    """Resident memory of the named components every few seconds (is it flat over a step?)."""
+
+    def __init__(self, pids: dict[str, int], every_s: float = 5.0) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.every_s = pids, every_s
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(self.every_s):
+            self.samples.append((time.monotonic(), {
+                name: _rss_mb(pid) for name, pid in self.pids.items()}))
+
+    def between(self, t0: float, t1: float) -> dict[str, dict[str, float]]:
+        """Each component's first, last and highest sample in [t0, t1], in MB."""
+        window = [v for t, v in self.samples if t0 <= t <= t1]
+        if not window:
+            return {}
+        return {name: {"first": round(window[0][name], 1), "last": round(window[-1][name], 1),
+                       "max": round(max(v[name] for v in window), 1)}
+                for name in self.pids}
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            kb = next((int(line.split()[1]) for line in fh if line.startswith("VmRSS:")), 0)
+    except OSError:
+        kb = 0
+    return kb / 1024
+
+
 def run(rates: list[int], step_s: float, hold_s: float, keep: bool = False,
         agent_rates: list[int] | None = None) -> dict:
     state, settings, stack = start_throwaway_stack("latency")
@@ -230,10 +275,14 @@ def run(rates: list[int], step_s: float, hold_s: float, keep: bool = False,
             if time.monotonic() > deadline:
                 raise RuntimeError(f"consumer never counted the warm-up pages; see {logs}")
             time.sleep(0.5)
+        rss = RssSampler({"consumer": procs[0].pid, "assembly": procs[1].pid})
+        rss.start()
         steps = []
         for r in rates:
             print(f"offering {r} pages/s for {step_s:.0f} s …", file=sys.stderr)
+            t0 = time.monotonic()
             steps.append(offer(kafka, settings.topics.site_events, dsn, r, step_s, f"r{r}"))
+            steps[-1]["rss_mb"] = rss.between(t0, time.monotonic())
             print(json.dumps(steps[-1]), file=sys.stderr)
         agent_steps = []
         for r in agent_rates or []:
@@ -262,6 +311,8 @@ def run(rates: list[int], step_s: float, hold_s: float, keep: bool = False,
                  "unit": "s"},
                 {"name": f"{r} pages/s offered: p99 visible (polled count)",
                  "value": round(s["vis_p99"], 3), "unit": "s"},
+                {"name": f"{r} pages/s offered: p99 event→row, worst minute",
+                 "value": round(s["p99_worst_minute"], 3), "unit": "s"},
                 {"name": f"{r} pages/s offered: achieved", "value": round(s["achieved"]),
                  "unit": "pages/s"},
                 {"name": f"{r} pages/s offered: kept up", "value": s["kept_up"], "unit": "bool"},

@@ -408,7 +408,10 @@ class ConsumerConfig(Section):
     # fixed cost is shared by more events, so a larger batch costs less CPU per event
     # (bench/bench_consumer.py).
     batch_max_events: int = 8000
-    batch_max_ms: int = 500
+    # The window is most of a page's time from event to row. At 3,000 pages/s (bench_latency,
+    # docs/scaling.md) 200 ms gave p99 1.4–2.0 s against 2.8–3.4 s at 500 ms; at 100 ms the
+    # batches' fixed cost made queues (p99 2.8–3.6 s).
+    batch_max_ms: int = 200
     metrics_port: int = 19100
     metrics_host: str = "127.0.0.1"
     gauge_cache_s: float = 10.0
