@@ -141,13 +141,23 @@ def _page_scanned(stack, topic: str) -> list:
 def test_simulated_sites_through_the_real_spine(stack, tmp_path: Path) -> None:
     import psycopg
 
+    from infra.procs import free_port
     from producers.simulate_check import compare
     from tests.support.procs import run_sohoa
+    from tests.support.prometheus_local import LocalPrometheus
     from tests.support.spine import Spine
 
     topics = _sim_topics(stack)
     pages_root = tmp_path / "pages"
+    ports = {}
+    for name in ("CONSUMER__METRICS_PORT", "STREAMS__WEB_PORT", "STREAMS__OCR_WEB_PORT"):
+        ports[name] = str(free_port())
     spine = Spine(stack, tmp_path, "xa-khong-dung", **{
+        **{f"SOHOA_{k}": v for k, v in ports.items()},
+        # Gauges fresh within a second, so Prometheus sees each change in a few seconds.
+        "SOHOA_CONSUMER__GAUGE_CACHE_S": "1",
+        # One working day of pace: the ordinary sites are on track, the late one is not.
+        "SOHOA_CAMPAIGN__FORECAST_WINDOW_DAYS": "1",
         "SOHOA_TOPICS__SITE_EVENTS": topics.site_events,
         "SOHOA_TOPICS__FILE_EVENTS": topics.file_events,
         "SOHOA_TOPICS__DEAD_LETTERS": topics.dead_letters,
@@ -157,9 +167,11 @@ def test_simulated_sites_through_the_real_spine(stack, tmp_path: Path) -> None:
         "SOHOA_SIMULATE__FILE_PAGES_MAX": "5",
         "SOHOA_LOGGING__JSON": "false",
     })
+    prom = LocalPrometheus(tmp_path, [f"127.0.0.1:{p}" for p in ports.values()])
     try:
         spine.start("consume", "assembly", "ocr")
         res = run_sohoa(["simulate", "--through-spine", "--sources-root", str(pages_root),
+                         "--prometheus", prom.url,
                          "--sites", str(SITES), "--days", "2", "--pages-per-day", "400",
                          "--scale", "0.01", "--scenario", "boards", "--seed", "5",
                          "--plan-out", str(tmp_path / "plan.csv"),
@@ -172,6 +184,15 @@ def test_simulated_sites_through_the_real_spine(stack, tmp_path: Path) -> None:
         print({k: v for k, v in summary.items() if k not in ("sites", "ledger")})
         assert summary["check"]["equal"], summary["check"]["differences"]
         assert res.returncode == 0, res.stderr[-3000:]
+        # The alerts were checked, and the check had something to tell apart.
+        roles = {r["site_id"]: r["role"] for r in summary["sites"]}
+        alerts = summary["check"]["alerts"]
+        print({k: v for k, v in alerts.items() if k != "unchecked"})
+        assert alerts["equal"] and alerts["baseline_seen"] is True, alerts
+        behind = set(alerts["expected"]["SohoaSiteBehindSchedule"])
+        assert behind == set(alerts["observed"]["SohoaSiteBehindSchedule"])
+        assert {s for s, r in roles.items() if r == "late"} <= behind, alerts
+        assert not {s for s, r in roles.items() if r == "finished"} & behind, alerts
 
         # The plan went into the stack's (simulation) database: status has every target.
         with (tmp_path / "plan.csv").open(encoding="utf-8") as fh:
@@ -206,6 +227,8 @@ def test_simulated_sites_through_the_real_spine(stack, tmp_path: Path) -> None:
             settings = Settings()
         dsn = spine.env["SOHOA_POSTGRES__DSN"]
         assert compare(settings, led, dsn).equal
+        _reports_follow_the_ledger(settings, led, dsn)
+        _alerts_follow_the_ledger(settings, led, dsn, prom.url, summary)
         # A page lost between Kafka and its row (a passed page: nothing else changes).
         site, file_code, day = spine.sql(
             "SELECT site_id, file_code, scan_day FROM pages WHERE check_passed "
@@ -223,4 +246,64 @@ def test_simulated_sites_through_the_real_spine(stack, tmp_path: Path) -> None:
         assert f"'{day.isoformat()}': {by_day[day.isoformat()] - 1}" in diff[1], diff
     finally:
         spine.stop_all()
+        prom.stop()
     assert os.path.isdir(pages_root)
+
+
+def _reports_follow_the_ledger(settings, led: Ledger, dsn: str) -> None:
+    """The monthly report agrees with the ledger, and a day's count one short shows in it."""
+    import psycopg
+
+    from producers.simulate_reports import TOTAL, compare_reports
+
+    assert compare_reports(settings, led, dsn) == []
+    site, day = next((k, d) for k, s in sorted(led.sites.items()) if k in led.plan
+                     for d, n in sorted(s.pages_by_day.items()) if n >= 2)
+    month = day[:7]
+    n = sum(k for d, k in led.sites[site].pages_by_day.items() if d.startswith(month))
+    sql = "UPDATE daily_progress SET pages_scanned = pages_scanned + %s WHERE site_id = %s " \
+          "AND day = %s"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute(sql, (-1, site, day)).rowcount == 1
+        try:
+            diff = compare_reports(settings, led, dsn)
+        finally:
+            conn.execute(sql, (1, site, day))
+    assert f"report {month} {site} in_month: simulator {n}, report {n - 1}" in diff, diff
+    assert any(d.startswith(f"report {month} {site} cumulative: ") for d in diff), diff
+    assert any(d.startswith(f"report {month} {TOTAL} in_month: ") for d in diff), diff
+    assert all(f" {site} " in d or f" {TOTAL} " in d for d in diff), diff
+    assert compare_reports(settings, led, dsn) == []
+
+
+def _alerts_follow_the_ledger(settings, led: Ledger, dsn: str, prom: str,
+                              summary: dict) -> None:
+    """Behind schedule fires for exactly the expected sites: a late site made to look done
+    stops it (expected, not fired), an on-track site given a far larger plan starts it."""
+    import psycopg
+
+    from producers.simulate_alerts import compare_alerts
+    from tests.support.procs import wait_for
+
+    assert compare_alerts(settings, led, prom).equal
+    behind = set(summary["check"]["alerts"]["expected"]["SohoaSiteBehindSchedule"])
+    late = sorted(behind)[0]
+    on_track = next(k for k, s in sorted(led.sites.items())
+                    if k in led.plan and k not in behind and s.pages)
+    name = "SohoaSiteBehindSchedule"
+    want = [f"{name} {late}: simulator expects it, Prometheus does not fire",
+            f"{name} {on_track}: Prometheus fires, simulator does not expect it"]
+    sql = "UPDATE sites SET target_pages = %s WHERE site_id = %s"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql, (led.sites[late].pages, late))
+        conn.execute(sql, (led.plan[on_track]["target_pages"] * 1000, on_track))
+        try:
+            got = wait_for(lambda: (d if sorted(d := compare_alerts(
+                settings, led, prom).differences) == sorted(want) else None), 60,
+                "the altered plan to show in the alerts", interval=1.0)
+        finally:
+            for site in (late, on_track):
+                conn.execute(sql, (led.plan[site]["target_pages"], site))
+    assert sorted(got) == sorted(want)
+    wait_for(lambda: compare_alerts(settings, led, prom).equal, 60,
+             "the alerts to follow the restored plan", interval=1.0)

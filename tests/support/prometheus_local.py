@@ -1,0 +1,54 @@
+"""A real Prometheus (Debian's package) on loopback for one test: the repository's rule files,
+scraping the given targets every second and evaluating the rules every second."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from infra.monitoring import MONITORING
+from infra.procs import free_port
+
+
+class LocalPrometheus:
+    def __init__(self, tmp: Path, targets: list[str]) -> None:
+        binary = shutil.which("prometheus")
+        assert binary, "prometheus is not installed (infra/install-system-deps.sh)"
+        assert all(t.startswith("127.0.0.1:") for t in targets), targets
+        self.dir = tmp / "prometheus"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        rules = MONITORING / "prometheus" / "rules"
+        (self.dir / "prometheus.yml").write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            f"rule_files: ['{rules / 'recording.yml'}', '{rules / 'alerts.yml'}']\n"
+            "scrape_configs:\n  - job_name: sohoa\n    static_configs:\n"
+            f"      - targets: {targets!r}\n", encoding="utf-8")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = self.dir / "prometheus.log"
+        self.proc = subprocess.Popen(
+            [binary, f"--config.file={self.dir / 'prometheus.yml'}",
+             f"--storage.tsdb.path={self.dir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text(errors="replace")[-2000:]
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError("Prometheus not ready: " + self.log.read_text(errors="replace"))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
