@@ -132,6 +132,7 @@ class Ledger:
     # schedule alerts measure the counts against; empty when no plan was imported.
     plan: dict[str, dict[str, Any]] = field(default_factory=dict)
     sent_on: str | None = None  # the local day the send began (verdicts are dated from it)
+    malformed_at: float | None = None  # epoch seconds the last malformed event went out
 
     def site(self, site_id: str) -> SiteLedger:
         s = self.sites.get(site_id)
@@ -142,6 +143,7 @@ class Ledger:
     def to_json(self) -> dict[str, Any]:
         return {"events": dict(self.events), "bytes_written": self.bytes_written,
                 "malformed": self.malformed, "plan": self.plan, "sent_on": self.sent_on,
+                "malformed_at": self.malformed_at,
                 "sites": {k: {**vars(v), "pages_by_day": dict(v.pages_by_day)}
                           for k, v in self.sites.items()}}
 
@@ -150,7 +152,7 @@ class Ledger:
         out = cls(events=Counter(data.get("events", {})),
                   bytes_written=data.get("bytes_written", 0),
                   malformed=data.get("malformed", 0), plan=data.get("plan", {}),
-                  sent_on=data.get("sent_on"))
+                  sent_on=data.get("sent_on"), malformed_at=data.get("malformed_at"))
         for k, v in data["sites"].items():
             out.sites[k] = SiteLedger(**{**v, "pages_by_day": Counter(v["pages_by_day"])})
         return out
@@ -302,6 +304,7 @@ class SpineSink:
         fut = self.producer.send(self.topic, key=key, value=value)
         fut.add_errback(lambda exc: self.errors.append(f"{type(exc).__name__}: {exc}"))
         self.ledger.malformed += 1
+        self.ledger.malformed_at = _time.time()
 
     def close(self) -> None:
         self.producer.flush(timeout=300)
