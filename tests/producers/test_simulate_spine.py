@@ -266,9 +266,9 @@ def test_simulated_sites_through_the_real_spine(stack, tmp_path: Path) -> None:
     import psycopg
 
     from infra.procs import free_port
+    from infra.scratch_prometheus import ScratchPrometheus
     from producers.simulate_check import compare
     from tests.support.procs import run_sohoa
-    from tests.support.prometheus_local import LocalPrometheus
     from tests.support.spine import Spine
 
     topics = _sim_topics(stack)
@@ -291,7 +291,7 @@ def test_simulated_sites_through_the_real_spine(stack, tmp_path: Path) -> None:
         "SOHOA_SIMULATE__FILE_PAGES_MAX": "5",
         "SOHOA_LOGGING__JSON": "false",
     })
-    prom = LocalPrometheus(tmp_path, [f"127.0.0.1:{p}" for p in ports.values()])
+    prom = ScratchPrometheus(tmp_path, [f"127.0.0.1:{p}" for p in ports.values()])
     try:
         spine.start("consume", "assembly", "ocr")
         res = run_sohoa(["simulate", "--through-spine", "--sources-root", str(pages_root),

@@ -1,5 +1,7 @@
-"""A real Prometheus (Debian's package) on loopback for one test: the repository's rule files,
-scraping the given targets every second and evaluating the rules every second."""
+"""A throw-away Prometheus (Debian's package) on loopback for one run — a test or a bench —
+with the repository's rule files, scraping the given targets and evaluating the rules every
+``interval_s`` (1 s: a compressed run's changes show within seconds). Its data lives under the
+given directory; `LocalMonitoring` is the one `sohoa up --monitoring` keeps."""
 
 from __future__ import annotations
 
@@ -13,16 +15,18 @@ from infra.monitoring import MONITORING
 from infra.procs import free_port
 
 
-class LocalPrometheus:
-    def __init__(self, tmp: Path, targets: list[str]) -> None:
+class ScratchPrometheus:
+    def __init__(self, tmp: Path, targets: list[str], interval_s: int = 1) -> None:
         binary = shutil.which("prometheus")
-        assert binary, "prometheus is not installed (infra/install-system-deps.sh)"
-        assert all(t.startswith("127.0.0.1:") for t in targets), targets
+        if binary is None:
+            raise RuntimeError("prometheus is not installed (infra/install-system-deps.sh)")
+        if not all(t.startswith("127.0.0.1:") for t in targets):
+            raise ValueError(f"loopback targets only: {targets}")
         self.dir = tmp / "prometheus"
         self.dir.mkdir(parents=True, exist_ok=True)
         rules = MONITORING / "prometheus" / "rules"
         (self.dir / "prometheus.yml").write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            f"global: {{scrape_interval: {interval_s}s, evaluation_interval: {interval_s}s}}\n"
             f"rule_files: ['{rules / 'recording.yml'}', '{rules / 'alerts.yml'}']\n"
             "scrape_configs:\n  - job_name: sohoa\n    static_configs:\n"
             f"      - targets: {targets!r}\n", encoding="utf-8")
@@ -36,14 +40,16 @@ class LocalPrometheus:
             stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text(errors="replace")[-2000:]
+            if self.proc.poll() is not None:
+                raise RuntimeError(self.log.read_text(errors="replace")[-2000:])
             try:
                 with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
                     if r.status == 200:
                         return
             except OSError:
                 time.sleep(0.2)
-        raise AssertionError("Prometheus not ready: " + self.log.read_text(errors="replace"))
+        self.stop()
+        raise RuntimeError("Prometheus not ready: " + self.log.read_text(errors="replace"))
 
     def stop(self) -> None:
         self.proc.terminate()
