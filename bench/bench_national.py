@@ -62,9 +62,23 @@ def _lags(kafka: Any, dsn: str, topic: str, assembly_group: str) -> tuple[int, i
             sum(max(0, off - consumed.get(tp.partition, 0)) for tp, off in end.items()))
 
 
+def _scrapes(url: str) -> dict[str, Any]:
+    """Per target: up, and the last and longest scrape over the run (a /metrics slower than
+    the scrape timeout leaves Prometheus without the gauges)."""
+    from producers.simulate_alerts import query
+
+    out: dict[str, Any] = {}
+    for name, expr in (("up", "up"), ("last_s", "scrape_duration_seconds"),
+                       ("max_s", "max_over_time(scrape_duration_seconds[1h])"),
+                       ("failed", "count_over_time((up == 0)[1h:5s])")):
+        for r in query(url, expr):
+            out.setdefault(r["metric"]["instance"], {})[name] = round(float(r["value"][1]), 2)
+    return out
+
+
 def run(sites: int, days: int, pages_per_day: int, scale: float, speed: float,
         qc_workers: int, drain_timeout: float, keep: bool, prometheus: bool = True,
-        scrape_s: int = 5) -> dict:
+        scrape_s: int = 15) -> dict:
     state, settings, stack = start_throwaway_stack("national")
     procs: list[subprocess.Popen] = []
     prom = None
@@ -163,6 +177,9 @@ def run(sites: int, days: int, pages_per_day: int, scale: float, speed: float,
                        if k in ("equal", "baseline_seen", "differences")} | {
                 "expected": {a: len(v) for a, v in check.get("alerts", {})
                              .get("expected", {}).items()},
+                "observed": {a: len(v) for a, v in check.get("alerts", {})
+                             .get("observed", {}).items()},
+                "scrapes": _scrapes(prom.url) if prom is not None else None,
                 "undecided": check.get("alerts", {}).get("undecided", {})},
             "samples": samples,
         }
@@ -187,7 +204,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--drain-timeout", type=float, default=3600.0)
     ap.add_argument("--no-prometheus", dest="prometheus", action="store_false",
                     help="skip the alerts check (no throw-away Prometheus)")
-    ap.add_argument("--scrape-s", type=int, default=5, help="Prometheus scrape interval")
+    ap.add_argument("--scrape-s", type=int, default=15,
+                    help="Prometheus scrape interval (and timeout)")
     ap.add_argument("--keep", action="store_true", help="keep the state dir and pages (logs)")
     ap.add_argument("--json", type=Path, help="also write the result here")
     args = ap.parse_args(argv)

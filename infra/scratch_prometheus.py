@@ -26,7 +26,10 @@ class ScratchPrometheus:
         self.dir.mkdir(parents=True, exist_ok=True)
         rules = MONITORING / "prometheus" / "rules"
         (self.dir / "prometheus.yml").write_text(
-            f"global: {{scrape_interval: {interval_s}s, evaluation_interval: {interval_s}s}}\n"
+            # The timeout is the interval: the consumer's /metrics of thousands of sites is
+            # computed at scrape time and may take longer than Prometheus's default 10 s.
+            f"global: {{scrape_interval: {interval_s}s, scrape_timeout: {interval_s}s, "
+            f"evaluation_interval: {interval_s}s}}\n"
             f"rule_files: ['{rules / 'recording.yml'}', '{rules / 'alerts.yml'}']\n"
             "scrape_configs:\n  - job_name: sohoa\n    static_configs:\n"
             f"      - targets: {targets!r}\n", encoding="utf-8")

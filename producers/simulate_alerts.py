@@ -1,13 +1,12 @@
 """After `sohoa simulate --through-spine`: do the alerts fire for exactly the sites they should?
 
-A real Prometheus scrapes the consumer's /metrics with the repository's rule files loaded
-(``--prometheus URL``). The expressions of the alerts whose inputs are the sites' counts and
-plan, as that Prometheus loaded them from ``monitoring/prometheus/rules/alerts.yml``, are
-evaluated through
-``/api/v1/query`` against the live scrape, instead of waiting out their ``for:`` durations
-(15 min to 1 h: longer than a compressed run): an expression that holds is an alert pending.
-The sites each must hold for are derived from the simulator's ledger, the imported plan and
-the rules' thresholds:
+A real Prometheus scrapes the consumer's and the apps' /metrics with the repository's rule
+files loaded (``--prometheus URL``). The expressions of the alerts whose inputs are the sites'
+counts and plan, as that Prometheus loaded them from ``monitoring/prometheus/rules/alerts.yml``,
+are evaluated through ``/api/v1/query`` against the live scrape instead of waiting out their
+``for:`` durations (15 min to 1 h: longer than a compressed run): an expression that holds is
+an alert pending. What each must hold for is derived from the simulator's ledger, the imported
+plan and the rules' thresholds:
 
 - ``SohoaSiteBehindSchedule``: pages left (target − the ledger's pages) and, by the ledger's
   pages per simulated day over the campaign's forecast window, a completion after the deadline
@@ -18,7 +17,6 @@ the rules' thresholds:
   pages before it sends, :func:`wait_for_baseline`). A site whose zero Prometheus did not see
   in the rule's 6 h window, or whose count sits within ``delta()``'s extrapolation of the
   50-page floor, is listed as undecided, not compared.
-
 - ``SohoaDeadLetters``: the scenario's one malformed event, dead-lettered by the assembly app
   and by the consumer (its ``stage`` labels), while it is inside the rule's 15 min.
 
@@ -184,6 +182,17 @@ def observed_alerts(base: str, at: float) -> Sites:
                    for r in query(base, exprs[name], at)} for name in CHECKED}
 
 
+def active_alerts(base: str) -> dict[str, dict[str, str]]:
+    """What Prometheus's own rule evaluation holds (``/api/v1/alerts``): per checked alert,
+    site (or stage) -> state, "pending" until its ``for:`` has passed, then "firing"."""
+    out: dict[str, dict[str, str]] = {name: {} for name in CHECKED}
+    for a in _get(base, "/api/v1/alerts", {})["alerts"]:
+        name = a["labels"].get("alertname")
+        if name in out:
+            out[name][a["labels"]["stage" if name == DEAD_LETTERS else "site"]] = a["state"]
+    return out
+
+
 def compare_alerts(settings: Settings, ledger: Ledger, base: str) -> AlertComparison:
     from sohoa.work_calendar import WorkCalendar
 
@@ -211,10 +220,16 @@ def wait_until_alerts_equal(settings: Settings, ledger: Ledger, base: str, *, af
     caches them ``consumer.gauge_cache_s``), compare until equal or ``timeout_s``."""
     t_end = time.monotonic() + timeout_s
     fresh = after + settings.consumer.gauge_cache_s
-    while last_scrape(base) < fresh and time.monotonic() < t_end:
+    while (scraped := last_scrape(base)) < fresh and time.monotonic() < t_end:
         time.sleep(poll_s)
     while True:
         c = compare_alerts(settings, ledger, base)
         if c.equal or time.monotonic() >= t_end:
-            return c
+            break
         time.sleep(poll_s)
+    if scraped < fresh:
+        # Not an alert missing: Prometheus has no gauges of the drained stack to judge by.
+        c.differences.insert(0, "Prometheus has not scraped the consumer's gauges since the "
+                             f"drain (last scrape {time.time() - scraped:.0f} s ago): "
+                             "/metrics slower than the scrape timeout?")
+    return c

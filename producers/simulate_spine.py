@@ -423,6 +423,10 @@ def run_through_spine(settings: Settings, *, sites: int, days: int, pages_per_da
             chk = summary["check"]
             click.echo(("Khớp" if chk["equal"] else "KHÔNG khớp") +
                        f" với PostgreSQL sau {chk['waited_s']} s")
+            if "alerts" in chk:
+                fired = {k: len(v) for k, v in chk["alerts"]["observed"].items()}
+                click.echo(f"Cảnh báo (alerts) {fired}: "
+                           + ("khớp" if chk["alerts"]["equal"] else "KHÔNG khớp"))
             for d in chk["differences"][:30]:
                 click.echo(f"  {d}")
     if code:

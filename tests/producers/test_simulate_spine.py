@@ -267,8 +267,9 @@ def test_simulated_sites_through_the_real_spine(stack, tmp_path: Path) -> None:
 
     from infra.procs import free_port
     from infra.scratch_prometheus import ScratchPrometheus
+    from producers.simulate_alerts import active_alerts
     from producers.simulate_check import compare
-    from tests.support.procs import run_sohoa
+    from tests.support.procs import run_sohoa, wait_for
     from tests.support.spine import Spine
 
     topics = _sim_topics(stack)
@@ -318,6 +319,12 @@ def test_simulated_sites_through_the_real_spine(stack, tmp_path: Path) -> None:
         assert {s for s, r in roles.items() if r == "late"} <= behind, alerts
         assert not {s for s, r in roles.items() if r == "finished"} & behind, alerts
         assert alerts["observed"]["SohoaDeadLetters"] == ["assembly", "consumer"], alerts
+        # Prometheus's own rule evaluation holds the same: pending for the alerts with a
+        # `for:`, firing for the dead letters (none).
+        active = wait_for(lambda: (a if (a := active_alerts(prom.url))[
+            "SohoaSiteBehindSchedule"].keys() == behind else None), 30, "the rule evaluation")
+        assert active["SohoaSiteBehindSchedule"] == dict.fromkeys(behind, "pending"), active
+        assert active["SohoaDeadLetters"] == {"assembly": "firing", "consumer": "firing"}
 
         # The plan went into the stack's (simulation) database: status has every target.
         with (tmp_path / "plan.csv").open(encoding="utf-8") as fh:
