@@ -9,8 +9,9 @@ Tesseract per page is the OCR bench's subject, not this one's) and the consumer,
 simulator. While it runs it samples the load average, the pages in PostgreSQL and the records
 each reader still has to read of the site-events topic (assembly app: its committed Kafka
 offsets; consumer: its offsets in PostgreSQL). Every process inherits the bench's priority: run
-it under ``nice``. The result is the simulator's own comparison with PostgreSQL (equal or the
-differences) and the figures.
+it under ``nice``. The plan is imported and a throw-away Prometheus (the repository's rules)
+scrapes the consumer and the apps, so the simulator's check covers status, the monthly reports
+and the alerts. The result is that comparison (equal or the differences) and the figures.
 """
 
 from __future__ import annotations
@@ -61,10 +62,26 @@ def _lags(kafka: Any, dsn: str, topic: str, assembly_group: str) -> tuple[int, i
             sum(max(0, off - consumed.get(tp.partition, 0)) for tp, off in end.items()))
 
 
+def _scrapes(url: str) -> dict[str, Any]:
+    """Per target: up, and the last and longest scrape over the run (a /metrics slower than
+    the scrape timeout leaves Prometheus without the gauges)."""
+    from producers.simulate_alerts import query
+
+    out: dict[str, Any] = {}
+    for name, expr in (("up", "up"), ("last_s", "scrape_duration_seconds"),
+                       ("max_s", "max_over_time(scrape_duration_seconds[1h])"),
+                       ("failed", "count_over_time((up == 0)[1h:5s])")):
+        for r in query(url, expr):
+            out.setdefault(r["metric"]["instance"], {})[name] = round(float(r["value"][1]), 2)
+    return out
+
+
 def run(sites: int, days: int, pages_per_day: int, scale: float, speed: float,
-        qc_workers: int, drain_timeout: float, keep: bool) -> dict:
+        qc_workers: int, drain_timeout: float, keep: bool, prometheus: bool = True,
+        scrape_s: int = 15) -> dict:
     state, settings, stack = start_throwaway_stack("national")
     procs: list[subprocess.Popen] = []
+    prom = None
     pages_root = Path(tempfile.mkdtemp(prefix="sohoa-national-pages-"))
     try:
         suffix = uuid.uuid4().hex[:6]
@@ -95,6 +112,14 @@ def run(sites: int, days: int, pages_per_day: int, scale: float, speed: float,
                      ["streams", "--role", "ocr"]):
             procs.append(start_component(args, env, logs, name=args[-1]))
         time.sleep(20)  # the apps join their groups
+        check_args = ["--plan-out", str(state / "plan.csv")]
+        if prometheus:
+            from infra.scratch_prometheus import ScratchPrometheus
+
+            prom = ScratchPrometheus(state, [f"127.0.0.1:{env[k]}" for k in (
+                "SOHOA_CONSUMER__METRICS_PORT", "SOHOA_STREAMS__WEB_PORT",
+                "SOHOA_STREAMS__OCR_WEB_PORT")], interval_s=scrape_s)
+            check_args += ["--prometheus", prom.url]
 
         samples: list[dict[str, Any]] = []
         stop = threading.Event()
@@ -120,7 +145,7 @@ def run(sites: int, days: int, pages_per_day: int, scale: float, speed: float,
              "--sources-root", str(pages_root), "--sites", str(sites),
              "--days", str(days), "--pages-per-day", str(pages_per_day), "--scale", str(scale),
              "--speed", str(speed), "--scenario", "demo", "--seed", "24",
-             "--drain-timeout", str(drain_timeout), "--json"],
+             "--drain-timeout", str(drain_timeout), *check_args, "--json"],
             env=env, capture_output=True, text=True)
         wall = time.monotonic() - t0
         stop.set()
@@ -148,9 +173,19 @@ def run(sites: int, days: int, pages_per_day: int, scale: float, speed: float,
             "max_load1": max((s["load1"] for s in samples), default=None),
             "equal": check["equal"], "differences": check["differences"][:20],
             "dead_letters": check["dead_letters"],
+            "alerts": {k: v for k, v in check.get("alerts", {}).items()
+                       if k in ("equal", "baseline_seen", "differences")} | {
+                "expected": {a: len(v) for a, v in check.get("alerts", {})
+                             .get("expected", {}).items()},
+                "observed": {a: len(v) for a, v in check.get("alerts", {})
+                             .get("observed", {}).items()},
+                "scrapes": _scrapes(prom.url) if prom is not None else None,
+                "undecided": check.get("alerts", {}).get("undecided", {})},
             "samples": samples,
         }
     finally:
+        if prom is not None:
+            prom.stop()
         teardown(procs, stack, state, keep)
         if not keep:
             shutil.rmtree(pages_root, ignore_errors=True)
@@ -167,11 +202,16 @@ def main(argv: list[str] | None = None) -> dict:
                     help="simulated seconds per real second")
     ap.add_argument("--qc-workers", type=int, default=2)
     ap.add_argument("--drain-timeout", type=float, default=3600.0)
+    ap.add_argument("--no-prometheus", dest="prometheus", action="store_false",
+                    help="skip the alerts check (no throw-away Prometheus)")
+    ap.add_argument("--scrape-s", type=int, default=15,
+                    help="Prometheus scrape interval (and timeout)")
     ap.add_argument("--keep", action="store_true", help="keep the state dir and pages (logs)")
     ap.add_argument("--json", type=Path, help="also write the result here")
     args = ap.parse_args(argv)
     return emit(run(args.sites, args.days, args.pages_per_day, args.scale, args.speed,
-                    args.qc_workers, args.drain_timeout, args.keep), args.json)
+                    args.qc_workers, args.drain_timeout, args.keep, args.prometheus,
+                    args.scrape_s), args.json)
 
 
 if __name__ == "__main__":

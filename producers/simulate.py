@@ -632,6 +632,10 @@ def import_plan(path: Path, start: date, dsn: str) -> str:
 @click.option("--drain-timeout", type=click.FloatRange(min=0), default=600.0, show_default=True,
               help="--through-spine: chờ tối đa N giây để PostgreSQL khớp số đếm của mô phỏng; "
               "0: không đối chiếu.")
+@click.option("--prometheus", "prometheus", metavar="URL",
+              help="--through-spine: Prometheus (127.0.0.1) đang thu /metrics của consumer với "
+              "các luật trong monitoring/prometheus/rules; đối chiếu cả cảnh báo "
+              "(check the alerts too).")
 @click.option("--json", "as_json", is_flag=True, help="In tóm tắt JSON (summary) ra stdout.")
 @click.pass_context
 def simulate(ctx: click.Context, sites: int | None, days: int | None,
@@ -639,7 +643,7 @@ def simulate(ctx: click.Context, sites: int | None, days: int | None,
              seed: int | None, hot_folder: Path | None, plan_out: Path | None,
              do_import: bool, results: bool | None, through_spine: bool,
              sources_root: Path | None, scale: float, drain_timeout: float,
-             as_json: bool) -> None:
+             prometheus: str | None, as_json: bool) -> None:
     """Mô phỏng một chiến dịch số hóa (synthetic campaign traffic through the real pipeline).
 
     \b
@@ -661,10 +665,11 @@ def simulate(ctx: click.Context, sites: int | None, days: int | None,
                           seed=cfg.seed if seed is None else seed, hot_folder=hot_folder,
                           plan_out=plan_out, do_import=do_import, results=results,
                           sources_root=sources_root, drain_timeout=drain_timeout,
-                          as_json=as_json)
+                          as_json=as_json, prometheus=prometheus)
         return
-    if sources_root is not None or scale != 1.0:
-        raise click.UsageError("--sources-root và --scale chỉ dùng với --through-spine.")
+    if sources_root is not None or scale != 1.0 or prometheus:
+        raise click.UsageError("--sources-root, --scale và --prometheus chỉ dùng với "
+                               "--through-spine.")
     if sites is not None and sites > MAX_SITES:
         raise click.UsageError(f"--sites: tối đa {MAX_SITES} điểm, trừ khi --through-spine.")
     want_import = plan_out is not None and do_import and hot_folder is None

@@ -26,9 +26,10 @@ import re
 import time as _time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -127,6 +128,11 @@ class Ledger:
     events: Counter[str] = field(default_factory=Counter)
     bytes_written: int = 0
     malformed: int = 0
+    # The plan the run imported (site -> target_pages, deadline): what reports and the
+    # schedule alerts measure the counts against; empty when no plan was imported.
+    plan: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sent_on: str | None = None  # the local day the send began (verdicts are dated from it)
+    malformed_at: float | None = None  # epoch seconds the last malformed event went out
 
     def site(self, site_id: str) -> SiteLedger:
         s = self.sites.get(site_id)
@@ -136,7 +142,8 @@ class Ledger:
 
     def to_json(self) -> dict[str, Any]:
         return {"events": dict(self.events), "bytes_written": self.bytes_written,
-                "malformed": self.malformed,
+                "malformed": self.malformed, "plan": self.plan, "sent_on": self.sent_on,
+                "malformed_at": self.malformed_at,
                 "sites": {k: {**vars(v), "pages_by_day": dict(v.pages_by_day)}
                           for k, v in self.sites.items()}}
 
@@ -144,7 +151,8 @@ class Ledger:
     def from_json(cls, data: dict[str, Any]) -> Ledger:
         out = cls(events=Counter(data.get("events", {})),
                   bytes_written=data.get("bytes_written", 0),
-                  malformed=data.get("malformed", 0))
+                  malformed=data.get("malformed", 0), plan=data.get("plan", {}),
+                  sent_on=data.get("sent_on"), malformed_at=data.get("malformed_at"))
         for k, v in data["sites"].items():
             out.sites[k] = SiteLedger(**{**v, "pages_by_day": Counter(v["pages_by_day"])})
         return out
@@ -296,6 +304,7 @@ class SpineSink:
         fut = self.producer.send(self.topic, key=key, value=value)
         fut.add_errback(lambda exc: self.errors.append(f"{type(exc).__name__}: {exc}"))
         self.ledger.malformed += 1
+        self.ledger.malformed_at = _time.time()
 
     def close(self) -> None:
         self.producer.flush(timeout=300)
@@ -328,7 +337,7 @@ def run_through_spine(settings: Settings, *, sites: int, days: int, pages_per_da
                       speed: float | None, live_s: float, scenario: str, seed: int,
                       hot_folder: Path | None, plan_out: Path | None, do_import: bool,
                       results: bool | None, sources_root: Path | None, drain_timeout: float,
-                      as_json: bool) -> None:
+                      as_json: bool, prometheus: str | None = None) -> None:
     """The ``--through-spine`` run: check the stack, send, wait for the centre, compare."""
     import sys
 
@@ -336,6 +345,9 @@ def run_through_spine(settings: Settings, *, sites: int, days: int, pages_per_da
 
     if sources_root is None:
         raise click.UsageError("--through-spine cần --sources-root (nơi ghi ảnh trang).")
+    if prometheus and urlsplit(prometheus).hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise click.UsageError(f"--prometheus {prometheus}: chỉ dùng Prometheus trên máy này "
+                               "(127.0.0.1). (loopback only)")
     if hot_folder is not None or results or live_s:
         raise click.UsageError("--through-spine không dùng với --hot-folder, --results, --live: "
                                "hệ thống thật tạo kết quả (the real spine makes the results).")
@@ -353,6 +365,19 @@ def run_through_spine(settings: Settings, *, sites: int, days: int, pages_per_da
     events = merged(camp.runs, until=camp.end)
     sink = SpineSink(settings, sources_root,
                      {s.site_id: s.qc_fail_share for s in camp.sites}, seed)
+    if plan_out is not None and do_import:
+        sink.ledger.plan = {r["site_id"]: {"target_pages": r["target_pages"],
+                                           "deadline": r["deadline"]} for r in camp.plan_rows()}
+    baseline_seen = None
+    if prometheus:
+        from producers.simulate_alerts import check_rules_loaded, wait_for_baseline
+
+        check_rules_loaded(prometheus)
+        if sink.ledger.plan:
+            # The QC rate is a 6 h delta: it counts from the zero Prometheus saw first.
+            baseline_seen = wait_for_baseline(prometheus, list(sink.ledger.plan),
+                                              min(drain_timeout, 120.0))
+    sink.ledger.sent_on = camp.calendar.local_today(datetime.now(UTC)).isoformat()
     from rich.progress import Progress
 
     t0 = _time.monotonic()
@@ -372,11 +397,21 @@ def run_through_spine(settings: Settings, *, sites: int, days: int, pages_per_da
     code = 0
     if drain_timeout > 0:
         from producers.simulate_check import wait_until_equal
+        from producers.simulate_reports import compare_reports
 
         c = wait_until_equal(settings, sink.ledger, settings.postgres.url, drain_timeout)
-        summary["check"] = {"equal": c.equal, "differences": c.differences[:200],
-                            "waited_s": round(c.waited_s, 1), "dead_letters": c.dead_letters}
-        code = 0 if c.equal else 1
+        drained_at = _time.time()
+        diffs = c.differences + compare_reports(settings, sink.ledger, settings.postgres.url)
+        summary["check"] = {"waited_s": round(c.waited_s, 1), "dead_letters": c.dead_letters}
+        if prometheus:
+            from producers.simulate_alerts import wait_until_alerts_equal
+
+            a = wait_until_alerts_equal(settings, sink.ledger, prometheus, after=drained_at,
+                                        timeout_s=min(drain_timeout, 120.0))
+            summary["check"]["alerts"] = {**a.to_json(), "baseline_seen": baseline_seen}
+            diffs += a.differences
+        summary["check"].update(equal=not diffs, differences=diffs[:200])
+        code = 0 if not diffs else 1
     if as_json:
         click.echo(json.dumps(summary, ensure_ascii=False))
     else:
@@ -388,6 +423,10 @@ def run_through_spine(settings: Settings, *, sites: int, days: int, pages_per_da
             chk = summary["check"]
             click.echo(("Khớp" if chk["equal"] else "KHÔNG khớp") +
                        f" với PostgreSQL sau {chk['waited_s']} s")
+            if "alerts" in chk:
+                fired = {k: len(v) for k, v in chk["alerts"]["observed"].items()}
+                click.echo(f"Cảnh báo (alerts) {fired}: "
+                           + ("khớp" if chk["alerts"]["equal"] else "KHÔNG khớp"))
             for d in chk["differences"][:30]:
                 click.echo(f"  {d}")
     if code:
