@@ -761,7 +761,8 @@ class Agent(WalksMixin, FilingMixin):
         # Only once committed: a failed commit (disk full) keeps them queued for the retry.
         self._writes = []
         self._pending = {}
-        self.document_names.clear()
+        self.document_names.committed(((d.root, d.path), d.fonds, d.file_code, d.document,
+                                       d.state) for d in documents)
         self._pending_pages = {}
         if self.wake_sender is not None:
             self.wake_sender.set()
