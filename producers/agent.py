@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from producers.changes import DocumentRead, PageWrite, document_changes
 from producers.document_names import DocumentNames
@@ -75,9 +75,9 @@ class Candidate:
     name: PageName | None = None  # parsed, once settled
 
 
-@dataclass(frozen=True, slots=True)
-class DocumentWrite:
-    """A row of the outbox's ``pages`` (one document file) to write."""
+class DocumentWrite(NamedTuple):
+    """A row of the outbox's ``pages`` (one document file) to write (a named tuple: one is
+    built per document read)."""
 
     root: str
     path: str
