@@ -165,6 +165,10 @@ class _Layout:
 _LAYOUTS: dict[tuple[str, bool, bytes], _Layout] = {}
 _MAX_LAYOUTS = 64
 _MAX_VALUES = 16  # value sets kept per layout (pages whose strips differ in length)
+# Only a directory whose entries and out-of-line values fit in this many bytes is remembered
+# (a few dozen strips): one of thousands of strips is parsed each time, as its tags and strips
+# would hold hundreds of kilobytes in the agent for each page remembered.
+_MAX_REMEMBERED = 1024
 
 
 def _directory(read_at: ReadAt, size: int, bo: str, big: bool, at: int,
@@ -220,6 +224,8 @@ def _directory(read_at: ReadAt, size: int, bo: str, big: bool, at: int,
     regions = _regions(tags, size, _where, index)
     d = Directory(index, tags, regions)
     d.header = d.canonical_header()
+    if len(key[2]) + sum(map(len, values)) > _MAX_REMEMBERED:
+        return d, nxt
     if layout is None or layout.outside != tuple(outside):
         if len(_LAYOUTS) >= _MAX_LAYOUTS:
             _LAYOUTS.clear()

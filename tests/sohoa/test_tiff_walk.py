@@ -140,3 +140,14 @@ def test_remembered_layouts_are_bounded(served: list[int]) -> None:
         Image.new("L", (16 + i, 16)).save(buf, "TIFF", compression="raw")
         _walk(buf.getvalue())
         assert len(tiff_walk._LAYOUTS) <= tiff_walk._MAX_LAYOUTS
+
+
+def test_a_directory_of_many_strips_is_not_remembered(tmp_path: Path,
+                                                     served: list[int]) -> None:
+    """Its strips' offsets and lengths are kilobytes: parsed each time, as before."""
+    frame = np.zeros((800, 64), dtype=np.uint8)
+    data = lp.write_tiff(tmp_path / "strips.tif", [frame], strips=400).read_bytes()
+    first = _walk(data)
+    assert len(first[0].regions) == 400
+    assert not tiff_walk._LAYOUTS
+    assert _facts(_walk(data)) == _facts(first) and served[0] == 0
