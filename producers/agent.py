@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from producers.changes import DocumentRead, PageWrite, document_changes
 from producers.document_names import DocumentNames
@@ -75,9 +75,9 @@ class Candidate:
     name: PageName | None = None  # parsed, once settled
 
 
-@dataclass(frozen=True, slots=True)
-class DocumentWrite:
-    """A row of the outbox's ``pages`` (one document file) to write."""
+class DocumentWrite(NamedTuple):
+    """A row of the outbox's ``pages`` (one document file) to write (a named tuple: one is
+    built per document read)."""
 
     root: str
     path: str
@@ -761,7 +761,8 @@ class Agent(WalksMixin, FilingMixin):
         # Only once committed: a failed commit (disk full) keeps them queued for the retry.
         self._writes = []
         self._pending = {}
-        self.document_names.clear()
+        self.document_names.committed(((d.root, d.path), d.fonds, d.file_code, d.document,
+                                       d.state) for d in documents)
         self._pending_pages = {}
         if self.wake_sender is not None:
             self.wake_sender.set()

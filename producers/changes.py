@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from producers.layout import PageName
 from producers.outbox import KnownPage
@@ -22,9 +23,8 @@ from producers.wire import WireEvent, page_scanned
 from sohoa.events import PageRemoved, PageScanned, stable_event_id
 
 
-@dataclass(frozen=True, slots=True)
-class PageWrite:
-    """A row of ``doc_pages`` to write."""
+class PageWrite(NamedTuple):
+    """A row of ``doc_pages`` to write (a named tuple: one is built per page read)."""
 
     page_index: int
     sha256: str
@@ -32,8 +32,7 @@ class PageWrite:
     state: str  # sent | removed
 
 
-@dataclass(frozen=True, slots=True)
-class DocumentRead:
+class DocumentRead(NamedTuple):
     """A document as just read: where it is, what it is called, what its bytes are."""
 
     name: PageName

@@ -53,6 +53,7 @@ class FilingMixin:
     _folders: dict[tuple[str, str], Any]
     _commits: int
     wake_sender: Any
+    document_names: Any
 
     if TYPE_CHECKING:
         def _litter(self, name: str) -> bool: ...
@@ -128,6 +129,7 @@ class FilingMixin:
         if known.state == "rejected" and not any(
                 p.state == "sent" for p in self.ob.pages_of(rootk, rel).values()):
             self.ob.db.execute("DELETE FROM pages WHERE root = ? AND path = ?", (rootk, rel))
+            self.document_names.clear()  # written here, not through the loop's commit
             return
         if known.file_code is None or known.document is None:
             return
@@ -146,6 +148,7 @@ class FilingMixin:
 
             for ev in events:
                 enqueue(db, "site_events", ev)
+        self.document_names.clear()
         if self.wake_sender is not None:
             self.wake_sender.set()
 

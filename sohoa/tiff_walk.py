@@ -47,11 +47,13 @@ Tag = tuple[str, tuple | bytes]
 
 @dataclass(slots=True)
 class Directory:
-    """One image directory: its defining tags and where its strips or tiles lie."""
+    """One image directory: its defining tags and where its strips or tiles lie. Read-only:
+    directories with the same bytes share ``tags`` (see :class:`_Layout`)."""
 
     index: int                     # position in the main chain, 0-based
     tags: dict[int, Tag]
     regions: tuple[tuple[int, int], ...]   # (offset, byte count) of each strip or tile
+    header: bytes | None = None    # canonical_header(), when already known
 
     @property
     def reduced(self) -> bool:
@@ -63,6 +65,8 @@ class Directory:
         integer width the writer chose, then the strip/tile lengths (their boundaries matter
         to the decoder; their offsets do not). Numbers are written in decimal, raw bytes
         with their length first."""
+        if self.header is not None:
+            return self.header
         tags = self.tags
         parts: list[bytes] = []
         for tag in DEFINING_TAGS:
@@ -125,6 +129,48 @@ _ONE = {(bo, code): struct.Struct(bo + code).unpack
         for bo in "<>" for code, _, kind in _TYPES.values() if kind == "i"}
 
 
+class _Layout:
+    """What one directory's entry bytes (byte order, flavour) always parse to.
+
+    A scanner writes every page's directory alike: the same entries, and out-of-line values
+    (bits per sample, resolutions, several strips' offsets and lengths) whose bytes repeat too.
+    The entries fix where those values lie; with the bytes found there they fix the tags, the
+    strips and the canonical header, so a page laid out like an earlier one costs a lookup
+    instead of a parse. Only the checks that depend on the file (its size, the values' bytes)
+    are made again; any that fails goes back to the full parse, which says what is wrong."""
+
+    __slots__ = ("known", "outside")
+
+    def __init__(self, outside: tuple[tuple[int, int], ...]) -> None:
+        self.outside = outside  # (offset, byte count) of each value held outside the entries
+        # the values' bytes -> (tags, regions, end of the image data, canonical header)
+        self.known: dict[tuple[bytes, ...], tuple[dict[int, Tag],
+                                                  tuple[tuple[int, int], ...], int, bytes]] = {}
+
+    def directory(self, read_at: ReadAt, size: int, index: int) -> Directory | None:
+        values = []
+        for off, nbytes in self.outside:
+            if off + nbytes > size:
+                return None
+            values.append(bytes(read_at(off, nbytes)))
+        hit = self.known.get(tuple(values))
+        if hit is None or hit[2] > size:
+            return None
+        tags, regions, _end, header = hit
+        return Directory(index, tags, regions, header)
+
+
+# (byte order, BigTIFF, a directory's entry bytes) -> its layout. Bounded: a campaign's
+# scanners write a handful of layouts; a file of its own kind must not grow this forever.
+_LAYOUTS: dict[tuple[str, bool, bytes], _Layout] = {}
+_MAX_LAYOUTS = 64
+_MAX_VALUES = 16  # value sets kept per layout (pages whose strips differ in length)
+# Only a directory whose entries and out-of-line values fit in this many bytes is remembered
+# (a few dozen strips): one of thousands of strips is parsed each time, as its tags and strips
+# would hold hundreds of kilobytes in the agent for each page remembered.
+_MAX_REMEMBERED = 1024
+
+
 def _directory(read_at: ReadAt, size: int, bo: str, big: bool, at: int,
                index: int) -> tuple[Directory, int]:
     count_len, entry_len, next_len = (8, 20, 8) if big else (2, 12, 4)
@@ -138,9 +184,18 @@ def _directory(read_at: ReadAt, size: int, bo: str, big: bool, at: int,
     if len(raw) < entries_len + next_len:
         raise TiffDamaged(f"TIFF is truncated ({_where(index)} cut short)")
     pointer = _NEXT[bo, big].unpack
+    nxt = pointer(raw[entries_len:entries_len + next_len])[0]
+    key = (bo, big, bytes(raw[:entries_len]))
+    layout = _LAYOUTS.get(key)
+    if layout is not None:
+        d = layout.directory(read_at, size, index)
+        if d is not None:
+            return d, nxt
     inline = next_len  # bytes of a value held in the entry itself
     tags: dict[int, Tag] = {}
-    for tag, typ, count, value in _ENTRY[bo, big].iter_unpack(raw[:entries_len]):
+    outside: list[tuple[int, int]] = []
+    values: list[bytes] = []
+    for tag, typ, count, value in _ENTRY[bo, big].iter_unpack(key[2]):
         if tag not in _WANTED:
             continue
         t = _TYPES.get(typ)
@@ -154,7 +209,9 @@ def _directory(read_at: ReadAt, size: int, bo: str, big: bool, at: int,
             off = pointer(value)[0]
             if off + nbytes > size:
                 raise TiffDamaged("TIFF is truncated (tag data outside the file)")
-            data = read_at(off, nbytes)
+            data = bytes(read_at(off, nbytes))
+            outside.append((off, nbytes))
+            values.append(data)
         if kind == "b":
             tags[tag] = (kind, bytes(data))
         elif count == 1 and kind == "i":  # most tags: one number
@@ -162,10 +219,25 @@ def _directory(read_at: ReadAt, size: int, bo: str, big: bool, at: int,
         else:
             items = count * 2 if kind == "r" else count
             tags[tag] = (kind, struct.unpack(f"{bo}{items}{code}", data))
-    nxt = pointer(raw[entries_len:entries_len + next_len])[0]
     if 256 not in tags or 257 not in tags:
         raise TiffDamaged(f"TIFF {_where(index)} has no image width/height")
-    return Directory(index, tags, _regions(tags, size, _where, index)), nxt
+    regions = _regions(tags, size, _where, index)
+    d = Directory(index, tags, regions)
+    d.header = d.canonical_header()
+    if len(key[2]) + sum(map(len, values)) > _MAX_REMEMBERED:
+        return d, nxt
+    if layout is None or layout.outside != tuple(outside):
+        if len(_LAYOUTS) >= _MAX_LAYOUTS:
+            _LAYOUTS.clear()
+        layout = _LAYOUTS[key] = _Layout(tuple(outside))
+    if len(layout.known) >= _MAX_VALUES:
+        layout.known.clear()
+    layout.known[tuple(values)] = (tags, regions, _end(regions), d.header)
+    return d, nxt
+
+
+def _end(regions: tuple[tuple[int, int], ...]) -> int:
+    return max((o + c for o, c in regions), default=0)
 
 
 def _where(index: int) -> str:
