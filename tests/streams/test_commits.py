@@ -8,6 +8,7 @@ partition has a committed offset or not. No broker needed: the decision is the c
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections import defaultdict
 from typing import Any
@@ -136,3 +137,42 @@ def test_a_held_record_holds_the_commit(tmp_path) -> None:
     assert c._in_flight_head(P) == 40
     app.release(msgs[:3])
     assert not app.is_held(msgs[0])
+
+
+
+class _Fetcher:
+    """The consumer thread's side of a fetch, as aiokafka's ``Fetcher.fetched_records`` picks
+    the partitions to return: records arrive while it waits, and then it returns those of
+    the partitions asked for, where an empty collection means every partition."""
+
+    def __init__(self, buffered: dict[TP, list[int]], meanwhile: Any) -> None:
+        self.buffered = buffered
+        self.meanwhile = meanwhile
+
+    async def getmany(self, active_partitions: Any, timeout: float) -> dict[TP, list[int]]:
+        self.meanwhile()  # the main thread's event loop runs while the fetch waits
+        return {tp: offsets for tp, offsets in self.buffered.items()
+                if not active_partitions or tp in active_partitions}
+
+
+def test_a_fetch_returns_no_record_of_a_partition_paused_before_it(tmp_path) -> None:
+    """Recovery has read a changelog partition and pauses it while a fetch for it waits; the
+    source partition is still paused (its records, fetched in the background, wait in the
+    fetcher). Faust hands the fetch its live set of active partitions, now empty, which
+    aiokafka reads as every partition: the source partition's records came back, faust
+    dropped them as not active, and the fetcher's position had moved past them (the hole
+    the drain loop then counts as done, issue 24)."""
+    app = make_app(Settings(streams={"data_dir": tmp_path}), "commits-fetch", 6096, 12)
+    changelog = TP("commits-fetch-files-changelog", 8)
+    c: Any = object.__new__(app.transport.Consumer)
+    c.app = app
+    c._active_partitions = {changelog}
+    c._paused_partitions = {P}
+    c._thread = _Fetcher({P: [130, 131, 132], changelog: [7]},
+                         meanwhile=lambda: c.pause_partitions({changelog}))
+    records = asyncio.run(c._getmany(c._get_active_partitions(), 1.0))
+    assert records == {changelog: [7]}
+    assert not c._active_partitions   # the pause happened while the fetch waited
+
+    c._thread = _Fetcher({P: [130]}, meanwhile=lambda: None)
+    assert asyncio.run(c._getmany(set(), 0.01)) == {}  # nothing active: no fetch at all

@@ -26,8 +26,8 @@ pytestmark = pytest.mark.integration
 SITE = "xa-tai-phan-bo"
 PAGES = 25          # pages of every file
 ACTIVE = 24         # files being scanned at once, their pages interleaved
-# pages a second; at 300 (SOHOA_TEST_REBALANCE_RATE=300) the code before issue 24's fix
-# failed more often, and the cause still open (docs/architecture.md) shows too
+# pages a second; at 300 (SOHOA_TEST_REBALANCE_RATE=300) the code before each of issue 24's
+# fixes failed more often (docs/architecture.md, "A rebalance under load")
 RATE = int(os.environ.get("SOHOA_TEST_REBALANCE_RATE", "150"))
 
 
