@@ -204,6 +204,11 @@ class ProgressConsumer:
                 return make_consumer(
                     self.settings.kafka, group_id=self.group_id,
                     max_poll_records=self.cfg.batch_max_events,
+                    # A group assigned while its topics' metadata is missing gets no
+                    # partitions ("No partition metadata for topic") and rejoins only when a
+                    # metadata refresh sees them: kafka-python's default age is 5 min. The
+                    # streams workers bound it the same way (streams.metadata_max_age_s).
+                    metadata_max_age_ms=int(self.settings.streams.metadata_max_age_s * 1000),
                     client_id=f"{self.settings.kafka.client_id}-consumer")
             except KafkaConfigurationError:
                 raise
