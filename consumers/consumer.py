@@ -209,6 +209,7 @@ class ProgressConsumer:
                     # metadata refresh sees them: kafka-python's default age is 5 min. The
                     # streams workers bound it the same way (streams.metadata_max_age_s).
                     metadata_max_age_ms=int(self.settings.streams.metadata_max_age_s * 1000),
+                    max_poll_interval_ms=int(self.cfg.max_poll_interval_s * 1000),
                     client_id=f"{self.settings.kafka.client_id}-consumer")
             except KafkaConfigurationError:
                 raise

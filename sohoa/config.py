@@ -412,6 +412,11 @@ class ConsumerConfig(Section):
     # docs/scaling.md) 200 ms gave p99 1.4–2.0 s against 2.8–3.4 s at 500 ms; at 100 ms the
     # batches' fixed cost made queues (p99 2.8–3.6 s).
     batch_max_ms: int = 200
+    # Kafka's rebalance timeout for the group: how long the broker holds a rejoin open for the
+    # members, and how long this client waits for the JoinGroup answer (plus 5 s). A batch is
+    # written in seconds, so a member silent this long is stuck; kafka-python's default
+    # (300 s) let one stalled rejoin leave the consumer with no partitions for five minutes.
+    max_poll_interval_s: float = Field(default=60.0, ge=10.0)
     metrics_port: int = 19100
     metrics_host: str = "127.0.0.1"
     gauge_cache_s: float = 10.0

@@ -316,3 +316,77 @@ def test_a_connection_error_out_of_poll_does_not_stop_the_consumer(
     assert not crashed, f"the consumer stopped on a retriable error: {crashed!r}"
     assert fault["raised"] == 2
     assert_same_tables(expected, dump(env["SOHOA_POSTGRES__DSN"]))
+
+
+def _assigned(proc: SohoaProcess) -> list[list[str]]:
+    """Every partition set the process was handed, in order, from its JSON log."""
+    sets = []
+    for line in proc.log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if '"partitions positioned from postgres"' in line:
+            sets.append(json.loads(line)["partitions"])
+    return sets
+
+
+def _lock_waiters(owner_dsn: str) -> int:
+    """Sessions waiting for a lock on audit_log (pg_locks: pg_stat_activity hides other
+    roles' wait events from a role that is not a superuser)."""
+    with psycopg.connect(owner_dsn, autocommit=True) as conn:
+        return scalar(conn, "SELECT count(*) FROM pg_locks "
+                            "WHERE relation = 'audit_log'::regclass AND NOT granted")
+
+
+def test_a_member_stuck_in_its_write_does_not_hold_the_group(stack, tmp_path: Path) -> None:
+    """A member whose batch write hangs (here: a lock on audit_log held by another session)
+    keeps heartbeating from kafka-python's thread, so the broker holds every rejoin of the
+    group open for it up to the rebalance timeout; with kafka-python's default of 300 s a
+    second consumer got nothing for five minutes. ``consumer.max_poll_interval_s`` bounds
+    that: the stuck member leaves, the other takes every partition while the lock is still
+    held, and once it is released every event counts once."""
+    events = history(seed=25, sites=3)
+    expected = reference(stack, events)
+    env = consumer_env(stack, SOHOA_CONSUMER__BATCH_MAX_EVENTS="50",
+                       SOHOA_CONSUMER__BATCH_MAX_MS="50",
+                       SOHOA_CONSUMER__MAX_POLL_INTERVAL_S="10")
+    assert run_sohoa(["db", "migrate"], env).returncode == 0
+    topics = [env["SOHOA_TOPICS__SITE_EVENTS"], env["SOHOA_TOPICS__FILE_EVENTS"],
+              env["SOHOA_TOPICS__DEAD_LETTERS"]]
+    half = len(events) // 2
+    a = start(env, tmp_path, "consume-a")
+    b = None
+    locker = psycopg.connect(env["SOHOA_POSTGRES__OWNER_DSN"])
+    try:
+        produce(stack, env, events[:half])
+        wait_for(lambda: applied_count(env) > 50, 120, "the first consumer applying events",
+                 (a,), interval=0.05)
+        total = sum(len(p) for p in end_offsets_partitions(stack, topics).values())
+        locker.execute("LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE")
+        produce(stack, env, events[half:])
+        wait_for(lambda: _lock_waiters(env["SOHOA_POSTGRES__OWNER_DSN"]) >= 1, 60,
+                 "the first consumer's write waiting on the lock", (a,))
+        stuck_since = time.monotonic()
+        b = start({**env, "SOHOA_CONSUMER__METRICS_PORT": str(_free_port())}, tmp_path,
+                  "consume-b")
+        wait_for(lambda: any(len(s) == total for s in _assigned(b)), 90,
+                 "the second consumer taking every partition", (a, b))
+        took = time.monotonic() - stuck_since
+        # The fault was real and still is: the first consumer's write is waiting on the lock.
+        assert _lock_waiters(env["SOHOA_POSTGRES__OWNER_DSN"]) >= 1
+        assert "poll timeout has expired" in a.tail(400)
+        assert took < 60, took
+        locker.rollback()
+        target = end_offsets(stack, topics[:2])
+        wait_for(lambda: caught_up(env, target), 180, "both consumers catching up", (a, b))
+    finally:
+        locker.close()
+        a.stop()
+        if b is not None:
+            b.stop()
+    assert_same_tables(expected, dump(env["SOHOA_POSTGRES__DSN"]))
+
+
+def end_offsets_partitions(stack, topics: Sequence[str]) -> dict[str, set[int]]:
+    c = make_consumer(stack.settings.kafka, group_id=None)
+    try:
+        return {t: set(c.partitions_for_topic(t) or ()) for t in topics}
+    finally:
+        c.close()
