@@ -370,8 +370,10 @@ def test_a_member_stuck_in_its_write_does_not_hold_the_group(stack, tmp_path: Pa
                  "the second consumer taking every partition", (a, b))
         took = time.monotonic() - stuck_since
         # The fault was real and still is: the first consumer's write is waiting on the lock.
+        # (Who ends its membership first, its own heartbeat thread or the broker's rebalance
+        # timeout, is a race; either way it is the bound that ends it.)
         assert _lock_waiters(env["SOHOA_POSTGRES__OWNER_DSN"]) >= 1
-        assert "poll timeout has expired" in a.tail(400)
+        assert any(_assigned(a)), "the stuck consumer held partitions before"
         assert took < 60, took
         locker.rollback()
         target = end_offsets(stack, topics[:2])
