@@ -69,28 +69,38 @@ FROM files f JOIN touched_files t USING (site_id, fonds, file_code) JOIN sites s
 WHERE f.verdict_at IS NOT NULL
 """
 
+# The batch's page keys, once each: a page scanned (its one `pick_page` row) or removed. Every
+# write to `pages` in a batch is to one of these (`sql_pages`: INSERT_PAGES, UPSERT_PAGES,
+# PAGES_REMOVED; CHECKS_ONTO_PAGES changes neither day nor removal).
+_BATCH_PAGES = """SELECT site_id, fonds, file_code, document, page_index FROM stage
+              WHERE etype = 'PageScanned' AND pick_page
+              UNION
+              SELECT site_id, fonds, file_code, document, page_index FROM stage
+              WHERE etype = 'PageRemoved'"""
+
 # Days whose counts may change: the days pages and verdicts sit on before this batch… The
-# probe that finds a page's day also says it is stored: `known_pages` keeps those (few) keys,
-# so the batch's new pages are inserted without a second probe (`sql_pages.INSERT_PAGES`). A
-# scanned page is probed by its one `pick_page` row, with no sort of the batch; a page the
-# batch also removes is probed twice, and its key and day listed twice, which changes nothing
-# that reads them.
+# probe that finds a page's day also says it is stored: `known_pages` keeps those (few) keys
+# with their day and removal (a page the batch scans and removes is kept twice), so the
+# batch's new pages are inserted without a second probe (`sql_pages.INSERT_PAGES`) and
+# `DAILY` counts the difference the batch makes. The probe locks
+# the row: a page another writer changes meanwhile (a rebalance race) waits for this commit,
+# so what is read here is what the batch changes.
 DAYS_BEFORE = """
 WITH stored AS (
-    SELECT site_id, fonds, file_code, document, page_index, day FROM (
-        SELECT k.site_id, k.fonds, k.file_code, k.document, k.page_index,
-               (SELECT p.scan_day FROM pages p WHERE p.site_id = k.site_id
-                   AND p.fonds = k.fonds AND p.file_code = k.file_code
-                   AND p.document = k.document AND p.page_index = k.page_index) AS day
-        FROM (SELECT site_id, fonds, file_code, document, page_index FROM stage
-              WHERE etype = 'PageScanned' AND pick_page
-              UNION ALL
-              SELECT DISTINCT site_id, fonds, file_code, document, page_index FROM stage
-              WHERE etype = 'PageRemoved') k
-    ) x WHERE day IS NOT NULL
+    SELECT k.site_id, k.fonds, k.file_code, k.document, k.page_index, p.scan_day AS day,
+           p.removed
+    FROM (SELECT site_id, fonds, file_code, document, page_index FROM stage
+          WHERE etype = 'PageScanned' AND pick_page
+          UNION ALL
+          SELECT DISTINCT site_id, fonds, file_code, document, page_index FROM stage
+          WHERE etype = 'PageRemoved') k
+    JOIN LATERAL (SELECT q.scan_day, q.removed FROM pages q WHERE q.site_id = k.site_id
+                   AND q.fonds = k.fonds AND q.file_code = k.file_code
+                   AND q.document = k.document AND q.page_index = k.page_index
+                  FOR UPDATE) p ON true
 ), known AS (
-    INSERT INTO known_pages (site_id, fonds, file_code, document, page_index)
-    SELECT site_id, fonds, file_code, document, page_index FROM stored
+    INSERT INTO known_pages (site_id, fonds, file_code, document, page_index, day, removed)
+    SELECT site_id, fonds, file_code, document, page_index, day, removed FROM stored
 )
 INSERT INTO touched_days (site_id, day)
 SELECT site_id, day FROM stored
@@ -315,21 +325,39 @@ FROM (SELECT DISTINCT hashtext(site_id) AS k FROM touched_days ORDER BY 1) q
 
 # Per site and local day: the current pages first scanned that day, and the pages and files
 # whose accepting verdict is dated that day. (Migration 005 counts every day the same way.)
+# Pages are counted by difference: the batch's pages as they are now, less as they were
+# (`known_pages`), added to the day's count. A recount of the day cost a scan of all its pages
+# per batch, which at 3,000 pages/s grew with the day until the consumer fell behind
+# (docs/scaling.md). A row exists exactly for the days with something on them, so a day with no
+# row counted 0 before. Accepted files are few per site: they are recounted.
 DAILY = """
+WITH delta AS (
+    SELECT site_id, day, sum(n) AS n FROM (
+        SELECT p.site_id, p.scan_day AS day, 1 AS n
+        FROM (""" + _BATCH_PAGES + """) k
+        JOIN pages p ON p.site_id = k.site_id AND p.fonds = k.fonds
+            AND p.file_code = k.file_code AND p.document = k.document
+            AND p.page_index = k.page_index
+        WHERE NOT p.removed
+        UNION ALL
+        SELECT site_id, day, -1
+        FROM (SELECT DISTINCT site_id, fonds, file_code, document, page_index, day, removed
+              FROM known_pages) b
+        WHERE NOT b.removed
+    ) x GROUP BY site_id, day
+)
 INSERT INTO daily_progress AS d (site_id, day, pages_scanned, pages_accepted, files_accepted)
-SELECT t.site_id, t.day,
-       (SELECT count(*) FROM pages p
-         WHERE p.site_id = t.site_id AND p.scan_day = t.day AND NOT p.removed),
-       COALESCE(acc.pages, 0), COALESCE(acc.files, 0)
-FROM (SELECT DISTINCT site_id, day FROM touched_days) t
+SELECT t.site_id, t.day, COALESCE(dl.n, 0), COALESCE(acc.pages, 0), COALESCE(acc.files, 0)
+FROM (SELECT site_id, day FROM touched_days UNION SELECT site_id, day FROM delta) t
 JOIN sites st ON st.site_id = t.site_id
+LEFT JOIN delta dl ON dl.site_id = t.site_id AND dl.day = t.day
 LEFT JOIN LATERAL (
     SELECT sum(COALESCE(f.pages_accepted, 0)) AS pages, count(*) AS files FROM files f
     WHERE f.site_id = t.site_id AND f.state = 'accepted'
       AND (f.verdict_at AT TIME ZONE st.timezone)::date = t.day) acc ON true
 ON CONFLICT (site_id, day) DO UPDATE SET
-    pages_scanned = excluded.pages_scanned, pages_accepted = excluded.pages_accepted,
-    files_accepted = excluded.files_accepted
+    pages_scanned = d.pages_scanned + excluded.pages_scanned,
+    pages_accepted = excluded.pages_accepted, files_accepted = excluded.files_accepted
 """
 
 # Keep the table canonical: a day with nothing left on it has no row, whatever the history.

@@ -103,7 +103,8 @@ CREATE TEMP TABLE IF NOT EXISTS touched_days (site_id text COLLATE "C" NOT NULL,
     day date NOT NULL) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS known_pages (site_id text COLLATE "C" NOT NULL,
     fonds text COLLATE "C" NOT NULL, file_code text COLLATE "C" NOT NULL,
-    document text COLLATE "C" NOT NULL, page_index integer NOT NULL) ON COMMIT DELETE ROWS;
+    document text COLLATE "C" NOT NULL, page_index integer NOT NULL, day date NOT NULL,
+    removed boolean NOT NULL) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS touched_files ({column_ddl(TouchedFile)},
     PRIMARY KEY (site_id, fonds, file_code)) ON COMMIT DELETE ROWS;
 """

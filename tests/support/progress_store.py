@@ -86,6 +86,24 @@ def dump(conn_or_dsn: psycopg.Connection | str,
             conn.close()
 
 
+def assert_daily_is_a_recount(conn_or_dsn: psycopg.Connection | str) -> None:
+    """``daily_progress.pages_scanned`` (kept by difference, batch by batch) equals a recount
+    of the pages on each site's day, and no row is left for a day with nothing on it."""
+    conn = psycopg.connect(conn_or_dsn) if isinstance(conn_or_dsn, str) else conn_or_dsn
+    try:
+        kept = {(s, d): n for s, d, n in conn.execute(
+            "SELECT site_id, day, pages_scanned FROM daily_progress WHERE pages_scanned <> 0")}
+        recount = {(s, d): n for s, d, n in conn.execute(
+            "SELECT site_id, scan_day, count(*) FROM pages WHERE NOT removed GROUP BY 1, 2")}
+        assert kept == recount
+        assert not conn.execute(
+            "SELECT 1 FROM daily_progress WHERE pages_scanned = 0 AND pages_accepted = 0 "
+            "AND files_accepted = 0").fetchall()
+    finally:
+        if conn is not conn_or_dsn:
+            conn.close()
+
+
 def assert_same_tables(a: dict[str, list], b: dict[str, list]) -> None:
     assert a.keys() == b.keys()
     for t in a:
