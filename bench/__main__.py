@@ -4,7 +4,8 @@
     python -m bench --only spine    # the ones whose module name contains 'spine'
     python -m bench --list
 
-Benchmarks: agent, consumer, deliver (packages per minute, package bytes per page), latency,
+Benchmarks: agent, consumer, daily (the consumer's per-batch daily count beside the last
+recount, e6836c5~1), deliver (packages per minute, package bytes per page), latency,
 memory (resident memory of each long-running component
 with a campaign behind it: 100,000 pages by default, `python -m bench.bench_memory --pages
 1000000` for the issue's full campaign), ocr, qc (page QC of a 300-page PDF beside the same
