@@ -45,6 +45,7 @@ from tests.support.progress_store import (
     dump,
     fresh_db,
     records,
+    scalar,
     shuffle_within_keys,
 )
 from tests.support.store_events import T0, page
@@ -116,7 +117,7 @@ def test_daily_counts_kept_by_difference_equal_a_recount(stack) -> None:
             if rnd.random() < 0.2:
                 assert_daily_is_a_recount(conn)
         assert_daily_is_a_recount(conn)
-        assert conn.execute("SELECT count(*) FROM pages WHERE removed").fetchone()[0] > 0
+        assert scalar(conn, "SELECT count(*) FROM pages WHERE removed") > 0
 
 
 def test_counts_match_an_independent_tally_of_the_events(pg) -> None:
