@@ -80,20 +80,15 @@ _BATCH_PAGES = """SELECT site_id, fonds, file_code, document, page_index FROM st
 
 # Days whose counts may change: the days pages and verdicts sit on before this batch… The
 # probe that finds a page's day also says it is stored: `known_pages` keeps those (few) keys
-# with their day and removal (a page the batch scans and removes is kept twice), so the
-# batch's new pages are inserted without a second probe (`sql_pages.INSERT_PAGES`) and
-# `DAILY` counts the difference the batch makes. The probe locks
-# the row: a page another writer changes meanwhile (a rebalance race) waits for this commit,
-# so what is read here is what the batch changes.
+# with their day and removal, so the batch's new pages are inserted without a second probe
+# (`sql_pages.INSERT_PAGES`) and `DAILY` counts the difference the batch makes. The probe
+# locks the row: a page another writer changes meanwhile (a rebalance race) waits for this
+# commit, so what is read here is what the batch changes.
 DAYS_BEFORE = """
 WITH stored AS (
     SELECT k.site_id, k.fonds, k.file_code, k.document, k.page_index, p.scan_day AS day,
            p.removed
-    FROM (SELECT site_id, fonds, file_code, document, page_index FROM stage
-          WHERE etype = 'PageScanned' AND pick_page
-          UNION ALL
-          SELECT DISTINCT site_id, fonds, file_code, document, page_index FROM stage
-          WHERE etype = 'PageRemoved') k
+    FROM (""" + _BATCH_PAGES + """) k
     JOIN LATERAL (SELECT q.scan_day, q.removed FROM pages q WHERE q.site_id = k.site_id
                    AND q.fonds = k.fonds AND q.file_code = k.file_code
                    AND q.document = k.document AND q.page_index = k.page_index
@@ -340,10 +335,7 @@ WITH delta AS (
             AND p.page_index = k.page_index
         WHERE NOT p.removed
         UNION ALL
-        SELECT site_id, day, -1
-        FROM (SELECT DISTINCT site_id, fonds, file_code, document, page_index, day, removed
-              FROM known_pages) b
-        WHERE NOT b.removed
+        SELECT site_id, day, -1 FROM known_pages WHERE NOT removed
     ) x GROUP BY site_id, day
 )
 INSERT INTO daily_progress AS d (site_id, day, pages_scanned, pages_accepted, files_accepted)

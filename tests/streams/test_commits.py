@@ -139,7 +139,6 @@ def test_a_held_record_holds_the_commit(tmp_path) -> None:
     assert not app.is_held(msgs[0])
 
 
-
 class _Fetcher:
     """The consumer thread's side of a fetch, as aiokafka's ``Fetcher.fetched_records`` picks
     the partitions to return: records arrive while it waits, and then it returns those of
