@@ -353,10 +353,13 @@ class StreamsConfig(Section):
     # a restart on the same disk reads only the changelog written since; "memory" rebuilds
     # every table from its changelog on each start and holds it all in RAM.
     store: Literal["rocksdb", "memory"] = "rocksdb"
-    # RocksDB memory per table partition (each is its own database): memtable size (two of
-    # them at most) and block cache. 12 partitions x 2 tables x (2 x 4 + 4) MB bound it.
+    # RocksDB's memory, one budget for every table partition database of the worker
+    # (streams/rocksdb_memory.py): a memtable's size (two at most per database), the
+    # memtables of all of them together, and the block cache they share (index and filter
+    # blocks included).
     rocksdb_write_buffer_mb: int = Field(default=4, ge=1)
-    rocksdb_block_cache_mb: int = Field(default=4, ge=1)
+    rocksdb_memtables_mb: int = Field(default=32, ge=1)
+    rocksdb_block_cache_mb: int = Field(default=32, ge=1)
     # Faust standby replicas of each table partition on other workers (docs/scaling.md,
     # "Restart and rebalance"): a worker taking over a partition it has a standby of reads
     # only the changelog's tail, at the cost of a second copy on disk and its changelog
@@ -376,7 +379,9 @@ class StreamsConfig(Section):
     batch_within_s: float = 0.5      # longest an event waits for its batch
     # Decoded file states kept beside the table (least recently used dropped): the table
     # already holds every file, so an unbounded copy would grow with every page scanned.
-    state_cache_files: int = 2000
+    # Bounded in files and in their pages (≈ 0.6 KB of memory each, decoded and raw).
+    state_cache_files: int = Field(default=2000, ge=1)
+    state_cache_pages: int = Field(default=100_000, ge=1)
     # An assembled file's state is stored deflated (zlib level; 0 keeps it as plain JSON):
     # about a quarter of the bytes, and lossless, as a late page needs every page again.
     state_compress_level: int = Field(default=6, ge=0, le=9)

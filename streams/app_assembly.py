@@ -44,6 +44,7 @@ from streams.faustapp import (
     table_options,
 )
 from streams.file_store import FilesTable, FileStore
+from streams.rocksdb_memory import BudgetedTable, RocksMemory
 from streams.state_codec import StateCache, decode_state, encode_state
 
 log = logging.getLogger(__name__)
@@ -126,18 +127,22 @@ class _Wiring:
         dead_letters = raw_topic(app, settings.topics.dead_letters)
         ticks = raw_topic(app, f"{cfg.app_id}-ticks", partitions=n, internal=True,
                           retention=86400.0)
+        memory = RocksMemory.from_settings(settings)
         files = app.tables.add(FilesTable(
             app, name="files", default=None, beacon=app.tables.beacon, partitions=n,
             key_type=str, value_type=bytes, options=table_options(settings),
+            rocks_memory=memory,
             help="Assembly state of each file, keyed site_id/fonds/file_code"))
         # Site-wide duplicate content: an index keyed site_id/sha256 (its own partitioning),
         # asked through the internal content topic; it answers each file's owner through the
         # ticks topic.
         content_requests = raw_topic(app, f"{cfg.app_id}-content", partitions=n,
                                      internal=True, retention=86400.0)
-        content = app.Table("content", default=None, partitions=n, key_type=str,
-                            value_type=None, options=table_options(settings),
-                            help="First [file_code, page_no] of each content, keyed site/sha256")
+        content = app.tables.add(BudgetedTable(
+            app, name="content", default=None, beacon=app.tables.beacon, partitions=n,
+            key_type=str, value_type=None, options=table_options(settings),
+            rocks_memory=memory,
+            help="First [file_code, page_no] of each content, keyed site/sha256"))
         return cls(site_events, file_events, dead_letters, ticks, files, content_requests,
                    content)
 
@@ -169,7 +174,7 @@ class _Assembly:
         if not self.guard.enforcing:
             log.warning("site identity not enforced: no identity.sites configured, site "
                         "events are accepted unsigned")
-        self.cache = StateCache(cfg.state_cache_files)
+        self.cache = StateCache(cfg.state_cache_files, cfg.state_cache_pages)
         self.store = FileStore(wiring.files, on_disk=cfg.store == "rocksdb")
         self.level = cfg.state_compress_level
 

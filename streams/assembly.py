@@ -21,6 +21,7 @@ Rules:
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,10 +52,14 @@ def _enc(k: Key) -> str:
 
 def _dec(s: str) -> Key:
     idx, _, doc = s.partition("/")
-    return doc, int(idx)
+    # A document's name repeats in each of its pages' keys: one string for all of them
+    return sys.intern(doc), int(idx)
 
 
-@dataclass
+# The decoded states of the files being scanned are cached beside the table
+# (streams.state_cache_*), so a page's size in memory is what that cache costs: slots, and
+# the strings most pages repeat (media type, a one-page document's digest) shared.
+@dataclass(slots=True)
 class PageEntry:
     uri: str
     sha256: str            # the page's content digest
@@ -71,13 +76,12 @@ class PageEntry:
 
     @classmethod
     def from_list(cls, v: list[Any]) -> PageEntry:
-        e = cls(uri=v[0], sha256=v[1], revision=int(v[2]), size=int(v[3]))
-        if len(v) >= 8:
-            e.document_sha256, e.number = v[4], v[5]
-            e.document_pages, e.media_type = int(v[6]), v[7]
-        else:
-            e.document_sha256 = e.sha256
-        return e
+        sha = v[1]
+        if len(v) < 8:
+            return cls(v[0], sha, int(v[2]), int(v[3]), sha)
+        doc_sha = sha if v[4] == sha else v[4]
+        return cls(v[0], sha, int(v[2]), int(v[3]), doc_sha, v[5], int(v[6]),
+                   sys.intern(v[7]))
 
 
 @dataclass

@@ -111,8 +111,9 @@ def make_app(settings: Settings, app_id: str, web_port: int,
 
 
 def table_options(settings: Settings) -> dict[str, Any] | None:
-    """Options of a table's store: RocksDB's memory per partition, bounded (faust-streaming's
-    defaults are a 2 GB block cache and three 64 MB memtables for each partition's database).
+    """Options of a table's partition databases: small memtables and files (faust-streaming's
+    defaults are three 64 MB memtables for each); their block cache and the memtables'
+    total are the worker's (streams/rocksdb_memory.py, the tables' ``rocks_memory``).
     A fresh dict per table: the store pops keys from the one it is given."""
     cfg = settings.streams
     if cfg.store != "rocksdb":
@@ -120,8 +121,7 @@ def table_options(settings: Settings) -> dict[str, Any] | None:
     mb = 1024 * 1024
     return {"write_buffer_size": cfg.rocksdb_write_buffer_mb * mb,
             "max_write_buffer_number": 2,
-            "target_file_size_base": 16 * mb,
-            "block_cache_size": cfg.rocksdb_block_cache_mb * mb}
+            "target_file_size_base": 16 * mb}
 
 
 def _credentials(settings: Settings) -> Any:

@@ -33,16 +33,15 @@ from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import Any
 
-import faust
-
 from streams import metrics
+from streams.rocksdb_memory import BudgetedTable
 from streams.state_codec import is_compact
 
 OPEN = b"\x00open\x00"           # + a key of the table: that file is open
 INDEXED = b"\x00open-index\x00"  # this partition's database has every open file in the index
 
 
-class FilesTable(faust.Table):
+class FilesTable(BudgetedTable):
     """The ``files`` table: the changelog records Faust applies also keep the open index."""
 
     file_store: FileStore | None = None

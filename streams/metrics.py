@@ -31,6 +31,10 @@ IDLE_VALUES_READ = Counter("sohoa_assembly_idle_values_read_total",
                            "Values of the files table read by the idle check")
 OPEN_FILES = Gauge("sohoa_assembly_open_files",
                    "Files of this worker's partitions not assembled, at the last idle check")
+# The worker's shared RocksDB budget in use (streams/rocksdb_memory.py)
+ROCKSDB_BYTES = Gauge("sohoa_streams_rocksdb_bytes",
+                      "RocksDB memory in use, shared by every table partition of the worker",
+                      ["part"])
 DEAD_LETTERS = Counter("sohoa_dead_letters_total", "Dead letters sent by the streams",
                        ["stage", "reason"])
 VERDICTS = Counter("sohoa_verdicts_total", "File verdicts published", ["site", "state"])

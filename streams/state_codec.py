@@ -53,19 +53,24 @@ def is_compact(raw: bytes) -> bool:
 
 
 class StateCache:
-    """Decoded file states beside the table, least recently used dropped beyond ``size``.
+    """Decoded file states beside the table, least recently used dropped beyond ``files``
+    files or ``pages`` pages in all.
 
     An entry is valid only while the table still holds the very bytes it was decoded from (a
     recovery, a rebalance or another worker's write replaces them, and the state is decoded
     again): comparing the stored bytes is exact and costs a memcmp, far less than decoding the
     file. Bounded because the table already holds every file of the campaign: an unbounded
     copy would grow the worker with every page, while the files being scanned at any time are
-    few.
+    few; bounded in pages too, because a file's decoded state grows with its pages (a few
+    hundred bytes each), so a bound in files alone is none on memory when files are large.
+    The newest entry is always kept.
     """
 
-    def __init__(self, size: int) -> None:
-        self.size = max(1, size)
-        self._entries: OrderedDict[str, tuple[bytes, FileState]] = OrderedDict()
+    def __init__(self, files: int, pages: int | None = None) -> None:
+        self.size = max(1, files)
+        self.max_pages = max(1, pages) if pages is not None else None
+        self.pages = 0
+        self._entries: OrderedDict[str, tuple[bytes, FileState, int]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -78,10 +83,18 @@ class StateCache:
         return hit[1]
 
     def put(self, key: str, raw: bytes, state: FileState) -> None:
-        self._entries[key] = (raw, state)
+        old = self._entries.get(key)
+        if old is not None:
+            self.pages -= old[2]
+        n = len(state.pages)
+        self._entries[key] = (raw, state, n)
         self._entries.move_to_end(key)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        self.pages += n
+        while len(self._entries) > 1 and (
+                len(self._entries) > self.size
+                or (self.max_pages is not None and self.pages > self.max_pages)):
+            self.pages -= self._entries.popitem(last=False)[1][2]
 
     def clear(self) -> None:
         self._entries.clear()
+        self.pages = 0

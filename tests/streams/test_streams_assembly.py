@@ -45,6 +45,32 @@ def test_state_cache_is_bounded_and_never_serves_a_replaced_table_value() -> Non
     assert cache.get("c", None) is None
 
 
+def test_state_cache_is_bounded_in_pages_as_files_grow() -> None:
+    # 2,000 files of 50 pages were 100,000 decoded pages; of 1,000 pages, 2,000,000: a bound
+    # in files alone is none on memory.
+    cache = StateCache(2000, pages=250)
+    big = [FileState("S", f"F{i}") for i in range(4)]
+    for i, st in enumerate(big):
+        for n in range(1, 101):
+            st.apply(fake_page(S, st.file_code, n), 1000.0)
+        cache.put(st.file_code, encode_state(st), st)
+        assert cache.pages == min(i + 1, 2) * 100 == sum(
+            len(s.pages) for s in big if cache.get(s.file_code, encode_state(s)) is not None)
+    assert len(cache) == 2 and cache.get("F0", encode_state(big[0])) is None
+    # a cached state that grew is counted at its new size when written again
+    grown = big[3]
+    for n in range(101, 161):
+        grown.apply(fake_page(S, grown.file_code, n), 1000.0)
+    cache.put(grown.file_code, encode_state(grown), grown)
+    assert cache.pages == 160 and len(cache) == 1
+    # one file beyond the bound alone is still kept: the batch writing it reads it back
+    huge = FileState("S", "H")
+    for n in range(1, 301):
+        huge.apply(fake_page(S, "H", n), 1000.0)
+    cache.put("H", encode_state(huge), huge)
+    assert len(cache) == 1 and cache.pages == 300
+
+
 def test_an_assembled_state_is_stored_compact_and_lossless() -> None:
     st = FileState(S, F)
     outs = _fold(st, [manifest(S, F, 3), *(fake_page(S, F, n) for n in (1, 2, 3))])
