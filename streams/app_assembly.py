@@ -45,7 +45,7 @@ from streams.faustapp import (
 )
 from streams.file_store import FilesTable, FileStore
 from streams.rocksdb_memory import BudgetedTable, RocksMemory
-from streams.state_codec import StateCache, decode_state, encode_state
+from streams.state_codec import StateCache, decode_state, encode_state, is_due
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +338,7 @@ class _Assembly:
         due = []
         n = 0
         for n, (key, raw) in enumerate(self.store.open_items(), 1):
-            if decode_state(raw).due(now, self.idle, self.settle):
+            if is_due(raw, now, self.idle, self.settle):
                 due.append(key)
             if n % 2000 == 0:
                 await asyncio.sleep(0)  # a long scan must not hold up the agents

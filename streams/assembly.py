@@ -56,6 +56,17 @@ def _dec(s: str) -> Key:
     return sys.intern(doc), int(idx)
 
 
+def due_to_close(assembled: bool, has_pages: bool, revision: int, deferred: str | None,
+                 last_activity: float, now: float, idle_timeout_s: float,
+                 late_settle_s: float) -> bool:
+    """Whether a file is due to be assembled by the timer: quiet for the idle timeout, or for
+    the settle time once reopened (revision > 1) or waiting on content answers."""
+    if assembled or not has_pages:
+        return False
+    limit = late_settle_s if revision > 1 or deferred else idle_timeout_s
+    return now - last_activity >= limit
+
+
 # The decoded states of the files being scanned are cached beside the table
 # (streams.state_cache_*), so a page's size in memory is what that cache costs: slots, and
 # the strings most pages repeat (media type, a one-page document's digest) shared.
@@ -257,10 +268,8 @@ class FileState:
         return None
 
     def due(self, now: float, idle_timeout_s: float, late_settle_s: float) -> bool:
-        if self.assembled or not self.pages:
-            return False
-        limit = late_settle_s if self.revision > 1 or self.deferred else idle_timeout_s
-        return now - self.last_activity >= limit
+        return due_to_close(self.assembled, bool(self.pages), self.revision, self.deferred,
+                            self.last_activity, now, idle_timeout_s, late_settle_s)
 
     # --- internals -----------------------------------------------------------------------
     def _add_page(self, ev: PageScanned) -> str | None:

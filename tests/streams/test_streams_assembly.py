@@ -11,7 +11,7 @@ import pytest
 
 from sohoa.events import DeadLetter, FileAssembled, ManifestDocument, PageRemoved
 from streams.assembly import FileState
-from streams.state_codec import StateCache, decode_state, encode_state, is_compact
+from streams.state_codec import StateCache, decode_state, encode_state, is_compact, is_due
 from tests.support.procs import SohoaProcess, wait_for
 from tests.support.streams_helpers import closed, fake_page, manifest, read_all, send, streams_env
 from tests.support.typed_events import each
@@ -324,6 +324,37 @@ def test_site_duplicate_waits_for_the_content_index() -> None:
     assert st2.due(100.0, idle_timeout_s=3600, late_settle_s=60)
     late = st2.tick(100.0, 3600, 60)
     assert late is not None and late.trigger == "marker"
+
+
+def test_the_idle_checks_due_test_on_raw_values_equals_the_decoded_states() -> None:
+    # The idle check reads every open file each minute without building its pages
+    states = {"empty": FileState(S, "E")}
+    quiet = states["quiet"] = FileState(S, "Q")
+    quiet.apply(fake_page(S, "Q", 1), 1.0)
+    waiting = states["waiting"] = FileState(S, "W")
+    waiting.apply(fake_page(S, "W", 1), 1.0, content_check=True)
+    waiting.apply(closed(S, "W"), 1.0, content_check=True)
+    assert waiting.deferred
+    done = states["assembled"] = FileState(S, "D")
+    _fold(done, [fake_page(S, "D", 1), closed(S, "D")])
+    assert done.assembled
+    reopened = states["reopened"] = decode_state(encode_state(done))
+    reopened.apply(fake_page(S, "D", 2, content="late"), 500.0)
+    assert reopened.revision == 2 and not reopened.assembled
+    seen = set()
+    for name, st in states.items():
+        for level in (0, 6):
+            raw = encode_state(st, level)
+            for now in (30.0, 100.0, 600.0, 5000.0):
+                want = st.due(now, 3600, 60)
+                seen.add((name, want))
+                assert is_due(raw, now, 3600, 60) == want, (name, level, now)
+    v1 = {"s": S, "f": "Q", "p": {"1": {"001.tif": ["file:///x", "a" * 64, 1, 10]}},
+          "r": 1, "a": False, "t": 1.0}   # a value written before documents
+    assert [is_due(json.dumps(v1).encode(), now, 3600, 60) for now in (100.0, 5000.0)] == [
+        False, True]
+    assert {("quiet", True), ("quiet", False), ("waiting", True), ("reopened", True),
+            ("reopened", False), ("assembled", False)} <= seen
 
 
 def test_a_late_classified_manifest_reassembles_the_file_as_classified() -> None:
