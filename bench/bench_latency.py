@@ -3,6 +3,8 @@ rate the progress store keeps up with; then the campaign's 5x peak (580 pages/s)
 
     python -m bench.bench_latency                      # 100, 1,000, 3,000 pages/s; 580 for 60 s
     python -m bench.bench_latency --rates 100 1000 --agent-rates 100 --step-s 20 --json OUT
+    python -m bench.bench_latency --prefill-pages 5000000 --rates 3000 --agent-rates \
+        --step-s 1800 --hold-s 0          # issue 24: the peak for 30 min on a 5 M-page state
 
 Two paths, each at the offered rates:
 - hot folder (the issue's event path): page files written at the rate into the hot folder of a
@@ -38,6 +40,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -252,8 +255,28 @@ def _rss_mb(pid: int) -> float:
     return kb / 1024
 
 
+def prefill_campaign(settings: Any, pages: int, logs: Path) -> dict:
+    """A campaign of ``pages`` (files of 25 pages over 20 sites, closed) through the running
+    assembly worker and consumer before the steps: the state months of scanning leave behind
+    (issue 24 asks the national peak held on 5 M pages). Returns when every file is assembled
+    and every page counted."""
+    from bench.bench_memory import _topic_records, produce_campaign
+
+    t0 = time.monotonic()
+    files, _ = produce_campaign(settings.kafka, settings.topics.site_events, pages, 25, 20)
+    produced = time.monotonic() - t0
+    deadline = time.monotonic() + max(900.0, pages / 50)
+    while (_topic_records(settings.kafka, settings.topics.file_events) < files
+           or pages_in_postgres(settings.postgres.url) < pages):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the prefill campaign was not assembled and counted; see {logs}")
+        time.sleep(5)
+    return {"pages": pages, "files": files, "produced_s": round(produced, 1),
+            "assembled_and_counted_s": round(time.monotonic() - t0, 1)}
+
+
 def run(rates: list[int], step_s: float, hold_s: float, keep: bool = False,
-        agent_rates: list[int] | None = None) -> dict:
+        agent_rates: list[int] | None = None, prefill: int = 0) -> dict:
     state, settings, stack = start_throwaway_stack("latency")
     procs: list[subprocess.Popen] = []
     try:
@@ -275,6 +298,13 @@ def run(rates: list[int], step_s: float, hold_s: float, keep: bool = False,
             if time.monotonic() > deadline:
                 raise RuntimeError(f"consumer never counted the warm-up pages; see {logs}")
             time.sleep(0.5)
+        prefilled = None
+        if prefill:
+            print(f"prefilling {prefill} pages …", file=sys.stderr)
+            prefilled = prefill_campaign(settings, prefill, logs)
+            prefilled["rss_mb"] = {"consumer": _rss_mb(procs[0].pid),
+                                   "assembly": _rss_mb(procs[1].pid)}
+            print(json.dumps(prefilled), file=sys.stderr)
         rss = RssSampler({"consumer": procs[0].pid, "assembly": procs[1].pid})
         rss.start()
         steps = []
@@ -354,7 +384,8 @@ def run(rates: list[int], step_s: float, hold_s: float, keep: bool = False,
         ]
         return {"name": "latency", "path": "Kafka → consume → PostgreSQL (+ Faust assembly); "
                 "hot folder → sohoa watch → Kafka → consume → PostgreSQL",
-                "steps": steps, "agent_steps": agent_steps, "hold": hold, "figures": figures}
+                "prefill": prefilled, "steps": steps, "agent_steps": agent_steps,
+                "hold": hold, "figures": figures}
     finally:
         teardown(procs, stack, state, keep)
 
@@ -368,11 +399,14 @@ def main(argv: list[str] | None = None) -> dict:
                          "(the issue's event path); none to skip")
     ap.add_argument("--step-s", type=float, default=20.0, help="seconds per offered rate")
     ap.add_argument("--hold-s", type=float, default=60.0, help=f"seconds at {PEAK} pages/s")
+    ap.add_argument("--prefill-pages", type=int, default=0,
+                    help="a closed campaign of this many pages assembled and counted before "
+                         "the steps (issue 24: 5000000)")
     ap.add_argument("--keep", action="store_true", help="keep the temp state dir (logs)")
     ap.add_argument("--json", type=Path, help="also write the result here")
     args = ap.parse_args(argv)
     result = run(args.rates, args.step_s, args.hold_s, keep=args.keep,
-                 agent_rates=args.agent_rates)
+                 agent_rates=args.agent_rates, prefill=args.prefill_pages)
     return emit(result, args.json)
 
 
