@@ -344,8 +344,10 @@ def test_simulated_sites_through_the_real_spine(stack, tmp_path: Path) -> None:
         assert all(cal.working_now(e.occurred_at) and e.occurred_at < datetime.now(UTC)
                    for e in scanned)
         assert len({e.occurred_at.astimezone(cal.tz).date() for e in scanned}) == 2
-        # The shape the test needs: many sites, closed files, failed pages, a clean file.
-        assert len(on_disk) >= SITES - 2 and closed >= SITES and pages >= 150
+        # The shape the test needs: many sites, closed files, failed pages, a clean file. The
+        # history ends with the working day that has begun, so its pages depend on the hour
+        # the test runs (137 at 09:35 in Hà Nội on a Monday): the floor leaves room for that.
+        assert len(on_disk) >= SITES - 2 and closed >= SITES and pages >= 3 * SITES
         assert 0 < sum(s.failed_pages for s in led.sites.values()) < pages
         assert 0 < sum(s.files_clean for s in led.sites.values()) < closed
         assert led.malformed == 1
