@@ -86,6 +86,7 @@ class ProgressConsumer:
         self.inflight: Parsed | None = None
         self.batches = 0
         self._poll_failures = 0  # consecutive polls that raised a retriable Kafka error
+        self._last_record = time.monotonic()  # when a poll last returned records (or a check ran)
         self.guard = SiteGuard.from_settings(settings)
 
     # --- PostgreSQL ---------------------------------------------------------------------
@@ -156,6 +157,10 @@ class ProgressConsumer:
                     if recs and batch_started is None:
                         batch_started = time.monotonic()
                     self.pending.extend(recs)
+                if polled:
+                    self._last_record = time.monotonic()
+                elif time.monotonic() - self._last_record >= self.cfg.stall_s:
+                    self._check_stall()
                 if self.pending and (
                         len(self.pending) >= self.cfg.batch_max_events
                         or batch_started is None
@@ -222,6 +227,56 @@ class ProgressConsumer:
                                    "retry_in_s": delay})
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    def _check_stall(self) -> None:
+        """No record for ``consumer.stall_s``: if the broker holds records this member should be
+        reading, leave the group and join it again. kafka-python 3.0.12 was seen (CI, under
+        load) to join with no partitions and never rejoin, and to stop fetching partitions it
+        holds (its issues #3106 and #3131 were two such); a fresh join gives fresh partition
+        states. Harmless when wrong: the listener writes what is pending and the partitions
+        are positioned from PostgreSQL again."""
+        self._last_record = time.monotonic()
+        waiting = self._records_waiting()
+        if not waiting:
+            return
+        log.warning("no record read for a while although some wait; joining the group again",
+                    extra={"idle_s": self.cfg.stall_s, "waiting": waiting,
+                           "assigned": len(self.consumer.assignment())})
+        self.metrics.rejoins.inc()
+        self.drain()  # leaving calls no listener: what is pending lands first
+        self.consumer.unsubscribe()
+        self.consumer.subscribe(self.topics, listener=self._make_listener())
+
+    def _records_waiting(self) -> dict[str, int]:
+        """Records past this member's positions, by topic; with no partitions assigned, records
+        the group has not stored in PostgreSQL. Empty when the broker or the database cannot
+        tell (an outage is not a stall)."""
+        from kafka import TopicPartition
+        from kafka.errors import KafkaError
+
+        assigned = self.consumer.assignment()
+        try:
+            if assigned:
+                ends = self.consumer.end_offsets(list(assigned), timeout_ms=5000)
+                behind = {tp: end - pos for tp, end in ends.items()
+                          if (pos := self.consumer.position(tp, timeout_ms=0)) is not None
+                          and end > pos}
+            else:
+                tps = [TopicPartition(t, p) for t in self.topics
+                       for p in self.consumer.partitions_for_topic(t)]
+                ends = self.consumer.end_offsets(tps, timeout_ms=5000)
+                stored = self._stored_offsets()
+                # A transaction's commit marker takes an offset no record has: one is slack.
+                behind = {tp: end - stored.get((tp.topic, tp.partition), 0)
+                          for tp, end in ends.items()
+                          if end - stored.get((tp.topic, tp.partition), 0) > 1}
+        except (KafkaError, psycopg.Error) as exc:
+            log.debug("stall check skipped", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
+            return {}
+        waiting: dict[str, int] = {}
+        for tp, n in behind.items():
+            waiting[tp.topic] = waiting.get(tp.topic, 0) + n
+        return waiting
 
     def _load_partitions(self) -> None:
         """The topics' partitions in the client's metadata before the group is joined.
@@ -352,13 +407,19 @@ class ProgressConsumer:
                         extra={"error": str(exc)[:200], "count": len(rows)})
 
     def _update_lag(self) -> None:
+        """Records behind the partitions' high waters, from what the client knows already:
+        without a timeout position() may wait on the network (an offset reset or validation),
+        and from the listener, on the client's IO thread, it cannot wait at all."""
+        from kafka.errors import KafkaError
+
         lag = 0
         try:
             for tp in self.consumer.assignment():
                 hw = self.consumer.highwater(tp)
-                if hw is not None:
-                    lag += max(0, hw - self.consumer.position(tp))
-        except Exception:  # lag is informative only
+                pos = self.consumer.position(tp, timeout_ms=0)
+                if hw is not None and pos is not None:
+                    lag += max(0, hw - pos)
+        except (KafkaError, RuntimeError):  # lag is informative only
             return
         self.metrics.lag.set(lag)
 

@@ -422,6 +422,11 @@ class ConsumerConfig(Section):
     # written in seconds, so a member silent this long is stuck; kafka-python's default
     # (300 s) let one stalled rejoin leave the consumer with no partitions for five minutes.
     max_poll_interval_s: float = Field(default=60.0, ge=10.0)
+    # kafka-python 3.0 has been seen to leave a member reading nothing while records wait:
+    # assigned no partitions after a join, or assigned partitions it never fetches. After this
+    # long without a record, the consumer asks the broker whether any wait and, if so, leaves
+    # and joins the group again (consumers/consumer.py, ``_check_stall``).
+    stall_s: float = Field(default=30.0, ge=1.0)
     metrics_port: int = 19100
     metrics_host: str = "127.0.0.1"
     gauge_cache_s: float = 10.0
