@@ -84,6 +84,9 @@ def setup_logging(level: str = "INFO", json_format: bool = True, *, interactive:
     # Client libraries are chatty at INFO about every reconnect; keep their warnings only.
     for noisy in ("kafka", "aiokafka", "faust", "mode", "urllib3", "PIL", "ocrmypdf"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # Except the group's joins, assignments and revocations: rare, and what tells an operator
+    # which member holds which partitions when progress stops.
+    logging.getLogger("kafka.coordinator").setLevel(root.level)
 
 
 def _isatty(stream: Any) -> bool:
