@@ -230,22 +230,31 @@ class ProgressConsumer:
 
     def _check_stall(self) -> None:
         """No record for ``consumer.stall_s``: if the broker holds records this member should be
-        reading, leave the group and join it again. kafka-python 3.0.12 was seen (CI, under
-        load) to join with no partitions and never rejoin, and to stop fetching partitions it
-        holds (its issues #3106 and #3131 were two such); a fresh join gives fresh partition
-        states. Harmless when wrong: the listener writes what is pending and the partitions
-        are positioned from PostgreSQL again."""
+        reading, close the Kafka client and start a new one. kafka-python 3.0.12 was seen (CI,
+        under load) to join with no partitions and never rejoin, and to keep polling, fetching
+        nothing, while records waited on partitions it held (py-spy: its loop alive, in
+        fetch and coordinator waits); its issues #3106 and #3131 were two such states in
+        earlier releases. A new client has new connections, fetch state and membership, and
+        its partitions are positioned from PostgreSQL. Harmless when wrong: what is pending
+        is written first."""
         self._last_record = time.monotonic()
         waiting = self._records_waiting()
         if not waiting:
             return
-        log.warning("no record read for a while although some wait; joining the group again",
-                    extra={"idle_s": self.cfg.stall_s, "waiting": waiting,
-                           "assigned": len(self.consumer.assignment())})
-        self.metrics.rejoins.inc()
-        self.drain()  # leaving calls no listener: what is pending lands first
-        self.consumer.unsubscribe()
+        log.warning("no record read for a while although some wait; "
+                    "starting a new Kafka client", extra={
+                        "idle_s": self.cfg.stall_s, "waiting": waiting,
+                        "assigned": len(self.consumer.assignment())})
+        self.metrics.stalls.inc()
+        self.drain()
+        try:
+            self.consumer.close(autocommit=False, timeout_ms=5000)
+        except Exception as exc:  # a wedged client: the broker's session timeout ends it
+            log.debug("closing the stalled client failed", extra={"error": str(exc)[:200]})
+        self.consumer = self._make_consumer()
+        self._load_partitions()
         self.consumer.subscribe(self.topics, listener=self._make_listener())
+        self._last_record = time.monotonic()
 
     def _records_waiting(self) -> dict[str, int]:
         """Records past this member's positions, by topic; with no partitions assigned, records

@@ -42,9 +42,9 @@ class ConsumerMetrics:
                                     "could not apply, by reason", ["reason"], registry=r)
         self.lag = Gauge("sohoa_consumer_lag_records", "Records behind the end of the "
                          "assigned partitions", registry=r)
-        self.rejoins = Counter("sohoa_consumer_stall_rejoins", "Times the consumer read "
-                               "nothing for consumer.stall_s while records waited, and joined "
-                               "the group again", registry=r)
+        self.stalls = Counter("sohoa_consumer_stalls", "Times the consumer read nothing "
+                              "for consumer.stall_s while records waited, and started a new "
+                              "Kafka client", registry=r)
 
 
 class ProgressCollector(Collector):

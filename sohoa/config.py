@@ -423,9 +423,9 @@ class ConsumerConfig(Section):
     # (300 s) let one stalled rejoin leave the consumer with no partitions for five minutes.
     max_poll_interval_s: float = Field(default=60.0, ge=10.0)
     # kafka-python 3.0 has been seen to leave a member reading nothing while records wait:
-    # assigned no partitions after a join, or assigned partitions it never fetches. After this
-    # long without a record, the consumer asks the broker whether any wait and, if so, leaves
-    # and joins the group again (consumers/consumer.py, ``_check_stall``).
+    # assigned no partitions after a join, or polling partitions it never fetches. After this
+    # long without a record, the consumer asks the broker whether any wait and, if so, starts
+    # a new Kafka client (consumers/consumer.py, ``_check_stall``).
     stall_s: float = Field(default=30.0, ge=1.0)
     metrics_port: int = 19100
     metrics_host: str = "127.0.0.1"
