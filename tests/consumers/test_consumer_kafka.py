@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 import urllib.request
 import uuid
@@ -112,6 +113,21 @@ def history(seed: int, sites: int = 4) -> list[Event]:
 
 def start(env: dict[str, str], tmp_path: Path, name: str) -> SohoaProcess:
     return SohoaProcess(["consume"], env, tmp_path / "logs" / f"{name}.log")
+
+
+def run_in_thread(pc) -> tuple[threading.Thread, list[BaseException]]:
+    """``pc.run()`` in a thread; the list gets what it raised, if anything."""
+    crashed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            pc.run()
+        except BaseException as exc:
+            crashed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, crashed
 
 
 def test_kill_9_mid_batch_then_restart_ends_exact(stack, tmp_path: Path) -> None:
@@ -261,7 +277,6 @@ def test_a_connection_error_out_of_poll_does_not_stop_the_consumer(
     consume` exit 1 on it, at random. Here the real client's poll raises that error on cue,
     twice, against the real broker and database; the consumer waits, polls again, and every
     event lands exactly once."""
-    import threading
 
     from kafka.errors import KafkaConnectionError
 
@@ -291,16 +306,7 @@ def test_a_connection_error_out_of_poll_does_not_stop_the_consumer(
         return consumer
 
     monkeypatch.setattr(pc, "_make_consumer", make_consumer)
-    crashed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            pc.run()
-        except BaseException as exc:
-            crashed.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    thread, crashed = run_in_thread(pc)
     half = len(events) // 2
     try:
         produce(stack, env, events[:half])
@@ -326,7 +332,6 @@ def test_a_consumer_that_stops_reading_starts_a_new_client(
     client's own calls, pausing every partition it holds, then leaving its subscription:
     after ``consumer.stall_s`` without a record the consumer sees records waiting, starts a
     new client, and every event counts once."""
-    import threading
 
     from consumers.consumer import ProgressConsumer
     from tests.support.client_timeouts import settings_of
@@ -337,19 +342,11 @@ def test_a_consumer_that_stops_reading_starts_a_new_client(
     assert run_sohoa(["db", "migrate"], env).returncode == 0
     topics = [env["SOHOA_TOPICS__SITE_EVENTS"], env["SOHOA_TOPICS__FILE_EVENTS"]]
     pc = ProgressConsumer(settings_of(env))
-    crashed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            pc.run()
-        except BaseException as exc:
-            crashed.append(exc)
 
     def stalls() -> float:
         return pc.metrics.registry.get_sample_value("sohoa_consumer_stalls_total") or 0
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    thread, crashed = run_in_thread(pc)
     third = len(events) // 3
     try:
         produce(stack, env, events[:third])
