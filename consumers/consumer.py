@@ -87,6 +87,7 @@ class ProgressConsumer:
         self.batches = 0
         self._poll_failures = 0  # consecutive polls that raised a retriable Kafka error
         self._last_record = time.monotonic()  # when a poll last returned records (or a check ran)
+        self._seen_waiting = False  # the last stall check found records waiting
         self.guard = SiteGuard.from_settings(settings)
 
     # --- PostgreSQL ---------------------------------------------------------------------
@@ -159,6 +160,7 @@ class ProgressConsumer:
                     self.pending.extend(recs)
                 if polled:
                     self._last_record = time.monotonic()
+                    self._seen_waiting = False
                 elif time.monotonic() - self._last_record >= self.cfg.stall_s:
                     self._check_stall()
                 if self.pending and (
@@ -236,11 +238,17 @@ class ProgressConsumer:
         fetch and coordinator waits); its issues #3106 and #3131 were two such states in
         earlier releases. A new client has new connections, fetch state and membership, and
         its partitions are positioned from PostgreSQL. Harmless when wrong: what is pending
-        is written first."""
+        is written first.
+
+        It acts on the second check in a row that finds records waiting, with no record read
+        between: one check cannot tell a stall from a broker that just came back, whose
+        backlog the client has not had ``stall_s`` to read."""
         self._last_record = time.monotonic()
         waiting = self._records_waiting()
-        if not waiting:
+        seen, self._seen_waiting = self._seen_waiting, bool(waiting)
+        if not (waiting and seen):
             return
+        self._seen_waiting = False
         log.warning("no record read for a while although some wait; "
                     "starting a new Kafka client", extra={
                         "idle_s": self.cfg.stall_s, "waiting": waiting,

@@ -423,12 +423,12 @@ class ConsumerConfig(Section):
     # (300 s) let one stalled rejoin leave the consumer with no partitions for five minutes.
     max_poll_interval_s: float = Field(default=60.0, ge=10.0)
     # kafka-python 3.0 has been seen to leave a member reading nothing while records wait:
-    # assigned no partitions after a join, or polling partitions it never fetches. After this
-    # long without a record, the consumer asks the broker whether any wait and, if so, starts
-    # a new Kafka client (consumers/consumer.py, ``_check_stall``). Longer than the group
-    # session (kafka-python's 45 s): a consumer restarted after a kill -9 rightly reads nothing
-    # until the broker drops its dead predecessor (at 30 s the suite saw it start clients there).
-    stall_s: float = Field(default=60.0, ge=1.0)
+    # assigned no partitions after a join, or polling partitions it never fetches. Every this
+    # long without a record, the consumer asks the broker whether any wait; when two checks in
+    # a row say so, it starts a new Kafka client (consumers/consumer.py, ``_check_stall``).
+    # Two checks span more than the group session (kafka-python's 45 s), which a consumer
+    # restarted after a kill -9 rightly waits out, and a broker's return after an outage.
+    stall_s: float = Field(default=30.0, ge=1.0)
     metrics_port: int = 19100
     metrics_host: str = "127.0.0.1"
     gauge_cache_s: float = 10.0

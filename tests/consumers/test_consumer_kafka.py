@@ -330,8 +330,8 @@ def test_a_consumer_that_stops_reading_starts_a_new_client(
     waited: joined with no partitions, or polling partitions it never fetched again (the
     library's issues #3106 and #3131 were two such). Both states are made here with the real
     client's own calls, pausing every partition it holds, then leaving its subscription:
-    after ``consumer.stall_s`` without a record the consumer sees records waiting, starts a
-    new client, and every event counts once."""
+    when two checks ``consumer.stall_s`` apart find records waiting and none read, the
+    consumer starts a new client, and every event counts once."""
 
     from consumers.consumer import ProgressConsumer
     from tests.support.client_timeouts import settings_of
@@ -357,7 +357,11 @@ def test_a_consumer_that_stops_reading_starts_a_new_client(
         assert held, "the consumer holds no partitions"
         first.pause(*held)  # holds its partitions, fetches none of them
         produce(stack, env, events[third:2 * third])
-        wait_for(lambda: crashed or stalls() >= 1, 60, "a new client after the stall")
+        produced = time.monotonic()
+        wait_for(lambda: crashed or stalls() >= 1, 60, "a new client after the stall",
+                 interval=0.1)
+        # Not on the first check that saw records waiting: on the next, stall_s after it.
+        assert time.monotonic() - produced >= 3.0
         assert pc.consumer is not first
         assert applied_count(env) < len(events)  # the stall was real: records waited
         wait_for(lambda: crashed or caught_up(env, end_offsets(stack, topics)), 120,
