@@ -427,8 +427,6 @@ class ProgressConsumer:
         """Records behind the partitions' high waters, from what the client knows already:
         without a timeout position() may wait on the network (an offset reset or validation),
         and from the listener, on the client's IO thread, it cannot wait at all."""
-        from kafka.errors import KafkaError
-
         lag = 0
         try:
             for tp in self.consumer.assignment():
@@ -436,7 +434,7 @@ class ProgressConsumer:
                 pos = self.consumer.position(tp, timeout_ms=0)
                 if hw is not None and pos is not None:
                     lag += max(0, hw - pos)
-        except (KafkaError, RuntimeError):  # lag is informative only
+        except Exception:  # lag is informative only: never a reason to stop consuming
             return
         self.metrics.lag.set(lag)
 
