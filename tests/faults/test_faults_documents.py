@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from pathlib import Path
 
 import psycopg
@@ -115,7 +114,11 @@ def test_kill9_of_the_agent_with_a_300_page_pdf_in_its_outbox(stack, tmp_path: P
     run.start("streams", ["streams", "--role", "all"])
     run.start("watch", ["watch"])
     try:
-        time.sleep(3)
+        # The agent's producer connected (its first heartbeat landed) before the freeze: the
+        # pages it sends then sit in the frozen broker's socket, in flight at the kill.
+        wait_for(lambda: any(e.NAME == "SiteHeartbeat" for e in read_topic(
+            stack, run.env["SOHOA_TOPICS__SITE_EVENTS"], 500)), 60,
+            "the agent's first heartbeat on Kafka", (run.procs["watch"],))
         stack.pause_kafka()
         try:
             long_pdf(run.root / "UBND" / "HS-DAI" / "QD-2024-01.pdf")
