@@ -1,6 +1,6 @@
 """A group consumer that joins right after its topics were created, on a busy machine: how
 often is it left with no partitions? The reproducer of the consumer's stall
-(consumers/consumer.py ``Consumer._load_partitions``).
+(consumers/consumer.py ``ProgressConsumer._load_partitions``).
 
     python -m bench.bench_group_join                 # 30 joins each way, 4 busy processes
     python -m bench.bench_group_join --joins 60 --busy 6 --wait-s 45

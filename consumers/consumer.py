@@ -141,9 +141,7 @@ class ProgressConsumer:
 
     def run(self) -> None:
         self._connect()
-        self.consumer = self._make_consumer()
-        self._load_partitions()
-        self.consumer.subscribe(self.topics, listener=self._make_listener())
+        self._join()
         log.info("consumer started", extra={"topics": self.topics, "group_id": self.group_id})
         batch_started: float | None = None
         max_s = self.cfg.batch_max_ms / 1000.0
@@ -259,9 +257,7 @@ class ProgressConsumer:
             self.consumer.close(autocommit=False, timeout_ms=5000)
         except Exception as exc:  # a wedged client: the broker's session timeout ends it
             log.debug("closing the stalled client failed", extra={"error": str(exc)[:200]})
-        self.consumer = self._make_consumer()
-        self._load_partitions()
-        self.consumer.subscribe(self.topics, listener=self._make_listener())
+        self._join()
         self._last_record = time.monotonic()
 
     def _records_waiting(self) -> dict[str, int]:
@@ -283,10 +279,10 @@ class ProgressConsumer:
                        for p in self.consumer.partitions_for_topic(t)]
                 ends = self.consumer.end_offsets(tps, timeout_ms=5000)
                 stored = self._stored_offsets()
+                gaps = {tp: end - stored.get((tp.topic, tp.partition), 0)
+                        for tp, end in ends.items()}
                 # A transaction's commit marker takes an offset no record has: one is slack.
-                behind = {tp: end - stored.get((tp.topic, tp.partition), 0)
-                          for tp, end in ends.items()
-                          if end - stored.get((tp.topic, tp.partition), 0) > 1}
+                behind = {tp: n for tp, n in gaps.items() if n > 1}
         except (KafkaError, psycopg.Error) as exc:
             log.debug("stall check skipped", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
             return {}
@@ -294,6 +290,12 @@ class ProgressConsumer:
         for tp, n in behind.items():
             waiting[tp.topic] = waiting.get(tp.topic, 0) + n
         return waiting
+
+    def _join(self) -> None:
+        """A new Kafka client, subscribed: the group is joined on its first poll."""
+        self.consumer = self._make_consumer()
+        self._load_partitions()
+        self.consumer.subscribe(self.topics, listener=self._make_listener())
 
     def _load_partitions(self) -> None:
         """The topics' partitions in the client's metadata before the group is joined.
