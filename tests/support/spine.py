@@ -45,6 +45,7 @@ import os, sys, time
 from pathlib import Path
 from sohoa.samples import SAMPLE_LINES, PageSpec, tiny_png, write_page
 root, start, count, per_file, delay, kind = sys.argv[1:7]
+hold = Path(sys.argv[7]) if len(sys.argv) > 7 else None  # halfway, wait while it exists
 start, count, per_file, delay = int(start), int(count), int(per_file), float(delay)
 folder = lambda k: Path(root, "UBND", f"HS-{k:05d}")
 def page(path, i):
@@ -54,6 +55,10 @@ def page(path, i):
     own = f"Hồ sơ {path.parent.name}, trang {i % per_file + 1}"  # no two pages alike
     return write_page(path, PageSpec(size_mm=(148.0, 210.0), text=(*lines[:4], own), seed=i))
 for i in range(start, start + count):
+    if hold is not None and i == start + count // 2:
+        deadline = time.monotonic() + 600
+        while hold.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
     k = i // per_file
     folder(k).mkdir(parents=True, exist_ok=True)
     tmp = page(folder(k) / f".{i}.tmp.png", i)
@@ -238,10 +243,12 @@ class Spine:
 
     # --- load ---------------------------------------------------------------------------
     def write_pages(self, count: int = PAGES, delay: float = 0.02, per_file: int = PER_FILE,
-                    kind: str = "tiny") -> None:
+                    kind: str = "tiny", hold: Path | None = None) -> None:
+        """The writer, in the background; with ``hold``, it stops halfway while that file
+        exists, so a fault still finds work left however slowly the spine started."""
         self.writer = subprocess.Popen(
             [sys.executable, "-c", WRITER, str(self.root), "0", str(count), str(per_file),
-             str(delay), kind])
+             str(delay), kind, *([str(hold)] if hold is not None else [])])
 
     # --- the independent count: what is on disk ---------------------------------------------
     def disk_pages(self) -> dict[str, int]:

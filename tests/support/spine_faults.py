@@ -14,6 +14,10 @@ from tests.support.spine import PAGES, PER_FILE, Spine, group_members
 Hurt = Callable[[Spine, ClientTimeouts], None]
 
 
+def _always(spine: Spine) -> bool:
+    return True
+
+
 def _progress(spine: Spine, measure: str, pages: int, per_file: int
               ) -> tuple[Callable[[], int], int, int]:
     """(count, total, count to reach before the fault) of what the hurt part moves on."""
@@ -25,7 +29,7 @@ def _progress(spine: Spine, measure: str, pages: int, per_file: int
 
 def spine_fault(stack, tmp_path: Path, site: str, hurt: Hurt, *, measure: str = "pages",
                 pages: int = PAGES, per_file: int = PER_FILE, kind: str = "tiny",
-                delay: float | None = None, ready: Callable[[Spine], bool] = lambda s: True,
+                delay: float | None = None, ready: Callable[[Spine], bool] = _always,
                 settle_timeout: float = 420, after: Callable[[Spine], None] | None = None,
                 ocr: bool = False, outbox_dir: Path | None = None, **extra: str) -> Spine:
     """Start everything and the writer; once part of the work is done (and ``ready(spine)``), hurt
@@ -39,11 +43,19 @@ def spine_fault(stack, tmp_path: Path, site: str, hurt: Hurt, *, measure: str = 
     try:
         # Pages spread over >= 20 s: a burst could be counted in one consumer batch, so the
         # fault would land after the run instead of during it.
+        # Half the pages wait until the fault is due: a spine slow to start (a consumer
+        # that takes a minute to get its partitions) still leaves work for after the fault.
+        # Not when the test waits for a state of its own, which may need more of the pages.
+        hold = tmp_path / "writer-hold" if ready is _always else None
+        if hold is not None:
+            hold.touch()
         spine.write_pages(pages, max(0.02, 20 / pages) if delay is None else delay, per_file,
-                          kind)
+                          kind, hold=hold)
         progress, total, threshold = _progress(spine, measure, pages, per_file)
         wait_for(lambda: progress() >= threshold and ready(spine), 300,
                  f"{threshold} {measure} before the fault", spine.alive_procs(), interval=0.2)
+        if hold is not None:
+            hold.unlink()
         before = progress()
         assert before < total, "the run was over before the fault; it proves nothing"
         spine.note(f"{measure} before the fault: {before} of {total}")
