@@ -53,7 +53,7 @@ from bench.common import (
     teardown,
 )
 from consumers.db import scalar
-from sohoa.events import PageScanned
+from sohoa.events import FileClosed, PageScanned
 from sohoa.kafka_clients import make_producer
 
 AGENT_SITE = "agent-lat"
@@ -148,8 +148,9 @@ def _paced(n: int, rate: int, one: Callable[[int], None], sent_at: list[float]) 
 
 
 def offer(kafka, topic: str, dsn: str, rate: int, seconds: float, tag: str,
-          sites: int = 50, pages_per_file: int = 50) -> dict:
-    """Send ``rate`` PageScanned/s for ``seconds``; wait until all are rows; measure."""
+          sites: int = 50, pages_per_file: int = 50, close_files: bool = True) -> dict:
+    """Send ``rate`` PageScanned/s for ``seconds`` (and each full file's FileClosed); wait
+    until all pages are rows; measure."""
     n = int(rate * seconds)
     prefix = f"{tag}-"
     # Events rendered before the clock starts, with a marker where occurred_at goes: the
@@ -161,16 +162,24 @@ def offer(kafka, topic: str, dsn: str, rate: int, seconds: float, tag: str,
         sha256="0" * 64,
         size_bytes=1, media_type="image/tiff", occurred_at=marker).to_dict()["occurred_at"]
     rendered: list[tuple[str, bytes]] = []
+    # A file's FileClosed follows its last page, as a site's closing marker does: a campaign's
+    # files close, so the assembly state holds the compacted form of most of them.
+    closes: dict[int, tuple[str, bytes]] = {}
     for i in range(n):
         site = f"{prefix}{i % sites:03d}"
         k = i // sites
+        code = f"HS-{k // pages_per_file:05d}"
         ev = PageScanned.make(
-            site_id=site, fonds="UBND", file_code=f"HS-{k // pages_per_file:05d}",
+            site_id=site, fonds="UBND", file_code=code,
             document=f"{k % pages_per_file + 1:04d}.tif", number=k % pages_per_file + 1,
             uri=f"file:///scan/{site}/{i}.tif",
             sha256=f"{i:064x}", size_bytes=100_000, media_type="image/tiff",
             occurred_at=marker)
         rendered.append((ev.key(), ev.to_json()))
+        if close_files and k % pages_per_file == pages_per_file - 1:
+            c = FileClosed(site_id=site, fonds="UBND", file_code=code,
+                           expected_pages=pages_per_file, occurred_at=marker)
+            closes[i] = (c.key(), c.to_json())
     mark = marker_text.encode()
     assert all(mark in v for _, v in rendered[:1])
     producer = make_producer(kafka, linger_ms=5)
@@ -181,17 +190,26 @@ def offer(kafka, topic: str, dsn: str, rate: int, seconds: float, tag: str,
             now_text = now_text.replace("+00:00", "Z")
         key, value = rendered[i]
         producer.send(topic, key=key, value=value.replace(mark, now_text.encode(), 1))
+        if i in closes:
+            key, value = closes[i]
+            producer.send(topic, key=key, value=value.replace(mark, now_text.encode(), 1))
 
     def send(sent_at: list[float]) -> None:
         _paced(n, rate, one, sent_at)
         producer.flush(60)
 
     try:
-        return _measure(dsn, n, rate, seconds, "site_id LIKE %s", (prefix + "%",), send,
-                        count_sql="SELECT coalesce(sum(pages_scanned), 0) FROM daily_progress "
-                                  "WHERE site_id LIKE %s")
+        result = _measure(dsn, n, rate, seconds, "site_id LIKE %s", (prefix + "%",), send,
+                          count_sql="SELECT coalesce(sum(pages_scanned), 0) FROM daily_progress "
+                                    "WHERE site_id LIKE %s")
     finally:
         producer.close()
+    with psycopg.connect(dsn) as c:
+        result["files_closed"] = len(closes)
+        result["files_by_state"] = dict(c.execute(
+            "SELECT state, count(*) FROM files WHERE site_id LIKE %s GROUP BY 1",
+            (prefix + "%",)).fetchall())
+    return result
 
 
 def offer_via_agent(hot: Path, site: str, dsn: str, rate: int, seconds: float, tag: str,
@@ -236,14 +254,23 @@ class RssSampler(threading.Thread):
             self.samples.append((time.monotonic(), {
                 name: _rss_mb(pid) for name, pid in self.pids.items()}))
 
-    def between(self, t0: float, t1: float) -> dict[str, dict[str, float]]:
-        """Each component's first, last and highest sample in [t0, t1], in MB."""
-        window = [v for t, v in self.samples if t0 <= t <= t1]
+    def between(self, t0: float, t1: float) -> dict[str, dict[str, Any]]:
+        """Each component's first, last and highest sample in [t0, t1], in MB, and the
+        highest of each minute (flat or growing over a long step)."""
+        window = [(t, v) for t, v in self.samples if t0 <= t <= t1]
         if not window:
             return {}
-        return {name: {"first": round(window[0][name], 1), "last": round(window[-1][name], 1),
-                       "max": round(max(v[name] for v in window), 1)}
-                for name in self.pids}
+        out: dict[str, dict[str, Any]] = {}
+        for name in self.pids:
+            minutes: dict[int, float] = {}
+            for t, v in window:
+                m = int((t - t0) // 60)
+                minutes[m] = max(minutes.get(m, 0.0), v[name])
+            out[name] = {"first": round(window[0][1][name], 1),
+                         "last": round(window[-1][1][name], 1),
+                         "max": round(max(v[name] for _, v in window), 1),
+                         "max_by_minute": [round(minutes[m], 1) for m in sorted(minutes)]}
+        return out
 
 
 def _rss_mb(pid: int) -> float:
