@@ -236,9 +236,8 @@ class _Assembly:
             work.dirty[key] = (msg.partition, state)
         if (changed and self.check_content and isinstance(ev, PageScanned)
                 and state.pending.get((ev.document, ev.page_index)) == ev.sha256):
-            work.asks.append((f"{ev.site_id}/{ev.sha256}".encode(), json.dumps(
-                {"k": key, "fo": ev.fonds, "f": ev.file_code, "d": ev.document,
-                 "i": ev.page_index, "s": ev.sha256}, ensure_ascii=False).encode()))
+            work.asks.append(_content_ask(key, ev.site_id, ev.fonds, ev.file_code,
+                                          (ev.document, ev.page_index), ev.sha256))
         if out is not None:
             work.outputs.append((state, out))
 
@@ -293,8 +292,17 @@ class _Assembly:
             return
         state = decode_state(raw)
         now = time.time()
+        asks: list[tuple[bytes, bytes]] = []
         if msg.value == b"tick":
-            changed, out = False, state.tick(now, self.idle, self.settle)
+            was_reasked = state.reasked
+            out = state.tick(now, self.idle, self.settle)
+            changed = state.reasked and not was_reasked
+            if changed:  # an answer may have been lost on a rebalance: ask again
+                asks = [_content_ask(key, state.site_id, state.fonds, state.file_code, page, sha)
+                        for page, sha in state.pending.items()]
+                log.info("content answers overdue; asking again", extra={
+                    "site_id": state.site_id, "file_code": state.file_code,
+                    "pages": len(asks)})
         else:
             try:
                 changed, out = _content_answer(state, msg.value, now)
@@ -306,6 +314,8 @@ class _Assembly:
             value = encode_state(state, self.level)
             sent.append(self.store.put(key, partition, value))
             self.cache.put(key, value, state)
+        for ask_key, ask in asks:
+            sent.append(await self.w.content_requests.send(key=ask_key, value=ask))
         if out is not None:
             sent.append(await self._emit_assembled(state, out))
         await asyncio.gather(*sent)  # acknowledged before the tick is
@@ -346,6 +356,15 @@ class _Assembly:
         metrics.OPEN_FILES.set(n)
         for key in due:
             await self.w.ticks.send(key=key.encode(), value=b"tick")
+
+
+def _content_ask(file_key: str, site_id: str, fonds: str, file_code: str,
+                 page: tuple[str, int], sha256: str) -> tuple[bytes, bytes]:
+    """The content index's question for one page: keyed by site and content (the index's
+    partitioning), naming the file whose owner gets the answer."""
+    return f"{site_id}/{sha256}".encode(), json.dumps(
+        {"k": file_key, "fo": fonds, "f": file_code, "d": page[0], "i": page[1],
+         "s": sha256}, ensure_ascii=False).encode()
 
 
 def _content_answer(state: FileState, value: bytes,

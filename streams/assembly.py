@@ -118,6 +118,9 @@ class FileState:
     # key -> (other fonds, other file code, other document, other page index)
     site_dups: dict[Key, tuple[str, str, str, int]] = field(default_factory=dict)
     deferred: str | None = None  # trigger of an assembly waiting for pending answers
+    # The pending questions were asked again once the settle time passed without answers
+    # (an answer can be lost on a rebalance); the next settle time assembles without them.
+    reasked: bool = False
 
     # --- (de)serialisation: compact JSON for the table's changelog -----------------------
     def to_dict(self) -> dict[str, Any]:
@@ -130,7 +133,7 @@ class FileState:
             "at": self.assembled_at,
             "pd": {_enc(k): sha for k, sha in self.pending.items()},
             "sd": {_enc(k): list(v) for k, v in self.site_dups.items()},
-            "df": self.deferred, "ty": self.types,
+            "df": self.deferred, "ty": self.types, "rq": self.reasked,
         }
 
     @classmethod
@@ -147,7 +150,7 @@ class FileState:
             pending={_dec(k): sha for k, sha in d.get("pd", {}).items()},
             site_dups={_dec(k): (v[0], v[1], v[2], int(v[3]))
                        for k, v in d.get("sd", {}).items()},
-            deferred=d.get("df"), types=dict(d.get("ty") or {}),
+            deferred=d.get("df"), types=dict(d.get("ty") or {}), reasked=bool(d.get("rq")),
         )
 
     @classmethod
@@ -185,6 +188,7 @@ class FileState:
             self.site_dups.pop(key, None)
             if content_check:
                 self.pending[key] = event.sha256
+                self.reasked = False  # a new question: the next wait re-asks again
             self._reopen_if_assembled()
             if self._count_reached():
                 trigger = "late_page" if self.revision > 1 else "expected_count"
@@ -256,10 +260,16 @@ class FileState:
 
     def tick(self, now: float, idle_timeout_s: float,
              late_settle_s: float) -> FileAssembled | None:
-        """Idle check, driven by a timer: assemble a file nobody closed."""
+        """Idle check, driven by a timer: assemble a file nobody closed. A file waiting on
+        content answers past the settle time has its questions asked again first (see
+        :meth:`reask`); it is assembled without them only after a second settle time."""
         if self.assembled or not self.pages:
             return None
         if self.deferred and now - self.last_activity >= late_settle_s:
+            if self.pending and not self.reasked:
+                self.reasked = True
+                self.last_activity = now
+                return None
             return self._assemble(self.deferred, now)  # the content index never answered
         if self.revision > 1 and now - self.last_activity >= late_settle_s:
             return self._assemble("late_page", now)
@@ -321,6 +331,7 @@ class FileState:
 
     def _assemble(self, trigger: str, now: float) -> FileAssembled:
         self.deferred = None
+        self.reasked = False
         self.assembled = True
         self.assembled_at = now
         return self.assembled_event(trigger)

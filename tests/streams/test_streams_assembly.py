@@ -317,13 +317,41 @@ def test_site_duplicate_waits_for_the_content_index() -> None:
     assert out is not None and out.trigger == "marker"
     assert [(d.document, d.other_fonds, d.other_file_code, d.other_document)
             for d in out.duplicate_in_site] == [("002.tif", "UBND", "HS-OLD", "007.tif")]
-    # the idle fallback assembles even if an answer never comes
+    # the idle fallback assembles even if an answer never comes: after asking once more
     st2 = FileState(S, "HS-2")
     st2.apply(fake_page(S, "HS-2", 1), 1.0, content_check=True)
     st2.apply(closed(S, "HS-2"), 1.0, content_check=True)
     assert st2.due(100.0, idle_timeout_s=3600, late_settle_s=60)
-    late = st2.tick(100.0, 3600, 60)
-    assert late is not None and late.trigger == "marker"
+    assert st2.tick(100.0, 3600, 60) is None and st2.reasked
+    assert not st2.due(159.0, idle_timeout_s=3600, late_settle_s=60)
+    late = st2.tick(160.0, 3600, 60)
+    assert late is not None and late.trigger == "marker" and not st2.reasked
+
+
+def test_a_lost_content_answer_is_asked_again_before_the_file_is_assembled_without_it(
+) -> None:
+    # An answer lost on a rebalance (docs/architecture.md, "Replays change nothing"): the timer
+    # asks the pending question again instead of assembling without the site-wide check.
+    st = FileState(S, F)
+    dup = fake_page(S, F, 1, content="seen elsewhere")
+    st.apply(dup, 1.0, content_check=True)
+    st.apply(closed(S, F), 1.0, content_check=True)
+    assert st.tick(61.0, 3600, 60) is None
+    st = decode_state(encode_state(st))          # the flag is part of the stored state
+    assert st.reasked and st.pending == {("001.tif", 1): dup.sha256}
+    assert st.tick(62.0, 3600, 60) is None       # the second wait has its own settle time
+    other = ("UBND", "HS-OLD", "007.tif", 1)
+    changed, out = st.content_answer(("001.tif", 1), dup.sha256, other, 70.0)
+    assert changed and out is not None and out.trigger == "marker"
+    assert [d.other_file_code for d in out.duplicate_in_site] == ["HS-OLD"]
+    # a new question after the re-ask (a late page) gets its own second chance
+    st3 = FileState(S, "HS-3")
+    st3.apply(fake_page(S, "HS-3", 1), 1.0, content_check=True)
+    st3.apply(closed(S, "HS-3"), 1.0, content_check=True)
+    assert st3.tick(61.0, 3600, 60) is None and st3.reasked
+    st3.apply(fake_page(S, "HS-3", 2), 70.0, content_check=True)
+    assert not st3.reasked
+    assert st3.tick(130.0, 3600, 60) is None and st3.reasked
 
 
 def test_the_idle_checks_due_test_on_raw_values_equals_the_decoded_states() -> None:
