@@ -204,9 +204,9 @@ def offer(kafka, topic: str, dsn: str, rate: int, seconds: float, tag: str,
                                     "WHERE site_id LIKE %s")
     finally:
         producer.close()
-    with psycopg.connect(dsn) as c:
+    with psycopg.connect(dsn) as conn:
         result["files_closed"] = len(closes)
-        result["files_by_state"] = dict(c.execute(
+        result["files_by_state"] = dict(conn.execute(
             "SELECT state, count(*) FROM files WHERE site_id LIKE %s GROUP BY 1",
             (prefix + "%",)).fetchall())
     return result
