@@ -148,7 +148,7 @@ def _paced(n: int, rate: int, one: Callable[[int], None], sent_at: list[float]) 
 
 
 def offer(kafka, topic: str, dsn: str, rate: int, seconds: float, tag: str,
-          sites: int = 50, pages_per_file: int = 50, close_files: bool = True) -> dict:
+          sites: int = 50, pages_per_file: int = 50) -> dict:
     """Send ``rate`` PageScanned/s for ``seconds`` (and each full file's FileClosed); wait
     until all pages are rows; measure."""
     n = int(rate * seconds)
@@ -176,7 +176,7 @@ def offer(kafka, topic: str, dsn: str, rate: int, seconds: float, tag: str,
             sha256=f"{i:064x}", size_bytes=100_000, media_type="image/tiff",
             occurred_at=marker)
         rendered.append((ev.key(), ev.to_json()))
-        if close_files and k % pages_per_file == pages_per_file - 1:
+        if k % pages_per_file == pages_per_file - 1:
             c = FileClosed(site_id=site, fonds="UBND", file_code=code,
                            expected_pages=pages_per_file, occurred_at=marker)
             closes[i] = (c.key(), c.to_json())

@@ -107,17 +107,13 @@ class ProgressCollector(Collector):
         in the background if it is older than ``cache_s``."""
         with self._text_lock:
             if self._text is None:
-                self._render()
+                self._text, self._text_at = generate_latest(self), time.monotonic()
             elif time.monotonic() - self._text_at >= self.cache_s and not self._rendering:
                 self._rendering = True
                 threading.Thread(target=self._render_in_background, name="metrics-render",
                                  daemon=True).start()
             assert self._text is not None
             return self._text
-
-    def _render(self) -> None:
-        text = generate_latest(self)
-        self._text, self._text_at = text, time.monotonic()
 
     def _render_in_background(self) -> None:
         try:

@@ -261,8 +261,9 @@ class FileState:
     def tick(self, now: float, idle_timeout_s: float,
              late_settle_s: float) -> FileAssembled | None:
         """Idle check, driven by a timer: assemble a file nobody closed. A file waiting on
-        content answers past the settle time has its questions asked again first (see
-        :meth:`reask`); it is assembled without them only after a second settle time."""
+        content answers past the settle time has its questions asked again first (``reasked``
+        set: the caller sends them); it is assembled without them only after a second settle
+        time."""
         if self.assembled or not self.pages:
             return None
         if self.deferred and now - self.last_activity >= late_settle_s:
